@@ -1,0 +1,231 @@
+//! `perf_event_open` sessions and their ring buffers.
+
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::sync::atomic::{fence, Ordering};
+
+use perf_event_open_sys::bindings as b;
+
+use crate::records::{self, Record, REGS_MASK};
+
+/// How to sample.
+#[derive(Clone, Debug)]
+pub struct SamplingConfig {
+    /// Samples per second of CPU time, per thread.
+    pub rate_hz: u64,
+    /// Bytes of user stack copied with each sample (multiple of 8, ≤ 65000).
+    pub stack_bytes: u32,
+    /// Ring buffer size per CPU, in pages (a power of two).
+    pub ring_pages: usize,
+    /// Wake the reader after every sample (so the caller can read live state, such as Python
+    /// frames, while it is still current) instead of when the buffer fills up.
+    pub wake_every_sample: bool,
+}
+
+impl Default for SamplingConfig {
+    fn default() -> Self {
+        SamplingConfig { rate_hz: 199, stack_bytes: 16 * 1024, ring_pages: 512, wake_every_sample: true }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum PerfError {
+    #[error(
+        "perf_event_open was refused ({source}); kernel.perf_event_paranoid is {paranoid}. \
+         Run as root, grant CAP_PERFMON (setcap cap_perfmon,cap_sys_ptrace+ep ftprof), or lower it: \
+         sudo sysctl kernel.perf_event_paranoid=1"
+    )]
+    Permission { source: io::Error, paranoid: String },
+    #[error("perf_event_open failed: {0}")]
+    Other(io::Error),
+    #[error("mapping the perf ring buffer failed: {0} (raise `ulimit -l` or lower --ring-pages)")]
+    Mmap(io::Error),
+}
+
+/// Current `kernel.perf_event_paranoid`, as text.
+pub fn paranoid_level() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/perf_event_paranoid")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_else(|_| "unknown".into())
+}
+
+/// CPUs that are online now.
+pub fn online_cpus() -> Vec<u32> {
+    let text = std::fs::read_to_string("/sys/devices/system/cpu/online").unwrap_or_default();
+    let mut cpus = Vec::new();
+    for part in text.trim().split(',').filter(|p| !p.is_empty()) {
+        let mut it = part.splitn(2, '-');
+        let lo: u32 = it.next().and_then(|s| s.parse().ok()).unwrap_or(0);
+        let hi: u32 = it.next().and_then(|s| s.parse().ok()).unwrap_or(lo);
+        cpus.extend(lo..=hi);
+    }
+    if cpus.is_empty() {
+        let n = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1) as u32;
+        cpus.extend(0..n);
+    }
+    cpus
+}
+
+fn perf_open(attr: &mut b::perf_event_attr, pid: i32, cpu: i32) -> Result<OwnedFd, PerfError> {
+    let fd = unsafe {
+        perf_event_open_sys::perf_event_open(attr, pid, cpu, -1, b::PERF_FLAG_FD_CLOEXEC as _)
+    };
+    if fd < 0 {
+        let e = io::Error::last_os_error();
+        return Err(match e.raw_os_error() {
+            Some(libc::EACCES) | Some(libc::EPERM) => PerfError::Permission { source: e, paranoid: paranoid_level() },
+            _ => PerfError::Other(e),
+        });
+    }
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// The cpu-clock sampling attribute used for every event.
+pub fn cpu_clock_attr(cfg: &SamplingConfig, enable_on_exec: bool) -> b::perf_event_attr {
+    let mut a = b::perf_event_attr {
+        type_: b::PERF_TYPE_SOFTWARE,
+        size: std::mem::size_of::<b::perf_event_attr>() as u32,
+        config: b::PERF_COUNT_SW_CPU_CLOCK as u64,
+        ..Default::default()
+    };
+    a.__bindgen_anon_1.sample_period = 1_000_000_000 / cfg.rate_hz.max(1);
+    a.sample_type = (b::PERF_SAMPLE_IP
+        | b::PERF_SAMPLE_TID
+        | b::PERF_SAMPLE_TIME
+        | b::PERF_SAMPLE_CPU
+        | b::PERF_SAMPLE_PERIOD
+        | b::PERF_SAMPLE_REGS_USER
+        | b::PERF_SAMPLE_STACK_USER) as u64;
+    a.sample_regs_user = REGS_MASK;
+    a.sample_stack_user = cfg.stack_bytes & !7;
+    a.set_disabled(1);
+    a.set_inherit(1);
+    a.set_exclude_kernel(1);
+    a.set_exclude_hv(1);
+    a.set_mmap(1);
+    a.set_mmap2(1);
+    a.set_comm(1);
+    a.set_comm_exec(1);
+    a.set_task(1);
+    a.set_sample_id_all(1);
+    a.set_use_clockid(1);
+    a.clockid = libc::CLOCK_MONOTONIC;
+    a.set_enable_on_exec(enable_on_exec as u64);
+    if cfg.wake_every_sample {
+        a.__bindgen_anon_2.wakeup_events = 1;
+    } else {
+        a.set_watermark(1);
+        a.__bindgen_anon_2.wakeup_watermark = (cfg.ring_pages * page_size() / 4) as u32;
+    }
+    a
+}
+
+pub fn page_size() -> usize {
+    unsafe { libc::sysconf(libc::_SC_PAGESIZE) as usize }
+}
+
+/// One opened event with its mmap'd ring buffer.
+pub struct Ring {
+    fd: OwnedFd,
+    base: *mut u8,
+    map_len: usize,
+    data_size: usize,
+    sample_type: u64,
+    scratch: Vec<u8>,
+}
+
+// The mapping is owned exclusively by this struct.
+unsafe impl Send for Ring {}
+
+impl Ring {
+    /// Open `attr` for (`pid`, `cpu`) and map its ring buffer.
+    pub fn open(attr: &mut b::perf_event_attr, pid: i32, cpu: i32, pages: usize) -> Result<Ring, PerfError> {
+        let fd = perf_open(attr, pid, cpu)?;
+        let data_size = pages.next_power_of_two() * page_size();
+        let map_len = data_size + page_size();
+        let base = unsafe {
+            libc::mmap(std::ptr::null_mut(), map_len, libc::PROT_READ | libc::PROT_WRITE, libc::MAP_SHARED, fd.as_raw_fd(), 0)
+        };
+        if base == libc::MAP_FAILED {
+            return Err(PerfError::Mmap(io::Error::last_os_error()));
+        }
+        Ok(Ring { fd, base: base as *mut u8, map_len, data_size, sample_type: attr.sample_type, scratch: Vec::new() })
+    }
+
+    pub fn fd(&self) -> RawFd {
+        self.fd.as_raw_fd()
+    }
+
+    pub fn enable(&self) -> io::Result<()> {
+        if unsafe { perf_event_open_sys::ioctls::ENABLE(self.fd(), 0) } < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(())
+    }
+
+    pub fn disable(&self) {
+        unsafe { perf_event_open_sys::ioctls::DISABLE(self.fd(), 0) };
+    }
+
+    fn header(&self) -> *mut b::perf_event_mmap_page {
+        self.base as *mut b::perf_event_mmap_page
+    }
+
+    /// Hand every complete record currently in the buffer to `sink`. Returns how many.
+    pub fn drain(&mut self, sink: &mut dyn FnMut(Record)) -> usize {
+        let hdr = self.header();
+        let head = unsafe { std::ptr::read_volatile(&(*hdr).data_head) };
+        fence(Ordering::Acquire);
+        let mut tail = unsafe { std::ptr::read_volatile(&(*hdr).data_tail) };
+        let data = unsafe { self.base.add(page_size()) };
+        let mask = (self.data_size - 1) as u64;
+        let mut n = 0;
+        while tail < head {
+            let off = (tail & mask) as usize;
+            // Header may itself wrap; copy 8 bytes carefully.
+            let mut h = [0u8; 8];
+            for (i, byte) in h.iter_mut().enumerate() {
+                *byte = unsafe { *data.add((off + i) & mask as usize) };
+            }
+            let size = u16::from_ne_bytes([h[6], h[7]]) as usize;
+            if size < 8 {
+                break; // corrupt; give up on this batch
+            }
+            let rec: &[u8] = if off + size <= self.data_size {
+                unsafe { std::slice::from_raw_parts(data.add(off), size) }
+            } else {
+                self.scratch.clear();
+                let first = self.data_size - off;
+                self.scratch.extend_from_slice(unsafe { std::slice::from_raw_parts(data.add(off), first) });
+                self.scratch.extend_from_slice(unsafe { std::slice::from_raw_parts(data, size - first) });
+                &self.scratch
+            };
+            if let Some(r) = records::parse(rec, self.sample_type) {
+                sink(r);
+                n += 1;
+            }
+            tail += size as u64;
+        }
+        fence(Ordering::Release);
+        unsafe { std::ptr::write_volatile(&mut (*hdr).data_tail, tail) };
+        n
+    }
+}
+
+impl Drop for Ring {
+    fn drop(&mut self) {
+        unsafe { libc::munmap(self.base as *mut libc::c_void, self.map_len) };
+    }
+}
+
+/// Open one inherited cpu-clock event per online CPU for `pid` (and all threads and children it
+/// creates from now on). Per-CPU events are required: the kernel refuses to mmap inherited
+/// per-task (cpu = -1) events.
+pub fn open_process_rings(pid: i32, cfg: &SamplingConfig, enable_on_exec: bool) -> Result<Vec<Ring>, PerfError> {
+    let mut rings = Vec::new();
+    for cpu in online_cpus() {
+        let mut attr = cpu_clock_attr(cfg, enable_on_exec);
+        rings.push(Ring::open(&mut attr, pid, cpu as i32, cfg.ring_pages)?);
+    }
+    Ok(rings)
+}

@@ -1,0 +1,205 @@
+//! Parsing of perf ring-buffer records into owned [`Record`]s.
+
+/// Registers captured with every sample (x86-64 `PERF_REG_X86_*` order of the mask below).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Regs {
+    pub ax: u64,
+    pub bx: u64,
+    pub cx: u64,
+    pub dx: u64,
+    pub si: u64,
+    pub di: u64,
+    pub bp: u64,
+    pub sp: u64,
+    pub ip: u64,
+}
+
+/// `sample_regs_user` mask: AX BX CX DX SI DI BP SP IP (bits 0..=8).
+pub const REGS_MASK: u64 = 0x1ff;
+
+/// One sample taken from the target.
+#[derive(Clone, Debug)]
+pub struct Sample {
+    pub pid: u32,
+    pub tid: u32,
+    /// CLOCK_MONOTONIC nanoseconds.
+    pub time: u64,
+    pub cpu: u32,
+    pub period: u64,
+    pub ip: u64,
+    /// User registers; `None` when the sample hit a kernel thread or no user context.
+    pub regs: Option<Regs>,
+    /// Copy of the user stack starting at `regs.sp` (only the bytes the kernel filled in).
+    pub stack: Vec<u8>,
+    /// Kernel or user mode at the sample (PERF_RECORD_MISC_KERNEL).
+    pub kernel: bool,
+}
+
+/// An executable mapping created in the target.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Mmap {
+    pub pid: u32,
+    pub tid: u32,
+    pub start: u64,
+    pub len: u64,
+    pub pgoff: u64,
+    pub path: String,
+    pub executable: bool,
+}
+
+/// Everything the collector reports.
+#[derive(Clone, Debug)]
+pub enum Record {
+    Sample(Sample),
+    Mmap(Mmap),
+    Comm { pid: u32, tid: u32, name: String, exec: bool },
+    Fork { pid: u32, ppid: u32, tid: u32, ptid: u32, time: u64 },
+    Exit { pid: u32, tid: u32, time: u64 },
+    Lost { count: u64 },
+}
+
+const PERF_RECORD_MMAP: u32 = 1;
+const PERF_RECORD_LOST: u32 = 2;
+const PERF_RECORD_COMM: u32 = 3;
+const PERF_RECORD_EXIT: u32 = 4;
+const PERF_RECORD_FORK: u32 = 7;
+const PERF_RECORD_SAMPLE: u32 = 9;
+const PERF_RECORD_MMAP2: u32 = 10;
+const PERF_RECORD_MISC_CPUMODE_MASK: u16 = 7;
+const PERF_RECORD_MISC_KERNEL: u16 = 1;
+const PERF_RECORD_MISC_COMM_EXEC: u16 = 1 << 13;
+const PERF_RECORD_MISC_MMAP_BUILD_ID: u16 = 1 << 14;
+const PROT_EXEC: u32 = 4;
+
+/// Little cursor over a record body.
+struct Cur<'a> {
+    b: &'a [u8],
+    pos: usize,
+}
+
+impl<'a> Cur<'a> {
+    fn u64(&mut self) -> Option<u64> {
+        let v = self.b.get(self.pos..self.pos + 8)?;
+        self.pos += 8;
+        Some(u64::from_ne_bytes(v.try_into().ok()?))
+    }
+    fn u32(&mut self) -> Option<u32> {
+        let v = self.b.get(self.pos..self.pos + 4)?;
+        self.pos += 4;
+        Some(u32::from_ne_bytes(v.try_into().ok()?))
+    }
+    fn bytes(&mut self, n: usize) -> Option<&'a [u8]> {
+        let v = self.b.get(self.pos..self.pos + n)?;
+        self.pos += n;
+        Some(v)
+    }
+    fn cstr(&mut self) -> String {
+        let rest = &self.b[self.pos.min(self.b.len())..];
+        let end = rest.iter().position(|&c| c == 0).unwrap_or(rest.len());
+        String::from_utf8_lossy(&rest[..end]).into_owned()
+    }
+}
+
+/// Parse one complete record (header included). `sample_type` is the attr's sample_type; only
+/// the layout produced by [`crate::perf::SamplingConfig`] is supported. Unknown types → `None`.
+pub fn parse(rec: &[u8], sample_type: u64) -> Option<Record> {
+    use perf_event_open_sys::bindings as b;
+    let ty = u32::from_ne_bytes(rec.get(0..4)?.try_into().ok()?);
+    let misc = u16::from_ne_bytes(rec.get(4..6)?.try_into().ok()?);
+    let mut c = Cur { b: rec, pos: 8 };
+    match ty {
+        PERF_RECORD_SAMPLE => {
+            let st = sample_type;
+            let has = |f: u32| st & f as u64 != 0;
+            if has(b::PERF_SAMPLE_IDENTIFIER) {
+                c.u64()?;
+            }
+            let ip = if has(b::PERF_SAMPLE_IP) { c.u64()? } else { 0 };
+            let (pid, tid) = if has(b::PERF_SAMPLE_TID) { (c.u32()?, c.u32()?) } else { (0, 0) };
+            let time = if has(b::PERF_SAMPLE_TIME) { c.u64()? } else { 0 };
+            let cpu = if has(b::PERF_SAMPLE_CPU) {
+                let v = c.u32()?;
+                c.u32()?;
+                v
+            } else {
+                0
+            };
+            let period = if has(b::PERF_SAMPLE_PERIOD) { c.u64()? } else { 0 };
+            let mut regs = None;
+            if has(b::PERF_SAMPLE_REGS_USER) {
+                let abi = c.u64()?;
+                if abi != 0 {
+                    let mut v = [0u64; 9];
+                    for r in v.iter_mut() {
+                        *r = c.u64()?;
+                    }
+                    regs = Some(Regs {
+                        ax: v[0],
+                        bx: v[1],
+                        cx: v[2],
+                        dx: v[3],
+                        si: v[4],
+                        di: v[5],
+                        bp: v[6],
+                        sp: v[7],
+                        ip: v[8],
+                    });
+                }
+            }
+            let mut stack = Vec::new();
+            if has(b::PERF_SAMPLE_STACK_USER) {
+                let size = c.u64()? as usize;
+                if size > 0 {
+                    let data = c.bytes(size)?;
+                    let dyn_size = c.u64()? as usize;
+                    stack.extend_from_slice(&data[..dyn_size.min(size)]);
+                }
+            }
+            let kernel = misc & PERF_RECORD_MISC_CPUMODE_MASK == PERF_RECORD_MISC_KERNEL;
+            Some(Record::Sample(Sample { pid, tid, time, cpu, period, ip, regs, stack, kernel }))
+        }
+        PERF_RECORD_MMAP | PERF_RECORD_MMAP2 => {
+            let pid = c.u32()?;
+            let tid = c.u32()?;
+            let start = c.u64()?;
+            let len = c.u64()?;
+            let pgoff = c.u64()?;
+            let mut executable = true;
+            if ty == PERF_RECORD_MMAP2 {
+                if misc & PERF_RECORD_MISC_MMAP_BUILD_ID != 0 {
+                    c.bytes(24)?; // build id size + pad + 20 bytes
+                } else {
+                    c.bytes(24)?; // maj, min, ino, ino_generation
+                }
+                let prot = c.u32()?;
+                c.u32()?; // flags
+                executable = prot & PROT_EXEC != 0;
+            }
+            let path = c.cstr();
+            Some(Record::Mmap(Mmap { pid, tid, start, len, pgoff, path, executable }))
+        }
+        PERF_RECORD_COMM => {
+            let pid = c.u32()?;
+            let tid = c.u32()?;
+            let name = c.cstr();
+            Some(Record::Comm { pid, tid, name, exec: misc & PERF_RECORD_MISC_COMM_EXEC != 0 })
+        }
+        PERF_RECORD_FORK | PERF_RECORD_EXIT => {
+            let pid = c.u32()?;
+            let ppid = c.u32()?;
+            let tid = c.u32()?;
+            let ptid = c.u32()?;
+            let time = c.u64()?;
+            Some(if ty == PERF_RECORD_FORK {
+                Record::Fork { pid, ppid, tid, ptid, time }
+            } else {
+                Record::Exit { pid, tid, time }
+            })
+        }
+        PERF_RECORD_LOST => {
+            c.u64()?; // id
+            Some(Record::Lost { count: c.u64()? })
+        }
+        _ => None,
+    }
+}

@@ -1,0 +1,167 @@
+//! The recording loop: start or follow the target, drain rings until it stops.
+
+use std::ffi::OsString;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use crate::launch::{LaunchError, Launched};
+use crate::perf::{self, PerfError, Ring, SamplingConfig};
+use crate::records::Record;
+
+/// What to record.
+#[derive(Clone, Debug)]
+pub enum Target {
+    /// Launch this command (argv[0] is looked up in PATH).
+    Launch(Vec<OsString>),
+}
+
+/// Why recording ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StopReason {
+    TargetExited,
+    Interrupted,
+}
+
+/// How the target ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ExitStatus {
+    Code(i32),
+    Signal(i32),
+}
+
+impl std::fmt::Display for ExitStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ExitStatus::Code(c) => write!(f, "exit code {c}"),
+            ExitStatus::Signal(s) => write!(f, "killed by signal {s}"),
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct RecordingOutcome {
+    pub pid: i32,
+    pub exit: Option<ExitStatus>,
+    pub stop: StopReason,
+    /// Wall time from release of the target to the end of recording.
+    pub duration: Duration,
+    /// CLOCK_MONOTONIC ns when the target was released.
+    pub start_ns: u64,
+    /// Records the kernel dropped because a ring buffer was full.
+    pub lost: u64,
+    /// User + system CPU seconds of the target and its threads (from `wait4`), when it exited.
+    pub target_cpu_seconds: Option<f64>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RecordError {
+    #[error(transparent)]
+    Launch(#[from] LaunchError),
+    #[error(transparent)]
+    Perf(#[from] PerfError),
+}
+
+pub fn monotonic_ns() -> u64 {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+/// Record `target` until it exits or `stop` becomes true. Every record is passed to `sink` as it
+/// is drained (on this thread). `on_start(pid)` runs once the target is about to `exec`.
+pub fn record(
+    target: &Target,
+    cfg: &SamplingConfig,
+    stop: &AtomicBool,
+    on_start: &mut dyn FnMut(i32),
+    sink: &mut dyn FnMut(Record),
+) -> Result<RecordingOutcome, RecordError> {
+    let Target::Launch(argv) = target;
+    let mut child = Launched::spawn(argv)?;
+    let pid = child.pid;
+    let mut rings = match perf::open_process_rings(pid, cfg, true) {
+        Ok(r) => r,
+        Err(e) => {
+            child.abandon();
+            return Err(e.into());
+        }
+    };
+    on_start(pid);
+    let start_ns = monotonic_ns();
+    let started = Instant::now();
+    child.release()?;
+
+    let mut lost = 0u64;
+    let mut exit = None;
+    let mut cpu = None;
+    let mut stop_reason = StopReason::TargetExited;
+    let mut interrupt_sent: Option<Instant> = None;
+    let mut escalation = 0;
+    let mut pollfds: Vec<libc::pollfd> =
+        rings.iter().map(|r| libc::pollfd { fd: r.fd(), events: libc::POLLIN, revents: 0 }).collect();
+
+    loop {
+        unsafe { libc::poll(pollfds.as_mut_ptr(), pollfds.len() as _, 50) };
+        drain_all(&mut rings, &mut lost, sink);
+
+        let mut status = 0;
+        let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+        let r = unsafe { libc::wait4(pid, &mut status, libc::WNOHANG, &mut ru) };
+        if r == pid {
+            exit = Some(if libc::WIFSIGNALED(status) {
+                ExitStatus::Signal(libc::WTERMSIG(status))
+            } else {
+                ExitStatus::Code(libc::WEXITSTATUS(status))
+            });
+            let tv = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+            cpu = Some(tv(ru.ru_utime) + tv(ru.ru_stime));
+            break;
+        }
+        if r < 0 {
+            break; // not our child any more
+        }
+        if stop.load(Ordering::Relaxed) {
+            stop_reason = StopReason::Interrupted;
+            // Ctrl-C in a terminal already reached the target (same process group); signal it
+            // anyway for other stop sources, then escalate if it does not exit.
+            let waited = interrupt_sent.map(|t| t.elapsed()).unwrap_or(Duration::MAX);
+            if interrupt_sent.is_none() || waited > Duration::from_secs(3) {
+                let sig = [libc::SIGINT, libc::SIGTERM, libc::SIGKILL][escalation.min(2)];
+                unsafe { libc::kill(pid, sig) };
+                escalation += 1;
+                interrupt_sent = Some(Instant::now());
+            }
+        }
+    }
+    drain_all(&mut rings, &mut lost, sink);
+    for r in &rings {
+        r.disable();
+    }
+    Ok(RecordingOutcome {
+        pid,
+        exit,
+        stop: stop_reason,
+        duration: started.elapsed(),
+        start_ns,
+        lost,
+        target_cpu_seconds: cpu,
+    })
+}
+
+fn drain_all(rings: &mut [Ring], lost: &mut u64, sink: &mut dyn FnMut(Record)) {
+    // Drain until a pass finds nothing, so one busy CPU cannot starve the others.
+    loop {
+        let mut n = 0;
+        for ring in rings.iter_mut() {
+            n += ring.drain(&mut |r| {
+                if let Record::Lost { count } = r {
+                    *lost += count;
+                }
+                sink(r)
+            });
+        }
+        if n == 0 {
+            break;
+        }
+    }
+}

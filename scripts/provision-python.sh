@@ -1,0 +1,72 @@
+#!/usr/bin/env bash
+# Print the path of a CPython 3.13+ interpreter for ftprof's demo and tests, building one if needed.
+#
+#   scripts/provision-python.sh          # free-threaded (python3.13t)
+#   scripts/provision-python.sh gil      # default build with the GIL (python3.13)
+#
+# Order of preference for the free-threaded kind: $FTPROF_PYTHON, python3.13t / python3.14t on PATH,
+# the cached build under $FTPROF_CACHE (default ~/.cache/ftprof), else build CPython 3.13.5 from
+# Debian trixie's source package into that cache. The cache lives outside the repository so CI
+# and later clones reuse it. Progress goes to stderr; stdout carries only the interpreter path.
+set -euo pipefail
+
+kind=${1:-ft}
+version=3.13.5
+debver=3.13.5-2+deb13u5
+cache=${FTPROF_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/ftprof}
+log() { printf 'provision-python: %s\n' "$*" >&2; }
+
+case "$kind" in
+  ft)
+    if [ -n "${FTPROF_PYTHON:-}" ]; then
+      command -v "$FTPROF_PYTHON" >/dev/null || { log "FTPROF_PYTHON=$FTPROF_PYTHON is not executable"; exit 1; }
+      command -v "$FTPROF_PYTHON"; exit 0
+    fi
+    for cand in python3.13t python3.14t; do
+      if p=$(command -v "$cand" 2>/dev/null); then echo "$p"; exit 0; fi
+    done
+    prefix=$cache/cpython-$version-ft; exe=$prefix/bin/python3.13t; flags=--disable-gil ;;
+  gil)
+    if [ -n "${FTPROF_PYTHON_GIL:-}" ]; then command -v "$FTPROF_PYTHON_GIL"; exit 0; fi
+    prefix=$cache/cpython-$version-gil; exe=$prefix/bin/python3.13; flags= ;;
+  *) log "unknown kind '$kind' (expected ft or gil)"; exit 2 ;;
+esac
+
+stamp=$prefix/.ftprof-complete
+if [ -f "$stamp" ] && [ -x "$exe" ]; then echo "$exe"; exit 0; fi
+
+mkdir -p "$cache"
+exec 9>"$cache/.lock-$kind"
+flock 9
+if [ -f "$stamp" ] && [ -x "$exe" ]; then echo "$exe"; exit 0; fi
+
+src=$cache/src
+tarball=$src/python3.13_$version.orig.tar.xz
+if [ ! -f "$tarball" ]; then
+  log "fetching the CPython $version source package ($debver) from Debian trixie"
+  mkdir -p "$src/apt/lists/partial" "$src/apt/archives/partial"
+  uri=$(awk '/^URIs:/ {print $2; exit}' /etc/apt/sources.list.d/debian.sources 2>/dev/null || true)
+  uri=${uri:-http://deb.debian.org/debian}
+  case "$uri" in *security*) uri=http://deb.debian.org/debian ;; esac
+  echo "deb-src [trusted=yes] $uri trixie main" > "$src/apt/sources.list"
+  aptopts=(-oDir::Etc::SourceList="$src/apt/sources.list" -oDir::Etc::SourceParts=/dev/null
+           -oDir::State::Lists="$src/apt/lists" -oDir::Cache::Archives="$src/apt/archives"
+           -oAcquire::AllowInsecureRepositories=true -oDebug::NoLocking=1)
+  apt-get "${aptopts[@]}" -qq update >&2
+  (cd "$src" && apt-get "${aptopts[@]}" -qq source --download-only "python3.13=$debver" >&2)
+fi
+
+build=$(mktemp -d "$cache/build-$kind.XXXXXX")
+trap 'rm -rf "$build"' EXIT
+log "building CPython $version ($kind) in $build; this takes a few minutes"
+tar -C "$build" -xJf "$tarball"
+cd "$build"/Python-$version
+rm -rf "$prefix"
+./configure --prefix="$prefix" $flags --without-ensurepip >"$build/configure.log" 2>&1 \
+  || { tail -30 "$build/configure.log" >&2; exit 1; }
+make -j"$(nproc)" >"$build/make.log" 2>&1 || { tail -30 "$build/make.log" >&2; exit 1; }
+make install >"$build/install.log" 2>&1 || { tail -30 "$build/install.log" >&2; exit 1; }
+"$exe" -c 'import sys, sysconfig; assert sys.version_info >= (3, 13)' >&2
+touch "$stamp"
+log "installed $exe"
+echo "$exe"
