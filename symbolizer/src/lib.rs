@@ -12,3 +12,4 @@
 //! Nothing here talks to perf or renders anything.
 
 pub mod native;
+pub mod python;

@@ -1,1 +1,357 @@
-//! placeholder
+//! Native (machine-code) side: ELF parsing, DWARF CFI unwinding of copied user stacks, and
+//! inline-aware symbolization with demangling.
+//!
+//! [`Native`] tracks the executable mappings of each profiled process and keeps one parsed
+//! module per file, shared by all processes. Every file is parsed once; symbolization results
+//! are cached per (module, address); unwind rules are cached by framehop.
+
+mod dwarf;
+mod elf;
+mod maps;
+mod unwind;
+
+#[cfg(test)]
+mod tests;
+
+use std::collections::HashMap;
+use std::os::unix::fs::MetadataExt;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use framehop::Unwinder as _;
+
+pub use dwarf::demangle;
+pub use elf::{ElfFile, LoadSegment, SectionInfo};
+pub use unwind::MAX_DEPTH;
+
+use dwarf::ModuleSymbolizer;
+use unwind::{ProcessUnwinder, UnwindCache};
+
+/// One file-backed executable mapping of a process (from PERF_RECORD_MMAP2 or /proc/PID/maps).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Mapping {
+    pub start: u64,
+    pub end: u64,
+    pub pgoff: u64,
+    pub path: String,
+}
+
+/// x86-64 user registers used for unwinding.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Regs {
+    pub ip: u64,
+    pub sp: u64,
+    pub bp: u64,
+}
+
+/// Result of unwinding one sample.
+#[derive(Clone, Debug, Default)]
+pub struct Unwound {
+    /// addrs[0] is the sampled ip; the rest are return addresses, innermost first.
+    pub addrs: Vec<u64>,
+    /// true when unwinding reached the outermost frame (no caller / return address 0 / _start /
+    /// clone3 thread entry), false when it stopped early (stack copy exhausted, missing CFI,
+    /// unreadable memory, max depth).
+    pub complete: bool,
+}
+
+/// One symbolized frame.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct NativeFrame {
+    /// Demangled (Rust and C++) function name; `None` when unknown.
+    pub function: Option<String>,
+    /// Source file from DWARF line info, when known.
+    pub file: Option<String>,
+    pub line: Option<u32>,
+    /// Path of the mapped ELF file (`"[unknown]"` when no mapping holds the address).
+    pub module: String,
+    /// Address relative to the module: the file's virtual address (svma) of the looked-up
+    /// address (`addr - 1` for return addresses). When the file could not be opened, the file
+    /// offset instead; with no mapping at all, the absolute address.
+    pub module_offset: u64,
+    /// True for frames that were inlined into their caller.
+    pub inlined: bool,
+}
+
+/// Module name used for addresses outside every known mapping.
+pub const UNKNOWN_MODULE: &str = "[unknown]";
+
+/// Symbolization cache entries kept before the cache is reset (bounds memory).
+const SYM_CACHE_LIMIT: usize = 1 << 20;
+
+type ModuleId = usize;
+
+/// Identity of a module file: its path plus, when it could be stat'ed, inode and mtime, so a
+/// file replaced on disk (rebuild, upgrade) is parsed anew.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+struct ModuleKey {
+    path: String,
+    dev: u64,
+    ino: u64,
+    mtime: i64,
+}
+
+struct ModuleEntry {
+    /// Display name: the mapping path this module was first seen under.
+    name: String,
+    /// `None` when the file could not be opened or parsed: its frames stay unresolved.
+    sym: Option<ModuleSymbolizer>,
+}
+
+/// One mapping of a process, resolved to its module.
+struct ProcMap {
+    mapping: Mapping,
+    module: Option<ModuleId>,
+    /// Load bias: runtime address = svma + bias.
+    bias: u64,
+}
+
+#[derive(Default)]
+struct Process {
+    /// Sorted by start, non-overlapping.
+    maps: Vec<ProcMap>,
+    unwinder: ProcessUnwinder,
+}
+
+impl Process {
+    fn find(&self, addr: u64) -> Option<&ProcMap> {
+        find_map(&self.maps, addr)
+    }
+}
+
+fn find_map(maps: &[ProcMap], addr: u64) -> Option<&ProcMap> {
+    let i = maps.partition_point(|pm| pm.mapping.start <= addr);
+    maps.get(i.checked_sub(1)?).filter(|pm| addr < pm.mapping.end)
+}
+
+/// Per-process address space knowledge + the module cache shared by all processes.
+pub struct Native {
+    processes: HashMap<u32, Process>,
+    modules: Vec<ModuleEntry>,
+    module_ids: HashMap<ModuleKey, ModuleId>,
+    unwind_cache: UnwindCache,
+    /// Used for processes we know no mappings of (frame-pointer unwinding only).
+    empty_unwinder: ProcessUnwinder,
+    sym_cache: HashMap<(ModuleId, u64), Vec<NativeFrame>>,
+}
+
+impl Default for Native {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+// `Native` is moved into a worker thread.
+const _: () = {
+    const fn assert_send<T: Send>() {}
+    assert_send::<Native>();
+};
+
+impl Native {
+    pub fn new() -> Native {
+        Native {
+            processes: HashMap::new(),
+            modules: Vec::new(),
+            module_ids: HashMap::new(),
+            unwind_cache: UnwindCache::new(),
+            empty_unwinder: ProcessUnwinder::new(),
+            sym_cache: HashMap::new(),
+        }
+    }
+
+    /// Record an executable mapping of process `pid`. Non-file paths (`[vdso]`, `//anon`, `""`)
+    /// are kept as modules without symbols (except `[vdso]`, which is resolved from this
+    /// process's own vDSO image). A later mapping that overlaps earlier ones replaces them.
+    pub fn add_mapping(&mut self, pid: u32, m: Mapping) {
+        if m.end <= m.start {
+            return;
+        }
+        let module = self.resolve_module(pid, &m);
+        let elf = module.and_then(|id| self.modules[id].sym.as_ref()).map(|s| s.elf().clone());
+        let bias = elf.as_ref().map_or(0, |e| e.bias_for_mapping(m.start, m.pgoff));
+
+        let Process { maps, unwinder } = self.processes.entry(pid).or_default();
+        maps.retain(|pm| {
+            let overlaps = pm.mapping.start < m.end && m.start < pm.mapping.end;
+            if overlaps {
+                unwinder.remove_module(pm.mapping.start);
+            }
+            !overlaps
+        });
+        if let Some(elf) = &elf {
+            unwinder.add_module(unwind::framehop_module(elf, &m.path, m.start..m.end, bias));
+        }
+        let at = maps.partition_point(|pm| pm.mapping.start < m.start);
+        maps.insert(at, ProcMap { mapping: m, module, bias });
+    }
+
+    /// Load all executable mappings of a live process from /proc/PID/maps (for attach and as a
+    /// fallback).
+    pub fn load_proc_maps(&mut self, pid: u32) -> std::io::Result<()> {
+        let text = std::fs::read_to_string(format!("/proc/{pid}/maps"))?;
+        for m in maps::parse_proc_maps(&text) {
+            self.add_mapping(pid, m);
+        }
+        Ok(())
+    }
+
+    /// Which mapping (and module path) holds `addr` in `pid`.
+    pub fn mapping_for(&self, pid: u32, addr: u64) -> Option<&Mapping> {
+        self.processes.get(&pid)?.find(addr).map(|pm| &pm.mapping)
+    }
+
+    /// The parsed ELF file mapped at `addr` in `pid`, with its load bias
+    /// (runtime address = svma + bias).
+    pub fn elf_for(&self, pid: u32, addr: u64) -> Option<(Arc<ElfFile>, u64)> {
+        let pm = self.processes.get(&pid)?.find(addr)?;
+        let sym = self.modules[pm.module?].sym.as_ref()?;
+        Some((sym.elf().clone(), pm.bias))
+    }
+
+    /// Unwind one sample. `stack` is the copy of user memory starting at `regs.sp`. Uses DWARF
+    /// CFI (eh_frame, eh_frame_hdr, debug_frame) with frame-pointer fallback; never panics on
+    /// garbage input; at most [`MAX_DEPTH`] frames. A return address outside every known
+    /// executable mapping ends the walk (incomplete).
+    pub fn unwind(&mut self, pid: u32, regs: Regs, stack: &[u8]) -> Unwound {
+        let (unwinder, maps) = match self.processes.get(&pid) {
+            Some(p) => (&p.unwinder, &p.maps[..]),
+            None => (&self.empty_unwinder, &[][..]),
+        };
+        let is_code = |addr| maps.is_empty() || find_map(maps, addr).is_some();
+        unwind::unwind(unwinder, &mut self.unwind_cache, regs, stack, is_code)
+    }
+
+    /// Symbolize one address of `pid`. For return addresses `addr - 1` is looked up so the call
+    /// site is found. Returns the inline chain innermost first; the last element is the outer,
+    /// non-inlined function. Never empty. Cached per (module, offset).
+    pub fn symbolize(&mut self, pid: u32, addr: u64, is_return_address: bool) -> Vec<NativeFrame> {
+        let lookup = if is_return_address { addr.saturating_sub(1) } else { addr };
+        let unresolved = |module: &str, module_offset| NativeFrame {
+            function: None,
+            file: None,
+            line: None,
+            module: module.to_owned(),
+            module_offset,
+            inlined: false,
+        };
+        let Some(pm) = self.processes.get(&pid).and_then(|p| p.find(lookup)) else {
+            return vec![unresolved(UNKNOWN_MODULE, lookup)];
+        };
+        let Some(id) = pm.module.filter(|&id| self.modules[id].sym.is_some()) else {
+            let offset = lookup - pm.mapping.start + pm.mapping.pgoff;
+            return vec![unresolved(&pm.mapping.path, offset)];
+        };
+        let svma = lookup.wrapping_sub(pm.bias);
+        if let Some(frames) = self.sym_cache.get(&(id, svma)) {
+            return frames.clone();
+        }
+
+        let entry = &mut self.modules[id];
+        let raw = entry.sym.as_mut().map(|s| s.symbolize(svma)).unwrap_or_default();
+        let n = raw.len();
+        let frames: Vec<NativeFrame> = raw
+            .into_iter()
+            .enumerate()
+            .map(|(i, f)| NativeFrame {
+                function: f.function,
+                file: f.file,
+                line: f.line,
+                module: entry.name.clone(),
+                module_offset: svma,
+                inlined: i + 1 < n,
+            })
+            .collect();
+        if self.sym_cache.len() >= SYM_CACHE_LIMIT {
+            self.sym_cache.clear();
+        }
+        self.sym_cache.insert((id, svma), frames.clone());
+        frames
+    }
+
+    /// Forget a process (when it exits). Parsed modules stay cached for other processes.
+    pub fn remove_process(&mut self, pid: u32) {
+        self.processes.remove(&pid);
+    }
+
+    /// Finds or opens the module for mapping `m` of `pid`. `None` for non-file mappings.
+    fn resolve_module(&mut self, pid: u32, m: &Mapping) -> Option<ModuleId> {
+        if m.path == "[vdso]" {
+            let key = ModuleKey { path: m.path.clone(), dev: 0, ino: 0, mtime: 0 };
+            return Some(self.module_id(key, &m.path, || {
+                let elf = ElfFile::from_bytes(maps::own_vdso_image()?).ok()?;
+                Some((elf, PathBuf::from("[vdso]")))
+            }));
+        }
+        if m.path.is_empty() || m.path.starts_with('[') || m.path.starts_with("//") {
+            return None;
+        }
+        // The file as this process sees it, then through the target's mount namespace, then
+        // (for deleted or replaced files) the kernel's handle on the mapping itself.
+        let clean = m.path.strip_suffix(" (deleted)").unwrap_or(&m.path);
+        let candidates = [
+            PathBuf::from(clean),
+            PathBuf::from(format!("/proc/{pid}/root{clean}")),
+            PathBuf::from(format!("/proc/{pid}/map_files/{:x}-{:x}", m.start, m.end)),
+        ];
+        for candidate in candidates {
+            let Ok(md) = std::fs::metadata(&candidate) else { continue };
+            let key = ModuleKey { path: m.path.clone(), dev: md.dev(), ino: md.ino(), mtime: md.mtime() };
+            return Some(self.module_id(key, &m.path, || {
+                let elf = ElfFile::open(&candidate).ok()?;
+                Some((elf, candidate.clone()))
+            }));
+        }
+        let key = ModuleKey { path: m.path.clone(), dev: 0, ino: 0, mtime: 0 };
+        Some(self.module_id(key, &m.path, || None))
+    }
+
+    /// The id for `key`, opening the module with `open` on first sight (a failed open is
+    /// remembered as a module without symbols).
+    fn module_id(
+        &mut self,
+        key: ModuleKey,
+        name: &str,
+        open: impl FnOnce() -> Option<(ElfFile, PathBuf)>,
+    ) -> ModuleId {
+        if let Some(&id) = self.module_ids.get(&key) {
+            return id;
+        }
+        let sym = open().map(|(elf, path)| ModuleSymbolizer::new(Arc::new(elf), path));
+        let id = self.modules.len();
+        self.modules.push(ModuleEntry { name: name.to_owned(), sym });
+        self.module_ids.insert(key, id);
+        id
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod test_support {
+    //! Helpers shared by the tests of this module.
+
+    use std::path::{Path, PathBuf};
+    use std::process::Command;
+
+    /// Compiles C `source` with gcc and `flags` into `<tempdir>/<output>`; returns the dir.
+    pub fn compile_c(tag: &str, source: &str, flags: &[&str], output: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("ftprof-native-{}-{tag}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let src = dir.join(format!("{tag}.c"));
+        std::fs::write(&src, source).unwrap();
+        let out = Command::new("gcc")
+            .args(flags)
+            .arg("-o")
+            .arg(dir.join(output))
+            .arg(&src)
+            .output()
+            .expect("run gcc");
+        assert!(out.status.success(), "gcc failed: {}", String::from_utf8_lossy(&out.stderr));
+        dir
+    }
+
+    /// The free-threaded CPython built by the project's setup script, once complete.
+    pub fn python_binary() -> Option<PathBuf> {
+        let root = Path::new(&std::env::var_os("HOME")?).join(".cache/ftprof/cpython-3.13.5-ft");
+        let bin = root.join("bin/python3.13t");
+        (root.join(".ftprof-complete").exists() && bin.exists()).then_some(bin)
+    }
+}

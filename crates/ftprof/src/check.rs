@@ -1,0 +1,157 @@
+//! Checks made before launching anything: is the command a CPython ≥ 3.13 interpreter, and can
+//! the output be written.
+
+use std::ffi::OsString;
+use std::fs::File;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Result};
+use profiler::launch::resolve_command;
+use symbolizer::native::ElfFile;
+use symbolizer::python::{runtime_vaddr, static_version};
+
+/// What the command turned out to be.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Interpreter {
+    /// CPython with this PY_VERSION_HEX (when it could be read from the file).
+    CPython { path: PathBuf, version: Option<(u64, u64)> },
+}
+
+fn version_from_name(name: &str) -> Option<(u64, u64)> {
+    // python3.11, libpython3.13t.so.1.0, python3.14t
+    let i = name.find("python")? + 6;
+    let rest = &name[i..];
+    let mut it = rest.splitn(2, '.');
+    let major: u64 = it.next()?.parse().ok()?;
+    let minor: u64 = it.next()?.chars().take_while(|c| c.is_ascii_digit()).collect::<String>().parse().ok()?;
+    Some((major, minor))
+}
+
+/// Follow `#!` lines (and `env`) to the ELF that will actually run.
+fn real_program(argv: &[OsString]) -> Result<(PathBuf, Vec<String>)> {
+    let mut path = resolve_command(&argv[0])
+        .ok_or_else(|| anyhow::anyhow!("command not found: {} (check the spelling, or give a full path)", argv[0].to_string_lossy()))?;
+    let mut chain = Vec::new();
+    for _ in 0..4 {
+        let mut head = [0u8; 256];
+        let n = File::open(&path).and_then(|mut f| f.read(&mut head)).unwrap_or(0);
+        if n >= 2 && &head[..2] == b"#!" {
+            let line = String::from_utf8_lossy(&head[2..n]).lines().next().unwrap_or("").trim().to_string();
+            chain.push(format!("a script run by {line}"));
+            let mut parts = line.split_whitespace();
+            let interp = parts.next().unwrap_or("");
+            let next = if Path::new(interp).file_name().is_some_and(|n| n == "env") {
+                parts.find(|p| !p.starts_with('-')).unwrap_or("").to_string()
+            } else {
+                interp.to_string()
+            };
+            path = resolve_command(next.as_ref()).ok_or_else(|| anyhow::anyhow!("the script's interpreter {next} was not found"))?;
+            continue;
+        }
+        if Path::new(&path).file_name().is_some_and(|n| n == "env") && argv.len() > 1 {
+            if let Some(next) = argv[1..].iter().find(|a| !a.to_string_lossy().starts_with('-') && !a.to_string_lossy().contains('=')) {
+                path = resolve_command(next).ok_or_else(|| anyhow::anyhow!("command not found: {}", next.to_string_lossy()))?;
+                continue;
+            }
+        }
+        break;
+    }
+    Ok((path, chain))
+}
+
+/// Make sure `argv` starts a CPython 3.13+ interpreter; explain what it is otherwise.
+pub fn check_interpreter(argv: &[OsString]) -> Result<Interpreter> {
+    let (path, chain) = real_program(argv)?;
+    let shown = path.display().to_string();
+    let elf = match ElfFile::open(&path) {
+        Ok(e) => e,
+        Err(_) => {
+            let what = chain.last().cloned().unwrap_or_else(|| "not an ELF executable".into());
+            bail!("{shown} is not a CPython interpreter ({what}); run ftprof record -- python3.13t your_script.py");
+        }
+    };
+    let too_old = |v: (u64, u64)| -> Result<()> {
+        if v < (3, 13) {
+            bail!(
+                "{shown} is CPython {}.{}; ftprof needs CPython 3.13 or newer (a free-threaded 3.13t/3.14t build for lock analysis)",
+                v.0,
+                v.1
+            );
+        }
+        Ok(())
+    };
+    if let Some(v) = static_version(&elf) {
+        let v = (v >> 24, (v >> 16) & 0xff);
+        too_old(v)?;
+        return Ok(Interpreter::CPython { path, version: Some(v) });
+    }
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    if let Some(lib) = elf.needed().into_iter().find(|n| n.starts_with("libpython")) {
+        let v = version_from_name(&lib);
+        if let Some(v) = v {
+            too_old(v)?;
+        }
+        return Ok(Interpreter::CPython { path, version: v });
+    }
+    if runtime_vaddr(&elf).is_some() {
+        return Ok(Interpreter::CPython { path, version: None });
+    }
+    if let Some(v) = version_from_name(&name) {
+        too_old(v)?;
+    }
+    bail!(
+        "{shown} is not a CPython interpreter (an ELF executable without a CPython runtime); run ftprof record -- python3.13t your_script.py"
+    )
+}
+
+/// Open the output for writing before anything starts, so a bad path fails early.
+pub struct OutputFile {
+    pub path: PathBuf,
+    file: Option<File>,
+    created: bool,
+}
+
+impl OutputFile {
+    pub fn open(path: &Path) -> Result<OutputFile> {
+        let existed = path.exists();
+        if path.is_dir() {
+            bail!("cannot write the output {}: it is a directory; pass a file name with -o", path.display());
+        }
+        let file = std::fs::OpenOptions::new().write(true).create(true).truncate(false).open(path).map_err(|e| {
+            anyhow::anyhow!("cannot write the output {}: {e}; choose another path with -o", path.display())
+        })?;
+        Ok(OutputFile { path: path.to_path_buf(), file: Some(file), created: !existed })
+    }
+
+    /// Replace the file's contents with `bytes`.
+    pub fn write_all(mut self, bytes: &[u8]) -> Result<()> {
+        use std::io::Write;
+        let mut f = self.file.take().expect("written once");
+        f.set_len(0)?;
+        f.write_all(bytes)?;
+        self.created = false;
+        Ok(())
+    }
+}
+
+impl Drop for OutputFile {
+    fn drop(&mut self) {
+        if self.created {
+            let _ = std::fs::remove_file(&self.path);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn versions_from_names() {
+        assert_eq!(version_from_name("python3.11"), Some((3, 11)));
+        assert_eq!(version_from_name("libpython3.13t.so.1.0"), Some((3, 13)));
+        assert_eq!(version_from_name("python3"), None);
+        assert_eq!(version_from_name("ls"), None);
+    }
+}

@@ -1,0 +1,78 @@
+//! `ftprof` command-line entry point (see the crate docs in `lib.rs`).
+
+use std::ffi::OsString;
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use flamegraph::Format;
+use ftprof::record::{self, RecordOptions};
+
+#[derive(Parser)]
+#[command(name = "ftprof", version, about = "Lock-contention and scaling profiler for free-threaded CPython")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum FormatArg {
+    Svg,
+    Folded,
+    Json,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Run a command and profile every thread of it (Python and native frames merged).
+    Record {
+        /// Output file [default: profile.svg, profile.txt or profile.json by --format]
+        #[arg(short, long)]
+        output: Option<PathBuf>,
+        /// Output format [default: from the -o extension (.svg, .json, else folded), else svg]
+        #[arg(short, long, value_enum)]
+        format: Option<FormatArg>,
+        /// Samples per second of CPU time, per thread
+        #[arg(short, long, default_value_t = 199, value_parser = clap::value_parser!(u64).range(1..=20000))]
+        rate: u64,
+        /// Bytes of user stack copied per sample (for DWARF unwinding)
+        #[arg(long, default_value_t = 16384, value_parser = clap::value_parser!(u32).range(1024..=60000))]
+        stack_size: u32,
+        /// Title of the flamegraph [default: the command line]
+        #[arg(long)]
+        title: Option<String>,
+        /// The command to profile, e.g. -- python3.13t app.py
+        #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true, value_name = "COMMAND")]
+        command: Vec<OsString>,
+    },
+}
+
+fn main() {
+    let cli = Cli::parse();
+    let result = match cli.cmd {
+        Cmd::Record { output, format, rate, stack_size, title, command } => {
+            let format = match (format, output.as_ref().and_then(|o| o.extension()).and_then(|e| e.to_str())) {
+                (Some(FormatArg::Svg), _) => Format::Svg,
+                (Some(FormatArg::Folded), _) => Format::Folded,
+                (Some(FormatArg::Json), _) => Format::Json,
+                (None, Some("svg")) | (None, None) => Format::Svg,
+                (None, Some("json")) => Format::Json,
+                (None, Some(_)) => Format::Folded,
+            };
+            let output = output.unwrap_or_else(|| {
+                PathBuf::from(match format {
+                    Format::Svg => "profile.svg",
+                    Format::Folded => "profile.txt",
+                    Format::Json => "profile.json",
+                })
+            });
+            record::run(&RecordOptions { command, output, format, rate_hz: rate, stack_bytes: stack_size & !7, title })
+        }
+    };
+    match result {
+        Ok(code) => std::process::exit(code),
+        Err(e) => {
+            eprintln!("ftprof: error: {e:#}");
+            std::process::exit(2);
+        }
+    }
+}

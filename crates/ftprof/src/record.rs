@@ -1,0 +1,199 @@
+//! `ftprof record`: launch, sample, read Python stacks live, then unwind, merge and render.
+
+use std::collections::HashMap;
+use std::ffi::OsString;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use analysis::{ProfileBuilder, PythonInfo, SampleInput, TargetInfo};
+use anyhow::{Context, Result};
+use flamegraph::Format;
+use profiler::{Record, Regs, SamplingConfig, Target};
+use symbolizer::native::{Mapping, Native};
+use symbolizer::python::{PyError, PyProcess, PyStack};
+
+use crate::check::{check_interpreter, OutputFile};
+
+/// Options of `ftprof record`.
+#[derive(Clone, Debug)]
+pub struct RecordOptions {
+    pub command: Vec<OsString>,
+    pub output: PathBuf,
+    pub format: Format,
+    pub rate_hz: u64,
+    pub stack_bytes: u32,
+    pub title: Option<String>,
+}
+
+/// A sample kept until the recording ends.
+struct RawSample {
+    pid: u32,
+    tid: u32,
+    regs: Option<Regs>,
+    stack: Vec<u8>,
+    python: Option<PyStack>,
+}
+
+/// Per-process Python state during recording.
+enum PyState {
+    Located(Box<PyProcess>),
+    /// Not found yet; retry when the process maps more files (e.g. a shared libpython).
+    Pending { mmaps_at_last_try: usize },
+}
+
+static STOP: AtomicBool = AtomicBool::new(false);
+
+extern "C" fn on_signal(_: libc::c_int) {
+    STOP.store(true, Ordering::Relaxed);
+}
+
+fn install_signal_handlers() {
+    unsafe {
+        libc::signal(libc::SIGINT, on_signal as *const () as libc::sighandler_t);
+        libc::signal(libc::SIGTERM, on_signal as *const () as libc::sighandler_t);
+    }
+}
+
+/// Collector-side state: everything the sink touches while the target runs.
+#[derive(Default)]
+struct Collected {
+    samples: Vec<RawSample>,
+    mmaps: Vec<(u32, Mapping)>,
+    mmap_count: HashMap<u32, usize>,
+    py: HashMap<u32, PyState>,
+    names: HashMap<u32, (u32, String)>,
+    py_errors: usize,
+}
+
+impl Collected {
+    fn python_stack(&mut self, pid: u32, tid: u32) -> Option<PyStack> {
+        let maps_now = self.mmap_count.get(&pid).copied().unwrap_or(0);
+        let state = self.py.entry(pid).or_insert(PyState::Pending { mmaps_at_last_try: usize::MAX });
+        if let PyState::Pending { mmaps_at_last_try } = state {
+            if *mmaps_at_last_try == maps_now {
+                return None;
+            }
+            match PyProcess::locate(pid) {
+                Ok(p) => *state = PyState::Located(Box::new(p)),
+                Err(_) => {
+                    *state = PyState::Pending { mmaps_at_last_try: maps_now };
+                    return None;
+                }
+            }
+        }
+        let PyState::Located(p) = state else { return None };
+        match p.stack_for_tid(tid) {
+            Ok(s) => s,
+            Err(PyError::Read(_)) | Err(_) => {
+                self.py_errors += 1;
+                None
+            }
+        }
+    }
+
+    fn on_record(&mut self, r: Record) {
+        match r {
+            Record::Sample(s) => {
+                if !self.names.contains_key(&s.tid) {
+                    let comm = std::fs::read_to_string(format!("/proc/{}/task/{}/comm", s.pid, s.tid)).unwrap_or_default();
+                    self.names.insert(s.tid, (s.pid, comm.trim().to_string()));
+                }
+                let python = if s.kernel && s.regs.is_none() { None } else { self.python_stack(s.pid, s.tid) };
+                self.samples.push(RawSample { pid: s.pid, tid: s.tid, regs: s.regs, stack: s.stack, python });
+            }
+            Record::Mmap(m) if m.executable => {
+                *self.mmap_count.entry(m.pid).or_default() += 1;
+                self.mmaps.push((m.pid, Mapping { start: m.start, end: m.start + m.len, pgoff: m.pgoff, path: m.path }));
+            }
+            Record::Comm { pid, tid, name, .. } => {
+                self.names.insert(tid, (pid, name));
+            }
+            _ => {}
+        }
+    }
+}
+
+/// Run `ftprof record`. Returns the exit code ftprof should exit with (the target's).
+pub fn run(opts: &RecordOptions) -> Result<i32> {
+    check_interpreter(&opts.command)?;
+    let out = OutputFile::open(&opts.output)?;
+    let cfg = SamplingConfig { rate_hz: opts.rate_hz, stack_bytes: opts.stack_bytes, ..Default::default() };
+    install_signal_handlers();
+
+    let mut col = Collected::default();
+    let target = Target::Launch(opts.command.clone());
+    let outcome = profiler::record(&target, &cfg, &STOP, &mut |_| {}, &mut |r| col.on_record(r))?;
+
+    // Python facts for the summary, from the launched process.
+    let pid = outcome.pid as u32;
+    let python = match col.py.get(&pid) {
+        Some(PyState::Located(p)) => Some(PythonInfo {
+            version: p.offsets.version_string(),
+            free_threaded: p.offsets.free_threaded,
+            gil_enabled: p.gil_enabled().ok(),
+            runtime_module: p.module.clone(),
+        }),
+        _ => None,
+    };
+    let command: Vec<String> = opts.command.iter().map(|a| a.to_string_lossy().into_owned()).collect();
+    let target_info = TargetInfo {
+        command: command.clone(),
+        pid,
+        python,
+        exit: outcome.exit.map(|e| e.to_string()),
+        interrupted: outcome.stop == profiler::StopReason::Interrupted,
+    };
+
+    let mut native = Native::new();
+    for (pid, m) in std::mem::take(&mut col.mmaps) {
+        native.add_mapping(pid, m);
+    }
+    let mut builder = ProfileBuilder::new();
+    let core: Vec<String> = col
+        .py
+        .values()
+        .filter_map(|s| match s {
+            PyState::Located(p) => Some(p.module.clone()),
+            _ => None,
+        })
+        .collect();
+    builder.set_core_modules(core);
+    for (tid, (pid, name)) in &col.names {
+        builder.set_thread(*tid, *pid, name);
+    }
+    for s in &col.samples {
+        let (chains, complete) = match s.regs {
+            Some(regs) => {
+                let uw = native.unwind(s.pid, symbolizer::native::Regs { ip: regs.ip, sp: regs.sp, bp: regs.bp }, &s.stack);
+                let chains: Vec<_> = uw.addrs.iter().enumerate().map(|(i, &a)| native.symbolize(s.pid, a, i > 0)).collect();
+                (chains, uw.complete)
+            }
+            None => (Vec::new(), false),
+        };
+        builder.add(&SampleInput { tid: s.tid, native: &chains, native_complete: complete, python: s.python.as_ref(), weight: 1 });
+    }
+    builder.summary.duration_s = outcome.duration.as_secs_f64();
+    builder.summary.rate_hz = opts.rate_hz;
+    builder.summary.lost_records = outcome.lost;
+    builder.summary.target_cpu_s = outcome.target_cpu_seconds;
+    let profile = builder.finish(target_info);
+
+    let mut bytes = Vec::new();
+    match opts.format {
+        Format::Svg => {
+            let title = opts.title.clone().unwrap_or_else(|| format!("ftprof: {}", command.join(" ")));
+            flamegraph::svg(&profile, &title, &mut bytes)?
+        }
+        Format::Folded => bytes = flamegraph::folded(&profile).into_bytes(),
+        Format::Json => flamegraph::json(&profile, &mut bytes)?,
+    }
+    let path = out.path.clone();
+    out.write_all(&bytes).with_context(|| format!("writing {}", path.display()))?;
+    eprint!("{}", flamegraph::summary_text(&profile));
+    eprintln!("ftprof: wrote {}", path.display());
+    Ok(match outcome.exit {
+        Some(profiler::ExitStatus::Code(c)) => c,
+        Some(profiler::ExitStatus::Signal(s)) => 128 + s,
+        None => 0,
+    })
+}

@@ -1,0 +1,173 @@
+//! DWARF symbolization (addr2line over gimli) with inline frames, plus the per-module symbolizer
+//! that falls back to ELF symbol tables and looks for separate debug files.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use super::elf::{Bytes, ElfFile};
+
+/// gimli reader over the memory-mapped file: no copies of the debug sections are made.
+type Reader = gimli::EndianReader<gimli::LittleEndian, Bytes>;
+
+/// One resolved (possibly inlined) function of an address; no module information.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub(crate) struct SymFrame {
+    pub function: Option<String>,
+    pub file: Option<String>,
+    pub line: Option<u32>,
+}
+
+/// An addr2line context over one file's DWARF sections.
+struct DwarfContext {
+    ctx: addr2line::Context<Reader>,
+}
+
+impl DwarfContext {
+    fn load(elf: &ElfFile) -> Option<DwarfContext> {
+        if !elf.has_dwarf() {
+            return None;
+        }
+        let empty = Reader::new(Bytes::default(), gimli::LittleEndian);
+        let dwarf = gimli::Dwarf::load(|id| -> Result<Reader, gimli::Error> {
+            Ok(elf
+                .section_data(id.name())
+                .map(|b| Reader::new(b, gimli::LittleEndian))
+                .unwrap_or_else(|| empty.clone()))
+        })
+        .ok()?;
+        addr2line::Context::from_dwarf(dwarf).ok().map(|ctx| DwarfContext { ctx })
+    }
+
+    /// Inline chain for `svma`, innermost first. Empty when DWARF does not cover the address.
+    fn frames(&self, svma: u64) -> Vec<SymFrame> {
+        let mut out = Vec::new();
+        let Ok(mut iter) = self.ctx.find_frames(svma).skip_all_loads() else {
+            return out;
+        };
+        // Bounded: corrupt DWARF must not make us loop forever.
+        while let Ok(Some(frame)) = iter.next() {
+            let function = frame
+                .function
+                .as_ref()
+                .and_then(|f| f.demangle().ok())
+                .map(|name| name.into_owned());
+            let (file, line) = frame
+                .location
+                .map(|l| (l.file.map(str::to_owned), l.line))
+                .unwrap_or_default();
+            out.push(SymFrame { function, file, line });
+            if out.len() >= 128 {
+                break;
+            }
+        }
+        out
+    }
+
+    fn location(&self, svma: u64) -> (Option<String>, Option<u32>) {
+        match self.ctx.find_location(svma) {
+            Ok(Some(l)) => (l.file.map(str::to_owned), l.line),
+            _ => (None, None),
+        }
+    }
+}
+
+/// Symbolizer for one ELF module: DWARF (own or from a separate debug file) first, then the
+/// symbol tables. The DWARF context is built lazily on the first lookup.
+pub(crate) struct ModuleSymbolizer {
+    elf: Arc<ElfFile>,
+    path: PathBuf,
+    debug: Option<DebugData>,
+}
+
+struct DebugData {
+    dwarf: Option<DwarfContext>,
+    /// Separate debug file (`/usr/lib/debug/...`), used for DWARF and for its `.symtab`.
+    debug_file: Option<ElfFile>,
+}
+
+impl ModuleSymbolizer {
+    pub fn new(elf: Arc<ElfFile>, path: PathBuf) -> Self {
+        ModuleSymbolizer { elf, path, debug: None }
+    }
+
+    pub fn elf(&self) -> &Arc<ElfFile> {
+        &self.elf
+    }
+
+    /// Inline chain for `svma`, innermost first; never empty (one unnamed frame when unknown).
+    pub fn symbolize(&mut self, svma: u64) -> Vec<SymFrame> {
+        let elf = &self.elf;
+        let path = &self.path;
+        let debug = self.debug.get_or_insert_with(|| {
+            let debug_file = if elf.has_dwarf() { None } else { find_debug_file(elf, path) };
+            let dwarf = DwarfContext::load(debug_file.as_ref().unwrap_or(elf));
+            DebugData { dwarf, debug_file }
+        });
+
+        let mut frames = debug.dwarf.as_ref().map(|d| d.frames(svma)).unwrap_or_default();
+        if frames.is_empty() {
+            let (file, line) =
+                debug.dwarf.as_ref().map(|d| d.location(svma)).unwrap_or_default();
+            frames.push(SymFrame { function: None, file, line });
+        }
+        // The outer (non-inlined) function: fill a missing name from the symbol tables.
+        let outer = frames.last_mut().expect("non-empty");
+        if outer.function.is_none() {
+            outer.function = elf
+                .function_at(svma)
+                .or_else(|| debug.debug_file.as_ref()?.function_at(svma))
+                .map(|(name, _)| demangle(name));
+        }
+        frames
+    }
+}
+
+/// Demangles Rust (legacy and v0) and C++ symbol names; other names are returned unchanged,
+/// including GCC clone suffixes such as `foo.cold` or `foo.constprop.0`.
+pub fn demangle(name: &str) -> String {
+    addr2line::demangle_auto(name.into(), None).into_owned()
+}
+
+/// Finds a separate debug file for `elf` (by build id, then by `.gnu_debuglink`), following
+/// the GDB conventions under `/usr/lib/debug`.
+fn find_debug_file(elf: &ElfFile, path: &Path) -> Option<ElfFile> {
+    let mut candidates = Vec::new();
+    let build_id = elf.build_id();
+    if let Some(id) = build_id.as_deref().filter(|id| id.len() > 1) {
+        let hex: String = id.iter().map(|b| format!("{b:02x}")).collect();
+        candidates.push(PathBuf::from(format!(
+            "/usr/lib/debug/.build-id/{}/{}.debug",
+            &hex[..2],
+            &hex[2..]
+        )));
+    }
+    if let (Some(link), Some(dir)) = (elf.debuglink(), path.parent()) {
+        candidates.push(dir.join(link));
+        candidates.push(dir.join(".debug").join(link));
+        let rel = dir.strip_prefix("/").unwrap_or(dir);
+        candidates.push(Path::new("/usr/lib/debug").join(rel).join(link));
+    }
+    candidates
+        .into_iter()
+        .filter(|c| c != path && c.is_file())
+        .filter_map(|c| ElfFile::open(&c).ok())
+        .find(|d| {
+            (d.has_dwarf() || d.has_function_symbols())
+                && (build_id.is_none() || d.build_id().is_none() || d.build_id() == build_id)
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn demangles_rust_cpp_and_keeps_c_names() {
+        assert_eq!(demangle("_ZN3foo3barEv"), "foo::bar()");
+        assert_eq!(demangle("_ZN4core3ptr13drop_in_place17h0123456789abcdefE"), "core::ptr::drop_in_place");
+        assert_eq!(demangle("_PyEval_EvalFrameDefault"), "_PyEval_EvalFrameDefault");
+        assert_eq!(demangle("foo.cold"), "foo.cold");
+        assert_eq!(demangle("foo.constprop.0"), "foo.constprop.0");
+        assert_eq!(demangle("_Zgarbage"), "_Zgarbage");
+    }
+}

@@ -1,0 +1,458 @@
+//! ELF parsing: sections, load segments, symbol tables and raw data reads.
+//!
+//! An [`ElfFile`] is parsed once (the file is memory-mapped) and all derived tables are owned,
+//! so it can be shared (`Arc<ElfFile>`) by the unwinder and the symbolizer.
+
+use std::fmt;
+use std::ops::Deref;
+use std::path::Path;
+use std::sync::Arc;
+
+use anyhow::{bail, Context as _};
+use goblin::elf::{header, note, program_header, section_header, sym, Elf};
+
+/// The bytes behind an [`ElfFile`]: a read-only file mapping or an owned copy (e.g. the vDSO).
+pub(crate) enum Backing {
+    Mmap(memmap2::Mmap),
+    Owned(Vec<u8>),
+}
+
+impl Deref for Backing {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        match self {
+            Backing::Mmap(m) => m,
+            Backing::Owned(v) => v,
+        }
+    }
+}
+
+/// A cheaply clonable, address-stable sub-slice of an ELF file's bytes.
+///
+/// Used as section data for framehop and as the `gimli::EndianReader` storage for DWARF.
+#[derive(Clone)]
+pub(crate) struct Bytes {
+    data: Arc<Backing>,
+    start: usize,
+    end: usize,
+}
+
+/// An empty slice (stands in for absent sections).
+impl Default for Bytes {
+    fn default() -> Bytes {
+        Bytes { data: Arc::new(Backing::Owned(Vec::new())), start: 0, end: 0 }
+    }
+}
+
+impl Deref for Bytes {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        &self.data[self.start..self.end]
+    }
+}
+
+impl fmt::Debug for Bytes {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Bytes({}..{})", self.start, self.end)
+    }
+}
+
+// SAFETY: the bytes live behind an `Arc` (a mapping or a heap buffer that is never mutated), so
+// moving or cloning a `Bytes` never changes the address its `deref` returns.
+unsafe impl gimli::StableDeref for Bytes {}
+unsafe impl gimli::CloneStableDeref for Bytes {}
+
+/// Address, file offset and size of one section (`sh_addr`, `sh_offset`, `sh_size`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SectionInfo {
+    pub addr: u64,
+    pub offset: u64,
+    pub size: u64,
+}
+
+/// One `PT_LOAD` program header.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LoadSegment {
+    pub vaddr: u64,
+    pub memsz: u64,
+    pub offset: u64,
+    pub filesz: u64,
+    pub executable: bool,
+}
+
+struct Section {
+    name: String,
+    info: SectionInfo,
+    /// `SHT_NOBITS` (e.g. `.bss`, or stripped-out code in a separate debug file).
+    nobits: bool,
+    /// `SHF_COMPRESSED`: the contents need decompression, which we do not support.
+    compressed: bool,
+}
+
+struct Symbol {
+    name: Box<str>,
+    value: u64,
+    size: u64,
+    func: bool,
+    global: bool,
+}
+
+/// A parsed ELF file. See the module docs.
+pub struct ElfFile {
+    data: Arc<Backing>,
+    is_exec: bool,
+    sections: Vec<Section>,
+    loads: Vec<LoadSegment>,
+    /// All defined, named symbols of `.symtab` and `.dynsym`, sorted by name (then value).
+    symbols: Vec<Symbol>,
+    /// Indices into `symbols` of function symbols, sorted by address, one per address.
+    funcs_by_addr: Vec<u32>,
+    needed: Vec<String>,
+    build_id: Option<Vec<u8>>,
+    debuglink: Option<String>,
+}
+
+impl fmt::Debug for ElfFile {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ElfFile")
+            .field("len", &self.data.len())
+            .field("sections", &self.sections.len())
+            .field("symbols", &self.symbols.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl ElfFile {
+    /// Memory-maps and parses `path`.
+    pub fn open(path: &Path) -> anyhow::Result<ElfFile> {
+        let file = std::fs::File::open(path).with_context(|| format!("open {}", path.display()))?;
+        // SAFETY: read-only private mapping. If the file is truncated underneath us, accesses
+        // may fault; that is the accepted risk of every mmap-based symbolizer.
+        let map = unsafe { memmap2::Mmap::map(&file) }
+            .with_context(|| format!("mmap {}", path.display()))?;
+        Self::from_backing(Backing::Mmap(map)).with_context(|| format!("parse {}", path.display()))
+    }
+
+    /// Parses an ELF image held in memory (e.g. a copy of the vDSO).
+    pub fn from_bytes(bytes: Vec<u8>) -> anyhow::Result<ElfFile> {
+        Self::from_backing(Backing::Owned(bytes))
+    }
+
+    fn from_backing(backing: Backing) -> anyhow::Result<ElfFile> {
+        let data = Arc::new(backing);
+        let bytes: &[u8] = &data;
+        if bytes.len() < 4 || &bytes[..4] != b"\x7fELF" {
+            bail!("not an ELF file");
+        }
+        let elf = Elf::parse(bytes).context("malformed ELF")?;
+        if !elf.little_endian {
+            bail!("big-endian ELF is not supported");
+        }
+
+        let sections = elf
+            .section_headers
+            .iter()
+            .map(|sh| Section {
+                name: elf.shdr_strtab.get_at(sh.sh_name).unwrap_or("").to_owned(),
+                info: SectionInfo { addr: sh.sh_addr, offset: sh.sh_offset, size: sh.sh_size },
+                nobits: sh.sh_type == section_header::SHT_NOBITS,
+                compressed: sh.sh_flags & u64::from(section_header::SHF_COMPRESSED) != 0,
+            })
+            .collect();
+
+        let loads = elf
+            .program_headers
+            .iter()
+            .filter(|ph| ph.p_type == program_header::PT_LOAD)
+            .map(|ph| LoadSegment {
+                vaddr: ph.p_vaddr,
+                memsz: ph.p_memsz,
+                offset: ph.p_offset,
+                filesz: ph.p_filesz,
+                executable: ph.p_flags & program_header::PF_X != 0,
+            })
+            .collect();
+
+        let (symbols, funcs_by_addr) = collect_symbols(&elf);
+
+        let build_id = elf
+            .iter_note_headers(bytes)
+            .into_iter()
+            .flatten()
+            .chain(elf.iter_note_sections(bytes, None).into_iter().flatten())
+            .flatten()
+            .find(|n| n.n_type == note::NT_GNU_BUILD_ID && n.name == "GNU")
+            .map(|n| n.desc.to_vec());
+
+        let mut file = ElfFile {
+            is_exec: elf.header.e_type == header::ET_EXEC,
+            needed: elf.libraries.iter().map(|s| s.to_string()).collect(),
+            data: data.clone(),
+            sections,
+            loads,
+            symbols,
+            funcs_by_addr,
+            build_id,
+            debuglink: None,
+        };
+        file.debuglink = file.section_data(".gnu_debuglink").and_then(|d| {
+            let name = d.split(|&b| b == 0).next()?;
+            (!name.is_empty()).then(|| String::from_utf8_lossy(name).into_owned())
+        });
+        Ok(file)
+    }
+
+    /// The section header named `name` (the first one, if there are several).
+    pub fn section(&self, name: &str) -> Option<SectionInfo> {
+        self.find_section(name).map(|s| s.info)
+    }
+
+    /// `(st_value, st_size)` of the symbol `name` from `.symtab` or `.dynsym`; a global definition
+    /// is preferred over local ones of the same name.
+    pub fn symbol(&self, name: &str) -> Option<(u64, u64)> {
+        let lo = self.symbols.partition_point(|s| &*s.name < name);
+        let same = self.symbols[lo..].iter().take_while(|s| &*s.name == name);
+        let mut best = None;
+        for s in same {
+            if s.global {
+                return Some((s.value, s.size));
+            }
+            best.get_or_insert((s.value, s.size));
+        }
+        best
+    }
+
+    /// File bytes backing the virtual address range `[vaddr, vaddr + len)`, when it lies inside
+    /// the file-backed part of one `PT_LOAD` segment.
+    pub fn read_vaddr(&self, vaddr: u64, len: usize) -> Option<&[u8]> {
+        let end = vaddr.checked_add(len as u64)?;
+        let seg = self
+            .loads
+            .iter()
+            .find(|s| vaddr >= s.vaddr && end <= s.vaddr.saturating_add(s.filesz))?;
+        let start = usize::try_from(seg.offset.checked_add(vaddr - seg.vaddr)?).ok()?;
+        self.data.get(start..start.checked_add(len)?)
+    }
+
+    /// `DT_NEEDED` entries (shared libraries this file links against).
+    pub fn needed(&self) -> Vec<String> {
+        self.needed.clone()
+    }
+
+    /// The GNU build id (`NT_GNU_BUILD_ID` note), if present.
+    pub fn build_id(&self) -> Option<Vec<u8>> {
+        self.build_id.clone()
+    }
+
+    /// Load bias for a mapping of this file that starts at `map_start` with file offset `pgoff`:
+    /// `runtime address = svma + bias` (wrapping arithmetic).
+    pub fn bias_for_mapping(&self, map_start: u64, pgoff: u64) -> u64 {
+        // The segment whose file range contains `pgoff` (segment offsets need not be page
+        // aligned, so compare against the page-aligned start). Prefer executable segments.
+        let covers = |s: &&LoadSegment| {
+            pgoff >= s.offset & !0xfff && pgoff < s.offset.saturating_add(s.filesz.max(1))
+        };
+        let seg = self
+            .loads
+            .iter()
+            .filter(covers)
+            .find(|s| s.executable)
+            .or_else(|| self.loads.iter().find(covers));
+        match seg {
+            // The svma that corresponds to file offset `pgoff`, i.e. to `map_start`.
+            Some(s) => map_start.wrapping_sub(s.vaddr.wrapping_add(pgoff).wrapping_sub(s.offset)),
+            None if self.is_exec => 0,
+            None => map_start.wrapping_sub(pgoff),
+        }
+    }
+
+    /// All `PT_LOAD` segments.
+    pub fn load_segments(&self) -> &[LoadSegment] {
+        &self.loads
+    }
+
+    /// The function symbol covering `svma`: the nearest preceding `STT_FUNC`/`STT_GNU_IFUNC`
+    /// symbol, rejected when it has a size and `svma` lies past its end. Returns `(name, start)`;
+    /// the name is raw (not demangled).
+    pub fn function_at(&self, svma: u64) -> Option<(&str, u64)> {
+        let i = self.funcs_by_addr.partition_point(|&i| self.symbols[i as usize].value <= svma);
+        let s = &self.symbols[*self.funcs_by_addr.get(i.checked_sub(1)?)? as usize];
+        if s.size > 0 && svma >= s.value.saturating_add(s.size) {
+            return None;
+        }
+        Some((&s.name, s.value))
+    }
+
+    /// The `.gnu_debuglink` file name, if any.
+    pub fn debuglink(&self) -> Option<&str> {
+        self.debuglink.as_deref()
+    }
+
+    /// Whether this file carries usable (uncompressed) DWARF debug info.
+    pub fn has_dwarf(&self) -> bool {
+        self.section_data(".debug_info").is_some_and(|d| !d.is_empty())
+    }
+
+    /// Whether the file has any function symbols.
+    pub fn has_function_symbols(&self) -> bool {
+        !self.funcs_by_addr.is_empty()
+    }
+
+    fn find_section(&self, name: &str) -> Option<&Section> {
+        self.sections.iter().find(|s| s.name == name)
+    }
+
+    /// Contents of section `name`; `None` when absent, `SHT_NOBITS`, compressed or out of range.
+    pub(crate) fn section_data(&self, name: &str) -> Option<Bytes> {
+        let s = self.find_section(name)?;
+        if s.nobits || s.compressed {
+            return None;
+        }
+        let start = usize::try_from(s.info.offset).ok()?;
+        let end = start.checked_add(usize::try_from(s.info.size).ok()?)?;
+        (end <= self.data.len()).then(|| Bytes { data: self.data.clone(), start, end })
+    }
+
+    /// `sh_addr` range of section `name`.
+    pub(crate) fn section_range(&self, name: &str) -> Option<std::ops::Range<u64>> {
+        let s = self.find_section(name)?;
+        Some(s.info.addr..s.info.addr.saturating_add(s.info.size))
+    }
+}
+
+/// Collects defined symbols from `.symtab` and `.dynsym`, sorted by name, and the by-address
+/// index of function symbols.
+fn collect_symbols(elf: &Elf<'_>) -> (Vec<Symbol>, Vec<u32>) {
+    let mut symbols = Vec::new();
+    for (table, strtab) in [(&elf.syms, &elf.strtab), (&elf.dynsyms, &elf.dynstrtab)] {
+        for s in table.iter() {
+            let kind = s.st_type();
+            if s.st_shndx == section_header::SHN_UNDEF as usize
+                || matches!(kind, sym::STT_SECTION | sym::STT_FILE)
+            {
+                continue;
+            }
+            let Some(name) = strtab.get_at(s.st_name).filter(|n| !n.is_empty()) else {
+                continue;
+            };
+            let bind = s.st_bind();
+            symbols.push(Symbol {
+                name: name.into(),
+                value: s.st_value,
+                size: s.st_size,
+                func: matches!(kind, sym::STT_FUNC | sym::STT_GNU_IFUNC),
+                global: matches!(bind, sym::STB_GLOBAL | sym::STB_WEAK | sym::STB_GNU_UNIQUE),
+            });
+        }
+    }
+    // Sort by name and value; merge duplicates (the same symbol in both tables).
+    symbols.sort_by(|a, b| (&a.name, a.value).cmp(&(&b.name, b.value)));
+    symbols.dedup_by(|later, kept| {
+        let same = later.name == kept.name && later.value == kept.value;
+        if same {
+            kept.size = kept.size.max(later.size);
+            kept.global |= later.global;
+            kept.func |= later.func;
+        }
+        same
+    });
+
+    // One function symbol per address: prefer sized, then global ones.
+    let mut funcs: Vec<u32> =
+        (0..symbols.len() as u32).filter(|&i| symbols[i as usize].func).collect();
+    funcs.sort_by_key(|&i| {
+        let s = &symbols[i as usize];
+        (s.value, s.size == 0, !s.global)
+    });
+    funcs.dedup_by_key(|i| symbols[*i as usize].value);
+    (symbols, funcs)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::native::test_support::{compile_c, python_binary};
+
+    const RUNTIME_C: &str = r#"
+#include <stdio.h>
+__attribute__((used, section(".PyRuntime"))) char runtime_blob[64] = "xdebugpy";
+const unsigned long Py_Version = 0x030d05f0;
+__attribute__((noinline)) int work(int x) { return x * 3 + (int)Py_Version; }
+int main(int argc, char **argv) { printf("%d %s\n", work(argc), runtime_blob); return 0; }
+"#;
+
+    #[test]
+    fn gcc_binary_sections_symbols_and_reads() {
+        let dir = compile_c("elfbasic", RUNTIME_C, &["-O2", "-g"], "prog");
+        let elf = ElfFile::open(&dir.join("prog")).unwrap();
+
+        let rt = elf.section(".PyRuntime").expect(".PyRuntime section");
+        assert_eq!(rt.size, 64);
+        assert_eq!(elf.read_vaddr(rt.addr, 8), Some(&b"xdebugpy"[..]));
+
+        let (ver_addr, ver_size) = elf.symbol("Py_Version").expect("Py_Version");
+        assert_eq!(ver_size, 8);
+        let ver = elf.read_vaddr(ver_addr, 8).unwrap();
+        assert_eq!(u64::from_le_bytes(ver.try_into().unwrap()), 0x030d05f0);
+
+        assert!(elf.needed().iter().any(|n| n.starts_with("libc.so")), "{:?}", elf.needed());
+        assert_eq!(elf.build_id().map(|b| b.len()), Some(20));
+        assert!(elf.has_dwarf());
+        assert!(elf.symbol("no_such_symbol_anywhere").is_none());
+
+        // Function lookup by address, inside and past the end of `work`.
+        let (work, size) = elf.symbol("work").unwrap();
+        assert!(size > 0);
+        assert_eq!(elf.function_at(work), Some(("work", work)));
+        assert_eq!(elf.function_at(work + size - 1), Some(("work", work)));
+        assert_ne!(elf.function_at(work + size).map(|f| f.0), Some("work"));
+
+        // A read past the end of the file-backed part of every segment fails.
+        assert!(elf.read_vaddr(u64::MAX - 4, 8).is_none());
+    }
+
+    #[test]
+    fn bias_for_pie_and_exec() {
+        let dir = compile_c("elfbias", RUNTIME_C, &["-O2", "-fPIE", "-pie"], "pie");
+        let elf = ElfFile::open(&dir.join("pie")).unwrap();
+        let text = elf.load_segments().iter().find(|s| s.executable).copied().unwrap();
+        let base = 0x5555_5555_0000u64;
+        // ld.so maps the executable segment at base + page-aligned vaddr.
+        let start = base + (text.vaddr & !0xfff);
+        let bias = elf.bias_for_mapping(start, text.offset & !0xfff);
+        assert_eq!(bias, base);
+
+        let dir = compile_c("elfexec", RUNTIME_C, &["-O2", "-no-pie"], "exec");
+        let elf = ElfFile::open(&dir.join("exec")).unwrap();
+        let text = elf.load_segments().iter().find(|s| s.executable).copied().unwrap();
+        assert_eq!(elf.bias_for_mapping(text.vaddr & !0xfff, text.offset & !0xfff), 0);
+    }
+
+    #[test]
+    fn rejects_garbage() {
+        assert!(ElfFile::from_bytes(vec![]).is_err());
+        assert!(ElfFile::from_bytes(b"\x7fELF\x02\x01\x01garbage".to_vec()).is_err());
+        assert!(ElfFile::open(Path::new("/nonexistent/file")).is_err());
+        // Truncated copies of a real ELF must not panic.
+        let dir = compile_c("elftrunc", RUNTIME_C, &["-O2"], "prog");
+        let bytes = std::fs::read(dir.join("prog")).unwrap();
+        for len in [64, 200, 1000, bytes.len() / 2] {
+            let _ = ElfFile::from_bytes(bytes[..len].to_vec());
+        }
+    }
+
+    #[test]
+    fn python_runtime_section() {
+        let Some(python) = python_binary() else {
+            eprintln!("SKIP: python3.13t not built yet");
+            return;
+        };
+        let elf = ElfFile::open(&python).unwrap();
+        let rt = elf.section(".PyRuntime").expect(".PyRuntime in python3.13t");
+        assert_eq!(elf.read_vaddr(rt.addr, 8), Some(&b"xdebugpy"[..]));
+        assert!(elf.symbol("Py_Version").is_some());
+        let (runtime, _) = elf.symbol("_PyRuntime").expect("_PyRuntime");
+        assert_eq!(runtime, rt.addr);
+        assert!(elf.has_dwarf());
+    }
+}

@@ -1,0 +1,455 @@
+//! End-to-end tests: unwinding this very process, symbolizing gcc-built code with inlining,
+//! and (when built) the real free-threaded CPython.
+
+use std::hint::black_box;
+use std::time::{Duration, Instant};
+
+use super::test_support::{compile_c, python_binary};
+use super::*;
+
+fn own_pid() -> u32 {
+    std::process::id()
+}
+
+/// Register snapshot plus a copy of the stack from `sp` up to `stack_top` (at most 64 KiB),
+/// like a perf sample with PERF_SAMPLE_REGS_USER | PERF_SAMPLE_STACK_USER.
+struct Sample {
+    regs: Regs,
+    stack: Vec<u8>,
+}
+
+/// Captures the caller-visible registers at this point of the calling function. Must be
+/// inlined so that ip/sp/bp belong to the caller's frame.
+macro_rules! capture_here {
+    ($stack_top:expr) => {{
+        let (ip, sp, bp): (u64, u64, u64);
+        // SAFETY: only reads registers.
+        unsafe {
+            std::arch::asm!(
+                "lea {ip}, [rip]",
+                "mov {sp}, rsp",
+                "mov {bp}, rbp",
+                ip = out(reg) ip,
+                sp = out(reg) sp,
+                bp = out(reg) bp,
+                options(nomem, nostack, preserves_flags),
+            );
+        }
+        let len = ($stack_top - sp).min(64 * 1024) as usize;
+        // SAFETY: [sp, stack_top) is this thread's mapped stack; everything at or above `sp`
+        // belongs to live frames of this thread.
+        let stack = unsafe { std::slice::from_raw_parts(sp as *const u8, len) }.to_vec();
+        Sample { regs: Regs { ip, sp, bp }, stack }
+    }};
+}
+
+/// End address of the current thread's stack mapping.
+fn stack_top() -> u64 {
+    let probe = 0u8;
+    let addr = black_box(&probe) as *const u8 as u64;
+    maps::own_mapping_containing(addr).expect("stack mapping").end
+}
+
+#[inline(never)]
+fn inner(top: u64) -> Sample {
+    let s = capture_here!(top);
+    black_box(s)
+}
+
+#[inline(never)]
+fn middle(top: u64) -> Sample {
+    let s = inner(black_box(top));
+    black_box(s)
+}
+
+#[inline(never)]
+fn outer(top: u64) -> Sample {
+    let s = middle(black_box(top));
+    black_box(s)
+}
+
+/// Outer (non-inlined) function names of an unwound stack.
+fn outer_names(native: &mut Native, pid: u32, addrs: &[u64]) -> Vec<String> {
+    addrs
+        .iter()
+        .enumerate()
+        .map(|(i, &a)| {
+            let frames = native.symbolize(pid, a, i > 0);
+            assert!(!frames.is_empty());
+            assert!(!frames.last().unwrap().inlined);
+            assert!(frames[..frames.len() - 1].iter().all(|f| f.inlined));
+            frames.last().unwrap().function.clone().unwrap_or_else(|| format!("?? {a:#x}"))
+        })
+        .collect()
+}
+
+fn position(names: &[String], from: usize, suffix: &str) -> usize {
+    names[from..]
+        .iter()
+        .position(|n| n.ends_with(suffix))
+        .map(|i| i + from)
+        .unwrap_or_else(|| panic!("no frame ending with {suffix:?} after #{from} in {names:#?}"))
+}
+
+#[test]
+fn unwinds_and_symbolizes_own_stack() {
+    let sample = outer(stack_top());
+    let pid = own_pid();
+    let mut native = Native::new();
+    native.load_proc_maps(pid).unwrap();
+
+    let unwound = native.unwind(pid, sample.regs, &sample.stack);
+    let names = outer_names(&mut native, pid, &unwound.addrs);
+    eprintln!("complete={} frames={names:#?}", unwound.complete);
+
+    let i = position(&names, 0, "::inner");
+    assert_eq!(i, 0, "the sampled ip is in inner");
+    let m = position(&names, i + 1, "::middle");
+    let o = position(&names, m + 1, "::outer");
+    assert_eq!((m, o), (1, 2), "{names:#?}");
+    assert!(names[3].ends_with("::unwinds_and_symbolizes_own_stack"), "{names:#?}");
+    // Then the test harness (closures and std frames).
+    assert!(names[4..].iter().any(|n| n.contains("test::") || n.contains("std::")), "{names:#?}");
+    assert!(unwound.complete || unwound.addrs.len() >= 5, "{unwound:?}");
+
+    // The source location of `inner` is this file.
+    let top = native.symbolize(pid, unwound.addrs[0], false);
+    assert!(top[0].file.as_deref().is_some_and(|f| f.ends_with("native/tests.rs")), "{top:?}");
+
+    // Unwind cost (the rule cache is warm after the first walk).
+    let n = 2000;
+    let t = Instant::now();
+    for _ in 0..n {
+        black_box(native.unwind(pid, sample.regs, black_box(&sample.stack)));
+    }
+    eprintln!(
+        "unwind: {:?} per sample ({} frames, 64 KiB stack copy)",
+        t.elapsed() / n,
+        unwound.addrs.len()
+    );
+}
+
+/// qsort comparator that snapshots the stack once: the walk has to go through glibc, which is
+/// built without frame pointers, so it needs glibc's `.eh_frame`.
+extern "C" fn capturing_compare(a: *const libc::c_void, b: *const libc::c_void) -> i32 {
+    CAPTURED.with(|c| {
+        let mut c = c.borrow_mut();
+        if c.is_none() {
+            let top = TOP.with(|t| t.get());
+            *c = Some(capture_here!(top));
+        }
+    });
+    // SAFETY: qsort passes pointers to elements of the u32 array below.
+    unsafe { (*(a as *const u32)).cmp(&*(b as *const u32)) as i32 }
+}
+
+thread_local! {
+    static CAPTURED: std::cell::RefCell<Option<Sample>> = const { std::cell::RefCell::new(None) };
+    static TOP: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+}
+
+#[inline(never)]
+fn sort_with_libc() {
+    let mut v: Vec<u32> = (0..64).rev().collect();
+    // SAFETY: valid array, element size and comparator.
+    unsafe { libc::qsort(v.as_mut_ptr().cast(), v.len(), 4, Some(capturing_compare)) };
+    black_box(&v);
+}
+
+#[test]
+fn unwinds_through_libc() {
+    TOP.with(|t| t.set(stack_top()));
+    sort_with_libc();
+    let sample = CAPTURED.with(|c| c.borrow_mut().take()).expect("comparator ran");
+    let pid = own_pid();
+    let mut native = Native::new();
+    native.load_proc_maps(pid).unwrap();
+    let unwound = native.unwind(pid, sample.regs, &sample.stack);
+    let names = outer_names(&mut native, pid, &unwound.addrs);
+    eprintln!("complete={} frames={names:#?}", unwound.complete);
+    let libc_frames: Vec<_> = unwound
+        .addrs
+        .iter()
+        .filter_map(|&a| native.mapping_for(pid, a))
+        .filter(|m| m.path.contains("libc"))
+        .collect();
+    assert!(!libc_frames.is_empty(), "no libc frame in {names:#?}");
+    let s = position(&names, 0, "::sort_with_libc");
+    position(&names, s + 1, "::unwinds_through_libc");
+}
+
+const INLINE_C: &str = r#"static volatile int sink;
+
+static inline int helper(int x) {
+    sink = x * 7;
+    return sink + 1;
+}
+
+int caller(int n) {
+    int total = 0;
+    for (int i = 0; i < n; i++)
+        total += helper(i);
+    return total;
+}
+"#;
+
+/// Loads a shared library into this process; returns the runtime address of `symbol`.
+fn dlopen_symbol(lib: &std::path::Path, symbol: &str) -> u64 {
+    let path = std::ffi::CString::new(lib.to_str().unwrap()).unwrap();
+    let name = std::ffi::CString::new(symbol).unwrap();
+    // SAFETY: plain dlopen/dlsym of a library we just built (no constructors).
+    unsafe {
+        let handle = libc::dlopen(path.as_ptr(), libc::RTLD_NOW);
+        assert!(!handle.is_null(), "dlopen {}", lib.display());
+        let sym = libc::dlsym(handle, name.as_ptr());
+        assert!(!sym.is_null());
+        sym as u64
+    }
+}
+
+#[test]
+fn symbolizes_inlined_helper_in_shared_library() {
+    let flags = ["-O2", "-g", "-fomit-frame-pointer", "-shared", "-fPIC"];
+    let dir = compile_c("inl", INLINE_C, &flags, "libinl.so");
+    let lib = dir.join("libinl.so");
+    let caller = dlopen_symbol(&lib, "caller");
+    let (caller_svma, caller_size) = ElfFile::open(&lib).unwrap().symbol("caller").unwrap();
+
+    let pid = own_pid();
+    let mut native = Native::new();
+    native.load_proc_maps(pid).unwrap();
+    assert_eq!(native.mapping_for(pid, caller).unwrap().path, lib.to_str().unwrap());
+
+    let inlined = (0..caller_size)
+        .map(|off| native.symbolize(pid, caller + off, false))
+        .find(|frames| frames.len() > 1)
+        .expect("some address of caller belongs to the inlined helper");
+    eprintln!("{inlined:#?}");
+    let [helper, outer] = &inlined[..] else { panic!("expected 2 frames: {inlined:?}") };
+    assert_eq!(helper.function.as_deref(), Some("helper"));
+    assert!(helper.inlined);
+    assert!(helper.file.as_deref().unwrap().ends_with("inl.c"));
+    assert!((3..=6).contains(&helper.line.unwrap()), "{helper:?}");
+    assert_eq!(outer.function.as_deref(), Some("caller"));
+    assert!(!outer.inlined);
+    assert!(outer.file.as_deref().unwrap().ends_with("inl.c"));
+    // The call site of the inlined helper: the loop body in caller.
+    assert!((8..=13).contains(&outer.line.unwrap()), "{outer:?}");
+    assert_eq!(outer.module, lib.to_str().unwrap());
+    assert!((caller_svma..caller_svma + caller_size).contains(&outer.module_offset));
+
+    // As a return address, addr - 1 is looked up: caller+1 lands at caller's first byte.
+    let ret = native.symbolize(pid, caller + 1, true);
+    assert_eq!(ret.last().unwrap().module_offset, caller_svma);
+}
+
+#[test]
+fn symbol_table_fallback_without_dwarf() {
+    let flags = ["-O2", "-shared", "-fPIC"];
+    let dir = compile_c("nodwarf", INLINE_C, &flags, "libnodwarf.so");
+    let lib = dir.join("libnodwarf.so");
+    let caller = dlopen_symbol(&lib, "caller");
+    let pid = own_pid();
+    let mut native = Native::new();
+    native.load_proc_maps(pid).unwrap();
+    let frames = native.symbolize(pid, caller + 2, false);
+    assert_eq!(frames.len(), 1);
+    assert_eq!(frames[0].function.as_deref(), Some("caller"));
+    assert_eq!(frames[0].file, None);
+    assert!(!frames[0].inlined);
+}
+
+#[test]
+fn unknown_and_unreadable_modules_degrade() {
+    let mut native = Native::new();
+    let pid = 4_000_000; // no such process
+    let frames = native.symbolize(pid, 0x1234, false);
+    assert_eq!(frames.len(), 1);
+    assert_eq!(frames[0].module, UNKNOWN_MODULE);
+    assert_eq!(frames[0].function, None);
+
+    native.add_mapping(
+        pid,
+        Mapping { start: 0x10000, end: 0x20000, pgoff: 0x3000, path: "/nonexistent/lib.so".into() },
+    );
+    native.add_mapping(pid, Mapping { start: 0x30000, end: 0x31000, pgoff: 0, path: "//anon".into() });
+    let f = native.symbolize(pid, 0x10010, false);
+    assert_eq!(
+        f,
+        vec![NativeFrame {
+            function: None,
+            file: None,
+            line: None,
+            module: "/nonexistent/lib.so".into(),
+            module_offset: 0x3010,
+            inlined: false,
+        }]
+    );
+    assert_eq!(native.symbolize(pid, 0x30001, true)[0].module, "//anon");
+
+    // An overlapping mapping replaces the earlier one.
+    native.add_mapping(pid, Mapping { start: 0x18000, end: 0x19000, pgoff: 0, path: "/other".into() });
+    assert_eq!(native.mapping_for(pid, 0x10010), None);
+    assert_eq!(native.mapping_for(pid, 0x18010).unwrap().path, "/other");
+    native.remove_process(pid);
+    assert_eq!(native.mapping_for(pid, 0x18010), None);
+}
+
+#[test]
+fn deleted_library_does_not_break_symbolization() {
+    let flags = ["-O2", "-g", "-shared", "-fPIC"];
+    let dir = compile_c("deleted", INLINE_C, &flags, "libdeleted.so");
+    let lib = dir.join("libdeleted.so");
+    let caller = dlopen_symbol(&lib, "caller");
+    std::fs::remove_file(&lib).unwrap();
+    let pid = own_pid();
+    let mut native = Native::new();
+    native.load_proc_maps(pid).unwrap();
+    let frames = native.symbolize(pid, caller, false);
+    eprintln!("deleted library: {frames:?}");
+    assert!(frames.last().unwrap().module.ends_with("libdeleted.so (deleted)"));
+    // Root can still read the file through /proc/PID/map_files.
+    if unsafe { libc::geteuid() } == 0 {
+        assert_eq!(frames.last().unwrap().function.as_deref(), Some("caller"));
+    }
+}
+
+/// Tiny deterministic PRNG (xorshift) for the garbage-input test.
+fn xorshift(state: &mut u64) -> u64 {
+    *state ^= *state << 13;
+    *state ^= *state >> 7;
+    *state ^= *state << 17;
+    *state
+}
+
+#[test]
+fn garbage_input_never_panics() {
+    let pid = own_pid();
+    let mut native = Native::new();
+    native.load_proc_maps(pid).unwrap();
+    let code: Vec<Mapping> =
+        maps::parse_proc_maps(&std::fs::read_to_string("/proc/self/maps").unwrap());
+    let mut rng = 0x9e3779b97f4a7c15u64;
+    for round in 0..2000 {
+        let len = (xorshift(&mut rng) % 4096) as usize & !7;
+        let sp = xorshift(&mut rng) & !7;
+        // Fill the stack with a mix of random words, code addresses and stack addresses.
+        let stack: Vec<u8> = (0..len / 8)
+            .flat_map(|_| {
+                let r = xorshift(&mut rng);
+                let word = match r % 4 {
+                    0 => r,
+                    1 => {
+                        let m = &code[(r as usize / 4) % code.len()];
+                        m.start + (r >> 8) % (m.end - m.start)
+                    }
+                    2 => sp.wrapping_add((r >> 8) % (len as u64 + 64)),
+                    _ => 0,
+                };
+                word.to_le_bytes()
+            })
+            .collect();
+        let m = &code[round % code.len()];
+        let ip = if round % 3 == 0 { xorshift(&mut rng) } else { m.start + xorshift(&mut rng) % (m.end - m.start) };
+        let regs = Regs { ip, sp, bp: if round % 2 == 0 { sp.wrapping_add(16) } else { xorshift(&mut rng) } };
+        for p in [pid, 4_000_001] {
+            let u = native.unwind(p, regs, &stack);
+            assert!(u.addrs.len() <= MAX_DEPTH);
+            for (i, &a) in u.addrs.iter().enumerate().take(4) {
+                assert!(!native.symbolize(p, a, i > 0).is_empty());
+            }
+        }
+    }
+    // Empty stack copy: only the ip, incomplete.
+    let u = native.unwind(pid, Regs { ip: code[0].start, sp: 0x1000, bp: 0 }, &[]);
+    assert!(!u.addrs.is_empty() && u.addrs.len() <= 2);
+}
+
+/// Spawns python3.13t sleeping and returns the child once its maps show the binary.
+fn spawn_python(python: &std::path::Path) -> std::process::Child {
+    let child = std::process::Command::new(python)
+        .args(["-c", "import time; time.sleep(60)"])
+        .spawn()
+        .expect("spawn python3.13t");
+    let maps = format!("/proc/{}/maps", child.id());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline {
+        if std::fs::read_to_string(&maps).is_ok_and(|m| m.contains("python3.13t")) {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    child
+}
+
+#[test]
+fn symbolizes_python_eval_loop() {
+    let Some(python) = python_binary() else {
+        eprintln!("SKIP: python3.13t not built yet");
+        return;
+    };
+    let mut child = spawn_python(&python);
+    let pid = child.id();
+    let mut native = Native::new();
+    let t = Instant::now();
+    native.load_proc_maps(pid).unwrap();
+    let load_maps = t.elapsed();
+
+    let elf = ElfFile::open(&python).unwrap();
+    let (func, size) = elf.symbol("_PyEval_EvalFrameDefault").expect("eval loop symbol");
+    let map = std::fs::read_to_string(format!("/proc/{pid}/maps")).unwrap();
+    let text = maps::parse_proc_maps(&map)
+        .into_iter()
+        .find(|m| m.path == python.to_str().unwrap())
+        .expect("python text mapping");
+    let bias = elf.bias_for_mapping(text.start, text.pgoff);
+    assert_eq!(native.elf_for(pid, func + bias).map(|(_, b)| b), Some(bias));
+
+    let addr = func + bias + size / 2;
+    let t = Instant::now();
+    let first = native.symbolize(pid, addr, true);
+    let first_time = t.elapsed();
+    let t = Instant::now();
+    let second = native.symbolize(pid, addr + 7, true);
+    let warm_time = t.elapsed();
+    let n = 10_000;
+    let t = Instant::now();
+    for _ in 0..n {
+        black_box(native.symbolize(pid, black_box(addr), true));
+    }
+    let cached_time = t.elapsed() / n;
+    eprintln!("{first:#?}\n{second:#?}");
+    eprintln!(
+        "python3.13t: load_proc_maps {load_maps:?} (parses the ELF), first symbolize {first_time:?} \
+         (builds the DWARF context), uncached in same unit {warm_time:?}, cached {cached_time:?}"
+    );
+    assert_eq!(first.last().unwrap().function.as_deref(), Some("_PyEval_EvalFrameDefault"));
+    assert_eq!(first.last().unwrap().module, python.to_str().unwrap());
+    // The eval loop's body lives in generated_cases.c.h, included by ceval.c.
+    let file = first.last().unwrap().file.clone().unwrap();
+    assert!(file.ends_with("ceval.c") || file.ends_with("generated_cases.c.h"), "{first:?}");
+    assert_eq!(native.symbolize(pid, addr, true), first);
+
+    // Walk the whole eval loop: many addresses are inlined helpers (Py_INCREF and friends).
+    let t = Instant::now();
+    let mut inlined_names = std::collections::BTreeSet::new();
+    let mut max_depth = 0;
+    for off in (0..size).step_by(4) {
+        let frames = native.symbolize(pid, func + bias + off, false);
+        assert_eq!(frames.last().unwrap().function.as_deref(), Some("_PyEval_EvalFrameDefault"));
+        max_depth = max_depth.max(frames.len());
+        inlined_names.extend(frames.iter().filter(|f| f.inlined).filter_map(|f| f.function.clone()));
+    }
+    eprintln!(
+        "{} addresses in {:?}; max inline depth {max_depth}; {} inlined functions, e.g. {:?}",
+        size / 4,
+        t.elapsed(),
+        inlined_names.len(),
+        inlined_names.iter().take(12).collect::<Vec<_>>()
+    );
+    assert!(inlined_names.contains("Py_INCREF") || inlined_names.contains("_Py_INCREF_MORTAL"));
+    assert!(max_depth >= 3);
+
+    let _ = child.kill();
+    let _ = child.wait();
+}

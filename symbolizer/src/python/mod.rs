@@ -1,0 +1,381 @@
+//! Out-of-process CPython frame reader driven by `_Py_DebugOffsets`.
+//!
+//! [`PyProcess::locate`] finds `_PyRuntime` in a live process (the `.PyRuntime` section or the
+//! `_PyRuntime` symbol of the executable or `libpython*.so`), validates the cookie, version and
+//! build kind, and then [`PyProcess::stack_for_tid`] walks the thread state of one OS thread:
+//! its interpreter-frame chain, code objects (cached) and line numbers.
+
+pub mod linetable;
+pub mod mem;
+pub mod offsets;
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::Arc;
+
+pub use mem::Mem;
+pub use offsets::{DebugOffsets, OffsetsError};
+
+use crate::native::ElfFile;
+use mem::{field_i32, field_u64, field_u8};
+
+/// `owner` of the per-activation entry frame `_PyEval_EvalFrameDefault` pushes (3.13
+/// `FRAME_OWNED_BY_CSTACK`, 3.14 `FRAME_OWNED_BY_INTERPRETER`: both 3).
+const OWNER_ENTRY: u8 = 3;
+const MAX_FRAMES: usize = 2048;
+
+#[derive(Debug, thiserror::Error)]
+pub enum PyError {
+    #[error("process {0} not found")]
+    NoProcess(u32),
+    #[error("{0}")]
+    NotPython(String),
+    #[error(transparent)]
+    Offsets(#[from] OffsetsError),
+    #[error("reading the target's memory failed: {0}")]
+    Read(#[from] std::io::Error),
+}
+
+/// Static facts about one code object.
+#[derive(Debug)]
+pub struct CodeInfo {
+    pub qualname: String,
+    pub filename: String,
+    pub firstlineno: i32,
+    lines: linetable::LineRanges,
+    /// (filename, qualname, linetable) pointers, to notice a freed-and-reused address.
+    key: [u64; 3],
+}
+
+impl CodeInfo {
+    /// A code object described directly (for tools and tests that do not read a process).
+    pub fn synthetic(qualname: &str, filename: &str, firstlineno: i32) -> CodeInfo {
+        CodeInfo { qualname: qualname.into(), filename: filename.into(), firstlineno, lines: Vec::new(), key: [0; 3] }
+    }
+
+    pub fn line_for(&self, lasti: u32) -> Option<i32> {
+        linetable::line_for(&self.lines, lasti)
+    }
+}
+
+/// One entry of an interpreter-frame chain.
+#[derive(Clone, Debug)]
+pub enum PyFrame {
+    /// A Python function frame.
+    Code { code: Arc<CodeInfo>, code_addr: u64, lasti: u32, line: Option<i32> },
+    /// The entry frame of one C-level `_PyEval_EvalFrameDefault` activation.
+    Entry,
+}
+
+/// A thread's Python stack, innermost frame first.
+#[derive(Clone, Debug, Default)]
+pub struct PyStack {
+    pub frames: Vec<PyFrame>,
+    /// The walk stopped early (torn read, invalid frame, depth limit).
+    pub truncated: bool,
+    /// `PyThreadState.state`: 0 detached, 1 attached, 2 suspended (3.14: 3 shutting down).
+    pub state: i32,
+}
+
+/// One thread state of the target.
+#[derive(Clone, Debug)]
+pub struct PyThread {
+    pub tstate: u64,
+    pub native_tid: u32,
+    pub thread_id: u64,
+}
+
+/// A CPython process whose runtime has been located.
+pub struct PyProcess {
+    pub pid: u32,
+    pub mem: Mem,
+    pub offsets: DebugOffsets,
+    /// Address of `_PyRuntime`.
+    pub runtime: u64,
+    /// The ELF file that holds `_PyRuntime`.
+    pub module: String,
+    code_type: Option<u64>,
+    codes: HashMap<u64, Arc<CodeInfo>>,
+    tstates: HashMap<u32, u64>,
+    ts_buf: Vec<u8>,
+    frame_buf: Vec<u8>,
+    code_hdr_len: usize,
+}
+
+/// What `/proc/PID/maps` says about one file-backed mapping.
+#[derive(Clone, Debug)]
+pub struct MapLine {
+    pub start: u64,
+    pub end: u64,
+    pub perms: String,
+    pub pgoff: u64,
+    pub path: String,
+}
+
+pub fn read_maps(pid: u32) -> std::io::Result<Vec<MapLine>> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/maps"))?;
+    Ok(text
+        .lines()
+        .filter_map(|l| {
+            let mut it = l.split_whitespace();
+            let range = it.next()?;
+            let perms = it.next()?.to_string();
+            let pgoff = u64::from_str_radix(it.next()?, 16).ok()?;
+            let _dev = it.next()?;
+            let _inode = it.next()?;
+            let path = it.collect::<Vec<_>>().join(" ");
+            let (s, e) = range.split_once('-')?;
+            Some(MapLine { start: u64::from_str_radix(s, 16).ok()?, end: u64::from_str_radix(e, 16).ok()?, perms, pgoff, path })
+        })
+        .collect())
+}
+
+/// Where `_PyRuntime` lives in an ELF file: its virtual address, if the file has one.
+pub fn runtime_vaddr(elf: &ElfFile) -> Option<u64> {
+    elf.section(".PyRuntime").map(|s| s.addr).or_else(|| elf.symbol("_PyRuntime").map(|s| s.0))
+}
+
+/// `Py_Version` (PY_VERSION_HEX) stored in an ELF file, for version checks before launch.
+pub fn static_version(elf: &ElfFile) -> Option<u64> {
+    let (addr, _) = elf.symbol("Py_Version")?;
+    let b = elf.read_vaddr(addr, 4)?;
+    Some(u32::from_le_bytes(b.try_into().ok()?) as u64)
+}
+
+impl PyProcess {
+    /// Find and validate `_PyRuntime` in process `pid`.
+    pub fn locate(pid: u32) -> Result<PyProcess, PyError> {
+        let maps = read_maps(pid).map_err(|_| PyError::NoProcess(pid))?;
+        let exe = std::fs::read_link(format!("/proc/{pid}/exe")).map(|p| p.to_string_lossy().into_owned()).unwrap_or_default();
+        let mut seen = Vec::new();
+        let candidates = maps.iter().filter(|m| {
+            let name = Path::new(&m.path).file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+            (m.path == exe || name.starts_with("libpython")) && m.path.starts_with('/')
+        });
+        for m in candidates {
+            if seen.contains(&m.path) {
+                continue;
+            }
+            seen.push(m.path.clone());
+            let Ok(elf) = ElfFile::open(Path::new(&m.path)) else { continue };
+            let Some(vaddr) = runtime_vaddr(&elf) else { continue };
+            // The lowest mapping of this file gives the load bias.
+            let first = maps.iter().filter(|x| x.path == m.path).min_by_key(|x| x.pgoff).unwrap_or(m);
+            let runtime = vaddr.wrapping_add(elf.bias_for_mapping(first.start, first.pgoff));
+            let mem = Mem::new(pid);
+            let raw = mem.read_vec(runtime, offsets::MAX_SIZE)?;
+            let offsets = DebugOffsets::parse(&raw)?;
+            return Ok(PyProcess::new(pid, mem, offsets, runtime, m.path.clone()));
+        }
+        Err(PyError::NotPython(format!(
+            "process {pid} ({}) has no CPython runtime (_PyRuntime) in its executable or a libpython",
+            if exe.is_empty() { "unknown executable".into() } else { exe }
+        )))
+    }
+
+    fn new(pid: u32, mem: Mem, offsets: DebugOffsets, runtime: u64, module: String) -> PyProcess {
+        let o = &offsets;
+        let ts_len = [o.ts_next, o.ts_current_frame, o.ts_thread_id, o.ts_native_thread_id, o.ts_state(), o.ts_status]
+            .into_iter()
+            .max()
+            .unwrap() as usize
+            + 8;
+        let code_hdr_len = [o.code_filename, o.code_qualname, o.code_linetable, o.code_firstlineno, o.ob_type]
+            .into_iter()
+            .max()
+            .unwrap() as usize
+            + 8;
+        PyProcess {
+            pid,
+            mem,
+            frame_buf: vec![0; o.frame_size.max(o.frame_owner + 1) as usize],
+            ts_buf: vec![0; ts_len],
+            code_hdr_len,
+            offsets,
+            runtime,
+            module,
+            code_type: None,
+            codes: HashMap::new(),
+            tstates: HashMap::new(),
+        }
+    }
+
+    /// All thread states of all interpreters.
+    pub fn threads(&self) -> Result<Vec<PyThread>, PyError> {
+        let o = &self.offsets;
+        let mut out = Vec::new();
+        let mut interp = self.mem.u64(self.runtime + o.runtime_interpreters_head)?;
+        let mut ninterp = 0;
+        while interp != 0 && ninterp < 64 {
+            let mut ts = self.mem.u64(interp + o.interp_threads_head)?;
+            let mut n = 0;
+            while ts != 0 && n < 100_000 {
+                let native_tid = self.mem.u64(ts + o.ts_native_thread_id)? as u32;
+                let thread_id = self.mem.u64(ts + o.ts_thread_id)?;
+                out.push(PyThread { tstate: ts, native_tid, thread_id });
+                ts = self.mem.u64(ts + o.ts_next)?;
+                n += 1;
+            }
+            interp = self.mem.u64(interp + o.interp_next)?;
+            ninterp += 1;
+        }
+        Ok(out)
+    }
+
+    /// Whether the GIL of the main interpreter is enabled now (always true for GIL builds).
+    pub fn gil_enabled(&self) -> Result<bool, PyError> {
+        let o = &self.offsets;
+        if !o.free_threaded {
+            return Ok(true);
+        }
+        let interp = self.mem.u64(self.runtime + o.runtime_interpreters_head)?;
+        let gil = self.mem.u64(interp + o.interp_ceval_gil)?;
+        Ok(self.mem.i32(gil + o.gil_enabled)? != 0)
+    }
+
+    /// Read the thread state of `tid` into `ts_buf`; `false` when `tid` has none.
+    fn load_tstate(&mut self, tid: u32) -> Result<bool, PyError> {
+        let nt = self.offsets.ts_native_thread_id;
+        if let Some(&ts) = self.tstates.get(&tid) {
+            if self.mem.read(ts, &mut self.ts_buf).is_ok() && field_u64(&self.ts_buf, nt) as u32 == tid {
+                return Ok(true);
+            }
+        }
+        self.tstates = self.threads()?.into_iter().map(|t| (t.native_tid, t.tstate)).collect();
+        match self.tstates.get(&tid) {
+            Some(&ts) => {
+                self.mem.read(ts, &mut self.ts_buf)?;
+                Ok(field_u64(&self.ts_buf, nt) as u32 == tid)
+            }
+            None => Ok(false),
+        }
+    }
+
+    /// The Python stack of OS thread `tid`, or `None` when it has no thread state (not a
+    /// Python thread, or the runtime is not initialised yet).
+    pub fn stack_for_tid(&mut self, tid: u32) -> Result<Option<PyStack>, PyError> {
+        if !self.load_tstate(tid)? {
+            return Ok(None);
+        }
+        let o = self.offsets.clone();
+        let state = field_i32(&self.ts_buf, o.ts_state());
+        let mut frame = field_u64(&self.ts_buf, o.ts_current_frame);
+        let mut stack = PyStack { frames: Vec::new(), truncated: false, state };
+        while frame != 0 {
+            if stack.frames.len() >= MAX_FRAMES || self.mem.read(frame, &mut self.frame_buf).is_err() {
+                stack.truncated = true;
+                break;
+            }
+            let owner = field_u8(&self.frame_buf, o.frame_owner);
+            let executable = field_u64(&self.frame_buf, o.frame_executable) & !3;
+            let instr_ptr = field_u64(&self.frame_buf, o.frame_instr_ptr);
+            let tlbc_index = o.frame_tlbc_index.map(|off| field_i32(&self.frame_buf, off));
+            let previous = field_u64(&self.frame_buf, o.frame_previous);
+            if owner == OWNER_ENTRY {
+                stack.frames.push(PyFrame::Entry);
+            } else if owner < OWNER_ENTRY {
+                match self.code(executable) {
+                    Ok(Some(code)) => {
+                        let base = match (o.code_co_tlbc, tlbc_index) {
+                            (Some(co_tlbc), Some(idx)) if idx > 0 => self.tlbc_base(executable, co_tlbc, idx),
+                            _ => executable + o.code_co_code_adaptive,
+                        };
+                        let lasti = (instr_ptr.wrapping_sub(base) / 2) as u32;
+                        let line = code.line_for(lasti);
+                        stack.frames.push(PyFrame::Code { code, code_addr: executable, lasti, line });
+                    }
+                    _ => {
+                        stack.truncated = true;
+                        break;
+                    }
+                }
+            }
+            frame = previous;
+        }
+        Ok(Some(stack))
+    }
+
+    /// 3.14t thread-local bytecode: start of copy `idx` of the code's bytecode.
+    fn tlbc_base(&self, code: u64, co_tlbc: u64, idx: i32) -> u64 {
+        let fallback = code + self.offsets.code_co_code_adaptive;
+        let Ok(arr) = self.mem.u64(code + co_tlbc) else { return fallback };
+        self.mem.u64(arr + 8 + 8 * idx as u64).unwrap_or(fallback)
+    }
+
+    /// Code object at `addr` (cached; `None` if it is not a code object).
+    fn code(&mut self, addr: u64) -> Result<Option<Arc<CodeInfo>>, PyError> {
+        let o = &self.offsets;
+        let hdr = self.mem.read_vec(addr, self.code_hdr_len)?;
+        let key = [field_u64(&hdr, o.code_filename), field_u64(&hdr, o.code_qualname), field_u64(&hdr, o.code_linetable)];
+        if let Some(c) = self.codes.get(&addr) {
+            if c.key == key {
+                return Ok(Some(c.clone()));
+            }
+        }
+        let ty = field_u64(&hdr, o.ob_type);
+        match self.code_type {
+            Some(t) if t != ty => return Ok(None),
+            Some(_) => {}
+            None => {
+                if self.type_name(ty)? != "code" {
+                    return Ok(None);
+                }
+                self.code_type = Some(ty);
+            }
+        }
+        let qualname = self.unicode(key[1])?;
+        let filename = self.unicode(key[0])?;
+        let firstlineno = field_i32(&hdr, o.code_firstlineno);
+        let table = self.bytes(key[2])?;
+        let info = Arc::new(CodeInfo { qualname, filename, firstlineno, lines: linetable::decode(&table, firstlineno), key });
+        if self.codes.len() > 200_000 {
+            self.codes.clear();
+        }
+        self.codes.insert(addr, info.clone());
+        Ok(Some(info))
+    }
+
+    /// `tp_name` of a type object.
+    pub fn type_name(&self, ty: u64) -> Result<String, PyError> {
+        let p = self.mem.u64(ty + self.offsets.tp_name)?;
+        Ok(self.mem.cstr(p, 256)?)
+    }
+
+    /// Type name of the object at `obj`.
+    pub fn object_type_name(&self, obj: u64) -> Result<String, PyError> {
+        let ty = self.mem.u64(obj + self.offsets.ob_type)?;
+        self.type_name(ty)
+    }
+
+    /// Contents of a `str` object.
+    pub fn unicode(&self, obj: u64) -> Result<String, PyError> {
+        let o = &self.offsets;
+        let mut hdr = vec![0u8; o.asciiobject_size as usize];
+        self.mem.read(obj, &mut hdr)?;
+        let state = field_u64(&hdr, o.unicode_state) as u32;
+        let len = (field_u64(&hdr, o.unicode_length) as usize).min(4096);
+        let (kind_shift, compact_bit, ascii_bit) = o.unicode_state_bits();
+        let kind = ((state >> kind_shift) & 7) as usize;
+        if (state >> compact_bit) & 1 == 0 || !matches!(kind, 1 | 2 | 4) {
+            return Ok("<?>".into());
+        }
+        let ascii = (state >> ascii_bit) & 1 == 1;
+        let data = obj + o.asciiobject_size + if ascii { 0 } else { 16 };
+        let raw = self.mem.read_vec(data, len * kind)?;
+        Ok(match kind {
+            1 => raw.iter().map(|&c| c as char).collect(),
+            2 => String::from_utf16_lossy(&raw.chunks_exact(2).map(|c| u16::from_le_bytes([c[0], c[1]])).collect::<Vec<_>>()),
+            _ => raw
+                .chunks_exact(4)
+                .map(|c| char::from_u32(u32::from_le_bytes([c[0], c[1], c[2], c[3]])).unwrap_or('?'))
+                .collect(),
+        })
+    }
+
+    /// Contents of a `bytes` object (capped at 1 MiB).
+    pub fn bytes(&self, obj: u64) -> Result<Vec<u8>, PyError> {
+        let o = &self.offsets;
+        let n = (self.mem.u64(obj + o.bytes_ob_size)? as usize).min(1 << 20);
+        Ok(self.mem.read_vec(obj + o.bytes_ob_sval, n)?)
+    }
+}
