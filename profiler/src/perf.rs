@@ -94,13 +94,17 @@ pub fn cpu_clock_attr(cfg: &SamplingConfig, enable_on_exec: bool) -> b::perf_eve
         | b::PERF_SAMPLE_TIME
         | b::PERF_SAMPLE_CPU
         | b::PERF_SAMPLE_PERIOD
+        | b::PERF_SAMPLE_CALLCHAIN
         | b::PERF_SAMPLE_REGS_USER
         | b::PERF_SAMPLE_STACK_USER) as u64;
     a.sample_regs_user = REGS_MASK;
     a.sample_stack_user = cfg.stack_bytes & !7;
     a.set_disabled(1);
     a.set_inherit(1);
-    a.set_exclude_kernel(1);
+    // Kernel-mode samples keep the user registers and stack of the syscall that entered the
+    // kernel; their kernel call chain says what the thread was doing there.
+    a.set_exclude_kernel(0);
+    a.set_exclude_callchain_user(1);
     a.set_exclude_hv(1);
     a.set_mmap(1);
     a.set_mmap2(1);
@@ -223,9 +227,22 @@ impl Drop for Ring {
 /// per-task (cpu = -1) events.
 pub fn open_process_rings(pid: i32, cfg: &SamplingConfig, enable_on_exec: bool) -> Result<Vec<Ring>, PerfError> {
     let mut rings = Vec::new();
+    let mut user_only = false;
     for cpu in online_cpus() {
         let mut attr = cpu_clock_attr(cfg, enable_on_exec);
-        rings.push(Ring::open(&mut attr, pid, cpu as i32, cfg.ring_pages)?);
+        if user_only {
+            attr.set_exclude_kernel(1);
+        }
+        match Ring::open(&mut attr, pid, cpu as i32, cfg.ring_pages) {
+            Err(PerfError::Permission { .. }) if !user_only => {
+                // perf_event_paranoid ≥ 2 forbids kernel sampling without CAP_PERFMON: fall back
+                // to user-mode samples only.
+                user_only = true;
+                attr.set_exclude_kernel(1);
+                rings.push(Ring::open(&mut attr, pid, cpu as i32, cfg.ring_pages)?);
+            }
+            r => rings.push(r?),
+        }
     }
     Ok(rings)
 }

@@ -33,6 +33,8 @@ pub struct Sample {
     pub stack: Vec<u8>,
     /// Kernel or user mode at the sample (PERF_RECORD_MISC_KERNEL).
     pub kernel: bool,
+    /// Kernel call chain, leaf first (empty in user mode or when kernel sampling is not allowed).
+    pub kernel_stack: Vec<u64>,
 }
 
 /// An executable mapping created in the target.
@@ -125,6 +127,17 @@ pub fn parse(rec: &[u8], sample_type: u64) -> Option<Record> {
                 0
             };
             let period = if has(b::PERF_SAMPLE_PERIOD) { c.u64()? } else { 0 };
+            let mut kernel_stack = Vec::new();
+            if has(b::PERF_SAMPLE_CALLCHAIN) {
+                let nr = c.u64()? as usize;
+                for _ in 0..nr {
+                    let ip = c.u64()?;
+                    // PERF_CONTEXT_* markers live in the last 4095 values of the address space.
+                    if ip < (-4095i64) as u64 {
+                        kernel_stack.push(ip);
+                    }
+                }
+            }
             let mut regs = None;
             if has(b::PERF_SAMPLE_REGS_USER) {
                 let abi = c.u64()?;
@@ -156,7 +169,7 @@ pub fn parse(rec: &[u8], sample_type: u64) -> Option<Record> {
                 }
             }
             let kernel = misc & PERF_RECORD_MISC_CPUMODE_MASK == PERF_RECORD_MISC_KERNEL;
-            Some(Record::Sample(Sample { pid, tid, time, cpu, period, ip, regs, stack, kernel }))
+            Some(Record::Sample(Sample { pid, tid, time, cpu, period, ip, regs, stack, kernel, kernel_stack }))
         }
         PERF_RECORD_MMAP | PERF_RECORD_MMAP2 => {
             let pid = c.u32()?;

@@ -8,8 +8,10 @@
 //! * [`python`]: the CPython frame reader. Input: a live process id. It locates `_PyRuntime`,
 //!   validates `_Py_DebugOffsets` (3.13+/3.14+, GIL and free-threaded) and walks thread states and
 //!   interpreter frames. Output: [`python::PyStack`]s of [`python::PyFrame`]s (qualname, file, line).
+//! * [`kernel`]: kernel addresses → names through `/proc/kallsyms`.
 //!
 //! Nothing here talks to perf or renders anything.
 
+pub mod kernel;
 pub mod native;
 pub mod python;

@@ -87,6 +87,8 @@ pub struct SampleInput<'a> {
     pub native_complete: bool,
     /// Python stack read at sample time (None: not a Python thread or unreadable).
     pub python: Option<&'a PyStack>,
+    /// Kernel functions, leaf first (the sample was taken in a system call or fault).
+    pub kernel: &'a [String],
     /// Weight of the sample (1 for a CPU sample).
     pub weight: u64,
 }
@@ -211,7 +213,16 @@ impl ProfileBuilder {
 
     /// Add one sample; returns how its stacks merged.
     pub fn add(&mut self, s: &SampleInput) -> MergeStatus {
-        let (frames, status) = merge_stacks(s.native, s.native_complete, s.python);
+        let (mut frames, status) = merge_stacks(s.native, s.native_complete, s.python);
+        frames.extend(s.kernel.iter().rev().map(|k| Frame {
+            kind: FrameKind::Kernel,
+            name: k.clone(),
+            file: None,
+            line: None,
+            module: None,
+            offset: None,
+            inlined: false,
+        }));
         let thread = self.threads.entry(s.tid).or_insert_with(|| ThreadInfo { tid: s.tid, ..Default::default() });
         thread.samples += s.weight;
         let sum = &mut self.summary;

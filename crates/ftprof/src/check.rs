@@ -63,13 +63,14 @@ fn real_program(argv: &[OsString]) -> Result<(PathBuf, Vec<String>)> {
 /// Make sure `argv` starts a CPython 3.13+ interpreter; explain what it is otherwise.
 pub fn check_interpreter(argv: &[OsString]) -> Result<Interpreter> {
     let (path, chain) = real_program(argv)?;
-    let shown = path.display().to_string();
+    let shown = match chain.first() {
+        // A wrapper script (pyenv shim, launcher): name the command and what really runs.
+        Some(first) => format!("{} ({first}, which runs {})", argv[0].to_string_lossy(), path.display()),
+        None => path.display().to_string(),
+    };
     let elf = match ElfFile::open(&path) {
         Ok(e) => e,
-        Err(_) => {
-            let what = chain.last().cloned().unwrap_or_else(|| "not an ELF executable".into());
-            bail!("{shown} is not a CPython interpreter ({what}); run ftprof record -- python3.13t your_script.py");
-        }
+        Err(_) => bail!("{shown} is not a CPython interpreter (not an ELF executable); run ftprof record -- python3.13t your_script.py"),
     };
     let too_old = |v: (u64, u64)| -> Result<()> {
         if v < (3, 13) {
@@ -101,7 +102,7 @@ pub fn check_interpreter(argv: &[OsString]) -> Result<Interpreter> {
         too_old(v)?;
     }
     bail!(
-        "{shown} is not a CPython interpreter (an ELF executable without a CPython runtime); run ftprof record -- python3.13t your_script.py"
+        "{shown} is not a CPython interpreter (an ELF executable without a CPython runtime); give the interpreter itself, e.g. ftprof record -- python3.13t your_script.py"
     )
 }
 

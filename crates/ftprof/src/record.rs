@@ -31,6 +31,7 @@ struct RawSample {
     tid: u32,
     regs: Option<Regs>,
     stack: Vec<u8>,
+    kernel_stack: Vec<u64>,
     python: Option<PyStack>,
 }
 
@@ -99,7 +100,7 @@ impl Collected {
                     self.names.insert(s.tid, (s.pid, comm.trim().to_string()));
                 }
                 let python = if s.kernel && s.regs.is_none() { None } else { self.python_stack(s.pid, s.tid) };
-                self.samples.push(RawSample { pid: s.pid, tid: s.tid, regs: s.regs, stack: s.stack, python });
+                self.samples.push(RawSample { pid: s.pid, tid: s.tid, regs: s.regs, stack: s.stack, kernel_stack: s.kernel_stack, python });
             }
             Record::Mmap(m) if m.executable => {
                 *self.mmap_count.entry(m.pid).or_default() += 1;
@@ -161,7 +162,10 @@ pub fn run(opts: &RecordOptions) -> Result<i32> {
     for (tid, (pid, name)) in &col.names {
         builder.set_thread(*tid, *pid, name);
     }
+    let kallsyms = symbolizer::kernel::Kallsyms::load();
     for s in &col.samples {
+        let kernel: Vec<String> =
+            s.kernel_stack.iter().map(|&a| kallsyms.lookup(a).map(str::to_string).unwrap_or_else(|| format!("{a:#x}"))).collect();
         let (chains, complete) = match s.regs {
             Some(regs) => {
                 let uw = native.unwind(s.pid, symbolizer::native::Regs { ip: regs.ip, sp: regs.sp, bp: regs.bp }, &s.stack);
@@ -170,7 +174,7 @@ pub fn run(opts: &RecordOptions) -> Result<i32> {
             }
             None => (Vec::new(), false),
         };
-        builder.add(&SampleInput { tid: s.tid, native: &chains, native_complete: complete, python: s.python.as_ref(), weight: 1 });
+        builder.add(&SampleInput { tid: s.tid, native: &chains, native_complete: complete, python: s.python.as_ref(), kernel: &kernel, weight: 1 });
     }
     builder.summary.duration_s = outcome.duration.as_secs_f64();
     builder.summary.rate_hz = opts.rate_hz;

@@ -35,7 +35,9 @@ impl DwarfContext {
                 .unwrap_or_else(|| empty.clone()))
         })
         .ok()?;
-        addr2line::Context::from_dwarf(dwarf).ok().map(|ctx| DwarfContext { ctx })
+        addr2line::Context::from_dwarf(dwarf)
+            .ok()
+            .map(|ctx| DwarfContext { ctx })
     }
 
     /// Inline chain for `svma`, innermost first. Empty when DWARF does not cover the address.
@@ -55,7 +57,11 @@ impl DwarfContext {
                 .location
                 .map(|l| (l.file.map(str::to_owned), l.line))
                 .unwrap_or_default();
-            out.push(SymFrame { function, file, line });
+            out.push(SymFrame {
+                function,
+                file,
+                line,
+            });
             if out.len() >= 128 {
                 break;
             }
@@ -87,7 +93,11 @@ struct DebugData {
 
 impl ModuleSymbolizer {
     pub fn new(elf: Arc<ElfFile>, path: PathBuf) -> Self {
-        ModuleSymbolizer { elf, path, debug: None }
+        ModuleSymbolizer {
+            elf,
+            path,
+            debug: None,
+        }
     }
 
     pub fn elf(&self) -> &Arc<ElfFile> {
@@ -99,16 +109,31 @@ impl ModuleSymbolizer {
         let elf = &self.elf;
         let path = &self.path;
         let debug = self.debug.get_or_insert_with(|| {
-            let debug_file = if elf.has_dwarf() { None } else { find_debug_file(elf, path) };
+            let debug_file = if elf.has_dwarf() {
+                None
+            } else {
+                find_debug_file(elf, path)
+            };
             let dwarf = DwarfContext::load(debug_file.as_ref().unwrap_or(elf));
             DebugData { dwarf, debug_file }
         });
 
-        let mut frames = debug.dwarf.as_ref().map(|d| d.frames(svma)).unwrap_or_default();
+        let mut frames = debug
+            .dwarf
+            .as_ref()
+            .map(|d| d.frames(svma))
+            .unwrap_or_default();
         if frames.is_empty() {
-            let (file, line) =
-                debug.dwarf.as_ref().map(|d| d.location(svma)).unwrap_or_default();
-            frames.push(SymFrame { function: None, file, line });
+            let (file, line) = debug
+                .dwarf
+                .as_ref()
+                .map(|d| d.location(svma))
+                .unwrap_or_default();
+            frames.push(SymFrame {
+                function: None,
+                file,
+                line,
+            });
         }
         // The outer (non-inlined) function: fill a missing name from the symbol tables.
         let outer = frames.last_mut().expect("non-empty");
@@ -164,8 +189,14 @@ mod tests {
     #[test]
     fn demangles_rust_cpp_and_keeps_c_names() {
         assert_eq!(demangle("_ZN3foo3barEv"), "foo::bar()");
-        assert_eq!(demangle("_ZN4core3ptr13drop_in_place17h0123456789abcdefE"), "core::ptr::drop_in_place");
-        assert_eq!(demangle("_PyEval_EvalFrameDefault"), "_PyEval_EvalFrameDefault");
+        assert_eq!(
+            demangle("_ZN4core3ptr13drop_in_place17h0123456789abcdefE"),
+            "core::ptr::drop_in_place"
+        );
+        assert_eq!(
+            demangle("_PyEval_EvalFrameDefault"),
+            "_PyEval_EvalFrameDefault"
+        );
         assert_eq!(demangle("foo.cold"), "foo.cold");
         assert_eq!(demangle("foo.constprop.0"), "foo.constprop.0");
         assert_eq!(demangle("_Zgarbage"), "_Zgarbage");

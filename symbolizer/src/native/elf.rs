@@ -40,7 +40,11 @@ pub(crate) struct Bytes {
 /// An empty slice (stands in for absent sections).
 impl Default for Bytes {
     fn default() -> Bytes {
-        Bytes { data: Arc::new(Backing::Owned(Vec::new())), start: 0, end: 0 }
+        Bytes {
+            data: Arc::new(Backing::Owned(Vec::new())),
+            start: 0,
+            end: 0,
+        }
     }
 }
 
@@ -154,7 +158,11 @@ impl ElfFile {
             .iter()
             .map(|sh| Section {
                 name: elf.shdr_strtab.get_at(sh.sh_name).unwrap_or("").to_owned(),
-                info: SectionInfo { addr: sh.sh_addr, offset: sh.sh_offset, size: sh.sh_size },
+                info: SectionInfo {
+                    addr: sh.sh_addr,
+                    offset: sh.sh_offset,
+                    size: sh.sh_size,
+                },
                 nobits: sh.sh_type == section_header::SHT_NOBITS,
                 compressed: sh.sh_flags & u64::from(section_header::SHF_COMPRESSED) != 0,
             })
@@ -275,7 +283,9 @@ impl ElfFile {
     /// symbol, rejected when it has a size and `svma` lies past its end. Returns `(name, start)`;
     /// the name is raw (not demangled).
     pub fn function_at(&self, svma: u64) -> Option<(&str, u64)> {
-        let i = self.funcs_by_addr.partition_point(|&i| self.symbols[i as usize].value <= svma);
+        let i = self
+            .funcs_by_addr
+            .partition_point(|&i| self.symbols[i as usize].value <= svma);
         let s = &self.symbols[*self.funcs_by_addr.get(i.checked_sub(1)?)? as usize];
         if s.size > 0 && svma >= s.value.saturating_add(s.size) {
             return None;
@@ -290,7 +300,8 @@ impl ElfFile {
 
     /// Whether this file carries usable (uncompressed) DWARF debug info.
     pub fn has_dwarf(&self) -> bool {
-        self.section_data(".debug_info").is_some_and(|d| !d.is_empty())
+        self.section_data(".debug_info")
+            .is_some_and(|d| !d.is_empty())
     }
 
     /// Whether the file has any function symbols.
@@ -310,7 +321,11 @@ impl ElfFile {
         }
         let start = usize::try_from(s.info.offset).ok()?;
         let end = start.checked_add(usize::try_from(s.info.size).ok()?)?;
-        (end <= self.data.len()).then(|| Bytes { data: self.data.clone(), start, end })
+        (end <= self.data.len()).then(|| Bytes {
+            data: self.data.clone(),
+            start,
+            end,
+        })
     }
 
     /// `sh_addr` range of section `name`.
@@ -358,8 +373,9 @@ fn collect_symbols(elf: &Elf<'_>) -> (Vec<Symbol>, Vec<u32>) {
     });
 
     // One function symbol per address: prefer sized, then global ones.
-    let mut funcs: Vec<u32> =
-        (0..symbols.len() as u32).filter(|&i| symbols[i as usize].func).collect();
+    let mut funcs: Vec<u32> = (0..symbols.len() as u32)
+        .filter(|&i| symbols[i as usize].func)
+        .collect();
     funcs.sort_by_key(|&i| {
         let s = &symbols[i as usize];
         (s.value, s.size == 0, !s.global)
@@ -395,7 +411,11 @@ int main(int argc, char **argv) { printf("%d %s\n", work(argc), runtime_blob); r
         let ver = elf.read_vaddr(ver_addr, 8).unwrap();
         assert_eq!(u64::from_le_bytes(ver.try_into().unwrap()), 0x030d05f0);
 
-        assert!(elf.needed().iter().any(|n| n.starts_with("libc.so")), "{:?}", elf.needed());
+        assert!(
+            elf.needed().iter().any(|n| n.starts_with("libc.so")),
+            "{:?}",
+            elf.needed()
+        );
         assert_eq!(elf.build_id().map(|b| b.len()), Some(20));
         assert!(elf.has_dwarf());
         assert!(elf.symbol("no_such_symbol_anywhere").is_none());
@@ -415,7 +435,12 @@ int main(int argc, char **argv) { printf("%d %s\n", work(argc), runtime_blob); r
     fn bias_for_pie_and_exec() {
         let dir = compile_c("elfbias", RUNTIME_C, &["-O2", "-fPIE", "-pie"], "pie");
         let elf = ElfFile::open(&dir.join("pie")).unwrap();
-        let text = elf.load_segments().iter().find(|s| s.executable).copied().unwrap();
+        let text = elf
+            .load_segments()
+            .iter()
+            .find(|s| s.executable)
+            .copied()
+            .unwrap();
         let base = 0x5555_5555_0000u64;
         // ld.so maps the executable segment at base + page-aligned vaddr.
         let start = base + (text.vaddr & !0xfff);
@@ -424,8 +449,16 @@ int main(int argc, char **argv) { printf("%d %s\n", work(argc), runtime_blob); r
 
         let dir = compile_c("elfexec", RUNTIME_C, &["-O2", "-no-pie"], "exec");
         let elf = ElfFile::open(&dir.join("exec")).unwrap();
-        let text = elf.load_segments().iter().find(|s| s.executable).copied().unwrap();
-        assert_eq!(elf.bias_for_mapping(text.vaddr & !0xfff, text.offset & !0xfff), 0);
+        let text = elf
+            .load_segments()
+            .iter()
+            .find(|s| s.executable)
+            .copied()
+            .unwrap();
+        assert_eq!(
+            elf.bias_for_mapping(text.vaddr & !0xfff, text.offset & !0xfff),
+            0
+        );
     }
 
     #[test]
@@ -448,7 +481,9 @@ int main(int argc, char **argv) { printf("%d %s\n", work(argc), runtime_blob); r
             return;
         };
         let elf = ElfFile::open(&python).unwrap();
-        let rt = elf.section(".PyRuntime").expect(".PyRuntime in python3.13t");
+        let rt = elf
+            .section(".PyRuntime")
+            .expect(".PyRuntime in python3.13t");
         assert_eq!(elf.read_vaddr(rt.addr, 8), Some(&b"xdebugpy"[..]));
         assert!(elf.symbol("Py_Version").is_some());
         let (runtime, _) = elf.symbol("_PyRuntime").expect("_PyRuntime");

@@ -25,7 +25,7 @@ pub use elf::{ElfFile, LoadSegment, SectionInfo};
 pub use unwind::MAX_DEPTH;
 
 use dwarf::ModuleSymbolizer;
-use unwind::{ProcessUnwinder, UnwindCache};
+use unwind::{CodeKind, ProcessUnwinder, UnwindCache};
 
 /// One file-backed executable mapping of a process (from PERF_RECORD_MMAP2 or /proc/PID/maps).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -104,6 +104,8 @@ struct ProcMap {
     module: Option<ModuleId>,
     /// Load bias: runtime address = svma + bias.
     bias: u64,
+    /// The module has DWARF CFI (`.eh_frame` or `.debug_frame`).
+    has_cfi: bool,
 }
 
 #[derive(Default)]
@@ -121,7 +123,8 @@ impl Process {
 
 fn find_map(maps: &[ProcMap], addr: u64) -> Option<&ProcMap> {
     let i = maps.partition_point(|pm| pm.mapping.start <= addr);
-    maps.get(i.checked_sub(1)?).filter(|pm| addr < pm.mapping.end)
+    maps.get(i.checked_sub(1)?)
+        .filter(|pm| addr < pm.mapping.end)
 }
 
 /// Per-process address space knowledge + the module cache shared by all processes.
@@ -163,12 +166,16 @@ impl Native {
     /// are kept as modules without symbols (except `[vdso]`, which is resolved from this
     /// process's own vDSO image). A later mapping that overlaps earlier ones replaces them.
     pub fn add_mapping(&mut self, pid: u32, m: Mapping) {
-        if m.end <= m.start {
+        if m.end <= m.start || self.mapping_for(pid, m.start) == Some(&m) {
             return;
         }
         let module = self.resolve_module(pid, &m);
-        let elf = module.and_then(|id| self.modules[id].sym.as_ref()).map(|s| s.elf().clone());
-        let bias = elf.as_ref().map_or(0, |e| e.bias_for_mapping(m.start, m.pgoff));
+        let elf = module
+            .and_then(|id| self.modules[id].sym.as_ref())
+            .map(|s| s.elf().clone());
+        let bias = elf
+            .as_ref()
+            .map_or(0, |e| e.bias_for_mapping(m.start, m.pgoff));
 
         let Process { maps, unwinder } = self.processes.entry(pid).or_default();
         maps.retain(|pm| {
@@ -178,11 +185,22 @@ impl Native {
             }
             !overlaps
         });
+        let mut has_cfi = false;
         if let Some(elf) = &elf {
-            unwinder.add_module(unwind::framehop_module(elf, &m.path, m.start..m.end, bias));
+            let (module, cfi) = unwind::framehop_module(elf, &m.path, m.start..m.end, bias);
+            unwinder.add_module(module);
+            has_cfi = cfi;
         }
         let at = maps.partition_point(|pm| pm.mapping.start < m.start);
-        maps.insert(at, ProcMap { mapping: m, module, bias });
+        maps.insert(
+            at,
+            ProcMap {
+                mapping: m,
+                module,
+                bias,
+                has_cfi,
+            },
+        );
     }
 
     /// Load all executable mappings of a live process from /proc/PID/maps (for attach and as a
@@ -211,21 +229,32 @@ impl Native {
     /// Unwind one sample. `stack` is the copy of user memory starting at `regs.sp`. Uses DWARF
     /// CFI (eh_frame, eh_frame_hdr, debug_frame) with frame-pointer fallback; never panics on
     /// garbage input; at most [`MAX_DEPTH`] frames. A return address outside every known
-    /// executable mapping ends the walk (incomplete).
+    /// executable mapping ends the walk (incomplete); `complete` requires that the last frame
+    /// was in a module with CFI.
     pub fn unwind(&mut self, pid: u32, regs: Regs, stack: &[u8]) -> Unwound {
         let (unwinder, maps) = match self.processes.get(&pid) {
             Some(p) => (&p.unwinder, &p.maps[..]),
             None => (&self.empty_unwinder, &[][..]),
         };
-        let is_code = |addr| maps.is_empty() || find_map(maps, addr).is_some();
-        unwind::unwind(unwinder, &mut self.unwind_cache, regs, stack, is_code)
+        let classify = |addr| match find_map(maps, addr) {
+            Some(pm) if pm.has_cfi => CodeKind::Cfi,
+            Some(_) => CodeKind::NoCfi,
+            // Without any known mapping, frame-pointer unwinding is all we can do.
+            None if maps.is_empty() => CodeKind::NoCfi,
+            None => CodeKind::Unknown,
+        };
+        unwind::unwind(unwinder, &mut self.unwind_cache, regs, stack, classify)
     }
 
     /// Symbolize one address of `pid`. For return addresses `addr - 1` is looked up so the call
     /// site is found. Returns the inline chain innermost first; the last element is the outer,
     /// non-inlined function. Never empty. Cached per (module, offset).
     pub fn symbolize(&mut self, pid: u32, addr: u64, is_return_address: bool) -> Vec<NativeFrame> {
-        let lookup = if is_return_address { addr.saturating_sub(1) } else { addr };
+        let lookup = if is_return_address {
+            addr.saturating_sub(1)
+        } else {
+            addr
+        };
         let unresolved = |module: &str, module_offset| NativeFrame {
             function: None,
             file: None,
@@ -238,7 +267,7 @@ impl Native {
             return vec![unresolved(UNKNOWN_MODULE, lookup)];
         };
         let Some(id) = pm.module.filter(|&id| self.modules[id].sym.is_some()) else {
-            let offset = lookup - pm.mapping.start + pm.mapping.pgoff;
+            let offset = (lookup - pm.mapping.start).wrapping_add(pm.mapping.pgoff);
             return vec![unresolved(&pm.mapping.path, offset)];
         };
         let svma = lookup.wrapping_sub(pm.bias);
@@ -247,7 +276,11 @@ impl Native {
         }
 
         let entry = &mut self.modules[id];
-        let raw = entry.sym.as_mut().map(|s| s.symbolize(svma)).unwrap_or_default();
+        let raw = entry
+            .sym
+            .as_mut()
+            .map(|s| s.symbolize(svma))
+            .unwrap_or_default();
         let n = raw.len();
         let frames: Vec<NativeFrame> = raw
             .into_iter()
@@ -276,7 +309,12 @@ impl Native {
     /// Finds or opens the module for mapping `m` of `pid`. `None` for non-file mappings.
     fn resolve_module(&mut self, pid: u32, m: &Mapping) -> Option<ModuleId> {
         if m.path == "[vdso]" {
-            let key = ModuleKey { path: m.path.clone(), dev: 0, ino: 0, mtime: 0 };
+            let key = ModuleKey {
+                path: m.path.clone(),
+                dev: 0,
+                ino: 0,
+                mtime: 0,
+            };
             return Some(self.module_id(key, &m.path, || {
                 let elf = ElfFile::from_bytes(maps::own_vdso_image()?).ok()?;
                 Some((elf, PathBuf::from("[vdso]")))
@@ -294,14 +332,26 @@ impl Native {
             PathBuf::from(format!("/proc/{pid}/map_files/{:x}-{:x}", m.start, m.end)),
         ];
         for candidate in candidates {
-            let Ok(md) = std::fs::metadata(&candidate) else { continue };
-            let key = ModuleKey { path: m.path.clone(), dev: md.dev(), ino: md.ino(), mtime: md.mtime() };
+            let Ok(md) = std::fs::metadata(&candidate) else {
+                continue;
+            };
+            let key = ModuleKey {
+                path: m.path.clone(),
+                dev: md.dev(),
+                ino: md.ino(),
+                mtime: md.mtime(),
+            };
             return Some(self.module_id(key, &m.path, || {
                 let elf = ElfFile::open(&candidate).ok()?;
                 Some((elf, candidate.clone()))
             }));
         }
-        let key = ModuleKey { path: m.path.clone(), dev: 0, ino: 0, mtime: 0 };
+        let key = ModuleKey {
+            path: m.path.clone(),
+            dev: 0,
+            ino: 0,
+            mtime: 0,
+        };
         Some(self.module_id(key, &m.path, || None))
     }
 
@@ -318,7 +368,10 @@ impl Native {
         }
         let sym = open().map(|(elf, path)| ModuleSymbolizer::new(Arc::new(elf), path));
         let id = self.modules.len();
-        self.modules.push(ModuleEntry { name: name.to_owned(), sym });
+        self.modules.push(ModuleEntry {
+            name: name.to_owned(),
+            sym,
+        });
         self.module_ids.insert(key, id);
         id
     }
@@ -331,10 +384,27 @@ pub(crate) mod test_support {
     use std::path::{Path, PathBuf};
     use std::process::Command;
 
+    /// A scratch directory, removed on drop.
+    pub struct TempDir(PathBuf);
+
+    impl std::ops::Deref for TempDir {
+        type Target = Path;
+        fn deref(&self) -> &Path {
+            &self.0
+        }
+    }
+
+    impl Drop for TempDir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
     /// Compiles C `source` with gcc and `flags` into `<tempdir>/<output>`; returns the dir.
-    pub fn compile_c(tag: &str, source: &str, flags: &[&str], output: &str) -> PathBuf {
+    pub fn compile_c(tag: &str, source: &str, flags: &[&str], output: &str) -> TempDir {
         let dir = std::env::temp_dir().join(format!("ftprof-native-{}-{tag}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
+        let dir = TempDir(dir);
         let src = dir.join(format!("{tag}.c"));
         std::fs::write(&src, source).unwrap();
         let out = Command::new("gcc")
@@ -344,7 +414,11 @@ pub(crate) mod test_support {
             .arg(&src)
             .output()
             .expect("run gcc");
-        assert!(out.status.success(), "gcc failed: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "gcc failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         dir
     }
 

@@ -47,7 +47,9 @@ macro_rules! capture_here {
 fn stack_top() -> u64 {
     let probe = 0u8;
     let addr = black_box(&probe) as *const u8 as u64;
-    maps::own_mapping_containing(addr).expect("stack mapping").end
+    maps::own_mapping_containing(addr)
+        .expect("stack mapping")
+        .end
 }
 
 #[inline(never)]
@@ -78,7 +80,12 @@ fn outer_names(native: &mut Native, pid: u32, addrs: &[u64]) -> Vec<String> {
             assert!(!frames.is_empty());
             assert!(!frames.last().unwrap().inlined);
             assert!(frames[..frames.len() - 1].iter().all(|f| f.inlined));
-            frames.last().unwrap().function.clone().unwrap_or_else(|| format!("?? {a:#x}"))
+            frames
+                .last()
+                .unwrap()
+                .function
+                .clone()
+                .unwrap_or_else(|| format!("?? {a:#x}"))
         })
         .collect()
 }
@@ -107,14 +114,28 @@ fn unwinds_and_symbolizes_own_stack() {
     let m = position(&names, i + 1, "::middle");
     let o = position(&names, m + 1, "::outer");
     assert_eq!((m, o), (1, 2), "{names:#?}");
-    assert!(names[3].ends_with("::unwinds_and_symbolizes_own_stack"), "{names:#?}");
+    assert!(
+        names[3].ends_with("::unwinds_and_symbolizes_own_stack"),
+        "{names:#?}"
+    );
     // Then the test harness (closures and std frames).
-    assert!(names[4..].iter().any(|n| n.contains("test::") || n.contains("std::")), "{names:#?}");
+    assert!(
+        names[4..]
+            .iter()
+            .any(|n| n.contains("test::") || n.contains("std::")),
+        "{names:#?}"
+    );
     assert!(unwound.complete || unwound.addrs.len() >= 5, "{unwound:?}");
 
     // The source location of `inner` is this file.
     let top = native.symbolize(pid, unwound.addrs[0], false);
-    assert!(top[0].file.as_deref().is_some_and(|f| f.ends_with("native/tests.rs")), "{top:?}");
+    assert!(
+        top[0]
+            .file
+            .as_deref()
+            .is_some_and(|f| f.ends_with("native/tests.rs")),
+        "{top:?}"
+    );
 
     // Unwind cost (the rule cache is warm after the first walk).
     let n = 2000;
@@ -160,7 +181,9 @@ fn sort_with_libc() {
 fn unwinds_through_libc() {
     TOP.with(|t| t.set(stack_top()));
     sort_with_libc();
-    let sample = CAPTURED.with(|c| c.borrow_mut().take()).expect("comparator ran");
+    let sample = CAPTURED
+        .with(|c| c.borrow_mut().take())
+        .expect("comparator ran");
     let pid = own_pid();
     let mut native = Native::new();
     native.load_proc_maps(pid).unwrap();
@@ -176,6 +199,57 @@ fn unwinds_through_libc() {
     assert!(!libc_frames.is_empty(), "no libc frame in {names:#?}");
     let s = position(&names, 0, "::sort_with_libc");
     position(&names, s + 1, "::unwinds_through_libc");
+}
+
+/// C code with only `.debug_frame` CFI (no `.eh_frame`) and no frame pointers.
+const DEBUG_FRAME_C: &str = r#"volatile int sink;
+__attribute__((noinline)) void c_inner(void (*cb)(void)) { cb(); sink++; }
+__attribute__((noinline)) void c_outer(void (*cb)(void)) { c_inner(cb); sink++; }
+"#;
+
+extern "C" fn capture_callback() {
+    let top = TOP.with(|t| t.get());
+    let sample = capture_here!(top);
+    CAPTURED.with(|c| *c.borrow_mut() = Some(sample));
+}
+
+#[test]
+fn unwinds_with_debug_frame_only() {
+    let flags = [
+        "-O2",
+        "-g",
+        "-fomit-frame-pointer",
+        "-fno-asynchronous-unwind-tables",
+        "-fno-unwind-tables",
+        "-shared",
+        "-fPIC",
+    ];
+    let dir = compile_c("dbgframe", DEBUG_FRAME_C, &flags, "libdbgframe.so");
+    let lib = dir.join("libdbgframe.so");
+    let elf = ElfFile::open(&lib).unwrap();
+    assert!(elf.section(".debug_frame").is_some());
+    assert!(
+        elf.section(".eh_frame").is_none_or(|s| s.size <= 0x40),
+        "gcc emitted .eh_frame"
+    );
+
+    let c_outer = dlopen_symbol(&lib, "c_outer");
+    // SAFETY: c_outer has the C signature declared above.
+    let c_outer: extern "C" fn(extern "C" fn()) = unsafe { std::mem::transmute(c_outer) };
+    TOP.with(|t| t.set(stack_top()));
+    c_outer(capture_callback);
+    let sample = CAPTURED.with(|c| c.borrow_mut().take()).unwrap();
+
+    let pid = own_pid();
+    let mut native = Native::new();
+    native.load_proc_maps(pid).unwrap();
+    let unwound = native.unwind(pid, sample.regs, &sample.stack);
+    let names = outer_names(&mut native, pid, &unwound.addrs);
+    eprintln!("complete={} frames={names:#?}", unwound.complete);
+    let i = position(&names, 0, "capture_callback");
+    let i = position(&names, i + 1, "c_inner");
+    let i = position(&names, i + 1, "c_outer");
+    position(&names, i + 1, "::unwinds_with_debug_frame_only");
 }
 
 const INLINE_C: &str = r#"static volatile int sink;
@@ -218,14 +292,19 @@ fn symbolizes_inlined_helper_in_shared_library() {
     let pid = own_pid();
     let mut native = Native::new();
     native.load_proc_maps(pid).unwrap();
-    assert_eq!(native.mapping_for(pid, caller).unwrap().path, lib.to_str().unwrap());
+    assert_eq!(
+        native.mapping_for(pid, caller).unwrap().path,
+        lib.to_str().unwrap()
+    );
 
     let inlined = (0..caller_size)
         .map(|off| native.symbolize(pid, caller + off, false))
         .find(|frames| frames.len() > 1)
         .expect("some address of caller belongs to the inlined helper");
     eprintln!("{inlined:#?}");
-    let [helper, outer] = &inlined[..] else { panic!("expected 2 frames: {inlined:?}") };
+    let [helper, outer] = &inlined[..] else {
+        panic!("expected 2 frames: {inlined:?}")
+    };
     assert_eq!(helper.function.as_deref(), Some("helper"));
     assert!(helper.inlined);
     assert!(helper.file.as_deref().unwrap().ends_with("inl.c"));
@@ -270,9 +349,22 @@ fn unknown_and_unreadable_modules_degrade() {
 
     native.add_mapping(
         pid,
-        Mapping { start: 0x10000, end: 0x20000, pgoff: 0x3000, path: "/nonexistent/lib.so".into() },
+        Mapping {
+            start: 0x10000,
+            end: 0x20000,
+            pgoff: 0x3000,
+            path: "/nonexistent/lib.so".into(),
+        },
     );
-    native.add_mapping(pid, Mapping { start: 0x30000, end: 0x31000, pgoff: 0, path: "//anon".into() });
+    native.add_mapping(
+        pid,
+        Mapping {
+            start: 0x30000,
+            end: 0x31000,
+            pgoff: 0,
+            path: "//anon".into(),
+        },
+    );
     let f = native.symbolize(pid, 0x10010, false);
     assert_eq!(
         f,
@@ -288,7 +380,15 @@ fn unknown_and_unreadable_modules_degrade() {
     assert_eq!(native.symbolize(pid, 0x30001, true)[0].module, "//anon");
 
     // An overlapping mapping replaces the earlier one.
-    native.add_mapping(pid, Mapping { start: 0x18000, end: 0x19000, pgoff: 0, path: "/other".into() });
+    native.add_mapping(
+        pid,
+        Mapping {
+            start: 0x18000,
+            end: 0x19000,
+            pgoff: 0,
+            path: "/other".into(),
+        },
+    );
     assert_eq!(native.mapping_for(pid, 0x10010), None);
     assert_eq!(native.mapping_for(pid, 0x18010).unwrap().path, "/other");
     native.remove_process(pid);
@@ -307,11 +407,40 @@ fn deleted_library_does_not_break_symbolization() {
     native.load_proc_maps(pid).unwrap();
     let frames = native.symbolize(pid, caller, false);
     eprintln!("deleted library: {frames:?}");
-    assert!(frames.last().unwrap().module.ends_with("libdeleted.so (deleted)"));
+    assert!(frames
+        .last()
+        .unwrap()
+        .module
+        .ends_with("libdeleted.so (deleted)"));
     // Root can still read the file through /proc/PID/map_files.
     if unsafe { libc::geteuid() } == 0 {
         assert_eq!(frames.last().unwrap().function.as_deref(), Some("caller"));
     }
+}
+
+#[test]
+fn symbolizes_vdso_from_own_image() {
+    let pid = own_pid();
+    let mut native = Native::new();
+    native.load_proc_maps(pid).unwrap();
+    // SAFETY: getauxval has no preconditions.
+    let base = unsafe { libc::getauxval(libc::AT_SYSINFO_EHDR) };
+    let Some((elf, bias)) = native.elf_for(pid, base) else {
+        eprintln!("SKIP: no vDSO");
+        return;
+    };
+    assert_eq!(native.mapping_for(pid, base).unwrap().path, "[vdso]");
+    let (sym, _) = elf.symbol("__vdso_clock_gettime").unwrap();
+    let frames = native.symbolize(pid, sym + bias + 1, false);
+    assert!(
+        frames[0]
+            .function
+            .as_deref()
+            .unwrap()
+            .contains("clock_gettime"),
+        "{frames:?}"
+    );
+    assert_eq!(frames[0].module, "[vdso]");
 }
 
 /// Tiny deterministic PRNG (xorshift) for the garbage-input test.
@@ -350,8 +479,20 @@ fn garbage_input_never_panics() {
             })
             .collect();
         let m = &code[round % code.len()];
-        let ip = if round % 3 == 0 { xorshift(&mut rng) } else { m.start + xorshift(&mut rng) % (m.end - m.start) };
-        let regs = Regs { ip, sp, bp: if round % 2 == 0 { sp.wrapping_add(16) } else { xorshift(&mut rng) } };
+        let ip = if round % 3 == 0 {
+            xorshift(&mut rng)
+        } else {
+            m.start + xorshift(&mut rng) % (m.end - m.start)
+        };
+        let regs = Regs {
+            ip,
+            sp,
+            bp: if round % 2 == 0 {
+                sp.wrapping_add(16)
+            } else {
+                xorshift(&mut rng)
+            },
+        };
         for p in [pid, 4_000_001] {
             let u = native.unwind(p, regs, &stack);
             assert!(u.addrs.len() <= MAX_DEPTH);
@@ -361,14 +502,22 @@ fn garbage_input_never_panics() {
         }
     }
     // Empty stack copy: only the ip, incomplete.
-    let u = native.unwind(pid, Regs { ip: code[0].start, sp: 0x1000, bp: 0 }, &[]);
+    let u = native.unwind(
+        pid,
+        Regs {
+            ip: code[0].start,
+            sp: 0x1000,
+            bp: 0,
+        },
+        &[],
+    );
     assert!(!u.addrs.is_empty() && u.addrs.len() <= 2);
 }
 
-/// Spawns python3.13t sleeping and returns the child once its maps show the binary.
-fn spawn_python(python: &std::path::Path) -> std::process::Child {
+/// Spawns `python3.13t -c script` and returns the child once its maps show the binary.
+fn spawn_python(python: &std::path::Path, script: &str) -> std::process::Child {
     let child = std::process::Command::new(python)
-        .args(["-c", "import time; time.sleep(60)"])
+        .args(["-c", script])
         .spawn()
         .expect("spawn python3.13t");
     let maps = format!("/proc/{}/maps", child.id());
@@ -388,7 +537,7 @@ fn symbolizes_python_eval_loop() {
         eprintln!("SKIP: python3.13t not built yet");
         return;
     };
-    let mut child = spawn_python(&python);
+    let mut child = spawn_python(&python, "import time; time.sleep(60)");
     let pid = child.id();
     let mut native = Native::new();
     let t = Instant::now();
@@ -396,7 +545,9 @@ fn symbolizes_python_eval_loop() {
     let load_maps = t.elapsed();
 
     let elf = ElfFile::open(&python).unwrap();
-    let (func, size) = elf.symbol("_PyEval_EvalFrameDefault").expect("eval loop symbol");
+    let (func, size) = elf
+        .symbol("_PyEval_EvalFrameDefault")
+        .expect("eval loop symbol");
     let map = std::fs::read_to_string(format!("/proc/{pid}/maps")).unwrap();
     let text = maps::parse_proc_maps(&map)
         .into_iter()
@@ -423,11 +574,17 @@ fn symbolizes_python_eval_loop() {
         "python3.13t: load_proc_maps {load_maps:?} (parses the ELF), first symbolize {first_time:?} \
          (builds the DWARF context), uncached in same unit {warm_time:?}, cached {cached_time:?}"
     );
-    assert_eq!(first.last().unwrap().function.as_deref(), Some("_PyEval_EvalFrameDefault"));
+    assert_eq!(
+        first.last().unwrap().function.as_deref(),
+        Some("_PyEval_EvalFrameDefault")
+    );
     assert_eq!(first.last().unwrap().module, python.to_str().unwrap());
     // The eval loop's body lives in generated_cases.c.h, included by ceval.c.
     let file = first.last().unwrap().file.clone().unwrap();
-    assert!(file.ends_with("ceval.c") || file.ends_with("generated_cases.c.h"), "{first:?}");
+    assert!(
+        file.ends_with("ceval.c") || file.ends_with("generated_cases.c.h"),
+        "{first:?}"
+    );
     assert_eq!(native.symbolize(pid, addr, true), first);
 
     // Walk the whole eval loop: many addresses are inlined helpers (Py_INCREF and friends).
@@ -436,9 +593,17 @@ fn symbolizes_python_eval_loop() {
     let mut max_depth = 0;
     for off in (0..size).step_by(4) {
         let frames = native.symbolize(pid, func + bias + off, false);
-        assert_eq!(frames.last().unwrap().function.as_deref(), Some("_PyEval_EvalFrameDefault"));
+        assert_eq!(
+            frames.last().unwrap().function.as_deref(),
+            Some("_PyEval_EvalFrameDefault")
+        );
         max_depth = max_depth.max(frames.len());
-        inlined_names.extend(frames.iter().filter(|f| f.inlined).filter_map(|f| f.function.clone()));
+        inlined_names.extend(
+            frames
+                .iter()
+                .filter(|f| f.inlined)
+                .filter_map(|f| f.function.clone()),
+        );
     }
     eprintln!(
         "{} addresses in {:?}; max inline depth {max_depth}; {} inlined functions, e.g. {:?}",
@@ -452,4 +617,118 @@ fn symbolizes_python_eval_loop() {
 
     let _ = child.kill();
     let _ = child.wait();
+}
+
+/// Stops `pid` with ptrace, like a perf sample: user registers plus a copy of up to 64 KiB of
+/// its stack from `sp`. `None` if the process could not be stopped or read.
+fn ptrace_sample(pid: u32, stack_end: u64) -> Option<Sample> {
+    use std::os::unix::fs::FileExt;
+    let pid_t = pid as libc::pid_t;
+    let null = std::ptr::null_mut::<libc::c_void>();
+    // SAFETY: ptrace/waitpid on our own child; `regs` is a plain C struct.
+    let regs = unsafe {
+        if libc::ptrace(libc::PTRACE_ATTACH, pid_t, null, null) != 0 {
+            return None;
+        }
+        let mut status = 0;
+        libc::waitpid(pid_t, &mut status, 0);
+        let mut regs: libc::user_regs_struct = std::mem::zeroed();
+        let ok = libc::ptrace(
+            libc::PTRACE_GETREGS,
+            pid_t,
+            null,
+            &mut regs as *mut _ as *mut libc::c_void,
+        ) == 0;
+        let regs = ok.then_some(Regs {
+            ip: regs.rip,
+            sp: regs.rsp,
+            bp: regs.rbp,
+        });
+        let stack = regs.and_then(|r| {
+            let len = stack_end.checked_sub(r.sp)?.min(64 * 1024) as usize;
+            let mem = std::fs::File::open(format!("/proc/{pid}/mem")).ok()?;
+            let mut buf = vec![0u8; len];
+            mem.read_exact_at(&mut buf, r.sp).ok()?;
+            Some(buf)
+        });
+        libc::ptrace(libc::PTRACE_DETACH, pid_t, null, null);
+        Some(Sample {
+            regs: regs?,
+            stack: stack?,
+        })
+    };
+    regs
+}
+
+#[test]
+fn unwinds_live_python() {
+    let Some(python) = python_binary() else {
+        eprintln!("SKIP: python3.13t not built yet");
+        return;
+    };
+    let script = "def f(n):\n    return f(n - 1) if n else sorted(str(i) for i in range(2000))\n\
+                  while True:\n    f(20)\n";
+    let mut child = spawn_python(&python, script);
+    let pid = child.id();
+    // Let it get past startup into the loop.
+    std::thread::sleep(Duration::from_millis(300));
+    let mut native = Native::new();
+    native.load_proc_maps(pid).unwrap();
+    let maps_text = std::fs::read_to_string(format!("/proc/{pid}/maps")).unwrap();
+    let stack_end = maps_text
+        .lines()
+        .find(|l| l.ends_with("[stack]"))
+        .and_then(|l| u64::from_str_radix(l.split(['-', ' ']).nth(1)?, 16).ok())
+        .expect("[stack] mapping");
+
+    let (mut samples, mut complete, mut through_eval) = (0, 0, 0);
+    let mut total = Duration::ZERO;
+    let mut kept = Vec::new();
+    for _ in 0..30 {
+        std::thread::sleep(Duration::from_millis(7));
+        let Some(sample) = ptrace_sample(pid, stack_end) else {
+            continue;
+        };
+        let t = Instant::now();
+        let unwound = native.unwind(pid, sample.regs, &sample.stack);
+        total += t.elapsed();
+        let names = outer_names(&mut native, pid, &unwound.addrs);
+        samples += 1;
+        complete += usize::from(unwound.complete);
+        if names.iter().any(|n| n == "_PyEval_EvalFrameDefault")
+            && names.iter().any(|n| n == "Py_BytesMain" || n == "main")
+        {
+            through_eval += 1;
+        }
+        if samples <= 2 || !unwound.complete {
+            eprintln!("complete={} {names:#?}", unwound.complete);
+        }
+        kept.push(sample);
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    // Again with warm caches (framehop's rule cache, gimli's unwind context).
+    let t = Instant::now();
+    for s in &kept {
+        black_box(native.unwind(pid, s.regs, &s.stack));
+    }
+    let warm = t.elapsed() / kept.len().max(1) as u32;
+    eprintln!(
+        "live python: {samples} samples, {complete} complete, {through_eval} through the eval loop \
+         to main; unwind {:?} per sample cold, {warm:?} warm",
+        total / samples.max(1) as u32
+    );
+    if samples == 0 {
+        eprintln!("SKIP: ptrace not permitted here");
+        return;
+    }
+    assert!(samples >= 10, "only {samples} ptrace samples");
+    assert!(
+        complete * 10 >= samples * 9,
+        "{complete}/{samples} complete"
+    );
+    assert!(
+        through_eval * 10 >= samples * 8,
+        "{through_eval}/{samples} through eval loop"
+    );
 }

@@ -1,0 +1,128 @@
+//! Shared helpers for the end-to-end tests: the real free-threaded CPython, the ftprof binary,
+//! workloads, and a reader for the JSON profile.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::OnceLock;
+
+use serde_json::Value;
+
+pub fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").canonicalize().unwrap()
+}
+
+/// The free-threaded interpreter (provisioned by the project's script; built once and cached).
+pub fn python() -> PathBuf {
+    static PY: OnceLock<PathBuf> = OnceLock::new();
+    PY.get_or_init(|| {
+        let out = Command::new("bash")
+            .arg(root().join("scripts/provision-python.sh"))
+            .output()
+            .expect("run scripts/provision-python.sh");
+        assert!(out.status.success(), "provisioning CPython failed:\n{}", String::from_utf8_lossy(&out.stderr));
+        PathBuf::from(String::from_utf8(out.stdout).unwrap().trim())
+    })
+    .clone()
+}
+
+pub fn workload(name: &str) -> PathBuf {
+    root().join("tests/workloads").join(name)
+}
+
+/// 1-based line of the first line of `file` containing `marker`.
+pub fn line_of(file: &Path, marker: &str) -> u64 {
+    let text = std::fs::read_to_string(file).unwrap();
+    text.lines().position(|l| l.contains(marker)).expect("marker in workload") as u64 + 1
+}
+
+pub fn ftprof() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_ftprof"))
+}
+
+pub fn tempdir() -> tempfile::TempDir {
+    tempfile::tempdir().unwrap()
+}
+
+/// `native ids` printed by workloads as `tid NAME N` lines.
+pub fn tids(stdout: &[u8]) -> std::collections::HashMap<String, u64> {
+    String::from_utf8_lossy(stdout)
+        .lines()
+        .filter_map(|l| {
+            let mut it = l.split_whitespace();
+            (it.next()? == "tid").then_some(())?;
+            Some((it.next()?.to_string(), it.next()?.parse().ok()?))
+        })
+        .collect()
+}
+
+/// Run `ftprof record --format json` on `python workload args…`.
+pub fn record_json(workload_name: &str, args: &[&str], extra: &[&str]) -> (Profile, Output) {
+    let dir = tempdir();
+    let out_path = dir.path().join("p.json");
+    let out = ftprof()
+        .arg("record")
+        .args(["--format", "json", "-o"])
+        .arg(&out_path)
+        .args(extra)
+        .arg("--")
+        .arg(python())
+        .arg(workload(workload_name))
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "ftprof failed: {}", String::from_utf8_lossy(&out.stderr));
+    let v: Value = serde_json::from_slice(&std::fs::read(&out_path).unwrap()).unwrap();
+    (Profile(v), out)
+}
+
+#[derive(Debug, Clone)]
+pub struct Frame {
+    pub kind: String,
+    pub name: String,
+    pub file: Option<String>,
+    pub line: Option<u64>,
+    pub module: Option<String>,
+}
+
+pub struct Profile(pub Value);
+
+impl Profile {
+    pub fn summary(&self, key: &str) -> f64 {
+        self.0["summary"][key].as_f64().unwrap_or_else(|| panic!("summary.{key}"))
+    }
+
+    /// (thread tid, frames root→leaf, samples)
+    pub fn stacks(&self) -> Vec<(u64, Vec<Frame>, u64)> {
+        let frames: Vec<Frame> = self.0["frames"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|f| Frame {
+                kind: f["kind"].as_str().unwrap().to_string(),
+                name: f["name"].as_str().unwrap().to_string(),
+                file: f["file"].as_str().map(String::from),
+                line: f["line"].as_u64(),
+                module: f["module"].as_str().map(String::from),
+            })
+            .collect();
+        self.0["stacks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| {
+                let fr = s["frames"].as_array().unwrap().iter().map(|i| frames[i.as_u64().unwrap() as usize].clone()).collect();
+                (s["thread"].as_u64().unwrap(), fr, s["samples"].as_u64().unwrap())
+            })
+            .collect()
+    }
+
+    pub fn thread_samples(&self, tid: u64) -> u64 {
+        self.stacks().iter().filter(|s| s.0 == tid).map(|s| s.2).sum()
+    }
+}
+
+/// Innermost Python frame of a stack.
+pub fn innermost_python(frames: &[Frame]) -> Option<&Frame> {
+    frames.iter().rev().find(|f| f.kind == "python")
+}

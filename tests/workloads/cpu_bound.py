@@ -1,0 +1,20 @@
+"""N threads of pure-Python CPU work (benchmarks). Usage: cpu_bound.py [threads] [iterations]."""
+import sys
+import threading
+
+N = int(sys.argv[1]) if len(sys.argv) > 1 else 2
+ITER = int(sys.argv[2]) if len(sys.argv) > 2 else 3_000_000
+
+
+def work():
+    total = 0
+    for i in range(ITER):
+        total += i * i % 7
+    return total
+
+
+threads = [threading.Thread(target=work) for _ in range(N)]
+for t in threads:
+    t.start()
+for t in threads:
+    t.join()
