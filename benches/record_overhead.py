@@ -1,0 +1,81 @@
+#!/usr/bin/env python3
+"""Benchmark for `ftprof record` (not a test: prints ratios, asserts nothing).
+
+  python3 benches/record_overhead.py [--runs N]
+
+Measures, with the release build of ftprof and the provisioned free-threaded CPython:
+  1. fixed cost: `ftprof record -- python -c pass` against the bare `python -c pass`
+     (goal: at most 50 ms added);
+  2. overhead on a 2-thread CPU-bound workload: wall time under ftprof and under
+     `perf record --call-graph dwarf` against the bare run (goal: at most 3 % for ftprof).
+Medians of N runs; run it on an otherwise idle machine.
+"""
+import argparse
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def sh(cmd, **kw):
+    return subprocess.run(cmd, check=True, **kw)
+
+
+def timed(cmd, runs, env=None):
+    times = []
+    for _ in range(runs):
+        t = time.perf_counter()
+        subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+        times.append(time.perf_counter() - t)
+    return statistics.median(times), min(times), max(times)
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--runs", type=int, default=7)
+    ap.add_argument("--iterations", default="6000000")
+    args = ap.parse_args()
+    py = sh([os.path.join(ROOT, "scripts/provision-python.sh")], capture_output=True, text=True).stdout.strip()
+    sh(["cargo", "build", "--release", "-q", "-p", "ftprof"], cwd=ROOT)
+    ftprof = os.path.join(ROOT, "target/release/ftprof")
+    tmp = tempfile.mkdtemp()
+    out = os.path.join(tmp, "p.svg")
+    print(f"interpreter: {py}")
+    print(f"machine: {os.cpu_count()} CPUs; medians of {args.runs} runs (min-max in brackets)\n")
+
+    bare = timed([py, "-c", "pass"], args.runs)
+    rec = timed([ftprof, "record", "-o", out, "--", py, "-c", "pass"], args.runs)
+    print("fixed cost (python -c pass)")
+    print(f"  bare        {bare[0]*1000:7.1f} ms  [{bare[1]*1000:.1f}-{bare[2]*1000:.1f}]")
+    print(f"  ftprof      {rec[0]*1000:7.1f} ms  [{rec[1]*1000:.1f}-{rec[2]*1000:.1f}]")
+    print(f"  added       {(rec[0]-bare[0])*1000:7.1f} ms   ratio {rec[0]/bare[0]:.2f}x  (goal: <= 50 ms added)\n")
+
+    work = [py, os.path.join(ROOT, "tests/workloads/cpu_bound.py"), "2", args.iterations]
+    # Interleave the variants so that drifting machine load hits all of them alike.
+    res = {"bare": [], "ftprof": [], "perf": []}
+    have_perf = shutil.which("perf") is not None
+    for _ in range(args.runs):
+        res["bare"].append(timed(work, 1)[0])
+        res["ftprof"].append(timed([ftprof, "record", "-o", out, "--"] + work, 1)[0])
+        if have_perf:
+            res["perf"].append(
+                timed(["perf", "record", "-q", "--call-graph", "dwarf", "-F", "199", "-o", os.path.join(tmp, "perf.data"), "--"] + work, 1)[0]
+            )
+    b = statistics.median(res["bare"])
+    print("2-thread CPU-bound workload (tests/workloads/cpu_bound.py 2 %s)" % args.iterations)
+    print(f"  bare        {b:7.3f} s")
+    f = statistics.median(res["ftprof"])
+    print(f"  ftprof      {f:7.3f} s   ratio {f/b:.3f}x vs bare  (goal: <= 1.03x; includes writing the SVG)")
+    if have_perf:
+        p = statistics.median(res["perf"])
+        print(f"  perf dwarf  {p:7.3f} s   ratio {p/b:.3f}x vs bare; ftprof/perf = {f/p:.3f}  (perf record only, no report)")
+    shutil.rmtree(tmp)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
