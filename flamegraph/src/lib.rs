@@ -96,7 +96,11 @@ pub fn summary_text(p: &Profile) -> String {
         Some(py) => format!(
             "CPython {} ({}{})",
             py.version,
-            if py.free_threaded { "free-threaded" } else { "default build with the GIL" },
+            if py.free_threaded {
+                "free-threaded"
+            } else {
+                "default build with the GIL"
+            },
             match (py.free_threaded, py.gil_enabled) {
                 (true, Some(true)) => ", GIL re-enabled at run time",
                 (true, Some(false)) => ", GIL disabled",
@@ -128,7 +132,11 @@ pub fn summary_text(p: &Profile) -> String {
     threads.sort_by(|a, b| b.samples.cmp(&a.samples));
     for t in threads.iter().take(8) {
         let name = if t.name.is_empty() { "thread" } else { &t.name };
-        o += &format!("  {:>6.1} %  {name} ({})\n", pct(t.samples, s.samples), t.tid);
+        o += &format!(
+            "  {:>6.1} %  {name} ({})\n",
+            pct(t.samples, s.samples),
+            t.tid
+        );
     }
     if threads.len() > 8 {
         o += &format!("  … and {} more threads\n", threads.len() - 8);

@@ -21,4 +21,6 @@ pub mod session;
 pub use launch::{LaunchError, Launched};
 pub use perf::{PerfError, SamplingConfig};
 pub use records::{Mmap, Record, Regs, Sample};
-pub use session::{monotonic_ns, record, ExitStatus, RecordError, RecordingOutcome, StopReason, Target};
+pub use session::{
+    monotonic_ns, record, ExitStatus, RecordError, RecordingOutcome, StopReason, Target,
+};

@@ -24,7 +24,12 @@ pub struct SamplingConfig {
 
 impl Default for SamplingConfig {
     fn default() -> Self {
-        SamplingConfig { rate_hz: 199, stack_bytes: 16 * 1024, ring_pages: 512, wake_every_sample: true }
+        SamplingConfig {
+            rate_hz: 199,
+            stack_bytes: 16 * 1024,
+            ring_pages: 512,
+            wake_every_sample: true,
+        }
     }
 }
 
@@ -60,7 +65,9 @@ pub fn online_cpus() -> Vec<u32> {
         cpus.extend(lo..=hi);
     }
     if cpus.is_empty() {
-        let n = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1) as u32;
+        let n = std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1) as u32;
         cpus.extend(0..n);
     }
     cpus
@@ -73,7 +80,10 @@ fn perf_open(attr: &mut b::perf_event_attr, pid: i32, cpu: i32) -> Result<OwnedF
     if fd < 0 {
         let e = io::Error::last_os_error();
         return Err(match e.raw_os_error() {
-            Some(libc::EACCES) | Some(libc::EPERM) => PerfError::Permission { source: e, paranoid: paranoid_level() },
+            Some(libc::EACCES) | Some(libc::EPERM) => PerfError::Permission {
+                source: e,
+                paranoid: paranoid_level(),
+            },
             _ => PerfError::Other(e),
         });
     }
@@ -143,17 +153,36 @@ unsafe impl Send for Ring {}
 
 impl Ring {
     /// Open `attr` for (`pid`, `cpu`) and map its ring buffer.
-    pub fn open(attr: &mut b::perf_event_attr, pid: i32, cpu: i32, pages: usize) -> Result<Ring, PerfError> {
+    pub fn open(
+        attr: &mut b::perf_event_attr,
+        pid: i32,
+        cpu: i32,
+        pages: usize,
+    ) -> Result<Ring, PerfError> {
         let fd = perf_open(attr, pid, cpu)?;
         let data_size = pages.next_power_of_two() * page_size();
         let map_len = data_size + page_size();
         let base = unsafe {
-            libc::mmap(std::ptr::null_mut(), map_len, libc::PROT_READ | libc::PROT_WRITE, libc::MAP_SHARED, fd.as_raw_fd(), 0)
+            libc::mmap(
+                std::ptr::null_mut(),
+                map_len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED,
+                fd.as_raw_fd(),
+                0,
+            )
         };
         if base == libc::MAP_FAILED {
             return Err(PerfError::Mmap(io::Error::last_os_error()));
         }
-        Ok(Ring { fd, base: base as *mut u8, map_len, data_size, sample_type: attr.sample_type, scratch: Vec::new() })
+        Ok(Ring {
+            fd,
+            base: base as *mut u8,
+            map_len,
+            data_size,
+            sample_type: attr.sample_type,
+            scratch: Vec::new(),
+        })
     }
 
     pub fn fd(&self) -> RawFd {
@@ -200,8 +229,10 @@ impl Ring {
             } else {
                 self.scratch.clear();
                 let first = self.data_size - off;
-                self.scratch.extend_from_slice(unsafe { std::slice::from_raw_parts(data.add(off), first) });
-                self.scratch.extend_from_slice(unsafe { std::slice::from_raw_parts(data, size - first) });
+                self.scratch
+                    .extend_from_slice(unsafe { std::slice::from_raw_parts(data.add(off), first) });
+                self.scratch
+                    .extend_from_slice(unsafe { std::slice::from_raw_parts(data, size - first) });
                 &self.scratch
             };
             if let Some(r) = records::parse(rec, self.sample_type) {
@@ -225,7 +256,11 @@ impl Drop for Ring {
 /// Open one inherited cpu-clock event per online CPU for `pid` (and all threads and children it
 /// creates from now on). Per-CPU events are required: the kernel refuses to mmap inherited
 /// per-task (cpu = -1) events.
-pub fn open_process_rings(pid: i32, cfg: &SamplingConfig, enable_on_exec: bool) -> Result<Vec<Ring>, PerfError> {
+pub fn open_process_rings(
+    pid: i32,
+    cfg: &SamplingConfig,
+    enable_on_exec: bool,
+) -> Result<Vec<Ring>, PerfError> {
     let mut rings = Vec::new();
     let mut user_only = false;
     for cpu in online_cpus() {

@@ -54,10 +54,27 @@ pub struct Mmap {
 pub enum Record {
     Sample(Sample),
     Mmap(Mmap),
-    Comm { pid: u32, tid: u32, name: String, exec: bool },
-    Fork { pid: u32, ppid: u32, tid: u32, ptid: u32, time: u64 },
-    Exit { pid: u32, tid: u32, time: u64 },
-    Lost { count: u64 },
+    Comm {
+        pid: u32,
+        tid: u32,
+        name: String,
+        exec: bool,
+    },
+    Fork {
+        pid: u32,
+        ppid: u32,
+        tid: u32,
+        ptid: u32,
+        time: u64,
+    },
+    Exit {
+        pid: u32,
+        tid: u32,
+        time: u64,
+    },
+    Lost {
+        count: u64,
+    },
 }
 
 const PERF_RECORD_MMAP: u32 = 1;
@@ -117,8 +134,16 @@ pub fn parse(rec: &[u8], sample_type: u64) -> Option<Record> {
                 c.u64()?;
             }
             let ip = if has(b::PERF_SAMPLE_IP) { c.u64()? } else { 0 };
-            let (pid, tid) = if has(b::PERF_SAMPLE_TID) { (c.u32()?, c.u32()?) } else { (0, 0) };
-            let time = if has(b::PERF_SAMPLE_TIME) { c.u64()? } else { 0 };
+            let (pid, tid) = if has(b::PERF_SAMPLE_TID) {
+                (c.u32()?, c.u32()?)
+            } else {
+                (0, 0)
+            };
+            let time = if has(b::PERF_SAMPLE_TIME) {
+                c.u64()?
+            } else {
+                0
+            };
             let cpu = if has(b::PERF_SAMPLE_CPU) {
                 let v = c.u32()?;
                 c.u32()?;
@@ -126,7 +151,11 @@ pub fn parse(rec: &[u8], sample_type: u64) -> Option<Record> {
             } else {
                 0
             };
-            let period = if has(b::PERF_SAMPLE_PERIOD) { c.u64()? } else { 0 };
+            let period = if has(b::PERF_SAMPLE_PERIOD) {
+                c.u64()?
+            } else {
+                0
+            };
             let mut kernel_stack = Vec::new();
             if has(b::PERF_SAMPLE_CALLCHAIN) {
                 let nr = c.u64()? as usize;
@@ -169,7 +198,18 @@ pub fn parse(rec: &[u8], sample_type: u64) -> Option<Record> {
                 }
             }
             let kernel = misc & PERF_RECORD_MISC_CPUMODE_MASK == PERF_RECORD_MISC_KERNEL;
-            Some(Record::Sample(Sample { pid, tid, time, cpu, period, ip, regs, stack, kernel, kernel_stack }))
+            Some(Record::Sample(Sample {
+                pid,
+                tid,
+                time,
+                cpu,
+                period,
+                ip,
+                regs,
+                stack,
+                kernel,
+                kernel_stack,
+            }))
         }
         PERF_RECORD_MMAP | PERF_RECORD_MMAP2 => {
             let pid = c.u32()?;
@@ -189,13 +229,26 @@ pub fn parse(rec: &[u8], sample_type: u64) -> Option<Record> {
                 executable = prot & PROT_EXEC != 0;
             }
             let path = c.cstr();
-            Some(Record::Mmap(Mmap { pid, tid, start, len, pgoff, path, executable }))
+            Some(Record::Mmap(Mmap {
+                pid,
+                tid,
+                start,
+                len,
+                pgoff,
+                path,
+                executable,
+            }))
         }
         PERF_RECORD_COMM => {
             let pid = c.u32()?;
             let tid = c.u32()?;
             let name = c.cstr();
-            Some(Record::Comm { pid, tid, name, exec: misc & PERF_RECORD_MISC_COMM_EXEC != 0 })
+            Some(Record::Comm {
+                pid,
+                tid,
+                name,
+                exec: misc & PERF_RECORD_MISC_COMM_EXEC != 0,
+            })
         }
         PERF_RECORD_FORK | PERF_RECORD_EXIT => {
             let pid = c.u32()?;
@@ -204,7 +257,13 @@ pub fn parse(rec: &[u8], sample_type: u64) -> Option<Record> {
             let ptid = c.u32()?;
             let time = c.u64()?;
             Some(if ty == PERF_RECORD_FORK {
-                Record::Fork { pid, ppid, tid, ptid, time }
+                Record::Fork {
+                    pid,
+                    ppid,
+                    tid,
+                    ptid,
+                    time,
+                }
             } else {
                 Record::Exit { pid, tid, time }
             })

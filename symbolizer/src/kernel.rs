@@ -14,6 +14,37 @@ impl Kallsyms {
         Self::parse(&text)
     }
 
+    /// Like [`Kallsyms::load`], through a cache file in `dir` keyed by the boot id and the loaded
+    /// modules (reading `/proc/kallsyms` costs tens of milliseconds of kernel formatting; the
+    /// table only changes across reboots and module loads).
+    pub fn load_cached(dir: &std::path::Path) -> Kallsyms {
+        use std::hash::{Hash, Hasher};
+        let boot = std::fs::read_to_string("/proc/sys/kernel/random/boot_id").unwrap_or_default();
+        let modules = std::fs::read_to_string("/proc/modules").unwrap_or_default();
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        // Module load addresses are the first fields after name/size/refs; hash the whole list.
+        modules.hash(&mut h);
+        let file = dir.join(format!("kallsyms-{}-{:016x}", boot.trim(), h.finish()));
+        if let Ok(text) = std::fs::read_to_string(&file) {
+            let k = Self::parse(&text);
+            if !k.syms.is_empty() {
+                return k;
+            }
+        }
+        let k = Self::load();
+        if !k.syms.is_empty() && !boot.trim().is_empty() {
+            let mut text = String::with_capacity(k.syms.len() * 40);
+            for (addr, name) in &k.syms {
+                text.push_str(&format!("{addr:x} t {name}\n"));
+            }
+            let tmp = file.with_extension(format!("tmp{}", std::process::id()));
+            if std::fs::create_dir_all(dir).is_ok() && std::fs::write(&tmp, text).is_ok() {
+                let _ = std::fs::rename(&tmp, &file);
+            }
+        }
+        k
+    }
+
     pub fn parse(text: &str) -> Kallsyms {
         let mut syms: Vec<(u64, String)> = text
             .lines()
@@ -55,7 +86,22 @@ mod tests {
             eprintln!("skipped: /proc/kallsyms hides addresses here");
             return;
         }
-        let (addr, _) = k.syms.iter().find(|s| s.1 == "__x64_sys_sched_yield" || s.1 == "do_sched_yield").expect("symbol");
+        let (addr, _) = k
+            .syms
+            .iter()
+            .find(|s| s.1 == "__x64_sys_sched_yield" || s.1 == "do_sched_yield")
+            .expect("symbol");
         assert!(k.lookup(addr + 1).unwrap().contains("sched_yield"));
+    }
+
+    #[test]
+    fn cached_table_equals_the_live_one() {
+        let dir = std::env::temp_dir().join(format!("ftprof-kallsyms-{}", std::process::id()));
+        let live = Kallsyms::load();
+        let first = Kallsyms::load_cached(&dir);
+        let second = Kallsyms::load_cached(&dir); // from the file
+        assert_eq!(live.syms, first.syms);
+        assert_eq!(live.syms, second.syms);
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -1,6 +1,7 @@
 """N threads of pure-Python CPU work (benchmarks). Usage: cpu_bound.py [threads] [iterations]."""
 import sys
 import threading
+import time
 
 N = int(sys.argv[1]) if len(sys.argv) > 1 else 2
 ITER = int(sys.argv[2]) if len(sys.argv) > 2 else 3_000_000
@@ -13,8 +14,10 @@ def work():
     return total
 
 
+start = time.perf_counter()
 threads = [threading.Thread(target=work) for _ in range(N)]
 for t in threads:
     t.start()
 for t in threads:
     t.join()
+print(f"elapsed {time.perf_counter() - start:.4f}", file=sys.stderr)

@@ -14,4 +14,7 @@ pub mod merge;
 pub mod profile;
 
 pub use merge::{merge_stacks, MergeStatus, EVAL_FRAME_FN};
-pub use profile::{Frame, FrameKind, Profile, ProfileBuilder, PythonInfo, SampleInput, Stack, Summary, TargetInfo, ThreadInfo, SCHEMA_VERSION};
+pub use profile::{
+    Frame, FrameKind, Profile, ProfileBuilder, PythonInfo, SampleInput, Stack, Summary, TargetInfo,
+    ThreadInfo, SCHEMA_VERSION,
+};

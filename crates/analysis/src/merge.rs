@@ -21,7 +21,10 @@ pub struct MergeStatus {
 }
 
 fn is_eval(f: &NativeFrame) -> bool {
-    !f.inlined && f.function.as_deref().is_some_and(|n| n.starts_with(EVAL_FRAME_FN))
+    !f.inlined
+        && f.function
+            .as_deref()
+            .is_some_and(|n| n.starts_with(EVAL_FRAME_FN))
 }
 
 fn python_frame(f: &PyFrame) -> Option<Frame> {
@@ -62,7 +65,11 @@ fn python_groups(py: &PyStack) -> Vec<Vec<Frame>> {
 
 /// Merge. `native` holds, per unwound address (leaf first), the inline chain innermost first.
 /// Returns frames root → leaf (without the thread frame).
-pub fn merge_stacks(native: &[Vec<NativeFrame>], native_complete: bool, py: Option<&PyStack>) -> (Vec<Frame>, MergeStatus) {
+pub fn merge_stacks(
+    native: &[Vec<NativeFrame>],
+    native_complete: bool,
+    py: Option<&PyStack>,
+) -> (Vec<Frame>, MergeStatus) {
     // Native frames root → leaf, remembering which ones are eval activations.
     let mut flat: Vec<(Frame, bool)> = Vec::new();
     for chain in native.iter().rev() {
@@ -119,14 +126,30 @@ mod tests {
     use super::*;
 
     fn nf(name: &str, inlined: bool) -> NativeFrame {
-        NativeFrame { function: Some(name.into()), file: None, line: None, module: "/py".into(), module_offset: 0, inlined }
+        NativeFrame {
+            function: Some(name.into()),
+            file: None,
+            line: None,
+            module: "/py".into(),
+            module_offset: 0,
+            inlined,
+        }
     }
     fn chain(names: &[&str]) -> Vec<NativeFrame> {
         // innermost first; all but the last are inlined
-        names.iter().enumerate().map(|(i, n)| nf(n, i + 1 < names.len())).collect()
+        names
+            .iter()
+            .enumerate()
+            .map(|(i, n)| nf(n, i + 1 < names.len()))
+            .collect()
     }
     fn code(q: &str, line: i32) -> PyFrame {
-        PyFrame::Code { code: Arc::new(CodeInfo::synthetic(q, "/app/x.py", 1)), code_addr: 0, lasti: 0, line: Some(line) }
+        PyFrame::Code {
+            code: Arc::new(CodeInfo::synthetic(q, "/app/x.py", 1)),
+            code_addr: 0,
+            lasti: 0,
+            line: Some(line),
+        }
     }
     fn labels(frames: &[Frame]) -> Vec<String> {
         frames.iter().map(|f| f.label()).collect()
@@ -146,27 +169,54 @@ mod tests {
     #[test]
     fn nested_activations_are_spliced_in_order() {
         let py = PyStack {
-            frames: vec![code("cb", 7), PyFrame::Entry, code("run", 3), code("outer", 12), PyFrame::Entry],
+            frames: vec![
+                code("cb", 7),
+                PyFrame::Entry,
+                code("run", 3),
+                code("outer", 12),
+                PyFrame::Entry,
+            ],
             truncated: false,
             state: 1,
         };
         let (m, st) = merge_stacks(&nested_native(), true, Some(&py));
         assert_eq!(
             labels(&m),
-            ["main", "outer (x.py:12)", "run (x.py:3)", "Py_INCREF [inlined]", "PyObject_Call", "cb (x.py:7)", "sha256_update"]
+            [
+                "main",
+                "outer (x.py:12)",
+                "run (x.py:3)",
+                "Py_INCREF [inlined]",
+                "PyObject_Call",
+                "cb (x.py:7)",
+                "sha256_update"
+            ]
         );
-        assert_eq!(st, MergeStatus { has_python: true, mismatch: false });
+        assert_eq!(
+            st,
+            MergeStatus {
+                has_python: true,
+                mismatch: false
+            }
+        );
     }
 
     #[test]
     fn disagreement_is_marked_not_guessed() {
         // Python shows one activation, native two, native complete → mismatch.
-        let py = PyStack { frames: vec![code("cb", 7), PyFrame::Entry], truncated: false, state: 1 };
+        let py = PyStack {
+            frames: vec![code("cb", 7), PyFrame::Entry],
+            truncated: false,
+            state: 1,
+        };
         let (m, st) = merge_stacks(&nested_native(), true, Some(&py));
         assert!(st.mismatch);
         assert_eq!(m[0].label(), MISMATCH_MARKER);
         assert!(labels(&m).contains(&"cb (x.py:7)".to_string()));
-        assert!(labels(&m).contains(&EVAL_FRAME_FN.to_string()), "unpaired activation stays visible");
+        assert!(
+            labels(&m).contains(&EVAL_FRAME_FN.to_string()),
+            "unpaired activation stays visible"
+        );
     }
 
     #[test]
@@ -174,13 +224,27 @@ mod tests {
         // Native unwinding stopped after the inner activation.
         let native = &nested_native()[..3];
         let py = PyStack {
-            frames: vec![code("cb", 7), PyFrame::Entry, code("run", 3), PyFrame::Entry],
+            frames: vec![
+                code("cb", 7),
+                PyFrame::Entry,
+                code("run", 3),
+                PyFrame::Entry,
+            ],
             truncated: false,
             state: 1,
         };
         let (m, st) = merge_stacks(native, false, Some(&py));
         assert!(!st.mismatch);
-        assert_eq!(labels(&m), ["run (x.py:3)", TRUNCATED_MARKER, "PyObject_Call", "cb (x.py:7)", "sha256_update"]);
+        assert_eq!(
+            labels(&m),
+            [
+                "run (x.py:3)",
+                TRUNCATED_MARKER,
+                "PyObject_Call",
+                "cb (x.py:7)",
+                "sha256_update"
+            ]
+        );
     }
 
     #[test]

@@ -44,7 +44,15 @@ pub struct Frame {
 
 impl Frame {
     pub fn marker(text: &str) -> Frame {
-        Frame { kind: FrameKind::Marker, name: text.into(), file: None, line: None, module: None, offset: None, inlined: false }
+        Frame {
+            kind: FrameKind::Marker,
+            name: text.into(),
+            file: None,
+            line: None,
+            module: None,
+            offset: None,
+            inlined: false,
+        }
     }
 
     /// The label used in flamegraphs and folded stacks.
@@ -52,8 +60,16 @@ impl Frame {
         let base = |p: &str| p.rsplit('/').next().unwrap_or(p).to_string();
         match self.kind {
             FrameKind::Python => match self.line {
-                Some(l) => format!("{} ({}:{l})", self.name, base(self.file.as_deref().unwrap_or("?"))),
-                None => format!("{} ({})", self.name, base(self.file.as_deref().unwrap_or("?"))),
+                Some(l) => format!(
+                    "{} ({}:{l})",
+                    self.name,
+                    base(self.file.as_deref().unwrap_or("?"))
+                ),
+                None => format!(
+                    "{} ({})",
+                    self.name,
+                    base(self.file.as_deref().unwrap_or("?"))
+                ),
             },
             FrameKind::Native if self.name == "[unknown]" => match (&self.module, self.offset) {
                 (Some(m), Some(o)) => format!("[unknown] ({}+{o:#x})", base(m)),
@@ -162,7 +178,12 @@ pub struct Profile {
 impl Profile {
     /// `(thread label, frames root→leaf, samples)` for each stack.
     pub fn iter_stacks(&self) -> impl Iterator<Item = (&Stack, Vec<&Frame>)> {
-        self.stacks.iter().map(|s| (s, s.frames.iter().map(|&i| &self.frames[i as usize]).collect()))
+        self.stacks.iter().map(|s| {
+            (
+                s,
+                s.frames.iter().map(|&i| &self.frames[i as usize]).collect(),
+            )
+        })
     }
 }
 
@@ -189,7 +210,11 @@ impl ProfileBuilder {
     }
 
     pub fn set_thread(&mut self, tid: u32, pid: u32, name: &str) {
-        let t = self.threads.entry(tid).or_insert_with(|| ThreadInfo { tid, pid, ..Default::default() });
+        let t = self.threads.entry(tid).or_insert_with(|| ThreadInfo {
+            tid,
+            pid,
+            ..Default::default()
+        });
         t.pid = pid;
         if !name.is_empty() {
             t.name = name.to_string();
@@ -208,7 +233,9 @@ impl ProfileBuilder {
 
     fn is_core(&self, module: &str) -> bool {
         let name = module.rsplit('/').next().unwrap_or(module);
-        name.starts_with("libc.so") || name.starts_with("libc-") || self.core_modules.iter().any(|m| m == module)
+        name.starts_with("libc.so")
+            || name.starts_with("libc-")
+            || self.core_modules.iter().any(|m| m == module)
     }
 
     /// Add one sample; returns how its stacks merged.
@@ -223,7 +250,10 @@ impl ProfileBuilder {
             offset: None,
             inlined: false,
         }));
-        let thread = self.threads.entry(s.tid).or_insert_with(|| ThreadInfo { tid: s.tid, ..Default::default() });
+        let thread = self.threads.entry(s.tid).or_insert_with(|| ThreadInfo {
+            tid: s.tid,
+            ..Default::default()
+        });
         thread.samples += s.weight;
         let sum = &mut self.summary;
         sum.samples += s.weight;
@@ -236,7 +266,10 @@ impl ProfileBuilder {
         if status.mismatch {
             sum.mismatched += s.weight;
         }
-        if frames.iter().any(|f| f.name == "[unknown]" && f.module.as_deref().is_some_and(|m| self.is_core(m))) {
+        if frames
+            .iter()
+            .any(|f| f.name == "[unknown]" && f.module.as_deref().is_some_and(|m| self.is_core(m)))
+        {
             self.summary.unresolved_core += s.weight;
         }
         let ids: Vec<u32> = frames.into_iter().map(|f| self.intern(f)).collect();
@@ -245,12 +278,25 @@ impl ProfileBuilder {
     }
 
     pub fn finish(mut self, target: TargetInfo) -> Profile {
-        let mut threads: Vec<ThreadInfo> = std::mem::take(&mut self.threads).into_values().collect();
+        let mut threads: Vec<ThreadInfo> =
+            std::mem::take(&mut self.threads).into_values().collect();
         threads.sort_by_key(|t| t.tid);
         let mut thread_frame = HashMap::new();
         for t in &threads {
-            let name = if t.name.is_empty() { format!("thread ({})", t.tid) } else { format!("{} ({})", t.name, t.tid) };
-            let id = self.intern(Frame { kind: FrameKind::Thread, name, file: None, line: None, module: None, offset: None, inlined: false });
+            let name = if t.name.is_empty() {
+                format!("thread ({})", t.tid)
+            } else {
+                format!("{} ({})", t.name, t.tid)
+            };
+            let id = self.intern(Frame {
+                kind: FrameKind::Thread,
+                name,
+                file: None,
+                line: None,
+                module: None,
+                offset: None,
+                inlined: false,
+            });
             thread_frame.insert(t.tid, id);
         }
         let mut stacks: Vec<Stack> = std::mem::take(&mut self.stacks)
@@ -259,12 +305,23 @@ impl ProfileBuilder {
                 let mut frames = Vec::with_capacity(ids.len() + 1);
                 frames.push(thread_frame[&thread]);
                 frames.extend(ids);
-                Stack { thread, frames, samples }
+                Stack {
+                    thread,
+                    frames,
+                    samples,
+                }
             })
             .collect();
         stacks.sort_by(|a, b| b.samples.cmp(&a.samples).then(a.frames.cmp(&b.frames)));
         let mut summary = self.summary;
         summary.threads = threads.iter().filter(|t| t.samples > 0).count();
-        Profile { schema_version: SCHEMA_VERSION, target, summary, threads, frames: self.frames, stacks }
+        Profile {
+            schema_version: SCHEMA_VERSION,
+            target,
+            summary,
+            threads,
+            frames: self.frames,
+            stacks,
+        }
     }
 }

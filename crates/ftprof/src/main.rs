@@ -8,7 +8,11 @@ use flamegraph::Format;
 use ftprof::record::{self, RecordOptions};
 
 #[derive(Parser)]
-#[command(name = "ftprof", version, about = "Lock-contention and scaling profiler for free-threaded CPython")]
+#[command(
+    name = "ftprof",
+    version,
+    about = "Lock-contention and scaling profiler for free-threaded CPython"
+)]
 struct Cli {
     #[command(subcommand)]
     cmd: Cmd,
@@ -41,7 +45,12 @@ enum Cmd {
         #[arg(long)]
         title: Option<String>,
         /// The command to profile, e.g. -- python3.13t app.py
-        #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true, value_name = "COMMAND")]
+        #[arg(
+            required = true,
+            trailing_var_arg = true,
+            allow_hyphen_values = true,
+            value_name = "COMMAND"
+        )]
         command: Vec<OsString>,
     },
 }
@@ -49,8 +58,21 @@ enum Cmd {
 fn main() {
     let cli = Cli::parse();
     let result = match cli.cmd {
-        Cmd::Record { output, format, rate, stack_size, title, command } => {
-            let format = match (format, output.as_ref().and_then(|o| o.extension()).and_then(|e| e.to_str())) {
+        Cmd::Record {
+            output,
+            format,
+            rate,
+            stack_size,
+            title,
+            command,
+        } => {
+            let format = match (
+                format,
+                output
+                    .as_ref()
+                    .and_then(|o| o.extension())
+                    .and_then(|e| e.to_str()),
+            ) {
                 (Some(FormatArg::Svg), _) => Format::Svg,
                 (Some(FormatArg::Folded), _) => Format::Folded,
                 (Some(FormatArg::Json), _) => Format::Json,
@@ -65,7 +87,14 @@ fn main() {
                     Format::Json => "profile.json",
                 })
             });
-            record::run(&RecordOptions { command, output, format, rate_hz: rate, stack_bytes: stack_size & !7, title })
+            record::run(&RecordOptions {
+                command,
+                output,
+                format,
+                rate_hz: rate,
+                stack_bytes: stack_size & !7,
+                title,
+            })
         }
     };
     match result {

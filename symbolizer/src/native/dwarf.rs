@@ -104,11 +104,15 @@ impl ModuleSymbolizer {
         &self.elf
     }
 
-    /// Inline chain for `svma`, innermost first; never empty (one unnamed frame when unknown).
-    pub fn symbolize(&mut self, svma: u64) -> Vec<SymFrame> {
+    /// Load the debug data now (it is otherwise loaded on the first lookup).
+    pub fn warm(&mut self) {
+        self.debug_data();
+    }
+
+    fn debug_data(&mut self) -> &mut DebugData {
         let elf = &self.elf;
         let path = &self.path;
-        let debug = self.debug.get_or_insert_with(|| {
+        self.debug.get_or_insert_with(|| {
             let debug_file = if elf.has_dwarf() {
                 None
             } else {
@@ -116,7 +120,13 @@ impl ModuleSymbolizer {
             };
             let dwarf = DwarfContext::load(debug_file.as_ref().unwrap_or(elf));
             DebugData { dwarf, debug_file }
-        });
+        })
+    }
+
+    /// Inline chain for `svma`, innermost first; never empty (one unnamed frame when unknown).
+    pub fn symbolize(&mut self, svma: u64) -> Vec<SymFrame> {
+        let elf = self.elf.clone();
+        let debug = self.debug_data();
 
         let mut frames = debug
             .dwarf

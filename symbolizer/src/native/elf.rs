@@ -137,6 +137,27 @@ impl ElfFile {
         Self::from_backing(Backing::Mmap(map)).with_context(|| format!("parse {}", path.display()))
     }
 
+    /// [`ElfFile::open`] through a process-wide cache keyed by path, device, inode and mtime,
+    /// so the interpreter check, the Python runtime locator and the symbolizer parse each file
+    /// once.
+    pub fn open_shared(path: &Path) -> anyhow::Result<Arc<ElfFile>> {
+        use std::os::unix::fs::MetadataExt;
+        type Cache = std::collections::HashMap<(std::path::PathBuf, u64, u64, i64), Arc<ElfFile>>;
+        static CACHE: std::sync::OnceLock<std::sync::Mutex<Cache>> = std::sync::OnceLock::new();
+        let md = std::fs::metadata(path).with_context(|| format!("open {}", path.display()))?;
+        let key = (path.to_path_buf(), md.dev(), md.ino(), md.mtime());
+        let cache = CACHE.get_or_init(Default::default);
+        if let Some(elf) = cache.lock().unwrap_or_else(|e| e.into_inner()).get(&key) {
+            return Ok(elf.clone());
+        }
+        let elf = Arc::new(ElfFile::open(path)?);
+        cache
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(key, elf.clone());
+        Ok(elf)
+    }
+
     /// Parses an ELF image held in memory (e.g. a copy of the vDSO).
     pub fn from_bytes(bytes: Vec<u8>) -> anyhow::Result<ElfFile> {
         Self::from_backing(Backing::Owned(bytes))

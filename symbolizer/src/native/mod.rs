@@ -306,6 +306,30 @@ impl Native {
         self.processes.remove(&pid);
     }
 
+    /// Parse `path` and its debug data ahead of time (e.g. in a background thread while the
+    /// target runs), and symbolize `warm_symbols` so the compilation units that most samples
+    /// land in are decoded. Later mappings of the same file reuse all of it.
+    pub fn preload(&mut self, path: &str, warm_symbols: &[&str]) {
+        let m = Mapping {
+            start: 0,
+            end: 1,
+            pgoff: 0,
+            path: path.to_string(),
+        };
+        let Some(id) = self.resolve_module(0, &m) else {
+            return;
+        };
+        let Some(sym) = self.modules[id].sym.as_mut() else {
+            return;
+        };
+        sym.warm();
+        for name in warm_symbols {
+            if let Some((addr, _)) = sym.elf().symbol(name) {
+                sym.symbolize(addr);
+            }
+        }
+    }
+
     /// Finds or opens the module for mapping `m` of `pid`. `None` for non-file mappings.
     fn resolve_module(&mut self, pid: u32, m: &Mapping) -> Option<ModuleId> {
         if m.path == "[vdso]" {
@@ -317,7 +341,7 @@ impl Native {
             };
             return Some(self.module_id(key, &m.path, || {
                 let elf = ElfFile::from_bytes(maps::own_vdso_image()?).ok()?;
-                Some((elf, PathBuf::from("[vdso]")))
+                Some((Arc::new(elf), PathBuf::from("[vdso]")))
             }));
         }
         if m.path.is_empty() || m.path.starts_with('[') || m.path.starts_with("//") {
@@ -342,7 +366,7 @@ impl Native {
                 mtime: md.mtime(),
             };
             return Some(self.module_id(key, &m.path, || {
-                let elf = ElfFile::open(&candidate).ok()?;
+                let elf = ElfFile::open_shared(&candidate).ok()?;
                 Some((elf, candidate.clone()))
             }));
         }
@@ -361,12 +385,12 @@ impl Native {
         &mut self,
         key: ModuleKey,
         name: &str,
-        open: impl FnOnce() -> Option<(ElfFile, PathBuf)>,
+        open: impl FnOnce() -> Option<(Arc<ElfFile>, PathBuf)>,
     ) -> ModuleId {
         if let Some(&id) = self.module_ids.get(&key) {
             return id;
         }
-        let sym = open().map(|(elf, path)| ModuleSymbolizer::new(Arc::new(elf), path));
+        let sym = open().map(|(elf, path)| ModuleSymbolizer::new(elf, path));
         let id = self.modules.len();
         self.modules.push(ModuleEntry {
             name: name.to_owned(),

@@ -17,7 +17,11 @@ fn varint(it: &mut std::slice::Iter<'_, u8>) -> Option<u32> {
 
 fn svarint(it: &mut std::slice::Iter<'_, u8>) -> Option<i32> {
     let v = varint(it)?;
-    Some(if v & 1 != 0 { -((v >> 1) as i32) } else { (v >> 1) as i32 })
+    Some(if v & 1 != 0 {
+        -((v >> 1) as i32)
+    } else {
+        (v >> 1) as i32
+    })
 }
 
 /// Decode the whole table (stops quietly at the first malformed entry).
@@ -86,14 +90,31 @@ mod tests {
         // entry 4: code 14 (long), len 1, delta -3 → 10, + 3 varints
         // entry 5: code 15 (no location), len 1
         let table = [
-            0x80 | (13 << 3), 4, // svarint 4 → +2
-            0x80 | (11 << 3) | 2, 0, 0,
-            0x80 | 1, 0,
-            0x80 | (14 << 3), 7, 0, 0, 0, // svarint 7 → -3
+            0x80 | (13 << 3),
+            4, // svarint 4 → +2
+            0x80 | (11 << 3) | 2,
+            0,
+            0,
+            0x80 | 1,
+            0,
+            0x80 | (14 << 3),
+            7,
+            0,
+            0,
+            0, // svarint 7 → -3
             0x80 | (15 << 3),
         ];
         let r = decode(&table, 10);
-        assert_eq!(r, vec![(0, 1, Some(12)), (1, 4, Some(13)), (4, 6, Some(13)), (6, 7, Some(10)), (7, 8, None)]);
+        assert_eq!(
+            r,
+            vec![
+                (0, 1, Some(12)),
+                (1, 4, Some(13)),
+                (4, 6, Some(13)),
+                (6, 7, Some(10)),
+                (7, 8, None)
+            ]
+        );
         assert_eq!(line_for(&r, 0), Some(12));
         assert_eq!(line_for(&r, 3), Some(13));
         assert_eq!(line_for(&r, 6), Some(10));

@@ -50,7 +50,13 @@ pub struct CodeInfo {
 impl CodeInfo {
     /// A code object described directly (for tools and tests that do not read a process).
     pub fn synthetic(qualname: &str, filename: &str, firstlineno: i32) -> CodeInfo {
-        CodeInfo { qualname: qualname.into(), filename: filename.into(), firstlineno, lines: Vec::new(), key: [0; 3] }
+        CodeInfo {
+            qualname: qualname.into(),
+            filename: filename.into(),
+            firstlineno,
+            lines: Vec::new(),
+            key: [0; 3],
+        }
     }
 
     pub fn line_for(&self, lasti: u32) -> Option<i32> {
@@ -62,7 +68,12 @@ impl CodeInfo {
 #[derive(Clone, Debug)]
 pub enum PyFrame {
     /// A Python function frame.
-    Code { code: Arc<CodeInfo>, code_addr: u64, lasti: u32, line: Option<i32> },
+    Code {
+        code: Arc<CodeInfo>,
+        code_addr: u64,
+        lasti: u32,
+        line: Option<i32>,
+    },
     /// The entry frame of one C-level `_PyEval_EvalFrameDefault` activation.
     Entry,
 }
@@ -125,14 +136,22 @@ pub fn read_maps(pid: u32) -> std::io::Result<Vec<MapLine>> {
             let _inode = it.next()?;
             let path = it.collect::<Vec<_>>().join(" ");
             let (s, e) = range.split_once('-')?;
-            Some(MapLine { start: u64::from_str_radix(s, 16).ok()?, end: u64::from_str_radix(e, 16).ok()?, perms, pgoff, path })
+            Some(MapLine {
+                start: u64::from_str_radix(s, 16).ok()?,
+                end: u64::from_str_radix(e, 16).ok()?,
+                perms,
+                pgoff,
+                path,
+            })
         })
         .collect())
 }
 
 /// Where `_PyRuntime` lives in an ELF file: its virtual address, if the file has one.
 pub fn runtime_vaddr(elf: &ElfFile) -> Option<u64> {
-    elf.section(".PyRuntime").map(|s| s.addr).or_else(|| elf.symbol("_PyRuntime").map(|s| s.0))
+    elf.section(".PyRuntime")
+        .map(|s| s.addr)
+        .or_else(|| elf.symbol("_PyRuntime").map(|s| s.0))
 }
 
 /// `Py_Version` (PY_VERSION_HEX) stored in an ELF file, for version checks before launch.
@@ -146,10 +165,15 @@ impl PyProcess {
     /// Find and validate `_PyRuntime` in process `pid`.
     pub fn locate(pid: u32) -> Result<PyProcess, PyError> {
         let maps = read_maps(pid).map_err(|_| PyError::NoProcess(pid))?;
-        let exe = std::fs::read_link(format!("/proc/{pid}/exe")).map(|p| p.to_string_lossy().into_owned()).unwrap_or_default();
+        let exe = std::fs::read_link(format!("/proc/{pid}/exe"))
+            .map(|p| p.to_string_lossy().into_owned())
+            .unwrap_or_default();
         let mut seen = Vec::new();
         let candidates = maps.iter().filter(|m| {
-            let name = Path::new(&m.path).file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+            let name = Path::new(&m.path)
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
             (m.path == exe || name.starts_with("libpython")) && m.path.starts_with('/')
         });
         for m in candidates {
@@ -157,10 +181,18 @@ impl PyProcess {
                 continue;
             }
             seen.push(m.path.clone());
-            let Ok(elf) = ElfFile::open(Path::new(&m.path)) else { continue };
-            let Some(vaddr) = runtime_vaddr(&elf) else { continue };
+            let Ok(elf) = ElfFile::open_shared(Path::new(&m.path)) else {
+                continue;
+            };
+            let Some(vaddr) = runtime_vaddr(&elf) else {
+                continue;
+            };
             // The lowest mapping of this file gives the load bias.
-            let first = maps.iter().filter(|x| x.path == m.path).min_by_key(|x| x.pgoff).unwrap_or(m);
+            let first = maps
+                .iter()
+                .filter(|x| x.path == m.path)
+                .min_by_key(|x| x.pgoff)
+                .unwrap_or(m);
             let runtime = vaddr.wrapping_add(elf.bias_for_mapping(first.start, first.pgoff));
             let mem = Mem::new(pid);
             let raw = mem.read_vec(runtime, offsets::MAX_SIZE)?;
@@ -175,15 +207,28 @@ impl PyProcess {
 
     fn new(pid: u32, mem: Mem, offsets: DebugOffsets, runtime: u64, module: String) -> PyProcess {
         let o = &offsets;
-        let ts_len = [o.ts_next, o.ts_current_frame, o.ts_thread_id, o.ts_native_thread_id, o.ts_state(), o.ts_status]
-            .into_iter()
-            .max()
-            .unwrap() as usize
+        let ts_len = [
+            o.ts_next,
+            o.ts_current_frame,
+            o.ts_thread_id,
+            o.ts_native_thread_id,
+            o.ts_state(),
+            o.ts_status,
+        ]
+        .into_iter()
+        .max()
+        .unwrap() as usize
             + 8;
-        let code_hdr_len = [o.code_filename, o.code_qualname, o.code_linetable, o.code_firstlineno, o.ob_type]
-            .into_iter()
-            .max()
-            .unwrap() as usize
+        let code_hdr_len = [
+            o.code_filename,
+            o.code_qualname,
+            o.code_linetable,
+            o.code_firstlineno,
+            o.ob_type,
+        ]
+        .into_iter()
+        .max()
+        .unwrap() as usize
             + 8;
         PyProcess {
             pid,
@@ -212,7 +257,11 @@ impl PyProcess {
             while ts != 0 && n < 100_000 {
                 let native_tid = self.mem.u64(ts + o.ts_native_thread_id)? as u32;
                 let thread_id = self.mem.u64(ts + o.ts_thread_id)?;
-                out.push(PyThread { tstate: ts, native_tid, thread_id });
+                out.push(PyThread {
+                    tstate: ts,
+                    native_tid,
+                    thread_id,
+                });
                 ts = self.mem.u64(ts + o.ts_next)?;
                 n += 1;
             }
@@ -237,11 +286,17 @@ impl PyProcess {
     fn load_tstate(&mut self, tid: u32) -> Result<bool, PyError> {
         let nt = self.offsets.ts_native_thread_id;
         if let Some(&ts) = self.tstates.get(&tid) {
-            if self.mem.read(ts, &mut self.ts_buf).is_ok() && field_u64(&self.ts_buf, nt) as u32 == tid {
+            if self.mem.read(ts, &mut self.ts_buf).is_ok()
+                && field_u64(&self.ts_buf, nt) as u32 == tid
+            {
                 return Ok(true);
             }
         }
-        self.tstates = self.threads()?.into_iter().map(|t| (t.native_tid, t.tstate)).collect();
+        self.tstates = self
+            .threads()?
+            .into_iter()
+            .map(|t| (t.native_tid, t.tstate))
+            .collect();
         match self.tstates.get(&tid) {
             Some(&ts) => {
                 self.mem.read(ts, &mut self.ts_buf)?;
@@ -260,16 +315,24 @@ impl PyProcess {
         let o = self.offsets.clone();
         let state = field_i32(&self.ts_buf, o.ts_state());
         let mut frame = field_u64(&self.ts_buf, o.ts_current_frame);
-        let mut stack = PyStack { frames: Vec::new(), truncated: false, state };
+        let mut stack = PyStack {
+            frames: Vec::new(),
+            truncated: false,
+            state,
+        };
         while frame != 0 {
-            if stack.frames.len() >= MAX_FRAMES || self.mem.read(frame, &mut self.frame_buf).is_err() {
+            if stack.frames.len() >= MAX_FRAMES
+                || self.mem.read(frame, &mut self.frame_buf).is_err()
+            {
                 stack.truncated = true;
                 break;
             }
             let owner = field_u8(&self.frame_buf, o.frame_owner);
             let executable = field_u64(&self.frame_buf, o.frame_executable) & !3;
             let instr_ptr = field_u64(&self.frame_buf, o.frame_instr_ptr);
-            let tlbc_index = o.frame_tlbc_index.map(|off| field_i32(&self.frame_buf, off));
+            let tlbc_index = o
+                .frame_tlbc_index
+                .map(|off| field_i32(&self.frame_buf, off));
             let previous = field_u64(&self.frame_buf, o.frame_previous);
             if owner == OWNER_ENTRY {
                 stack.frames.push(PyFrame::Entry);
@@ -277,12 +340,19 @@ impl PyProcess {
                 match self.code(executable) {
                     Ok(Some(code)) => {
                         let base = match (o.code_co_tlbc, tlbc_index) {
-                            (Some(co_tlbc), Some(idx)) if idx > 0 => self.tlbc_base(executable, co_tlbc, idx),
+                            (Some(co_tlbc), Some(idx)) if idx > 0 => {
+                                self.tlbc_base(executable, co_tlbc, idx)
+                            }
                             _ => executable + o.code_co_code_adaptive,
                         };
                         let lasti = (instr_ptr.wrapping_sub(base) / 2) as u32;
                         let line = code.line_for(lasti);
-                        stack.frames.push(PyFrame::Code { code, code_addr: executable, lasti, line });
+                        stack.frames.push(PyFrame::Code {
+                            code,
+                            code_addr: executable,
+                            lasti,
+                            line,
+                        });
                     }
                     _ => {
                         stack.truncated = true;
@@ -298,7 +368,9 @@ impl PyProcess {
     /// 3.14t thread-local bytecode: start of copy `idx` of the code's bytecode.
     fn tlbc_base(&self, code: u64, co_tlbc: u64, idx: i32) -> u64 {
         let fallback = code + self.offsets.code_co_code_adaptive;
-        let Ok(arr) = self.mem.u64(code + co_tlbc) else { return fallback };
+        let Ok(arr) = self.mem.u64(code + co_tlbc) else {
+            return fallback;
+        };
         self.mem.u64(arr + 8 + 8 * idx as u64).unwrap_or(fallback)
     }
 
@@ -306,7 +378,11 @@ impl PyProcess {
     fn code(&mut self, addr: u64) -> Result<Option<Arc<CodeInfo>>, PyError> {
         let o = &self.offsets;
         let hdr = self.mem.read_vec(addr, self.code_hdr_len)?;
-        let key = [field_u64(&hdr, o.code_filename), field_u64(&hdr, o.code_qualname), field_u64(&hdr, o.code_linetable)];
+        let key = [
+            field_u64(&hdr, o.code_filename),
+            field_u64(&hdr, o.code_qualname),
+            field_u64(&hdr, o.code_linetable),
+        ];
         if let Some(c) = self.codes.get(&addr) {
             if c.key == key {
                 return Ok(Some(c.clone()));
@@ -327,7 +403,13 @@ impl PyProcess {
         let filename = self.unicode(key[0])?;
         let firstlineno = field_i32(&hdr, o.code_firstlineno);
         let table = self.bytes(key[2])?;
-        let info = Arc::new(CodeInfo { qualname, filename, firstlineno, lines: linetable::decode(&table, firstlineno), key });
+        let info = Arc::new(CodeInfo {
+            qualname,
+            filename,
+            firstlineno,
+            lines: linetable::decode(&table, firstlineno),
+            key,
+        });
         if self.codes.len() > 200_000 {
             self.codes.clear();
         }
@@ -364,10 +446,16 @@ impl PyProcess {
         let raw = self.mem.read_vec(data, len * kind)?;
         Ok(match kind {
             1 => raw.iter().map(|&c| c as char).collect(),
-            2 => String::from_utf16_lossy(&raw.chunks_exact(2).map(|c| u16::from_le_bytes([c[0], c[1]])).collect::<Vec<_>>()),
+            2 => String::from_utf16_lossy(
+                &raw.chunks_exact(2)
+                    .map(|c| u16::from_le_bytes([c[0], c[1]]))
+                    .collect::<Vec<_>>(),
+            ),
             _ => raw
                 .chunks_exact(4)
-                .map(|c| char::from_u32(u32::from_le_bytes([c[0], c[1], c[2], c[3]])).unwrap_or('?'))
+                .map(|c| {
+                    char::from_u32(u32::from_le_bytes([c[0], c[1], c[2], c[3]])).unwrap_or('?')
+                })
                 .collect(),
         })
     }

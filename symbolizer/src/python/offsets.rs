@@ -5,24 +5,66 @@ use std::collections::HashMap;
 /// Field list of `_Py_DebugOffsets` per minor version (every leaf is a u64, after an 8-byte cookie).
 const F313: &[(&str, &[&str])] = &[
     ("", &["version", "free_threaded"]),
-    ("runtime_state", &["size", "finalizing", "interpreters_head"]),
+    (
+        "runtime_state",
+        &["size", "finalizing", "interpreters_head"],
+    ),
     (
         "interpreter_state",
         &[
-            "size", "id", "next", "threads_head", "gc", "imports_modules", "sysdict", "builtins", "ceval_gil",
-            "gil_runtime_state", "gil_runtime_state_enabled", "gil_runtime_state_locked", "gil_runtime_state_holder",
+            "size",
+            "id",
+            "next",
+            "threads_head",
+            "gc",
+            "imports_modules",
+            "sysdict",
+            "builtins",
+            "ceval_gil",
+            "gil_runtime_state",
+            "gil_runtime_state_enabled",
+            "gil_runtime_state_locked",
+            "gil_runtime_state_holder",
         ],
     ),
     (
         "thread_state",
-        &["size", "prev", "next", "interp", "current_frame", "thread_id", "native_thread_id", "datastack_chunk", "status"],
+        &[
+            "size",
+            "prev",
+            "next",
+            "interp",
+            "current_frame",
+            "thread_id",
+            "native_thread_id",
+            "datastack_chunk",
+            "status",
+        ],
     ),
-    ("interpreter_frame", &["size", "previous", "executable", "instr_ptr", "localsplus", "owner"]),
+    (
+        "interpreter_frame",
+        &[
+            "size",
+            "previous",
+            "executable",
+            "instr_ptr",
+            "localsplus",
+            "owner",
+        ],
+    ),
     (
         "code_object",
         &[
-            "size", "filename", "name", "qualname", "linetable", "firstlineno", "argcount", "localsplusnames",
-            "localspluskinds", "co_code_adaptive",
+            "size",
+            "filename",
+            "name",
+            "qualname",
+            "linetable",
+            "firstlineno",
+            "argcount",
+            "localsplusnames",
+            "localspluskinds",
+            "co_code_adaptive",
         ],
     ),
     ("pyobject", &["size", "ob_type"]),
@@ -33,34 +75,81 @@ const F313: &[(&str, &[&str])] = &[
     ("float_object", &["size", "ob_fval"]),
     ("long_object", &["size", "lv_tag", "ob_digit"]),
     ("bytes_object", &["size", "ob_size", "ob_sval"]),
-    ("unicode_object", &["size", "state", "length", "asciiobject_size"]),
+    (
+        "unicode_object",
+        &["size", "state", "length", "asciiobject_size"],
+    ),
     ("gc", &["size", "collecting"]),
 ];
 
 const F314: &[(&str, &[&str])] = &[
     ("", &["version", "free_threaded"]),
-    ("runtime_state", &["size", "finalizing", "interpreters_head"]),
+    (
+        "runtime_state",
+        &["size", "finalizing", "interpreters_head"],
+    ),
     (
         "interpreter_state",
         &[
-            "size", "id", "next", "threads_head", "threads_main", "gc", "imports_modules", "sysdict", "builtins",
-            "ceval_gil", "gil_runtime_state", "gil_runtime_state_enabled", "gil_runtime_state_locked",
-            "gil_runtime_state_holder", "code_object_generation", "tlbc_generation",
+            "size",
+            "id",
+            "next",
+            "threads_head",
+            "threads_main",
+            "gc",
+            "imports_modules",
+            "sysdict",
+            "builtins",
+            "ceval_gil",
+            "gil_runtime_state",
+            "gil_runtime_state_enabled",
+            "gil_runtime_state_locked",
+            "gil_runtime_state_holder",
+            "code_object_generation",
+            "tlbc_generation",
         ],
     ),
     (
         "thread_state",
-        &["size", "prev", "next", "interp", "current_frame", "thread_id", "native_thread_id", "datastack_chunk", "status"],
+        &[
+            "size",
+            "prev",
+            "next",
+            "interp",
+            "current_frame",
+            "thread_id",
+            "native_thread_id",
+            "datastack_chunk",
+            "status",
+        ],
     ),
     (
         "interpreter_frame",
-        &["size", "previous", "executable", "instr_ptr", "localsplus", "owner", "stackpointer", "tlbc_index"],
+        &[
+            "size",
+            "previous",
+            "executable",
+            "instr_ptr",
+            "localsplus",
+            "owner",
+            "stackpointer",
+            "tlbc_index",
+        ],
     ),
     (
         "code_object",
         &[
-            "size", "filename", "name", "qualname", "linetable", "firstlineno", "argcount", "localsplusnames",
-            "localspluskinds", "co_code_adaptive", "co_tlbc",
+            "size",
+            "filename",
+            "name",
+            "qualname",
+            "linetable",
+            "firstlineno",
+            "argcount",
+            "localsplusnames",
+            "localspluskinds",
+            "co_code_adaptive",
+            "co_tlbc",
         ],
     ),
     ("pyobject", &["size", "ob_type"]),
@@ -72,15 +161,25 @@ const F314: &[(&str, &[&str])] = &[
     ("float_object", &["size", "ob_fval"]),
     ("long_object", &["size", "lv_tag", "ob_digit"]),
     ("bytes_object", &["size", "ob_size", "ob_sval"]),
-    ("unicode_object", &["size", "state", "length", "asciiobject_size"]),
+    (
+        "unicode_object",
+        &["size", "state", "length", "asciiobject_size"],
+    ),
     ("gc", &["size", "collecting"]),
-    ("gen_object", &["size", "gi_name", "gi_iframe", "gi_frame_state"]),
+    (
+        "gen_object",
+        &["size", "gi_name", "gi_iframe", "gi_frame_state"],
+    ),
     ("llist_node", &["next", "prev"]),
     (
         "debugger_support",
         &[
-            "eval_breaker", "remote_debugger_support", "remote_debugging_enabled", "debugger_pending_call",
-            "debugger_script_path", "debugger_script_path_size",
+            "eval_breaker",
+            "remote_debugger_support",
+            "remote_debugging_enabled",
+            "debugger_pending_call",
+            "debugger_script_path",
+            "debugger_script_path_size",
         ],
     ),
 ];
@@ -155,7 +254,12 @@ impl DebugOffsets {
     }
     /// "3.13.5" and so on.
     pub fn version_string(&self) -> String {
-        format!("{}.{}.{}", self.major(), self.minor(), (self.version >> 8) & 0xff)
+        format!(
+            "{}.{}.{}",
+            self.major(),
+            self.minor(),
+            (self.version >> 8) & 0xff
+        )
     }
 
     /// Parse the raw bytes found at `_PyRuntime`.
@@ -176,7 +280,11 @@ impl DebugOffsets {
         for (group, fields) in layout {
             for f in *fields {
                 let v = raw.get(pos..pos + 8).ok_or(OffsetsError::Truncated)?;
-                let key = if group.is_empty() { f.to_string() } else { format!("{group}.{f}") };
+                let key = if group.is_empty() {
+                    f.to_string()
+                } else {
+                    format!("{group}.{f}")
+                };
                 map.insert(key, u64::from_le_bytes(v.try_into().unwrap()));
                 pos += 8;
             }
@@ -264,10 +372,19 @@ mod tests {
 
     #[test]
     fn rejects_bad_cookie_and_old_versions() {
-        assert_eq!(DebugOffsets::parse(b"notpython_______________").unwrap_err(), OffsetsError::BadCookie);
+        assert_eq!(
+            DebugOffsets::parse(b"notpython_______________").unwrap_err(),
+            OffsetsError::BadCookie
+        );
         let old = raw(0x030c05f0, 0, 100);
-        assert_eq!(DebugOffsets::parse(&old).unwrap_err(), OffsetsError::TooOld("3.12".into()));
-        assert_eq!(DebugOffsets::parse(&raw(0x030d05f0, 1, 3)).unwrap_err(), OffsetsError::Truncated);
+        assert_eq!(
+            DebugOffsets::parse(&old).unwrap_err(),
+            OffsetsError::TooOld("3.12".into())
+        );
+        assert_eq!(
+            DebugOffsets::parse(&raw(0x030d05f0, 1, 3)).unwrap_err(),
+            OffsetsError::Truncated
+        );
     }
 
     #[test]
@@ -278,7 +395,7 @@ mod tests {
         assert_eq!(o.version_string(), "3.13.5");
         assert_eq!(o.runtime_interpreters_head, 1002);
         assert_eq!(o.interp_threads_head, 1006); // size,id,next,threads_head after 3 runtime fields
-        // 3.14 inserts threads_main before gc.
+                                                 // 3.14 inserts threads_main before gc.
         let o = DebugOffsets::parse(&raw(0x030e0af0, 0, 160)).unwrap();
         assert_eq!(o.interp_gc, 1008);
         assert_eq!(o.ts_state(), 44);
