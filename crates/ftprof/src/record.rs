@@ -103,11 +103,11 @@ impl Collected {
     fn on_record(&mut self, r: Record) {
         match r {
             Record::Sample(s) => {
-                if !self.names.contains_key(&s.tid) {
+                if let std::collections::hash_map::Entry::Vacant(e) = self.names.entry(s.tid) {
                     let comm =
                         std::fs::read_to_string(format!("/proc/{}/task/{}/comm", s.pid, s.tid))
                             .unwrap_or_default();
-                    self.names.insert(s.tid, (s.pid, comm.trim().to_string()));
+                    e.insert((s.pid, comm.trim().to_string()));
                 }
                 let python = if s.kernel && s.regs.is_none() {
                     None

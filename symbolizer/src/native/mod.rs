@@ -446,8 +446,14 @@ pub(crate) mod test_support {
         dir
     }
 
-    /// The free-threaded CPython built by the project's setup script, once complete.
+    /// The free-threaded CPython: `$FTPROF_PYTHON` (set by `scripts/test.sh`, which provisions
+    /// it; a set but missing path fails the test), else the cached build when complete.
     pub fn python_binary() -> Option<PathBuf> {
+        if let Some(p) = std::env::var_os("FTPROF_PYTHON") {
+            let p = PathBuf::from(p);
+            assert!(p.exists(), "FTPROF_PYTHON={} does not exist", p.display());
+            return Some(p);
+        }
         let root = Path::new(&std::env::var_os("HOME")?).join(".cache/ftprof/cpython-3.13.5-ft");
         let bin = root.join("bin/python3.13t");
         (root.join(".ftprof-complete").exists() && bin.exists()).then_some(bin)
