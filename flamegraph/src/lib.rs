@@ -129,7 +129,7 @@ pub fn summary_text(p: &Profile) -> String {
         pct(s.unresolved_core, s.samples)
     );
     let mut threads: Vec<_> = p.threads.iter().filter(|t| t.samples > 0).collect();
-    threads.sort_by(|a, b| b.samples.cmp(&a.samples));
+    threads.sort_by_key(|t| std::cmp::Reverse(t.samples));
     for t in threads.iter().take(8) {
         let name = if t.name.is_empty() { "thread" } else { &t.name };
         o += &format!(
