@@ -19,12 +19,8 @@ fn native_and_python_frames_merge_per_thread() {
         .iter()
         .filter(|s| s.0 == hasher)
         .filter(|(_, frames, _)| {
-            let py = frames
-                .iter()
-                .position(|f| f.kind == "python" && f.name == "hasher" && f.line == Some(sha_line));
-            let native = frames
-                .iter()
-                .rposition(|f| f.kind == "native" && f.name.to_lowercase().contains("sha2"));
+            let py = frames.iter().position(|f| f.kind == "python" && f.name == "hasher" && f.line == Some(sha_line));
+            let native = frames.iter().rposition(|f| f.kind == "native" && f.name.to_lowercase().contains("sha2"));
             matches!((py, native), (Some(a), Some(b)) if a < b)
         })
         .map(|s| s.2)
@@ -49,24 +45,11 @@ fn native_and_python_frames_merge_per_thread() {
             }
         }
     }
-    assert!(
-        py_samples > 100,
-        "spinner has {py_samples} samples with Python frames"
-    );
-    assert!(
-        in_spinner as f64 >= 0.9 * py_samples as f64,
-        "spinner innermost in {in_spinner}/{py_samples}"
-    );
+    assert!(py_samples > 100, "spinner has {py_samples} samples with Python frames");
+    assert!(in_spinner as f64 >= 0.9 * py_samples as f64, "spinner innermost in {in_spinner}/{py_samples}");
     // Thread roots carry the TID.
-    let roots: Vec<_> = stacks
-        .iter()
-        .filter(|s| s.0 == spinner)
-        .map(|s| s.1[0].name.clone())
-        .collect();
-    assert!(
-        roots.iter().all(|r| r.ends_with(&format!("({spinner})"))),
-        "{roots:?}"
-    );
+    let roots: Vec<_> = stacks.iter().filter(|s| s.0 == spinner).map(|s| s.1[0].name.clone()).collect();
+    assert!(roots.iter().all(|r| r.ends_with(&format!("({spinner})"))), "{roots:?}");
 }
 
 #[test]
@@ -82,10 +65,7 @@ fn shares_follow_cpu_time_two_to_one() {
     }
     let share = 100.0 * two as f64 / (two + one) as f64;
     assert!(two + one > 300, "{two} + {one} samples");
-    assert!(
-        (57.0..=77.0).contains(&share),
-        "two_parts share {share:.1} % (want 67 ± 10)"
-    );
+    assert!((57.0..=77.0).contains(&share), "two_parts share {share:.1} % (want 67 ± 10)");
 }
 
 #[test]
@@ -96,10 +76,7 @@ fn sample_count_matches_rate_times_cpu_time() {
     let expected = 199.0 * cpu;
     assert!(cpu > 0.5, "target used {cpu} CPU s");
     let ratio = samples / expected;
-    assert!(
-        (0.8..=1.2).contains(&ratio),
-        "{samples} samples for {cpu:.2} CPU s at 199 Hz (ratio {ratio:.2})"
-    );
+    assert!((0.8..=1.2).contains(&ratio), "{samples} samples for {cpu:.2} CPU s at 199 Hz (ratio {ratio:.2})");
 }
 
 #[test]
@@ -107,11 +84,7 @@ fn few_unresolved_frames_in_the_interpreter_and_libc() {
     let (p, _) = record_json("two_threads.py", &["1.5"], &[]);
     let unresolved = p.summary("unresolved_core") / p.summary("samples");
     assert!(p.summary("samples") > 100.0);
-    assert!(
-        unresolved < 0.05,
-        "{:.1} % of samples have unresolved libpython/libc frames",
-        unresolved * 100.0
-    );
+    assert!(unresolved < 0.05, "{:.1} % of samples have unresolved libpython/libc frames", unresolved * 100.0);
     assert!(p.summary("unwind_incomplete") / p.summary("samples") < 0.05);
 }
 
@@ -122,12 +95,7 @@ fn thread_started_later_is_recorded() {
     let stacks = p.stacks();
     let n: u64 = stacks
         .iter()
-        .filter(|s| {
-            s.0 == late
-                && s.1
-                    .iter()
-                    .any(|f| f.kind == "python" && f.name == "late_worker")
-        })
+        .filter(|s| s.0 == late && s.1.iter().any(|f| f.kind == "python" && f.name == "late_worker"))
         .map(|s| s.2)
         .sum();
     assert!(n > 50, "late thread {late}: {n} samples in late_worker");
@@ -145,26 +113,14 @@ fn svg_and_folded_outputs() {
         .arg(workload("late_thread.py"))
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let text = std::fs::read_to_string(&svg).unwrap();
     assert!(text.starts_with("<?xml"), "SVG header");
-    assert!(
-        text.contains("late_worker (late_thread.py:"),
-        "Python frame in SVG"
-    );
-    assert!(
-        text.contains("late_thread.py"),
-        "title carries the command line"
-    );
+    assert!(text.contains("late_worker (late_thread.py:"), "Python frame in SVG");
+    assert!(text.contains("late_thread.py"), "title carries the command line");
     let summary = String::from_utf8_lossy(&out.stderr);
     assert!(
-        summary.contains("samples")
-            && summary.contains("lost records")
-            && summary.contains("with Python frames"),
+        summary.contains("samples") && summary.contains("lost records") && summary.contains("with Python frames"),
         "{summary}"
     );
 
@@ -188,10 +144,7 @@ fn svg_and_folded_outputs() {
         assert!(stack.split(';').count() >= 2, "{l}");
     }
     // 499 Hz for ~1 CPU second.
-    let total: u64 = lines
-        .iter()
-        .map(|l| l.rsplit_once(' ').unwrap().1.parse::<u64>().unwrap())
-        .sum();
+    let total: u64 = lines.iter().map(|l| l.rsplit_once(' ').unwrap().1.parse::<u64>().unwrap()).sum();
     assert!(total > 300, "{total} samples at 499 Hz");
 }
 
@@ -203,10 +156,7 @@ fn target_exit_status_is_reported_and_returned() {
         .arg(dir.path().join("p.svg"))
         .arg("--")
         .arg(python())
-        .args([
-            "-c",
-            "import sys\nx = sum(i for i in range(3_000_000))\nsys.exit(3)",
-        ])
+        .args(["-c", "import sys\nx = sum(i for i in range(3_000_000))\nsys.exit(3)"])
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(3));
@@ -231,9 +181,7 @@ fn ctrl_c_stops_the_target_and_still_writes_output() {
         .spawn()
         .unwrap();
     let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
+    BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
     assert_eq!(line.trim(), "ready");
     std::thread::sleep(std::time::Duration::from_millis(1000));
     unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
@@ -242,15 +190,7 @@ fn ctrl_c_stops_the_target_and_still_writes_output() {
     assert!(stderr.contains("interrupted"), "{stderr}");
     let v: serde_json::Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
     assert_eq!(v["target"]["interrupted"], true);
-    assert!(
-        v["summary"]["samples"].as_u64().unwrap() > 50,
-        "samples before Ctrl-C"
-    );
-    let names: Vec<&str> = v["frames"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter_map(|f| f["name"].as_str())
-        .collect();
+    assert!(v["summary"]["samples"].as_u64().unwrap() > 50, "samples before Ctrl-C");
+    let names: Vec<&str> = v["frames"].as_array().unwrap().iter().filter_map(|f| f["name"].as_str()).collect();
     assert!(names.contains(&"burn"));
 }

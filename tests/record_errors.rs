@@ -9,11 +9,7 @@ use common::*;
 
 fn assert_one_line_error(out: &Output, needle: &str) -> String {
     let stderr = String::from_utf8_lossy(&out.stderr).trim().to_string();
-    assert!(
-        !out.status.success(),
-        "expected failure, got {:?}",
-        out.status
-    );
+    assert!(!out.status.success(), "expected failure, got {:?}", out.status);
     assert!(!stderr.contains("panicked"), "{stderr}");
     assert_eq!(stderr.lines().count(), 1, "one line expected:\n{stderr}");
     assert!(stderr.starts_with("ftprof: error:"), "{stderr}");
@@ -37,20 +33,13 @@ fn command_not_found() {
 /// The machine's own CPython 3.11 (present on every machine of this project) is too old.
 #[test]
 fn old_cpython_is_refused_with_its_version() {
-    let old = [
-        "/usr/bin/python3.11",
-        "/root/.pyenv/versions/3.11.7/bin/python3.11",
-    ]
-    .into_iter()
-    .find(|p| std::path::Path::new(p).exists())
-    .expect("a CPython 3.11 on this machine");
+    let old = ["/usr/bin/python3.11", "/root/.pyenv/versions/3.11.7/bin/python3.11"]
+        .into_iter()
+        .find(|p| std::path::Path::new(p).exists())
+        .expect("a CPython 3.11 on this machine");
     let dir = tempdir();
-    let out = ftprof()
-        .args(["record", "-o"])
-        .arg(dir.path().join("p.svg"))
-        .args(["--", old, "-c", "pass"])
-        .output()
-        .unwrap();
+    let out =
+        ftprof().args(["record", "-o"]).arg(dir.path().join("p.svg")).args(["--", old, "-c", "pass"]).output().unwrap();
     let e = assert_one_line_error(&out, "is CPython 3.11");
     assert!(e.contains("3.13 or newer"), "{e}");
 }
@@ -58,24 +47,13 @@ fn old_cpython_is_refused_with_its_version() {
 #[test]
 fn non_python_commands_are_refused_with_what_they_are() {
     let dir = tempdir();
-    let out = ftprof()
-        .args(["record", "-o"])
-        .arg(dir.path().join("p.svg"))
-        .args(["--", "true"])
-        .output()
-        .unwrap();
+    let out = ftprof().args(["record", "-o"]).arg(dir.path().join("p.svg")).args(["--", "true"]).output().unwrap();
     assert_one_line_error(&out, "is not a CPython interpreter");
 
     let script = dir.path().join("run.sh");
     std::fs::write(&script, "#!/bin/sh\necho hi\n").unwrap();
     std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
-    let out = ftprof()
-        .args(["record", "-o"])
-        .arg(dir.path().join("p.svg"))
-        .arg("--")
-        .arg(&script)
-        .output()
-        .unwrap();
+    let out = ftprof().args(["record", "-o"]).arg(dir.path().join("p.svg")).arg("--").arg(&script).output().unwrap();
     assert_one_line_error(&out, "is not a CPython interpreter");
 }
 
@@ -93,14 +71,8 @@ fn unwritable_output_fails_before_the_target_starts() {
     assert_one_line_error(&out, "/nonexistent-dir/p.svg");
     assert!(!marker.exists(), "the target must not have run");
 
-    let out = ftprof()
-        .args(["record", "-o"])
-        .arg(dir.path())
-        .arg("--")
-        .arg(python())
-        .args(["-c", &code])
-        .output()
-        .unwrap();
+    let out =
+        ftprof().args(["record", "-o"]).arg(dir.path()).arg("--").arg(python()).args(["-c", &code]).output().unwrap();
     assert_one_line_error(&out, "is a directory");
     assert!(!marker.exists());
 }
@@ -123,53 +95,20 @@ fn perf_event_open_refused() {
     }
     const NR_PERF_EVENT_OPEN: u32 = 298;
     let filter = [
-        SockFilter {
-            code: 0x20,
-            jt: 0,
-            jf: 0,
-            k: 0,
-        }, // ld [nr]
-        SockFilter {
-            code: 0x15,
-            jt: 0,
-            jf: 1,
-            k: NR_PERF_EVENT_OPEN,
-        }, // jeq perf_event_open
-        SockFilter {
-            code: 0x06,
-            jt: 0,
-            jf: 0,
-            k: 0x0005_0000 | libc::EACCES as u32,
-        }, // ret ERRNO(EACCES)
-        SockFilter {
-            code: 0x06,
-            jt: 0,
-            jf: 0,
-            k: 0x7fff_0000,
-        }, // ret ALLOW
+        SockFilter { code: 0x20, jt: 0, jf: 0, k: 0 },                  // ld [nr]
+        SockFilter { code: 0x15, jt: 0, jf: 1, k: NR_PERF_EVENT_OPEN }, // jeq perf_event_open
+        SockFilter { code: 0x06, jt: 0, jf: 0, k: 0x0005_0000 | libc::EACCES as u32 }, // ret ERRNO(EACCES)
+        SockFilter { code: 0x06, jt: 0, jf: 0, k: 0x7fff_0000 },        // ret ALLOW
     ];
     let dir = tempdir();
     let mut cmd = ftprof();
-    cmd.args(["record", "-o"])
-        .arg(dir.path().join("p.svg"))
-        .arg("--")
-        .arg(python())
-        .args(["-c", "pass"]);
-    let prog = SockFprog {
-        len: filter.len() as u16,
-        filter: filter.as_ptr(),
-    };
+    cmd.args(["record", "-o"]).arg(dir.path().join("p.svg")).arg("--").arg(python()).args(["-c", "pass"]);
+    let prog = SockFprog { len: filter.len() as u16, filter: filter.as_ptr() };
     let prog_addr = &prog as *const SockFprog as usize;
     unsafe {
         cmd.pre_exec(move || {
             if libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0
-                || libc::prctl(
-                    libc::PR_SET_SECCOMP,
-                    2, /* SECCOMP_MODE_FILTER */
-                    prog_addr,
-                    0,
-                    0,
-                ) != 0
+                || libc::prctl(libc::PR_SET_SECCOMP, 2 /* SECCOMP_MODE_FILTER */, prog_addr, 0, 0) != 0
             {
                 return Err(std::io::Error::last_os_error());
             }
@@ -179,12 +118,6 @@ fn perf_event_open_refused() {
     let out = cmd.output().unwrap();
     let paranoid = std::fs::read_to_string("/proc/sys/kernel/perf_event_paranoid").unwrap();
     let e = assert_one_line_error(&out, "perf_event_open was refused");
-    assert!(
-        e.contains(&format!("perf_event_paranoid is {}", paranoid.trim())),
-        "{e}"
-    );
-    assert!(
-        e.contains("sysctl kernel.perf_event_paranoid"),
-        "remedy: {e}"
-    );
+    assert!(e.contains(&format!("perf_event_paranoid is {}", paranoid.trim())), "{e}");
+    assert!(e.contains("sysctl kernel.perf_event_paranoid"), "remedy: {e}");
 }

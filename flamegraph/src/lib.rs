@@ -1,12 +1,13 @@
 //! # flamegraph — rendering
 //!
 //! Job: present a profile. Input: an `analysis::Profile`. Output: Brendan Gregg folded stacks
-//! ([`folded`]), an interactive SVG flamegraph through inferno ([`svg`]), the JSON profile
-//! ([`json`]), and the end-of-recording terminal summary ([`summary_text`]).
+//! ([`folded`]) and an interactive SVG flamegraph through inferno ([`svg`]), each weighted for a
+//! [`Mode`] (CPU samples, wait time, or both as wall-clock time), the JSON profile ([`json`]),
+//! and the end-of-recording terminal summary ([`summary_text`]).
 
 use std::io::Write;
 
-use analysis::{FrameKind, Profile};
+use analysis::{Category, FrameKind, Profile, Stack};
 use inferno::flamegraph::color::{Color, PaletteMap};
 use inferno::flamegraph::{self as inferno_fg, Options};
 
@@ -18,18 +19,58 @@ pub enum Format {
     Json,
 }
 
+/// What the flamegraph weighs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    /// CPU samples only (on-CPU stacks; counts are samples).
+    Cpu,
+    /// Off-CPU time only (waits; counts are microseconds), the lock as the leaf.
+    Wait,
+    /// CPU time and waits together (counts are microseconds of thread time).
+    Wall,
+}
+
 fn clean(label: &str) -> String {
     // ';' separates frames in folded stacks; newlines would split records.
     label.replace(';', ":").replace(['\n', '\r'], " ")
 }
 
+/// Weight of a stack in `mode` (0: left out).
+fn weight(s: &Stack, mode: Mode, idle: bool, period_us: f64) -> u64 {
+    if !idle && s.category.is_idle() {
+        return 0;
+    }
+    match mode {
+        Mode::Cpu => s.samples,
+        Mode::Wait => {
+            if s.category.on_cpu() && !s.category.is_contention() {
+                0
+            } else if s.category.on_cpu() {
+                // Spinning and refcount contention are waits that burn CPU.
+                (s.samples as f64 * period_us) as u64
+            } else {
+                s.wait_us
+            }
+        }
+        Mode::Wall => s.time_us(period_us) as u64,
+    }
+}
+
+fn period_us(p: &Profile) -> f64 {
+    1e6 / p.summary.rate_hz.max(1) as f64
+}
+
 /// One line per distinct stack: `frame;frame;frame count`, root first.
-pub fn folded(p: &Profile) -> String {
+pub fn folded(p: &Profile, mode: Mode, idle: bool) -> String {
+    let per = period_us(p);
     let mut lines: Vec<String> = p
         .iter_stacks()
-        .map(|(s, frames)| {
-            let path: Vec<String> = frames.iter().map(|f| clean(&f.label())).collect();
-            format!("{} {}", path.join(";"), s.samples)
+        .filter_map(|(s, frames)| {
+            let w = weight(s, mode, idle, per);
+            (w > 0).then(|| {
+                let path: Vec<String> = frames.iter().map(|f| clean(&f.label())).collect();
+                format!("{} {w}", path.join(";"))
+            })
         })
         .collect();
     lines.sort();
@@ -38,37 +79,76 @@ pub fn folded(p: &Profile) -> String {
     out
 }
 
-fn color_for(kind: FrameKind, inlined: bool) -> Color {
-    let c = |r, g, b| Color { r, g, b };
+fn rgb(r: u8, g: u8, b: u8) -> Color {
+    Color { r, g, b }
+}
+
+/// Colour of a wait leaf by its category.
+fn category_color(c: Category) -> Color {
+    match c {
+        Category::CriticalSection => rgb(220, 50, 50),
+        Category::Lock => rgb(200, 60, 140),
+        Category::Pymutex => rgb(170, 70, 200),
+        Category::StopTheWorld => rgb(120, 80, 220),
+        Category::Gil => rgb(240, 60, 90),
+        Category::Spin => rgb(250, 120, 40),
+        Category::Refcount => rgb(245, 200, 40),
+        Category::Gc => rgb(110, 170, 90),
+        Category::Io => rgb(90, 190, 190),
+        Category::Runqueue => rgb(160, 160, 110),
+        _ => rgb(190, 190, 190),
+    }
+}
+
+fn frame_color(kind: FrameKind, inlined: bool) -> Color {
     match kind {
-        FrameKind::Thread => c(200, 200, 200),
-        FrameKind::Python => c(80, 160, 230),
-        FrameKind::Native if inlined => c(240, 190, 110),
-        FrameKind::Native => c(235, 140, 60),
-        FrameKind::Kernel => c(200, 90, 90),
-        FrameKind::Marker => c(160, 160, 160),
+        FrameKind::Thread => rgb(200, 200, 200),
+        FrameKind::Python => rgb(80, 160, 230),
+        FrameKind::Native if inlined => rgb(240, 190, 110),
+        FrameKind::Native => rgb(235, 140, 60),
+        FrameKind::Kernel => rgb(200, 90, 90),
+        FrameKind::Marker | FrameKind::Wait => rgb(160, 160, 160),
     }
 }
 
 /// Interactive SVG (search with Ctrl-F / the Search button, click to zoom). Python frames are
-/// blue, native orange (inlined lighter), kernel red, thread roots and markers grey.
-pub fn svg(p: &Profile, title: &str, out: &mut dyn Write) -> anyhow::Result<()> {
-    let text = folded(p);
+/// blue, native orange (inlined lighter), kernel red, thread roots and markers grey; wait leaves
+/// are coloured by wait kind.
+pub fn svg(p: &Profile, title: &str, mode: Mode, idle: bool, out: &mut dyn Write) -> anyhow::Result<()> {
+    let text = folded(p, mode, idle);
+    if text.trim().is_empty() {
+        anyhow::bail!(
+            "nothing to draw in {} mode (no {}); try --mode wall or --idle",
+            match mode {
+                Mode::Cpu => "cpu",
+                Mode::Wait => "wait",
+                Mode::Wall => "wall",
+            },
+            if mode == Mode::Wait { "waits were recorded" } else { "samples were recorded" }
+        );
+    }
     let mut palette = PaletteMap::default();
     for f in &p.frames {
-        palette.insert(clean(&f.label()), color_for(f.kind, f.inlined));
+        palette.insert(clean(&f.label()), frame_color(f.kind, f.inlined));
+    }
+    for (s, frames) in p.iter_stacks() {
+        if let Some(leaf) = frames.last().filter(|f| f.kind == FrameKind::Wait) {
+            palette.insert(clean(&leaf.label()), category_color(s.category));
+        }
     }
     let mut opts = Options::default();
     opts.title = title.to_string();
+    let (unit, what) = match mode {
+        Mode::Cpu => ("samples", format!("CPU samples at {} Hz", p.summary.rate_hz)),
+        Mode::Wait => ("us", "waiting time (µs), the lock as the leaf".to_string()),
+        Mode::Wall => ("us", "thread time (µs): running and waiting".to_string()),
+    };
     opts.subtitle = Some(format!(
-        "{} samples at {} Hz, {} threads, {:.1} s — blue: Python, orange: native",
-        p.summary.samples, p.summary.rate_hz, p.summary.threads, p.summary.duration_s
+        "{what} — {} threads, {:.1} s — blue: Python, orange: native, leaves in [..]: why threads waited",
+        p.summary.threads, p.summary.duration_s
     ));
-    opts.count_name = "samples".into();
+    opts.count_name = unit.into();
     opts.palette_map = Some(&mut palette);
-    if text.trim().is_empty() {
-        anyhow::bail!("no samples were recorded, so there is no flamegraph to draw (did the target run at all?)");
-    }
     inferno_fg::from_lines(&mut opts, text.lines(), out)?;
     Ok(())
 }
@@ -88,28 +168,32 @@ fn pct(n: u64, d: u64) -> f64 {
     }
 }
 
+fn ms(us: u64) -> String {
+    if us >= 10_000 {
+        format!("{:.0} ms", us as f64 / 1000.0)
+    } else {
+        format!("{:.1} ms", us as f64 / 1000.0)
+    }
+}
+
 /// A one-screen summary of a recording.
 pub fn summary_text(p: &Profile) -> String {
     let s = &p.summary;
     let mut o = String::new();
     let py = match &p.target.python {
         Some(py) => format!(
-            "CPython {} ({}{})",
+            "CPython {} — GIL: {}",
             py.version,
-            if py.free_threaded {
-                "free-threaded"
-            } else {
-                "default build with the GIL"
-            },
             match (py.free_threaded, py.gil_enabled) {
-                (true, Some(true)) => ", GIL re-enabled at run time",
-                (true, Some(false)) => ", GIL disabled",
-                _ => "",
+                (true, Some(false)) => "disabled (free-threaded build)",
+                (true, Some(true)) => "ENABLED at run time in a free-threaded build (an extension module without Py_mod_gil, or PYTHON_GIL=1)",
+                (true, None) => "free-threaded build (state unknown)",
+                (false, _) => "enabled (default build)",
             }
         ),
         None => "no CPython runtime found".into(),
     };
-    o += &format!("ftprof: {py}, pid {}", p.target.pid);
+    o += &format!("ftprof: {py}; pid {}", p.target.pid);
     if let Some(e) = &p.target.exit {
         o += &format!(", target {e}");
     }
@@ -118,28 +202,77 @@ pub fn summary_text(p: &Profile) -> String {
     }
     o += "\n";
     o += &format!(
-        "  duration {:.2} s, {} samples at {} Hz, {} threads, {} lost records\n",
-        s.duration_s, s.samples, s.rate_hz, s.threads, s.lost_records
+        "  wall {:.2} s, threads {}, {} CPU samples at {} Hz, {} switch-outs, {} lost records\n",
+        s.duration_s, s.threads, s.samples, s.rate_hz, s.switch_outs, s.lost_records
     );
     o += &format!(
-        "  with Python frames {:.1} %, unwinding incomplete {:.1} %, python/native mismatch {:.1} %, unresolved core frames {:.1} %\n",
+        "  CPU samples: with Python frames {:.1} %, unwinding incomplete {:.1} %, python/native mismatch {:.1} %, unresolved core frames {:.1} %\n",
         pct(s.with_python, s.samples),
         pct(s.unwind_incomplete, s.samples),
         pct(s.mismatched, s.samples),
         pct(s.unresolved_core, s.samples)
     );
-    let mut threads: Vec<_> = p.threads.iter().filter(|t| t.samples > 0).collect();
-    threads.sort_by_key(|t| std::cmp::Reverse(t.samples));
-    for t in threads.iter().take(8) {
-        let name = if t.name.is_empty() { "thread" } else { &t.name };
+    if !s.categories.is_empty() {
+        o += "  where thread time went:\n";
+        for c in &s.categories {
+            if c.share < 0.001 {
+                continue;
+            }
+            let note = if c.contention { "  (contention)" } else { "" };
+            let lock = p.locks.iter().find(|l| l.kind == c.category);
+            let detail = match lock {
+                Some(l) => {
+                    let line = l.top_lines.first().map(|t| format!(" at {}", t.line)).unwrap_or_default();
+                    format!("  {}{line}, {} waits, max {}", l.description, l.waits, ms(l.max_us))
+                }
+                None => String::new(),
+            };
+            o += &format!("    {:<17}{:>6.1} %{detail}{note}\n", c.category.name(), c.share * 100.0);
+        }
+    }
+    let contention: f64 = s.categories.iter().filter(|c| c.contention).map(|c| c.share).sum();
+    if contention >= 0.05 {
+        let worst = s.categories.iter().find(|c| c.contention).expect("a contention category");
+        let line = p.top_lines.first().map(|l| format!(", mostly at {}", l.line)).unwrap_or_default();
         o += &format!(
-            "  {:>6.1} %  {name} ({})\n",
-            pct(t.samples, s.samples),
-            t.tid
+            "  => {:.0} % of thread time is lost to contention; the largest part is {} ({:.0} %){line}.\n",
+            contention * 100.0,
+            describe(worst.category),
+            worst.share * 100.0
         );
     }
-    if threads.len() > 8 {
-        o += &format!("  … and {} more threads\n", threads.len() - 8);
+    if !p.locks.is_empty() {
+        o += "  top locks:\n";
+        for l in p.locks.iter().take(5) {
+            o += &format!(
+                "    {:<17}{:<44} {:>9} total, {:>5} waits, max {}, threads {}\n",
+                l.kind.name(),
+                l.description,
+                ms(l.total_us),
+                l.waits,
+                ms(l.max_us),
+                l.threads.len()
+            );
+        }
+    }
+    if !p.top_lines.is_empty() {
+        o += "  top waiting lines:\n";
+        for l in p.top_lines.iter().take(5) {
+            o += &format!("    {:>9}  {}\n", ms(l.time_us), l.line);
+        }
     }
     o
+}
+
+fn describe(c: Category) -> &'static str {
+    match c {
+        Category::Refcount => "threads updating the reference counts of shared objects",
+        Category::Spin => "threads spinning for a PyMutex held by another thread",
+        Category::CriticalSection => "threads blocked on a shared object's lock (critical section)",
+        Category::Lock => "threads blocked on a threading lock",
+        Category::Pymutex => "threads blocked on an interpreter-internal lock",
+        Category::StopTheWorld => "stop-the-world pauses (garbage collection and others)",
+        Category::Gil => "waiting for the GIL",
+        _ => "waiting",
+    }
 }

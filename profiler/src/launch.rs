@@ -30,46 +30,32 @@ pub fn resolve_command(cmd: &OsStr) -> Option<PathBuf> {
     if cmd.as_bytes().contains(&b'/') {
         return p.is_file().then(|| p.to_path_buf());
     }
-    let path =
-        std::env::var_os("PATH").unwrap_or_else(|| OsString::from("/usr/local/bin:/usr/bin:/bin"));
+    let path = std::env::var_os("PATH").unwrap_or_else(|| OsString::from("/usr/local/bin:/usr/bin:/bin"));
     std::env::split_paths(&path).map(|d| d.join(cmd)).find(|c| {
         use std::os::unix::fs::PermissionsExt;
-        c.metadata()
-            .map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
-            .unwrap_or(false)
+        c.metadata().map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0).unwrap_or(false)
     })
 }
 
 impl Launched {
     /// Fork a child that will run `argv` once [`Launched::release`] is called.
     pub fn spawn(argv: &[OsString]) -> Result<Launched, LaunchError> {
-        let program = argv
-            .first()
-            .map(|s| s.to_string_lossy().into_owned())
-            .unwrap_or_default();
-        let resolved =
-            resolve_command(&argv[0]).ok_or_else(|| LaunchError::NotFound(program.clone()))?;
+        let program = argv.first().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+        let resolved = resolve_command(&argv[0]).ok_or_else(|| LaunchError::NotFound(program.clone()))?;
         // Everything the child needs is allocated before fork (only async-signal-safe calls after).
-        let path = CString::new(resolved.as_os_str().as_bytes())
-            .map_err(|_| LaunchError::NotFound(program.clone()))?;
+        let path = CString::new(resolved.as_os_str().as_bytes()).map_err(|_| LaunchError::NotFound(program.clone()))?;
         let cargs: Vec<CString> = argv
             .iter()
             .map(|a| CString::new(a.as_bytes()))
             .collect::<Result<_, _>>()
-            .map_err(|_| {
-                LaunchError::Exec(
-                    program.clone(),
-                    io::Error::from(io::ErrorKind::InvalidInput),
-                )
-            })?;
+            .map_err(|_| LaunchError::Exec(program.clone(), io::Error::from(io::ErrorKind::InvalidInput)))?;
         let mut cptrs: Vec<*const libc::c_char> = cargs.iter().map(|c| c.as_ptr()).collect();
         cptrs.push(std::ptr::null());
 
         let mut gate = [0; 2];
         let mut err = [0; 2];
         unsafe {
-            if libc::pipe2(gate.as_mut_ptr(), libc::O_CLOEXEC) < 0
-                || libc::pipe2(err.as_mut_ptr(), libc::O_CLOEXEC) < 0
+            if libc::pipe2(gate.as_mut_ptr(), libc::O_CLOEXEC) < 0 || libc::pipe2(err.as_mut_ptr(), libc::O_CLOEXEC) < 0
             {
                 return Err(LaunchError::Fork(io::Error::last_os_error()));
             }
@@ -105,12 +91,7 @@ impl Launched {
             libc::close(gate[0]);
             libc::close(err[1]);
         }
-        Ok(Launched {
-            pid,
-            gate_w: gate[1],
-            err_r: err[0],
-            program,
-        })
+        Ok(Launched { pid, gate_w: gate[1], err_r: err[0], program })
     }
 
     /// Let the child `exec`. Returns an error when `exec` itself failed.
@@ -128,10 +109,7 @@ impl Launched {
         if n == 4 {
             let mut status = 0;
             unsafe { libc::waitpid(self.pid, &mut status, 0) };
-            return Err(LaunchError::Exec(
-                self.program.clone(),
-                io::Error::from_raw_os_error(e),
-            ));
+            return Err(LaunchError::Exec(self.program.clone(), io::Error::from_raw_os_error(e)));
         }
         Ok(())
     }

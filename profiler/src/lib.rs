@@ -20,7 +20,5 @@ pub mod session;
 
 pub use launch::{LaunchError, Launched};
 pub use perf::{PerfError, SamplingConfig};
-pub use records::{Mmap, Record, Regs, Sample};
-pub use session::{
-    monotonic_ns, record, ExitStatus, RecordError, RecordingOutcome, StopReason, Target,
-};
+pub use records::{Mmap, Record, Regs, Sample, SampleSource};
+pub use session::{monotonic_ns, record, ExitStatus, RecordError, RecordingOutcome, StopReason, Target};

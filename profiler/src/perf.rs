@@ -6,7 +6,7 @@ use std::sync::atomic::{fence, Ordering};
 
 use perf_event_open_sys::bindings as b;
 
-use crate::records::{self, Record, REGS_MASK};
+use crate::records::{self, Record, SampleSource, REGS_MASK};
 
 /// How to sample.
 #[derive(Clone, Debug)]
@@ -20,16 +20,14 @@ pub struct SamplingConfig {
     /// Wake the reader after every sample (so the caller can read live state, such as Python
     /// frames, while it is still current) instead of when the buffer fills up.
     pub wake_every_sample: bool,
+    /// Also sample every switch-out (blocked, yielded or preempted threads) with stacks, and
+    /// record switch-in/out times, for off-CPU (wait) attribution. Needs kernel sampling.
+    pub off_cpu: bool,
 }
 
 impl Default for SamplingConfig {
     fn default() -> Self {
-        SamplingConfig {
-            rate_hz: 199,
-            stack_bytes: 16 * 1024,
-            ring_pages: 512,
-            wake_every_sample: true,
-        }
+        SamplingConfig { rate_hz: 199, stack_bytes: 16 * 1024, ring_pages: 512, wake_every_sample: true, off_cpu: true }
     }
 }
 
@@ -65,25 +63,18 @@ pub fn online_cpus() -> Vec<u32> {
         cpus.extend(lo..=hi);
     }
     if cpus.is_empty() {
-        let n = std::thread::available_parallelism()
-            .map(|n| n.get())
-            .unwrap_or(1) as u32;
+        let n = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1) as u32;
         cpus.extend(0..n);
     }
     cpus
 }
 
 fn perf_open(attr: &mut b::perf_event_attr, pid: i32, cpu: i32) -> Result<OwnedFd, PerfError> {
-    let fd = unsafe {
-        perf_event_open_sys::perf_event_open(attr, pid, cpu, -1, b::PERF_FLAG_FD_CLOEXEC as _)
-    };
+    let fd = unsafe { perf_event_open_sys::perf_event_open(attr, pid, cpu, -1, b::PERF_FLAG_FD_CLOEXEC as _) };
     if fd < 0 {
         let e = io::Error::last_os_error();
         return Err(match e.raw_os_error() {
-            Some(libc::EACCES) | Some(libc::EPERM) => PerfError::Permission {
-                source: e,
-                paranoid: paranoid_level(),
-            },
+            Some(libc::EACCES) | Some(libc::EPERM) => PerfError::Permission { source: e, paranoid: paranoid_level() },
             _ => PerfError::Other(e),
         });
     }
@@ -125,12 +116,49 @@ pub fn cpu_clock_attr(cfg: &SamplingConfig, enable_on_exec: bool) -> b::perf_eve
     a.set_use_clockid(1);
     a.clockid = libc::CLOCK_MONOTONIC;
     a.set_enable_on_exec(enable_on_exec as u64);
+    set_wakeup(&mut a, cfg);
+    a
+}
+
+fn set_wakeup(a: &mut b::perf_event_attr, cfg: &SamplingConfig) {
     if cfg.wake_every_sample {
         a.__bindgen_anon_2.wakeup_events = 1;
     } else {
         a.set_watermark(1);
         a.__bindgen_anon_2.wakeup_watermark = (cfg.ring_pages * page_size() / 4) as u32;
     }
+}
+
+/// Sampling of every switch-out (the software `context-switches` event with period 1): user
+/// registers and stack at the moment a thread stops running, plus PERF_RECORD_SWITCH records
+/// (in and out, with preemption) for the durations.
+pub fn switch_attr(cfg: &SamplingConfig, enable_on_exec: bool) -> b::perf_event_attr {
+    let mut a = b::perf_event_attr {
+        type_: b::PERF_TYPE_SOFTWARE,
+        size: std::mem::size_of::<b::perf_event_attr>() as u32,
+        config: b::PERF_COUNT_SW_CONTEXT_SWITCHES as u64,
+        ..Default::default()
+    };
+    a.__bindgen_anon_1.sample_period = 1;
+    a.sample_type = (b::PERF_SAMPLE_IP
+        | b::PERF_SAMPLE_TID
+        | b::PERF_SAMPLE_TIME
+        | b::PERF_SAMPLE_CPU
+        | b::PERF_SAMPLE_PERIOD
+        | b::PERF_SAMPLE_CALLCHAIN
+        | b::PERF_SAMPLE_REGS_USER
+        | b::PERF_SAMPLE_STACK_USER) as u64;
+    a.sample_regs_user = REGS_MASK;
+    a.sample_stack_user = cfg.stack_bytes & !7;
+    a.set_disabled(1);
+    a.set_inherit(1);
+    a.set_exclude_callchain_user(1);
+    a.set_context_switch(1);
+    a.set_sample_id_all(1);
+    a.set_use_clockid(1);
+    a.clockid = libc::CLOCK_MONOTONIC;
+    a.set_enable_on_exec(enable_on_exec as u64);
+    set_wakeup(&mut a, cfg);
     a
 }
 
@@ -145,6 +173,7 @@ pub struct Ring {
     map_len: usize,
     data_size: usize,
     sample_type: u64,
+    source: SampleSource,
     scratch: Vec<u8>,
 }
 
@@ -158,6 +187,7 @@ impl Ring {
         pid: i32,
         cpu: i32,
         pages: usize,
+        source: SampleSource,
     ) -> Result<Ring, PerfError> {
         let fd = perf_open(attr, pid, cpu)?;
         let data_size = pages.next_power_of_two() * page_size();
@@ -181,6 +211,7 @@ impl Ring {
             map_len,
             data_size,
             sample_type: attr.sample_type,
+            source,
             scratch: Vec::new(),
         })
     }
@@ -229,13 +260,11 @@ impl Ring {
             } else {
                 self.scratch.clear();
                 let first = self.data_size - off;
-                self.scratch
-                    .extend_from_slice(unsafe { std::slice::from_raw_parts(data.add(off), first) });
-                self.scratch
-                    .extend_from_slice(unsafe { std::slice::from_raw_parts(data, size - first) });
+                self.scratch.extend_from_slice(unsafe { std::slice::from_raw_parts(data.add(off), first) });
+                self.scratch.extend_from_slice(unsafe { std::slice::from_raw_parts(data, size - first) });
                 &self.scratch
             };
-            if let Some(r) = records::parse(rec, self.sample_type) {
+            if let Some(r) = records::parse(rec, self.sample_type, self.source) {
                 sink(r);
                 n += 1;
             }
@@ -256,11 +285,7 @@ impl Drop for Ring {
 /// Open one inherited cpu-clock event per online CPU for `pid` (and all threads and children it
 /// creates from now on). Per-CPU events are required: the kernel refuses to mmap inherited
 /// per-task (cpu = -1) events.
-pub fn open_process_rings(
-    pid: i32,
-    cfg: &SamplingConfig,
-    enable_on_exec: bool,
-) -> Result<Vec<Ring>, PerfError> {
+pub fn open_process_rings(pid: i32, cfg: &SamplingConfig, enable_on_exec: bool) -> Result<Vec<Ring>, PerfError> {
     let mut rings = Vec::new();
     let mut user_only = false;
     for cpu in online_cpus() {
@@ -268,15 +293,19 @@ pub fn open_process_rings(
         if user_only {
             attr.set_exclude_kernel(1);
         }
-        match Ring::open(&mut attr, pid, cpu as i32, cfg.ring_pages) {
+        match Ring::open(&mut attr, pid, cpu as i32, cfg.ring_pages, SampleSource::CpuClock) {
             Err(PerfError::Permission { .. }) if !user_only => {
                 // perf_event_paranoid ≥ 2 forbids kernel sampling without CAP_PERFMON: fall back
-                // to user-mode samples only.
+                // to user-mode samples only (and no off-CPU view, which needs the scheduler).
                 user_only = true;
                 attr.set_exclude_kernel(1);
-                rings.push(Ring::open(&mut attr, pid, cpu as i32, cfg.ring_pages)?);
+                rings.push(Ring::open(&mut attr, pid, cpu as i32, cfg.ring_pages, SampleSource::CpuClock)?);
             }
             r => rings.push(r?),
+        }
+        if cfg.off_cpu && !user_only {
+            let mut attr = switch_attr(cfg, enable_on_exec);
+            rings.push(Ring::open(&mut attr, pid, cpu as i32, cfg.ring_pages, SampleSource::SwitchOut)?);
         }
     }
     Ok(rings)

@@ -17,9 +17,19 @@ pub struct Regs {
 /// `sample_regs_user` mask: AX BX CX DX SI DI BP SP IP (bits 0..=8).
 pub const REGS_MASK: u64 = 0x1ff;
 
+/// Which event produced a sample.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SampleSource {
+    /// Periodic cpu-clock sample (the thread was running).
+    CpuClock,
+    /// The thread was switched out (it blocked, yielded or was preempted).
+    SwitchOut,
+}
+
 /// One sample taken from the target.
 #[derive(Clone, Debug)]
 pub struct Sample {
+    pub source: SampleSource,
     pub pid: u32,
     pub tid: u32,
     /// CLOCK_MONOTONIC nanoseconds.
@@ -75,6 +85,14 @@ pub enum Record {
     Lost {
         count: u64,
     },
+    /// A thread was switched in or out of a CPU (PERF_RECORD_SWITCH).
+    Switch {
+        pid: u32,
+        tid: u32,
+        time: u64,
+        out: bool,
+        preempt: bool,
+    },
 }
 
 const PERF_RECORD_MMAP: u32 = 1;
@@ -84,6 +102,9 @@ const PERF_RECORD_EXIT: u32 = 4;
 const PERF_RECORD_FORK: u32 = 7;
 const PERF_RECORD_SAMPLE: u32 = 9;
 const PERF_RECORD_MMAP2: u32 = 10;
+const PERF_RECORD_SWITCH: u32 = 14;
+const PERF_RECORD_MISC_SWITCH_OUT: u16 = 1 << 13;
+const PERF_RECORD_MISC_SWITCH_OUT_PREEMPT: u16 = 1 << 14;
 const PERF_RECORD_MISC_CPUMODE_MASK: u16 = 7;
 const PERF_RECORD_MISC_KERNEL: u16 = 1;
 const PERF_RECORD_MISC_COMM_EXEC: u16 = 1 << 13;
@@ -121,7 +142,7 @@ impl<'a> Cur<'a> {
 
 /// Parse one complete record (header included). `sample_type` is the attr's sample_type; only
 /// the layout produced by [`crate::perf::SamplingConfig`] is supported. Unknown types → `None`.
-pub fn parse(rec: &[u8], sample_type: u64) -> Option<Record> {
+pub fn parse(rec: &[u8], sample_type: u64, source: SampleSource) -> Option<Record> {
     use perf_event_open_sys::bindings as b;
     let ty = u32::from_ne_bytes(rec.get(0..4)?.try_into().ok()?);
     let misc = u16::from_ne_bytes(rec.get(4..6)?.try_into().ok()?);
@@ -134,16 +155,8 @@ pub fn parse(rec: &[u8], sample_type: u64) -> Option<Record> {
                 c.u64()?;
             }
             let ip = if has(b::PERF_SAMPLE_IP) { c.u64()? } else { 0 };
-            let (pid, tid) = if has(b::PERF_SAMPLE_TID) {
-                (c.u32()?, c.u32()?)
-            } else {
-                (0, 0)
-            };
-            let time = if has(b::PERF_SAMPLE_TIME) {
-                c.u64()?
-            } else {
-                0
-            };
+            let (pid, tid) = if has(b::PERF_SAMPLE_TID) { (c.u32()?, c.u32()?) } else { (0, 0) };
+            let time = if has(b::PERF_SAMPLE_TIME) { c.u64()? } else { 0 };
             let cpu = if has(b::PERF_SAMPLE_CPU) {
                 let v = c.u32()?;
                 c.u32()?;
@@ -151,11 +164,7 @@ pub fn parse(rec: &[u8], sample_type: u64) -> Option<Record> {
             } else {
                 0
             };
-            let period = if has(b::PERF_SAMPLE_PERIOD) {
-                c.u64()?
-            } else {
-                0
-            };
+            let period = if has(b::PERF_SAMPLE_PERIOD) { c.u64()? } else { 0 };
             let mut kernel_stack = Vec::new();
             if has(b::PERF_SAMPLE_CALLCHAIN) {
                 let nr = c.u64()? as usize;
@@ -198,18 +207,7 @@ pub fn parse(rec: &[u8], sample_type: u64) -> Option<Record> {
                 }
             }
             let kernel = misc & PERF_RECORD_MISC_CPUMODE_MASK == PERF_RECORD_MISC_KERNEL;
-            Some(Record::Sample(Sample {
-                pid,
-                tid,
-                time,
-                cpu,
-                period,
-                ip,
-                regs,
-                stack,
-                kernel,
-                kernel_stack,
-            }))
+            Some(Record::Sample(Sample { source, pid, tid, time, cpu, period, ip, regs, stack, kernel, kernel_stack }))
         }
         PERF_RECORD_MMAP | PERF_RECORD_MMAP2 => {
             let pid = c.u32()?;
@@ -229,26 +227,13 @@ pub fn parse(rec: &[u8], sample_type: u64) -> Option<Record> {
                 executable = prot & PROT_EXEC != 0;
             }
             let path = c.cstr();
-            Some(Record::Mmap(Mmap {
-                pid,
-                tid,
-                start,
-                len,
-                pgoff,
-                path,
-                executable,
-            }))
+            Some(Record::Mmap(Mmap { pid, tid, start, len, pgoff, path, executable }))
         }
         PERF_RECORD_COMM => {
             let pid = c.u32()?;
             let tid = c.u32()?;
             let name = c.cstr();
-            Some(Record::Comm {
-                pid,
-                tid,
-                name,
-                exec: misc & PERF_RECORD_MISC_COMM_EXEC != 0,
-            })
+            Some(Record::Comm { pid, tid, name, exec: misc & PERF_RECORD_MISC_COMM_EXEC != 0 })
         }
         PERF_RECORD_FORK | PERF_RECORD_EXIT => {
             let pid = c.u32()?;
@@ -257,15 +242,22 @@ pub fn parse(rec: &[u8], sample_type: u64) -> Option<Record> {
             let ptid = c.u32()?;
             let time = c.u64()?;
             Some(if ty == PERF_RECORD_FORK {
-                Record::Fork {
-                    pid,
-                    ppid,
-                    tid,
-                    ptid,
-                    time,
-                }
+                Record::Fork { pid, ppid, tid, ptid, time }
             } else {
                 Record::Exit { pid, tid, time }
+            })
+        }
+        PERF_RECORD_SWITCH => {
+            // Only the sample_id trailer: pid/tid, time (sample_type has TID and TIME).
+            let pid = c.u32()?;
+            let tid = c.u32()?;
+            let time = c.u64()?;
+            Some(Record::Switch {
+                pid,
+                tid,
+                time,
+                out: misc & PERF_RECORD_MISC_SWITCH_OUT != 0,
+                preempt: misc & PERF_RECORD_MISC_SWITCH_OUT_PREEMPT != 0,
             })
         }
         PERF_RECORD_LOST => {

@@ -62,10 +62,7 @@ pub enum RecordError {
 }
 
 pub fn monotonic_ns() -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
     unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
@@ -100,14 +97,8 @@ pub fn record(
     let mut stop_reason = StopReason::TargetExited;
     let mut interrupt_sent: Option<Instant> = None;
     let mut escalation = 0;
-    let mut pollfds: Vec<libc::pollfd> = rings
-        .iter()
-        .map(|r| libc::pollfd {
-            fd: r.fd(),
-            events: libc::POLLIN,
-            revents: 0,
-        })
-        .collect();
+    let mut pollfds: Vec<libc::pollfd> =
+        rings.iter().map(|r| libc::pollfd { fd: r.fd(), events: libc::POLLIN, revents: 0 }).collect();
 
     loop {
         unsafe { libc::poll(pollfds.as_mut_ptr(), pollfds.len() as _, 50) };

@@ -86,11 +86,8 @@ mod tests {
             eprintln!("skipped: /proc/kallsyms hides addresses here");
             return;
         }
-        let (addr, _) = k
-            .syms
-            .iter()
-            .find(|s| s.1 == "__x64_sys_sched_yield" || s.1 == "do_sched_yield")
-            .expect("symbol");
+        let (addr, _) =
+            k.syms.iter().find(|s| s.1 == "__x64_sys_sched_yield" || s.1 == "do_sched_yield").expect("symbol");
         assert!(k.lookup(addr + 1).unwrap().contains("sched_yield"));
     }
 

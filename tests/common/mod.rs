@@ -9,10 +9,7 @@ use std::sync::OnceLock;
 use serde_json::Value;
 
 pub fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../..")
-        .canonicalize()
-        .unwrap()
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").canonicalize().unwrap()
 }
 
 /// The free-threaded interpreter (provisioned by the project's script; built once and cached).
@@ -23,11 +20,7 @@ pub fn python() -> PathBuf {
             .arg(root().join("scripts/provision-python.sh"))
             .output()
             .expect("run scripts/provision-python.sh");
-        assert!(
-            out.status.success(),
-            "provisioning CPython failed:\n{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        assert!(out.status.success(), "provisioning CPython failed:\n{}", String::from_utf8_lossy(&out.stderr));
         PathBuf::from(String::from_utf8(out.stdout).unwrap().trim())
     })
     .clone()
@@ -40,10 +33,7 @@ pub fn workload(name: &str) -> PathBuf {
 /// 1-based line of the first line of `file` containing `marker`.
 pub fn line_of(file: &Path, marker: &str) -> u64 {
     let text = std::fs::read_to_string(file).unwrap();
-    text.lines()
-        .position(|l| l.contains(marker))
-        .expect("marker in workload") as u64
-        + 1
+    text.lines().position(|l| l.contains(marker)).expect("marker in workload") as u64 + 1
 }
 
 pub fn ftprof() -> Command {
@@ -81,11 +71,7 @@ pub fn record_json(workload_name: &str, args: &[&str], extra: &[&str]) -> (Profi
         .args(args)
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "ftprof failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "ftprof failed: {}", String::from_utf8_lossy(&out.stderr));
     let v: Value = serde_json::from_slice(&std::fs::read(&out_path).unwrap()).unwrap();
     (Profile(v), out)
 }
@@ -103,9 +89,7 @@ pub struct Profile(pub Value);
 
 impl Profile {
     pub fn summary(&self, key: &str) -> f64 {
-        self.0["summary"][key]
-            .as_f64()
-            .unwrap_or_else(|| panic!("summary.{key}"))
+        self.0["summary"][key].as_f64().unwrap_or_else(|| panic!("summary.{key}"))
     }
 
     /// (thread tid, frames root→leaf, samples)
@@ -133,21 +117,13 @@ impl Profile {
                     .iter()
                     .map(|i| frames[i.as_u64().unwrap() as usize].clone())
                     .collect();
-                (
-                    s["thread"].as_u64().unwrap(),
-                    fr,
-                    s["samples"].as_u64().unwrap(),
-                )
+                (s["thread"].as_u64().unwrap(), fr, s["samples"].as_u64().unwrap())
             })
             .collect()
     }
 
     pub fn thread_samples(&self, tid: u64) -> u64 {
-        self.stacks()
-            .iter()
-            .filter(|s| s.0 == tid)
-            .map(|s| s.2)
-            .sum()
+        self.stacks().iter().filter(|s| s.0 == tid).map(|s| s.2).sum()
     }
 }
 

@@ -3,18 +3,23 @@
 //! Job: turn symbolized observations into a profile. It merges each sample's native frames with
 //! the Python frames read from the target (every `_PyEval_EvalFrameDefault` activation is replaced
 //! by the Python frames it was running, split at entry frames), flags samples whose two stacks
-//! disagree, and aggregates identical stacks per thread.
+//! disagree, classifies each sample (running Python or native code, spinning, shared refcounts,
+//! waiting on a critical section, a thread lock, a PyMutex, stop-the-world, the GIL, or idle
+//! kinds) with the identity of the lock involved, and aggregates per stack and per lock.
 //!
 //! Input: [`SampleInput`] (native inline chains from `symbolizer::native`, a
 //! `symbolizer::python::PyStack`, thread identity). Output: a [`Profile`] (interned [`Frame`]s,
-//! per-thread [`Stack`]s with sample counts, [`ThreadInfo`], a [`Summary`]), serializable as the
-//! documented JSON profile.
+//! per-thread [`Stack`]s with CPU samples and off-CPU time, each with a [`Category`] saying why
+//! the thread was there, a per-lock table of [`LockStat`]s, [`ThreadInfo`], a [`Summary`] with the
+//! share of thread time per category), serializable as the documented JSON profile.
 
 pub mod merge;
 pub mod profile;
+pub mod wait;
 
 pub use merge::{merge_stacks, MergeStatus, EVAL_FRAME_FN};
 pub use profile::{
-    Frame, FrameKind, Profile, ProfileBuilder, PythonInfo, SampleInput, Stack, Summary, TargetInfo,
-    ThreadInfo, SCHEMA_VERSION,
+    CategoryTime, Frame, FrameKind, LineStat, LockStat, Observation, Profile, ProfileBuilder, PythonInfo, SampleInput,
+    Stack, Summary, TargetInfo, ThreadInfo, SCHEMA_VERSION,
 };
+pub use wait::{classify, Category, Evidence, LockIdentity};

@@ -21,10 +21,7 @@ pub struct MergeStatus {
 }
 
 fn is_eval(f: &NativeFrame) -> bool {
-    !f.inlined
-        && f.function
-            .as_deref()
-            .is_some_and(|n| n.starts_with(EVAL_FRAME_FN))
+    !f.inlined && f.function.as_deref().is_some_and(|n| n.starts_with(EVAL_FRAME_FN))
 }
 
 fn python_frame(f: &PyFrame) -> Option<Frame> {
@@ -137,11 +134,7 @@ mod tests {
     }
     fn chain(names: &[&str]) -> Vec<NativeFrame> {
         // innermost first; all but the last are inlined
-        names
-            .iter()
-            .enumerate()
-            .map(|(i, n)| nf(n, i + 1 < names.len()))
-            .collect()
+        names.iter().enumerate().map(|(i, n)| nf(n, i + 1 < names.len())).collect()
     }
     fn code(q: &str, line: i32) -> PyFrame {
         PyFrame::Code {
@@ -169,13 +162,7 @@ mod tests {
     #[test]
     fn nested_activations_are_spliced_in_order() {
         let py = PyStack {
-            frames: vec![
-                code("cb", 7),
-                PyFrame::Entry,
-                code("run", 3),
-                code("outer", 12),
-                PyFrame::Entry,
-            ],
+            frames: vec![code("cb", 7), PyFrame::Entry, code("run", 3), code("outer", 12), PyFrame::Entry],
             truncated: false,
             state: 1,
         };
@@ -192,31 +179,18 @@ mod tests {
                 "sha256_update"
             ]
         );
-        assert_eq!(
-            st,
-            MergeStatus {
-                has_python: true,
-                mismatch: false
-            }
-        );
+        assert_eq!(st, MergeStatus { has_python: true, mismatch: false });
     }
 
     #[test]
     fn disagreement_is_marked_not_guessed() {
         // Python shows one activation, native two, native complete → mismatch.
-        let py = PyStack {
-            frames: vec![code("cb", 7), PyFrame::Entry],
-            truncated: false,
-            state: 1,
-        };
+        let py = PyStack { frames: vec![code("cb", 7), PyFrame::Entry], truncated: false, state: 1 };
         let (m, st) = merge_stacks(&nested_native(), true, Some(&py));
         assert!(st.mismatch);
         assert_eq!(m[0].label(), MISMATCH_MARKER);
         assert!(labels(&m).contains(&"cb (x.py:7)".to_string()));
-        assert!(
-            labels(&m).contains(&EVAL_FRAME_FN.to_string()),
-            "unpaired activation stays visible"
-        );
+        assert!(labels(&m).contains(&EVAL_FRAME_FN.to_string()), "unpaired activation stays visible");
     }
 
     #[test]
@@ -224,27 +198,13 @@ mod tests {
         // Native unwinding stopped after the inner activation.
         let native = &nested_native()[..3];
         let py = PyStack {
-            frames: vec![
-                code("cb", 7),
-                PyFrame::Entry,
-                code("run", 3),
-                PyFrame::Entry,
-            ],
+            frames: vec![code("cb", 7), PyFrame::Entry, code("run", 3), PyFrame::Entry],
             truncated: false,
             state: 1,
         };
         let (m, st) = merge_stacks(native, false, Some(&py));
         assert!(!st.mismatch);
-        assert_eq!(
-            labels(&m),
-            [
-                "run (x.py:3)",
-                TRUNCATED_MARKER,
-                "PyObject_Call",
-                "cb (x.py:7)",
-                "sha256_update"
-            ]
-        );
+        assert_eq!(labels(&m), ["run (x.py:3)", TRUNCATED_MARKER, "PyObject_Call", "cb (x.py:7)", "sha256_update"]);
     }
 
     #[test]

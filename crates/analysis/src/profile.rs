@@ -4,12 +4,13 @@ use std::collections::HashMap;
 
 use serde::Serialize;
 use symbolizer::native::NativeFrame;
-use symbolizer::python::PyStack;
+use symbolizer::python::{ParkedInfo, PyStack};
 
 use crate::merge::{merge_stacks, MergeStatus};
+use crate::wait::{classify, Category, Evidence, LockIdentity};
 
 /// Version of the JSON profile layout (bump on incompatible changes).
-pub const SCHEMA_VERSION: u32 = 1;
+pub const SCHEMA_VERSION: u32 = 2;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, PartialOrd, Ord)]
 #[serde(rename_all = "lowercase")]
@@ -21,6 +22,8 @@ pub enum FrameKind {
     Kernel,
     /// Something ftprof inserted: `[python/native mismatch]`, `[truncated]`.
     Marker,
+    /// The leaf of a wait, spin or refcount stack: `lock: _thread.lock @ 0x…`.
+    Wait,
 }
 
 /// One frame of a stack.
@@ -44,15 +47,11 @@ pub struct Frame {
 
 impl Frame {
     pub fn marker(text: &str) -> Frame {
-        Frame {
-            kind: FrameKind::Marker,
-            name: text.into(),
-            file: None,
-            line: None,
-            module: None,
-            offset: None,
-            inlined: false,
-        }
+        Frame::simple(FrameKind::Marker, text.into())
+    }
+
+    fn simple(kind: FrameKind, name: String) -> Frame {
+        Frame { kind, name, file: None, line: None, module: None, offset: None, inlined: false }
     }
 
     /// The label used in flamegraphs and folded stacks.
@@ -60,16 +59,8 @@ impl Frame {
         let base = |p: &str| p.rsplit('/').next().unwrap_or(p).to_string();
         match self.kind {
             FrameKind::Python => match self.line {
-                Some(l) => format!(
-                    "{} ({}:{l})",
-                    self.name,
-                    base(self.file.as_deref().unwrap_or("?"))
-                ),
-                None => format!(
-                    "{} ({})",
-                    self.name,
-                    base(self.file.as_deref().unwrap_or("?"))
-                ),
+                Some(l) => format!("{} ({}:{l})", self.name, base(self.file.as_deref().unwrap_or("?"))),
+                None => format!("{} ({})", self.name, base(self.file.as_deref().unwrap_or("?"))),
             },
             FrameKind::Native if self.name == "[unknown]" => match (&self.module, self.offset) {
                 (Some(m), Some(o)) => format!("[unknown] ({}+{o:#x})", base(m)),
@@ -77,6 +68,7 @@ impl Frame {
             },
             FrameKind::Native if self.inlined => format!("{} [inlined]", self.name),
             FrameKind::Kernel => format!("{}_[k]", self.name),
+            FrameKind::Wait => format!("[{}]", self.name),
             _ => self.name.clone(),
         }
     }
@@ -94,6 +86,15 @@ impl Frame {
     }
 }
 
+/// How a sample was observed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Observation {
+    /// A periodic CPU sample (the thread was running).
+    Cpu,
+    /// The thread was switched out for `duration_ns` (until it ran again).
+    OffCpu { duration_ns: u64, preempted: bool },
+}
+
 /// One observed sample, symbolized.
 pub struct SampleInput<'a> {
     pub tid: u32,
@@ -105,8 +106,11 @@ pub struct SampleInput<'a> {
     pub python: Option<&'a PyStack>,
     /// Kernel functions, leaf first (the sample was taken in a system call or fault).
     pub kernel: &'a [String],
-    /// Weight of the sample (1 for a CPU sample).
-    pub weight: u64,
+    /// Inline chain at the instruction before the sampled one (for CPU samples).
+    pub leaf_prev: &'a [NativeFrame],
+    /// What the thread was parked on, when it was in the parking lot.
+    pub parked: Option<&'a ParkedInfo>,
+    pub observation: Observation,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -114,7 +118,21 @@ pub struct Stack {
     pub thread: u32,
     /// Indexes into `Profile::frames`, root → leaf (the thread frame first).
     pub frames: Vec<u32>,
+    /// Why the thread was here (running Python, spinning, waiting on a lock, …).
+    pub category: Category,
+    /// CPU samples of this stack.
     pub samples: u64,
+    /// Off-CPU time spent in this stack (µs).
+    pub wait_us: u64,
+    /// Off-CPU intervals (switch-outs) of this stack.
+    pub waits: u64,
+}
+
+impl Stack {
+    /// Thread time (µs) this stack stands for: CPU samples × period, plus off-CPU time.
+    pub fn time_us(&self, period_us: f64) -> f64 {
+        self.samples as f64 * period_us + self.wait_us as f64
+    }
 }
 
 #[derive(Clone, Debug, Default, Serialize)]
@@ -123,6 +141,7 @@ pub struct ThreadInfo {
     pub pid: u32,
     pub name: String,
     pub samples: u64,
+    pub wait_us: u64,
 }
 
 #[derive(Clone, Debug, Default, Serialize)]
@@ -145,23 +164,67 @@ pub struct TargetInfo {
     pub interrupted: bool,
 }
 
+/// Time in one category, over all threads.
+#[derive(Clone, Debug, Serialize)]
+pub struct CategoryTime {
+    pub category: Category,
+    pub time_us: u64,
+    /// Share of all thread time (CPU + off-CPU) in the recording, 0..1.
+    pub share: f64,
+    pub contention: bool,
+}
+
+/// A Python line where threads waited (or spun).
+#[derive(Clone, Debug, Serialize)]
+pub struct LineStat {
+    /// `qualname (file:line)` of the innermost Python frame.
+    pub line: String,
+    pub time_us: u64,
+    pub waits: u64,
+}
+
+/// One lock (or other contention site) and who waited on it.
+#[derive(Clone, Debug, Serialize)]
+pub struct LockStat {
+    pub kind: Category,
+    pub identity: LockIdentity,
+    /// `list @ 0x7f…`, `_thread.lock @ 0x…`, `stop-the-world (paused thread)`, …
+    pub description: String,
+    /// Off-CPU intervals on it (for spin/refcount: CPU samples).
+    pub waits: u64,
+    pub total_us: u64,
+    pub max_us: u64,
+    pub mean_us: u64,
+    /// TIDs of the threads that waited.
+    pub threads: Vec<u32>,
+    /// Where they waited, most time first (top 5).
+    pub top_lines: Vec<LineStat>,
+}
+
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct Summary {
     pub duration_s: f64,
     pub rate_hz: u64,
+    /// CPU samples.
     pub samples: u64,
     pub lost_records: u64,
     pub threads: usize,
-    /// Samples whose stack has at least one Python frame.
+    /// CPU samples whose stack has at least one Python frame.
     pub with_python: u64,
-    /// Samples the native unwinder could not follow to the outermost frame.
+    /// CPU samples the native unwinder could not follow to the outermost frame.
     pub unwind_incomplete: u64,
-    /// Samples whose Python and native stacks disagreed (marked `[python/native mismatch]`).
+    /// CPU samples whose Python and native stacks disagreed (marked `[python/native mismatch]`).
     pub mismatched: u64,
-    /// Samples that have a frame in libpython/the interpreter or libc that did not resolve.
+    /// CPU samples that have a frame in libpython/the interpreter or libc that did not resolve.
     pub unresolved_core: u64,
+    /// Off-CPU intervals observed (switch-outs).
+    pub switch_outs: u64,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub target_cpu_s: Option<f64>,
+    /// All thread time observed (µs): CPU samples × period + off-CPU time.
+    pub thread_time_us: u64,
+    /// Thread time per category, largest first.
+    pub categories: Vec<CategoryTime>,
 }
 
 /// The whole result of a recording (serialized as the JSON profile).
@@ -173,48 +236,73 @@ pub struct Profile {
     pub threads: Vec<ThreadInfo>,
     pub frames: Vec<Frame>,
     pub stacks: Vec<Stack>,
+    /// Contention sites, most time first.
+    pub locks: Vec<LockStat>,
+    /// Python lines where threads waited or spun (contention categories), most time first.
+    pub top_lines: Vec<LineStat>,
 }
 
 impl Profile {
     /// `(thread label, frames root→leaf, samples)` for each stack.
     pub fn iter_stacks(&self) -> impl Iterator<Item = (&Stack, Vec<&Frame>)> {
-        self.stacks.iter().map(|s| {
-            (
-                s,
-                s.frames.iter().map(|&i| &self.frames[i as usize]).collect(),
-            )
-        })
+        self.stacks.iter().map(|s| (s, s.frames.iter().map(|&i| &self.frames[i as usize]).collect()))
     }
 }
 
-/// Accumulates samples into a [`Profile`].
 #[derive(Default)]
+struct StackAgg {
+    samples: u64,
+    wait_us: u64,
+    waits: u64,
+}
+
+#[derive(Default)]
+struct LockAgg {
+    waits: u64,
+    total_us: u64,
+    max_us: u64,
+    threads: std::collections::BTreeSet<u32>,
+    lines: HashMap<String, (u64, u64)>,
+}
+
+/// Accumulates samples into a [`Profile`].
 pub struct ProfileBuilder {
     frames: Vec<Frame>,
     frame_ids: HashMap<Frame, u32>,
-    stacks: HashMap<(u32, Vec<u32>), u64>,
+    stacks: HashMap<(u32, Vec<u32>, Category), StackAgg>,
     threads: HashMap<u32, ThreadInfo>,
+    locks: HashMap<(Category, LockIdentity), LockAgg>,
+    lines: HashMap<String, (u64, u64)>,
+    period_us: f64,
     pub summary: Summary,
-    /// Predicate naming modules whose unresolved frames count as `unresolved_core`.
+    /// Modules whose unresolved frames count as `unresolved_core`; the first is the runtime.
     core_modules: Vec<String>,
 }
 
 impl ProfileBuilder {
-    pub fn new() -> Self {
-        Self::default()
+    /// `period_ns`: CPU time one cpu-clock sample stands for.
+    pub fn new(period_ns: u64) -> Self {
+        ProfileBuilder {
+            frames: Vec::new(),
+            frame_ids: HashMap::new(),
+            stacks: HashMap::new(),
+            threads: HashMap::new(),
+            locks: HashMap::new(),
+            lines: HashMap::new(),
+            period_us: period_ns as f64 / 1000.0,
+            summary: Summary::default(),
+            core_modules: Vec::new(),
+        }
     }
 
-    /// Modules (paths) whose unresolved frames are counted in `Summary::unresolved_core`.
+    /// Modules (paths) whose unresolved frames are counted in `Summary::unresolved_core`; the
+    /// first one is the module holding the CPython runtime.
     pub fn set_core_modules(&mut self, modules: Vec<String>) {
         self.core_modules = modules;
     }
 
     pub fn set_thread(&mut self, tid: u32, pid: u32, name: &str) {
-        let t = self.threads.entry(tid).or_insert_with(|| ThreadInfo {
-            tid,
-            pid,
-            ..Default::default()
-        });
+        let t = self.threads.entry(tid).or_insert_with(|| ThreadInfo { tid, pid, ..Default::default() });
         t.pid = pid;
         if !name.is_empty() {
             t.name = name.to_string();
@@ -233,88 +321,160 @@ impl ProfileBuilder {
 
     fn is_core(&self, module: &str) -> bool {
         let name = module.rsplit('/').next().unwrap_or(module);
-        name.starts_with("libc.so")
-            || name.starts_with("libc-")
-            || self.core_modules.iter().any(|m| m == module)
+        name.starts_with("libc.so") || name.starts_with("libc-") || self.core_modules.iter().any(|m| m == module)
     }
 
     /// Add one sample; returns how its stacks merged.
     pub fn add(&mut self, s: &SampleInput) -> MergeStatus {
         let (mut frames, status) = merge_stacks(s.native, s.native_complete, s.python);
-        frames.extend(s.kernel.iter().rev().map(|k| Frame {
-            kind: FrameKind::Kernel,
-            name: k.clone(),
-            file: None,
-            line: None,
-            module: None,
-            offset: None,
-            inlined: false,
-        }));
-        let thread = self.threads.entry(s.tid).or_insert_with(|| ThreadInfo {
-            tid: s.tid,
-            ..Default::default()
-        });
-        thread.samples += s.weight;
-        let sum = &mut self.summary;
-        sum.samples += s.weight;
-        if status.has_python {
-            sum.with_python += s.weight;
+        let (on_cpu, duration_ns, preempted) = match s.observation {
+            Observation::Cpu => (true, 0, false),
+            Observation::OffCpu { duration_ns, preempted } => (false, duration_ns, preempted),
+        };
+        let evidence = Evidence {
+            native: s.native.iter().flatten().collect(),
+            leaf_prev: s.leaf_prev,
+            kernel: s.kernel,
+            python: s.python,
+            parked: s.parked,
+            on_cpu,
+            preempted,
+            runtime_module: self.core_modules.first().map(String::as_str),
+        };
+        let (category, identity) = classify(&evidence);
+        if on_cpu {
+            // The kernel path of a switch-out is always the scheduler: only CPU samples keep it.
+            frames.extend(s.kernel.iter().rev().map(|k| Frame::simple(FrameKind::Kernel, k.clone())));
         }
-        if !s.native_complete {
-            sum.unwind_incomplete += s.weight;
+        let leaf = match (&identity, category) {
+            (Some(id), c) => Some(format!("{}: {}", c.name(), id.describe())),
+            (None, c) if !on_cpu || c == Category::Gc => Some(c.name().to_string()),
+            _ => None,
+        };
+        let line = frames.iter().rev().find(|f| f.kind == FrameKind::Python).map(Frame::label);
+        if let Some(l) = leaf {
+            frames.push(Frame::simple(FrameKind::Wait, l));
         }
-        if status.mismatch {
-            sum.mismatched += s.weight;
+
+        let time_us = if on_cpu { self.period_us as u64 } else { duration_ns / 1000 };
+        let thread = self.threads.entry(s.tid).or_insert_with(|| ThreadInfo { tid: s.tid, ..Default::default() });
+        if on_cpu {
+            thread.samples += 1;
+            let sum = &mut self.summary;
+            sum.samples += 1;
+            if status.has_python {
+                sum.with_python += 1;
+            }
+            if !s.native_complete {
+                sum.unwind_incomplete += 1;
+            }
+            if status.mismatch {
+                sum.mismatched += 1;
+            }
+            if frames.iter().any(|f| f.name == "[unknown]" && f.module.as_deref().is_some_and(|m| self.is_core(m))) {
+                self.summary.unresolved_core += 1;
+            }
+        } else {
+            thread.wait_us += time_us;
+            self.summary.switch_outs += 1;
         }
-        if frames
-            .iter()
-            .any(|f| f.name == "[unknown]" && f.module.as_deref().is_some_and(|m| self.is_core(m)))
-        {
-            self.summary.unresolved_core += s.weight;
+
+        if category.is_contention() {
+            if let Some(id) = identity {
+                let agg = self.locks.entry((category, id)).or_default();
+                agg.waits += 1;
+                agg.total_us += time_us;
+                agg.max_us = agg.max_us.max(time_us);
+                agg.threads.insert(s.tid);
+                if let Some(l) = &line {
+                    let e = agg.lines.entry(l.clone()).or_default();
+                    e.0 += time_us;
+                    e.1 += 1;
+                }
+            }
+            if let Some(l) = line {
+                let e = self.lines.entry(l).or_default();
+                e.0 += time_us;
+                e.1 += 1;
+            }
         }
+
         let ids: Vec<u32> = frames.into_iter().map(|f| self.intern(f)).collect();
-        *self.stacks.entry((s.tid, ids)).or_default() += s.weight;
+        let agg = self.stacks.entry((s.tid, ids, category)).or_default();
+        if on_cpu {
+            agg.samples += 1;
+        } else {
+            agg.wait_us += time_us;
+            agg.waits += 1;
+        }
         status
     }
 
     pub fn finish(mut self, target: TargetInfo) -> Profile {
-        let mut threads: Vec<ThreadInfo> =
-            std::mem::take(&mut self.threads).into_values().collect();
+        let mut threads: Vec<ThreadInfo> = std::mem::take(&mut self.threads).into_values().collect();
         threads.sort_by_key(|t| t.tid);
         let mut thread_frame = HashMap::new();
         for t in &threads {
-            let name = if t.name.is_empty() {
-                format!("thread ({})", t.tid)
-            } else {
-                format!("{} ({})", t.name, t.tid)
-            };
-            let id = self.intern(Frame {
-                kind: FrameKind::Thread,
-                name,
-                file: None,
-                line: None,
-                module: None,
-                offset: None,
-                inlined: false,
-            });
+            let name =
+                if t.name.is_empty() { format!("thread ({})", t.tid) } else { format!("{} ({})", t.name, t.tid) };
+            let id = self.intern(Frame::simple(FrameKind::Thread, name));
             thread_frame.insert(t.tid, id);
         }
+        let mut per_cat: HashMap<Category, f64> = HashMap::new();
         let mut stacks: Vec<Stack> = std::mem::take(&mut self.stacks)
             .into_iter()
-            .map(|((thread, ids), samples)| {
+            .map(|((thread, ids, category), agg)| {
                 let mut frames = Vec::with_capacity(ids.len() + 1);
                 frames.push(thread_frame[&thread]);
                 frames.extend(ids);
-                Stack {
-                    thread,
-                    frames,
-                    samples,
-                }
+                let st =
+                    Stack { thread, frames, category, samples: agg.samples, wait_us: agg.wait_us, waits: agg.waits };
+                *per_cat.entry(category).or_default() += st.time_us(self.period_us);
+                st
             })
             .collect();
-        stacks.sort_by(|a, b| b.samples.cmp(&a.samples).then(a.frames.cmp(&b.frames)));
+        stacks.sort_by(|a, b| {
+            b.time_us(self.period_us).total_cmp(&a.time_us(self.period_us)).then(a.frames.cmp(&b.frames))
+        });
         let mut summary = self.summary;
-        summary.threads = threads.iter().filter(|t| t.samples > 0).count();
+        summary.threads = threads.iter().filter(|t| t.samples > 0 || t.wait_us > 0).count();
+        let total: f64 = per_cat.values().sum();
+        summary.thread_time_us = total as u64;
+        let mut cats: Vec<CategoryTime> = per_cat
+            .into_iter()
+            .map(|(category, us)| CategoryTime {
+                category,
+                time_us: us as u64,
+                share: if total > 0.0 { us / total } else { 0.0 },
+                contention: category.is_contention(),
+            })
+            .collect();
+        cats.sort_by(|a, b| b.time_us.cmp(&a.time_us).then(a.category.cmp(&b.category)));
+        summary.categories = cats;
+
+        let top = |m: HashMap<String, (u64, u64)>, n: usize| {
+            let mut v: Vec<LineStat> =
+                m.into_iter().map(|(line, (time_us, waits))| LineStat { line, time_us, waits }).collect();
+            v.sort_by(|a, b| b.time_us.cmp(&a.time_us).then(a.line.cmp(&b.line)));
+            v.truncate(n);
+            v
+        };
+        let mut locks: Vec<LockStat> = std::mem::take(&mut self.locks)
+            .into_iter()
+            .map(|((kind, identity), a)| LockStat {
+                kind,
+                description: identity.describe(),
+                identity,
+                waits: a.waits,
+                total_us: a.total_us,
+                max_us: a.max_us,
+                mean_us: a.total_us / a.waits.max(1),
+                threads: a.threads.into_iter().collect(),
+                top_lines: top(a.lines, 5),
+            })
+            .collect();
+        locks.sort_by(|a, b| b.total_us.cmp(&a.total_us).then(a.description.cmp(&b.description)));
+        let top_lines = top(std::mem::take(&mut self.lines), 20);
         Profile {
             schema_version: SCHEMA_VERSION,
             target,
@@ -322,6 +482,8 @@ impl ProfileBuilder {
             threads,
             frames: self.frames,
             stacks,
+            locks,
+            top_lines,
         }
     }
 }

@@ -15,10 +15,7 @@ use symbolizer::python::{runtime_vaddr, static_version};
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Interpreter {
     /// CPython with this PY_VERSION_HEX (when it could be read from the file).
-    CPython {
-        path: PathBuf,
-        version: Option<(u64, u64)>,
-    },
+    CPython { path: PathBuf, version: Option<(u64, u64)> },
 }
 
 fn version_from_name(name: &str) -> Option<(u64, u64)> {
@@ -27,45 +24,26 @@ fn version_from_name(name: &str) -> Option<(u64, u64)> {
     let rest = &name[i..];
     let mut it = rest.splitn(2, '.');
     let major: u64 = it.next()?.parse().ok()?;
-    let minor: u64 = it
-        .next()?
-        .chars()
-        .take_while(|c| c.is_ascii_digit())
-        .collect::<String>()
-        .parse()
-        .ok()?;
+    let minor: u64 = it.next()?.chars().take_while(|c| c.is_ascii_digit()).collect::<String>().parse().ok()?;
     Some((major, minor))
 }
 
 /// Follow `#!` lines (and `env`) to the ELF that will actually run.
 fn real_program(argv: &[OsString]) -> Result<(PathBuf, Vec<String>)> {
     let mut path = resolve_command(&argv[0]).ok_or_else(|| {
-        anyhow::anyhow!(
-            "command not found: {} (check the spelling, or give a full path)",
-            argv[0].to_string_lossy()
-        )
+        anyhow::anyhow!("command not found: {} (check the spelling, or give a full path)", argv[0].to_string_lossy())
     })?;
     let mut chain = Vec::new();
     for _ in 0..4 {
         let mut head = [0u8; 256];
-        let n = File::open(&path)
-            .and_then(|mut f| f.read(&mut head))
-            .unwrap_or(0);
+        let n = File::open(&path).and_then(|mut f| f.read(&mut head)).unwrap_or(0);
         if n >= 2 && &head[..2] == b"#!" {
-            let line = String::from_utf8_lossy(&head[2..n])
-                .lines()
-                .next()
-                .unwrap_or("")
-                .trim()
-                .to_string();
+            let line = String::from_utf8_lossy(&head[2..n]).lines().next().unwrap_or("").trim().to_string();
             chain.push(format!("a script run by {line}"));
             let mut parts = line.split_whitespace();
             let interp = parts.next().unwrap_or("");
             let next = if Path::new(interp).file_name().is_some_and(|n| n == "env") {
-                parts
-                    .find(|p| !p.starts_with('-'))
-                    .unwrap_or("")
-                    .to_string()
+                parts.find(|p| !p.starts_with('-')).unwrap_or("").to_string()
             } else {
                 interp.to_string()
             };
@@ -74,12 +52,11 @@ fn real_program(argv: &[OsString]) -> Result<(PathBuf, Vec<String>)> {
             continue;
         }
         if Path::new(&path).file_name().is_some_and(|n| n == "env") && argv.len() > 1 {
-            if let Some(next) = argv[1..].iter().find(|a| {
-                !a.to_string_lossy().starts_with('-') && !a.to_string_lossy().contains('=')
-            }) {
-                path = resolve_command(next).ok_or_else(|| {
-                    anyhow::anyhow!("command not found: {}", next.to_string_lossy())
-                })?;
+            if let Some(next) =
+                argv[1..].iter().find(|a| !a.to_string_lossy().starts_with('-') && !a.to_string_lossy().contains('='))
+            {
+                path = resolve_command(next)
+                    .ok_or_else(|| anyhow::anyhow!("command not found: {}", next.to_string_lossy()))?;
                 continue;
             }
         }
@@ -93,11 +70,7 @@ pub fn check_interpreter(argv: &[OsString]) -> Result<Interpreter> {
     let (path, chain) = real_program(argv)?;
     let shown = match chain.first() {
         // A wrapper script (pyenv shim, launcher): name the command and what really runs.
-        Some(first) => format!(
-            "{} ({first}, which runs {})",
-            argv[0].to_string_lossy(),
-            path.display()
-        ),
+        Some(first) => format!("{} ({first}, which runs {})", argv[0].to_string_lossy(), path.display()),
         None => path.display().to_string(),
     };
     let elf = match ElfFile::open_shared(&path) {
@@ -117,20 +90,10 @@ pub fn check_interpreter(argv: &[OsString]) -> Result<Interpreter> {
     if let Some(v) = static_version(&elf) {
         let v = (v >> 24, (v >> 16) & 0xff);
         too_old(v)?;
-        return Ok(Interpreter::CPython {
-            path,
-            version: Some(v),
-        });
+        return Ok(Interpreter::CPython { path, version: Some(v) });
     }
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    if let Some(lib) = elf
-        .needed()
-        .into_iter()
-        .find(|n| n.starts_with("libpython"))
-    {
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    if let Some(lib) = elf.needed().into_iter().find(|n| n.starts_with("libpython")) {
         let v = version_from_name(&lib);
         if let Some(v) = v {
             too_old(v)?;
@@ -138,10 +101,7 @@ pub fn check_interpreter(argv: &[OsString]) -> Result<Interpreter> {
         return Ok(Interpreter::CPython { path, version: v });
     }
     if runtime_vaddr(&elf).is_some() {
-        return Ok(Interpreter::CPython {
-            path,
-            version: None,
-        });
+        return Ok(Interpreter::CPython { path, version: None });
     }
     if let Some(v) = version_from_name(&name) {
         too_old(v)?;
@@ -162,27 +122,12 @@ impl OutputFile {
     pub fn open(path: &Path) -> Result<OutputFile> {
         let existed = path.exists();
         if path.is_dir() {
-            bail!(
-                "cannot write the output {}: it is a directory; pass a file name with -o",
-                path.display()
-            );
+            bail!("cannot write the output {}: it is a directory; pass a file name with -o", path.display());
         }
-        let file = std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(path)
-            .map_err(|e| {
-                anyhow::anyhow!(
-                    "cannot write the output {}: {e}; choose another path with -o",
-                    path.display()
-                )
-            })?;
-        Ok(OutputFile {
-            path: path.to_path_buf(),
-            file: Some(file),
-            created: !existed,
-        })
+        let file = std::fs::OpenOptions::new().write(true).create(true).truncate(false).open(path).map_err(|e| {
+            anyhow::anyhow!("cannot write the output {}: {e}; choose another path with -o", path.display())
+        })?;
+        Ok(OutputFile { path: path.to_path_buf(), file: Some(file), created: !existed })
     }
 
     /// Replace the file's contents with `bytes`.

@@ -4,15 +4,11 @@ use std::ffi::OsString;
 use std::path::PathBuf;
 
 use clap::{Parser, Subcommand, ValueEnum};
-use flamegraph::Format;
+use flamegraph::{Format, Mode};
 use ftprof::record::{self, RecordOptions};
 
 #[derive(Parser)]
-#[command(
-    name = "ftprof",
-    version,
-    about = "Lock-contention and scaling profiler for free-threaded CPython"
-)]
+#[command(name = "ftprof", version, about = "Lock-contention and scaling profiler for free-threaded CPython")]
 struct Cli {
     #[command(subcommand)]
     cmd: Cmd,
@@ -25,6 +21,16 @@ enum FormatArg {
     Json,
 }
 
+#[derive(Clone, Copy, ValueEnum)]
+enum ModeArg {
+    /// CPU samples only
+    Cpu,
+    /// Waiting time only (the lock as the leaf frame)
+    Wait,
+    /// Running and waiting time together
+    Wall,
+}
+
 #[derive(Subcommand)]
 enum Cmd {
     /// Run a command and profile every thread of it (Python and native frames merged).
@@ -35,6 +41,15 @@ enum Cmd {
         /// Output format [default: from the -o extension (.svg, .json, else folded), else svg]
         #[arg(short, long, value_enum)]
         format: Option<FormatArg>,
+        /// What the flamegraph weighs: CPU samples, waiting time, or both (thread time)
+        #[arg(short, long, value_enum, default_value = "wall")]
+        mode: ModeArg,
+        /// Keep idle time (sleep, join, waiting for an event) in the flamegraph
+        #[arg(long)]
+        idle: bool,
+        /// Do not record switch-outs (no off-CPU time or lock waits; lowest overhead)
+        #[arg(long)]
+        no_waits: bool,
         /// Samples per second of CPU time, per thread
         #[arg(short, long, default_value_t = 199, value_parser = clap::value_parser!(u64).range(1..=20000))]
         rate: u64,
@@ -45,12 +60,7 @@ enum Cmd {
         #[arg(long)]
         title: Option<String>,
         /// The command to profile, e.g. -- python3.13t app.py
-        #[arg(
-            required = true,
-            trailing_var_arg = true,
-            allow_hyphen_values = true,
-            value_name = "COMMAND"
-        )]
+        #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true, value_name = "COMMAND")]
         command: Vec<OsString>,
     },
 }
@@ -58,21 +68,8 @@ enum Cmd {
 fn main() {
     let cli = Cli::parse();
     let result = match cli.cmd {
-        Cmd::Record {
-            output,
-            format,
-            rate,
-            stack_size,
-            title,
-            command,
-        } => {
-            let format = match (
-                format,
-                output
-                    .as_ref()
-                    .and_then(|o| o.extension())
-                    .and_then(|e| e.to_str()),
-            ) {
+        Cmd::Record { output, format, mode, idle, no_waits, rate, stack_size, title, command } => {
+            let format = match (format, output.as_ref().and_then(|o| o.extension()).and_then(|e| e.to_str())) {
                 (Some(FormatArg::Svg), _) => Format::Svg,
                 (Some(FormatArg::Folded), _) => Format::Folded,
                 (Some(FormatArg::Json), _) => Format::Json,
@@ -94,6 +91,17 @@ fn main() {
                 rate_hz: rate,
                 stack_bytes: stack_size & !7,
                 title,
+                mode: if no_waits {
+                    Mode::Cpu
+                } else {
+                    match mode {
+                        ModeArg::Cpu => Mode::Cpu,
+                        ModeArg::Wait => Mode::Wait,
+                        ModeArg::Wall => Mode::Wall,
+                    }
+                },
+                idle,
+                off_cpu: !no_waits,
             })
         }
     };

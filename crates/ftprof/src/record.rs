@@ -1,18 +1,20 @@
-//! `ftprof record`: launch, sample, read Python stacks live, then unwind, merge and render.
+//! `ftprof record`: launch, sample (on and off CPU), read Python stacks and parked-lock
+//! identities live, then unwind, classify, merge and render.
 
 use std::collections::HashMap;
 use std::ffi::OsString;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
 
-use analysis::{ProfileBuilder, PythonInfo, SampleInput, TargetInfo};
+use analysis::{Observation, Profile, ProfileBuilder, PythonInfo, SampleInput, TargetInfo};
 use anyhow::{Context, Result};
-use flamegraph::Format;
-use profiler::{Record, Regs, SamplingConfig, Target};
+use flamegraph::{Format, Mode};
+use profiler::{Record, RecordingOutcome, Regs, SampleSource, SamplingConfig, Target};
 use symbolizer::native::{Mapping, Native};
-use symbolizer::python::{PyError, PyProcess, PyStack};
+use symbolizer::python::{ParkedInfo, PyProcess, PyStack};
 
-use crate::check::{check_interpreter, OutputFile};
+use crate::check::{check_interpreter, Interpreter, OutputFile};
 
 /// Options of `ftprof record`.
 #[derive(Clone, Debug)]
@@ -20,19 +22,27 @@ pub struct RecordOptions {
     pub command: Vec<OsString>,
     pub output: PathBuf,
     pub format: Format,
+    pub mode: Mode,
+    /// Keep idle kinds (sleep, join, idle) in flamegraphs.
+    pub idle: bool,
     pub rate_hz: u64,
     pub stack_bytes: u32,
+    /// Record switch-outs (off-CPU time, lock waits).
+    pub off_cpu: bool,
     pub title: Option<String>,
 }
 
 /// A sample kept until the recording ends.
 struct RawSample {
+    source: SampleSource,
     pid: u32,
     tid: u32,
+    time: u64,
     regs: Option<Regs>,
     stack: Vec<u8>,
     kernel_stack: Vec<u64>,
     python: Option<PyStack>,
+    parked: Option<ParkedInfo>,
 }
 
 /// Per-process Python state during recording.
@@ -57,23 +67,45 @@ fn install_signal_handlers() {
     }
 }
 
+/// One PERF_RECORD_SWITCH.
+#[derive(Clone, Copy)]
+struct Switch {
+    time: u64,
+    out: bool,
+    preempt: bool,
+}
+
 /// Collector-side state: everything the sink touches while the target runs.
 #[derive(Default)]
 struct Collected {
     samples: Vec<RawSample>,
+    switches: HashMap<u32, Vec<Switch>>,
     mmaps: Vec<(u32, Mapping)>,
     mmap_count: HashMap<u32, usize>,
     py: HashMap<u32, PyState>,
     names: HashMap<u32, (u32, String)>,
     py_errors: usize,
+    last_time: u64,
+    /// Last GIL state read from each process (it can change at run time).
+    gil: HashMap<u32, bool>,
+}
+
+/// Where a thread parked in the parking lot keeps the parked-on address: `_PyParkingLot_Park`
+/// sleeps on the semaphore inside its on-stack `wait_entry {park_arg, addr, sema, …}`, so the
+/// futex address (first syscall argument, `rdi`) minus 8 holds `addr`. Read it from the stack
+/// copy of the sample.
+fn parked_addr(regs: &Regs, stack: &[u8]) -> Option<u64> {
+    let slot = regs.di.checked_sub(8)?;
+    let off = slot.checked_sub(regs.sp)? as usize;
+    let bytes = stack.get(off..off + 8)?;
+    let addr = u64::from_le_bytes(bytes.try_into().ok()?);
+    (addr > 4096).then_some(addr)
 }
 
 impl Collected {
-    fn python_stack(&mut self, pid: u32, tid: u32) -> Option<PyStack> {
+    fn python_process(&mut self, pid: u32) -> Option<&mut PyProcess> {
         let maps_now = self.mmap_count.get(&pid).copied().unwrap_or(0);
-        let state = self.py.entry(pid).or_insert(PyState::Pending {
-            mmaps_at_last_try: usize::MAX,
-        });
+        let state = self.py.entry(pid).or_insert(PyState::Pending { mmaps_at_last_try: usize::MAX });
         if let PyState::Pending { mmaps_at_last_try } = state {
             if *mmaps_at_last_try == maps_now {
                 return None;
@@ -81,65 +113,85 @@ impl Collected {
             match PyProcess::locate(pid) {
                 Ok(p) => *state = PyState::Located(Box::new(p)),
                 Err(_) => {
-                    *state = PyState::Pending {
-                        mmaps_at_last_try: maps_now,
-                    };
+                    *state = PyState::Pending { mmaps_at_last_try: maps_now };
                     return None;
                 }
             }
         }
-        let PyState::Located(p) = state else {
-            return None;
-        };
-        match p.stack_for_tid(tid) {
-            Ok(s) => s,
-            Err(PyError::Read(_)) | Err(_) => {
-                self.py_errors += 1;
-                None
-            }
+        match state {
+            PyState::Located(p) => Some(p),
+            PyState::Pending { .. } => None,
         }
     }
 
     fn on_record(&mut self, r: Record) {
         match r {
             Record::Sample(s) => {
+                self.last_time = self.last_time.max(s.time);
                 if let std::collections::hash_map::Entry::Vacant(e) = self.names.entry(s.tid) {
                     let comm =
-                        std::fs::read_to_string(format!("/proc/{}/task/{}/comm", s.pid, s.tid))
-                            .unwrap_or_default();
+                        std::fs::read_to_string(format!("/proc/{}/task/{}/comm", s.pid, s.tid)).unwrap_or_default();
                     e.insert((s.pid, comm.trim().to_string()));
                 }
-                let python = if s.kernel && s.regs.is_none() {
-                    None
-                } else {
-                    self.python_stack(s.pid, s.tid)
-                };
+                let mut python = None;
+                let mut parked = None;
+                let mut failed = false;
+                if let (Some(regs), Some(p)) = (s.regs, self.python_process(s.pid)) {
+                    match p.stack_for_tid(s.tid) {
+                        Ok(st) => python = st,
+                        Err(_) => failed = true,
+                    }
+                    if s.source == SampleSource::SwitchOut {
+                        parked = parked_addr(&regs, &s.stack).map(|a| p.probe_parked(s.tid, a));
+                    }
+                    let gil = if self.samples.len() % 64 == 0 || !self.gil.contains_key(&s.pid) {
+                        p.gil_enabled().ok()
+                    } else {
+                        None
+                    };
+                    if let Some(g) = gil {
+                        self.gil.insert(s.pid, g);
+                    }
+                }
+                self.py_errors += failed as usize;
                 self.samples.push(RawSample {
+                    source: s.source,
                     pid: s.pid,
                     tid: s.tid,
+                    time: s.time,
                     regs: s.regs,
                     stack: s.stack,
                     kernel_stack: s.kernel_stack,
                     python,
+                    parked,
                 });
+            }
+            Record::Switch { tid, time, out, preempt, .. } => {
+                self.last_time = self.last_time.max(time);
+                self.switches.entry(tid).or_default().push(Switch { time, out, preempt });
             }
             Record::Mmap(m) if m.executable => {
                 *self.mmap_count.entry(m.pid).or_default() += 1;
-                self.mmaps.push((
-                    m.pid,
-                    Mapping {
-                        start: m.start,
-                        end: m.start + m.len,
-                        pgoff: m.pgoff,
-                        path: m.path,
-                    },
-                ));
+                self.mmaps
+                    .push((m.pid, Mapping { start: m.start, end: m.start + m.len, pgoff: m.pgoff, path: m.path }));
             }
             Record::Comm { pid, tid, name, .. } => {
                 self.names.insert(tid, (pid, name));
             }
             _ => {}
         }
+    }
+
+    /// How long the thread stayed off CPU after a switch-out sample at `time`, and whether it
+    /// was preempted (still runnable) rather than blocked.
+    fn off_cpu_interval(&self, tid: u32, time: u64, end: u64) -> (u64, bool) {
+        let Some(sw) = self.switches.get(&tid) else { return (0, false) };
+        // The SWITCH-out record is emitted right next to the sample (same scheduler call).
+        let i = sw.partition_point(|s| s.time + 50_000 < time);
+        let Some(out_idx) = sw[i..].iter().position(|s| s.out).map(|k| i + k) else { return (0, false) };
+        let preempt = sw[out_idx].preempt;
+        let back = sw[out_idx + 1..].iter().find(|s| !s.out).map(|s| s.time).unwrap_or(end);
+        (back.saturating_sub(time), preempt)
     }
 }
 
@@ -151,33 +203,32 @@ pub fn cache_dir() -> PathBuf {
     }
     let base = std::env::var_os("XDG_CACHE_HOME")
         .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(std::env::var_os("HOME").unwrap_or_else(|| "/tmp".into())).join(".cache")
-        });
+        .unwrap_or_else(|| PathBuf::from(std::env::var_os("HOME").unwrap_or_else(|| "/tmp".into())).join(".cache"));
     base.join("ftprof")
+}
+
+fn timing() -> bool {
+    std::env::var_os("FTPROF_TIMING").is_some()
 }
 
 /// Run `ftprof record`. Returns the exit code ftprof should exit with (the target's).
 pub fn run(opts: &RecordOptions) -> Result<i32> {
-    let t0 = std::time::Instant::now();
-    let crate::check::Interpreter::CPython { path: interp, .. } = check_interpreter(&opts.command)?;
-    if std::env::var_os("FTPROF_TIMING").is_some() {
+    let t0 = Instant::now();
+    let Interpreter::CPython { path: interp, .. } = check_interpreter(&opts.command)?;
+    if timing() {
         eprintln!("ftprof timing: interpreter check {:?}", t0.elapsed());
     }
     let out = OutputFile::open(&opts.output)?;
     let cfg = SamplingConfig {
         rate_hz: opts.rate_hz,
         stack_bytes: opts.stack_bytes,
+        off_cpu: opts.off_cpu,
         ..Default::default()
     };
     install_signal_handlers();
 
     // Parse the interpreter's ELF and DWARF on the other core while the target runs.
-    let interp = interp
-        .canonicalize()
-        .unwrap_or(interp)
-        .to_string_lossy()
-        .into_owned();
+    let interp = interp.canonicalize().unwrap_or(interp).to_string_lossy().into_owned();
     let preload = std::thread::spawn(move || {
         // SCHED_IDLE: only use a CPU the target leaves idle, never slow the target down.
         let param = libc::sched_param { sched_priority: 0 };
@@ -189,33 +240,7 @@ pub fn run(opts: &RecordOptions) -> Result<i32> {
     let mut col = Collected::default();
     let target = Target::Launch(opts.command.clone());
     let outcome = profiler::record(&target, &cfg, &STOP, &mut |_| {}, &mut |r| col.on_record(r))?;
-
-    // Python facts for the summary, from the launched process.
-    let pid = outcome.pid as u32;
-    let python = match col.py.get(&pid) {
-        Some(PyState::Located(p)) => Some(PythonInfo {
-            version: p.offsets.version_string(),
-            free_threaded: p.offsets.free_threaded,
-            gil_enabled: p.gil_enabled().ok(),
-            runtime_module: p.module.clone(),
-        }),
-        _ => None,
-    };
-    let command: Vec<String> = opts
-        .command
-        .iter()
-        .map(|a| a.to_string_lossy().into_owned())
-        .collect();
-    let target_info = TargetInfo {
-        command: command.clone(),
-        pid,
-        python,
-        exit: outcome.exit.map(|e| e.to_string()),
-        interrupted: outcome.stop == profiler::StopReason::Interrupted,
-    };
-
-    let timing = std::env::var_os("FTPROF_TIMING").is_some();
-    if timing {
+    if timing() {
         let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
         unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut ru) };
         let tv = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
@@ -227,20 +252,63 @@ pub fn run(opts: &RecordOptions) -> Result<i32> {
             col.py_errors
         );
     }
-    let t_post = std::time::Instant::now();
-    let mut native = preload.join().unwrap_or_default();
+    let t_post = Instant::now();
+    let native = preload.join().unwrap_or_default();
+    let profile = build_profile(col, native, &outcome, opts);
+    let bytes = render(&profile, opts)?;
+    if timing() {
+        eprintln!("ftprof timing: post-processing total {:?}", t_post.elapsed());
+    }
+    let path = out.path.clone();
+    out.write_all(&bytes).with_context(|| format!("writing {}", path.display()))?;
+    eprint!("{}", flamegraph::summary_text(&profile));
+    eprintln!("ftprof: wrote {}", path.display());
+    Ok(match outcome.exit {
+        Some(profiler::ExitStatus::Code(c)) => c,
+        Some(profiler::ExitStatus::Signal(s)) => 128 + s,
+        None => 0,
+    })
+}
+
+/// Unwind, symbolize, classify and aggregate everything collected.
+fn build_profile(mut col: Collected, mut native: Native, outcome: &RecordingOutcome, opts: &RecordOptions) -> Profile {
+    let pid = outcome.pid as u32;
+    let python = match col.py.get(&pid) {
+        Some(PyState::Located(p)) => Some(PythonInfo {
+            version: p.offsets.version_string(),
+            free_threaded: p.offsets.free_threaded,
+            gil_enabled: col.gil.get(&pid).copied().or_else(|| p.gil_enabled().ok()),
+            runtime_module: p.module.clone(),
+        }),
+        _ => None,
+    };
+    let target_info = TargetInfo {
+        command: opts.command.iter().map(|a| a.to_string_lossy().into_owned()).collect(),
+        pid,
+        python,
+        exit: outcome.exit.map(|e| e.to_string()),
+        interrupted: outcome.stop == profiler::StopReason::Interrupted,
+    };
     for (pid, m) in std::mem::take(&mut col.mmaps) {
         native.add_mapping(pid, m);
     }
-    let mut builder = ProfileBuilder::new();
-    let core: Vec<String> = col
+    for sw in col.switches.values_mut() {
+        sw.sort_by_key(|s| s.time);
+    }
+    let mut builder = ProfileBuilder::new(1_000_000_000 / opts.rate_hz.max(1));
+    // The launched process's runtime module first: it decides "running Python" vs "native".
+    let mut core: Vec<String> = col
         .py
         .values()
         .filter_map(|s| match s {
-            PyState::Located(p) => Some(p.module.clone()),
-            _ => None,
+            PyState::Located(py) => Some(py.module.clone()),
+            PyState::Pending { .. } => None,
         })
         .collect();
+    if let Some(PyState::Located(p)) = col.py.get(&pid) {
+        core.retain(|m| m != &p.module);
+        core.insert(0, p.module.clone());
+    }
     builder.set_core_modules(core);
     for (tid, (pid, name)) in &col.names {
         builder.set_thread(*tid, *pid, name);
@@ -251,37 +319,34 @@ pub fn run(opts: &RecordOptions) -> Result<i32> {
     } else {
         Default::default()
     };
+    let end = col.last_time.max(outcome.start_ns + outcome.duration.as_nanos() as u64);
     for s in &col.samples {
         let kernel: Vec<String> = s
             .kernel_stack
             .iter()
-            .map(|&a| {
-                kallsyms
-                    .lookup(a)
-                    .map(str::to_string)
-                    .unwrap_or_else(|| format!("{a:#x}"))
-            })
+            .map(|&a| kallsyms.lookup(a).map(str::to_string).unwrap_or_else(|| format!("{a:#x}")))
             .collect();
-        let (chains, complete) = match s.regs {
+        let (chains, complete, leaf_prev) = match s.regs {
             Some(regs) => {
-                let uw = native.unwind(
-                    s.pid,
-                    symbolizer::native::Regs {
-                        ip: regs.ip,
-                        sp: regs.sp,
-                        bp: regs.bp,
-                    },
-                    &s.stack,
-                );
-                let chains: Vec<_> = uw
-                    .addrs
-                    .iter()
-                    .enumerate()
-                    .map(|(i, &a)| native.symbolize(s.pid, a, i > 0))
-                    .collect();
-                (chains, uw.complete)
+                let uw =
+                    native.unwind(s.pid, symbolizer::native::Regs { ip: regs.ip, sp: regs.sp, bp: regs.bp }, &s.stack);
+                let chains: Vec<_> =
+                    uw.addrs.iter().enumerate().map(|(i, &a)| native.symbolize(s.pid, a, i > 0)).collect();
+                // The instruction before the sampled one: a stalled atomic shows up there.
+                let prev = match s.source {
+                    SampleSource::CpuClock => native.symbolize(s.pid, regs.ip, true),
+                    SampleSource::SwitchOut => Vec::new(),
+                };
+                (chains, uw.complete, prev)
             }
-            None => (Vec::new(), false),
+            None => (Vec::new(), false, Vec::new()),
+        };
+        let observation = match s.source {
+            SampleSource::CpuClock => Observation::Cpu,
+            SampleSource::SwitchOut => {
+                let (duration_ns, preempted) = col.off_cpu_interval(s.tid, s.time, end);
+                Observation::OffCpu { duration_ns, preempted }
+            }
         };
         builder.add(&SampleInput {
             tid: s.tid,
@@ -289,48 +354,27 @@ pub fn run(opts: &RecordOptions) -> Result<i32> {
             native_complete: complete,
             python: s.python.as_ref(),
             kernel: &kernel,
-            weight: 1,
+            leaf_prev: &leaf_prev,
+            parked: s.parked.as_ref(),
+            observation,
         });
-    }
-    if timing {
-        eprintln!(
-            "ftprof timing: unwind+symbolize+merge {:?} for {} samples",
-            t_post.elapsed(),
-            col.samples.len()
-        );
     }
     builder.summary.duration_s = outcome.duration.as_secs_f64();
     builder.summary.rate_hz = opts.rate_hz;
     builder.summary.lost_records = outcome.lost;
     builder.summary.target_cpu_s = outcome.target_cpu_seconds;
-    let profile = builder.finish(target_info);
+    builder.finish(target_info)
+}
 
+fn render(profile: &Profile, opts: &RecordOptions) -> Result<Vec<u8>> {
     let mut bytes = Vec::new();
     match opts.format {
         Format::Svg => {
-            let title = opts
-                .title
-                .clone()
-                .unwrap_or_else(|| format!("ftprof: {}", command.join(" ")));
-            flamegraph::svg(&profile, &title, &mut bytes)?
+            let title = opts.title.clone().unwrap_or_else(|| format!("ftprof: {}", profile.target.command.join(" ")));
+            flamegraph::svg(profile, &title, opts.mode, opts.idle, &mut bytes)?
         }
-        Format::Folded => bytes = flamegraph::folded(&profile).into_bytes(),
-        Format::Json => flamegraph::json(&profile, &mut bytes)?,
+        Format::Folded => bytes = flamegraph::folded(profile, opts.mode, opts.idle).into_bytes(),
+        Format::Json => flamegraph::json(profile, &mut bytes)?,
     }
-    if timing {
-        eprintln!(
-            "ftprof timing: post-processing total {:?}",
-            t_post.elapsed()
-        );
-    }
-    let path = out.path.clone();
-    out.write_all(&bytes)
-        .with_context(|| format!("writing {}", path.display()))?;
-    eprint!("{}", flamegraph::summary_text(&profile));
-    eprintln!("ftprof: wrote {}", path.display());
-    Ok(match outcome.exit {
-        Some(profiler::ExitStatus::Code(c)) => c,
-        Some(profiler::ExitStatus::Signal(s)) => 128 + s,
-        None => 0,
-    })
+    Ok(bytes)
 }

@@ -35,9 +35,7 @@ impl DwarfContext {
                 .unwrap_or_else(|| empty.clone()))
         })
         .ok()?;
-        addr2line::Context::from_dwarf(dwarf)
-            .ok()
-            .map(|ctx| DwarfContext { ctx })
+        addr2line::Context::from_dwarf(dwarf).ok().map(|ctx| DwarfContext { ctx })
     }
 
     /// Inline chain for `svma`, innermost first. Empty when DWARF does not cover the address.
@@ -48,20 +46,9 @@ impl DwarfContext {
         };
         // Bounded: corrupt DWARF must not make us loop forever.
         while let Ok(Some(frame)) = iter.next() {
-            let function = frame
-                .function
-                .as_ref()
-                .and_then(|f| f.demangle().ok())
-                .map(|name| name.into_owned());
-            let (file, line) = frame
-                .location
-                .map(|l| (l.file.map(str::to_owned), l.line))
-                .unwrap_or_default();
-            out.push(SymFrame {
-                function,
-                file,
-                line,
-            });
+            let function = frame.function.as_ref().and_then(|f| f.demangle().ok()).map(|name| name.into_owned());
+            let (file, line) = frame.location.map(|l| (l.file.map(str::to_owned), l.line)).unwrap_or_default();
+            out.push(SymFrame { function, file, line });
             if out.len() >= 128 {
                 break;
             }
@@ -93,11 +80,7 @@ struct DebugData {
 
 impl ModuleSymbolizer {
     pub fn new(elf: Arc<ElfFile>, path: PathBuf) -> Self {
-        ModuleSymbolizer {
-            elf,
-            path,
-            debug: None,
-        }
+        ModuleSymbolizer { elf, path, debug: None }
     }
 
     pub fn elf(&self) -> &Arc<ElfFile> {
@@ -113,11 +96,7 @@ impl ModuleSymbolizer {
         let elf = &self.elf;
         let path = &self.path;
         self.debug.get_or_insert_with(|| {
-            let debug_file = if elf.has_dwarf() {
-                None
-            } else {
-                find_debug_file(elf, path)
-            };
+            let debug_file = if elf.has_dwarf() { None } else { find_debug_file(elf, path) };
             let dwarf = DwarfContext::load(debug_file.as_ref().unwrap_or(elf));
             DebugData { dwarf, debug_file }
         })
@@ -128,22 +107,10 @@ impl ModuleSymbolizer {
         let elf = self.elf.clone();
         let debug = self.debug_data();
 
-        let mut frames = debug
-            .dwarf
-            .as_ref()
-            .map(|d| d.frames(svma))
-            .unwrap_or_default();
+        let mut frames = debug.dwarf.as_ref().map(|d| d.frames(svma)).unwrap_or_default();
         if frames.is_empty() {
-            let (file, line) = debug
-                .dwarf
-                .as_ref()
-                .map(|d| d.location(svma))
-                .unwrap_or_default();
-            frames.push(SymFrame {
-                function: None,
-                file,
-                line,
-            });
+            let (file, line) = debug.dwarf.as_ref().map(|d| d.location(svma)).unwrap_or_default();
+            frames.push(SymFrame { function: None, file, line });
         }
         // The outer (non-inlined) function: fill a missing name from the symbol tables.
         let outer = frames.last_mut().expect("non-empty");
@@ -170,11 +137,7 @@ fn find_debug_file(elf: &ElfFile, path: &Path) -> Option<ElfFile> {
     let build_id = elf.build_id();
     if let Some(id) = build_id.as_deref().filter(|id| id.len() > 1) {
         let hex: String = id.iter().map(|b| format!("{b:02x}")).collect();
-        candidates.push(PathBuf::from(format!(
-            "/usr/lib/debug/.build-id/{}/{}.debug",
-            &hex[..2],
-            &hex[2..]
-        )));
+        candidates.push(PathBuf::from(format!("/usr/lib/debug/.build-id/{}/{}.debug", &hex[..2], &hex[2..])));
     }
     if let (Some(link), Some(dir)) = (elf.debuglink(), path.parent()) {
         candidates.push(dir.join(link));
@@ -182,14 +145,10 @@ fn find_debug_file(elf: &ElfFile, path: &Path) -> Option<ElfFile> {
         let rel = dir.strip_prefix("/").unwrap_or(dir);
         candidates.push(Path::new("/usr/lib/debug").join(rel).join(link));
     }
-    candidates
-        .into_iter()
-        .filter(|c| c != path && c.is_file())
-        .filter_map(|c| ElfFile::open(&c).ok())
-        .find(|d| {
-            (d.has_dwarf() || d.has_function_symbols())
-                && (build_id.is_none() || d.build_id().is_none() || d.build_id() == build_id)
-        })
+    candidates.into_iter().filter(|c| c != path && c.is_file()).filter_map(|c| ElfFile::open(&c).ok()).find(|d| {
+        (d.has_dwarf() || d.has_function_symbols())
+            && (build_id.is_none() || d.build_id().is_none() || d.build_id() == build_id)
+    })
 }
 
 #[cfg(test)]
@@ -199,14 +158,8 @@ mod tests {
     #[test]
     fn demangles_rust_cpp_and_keeps_c_names() {
         assert_eq!(demangle("_ZN3foo3barEv"), "foo::bar()");
-        assert_eq!(
-            demangle("_ZN4core3ptr13drop_in_place17h0123456789abcdefE"),
-            "core::ptr::drop_in_place"
-        );
-        assert_eq!(
-            demangle("_PyEval_EvalFrameDefault"),
-            "_PyEval_EvalFrameDefault"
-        );
+        assert_eq!(demangle("_ZN4core3ptr13drop_in_place17h0123456789abcdefE"), "core::ptr::drop_in_place");
+        assert_eq!(demangle("_PyEval_EvalFrameDefault"), "_PyEval_EvalFrameDefault");
         assert_eq!(demangle("foo.cold"), "foo.cold");
         assert_eq!(demangle("foo.constprop.0"), "foo.constprop.0");
         assert_eq!(demangle("_Zgarbage"), "_Zgarbage");

@@ -40,11 +40,7 @@ pub(crate) struct Bytes {
 /// An empty slice (stands in for absent sections).
 impl Default for Bytes {
     fn default() -> Bytes {
-        Bytes {
-            data: Arc::new(Backing::Owned(Vec::new())),
-            start: 0,
-            end: 0,
-        }
+        Bytes { data: Arc::new(Backing::Owned(Vec::new())), start: 0, end: 0 }
     }
 }
 
@@ -132,8 +128,7 @@ impl ElfFile {
         let file = std::fs::File::open(path).with_context(|| format!("open {}", path.display()))?;
         // SAFETY: read-only private mapping. If the file is truncated underneath us, accesses
         // may fault; that is the accepted risk of every mmap-based symbolizer.
-        let map = unsafe { memmap2::Mmap::map(&file) }
-            .with_context(|| format!("mmap {}", path.display()))?;
+        let map = unsafe { memmap2::Mmap::map(&file) }.with_context(|| format!("mmap {}", path.display()))?;
         Self::from_backing(Backing::Mmap(map)).with_context(|| format!("parse {}", path.display()))
     }
 
@@ -151,10 +146,7 @@ impl ElfFile {
             return Ok(elf.clone());
         }
         let elf = Arc::new(ElfFile::open(path)?);
-        cache
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(key, elf.clone());
+        cache.lock().unwrap_or_else(|e| e.into_inner()).insert(key, elf.clone());
         Ok(elf)
     }
 
@@ -179,11 +171,7 @@ impl ElfFile {
             .iter()
             .map(|sh| Section {
                 name: elf.shdr_strtab.get_at(sh.sh_name).unwrap_or("").to_owned(),
-                info: SectionInfo {
-                    addr: sh.sh_addr,
-                    offset: sh.sh_offset,
-                    size: sh.sh_size,
-                },
+                info: SectionInfo { addr: sh.sh_addr, offset: sh.sh_offset, size: sh.sh_size },
                 nobits: sh.sh_type == section_header::SHT_NOBITS,
                 compressed: sh.sh_flags & u64::from(section_header::SHF_COMPRESSED) != 0,
             })
@@ -255,10 +243,7 @@ impl ElfFile {
     /// the file-backed part of one `PT_LOAD` segment.
     pub fn read_vaddr(&self, vaddr: u64, len: usize) -> Option<&[u8]> {
         let end = vaddr.checked_add(len as u64)?;
-        let seg = self
-            .loads
-            .iter()
-            .find(|s| vaddr >= s.vaddr && end <= s.vaddr.saturating_add(s.filesz))?;
+        let seg = self.loads.iter().find(|s| vaddr >= s.vaddr && end <= s.vaddr.saturating_add(s.filesz))?;
         let start = usize::try_from(seg.offset.checked_add(vaddr - seg.vaddr)?).ok()?;
         self.data.get(start..start.checked_add(len)?)
     }
@@ -278,15 +263,8 @@ impl ElfFile {
     pub fn bias_for_mapping(&self, map_start: u64, pgoff: u64) -> u64 {
         // The segment whose file range contains `pgoff` (segment offsets need not be page
         // aligned, so compare against the page-aligned start). Prefer executable segments.
-        let covers = |s: &&LoadSegment| {
-            pgoff >= s.offset & !0xfff && pgoff < s.offset.saturating_add(s.filesz.max(1))
-        };
-        let seg = self
-            .loads
-            .iter()
-            .filter(covers)
-            .find(|s| s.executable)
-            .or_else(|| self.loads.iter().find(covers));
+        let covers = |s: &&LoadSegment| pgoff >= s.offset & !0xfff && pgoff < s.offset.saturating_add(s.filesz.max(1));
+        let seg = self.loads.iter().filter(covers).find(|s| s.executable).or_else(|| self.loads.iter().find(covers));
         match seg {
             // The svma that corresponds to file offset `pgoff`, i.e. to `map_start`.
             Some(s) => map_start.wrapping_sub(s.vaddr.wrapping_add(pgoff).wrapping_sub(s.offset)),
@@ -304,9 +282,7 @@ impl ElfFile {
     /// symbol, rejected when it has a size and `svma` lies past its end. Returns `(name, start)`;
     /// the name is raw (not demangled).
     pub fn function_at(&self, svma: u64) -> Option<(&str, u64)> {
-        let i = self
-            .funcs_by_addr
-            .partition_point(|&i| self.symbols[i as usize].value <= svma);
+        let i = self.funcs_by_addr.partition_point(|&i| self.symbols[i as usize].value <= svma);
         let s = &self.symbols[*self.funcs_by_addr.get(i.checked_sub(1)?)? as usize];
         if s.size > 0 && svma >= s.value.saturating_add(s.size) {
             return None;
@@ -321,8 +297,7 @@ impl ElfFile {
 
     /// Whether this file carries usable (uncompressed) DWARF debug info.
     pub fn has_dwarf(&self) -> bool {
-        self.section_data(".debug_info")
-            .is_some_and(|d| !d.is_empty())
+        self.section_data(".debug_info").is_some_and(|d| !d.is_empty())
     }
 
     /// Whether the file has any function symbols.
@@ -342,11 +317,7 @@ impl ElfFile {
         }
         let start = usize::try_from(s.info.offset).ok()?;
         let end = start.checked_add(usize::try_from(s.info.size).ok()?)?;
-        (end <= self.data.len()).then(|| Bytes {
-            data: self.data.clone(),
-            start,
-            end,
-        })
+        (end <= self.data.len()).then(|| Bytes { data: self.data.clone(), start, end })
     }
 
     /// `sh_addr` range of section `name`.
@@ -363,9 +334,7 @@ fn collect_symbols(elf: &Elf<'_>) -> (Vec<Symbol>, Vec<u32>) {
     for (table, strtab) in [(&elf.syms, &elf.strtab), (&elf.dynsyms, &elf.dynstrtab)] {
         for s in table.iter() {
             let kind = s.st_type();
-            if s.st_shndx == section_header::SHN_UNDEF as usize
-                || matches!(kind, sym::STT_SECTION | sym::STT_FILE)
-            {
+            if s.st_shndx == section_header::SHN_UNDEF as usize || matches!(kind, sym::STT_SECTION | sym::STT_FILE) {
                 continue;
             }
             let Some(name) = strtab.get_at(s.st_name).filter(|n| !n.is_empty()) else {
@@ -394,9 +363,7 @@ fn collect_symbols(elf: &Elf<'_>) -> (Vec<Symbol>, Vec<u32>) {
     });
 
     // One function symbol per address: prefer sized, then global ones.
-    let mut funcs: Vec<u32> = (0..symbols.len() as u32)
-        .filter(|&i| symbols[i as usize].func)
-        .collect();
+    let mut funcs: Vec<u32> = (0..symbols.len() as u32).filter(|&i| symbols[i as usize].func).collect();
     funcs.sort_by_key(|&i| {
         let s = &symbols[i as usize];
         (s.value, s.size == 0, !s.global)
@@ -432,11 +399,7 @@ int main(int argc, char **argv) { printf("%d %s\n", work(argc), runtime_blob); r
         let ver = elf.read_vaddr(ver_addr, 8).unwrap();
         assert_eq!(u64::from_le_bytes(ver.try_into().unwrap()), 0x030d05f0);
 
-        assert!(
-            elf.needed().iter().any(|n| n.starts_with("libc.so")),
-            "{:?}",
-            elf.needed()
-        );
+        assert!(elf.needed().iter().any(|n| n.starts_with("libc.so")), "{:?}", elf.needed());
         assert_eq!(elf.build_id().map(|b| b.len()), Some(20));
         assert!(elf.has_dwarf());
         assert!(elf.symbol("no_such_symbol_anywhere").is_none());
@@ -456,12 +419,7 @@ int main(int argc, char **argv) { printf("%d %s\n", work(argc), runtime_blob); r
     fn bias_for_pie_and_exec() {
         let dir = compile_c("elfbias", RUNTIME_C, &["-O2", "-fPIE", "-pie"], "pie");
         let elf = ElfFile::open(&dir.join("pie")).unwrap();
-        let text = elf
-            .load_segments()
-            .iter()
-            .find(|s| s.executable)
-            .copied()
-            .unwrap();
+        let text = elf.load_segments().iter().find(|s| s.executable).copied().unwrap();
         let base = 0x5555_5555_0000u64;
         // ld.so maps the executable segment at base + page-aligned vaddr.
         let start = base + (text.vaddr & !0xfff);
@@ -470,16 +428,8 @@ int main(int argc, char **argv) { printf("%d %s\n", work(argc), runtime_blob); r
 
         let dir = compile_c("elfexec", RUNTIME_C, &["-O2", "-no-pie"], "exec");
         let elf = ElfFile::open(&dir.join("exec")).unwrap();
-        let text = elf
-            .load_segments()
-            .iter()
-            .find(|s| s.executable)
-            .copied()
-            .unwrap();
-        assert_eq!(
-            elf.bias_for_mapping(text.vaddr & !0xfff, text.offset & !0xfff),
-            0
-        );
+        let text = elf.load_segments().iter().find(|s| s.executable).copied().unwrap();
+        assert_eq!(elf.bias_for_mapping(text.vaddr & !0xfff, text.offset & !0xfff), 0);
     }
 
     #[test]
@@ -502,9 +452,7 @@ int main(int argc, char **argv) { printf("%d %s\n", work(argc), runtime_blob); r
             return;
         };
         let elf = ElfFile::open(&python).unwrap();
-        let rt = elf
-            .section(".PyRuntime")
-            .expect(".PyRuntime in python3.13t");
+        let rt = elf.section(".PyRuntime").expect(".PyRuntime in python3.13t");
         assert_eq!(elf.read_vaddr(rt.addr, 8), Some(&b"xdebugpy"[..]));
         assert!(elf.symbol("Py_Version").is_some());
         let (runtime, _) = elf.symbol("_PyRuntime").expect("_PyRuntime");

@@ -5,11 +5,7 @@ use super::Mapping;
 /// Executable mappings listed in the text of a `/proc/PID/maps` file. Anonymous executable
 /// mappings get the path `//anon` (as perf names them).
 pub(crate) fn parse_proc_maps(text: &str) -> Vec<Mapping> {
-    text.lines()
-        .filter_map(parse_line)
-        .filter(|(perms, _)| perms.contains('x'))
-        .map(|(_, m)| m)
-        .collect()
+    text.lines().filter_map(parse_line).filter(|(perms, _)| perms.contains('x')).map(|(_, m)| m).collect()
 }
 
 /// One maps line: `start-end perms offset dev inode   path`.
@@ -25,11 +21,7 @@ fn parse_line(line: &str) -> Option<(&str, Mapping)> {
         start: u64::from_str_radix(start, 16).ok()?,
         end: u64::from_str_radix(end, 16).ok()?,
         pgoff: u64::from_str_radix(pgoff, 16).ok()?,
-        path: if path.is_empty() {
-            "//anon".to_owned()
-        } else {
-            path.to_owned()
-        },
+        path: if path.is_empty() { "//anon".to_owned() } else { path.to_owned() },
     };
     Some((perms, mapping))
 }
@@ -37,10 +29,7 @@ fn parse_line(line: &str) -> Option<(&str, Mapping)> {
 /// The mapping of this process that contains `addr` (any permissions).
 pub(crate) fn own_mapping_containing(addr: u64) -> Option<Mapping> {
     let text = std::fs::read_to_string("/proc/self/maps").ok()?;
-    text.lines()
-        .filter_map(parse_line)
-        .map(|(_, m)| m)
-        .find(|m| m.start <= addr && addr < m.end)
+    text.lines().filter_map(parse_line).map(|(_, m)| m).find(|m| m.start <= addr && addr < m.end)
 }
 
 /// A copy of this process's vDSO image. Every process on this kernel maps the same image, so it
@@ -79,12 +68,7 @@ ffffffffff600000-ffffffffff601000 --xp 00000000 00:00 0                  [vsysca
         assert_eq!(maps.len(), 5);
         assert_eq!(
             maps[0],
-            Mapping {
-                start: 0x55d0c8a02000,
-                end: 0x55d0c8a07000,
-                pgoff: 0x2000,
-                path: "/usr/bin/my prog".into()
-            }
+            Mapping { start: 0x55d0c8a02000, end: 0x55d0c8a07000, pgoff: 0x2000, path: "/usr/bin/my prog".into() }
         );
         assert_eq!(maps[1].path, "//anon");
         assert_eq!(maps[2].path, "[vdso]");

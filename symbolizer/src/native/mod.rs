@@ -123,8 +123,7 @@ impl Process {
 
 fn find_map(maps: &[ProcMap], addr: u64) -> Option<&ProcMap> {
     let i = maps.partition_point(|pm| pm.mapping.start <= addr);
-    maps.get(i.checked_sub(1)?)
-        .filter(|pm| addr < pm.mapping.end)
+    maps.get(i.checked_sub(1)?).filter(|pm| addr < pm.mapping.end)
 }
 
 /// Per-process address space knowledge + the module cache shared by all processes.
@@ -170,12 +169,8 @@ impl Native {
             return;
         }
         let module = self.resolve_module(pid, &m);
-        let elf = module
-            .and_then(|id| self.modules[id].sym.as_ref())
-            .map(|s| s.elf().clone());
-        let bias = elf
-            .as_ref()
-            .map_or(0, |e| e.bias_for_mapping(m.start, m.pgoff));
+        let elf = module.and_then(|id| self.modules[id].sym.as_ref()).map(|s| s.elf().clone());
+        let bias = elf.as_ref().map_or(0, |e| e.bias_for_mapping(m.start, m.pgoff));
 
         let Process { maps, unwinder } = self.processes.entry(pid).or_default();
         maps.retain(|pm| {
@@ -192,15 +187,7 @@ impl Native {
             has_cfi = cfi;
         }
         let at = maps.partition_point(|pm| pm.mapping.start < m.start);
-        maps.insert(
-            at,
-            ProcMap {
-                mapping: m,
-                module,
-                bias,
-                has_cfi,
-            },
-        );
+        maps.insert(at, ProcMap { mapping: m, module, bias, has_cfi });
     }
 
     /// Load all executable mappings of a live process from /proc/PID/maps (for attach and as a
@@ -250,11 +237,7 @@ impl Native {
     /// site is found. Returns the inline chain innermost first; the last element is the outer,
     /// non-inlined function. Never empty. Cached per (module, offset).
     pub fn symbolize(&mut self, pid: u32, addr: u64, is_return_address: bool) -> Vec<NativeFrame> {
-        let lookup = if is_return_address {
-            addr.saturating_sub(1)
-        } else {
-            addr
-        };
+        let lookup = if is_return_address { addr.saturating_sub(1) } else { addr };
         let unresolved = |module: &str, module_offset| NativeFrame {
             function: None,
             file: None,
@@ -276,11 +259,7 @@ impl Native {
         }
 
         let entry = &mut self.modules[id];
-        let raw = entry
-            .sym
-            .as_mut()
-            .map(|s| s.symbolize(svma))
-            .unwrap_or_default();
+        let raw = entry.sym.as_mut().map(|s| s.symbolize(svma)).unwrap_or_default();
         let n = raw.len();
         let frames: Vec<NativeFrame> = raw
             .into_iter()
@@ -310,12 +289,7 @@ impl Native {
     /// target runs), and symbolize `warm_symbols` so the compilation units that most samples
     /// land in are decoded. Later mappings of the same file reuse all of it.
     pub fn preload(&mut self, path: &str, warm_symbols: &[&str]) {
-        let m = Mapping {
-            start: 0,
-            end: 1,
-            pgoff: 0,
-            path: path.to_string(),
-        };
+        let m = Mapping { start: 0, end: 1, pgoff: 0, path: path.to_string() };
         let Some(id) = self.resolve_module(0, &m) else {
             return;
         };
@@ -333,12 +307,7 @@ impl Native {
     /// Finds or opens the module for mapping `m` of `pid`. `None` for non-file mappings.
     fn resolve_module(&mut self, pid: u32, m: &Mapping) -> Option<ModuleId> {
         if m.path == "[vdso]" {
-            let key = ModuleKey {
-                path: m.path.clone(),
-                dev: 0,
-                ino: 0,
-                mtime: 0,
-            };
+            let key = ModuleKey { path: m.path.clone(), dev: 0, ino: 0, mtime: 0 };
             return Some(self.module_id(key, &m.path, || {
                 let elf = ElfFile::from_bytes(maps::own_vdso_image()?).ok()?;
                 Some((Arc::new(elf), PathBuf::from("[vdso]")))
@@ -359,23 +328,13 @@ impl Native {
             let Ok(md) = std::fs::metadata(&candidate) else {
                 continue;
             };
-            let key = ModuleKey {
-                path: m.path.clone(),
-                dev: md.dev(),
-                ino: md.ino(),
-                mtime: md.mtime(),
-            };
+            let key = ModuleKey { path: m.path.clone(), dev: md.dev(), ino: md.ino(), mtime: md.mtime() };
             return Some(self.module_id(key, &m.path, || {
                 let elf = ElfFile::open_shared(&candidate).ok()?;
                 Some((elf, candidate.clone()))
             }));
         }
-        let key = ModuleKey {
-            path: m.path.clone(),
-            dev: 0,
-            ino: 0,
-            mtime: 0,
-        };
+        let key = ModuleKey { path: m.path.clone(), dev: 0, ino: 0, mtime: 0 };
         Some(self.module_id(key, &m.path, || None))
     }
 
@@ -392,10 +351,7 @@ impl Native {
         }
         let sym = open().map(|(elf, path)| ModuleSymbolizer::new(elf, path));
         let id = self.modules.len();
-        self.modules.push(ModuleEntry {
-            name: name.to_owned(),
-            sym,
-        });
+        self.modules.push(ModuleEntry { name: name.to_owned(), sym });
         self.module_ids.insert(key, id);
         id
     }
@@ -431,18 +387,8 @@ pub(crate) mod test_support {
         let dir = TempDir(dir);
         let src = dir.join(format!("{tag}.c"));
         std::fs::write(&src, source).unwrap();
-        let out = Command::new("gcc")
-            .args(flags)
-            .arg("-o")
-            .arg(dir.join(output))
-            .arg(&src)
-            .output()
-            .expect("run gcc");
-        assert!(
-            out.status.success(),
-            "gcc failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        let out = Command::new("gcc").args(flags).arg("-o").arg(dir.join(output)).arg(&src).output().expect("run gcc");
+        assert!(out.status.success(), "gcc failed: {}", String::from_utf8_lossy(&out.stderr));
         dir
     }
 

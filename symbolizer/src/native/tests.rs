@@ -47,9 +47,7 @@ macro_rules! capture_here {
 fn stack_top() -> u64 {
     let probe = 0u8;
     let addr = black_box(&probe) as *const u8 as u64;
-    maps::own_mapping_containing(addr)
-        .expect("stack mapping")
-        .end
+    maps::own_mapping_containing(addr).expect("stack mapping").end
 }
 
 #[inline(never)]
@@ -80,12 +78,7 @@ fn outer_names(native: &mut Native, pid: u32, addrs: &[u64]) -> Vec<String> {
             assert!(!frames.is_empty());
             assert!(!frames.last().unwrap().inlined);
             assert!(frames[..frames.len() - 1].iter().all(|f| f.inlined));
-            frames
-                .last()
-                .unwrap()
-                .function
-                .clone()
-                .unwrap_or_else(|| format!("?? {a:#x}"))
+            frames.last().unwrap().function.clone().unwrap_or_else(|| format!("?? {a:#x}"))
         })
         .collect()
 }
@@ -114,28 +107,14 @@ fn unwinds_and_symbolizes_own_stack() {
     let m = position(&names, i + 1, "::middle");
     let o = position(&names, m + 1, "::outer");
     assert_eq!((m, o), (1, 2), "{names:#?}");
-    assert!(
-        names[3].ends_with("::unwinds_and_symbolizes_own_stack"),
-        "{names:#?}"
-    );
+    assert!(names[3].ends_with("::unwinds_and_symbolizes_own_stack"), "{names:#?}");
     // Then the test harness (closures and std frames).
-    assert!(
-        names[4..]
-            .iter()
-            .any(|n| n.contains("test::") || n.contains("std::")),
-        "{names:#?}"
-    );
+    assert!(names[4..].iter().any(|n| n.contains("test::") || n.contains("std::")), "{names:#?}");
     assert!(unwound.complete || unwound.addrs.len() >= 5, "{unwound:?}");
 
     // The source location of `inner` is this file.
     let top = native.symbolize(pid, unwound.addrs[0], false);
-    assert!(
-        top[0]
-            .file
-            .as_deref()
-            .is_some_and(|f| f.ends_with("native/tests.rs")),
-        "{top:?}"
-    );
+    assert!(top[0].file.as_deref().is_some_and(|f| f.ends_with("native/tests.rs")), "{top:?}");
 
     // Unwind cost (the rule cache is warm after the first walk).
     let n = 2000;
@@ -143,11 +122,7 @@ fn unwinds_and_symbolizes_own_stack() {
     for _ in 0..n {
         black_box(native.unwind(pid, sample.regs, black_box(&sample.stack)));
     }
-    eprintln!(
-        "unwind: {:?} per sample ({} frames, 64 KiB stack copy)",
-        t.elapsed() / n,
-        unwound.addrs.len()
-    );
+    eprintln!("unwind: {:?} per sample ({} frames, 64 KiB stack copy)", t.elapsed() / n, unwound.addrs.len());
 }
 
 /// qsort comparator that snapshots the stack once: the walk has to go through glibc, which is
@@ -181,21 +156,15 @@ fn sort_with_libc() {
 fn unwinds_through_libc() {
     TOP.with(|t| t.set(stack_top()));
     sort_with_libc();
-    let sample = CAPTURED
-        .with(|c| c.borrow_mut().take())
-        .expect("comparator ran");
+    let sample = CAPTURED.with(|c| c.borrow_mut().take()).expect("comparator ran");
     let pid = own_pid();
     let mut native = Native::new();
     native.load_proc_maps(pid).unwrap();
     let unwound = native.unwind(pid, sample.regs, &sample.stack);
     let names = outer_names(&mut native, pid, &unwound.addrs);
     eprintln!("complete={} frames={names:#?}", unwound.complete);
-    let libc_frames: Vec<_> = unwound
-        .addrs
-        .iter()
-        .filter_map(|&a| native.mapping_for(pid, a))
-        .filter(|m| m.path.contains("libc"))
-        .collect();
+    let libc_frames: Vec<_> =
+        unwound.addrs.iter().filter_map(|&a| native.mapping_for(pid, a)).filter(|m| m.path.contains("libc")).collect();
     assert!(!libc_frames.is_empty(), "no libc frame in {names:#?}");
     let s = position(&names, 0, "::sort_with_libc");
     position(&names, s + 1, "::unwinds_through_libc");
@@ -228,10 +197,7 @@ fn unwinds_with_debug_frame_only() {
     let lib = dir.join("libdbgframe.so");
     let elf = ElfFile::open(&lib).unwrap();
     assert!(elf.section(".debug_frame").is_some());
-    assert!(
-        elf.section(".eh_frame").is_none_or(|s| s.size <= 0x40),
-        "gcc emitted .eh_frame"
-    );
+    assert!(elf.section(".eh_frame").is_none_or(|s| s.size <= 0x40), "gcc emitted .eh_frame");
 
     let c_outer = dlopen_symbol(&lib, "c_outer");
     // SAFETY: c_outer has the C signature declared above.
@@ -292,19 +258,14 @@ fn symbolizes_inlined_helper_in_shared_library() {
     let pid = own_pid();
     let mut native = Native::new();
     native.load_proc_maps(pid).unwrap();
-    assert_eq!(
-        native.mapping_for(pid, caller).unwrap().path,
-        lib.to_str().unwrap()
-    );
+    assert_eq!(native.mapping_for(pid, caller).unwrap().path, lib.to_str().unwrap());
 
     let inlined = (0..caller_size)
         .map(|off| native.symbolize(pid, caller + off, false))
         .find(|frames| frames.len() > 1)
         .expect("some address of caller belongs to the inlined helper");
     eprintln!("{inlined:#?}");
-    let [helper, outer] = &inlined[..] else {
-        panic!("expected 2 frames: {inlined:?}")
-    };
+    let [helper, outer] = &inlined[..] else { panic!("expected 2 frames: {inlined:?}") };
     assert_eq!(helper.function.as_deref(), Some("helper"));
     assert!(helper.inlined);
     assert!(helper.file.as_deref().unwrap().ends_with("inl.c"));
@@ -347,24 +308,9 @@ fn unknown_and_unreadable_modules_degrade() {
     assert_eq!(frames[0].module, UNKNOWN_MODULE);
     assert_eq!(frames[0].function, None);
 
-    native.add_mapping(
-        pid,
-        Mapping {
-            start: 0x10000,
-            end: 0x20000,
-            pgoff: 0x3000,
-            path: "/nonexistent/lib.so".into(),
-        },
-    );
-    native.add_mapping(
-        pid,
-        Mapping {
-            start: 0x30000,
-            end: 0x31000,
-            pgoff: 0,
-            path: "//anon".into(),
-        },
-    );
+    native
+        .add_mapping(pid, Mapping { start: 0x10000, end: 0x20000, pgoff: 0x3000, path: "/nonexistent/lib.so".into() });
+    native.add_mapping(pid, Mapping { start: 0x30000, end: 0x31000, pgoff: 0, path: "//anon".into() });
     let f = native.symbolize(pid, 0x10010, false);
     assert_eq!(
         f,
@@ -380,15 +326,7 @@ fn unknown_and_unreadable_modules_degrade() {
     assert_eq!(native.symbolize(pid, 0x30001, true)[0].module, "//anon");
 
     // An overlapping mapping replaces the earlier one.
-    native.add_mapping(
-        pid,
-        Mapping {
-            start: 0x18000,
-            end: 0x19000,
-            pgoff: 0,
-            path: "/other".into(),
-        },
-    );
+    native.add_mapping(pid, Mapping { start: 0x18000, end: 0x19000, pgoff: 0, path: "/other".into() });
     assert_eq!(native.mapping_for(pid, 0x10010), None);
     assert_eq!(native.mapping_for(pid, 0x18010).unwrap().path, "/other");
     native.remove_process(pid);
@@ -407,11 +345,7 @@ fn deleted_library_does_not_break_symbolization() {
     native.load_proc_maps(pid).unwrap();
     let frames = native.symbolize(pid, caller, false);
     eprintln!("deleted library: {frames:?}");
-    assert!(frames
-        .last()
-        .unwrap()
-        .module
-        .ends_with("libdeleted.so (deleted)"));
+    assert!(frames.last().unwrap().module.ends_with("libdeleted.so (deleted)"));
     // Root can still read the file through /proc/PID/map_files.
     if unsafe { libc::geteuid() } == 0 {
         assert_eq!(frames.last().unwrap().function.as_deref(), Some("caller"));
@@ -432,14 +366,7 @@ fn symbolizes_vdso_from_own_image() {
     assert_eq!(native.mapping_for(pid, base).unwrap().path, "[vdso]");
     let (sym, _) = elf.symbol("__vdso_clock_gettime").unwrap();
     let frames = native.symbolize(pid, sym + bias + 1, false);
-    assert!(
-        frames[0]
-            .function
-            .as_deref()
-            .unwrap()
-            .contains("clock_gettime"),
-        "{frames:?}"
-    );
+    assert!(frames[0].function.as_deref().unwrap().contains("clock_gettime"), "{frames:?}");
     assert_eq!(frames[0].module, "[vdso]");
 }
 
@@ -456,8 +383,7 @@ fn garbage_input_never_panics() {
     let pid = own_pid();
     let mut native = Native::new();
     native.load_proc_maps(pid).unwrap();
-    let code: Vec<Mapping> =
-        maps::parse_proc_maps(&std::fs::read_to_string("/proc/self/maps").unwrap());
+    let code: Vec<Mapping> = maps::parse_proc_maps(&std::fs::read_to_string("/proc/self/maps").unwrap());
     let mut rng = 0x9e3779b97f4a7c15u64;
     for round in 0..2000 {
         let len = (xorshift(&mut rng) % 4096) as usize & !7;
@@ -479,20 +405,8 @@ fn garbage_input_never_panics() {
             })
             .collect();
         let m = &code[round % code.len()];
-        let ip = if round % 3 == 0 {
-            xorshift(&mut rng)
-        } else {
-            m.start + xorshift(&mut rng) % (m.end - m.start)
-        };
-        let regs = Regs {
-            ip,
-            sp,
-            bp: if round % 2 == 0 {
-                sp.wrapping_add(16)
-            } else {
-                xorshift(&mut rng)
-            },
-        };
+        let ip = if round % 3 == 0 { xorshift(&mut rng) } else { m.start + xorshift(&mut rng) % (m.end - m.start) };
+        let regs = Regs { ip, sp, bp: if round % 2 == 0 { sp.wrapping_add(16) } else { xorshift(&mut rng) } };
         for p in [pid, 4_000_001] {
             let u = native.unwind(p, regs, &stack);
             assert!(u.addrs.len() <= MAX_DEPTH);
@@ -502,24 +416,13 @@ fn garbage_input_never_panics() {
         }
     }
     // Empty stack copy: only the ip, incomplete.
-    let u = native.unwind(
-        pid,
-        Regs {
-            ip: code[0].start,
-            sp: 0x1000,
-            bp: 0,
-        },
-        &[],
-    );
+    let u = native.unwind(pid, Regs { ip: code[0].start, sp: 0x1000, bp: 0 }, &[]);
     assert!(!u.addrs.is_empty() && u.addrs.len() <= 2);
 }
 
 /// Spawns `python3.13t -c script` and returns the child once its maps show the binary.
 fn spawn_python(python: &std::path::Path, script: &str) -> std::process::Child {
-    let child = std::process::Command::new(python)
-        .args(["-c", script])
-        .spawn()
-        .expect("spawn python3.13t");
+    let child = std::process::Command::new(python).args(["-c", script]).spawn().expect("spawn python3.13t");
     let maps = format!("/proc/{}/maps", child.id());
     let deadline = Instant::now() + Duration::from_secs(10);
     while Instant::now() < deadline {
@@ -545,9 +448,7 @@ fn symbolizes_python_eval_loop() {
     let load_maps = t.elapsed();
 
     let elf = ElfFile::open(&python).unwrap();
-    let (func, size) = elf
-        .symbol("_PyEval_EvalFrameDefault")
-        .expect("eval loop symbol");
+    let (func, size) = elf.symbol("_PyEval_EvalFrameDefault").expect("eval loop symbol");
     let map = std::fs::read_to_string(format!("/proc/{pid}/maps")).unwrap();
     let text = maps::parse_proc_maps(&map)
         .into_iter()
@@ -574,17 +475,11 @@ fn symbolizes_python_eval_loop() {
         "python3.13t: load_proc_maps {load_maps:?} (parses the ELF), first symbolize {first_time:?} \
          (builds the DWARF context), uncached in same unit {warm_time:?}, cached {cached_time:?}"
     );
-    assert_eq!(
-        first.last().unwrap().function.as_deref(),
-        Some("_PyEval_EvalFrameDefault")
-    );
+    assert_eq!(first.last().unwrap().function.as_deref(), Some("_PyEval_EvalFrameDefault"));
     assert_eq!(first.last().unwrap().module, python.to_str().unwrap());
     // The eval loop's body lives in generated_cases.c.h, included by ceval.c.
     let file = first.last().unwrap().file.clone().unwrap();
-    assert!(
-        file.ends_with("ceval.c") || file.ends_with("generated_cases.c.h"),
-        "{first:?}"
-    );
+    assert!(file.ends_with("ceval.c") || file.ends_with("generated_cases.c.h"), "{first:?}");
     assert_eq!(native.symbolize(pid, addr, true), first);
 
     // Walk the whole eval loop: many addresses are inlined helpers (Py_INCREF and friends).
@@ -593,17 +488,9 @@ fn symbolizes_python_eval_loop() {
     let mut max_depth = 0;
     for off in (0..size).step_by(4) {
         let frames = native.symbolize(pid, func + bias + off, false);
-        assert_eq!(
-            frames.last().unwrap().function.as_deref(),
-            Some("_PyEval_EvalFrameDefault")
-        );
+        assert_eq!(frames.last().unwrap().function.as_deref(), Some("_PyEval_EvalFrameDefault"));
         max_depth = max_depth.max(frames.len());
-        inlined_names.extend(
-            frames
-                .iter()
-                .filter(|f| f.inlined)
-                .filter_map(|f| f.function.clone()),
-        );
+        inlined_names.extend(frames.iter().filter(|f| f.inlined).filter_map(|f| f.function.clone()));
     }
     eprintln!(
         "{} addresses in {:?}; max inline depth {max_depth}; {} inlined functions, e.g. {:?}",
@@ -633,17 +520,8 @@ fn ptrace_sample(pid: u32, stack_end: u64) -> Option<Sample> {
         let mut status = 0;
         libc::waitpid(pid_t, &mut status, 0);
         let mut regs: libc::user_regs_struct = std::mem::zeroed();
-        let ok = libc::ptrace(
-            libc::PTRACE_GETREGS,
-            pid_t,
-            null,
-            &mut regs as *mut _ as *mut libc::c_void,
-        ) == 0;
-        let regs = ok.then_some(Regs {
-            ip: regs.rip,
-            sp: regs.rsp,
-            bp: regs.rbp,
-        });
+        let ok = libc::ptrace(libc::PTRACE_GETREGS, pid_t, null, &mut regs as *mut _ as *mut libc::c_void) == 0;
+        let regs = ok.then_some(Regs { ip: regs.rip, sp: regs.rsp, bp: regs.rbp });
         let stack = regs.and_then(|r| {
             let len = stack_end.checked_sub(r.sp)?.min(64 * 1024) as usize;
             let mem = std::fs::File::open(format!("/proc/{pid}/mem")).ok()?;
@@ -652,10 +530,7 @@ fn ptrace_sample(pid: u32, stack_end: u64) -> Option<Sample> {
             Some(buf)
         });
         libc::ptrace(libc::PTRACE_DETACH, pid_t, null, null);
-        Some(Sample {
-            regs: regs?,
-            stack: stack?,
-        })
+        Some(Sample { regs: regs?, stack: stack? })
     };
     regs
 }
@@ -723,12 +598,6 @@ fn unwinds_live_python() {
         return;
     }
     assert!(samples >= 10, "only {samples} ptrace samples");
-    assert!(
-        complete * 10 >= samples * 9,
-        "{complete}/{samples} complete"
-    );
-    assert!(
-        through_eval * 10 >= samples * 8,
-        "{through_eval}/{samples} through eval loop"
-    );
+    assert!(complete * 10 >= samples * 9, "{complete}/{samples} complete");
+    assert!(through_eval * 10 >= samples * 8, "{through_eval}/{samples} through eval loop");
 }

@@ -126,10 +126,7 @@ pub(crate) fn unwind(
     let start = UnwindRegsX86_64::new(regs.ip, regs.sp, regs.bp);
     let mut frames = unwinder.iter_frames(regs.ip, start, cache, &mut read_stack);
 
-    let mut out = Unwound {
-        addrs: Vec::with_capacity(32),
-        complete: false,
-    };
+    let mut out = Unwound { addrs: Vec::with_capacity(32), complete: false };
     let mut last_kind = classify(regs.ip);
     while out.addrs.len() < MAX_DEPTH {
         match frames.next() {

@@ -17,11 +17,7 @@ fn varint(it: &mut std::slice::Iter<'_, u8>) -> Option<u32> {
 
 fn svarint(it: &mut std::slice::Iter<'_, u8>) -> Option<i32> {
     let v = varint(it)?;
-    Some(if v & 1 != 0 {
-        -((v >> 1) as i32)
-    } else {
-        (v >> 1) as i32
-    })
+    Some(if v & 1 != 0 { -((v >> 1) as i32) } else { (v >> 1) as i32 })
 }
 
 /// Decode the whole table (stops quietly at the first malformed entry).
@@ -105,16 +101,7 @@ mod tests {
             0x80 | (15 << 3),
         ];
         let r = decode(&table, 10);
-        assert_eq!(
-            r,
-            vec![
-                (0, 1, Some(12)),
-                (1, 4, Some(13)),
-                (4, 6, Some(13)),
-                (6, 7, Some(10)),
-                (7, 8, None)
-            ]
-        );
+        assert_eq!(r, vec![(0, 1, Some(12)), (1, 4, Some(13)), (4, 6, Some(13)), (6, 7, Some(10)), (7, 8, None)]);
         assert_eq!(line_for(&r, 0), Some(12));
         assert_eq!(line_for(&r, 3), Some(13));
         assert_eq!(line_for(&r, 6), Some(10));

@@ -21,16 +21,9 @@ impl Mem {
         if addr == 0 {
             return Err(io::Error::new(io::ErrorKind::InvalidInput, "null pointer"));
         }
-        let local = libc::iovec {
-            iov_base: buf.as_mut_ptr() as *mut libc::c_void,
-            iov_len: buf.len(),
-        };
-        let remote = libc::iovec {
-            iov_base: addr as *mut libc::c_void,
-            iov_len: buf.len(),
-        };
-        let n =
-            unsafe { libc::process_vm_readv(self.pid as libc::pid_t, &local, 1, &remote, 1, 0) };
+        let local = libc::iovec { iov_base: buf.as_mut_ptr() as *mut libc::c_void, iov_len: buf.len() };
+        let remote = libc::iovec { iov_base: addr as *mut libc::c_void, iov_len: buf.len() };
+        let n = unsafe { libc::process_vm_readv(self.pid as libc::pid_t, &local, 1, &remote, 1, 0) };
         if n < 0 {
             return Err(io::Error::last_os_error());
         }
@@ -80,16 +73,12 @@ impl Mem {
 /// Little-endian field access on a byte buffer read from the target.
 pub fn field_u64(buf: &[u8], off: u64) -> u64 {
     let o = off as usize;
-    buf.get(o..o + 8)
-        .map(|b| u64::from_le_bytes(b.try_into().unwrap()))
-        .unwrap_or(0)
+    buf.get(o..o + 8).map(|b| u64::from_le_bytes(b.try_into().unwrap())).unwrap_or(0)
 }
 
 pub fn field_i32(buf: &[u8], off: u64) -> i32 {
     let o = off as usize;
-    buf.get(o..o + 4)
-        .map(|b| i32::from_le_bytes(b.try_into().unwrap()))
-        .unwrap_or(0)
+    buf.get(o..o + 4).map(|b| i32::from_le_bytes(b.try_into().unwrap())).unwrap_or(0)
 }
 
 pub fn field_u8(buf: &[u8], off: u64) -> u8 {

@@ -50,13 +50,7 @@ pub struct CodeInfo {
 impl CodeInfo {
     /// A code object described directly (for tools and tests that do not read a process).
     pub fn synthetic(qualname: &str, filename: &str, firstlineno: i32) -> CodeInfo {
-        CodeInfo {
-            qualname: qualname.into(),
-            filename: filename.into(),
-            firstlineno,
-            lines: Vec::new(),
-            key: [0; 3],
-        }
+        CodeInfo { qualname: qualname.into(), filename: filename.into(), firstlineno, lines: Vec::new(), key: [0; 3] }
     }
 
     pub fn line_for(&self, lasti: u32) -> Option<i32> {
@@ -68,12 +62,7 @@ impl CodeInfo {
 #[derive(Clone, Debug)]
 pub enum PyFrame {
     /// A Python function frame.
-    Code {
-        code: Arc<CodeInfo>,
-        code_addr: u64,
-        lasti: u32,
-        line: Option<i32>,
-    },
+    Code { code: Arc<CodeInfo>, code_addr: u64, lasti: u32, line: Option<i32> },
     /// The entry frame of one C-level `_PyEval_EvalFrameDefault` activation.
     Entry,
 }
@@ -86,6 +75,22 @@ pub struct PyStack {
     pub truncated: bool,
     /// `PyThreadState.state`: 0 detached, 1 attached, 2 suspended (3.14: 3 shutting down).
     pub state: i32,
+}
+
+/// What a thread parked in the parking lot waits on (see [`PyProcess::probe_parked`]).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ParkedInfo {
+    /// The parked-on address (a PyMutex byte, `tstate->state`, a PyEvent…).
+    pub addr: u64,
+    /// If `addr` is an object's `ob_mutex`: the object and its type (critical sections).
+    pub cs_object: Option<(u64, String)>,
+    /// If `addr` is the mutex inside a `_thread.lock`/`_thread.RLock`: the object and its type.
+    pub lock_object: Option<(u64, String)>,
+    /// `addr` is the waiting thread's own `tstate->state`: a stop-the-world pause.
+    pub stw_victim: bool,
+    /// For runtime-internal mutexes: `_PyRuntime+0x…` or `PyInterpreterState+0x…` with a name
+    /// when known.
+    pub symbol: Option<String>,
 }
 
 /// One thread state of the target.
@@ -108,6 +113,7 @@ pub struct PyProcess {
     code_type: Option<u64>,
     codes: HashMap<u64, Arc<CodeInfo>>,
     tstates: HashMap<u32, u64>,
+    type_names: HashMap<u64, String>,
     ts_buf: Vec<u8>,
     frame_buf: Vec<u8>,
     code_hdr_len: usize,
@@ -149,9 +155,7 @@ pub fn read_maps(pid: u32) -> std::io::Result<Vec<MapLine>> {
 
 /// Where `_PyRuntime` lives in an ELF file: its virtual address, if the file has one.
 pub fn runtime_vaddr(elf: &ElfFile) -> Option<u64> {
-    elf.section(".PyRuntime")
-        .map(|s| s.addr)
-        .or_else(|| elf.symbol("_PyRuntime").map(|s| s.0))
+    elf.section(".PyRuntime").map(|s| s.addr).or_else(|| elf.symbol("_PyRuntime").map(|s| s.0))
 }
 
 /// `Py_Version` (PY_VERSION_HEX) stored in an ELF file, for version checks before launch.
@@ -170,10 +174,7 @@ impl PyProcess {
             .unwrap_or_default();
         let mut seen = Vec::new();
         let candidates = maps.iter().filter(|m| {
-            let name = Path::new(&m.path)
-                .file_name()
-                .map(|n| n.to_string_lossy().into_owned())
-                .unwrap_or_default();
+            let name = Path::new(&m.path).file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
             (m.path == exe || name.starts_with("libpython")) && m.path.starts_with('/')
         });
         for m in candidates {
@@ -188,11 +189,7 @@ impl PyProcess {
                 continue;
             };
             // The lowest mapping of this file gives the load bias.
-            let first = maps
-                .iter()
-                .filter(|x| x.path == m.path)
-                .min_by_key(|x| x.pgoff)
-                .unwrap_or(m);
+            let first = maps.iter().filter(|x| x.path == m.path).min_by_key(|x| x.pgoff).unwrap_or(m);
             let runtime = vaddr.wrapping_add(elf.bias_for_mapping(first.start, first.pgoff));
             let mem = Mem::new(pid);
             let raw = mem.read_vec(runtime, offsets::MAX_SIZE)?;
@@ -207,28 +204,15 @@ impl PyProcess {
 
     fn new(pid: u32, mem: Mem, offsets: DebugOffsets, runtime: u64, module: String) -> PyProcess {
         let o = &offsets;
-        let ts_len = [
-            o.ts_next,
-            o.ts_current_frame,
-            o.ts_thread_id,
-            o.ts_native_thread_id,
-            o.ts_state(),
-            o.ts_status,
-        ]
-        .into_iter()
-        .max()
-        .unwrap() as usize
+        let ts_len = [o.ts_next, o.ts_current_frame, o.ts_thread_id, o.ts_native_thread_id, o.ts_state(), o.ts_status]
+            .into_iter()
+            .max()
+            .unwrap() as usize
             + 8;
-        let code_hdr_len = [
-            o.code_filename,
-            o.code_qualname,
-            o.code_linetable,
-            o.code_firstlineno,
-            o.ob_type,
-        ]
-        .into_iter()
-        .max()
-        .unwrap() as usize
+        let code_hdr_len = [o.code_filename, o.code_qualname, o.code_linetable, o.code_firstlineno, o.ob_type]
+            .into_iter()
+            .max()
+            .unwrap() as usize
             + 8;
         PyProcess {
             pid,
@@ -242,6 +226,7 @@ impl PyProcess {
             code_type: None,
             codes: HashMap::new(),
             tstates: HashMap::new(),
+            type_names: HashMap::new(),
         }
     }
 
@@ -257,11 +242,7 @@ impl PyProcess {
             while ts != 0 && n < 100_000 {
                 let native_tid = self.mem.u64(ts + o.ts_native_thread_id)? as u32;
                 let thread_id = self.mem.u64(ts + o.ts_thread_id)?;
-                out.push(PyThread {
-                    tstate: ts,
-                    native_tid,
-                    thread_id,
-                });
+                out.push(PyThread { tstate: ts, native_tid, thread_id });
                 ts = self.mem.u64(ts + o.ts_next)?;
                 n += 1;
             }
@@ -286,17 +267,11 @@ impl PyProcess {
     fn load_tstate(&mut self, tid: u32) -> Result<bool, PyError> {
         let nt = self.offsets.ts_native_thread_id;
         if let Some(&ts) = self.tstates.get(&tid) {
-            if self.mem.read(ts, &mut self.ts_buf).is_ok()
-                && field_u64(&self.ts_buf, nt) as u32 == tid
-            {
+            if self.mem.read(ts, &mut self.ts_buf).is_ok() && field_u64(&self.ts_buf, nt) as u32 == tid {
                 return Ok(true);
             }
         }
-        self.tstates = self
-            .threads()?
-            .into_iter()
-            .map(|t| (t.native_tid, t.tstate))
-            .collect();
+        self.tstates = self.threads()?.into_iter().map(|t| (t.native_tid, t.tstate)).collect();
         match self.tstates.get(&tid) {
             Some(&ts) => {
                 self.mem.read(ts, &mut self.ts_buf)?;
@@ -315,24 +290,16 @@ impl PyProcess {
         let o = self.offsets.clone();
         let state = field_i32(&self.ts_buf, o.ts_state());
         let mut frame = field_u64(&self.ts_buf, o.ts_current_frame);
-        let mut stack = PyStack {
-            frames: Vec::new(),
-            truncated: false,
-            state,
-        };
+        let mut stack = PyStack { frames: Vec::new(), truncated: false, state };
         while frame != 0 {
-            if stack.frames.len() >= MAX_FRAMES
-                || self.mem.read(frame, &mut self.frame_buf).is_err()
-            {
+            if stack.frames.len() >= MAX_FRAMES || self.mem.read(frame, &mut self.frame_buf).is_err() {
                 stack.truncated = true;
                 break;
             }
             let owner = field_u8(&self.frame_buf, o.frame_owner);
             let executable = field_u64(&self.frame_buf, o.frame_executable) & !3;
             let instr_ptr = field_u64(&self.frame_buf, o.frame_instr_ptr);
-            let tlbc_index = o
-                .frame_tlbc_index
-                .map(|off| field_i32(&self.frame_buf, off));
+            let tlbc_index = o.frame_tlbc_index.map(|off| field_i32(&self.frame_buf, off));
             let previous = field_u64(&self.frame_buf, o.frame_previous);
             if owner == OWNER_ENTRY {
                 stack.frames.push(PyFrame::Entry);
@@ -340,19 +307,12 @@ impl PyProcess {
                 match self.code(executable) {
                     Ok(Some(code)) => {
                         let base = match (o.code_co_tlbc, tlbc_index) {
-                            (Some(co_tlbc), Some(idx)) if idx > 0 => {
-                                self.tlbc_base(executable, co_tlbc, idx)
-                            }
+                            (Some(co_tlbc), Some(idx)) if idx > 0 => self.tlbc_base(executable, co_tlbc, idx),
                             _ => executable + o.code_co_code_adaptive,
                         };
                         let lasti = (instr_ptr.wrapping_sub(base) / 2) as u32;
                         let line = code.line_for(lasti);
-                        stack.frames.push(PyFrame::Code {
-                            code,
-                            code_addr: executable,
-                            lasti,
-                            line,
-                        });
+                        stack.frames.push(PyFrame::Code { code, code_addr: executable, lasti, line });
                     }
                     _ => {
                         stack.truncated = true;
@@ -378,11 +338,8 @@ impl PyProcess {
     fn code(&mut self, addr: u64) -> Result<Option<Arc<CodeInfo>>, PyError> {
         let o = &self.offsets;
         let hdr = self.mem.read_vec(addr, self.code_hdr_len)?;
-        let key = [
-            field_u64(&hdr, o.code_filename),
-            field_u64(&hdr, o.code_qualname),
-            field_u64(&hdr, o.code_linetable),
-        ];
+        let key =
+            [field_u64(&hdr, o.code_filename), field_u64(&hdr, o.code_qualname), field_u64(&hdr, o.code_linetable)];
         if let Some(c) = self.codes.get(&addr) {
             if c.key == key {
                 return Ok(Some(c.clone()));
@@ -403,18 +360,93 @@ impl PyProcess {
         let filename = self.unicode(key[0])?;
         let firstlineno = field_i32(&hdr, o.code_firstlineno);
         let table = self.bytes(key[2])?;
-        let info = Arc::new(CodeInfo {
-            qualname,
-            filename,
-            firstlineno,
-            lines: linetable::decode(&table, firstlineno),
-            key,
-        });
+        let info =
+            Arc::new(CodeInfo { qualname, filename, firstlineno, lines: linetable::decode(&table, firstlineno), key });
         if self.codes.len() > 200_000 {
             self.codes.clear();
         }
         self.codes.insert(addr, info.clone());
         Ok(Some(info))
+    }
+
+    /// Identify the address a thread parked on. `tid` is the waiting thread.
+    pub fn probe_parked(&mut self, tid: u32, addr: u64) -> ParkedInfo {
+        let o = self.offsets.clone();
+        let mut info = ParkedInfo { addr, ..Default::default() };
+        if self.tstates.get(&tid).is_some_and(|ts| ts + o.ts_state() == addr) {
+            info.stw_victim = true;
+            return info;
+        }
+        // ob_mutex sits at +10 in free-threaded objects; a thread lock's PyMutex right after the
+        // object header.
+        if o.free_threaded {
+            info.cs_object = self.object_with_type(addr.wrapping_sub(10));
+        }
+        let lock_obj = addr.wrapping_sub(o.pyobject_size);
+        info.lock_object = self
+            .object_with_type(lock_obj)
+            .filter(|(_, t)| t.starts_with("_thread.") || t.contains("lock") || t.contains("Lock"));
+        if info.cs_object.is_none() && info.lock_object.is_none() {
+            info.symbol = self.runtime_symbol(addr);
+        }
+        info
+    }
+
+    /// `(obj, type name)` when `obj` looks like a live object with a sensible type name.
+    fn object_with_type(&mut self, obj: u64) -> Option<(u64, String)> {
+        let ty = self.mem.u64(obj + self.offsets.ob_type).ok()?;
+        if ty < 4096 {
+            return None;
+        }
+        let name = match self.type_names.get(&ty) {
+            Some(n) => n.clone(),
+            None => {
+                let n = self.type_name(ty).ok()?;
+                let plausible = !n.is_empty()
+                    && n.len() < 100
+                    && n.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '.');
+                if !plausible {
+                    return None;
+                }
+                self.type_names.insert(ty, n.clone());
+                n
+            }
+        };
+        Some((obj, name))
+    }
+
+    /// Name a runtime-internal address: inside `_PyRuntime` or an interpreter state.
+    fn runtime_symbol(&self, addr: u64) -> Option<String> {
+        let o = &self.offsets;
+        let interp = self.mem.u64(self.runtime + o.runtime_interpreters_head).ok()?;
+        if interp != 0 && addr >= interp && addr < interp + o.interp_size {
+            let off = addr - interp;
+            let known = match (o.minor(), o.free_threaded, off) {
+                (13, true, 196152) => Some("type lock (TYPE_LOCK)"),
+                (13, true, 10744) => Some("stop-the-world mutex"),
+                (13, true, 10748) => Some("stop-the-world event"),
+                (13, true, 10768) => Some("QSBR mutex"),
+                (13, true, 17304..=17430) => Some("weakref lock"),
+                _ => None,
+            };
+            return Some(match known {
+                Some(k) => format!("{k}, PyInterpreterState+{off:#x}"),
+                None => format!("PyInterpreterState+{off:#x}"),
+            });
+        }
+        if addr >= self.runtime && addr < self.runtime + o.runtime_size {
+            let off = addr - self.runtime;
+            return Some(match (o.minor(), off) {
+                (13, 624) => format!("interpreter list lock (HEAD_LOCK), _PyRuntime+{off:#x}"),
+                _ => format!("_PyRuntime+{off:#x}"),
+            });
+        }
+        None
+    }
+
+    /// The thread state of `tid`, if it has been seen.
+    pub fn tstate_of(&self, tid: u32) -> Option<u64> {
+        self.tstates.get(&tid).copied()
     }
 
     /// `tp_name` of a type object.
@@ -447,15 +479,11 @@ impl PyProcess {
         Ok(match kind {
             1 => raw.iter().map(|&c| c as char).collect(),
             2 => String::from_utf16_lossy(
-                &raw.chunks_exact(2)
-                    .map(|c| u16::from_le_bytes([c[0], c[1]]))
-                    .collect::<Vec<_>>(),
+                &raw.chunks_exact(2).map(|c| u16::from_le_bytes([c[0], c[1]])).collect::<Vec<_>>(),
             ),
             _ => raw
                 .chunks_exact(4)
-                .map(|c| {
-                    char::from_u32(u32::from_le_bytes([c[0], c[1], c[2], c[3]])).unwrap_or('?')
-                })
+                .map(|c| char::from_u32(u32::from_le_bytes([c[0], c[1], c[2], c[3]])).unwrap_or('?'))
                 .collect(),
         })
     }

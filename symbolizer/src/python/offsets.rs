@@ -5,10 +5,7 @@ use std::collections::HashMap;
 /// Field list of `_Py_DebugOffsets` per minor version (every leaf is a u64, after an 8-byte cookie).
 const F313: &[(&str, &[&str])] = &[
     ("", &["version", "free_threaded"]),
-    (
-        "runtime_state",
-        &["size", "finalizing", "interpreters_head"],
-    ),
+    ("runtime_state", &["size", "finalizing", "interpreters_head"]),
     (
         "interpreter_state",
         &[
@@ -41,17 +38,7 @@ const F313: &[(&str, &[&str])] = &[
             "status",
         ],
     ),
-    (
-        "interpreter_frame",
-        &[
-            "size",
-            "previous",
-            "executable",
-            "instr_ptr",
-            "localsplus",
-            "owner",
-        ],
-    ),
+    ("interpreter_frame", &["size", "previous", "executable", "instr_ptr", "localsplus", "owner"]),
     (
         "code_object",
         &[
@@ -75,19 +62,13 @@ const F313: &[(&str, &[&str])] = &[
     ("float_object", &["size", "ob_fval"]),
     ("long_object", &["size", "lv_tag", "ob_digit"]),
     ("bytes_object", &["size", "ob_size", "ob_sval"]),
-    (
-        "unicode_object",
-        &["size", "state", "length", "asciiobject_size"],
-    ),
+    ("unicode_object", &["size", "state", "length", "asciiobject_size"]),
     ("gc", &["size", "collecting"]),
 ];
 
 const F314: &[(&str, &[&str])] = &[
     ("", &["version", "free_threaded"]),
-    (
-        "runtime_state",
-        &["size", "finalizing", "interpreters_head"],
-    ),
+    ("runtime_state", &["size", "finalizing", "interpreters_head"]),
     (
         "interpreter_state",
         &[
@@ -125,16 +106,7 @@ const F314: &[(&str, &[&str])] = &[
     ),
     (
         "interpreter_frame",
-        &[
-            "size",
-            "previous",
-            "executable",
-            "instr_ptr",
-            "localsplus",
-            "owner",
-            "stackpointer",
-            "tlbc_index",
-        ],
+        &["size", "previous", "executable", "instr_ptr", "localsplus", "owner", "stackpointer", "tlbc_index"],
     ),
     (
         "code_object",
@@ -161,15 +133,9 @@ const F314: &[(&str, &[&str])] = &[
     ("float_object", &["size", "ob_fval"]),
     ("long_object", &["size", "lv_tag", "ob_digit"]),
     ("bytes_object", &["size", "ob_size", "ob_sval"]),
-    (
-        "unicode_object",
-        &["size", "state", "length", "asciiobject_size"],
-    ),
+    ("unicode_object", &["size", "state", "length", "asciiobject_size"]),
     ("gc", &["size", "collecting"]),
-    (
-        "gen_object",
-        &["size", "gi_name", "gi_iframe", "gi_frame_state"],
-    ),
+    ("gen_object", &["size", "gi_name", "gi_iframe", "gi_frame_state"]),
     ("llist_node", &["next", "prev"]),
     (
         "debugger_support",
@@ -203,6 +169,9 @@ pub struct DebugOffsets {
     /// PY_VERSION_HEX.
     pub version: u64,
     pub free_threaded: bool,
+    pub runtime_size: u64,
+    pub interp_size: u64,
+    pub pyobject_size: u64,
     pub runtime_interpreters_head: u64,
     pub runtime_finalizing: u64,
     pub interp_id: u64,
@@ -254,12 +223,7 @@ impl DebugOffsets {
     }
     /// "3.13.5" and so on.
     pub fn version_string(&self) -> String {
-        format!(
-            "{}.{}.{}",
-            self.major(),
-            self.minor(),
-            (self.version >> 8) & 0xff
-        )
+        format!("{}.{}.{}", self.major(), self.minor(), (self.version >> 8) & 0xff)
     }
 
     /// Parse the raw bytes found at `_PyRuntime`.
@@ -280,11 +244,7 @@ impl DebugOffsets {
         for (group, fields) in layout {
             for f in *fields {
                 let v = raw.get(pos..pos + 8).ok_or(OffsetsError::Truncated)?;
-                let key = if group.is_empty() {
-                    f.to_string()
-                } else {
-                    format!("{group}.{f}")
-                };
+                let key = if group.is_empty() { f.to_string() } else { format!("{group}.{f}") };
                 map.insert(key, u64::from_le_bytes(v.try_into().unwrap()));
                 pos += 8;
             }
@@ -294,6 +254,9 @@ impl DebugOffsets {
         Ok(DebugOffsets {
             version,
             free_threaded: g("free_threaded") != 0,
+            runtime_size: g("runtime_state.size"),
+            interp_size: g("interpreter_state.size"),
+            pyobject_size: g("pyobject.size"),
             runtime_interpreters_head: g("runtime_state.interpreters_head"),
             runtime_finalizing: g("runtime_state.finalizing"),
             interp_id: g("interpreter_state.id"),
@@ -372,19 +335,10 @@ mod tests {
 
     #[test]
     fn rejects_bad_cookie_and_old_versions() {
-        assert_eq!(
-            DebugOffsets::parse(b"notpython_______________").unwrap_err(),
-            OffsetsError::BadCookie
-        );
+        assert_eq!(DebugOffsets::parse(b"notpython_______________").unwrap_err(), OffsetsError::BadCookie);
         let old = raw(0x030c05f0, 0, 100);
-        assert_eq!(
-            DebugOffsets::parse(&old).unwrap_err(),
-            OffsetsError::TooOld("3.12".into())
-        );
-        assert_eq!(
-            DebugOffsets::parse(&raw(0x030d05f0, 1, 3)).unwrap_err(),
-            OffsetsError::Truncated
-        );
+        assert_eq!(DebugOffsets::parse(&old).unwrap_err(), OffsetsError::TooOld("3.12".into()));
+        assert_eq!(DebugOffsets::parse(&raw(0x030d05f0, 1, 3)).unwrap_err(), OffsetsError::Truncated);
     }
 
     #[test]

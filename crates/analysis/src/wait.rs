@@ -1,0 +1,396 @@
+//! Why a thread was not making progress: classification of samples into categories, and the
+//! identity of the lock or object involved.
+
+use serde::Serialize;
+use symbolizer::native::NativeFrame;
+use symbolizer::python::{ParkedInfo, PyFrame, PyStack};
+
+/// Where a thread's time went. The first five are on-CPU, the rest off-CPU.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Category {
+    /// Running Python code (the interpreter and the C code it inlines or calls internally).
+    Python,
+    /// Running native code outside the interpreter (extension modules, libraries).
+    Native,
+    /// Running the garbage collector outside a stop-the-world pause.
+    Gc,
+    /// On CPU, updating reference counts of objects shared between threads.
+    Refcount,
+    /// On CPU, spinning in the PyMutex slow path (`sched_yield`) before parking.
+    Spin,
+    /// Blocked on an object's per-object lock (critical section).
+    CriticalSection,
+    /// Blocked on a `threading.Lock`/`RLock`/`Semaphore` or a lock inside `queue`.
+    Lock,
+    /// Blocked on an interpreter-internal PyMutex.
+    Pymutex,
+    /// Paused by a stop-the-world (GC and others), or the collecting thread's own pause.
+    StopTheWorld,
+    /// Waiting for the GIL (default builds, or a free-threaded build with the GIL re-enabled).
+    Gil,
+    /// Waiting in `Thread.join`.
+    Join,
+    /// `time.sleep` and other sleeps.
+    Sleep,
+    /// Blocking I/O system calls.
+    Io,
+    /// Waiting for a notification (`Event.wait`, `Condition.wait`, `Queue.get`, …) or other
+    /// blocking with nobody to blame.
+    Idle,
+    /// Runnable but not running: preempted, waiting for a CPU (more threads than CPUs).
+    Runqueue,
+}
+
+impl Category {
+    pub const ALL: [Category; 15] = [
+        Category::Python,
+        Category::Native,
+        Category::Gc,
+        Category::Refcount,
+        Category::Spin,
+        Category::CriticalSection,
+        Category::Lock,
+        Category::Pymutex,
+        Category::StopTheWorld,
+        Category::Gil,
+        Category::Join,
+        Category::Sleep,
+        Category::Io,
+        Category::Idle,
+        Category::Runqueue,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Category::Python => "python",
+            Category::Native => "native",
+            Category::Gc => "gc",
+            Category::Refcount => "refcount",
+            Category::Spin => "spin",
+            Category::CriticalSection => "critical_section",
+            Category::Lock => "lock",
+            Category::Pymutex => "pymutex",
+            Category::StopTheWorld => "stop_the_world",
+            Category::Gil => "gil",
+            Category::Join => "join",
+            Category::Sleep => "sleep",
+            Category::Io => "io",
+            Category::Idle => "idle",
+            Category::Runqueue => "runqueue",
+        }
+    }
+
+    /// Time lost to threads getting in each other's way.
+    pub fn is_contention(self) -> bool {
+        matches!(
+            self,
+            Category::Refcount
+                | Category::Spin
+                | Category::CriticalSection
+                | Category::Lock
+                | Category::Pymutex
+                | Category::StopTheWorld
+                | Category::Gil
+        )
+    }
+
+    /// Waiting that is nobody's fault (left out of flamegraphs unless `--idle`).
+    pub fn is_idle(self) -> bool {
+        matches!(self, Category::Join | Category::Sleep | Category::Idle)
+    }
+
+    pub fn on_cpu(self) -> bool {
+        matches!(self, Category::Python | Category::Native | Category::Gc | Category::Refcount | Category::Spin)
+    }
+}
+
+/// What a wait (or a spin, or a refcount hot spot) was about.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize)]
+pub struct LockIdentity {
+    /// Address of the lock (the PyMutex, or the object for critical sections and thread locks).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub address: Option<u64>,
+    /// Python type of the object (`list`, `dict`, `_thread.lock`), when it is an object.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub type_name: Option<String>,
+    /// Where the lock lives when it is not an object (`stop-the-world`, a C function that spins).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub symbol: Option<String>,
+}
+
+impl LockIdentity {
+    pub fn describe(&self) -> String {
+        match (&self.type_name, self.address, &self.symbol) {
+            (Some(t), Some(a), _) => format!("{t} @ {a:#x}"),
+            (None, Some(a), Some(s)) => format!("{s} @ {a:#x}"),
+            (None, Some(a), None) => format!("PyMutex @ {a:#x}"),
+            (Some(t), None, _) => t.clone(),
+            (None, None, Some(s)) => s.clone(),
+            (None, None, None) => "unknown".into(),
+        }
+    }
+}
+
+/// Everything the classifier looks at for one sample.
+pub struct Evidence<'a> {
+    /// Native frames, innermost first (inline chains flattened).
+    pub native: Vec<&'a NativeFrame>,
+    /// The inline chain at `ip - 1` of the leaf (the instruction before the sampled one).
+    pub leaf_prev: &'a [NativeFrame],
+    pub kernel: &'a [String],
+    pub python: Option<&'a PyStack>,
+    pub parked: Option<&'a ParkedInfo>,
+    pub on_cpu: bool,
+    pub preempted: bool,
+    /// Path of the module that holds the CPython runtime (executable or libpython).
+    pub runtime_module: Option<&'a str>,
+}
+
+fn fname(f: &NativeFrame) -> &str {
+    f.function.as_deref().unwrap_or("")
+}
+
+fn has(native: &[&NativeFrame], pred: impl Fn(&str) -> bool) -> bool {
+    native.iter().any(|f| pred(fname(f)))
+}
+
+fn is_named(name: &str, base: &str) -> bool {
+    name == base || name.strip_prefix(base).is_some_and(|r| r.starts_with('.'))
+}
+
+/// Python frames, innermost first, as (qualname, file).
+fn py_frames<'a>(py: Option<&'a PyStack>) -> impl Iterator<Item = (&'a str, &'a str)> {
+    py.into_iter().flat_map(|s| s.frames.iter()).filter_map(|f| match f {
+        PyFrame::Code { code, .. } => Some((code.qualname.as_str(), code.filename.as_str())),
+        PyFrame::Entry => None,
+    })
+}
+
+/// Waits that `threading` builds on a lock: what the innermost threading/queue frame says.
+fn threading_wait(py: Option<&PyStack>) -> Option<Category> {
+    for (q, file) in py_frames(py) {
+        let stdlib = file.ends_with("threading.py") || file.ends_with("queue.py");
+        if !stdlib {
+            return None;
+        }
+        match q {
+            "Thread.join" | "Thread._wait_for_tstate_lock" | "_ThreadHandle.join" => return Some(Category::Join),
+            "Semaphore.acquire" | "BoundedSemaphore.acquire" => return Some(Category::Lock),
+            "Condition.wait" | "Condition.wait_for" | "Event.wait" | "Barrier.wait" | "Barrier._wait" => {
+                return Some(Category::Idle)
+            }
+            _ => {}
+        }
+    }
+    None
+}
+
+const PARK: &str = "_PyParkingLot_Park";
+const LOCK_PATH: [&str; 9] = [
+    "_PyMutex_LockTimed",
+    "PyMutex_Lock",
+    "PyMutex_LockFlags",
+    "_PyMutex_LockSlow",
+    "_PyCriticalSection_BeginSlow",
+    "_PyCriticalSection2_BeginSlow",
+    "_PyRawMutex_LockSlow",
+    "_PyRecursiveMutex_Lock",
+    "_PyRecursiveMutex_LockTimed",
+];
+const REFCOUNT_FNS: [&str; 7] = [
+    "_Py_DecRefShared",
+    "_Py_DecRefSharedDebug",
+    "_Py_MergeZeroLocalRefcount",
+    "_Py_ExplicitMergeRefcount",
+    "_Py_brc_queue_object",
+    "_Py_brc_merge_refcounts",
+    "_Py_TryIncrefCompare",
+];
+const STW_FNS: [&str; 9] = [
+    "stop_the_world",
+    "start_the_world",
+    "_PyEval_StopTheWorld",
+    "_PyEval_StopTheWorldAll",
+    "deduce_unreachable_heap",
+    "gc_visit_heaps",
+    "merge_all_queued_objects",
+    "process_delayed_frees",
+    "handle_resurrected_objects",
+];
+const GC_FNS: [&str; 5] = ["gc_collect_main", "_PyGC_Collect", "gc_collect_internal", "PyGC_Collect", "_Py_RunGC"];
+
+/// The first native frame (innermost first) outside the locking machinery: the C function
+/// that took the lock (e.g. `list_append`).
+fn lock_taker(native: &[&NativeFrame]) -> Option<String> {
+    let mut inside = false;
+    for f in native {
+        let n = fname(f);
+        let machinery = LOCK_PATH.iter().any(|b| is_named(n, b))
+            || n.starts_with("_PyParkingLot")
+            || n.starts_with("_PySemaphore")
+            || n.contains("sched_yield")
+            || n.starts_with("_Py_yield")
+            || n.starts_with("PyMutex_")
+            || n.starts_with("_PyMutex")
+            || n.starts_with("_PyCriticalSection")
+            || n.starts_with("_Py_atomic");
+        if machinery {
+            inside = true;
+        } else if inside && !n.is_empty() {
+            return Some(n.to_string());
+        }
+    }
+    None
+}
+
+/// Decide the category of one sample and, for waits and spins, what it waited on.
+pub fn classify(e: &Evidence) -> (Category, Option<LockIdentity>) {
+    let n = &e.native;
+    if !e.on_cpu {
+        return classify_off_cpu(e);
+    }
+    // Spinning in the PyMutex slow path: sched_yield (or the path itself) while attached.
+    let in_lock_path = has(n, |x| LOCK_PATH.iter().any(|b| is_named(x, b)) || x == PARK);
+    if in_lock_path {
+        let who = lock_taker(n);
+        return (
+            Category::Spin,
+            Some(LockIdentity { address: None, type_name: None, symbol: who.or(Some("PyMutex".into())) }),
+        );
+    }
+    let refcount_leaf = e.leaf_prev.iter().chain(n.iter().take(4).copied()).any(|f| {
+        let x = fname(f);
+        x == "_Py_atomic_add_ssize"
+            || x == "_Py_atomic_add_uint32"
+            || x.starts_with("_Py_atomic_compare_exchange_ssize")
+    }) && e.leaf_prev.iter().chain(n.iter().take(6).copied()).any(|f| {
+        let x = fname(f);
+        x == "Py_INCREF"
+            || x == "Py_DECREF"
+            || x == "Py_XINCREF"
+            || x == "Py_XDECREF"
+            || x == "_Py_NewRef"
+            || x == "_Py_XNewRef"
+    });
+    if refcount_leaf || has(n, |x| REFCOUNT_FNS.iter().any(|b| is_named(x, b))) {
+        return (
+            Category::Refcount,
+            Some(LockIdentity { address: None, type_name: None, symbol: Some("shared reference count".into()) }),
+        );
+    }
+    if has(n, |x| STW_FNS.iter().any(|b| is_named(x, b))) {
+        return (Category::StopTheWorld, Some(stw_identity("collecting thread's pause")));
+    }
+    if has(n, |x| GC_FNS.iter().any(|b| is_named(x, b))) {
+        return (Category::Gc, None);
+    }
+    // Native when the leaf (outermost of its inline chain) lives outside the interpreter.
+    let leaf_module = n.iter().find(|f| !f.inlined).map(|f| f.module.as_str());
+    let in_runtime = match (leaf_module, e.runtime_module) {
+        (Some(m), Some(rt)) => m == rt,
+        _ => true,
+    };
+    let has_python = e.python.is_some_and(|p| p.frames.iter().any(|f| matches!(f, PyFrame::Code { .. })));
+    if has_python && in_runtime {
+        (Category::Python, None)
+    } else {
+        (Category::Native, None)
+    }
+}
+
+fn stw_identity(what: &str) -> LockIdentity {
+    LockIdentity { address: None, type_name: None, symbol: Some(format!("stop-the-world ({what})")) }
+}
+
+fn classify_off_cpu(e: &Evidence) -> (Category, Option<LockIdentity>) {
+    let n = &e.native;
+    if e.preempted {
+        return (Category::Runqueue, None);
+    }
+    if has(n, |x| is_named(x, "take_gil")) {
+        return (Category::Gil, Some(LockIdentity { address: None, type_name: None, symbol: Some("GIL".into()) }));
+    }
+    let parked = e.parked;
+    if has(n, |x| x == PARK || x.starts_with("_PySemaphore_Wait")) {
+        let addr = parked.map(|p| p.addr);
+        if parked.is_some_and(|p| p.stw_victim) {
+            return (Category::StopTheWorld, Some(stw_identity("paused thread")));
+        }
+        if has(n, |x| is_named(x, "stop_the_world") || x.starts_with("_PyEval_StopTheWorld")) {
+            return (Category::StopTheWorld, Some(stw_identity("requesting thread")));
+        }
+        if has(n, |x| x.starts_with("_PyCriticalSection")) {
+            let (address, type_name) = match parked.and_then(|p| p.cs_object.clone()) {
+                Some((a, t)) => (Some(a), Some(t)),
+                None => (addr, None),
+            };
+            return (Category::CriticalSection, Some(LockIdentity { address, type_name, symbol: None }));
+        }
+        if has(n, |x| is_named(x, "lock_PyThread_acquire_lock") || is_named(x, "rlock_acquire")) {
+            let cat = threading_wait(e.python).unwrap_or(Category::Lock);
+            let (address, type_name) = match parked.and_then(|p| p.lock_object.clone()) {
+                Some((a, t)) => (Some(a), Some(t)),
+                None => (addr, Some("_thread.lock".into())),
+            };
+            return (cat, Some(LockIdentity { address, type_name, symbol: None }));
+        }
+        if let Some(cat) = threading_wait(e.python) {
+            return (cat, None);
+        }
+        if has(n, |x| is_named(x, "ThreadHandle_join") || x.contains("_PyThread_join")) {
+            return (Category::Join, None);
+        }
+        let symbol = parked.and_then(|p| p.symbol.clone()).or_else(|| lock_taker(n));
+        return (Category::Pymutex, Some(LockIdentity { address: addr, type_name: None, symbol }));
+    }
+    if let Some(cat) = threading_wait(e.python) {
+        return (cat, None);
+    }
+    if has(n, |x| is_named(x, "ThreadHandle_join") || is_named(x, "PyThread_join_thread")) {
+        return (Category::Join, None);
+    }
+    // RLock in 3.13 and other PyThread_type_lock users wait on their own semaphore.
+    if has(n, |x| is_named(x, "PyThread_acquire_lock_timed") || is_named(x, "rlock_acquire")) {
+        let is_rlock = has(n, |x| is_named(x, "rlock_acquire"));
+        return (
+            Category::Lock,
+            Some(LockIdentity {
+                address: None,
+                type_name: Some(if is_rlock { "_thread.RLock" } else { "PyThread lock" }.into()),
+                symbol: None,
+            }),
+        );
+    }
+    let k = |pred: &dyn Fn(&str) -> bool| e.kernel.iter().any(|x| pred(x)) || has(n, |x| pred(x));
+    if k(&|x| x.contains("nanosleep") || is_named(x, "pysleep") || is_named(x, "time_sleep")) {
+        return (Category::Sleep, None);
+    }
+    let io = [
+        "sys_read",
+        "sys_write",
+        "sys_pread",
+        "sys_pwrite",
+        "sys_readv",
+        "sys_writev",
+        "sys_recv",
+        "sys_send",
+        "sys_accept",
+        "sys_connect",
+        "sys_poll",
+        "sys_ppoll",
+        "sys_select",
+        "sys_pselect",
+        "epoll_wait",
+        "sys_openat",
+        "sys_fsync",
+        "sys_fdatasync",
+        "sys_wait4",
+        "sys_waitid",
+        "do_epoll_wait",
+    ];
+    if e.kernel.iter().any(|x| io.iter().any(|i| x.contains(i))) {
+        return (Category::Io, None);
+    }
+    (Category::Idle, None)
+}

@@ -1,0 +1,40 @@
+"""A holder keeps a threading.Lock for 10 x 100 ms of busy work; a waiter blocks on it each time.
+Prints the waiter's own measured blocked time (seconds) as `blocked WAITER_TID SECONDS`."""
+import threading
+import time
+
+lock = threading.Lock()
+print(f"lock {hex(id(lock))}", flush=True)
+ready = threading.Event()
+go = threading.Event()
+blocked = 0.0
+
+
+def holder():
+    for _ in range(10):
+        with lock:
+            go.set()
+            end = time.thread_time() + 0.100
+            while time.thread_time() < end:
+                pass
+        time.sleep(0.005)  # let the waiter in
+
+
+def waiter():
+    global blocked
+    print(f"tid waiter {threading.get_native_id()}", flush=True)
+    for _ in range(10):
+        go.wait()
+        go.clear()
+        t = time.perf_counter()
+        with lock:  # WAIT-LINE
+            blocked += time.perf_counter() - t
+
+
+h = threading.Thread(target=holder, name="holder")
+w = threading.Thread(target=waiter, name="waiter")
+w.start()
+h.start()
+h.join()
+w.join()
+print(f"blocked {blocked:.6f}", flush=True)
