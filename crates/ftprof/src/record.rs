@@ -136,6 +136,8 @@ impl Collected {
                 let mut python = None;
                 let mut parked = None;
                 let mut failed = false;
+                let refresh_gil = self.samples.len() % 64 == 0 || !self.gil.contains_key(&s.pid);
+                let mut gil = None;
                 if let (Some(regs), Some(p)) = (s.regs, self.python_process(s.pid)) {
                     match p.stack_for_tid(s.tid) {
                         Ok(st) => python = st,
@@ -144,14 +146,12 @@ impl Collected {
                     if s.source == SampleSource::SwitchOut {
                         parked = parked_addr(&regs, &s.stack).map(|a| p.probe_parked(s.tid, a));
                     }
-                    let gil = if self.samples.len() % 64 == 0 || !self.gil.contains_key(&s.pid) {
-                        p.gil_enabled().ok()
-                    } else {
-                        None
-                    };
-                    if let Some(g) = gil {
-                        self.gil.insert(s.pid, g);
+                    if refresh_gil {
+                        gil = p.gil_enabled().ok();
                     }
+                }
+                if let Some(g) = gil {
+                    self.gil.insert(s.pid, g);
                 }
                 self.py_errors += failed as usize;
                 self.samples.push(RawSample {
