@@ -223,7 +223,11 @@ pub fn summary_text(p: &Profile) -> String {
             let detail = match lock {
                 Some(l) => {
                     let line = l.top_lines.first().map(|t| format!(" at {}", t.line)).unwrap_or_default();
-                    format!("  {}{line}, {} waits, max {}", l.description, l.waits, ms(l.max_us))
+                    if l.kind.on_cpu() {
+                        format!("  {}{line}, {} samples", l.description, l.waits)
+                    } else {
+                        format!("  {}{line}, {} waits, max {}", l.description, l.waits, ms(l.max_us))
+                    }
                 }
                 None => String::new(),
             };
@@ -244,13 +248,16 @@ pub fn summary_text(p: &Profile) -> String {
     if !p.locks.is_empty() {
         o += "  top locks:\n";
         for l in p.locks.iter().take(5) {
+            let counts = if l.kind.on_cpu() {
+                format!("{:>5} samples", l.waits)
+            } else {
+                format!("{:>5} waits, max {}", l.waits, ms(l.max_us))
+            };
             o += &format!(
-                "    {:<17}{:<44} {:>9} total, {:>5} waits, max {}, threads {}\n",
+                "    {:<17}{:<44} {:>9} total, {counts}, threads {}\n",
                 l.kind.name(),
                 l.description,
                 ms(l.total_us),
-                l.waits,
-                ms(l.max_us),
                 l.threads.len()
             );
         }

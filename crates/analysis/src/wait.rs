@@ -250,9 +250,23 @@ pub fn classify(e: &Evidence) -> (Category, Option<LockIdentity>) {
     if !e.on_cpu {
         return classify_off_cpu(e);
     }
-    // Spinning in the PyMutex slow path: sched_yield (or the path itself) while attached.
-    let in_lock_path = has(n, |x| LOCK_PATH.iter().any(|b| is_named(x, b)) || x == PARK);
-    if in_lock_path {
+    let yielding = has(n, |x| x.contains("sched_yield") || x.starts_with("_Py_yield"))
+        || e.kernel.iter().any(|k| k.contains("sched_yield"));
+    // A thread paused by a stop-the-world, on its way out of or back into the pause.
+    if has(n, |x| {
+        is_named(x, "_PyThreadState_Attach")
+            || is_named(x, "tstate_wait_attach")
+            || is_named(x, "_PyThreadState_Suspend")
+    }) && (yielding || has(n, |x| x == PARK || x.starts_with("_PySemaphore")))
+    {
+        return (Category::StopTheWorld, Some(stw_identity("paused thread")));
+    }
+    // Spinning in the PyMutex slow path: sched_yield while attached, before parking.
+    if yielding && has(n, |x| LOCK_PATH.iter().any(|b| is_named(x, b)) || x == PARK) {
+        if let Some(cat @ (Category::Idle | Category::Join)) = threading_wait(e.python) {
+            // Re-taking a Condition's or Event's internal lock after a notification.
+            return (cat, None);
+        }
         let who = lock_taker(n);
         return (
             Category::Spin,
@@ -306,6 +320,18 @@ fn stw_identity(what: &str) -> LockIdentity {
 fn classify_off_cpu(e: &Evidence) -> (Category, Option<LockIdentity>) {
     let n = &e.native;
     if e.preempted {
+        // Yielding the CPU while spinning for a PyMutex is part of the spin.
+        let yielding = has(n, |x| x.contains("sched_yield") || x.starts_with("_Py_yield"));
+        if yielding && has(n, |x| LOCK_PATH.iter().any(|b| is_named(x, b))) {
+            if let Some(cat @ (Category::Idle | Category::Join)) = threading_wait(e.python) {
+                return (cat, None);
+            }
+            let who = lock_taker(n);
+            return (
+                Category::Spin,
+                Some(LockIdentity { address: None, type_name: None, symbol: who.or(Some("PyMutex".into())) }),
+            );
+        }
         return (Category::Runqueue, None);
     }
     if has(n, |x| is_named(x, "take_gil")) {

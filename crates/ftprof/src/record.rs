@@ -186,11 +186,14 @@ impl Collected {
     /// was preempted (still runnable) rather than blocked.
     fn off_cpu_interval(&self, tid: u32, time: u64, end: u64) -> (u64, bool) {
         let Some(sw) = self.switches.get(&tid) else { return (0, false) };
-        // The SWITCH-out record is emitted right next to the sample (same scheduler call).
-        let i = sw.partition_point(|s| s.time + 50_000 < time);
-        let Some(out_idx) = sw[i..].iter().position(|s| s.out).map(|k| i + k) else { return (0, false) };
-        let preempt = sw[out_idx].preempt;
-        let back = sw[out_idx + 1..].iter().find(|s| !s.out).map(|s| s.time).unwrap_or(end);
+        // The SWITCH-out record is emitted next to the sample, in the same scheduler call: take
+        // the nearest one in time (threads that yield in a loop switch out many times a ms).
+        let i = sw.partition_point(|s| s.time < time);
+        let near = |k: usize| sw.get(k).filter(|s| s.out).map(|s| (s.time.abs_diff(time), k));
+        let best = [i.checked_sub(1).and_then(near), near(i), near(i + 1)].into_iter().flatten().min();
+        let preempt = best.is_some_and(|(d, k)| d < 50_000 && sw[k].preempt);
+        let from = best.map(|(_, k)| sw[k].time.max(time)).unwrap_or(time);
+        let back = sw[i..].iter().find(|s| !s.out && s.time >= from).map(|s| s.time).unwrap_or(end);
         (back.saturating_sub(time), preempt)
     }
 }

@@ -1,0 +1,28 @@
+"""Two threads hammer one shared dict (copying it holds its critical section for a while) and
+one threading.Lock (held for a little work). Prints `dict 0x…` and `lock 0x…`."""
+import sys
+import threading
+import time
+
+DURATION = float(sys.argv[1]) if len(sys.argv) > 1 else 1.5
+shared = {i: i for i in range(20000)}
+lock = threading.Lock()
+print(f"dict {hex(id(shared))}", flush=True)
+print(f"lock {hex(id(lock))}", flush=True)
+stop = time.monotonic() + DURATION
+
+
+def worker(k):
+    n = 0
+    while time.monotonic() < stop:
+        snapshot = shared.copy()  # DICT-LINE: holds the dict's critical section
+        shared[k] = len(snapshot)
+        with lock:  # LOCK-LINE
+            n += sum(range(2000))
+
+
+threads = [threading.Thread(target=worker, args=(i,)) for i in range(2)]
+for t in threads:
+    t.start()
+for t in threads:
+    t.join()

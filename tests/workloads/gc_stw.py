@@ -1,0 +1,34 @@
+"""One thread calls gc.collect() in a loop while two others allocate: stop-the-world pauses.
+Prints `tid NAME TID` for each."""
+import gc
+import sys
+import threading
+import time
+
+DURATION = float(sys.argv[1]) if len(sys.argv) > 1 else 1.5
+stop = time.monotonic() + DURATION
+keep = [[i] * 10 for i in range(20000)]  # a heap worth collecting
+
+
+def collector():
+    print(f"tid collector {threading.get_native_id()}", flush=True)
+    n = 0
+    while time.monotonic() < stop:
+        gc.collect()
+        n += 1
+    print(f"collections {n}", flush=True)
+
+
+def allocator(name):
+    print(f"tid {name} {threading.get_native_id()}", flush=True)
+    while time.monotonic() < stop:
+        junk = [{"a": i} for i in range(200)]
+        del junk
+
+
+threads = [threading.Thread(target=collector, name="collector")]
+threads += [threading.Thread(target=allocator, args=(f"alloc{i}",), name=f"alloc{i}") for i in range(2)]
+for t in threads:
+    t.start()
+for t in threads:
+    t.join()
