@@ -1,4 +1,4 @@
-"""Two threads hammer one shared dict (copying it holds its critical section for a while) and
+"""Two threads hammer one shared dict (copying it holds its critical section for a while), then
 one threading.Lock (held for a little work). Prints `dict 0x…` and `lock 0x…`."""
 import sys
 import threading
@@ -9,16 +9,19 @@ shared = {i: i for i in range(20000)}
 lock = threading.Lock()
 print(f"dict {hex(id(shared))}", flush=True)
 print(f"lock {hex(id(lock))}", flush=True)
-stop = time.monotonic() + DURATION
+start = time.monotonic()
+half = start + DURATION / 2
+stop = start + DURATION
 
 
 def worker(k):
     n = 0
-    while time.monotonic() < stop:
+    while time.monotonic() < half:
         snapshot = shared.copy()  # DICT-LINE: holds the dict's critical section
         shared[k] = len(snapshot)
+    while time.monotonic() < stop:
         with lock:  # LOCK-LINE
-            n += sum(range(2000))
+            n += sum(range(30000))
 
 
 threads = [threading.Thread(target=worker, args=(i,)) for i in range(2)]

@@ -142,6 +142,7 @@ mod tests {
             code_addr: 0,
             lasti: 0,
             line: Some(line),
+            instr: None,
         }
     }
     fn labels(frames: &[Frame]) -> Vec<String> {

@@ -277,6 +277,7 @@ pub struct ProfileBuilder {
     pub summary: Summary,
     /// Modules whose unresolved frames count as `unresolved_core`; the first is the runtime.
     core_modules: Vec<String>,
+    opnames: Vec<String>,
 }
 
 impl ProfileBuilder {
@@ -292,6 +293,7 @@ impl ProfileBuilder {
             period_us: period_ns as f64 / 1000.0,
             summary: Summary::default(),
             core_modules: Vec::new(),
+            opnames: Vec::new(),
         }
     }
 
@@ -299,6 +301,11 @@ impl ProfileBuilder {
     /// first one is the module holding the CPython runtime.
     pub fn set_core_modules(&mut self, modules: Vec<String>) {
         self.core_modules = modules;
+    }
+
+    /// Base opcode names of the target's CPython (see `symbolizer::python::opcodes`).
+    pub fn set_opnames(&mut self, opnames: Vec<String>) {
+        self.opnames = opnames;
     }
 
     pub fn set_thread(&mut self, tid: u32, pid: u32, name: &str) {
@@ -340,6 +347,7 @@ impl ProfileBuilder {
             on_cpu,
             preempted,
             runtime_module: self.core_modules.first().map(String::as_str),
+            opnames: &self.opnames,
         };
         let (category, identity) = classify(&evidence);
         if on_cpu {

@@ -3,6 +3,7 @@
 
 use serde::Serialize;
 use symbolizer::native::NativeFrame;
+use symbolizer::python::opcodes::describe_instr;
 use symbolizer::python::{ParkedInfo, PyFrame, PyStack};
 
 /// Where a thread's time went. The first five are on-CPU, the rest off-CPU.
@@ -145,6 +146,9 @@ pub struct Evidence<'a> {
     pub preempted: bool,
     /// Path of the module that holds the CPython runtime (executable or libpython).
     pub runtime_module: Option<&'a str>,
+    /// Base opcode names of the target's CPython (index = opcode), to name what the innermost
+    /// Python frame's instruction touched.
+    pub opnames: &'a [String],
 }
 
 fn fname(f: &NativeFrame) -> &str {
@@ -288,10 +292,17 @@ pub fn classify(e: &Evidence) -> (Category, Option<LockIdentity>) {
             || x == "_Py_XNewRef"
     });
     if refcount_leaf || has(n, |x| REFCOUNT_FNS.iter().any(|b| is_named(x, b))) {
-        return (
-            Category::Refcount,
-            Some(LockIdentity { address: None, type_name: None, symbol: Some("shared reference count".into()) }),
-        );
+        let what = e.python.and_then(|p| {
+            p.frames.iter().find_map(|f| match f {
+                PyFrame::Code { code, instr: Some(i), .. } => describe_instr(*i, code, e.opnames),
+                _ => None,
+            })
+        });
+        let symbol = match what {
+            Some(w) => format!("shared refcount of {w}"),
+            None => "shared reference count".into(),
+        };
+        return (Category::Refcount, Some(LockIdentity { address: None, type_name: None, symbol: Some(symbol) }));
     }
     if has(n, |x| STW_FNS.iter().any(|b| is_named(x, b))) {
         return (Category::StopTheWorld, Some(stw_identity("collecting thread's pause")));

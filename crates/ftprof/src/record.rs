@@ -238,7 +238,8 @@ pub fn run(opts: &RecordOptions) -> Result<i32> {
         unsafe { libc::sched_setscheduler(0, libc::SCHED_IDLE, &param) };
         let mut native = Native::new();
         native.preload(&interp, &[analysis::EVAL_FRAME_FN]);
-        native
+        let opnames = symbolizer::python::opcodes::base_opnames(std::path::Path::new(&interp)).unwrap_or_default();
+        (native, opnames)
     });
     let mut col = Collected::default();
     let target = Target::Launch(opts.command.clone());
@@ -256,8 +257,8 @@ pub fn run(opts: &RecordOptions) -> Result<i32> {
         );
     }
     let t_post = Instant::now();
-    let native = preload.join().unwrap_or_default();
-    let profile = build_profile(col, native, &outcome, opts);
+    let (native, opnames) = preload.join().unwrap_or_default();
+    let profile = build_profile(col, native, opnames, &outcome, opts);
     let bytes = render(&profile, opts)?;
     if timing() {
         eprintln!("ftprof timing: post-processing total {:?}", t_post.elapsed());
@@ -274,7 +275,13 @@ pub fn run(opts: &RecordOptions) -> Result<i32> {
 }
 
 /// Unwind, symbolize, classify and aggregate everything collected.
-fn build_profile(mut col: Collected, mut native: Native, outcome: &RecordingOutcome, opts: &RecordOptions) -> Profile {
+fn build_profile(
+    mut col: Collected,
+    mut native: Native,
+    opnames: Vec<String>,
+    outcome: &RecordingOutcome,
+    opts: &RecordOptions,
+) -> Profile {
     let pid = outcome.pid as u32;
     let python = match col.py.get(&pid) {
         Some(PyState::Located(p)) => Some(PythonInfo {
@@ -313,6 +320,7 @@ fn build_profile(mut col: Collected, mut native: Native, outcome: &RecordingOutc
         core.insert(0, p.module.clone());
     }
     builder.set_core_modules(core);
+    builder.set_opnames(opnames);
     for (tid, (pid, name)) in &col.names {
         builder.set_thread(*tid, *pid, name);
     }

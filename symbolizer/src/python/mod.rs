@@ -8,6 +8,7 @@
 pub mod linetable;
 pub mod mem;
 pub mod offsets;
+pub mod opcodes;
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -45,12 +46,24 @@ pub struct CodeInfo {
     lines: linetable::LineRanges,
     /// (filename, qualname, linetable) pointers, to notice a freed-and-reused address.
     key: [u64; 3],
+    /// `co_localsplusnames`: names of locals, cells and free variables.
+    pub locals: Vec<String>,
+    /// `co_names`: global, attribute and imported names.
+    pub names: Vec<String>,
 }
 
 impl CodeInfo {
     /// A code object described directly (for tools and tests that do not read a process).
     pub fn synthetic(qualname: &str, filename: &str, firstlineno: i32) -> CodeInfo {
-        CodeInfo { qualname: qualname.into(), filename: filename.into(), firstlineno, lines: Vec::new(), key: [0; 3] }
+        CodeInfo {
+            qualname: qualname.into(),
+            filename: filename.into(),
+            firstlineno,
+            lines: Vec::new(),
+            key: [0; 3],
+            locals: Vec::new(),
+            names: Vec::new(),
+        }
     }
 
     pub fn line_for(&self, lasti: u32) -> Option<i32> {
@@ -62,7 +75,15 @@ impl CodeInfo {
 #[derive(Clone, Debug)]
 pub enum PyFrame {
     /// A Python function frame.
-    Code { code: Arc<CodeInfo>, code_addr: u64, lasti: u32, line: Option<i32> },
+    Code {
+        code: Arc<CodeInfo>,
+        code_addr: u64,
+        /// Index (in code units) of the instruction being executed.
+        lasti: u32,
+        line: Option<i32>,
+        /// The instruction being executed, `opcode | oparg << 8` (innermost frame only).
+        instr: Option<u16>,
+    },
     /// The entry frame of one C-level `_PyEval_EvalFrameDefault` activation.
     Entry,
 }
@@ -312,7 +333,15 @@ impl PyProcess {
                         };
                         let lasti = (instr_ptr.wrapping_sub(base) / 2) as u32;
                         let line = code.line_for(lasti);
-                        stack.frames.push(PyFrame::Code { code, code_addr: executable, lasti, line });
+                        // The innermost frame's instruction says what it was touching.
+                        let innermost = !stack.frames.iter().any(|f| matches!(f, PyFrame::Code { .. }));
+                        let instr = if innermost {
+                            let mut b = [0u8; 2];
+                            self.mem.read(instr_ptr, &mut b).ok().map(|_| u16::from_le_bytes(b))
+                        } else {
+                            None
+                        };
+                        stack.frames.push(PyFrame::Code { code, code_addr: executable, lasti, line, instr });
                     }
                     _ => {
                         stack.truncated = true;
@@ -360,8 +389,19 @@ impl PyProcess {
         let filename = self.unicode(key[0])?;
         let firstlineno = field_i32(&hdr, o.code_firstlineno);
         let table = self.bytes(key[2])?;
-        let info =
-            Arc::new(CodeInfo { qualname, filename, firstlineno, lines: linetable::decode(&table, firstlineno), key });
+        let locals = self.str_tuple(field_u64(&hdr, o.code_localsplusnames));
+        // co_names follows co_consts right after the variable-size object header (3.13, 3.14).
+        let co_names = self.mem.u64(addr + o.pyobject_size + 16).unwrap_or(0);
+        let names = self.str_tuple(co_names);
+        let info = Arc::new(CodeInfo {
+            qualname,
+            filename,
+            firstlineno,
+            lines: linetable::decode(&table, firstlineno),
+            key,
+            locals,
+            names,
+        });
         if self.codes.len() > 200_000 {
             self.codes.clear();
         }
@@ -447,6 +487,18 @@ impl PyProcess {
     /// The thread state of `tid`, if it has been seen.
     pub fn tstate_of(&self, tid: u32) -> Option<u64> {
         self.tstates.get(&tid).copied()
+    }
+
+    /// The strings of a tuple of `str` (at most 256; non-strings become "?").
+    fn str_tuple(&self, tuple: u64) -> Vec<String> {
+        let o = &self.offsets;
+        let Ok(n) = self.mem.u64(tuple + o.tuple_ob_size) else { return Vec::new() };
+        let n = (n as usize).min(256);
+        let Ok(items) = self.mem.read_vec(tuple + o.tuple_ob_item, n * 8) else { return Vec::new() };
+        items
+            .chunks_exact(8)
+            .map(|c| self.unicode(u64::from_le_bytes(c.try_into().unwrap())).unwrap_or_else(|_| "?".into()))
+            .collect()
     }
 
     /// `tp_name` of a type object.

@@ -1,0 +1,62 @@
+//! Opcode names of a CPython build, asked of the interpreter itself (opcode numbers change
+//! between minor versions; specialized opcodes are mapped to their base instruction).
+
+use std::path::Path;
+use std::process::Command;
+
+const SCRIPT: &str = r#"
+import dis
+try:
+    import _opcode_metadata as m
+    spec = m._specializations
+except Exception:
+    spec = {}
+names = list(getattr(dis, "_all_opname", dis.opname))[:256]
+base = {s: b for b, subs in spec.items() for s in subs}
+print("\n".join(base.get(n, n) for n in names))
+"#;
+
+/// Base opcode name for every opcode number (index = opcode), or `None` when the interpreter
+/// cannot be run.
+pub fn base_opnames(interpreter: &Path) -> Option<Vec<String>> {
+    let out = Command::new(interpreter)
+        .args(["-I", "-S", "-c", SCRIPT])
+        .env("PYTHON_GIL", "0")
+        .stdin(std::process::Stdio::null())
+        .output()
+        .ok()?;
+    if !out.status.success() {
+        return None;
+    }
+    let names: Vec<String> = String::from_utf8(out.stdout).ok()?.lines().map(str::to_string).collect();
+    (names.len() > 100).then_some(names)
+}
+
+/// What the instruction `instr` (`opcode | oparg << 8`) of a frame running `code` touches,
+/// in words: "local `obj`", "attribute `.bump`", "global `cache`", …
+pub fn describe_instr(instr: u16, code: &super::CodeInfo, opnames: &[String]) -> Option<String> {
+    let (op, arg) = ((instr & 0xff) as usize, (instr >> 8) as usize);
+    let name = opnames.get(op)?.as_str();
+    let local = |i: usize| code.locals.get(i).map(|n| format!("`{n}`"));
+    let global = |i: usize| code.names.get(i).map(|n| format!("`{n}`"));
+    Some(match name {
+        "LOAD_FAST" | "LOAD_FAST_CHECK" | "LOAD_FAST_AND_CLEAR" | "STORE_FAST" | "DELETE_FAST" => {
+            format!("local {}", local(arg)?)
+        }
+        "LOAD_FAST_LOAD_FAST" | "STORE_FAST_LOAD_FAST" | "STORE_FAST_STORE_FAST" => {
+            format!("locals {} and {}", local(arg >> 4)?, local(arg & 15)?)
+        }
+        "LOAD_DEREF" | "STORE_DEREF" | "LOAD_FROM_DICT_OR_DEREF" => format!("closure variable {}", local(arg)?),
+        "LOAD_ATTR" => format!("attribute {}", global(arg >> 1)?.replacen('`', "`.", 1)),
+        "STORE_ATTR" | "DELETE_ATTR" => format!("attribute {}", global(arg)?.replacen('`', "`.", 1)),
+        "LOAD_SUPER_ATTR" => format!("attribute {}", global(arg >> 2)?.replacen('`', "`.", 1)),
+        "LOAD_GLOBAL" => format!("global {}", global(arg >> 1)?),
+        "LOAD_NAME" | "STORE_NAME" | "STORE_GLOBAL" | "DELETE_NAME" | "DELETE_GLOBAL" => {
+            format!("name {}", global(arg)?)
+        }
+        "LOAD_CONST" | "RETURN_CONST" => "a constant".into(),
+        n if n.starts_with("CALL") => "objects of a call (callable, self, arguments)".into(),
+        n if n.starts_with("BINARY_SUBSCR") || n.starts_with("STORE_SUBSCR") => "a container and its items".into(),
+        n => format!("objects used by {n}"),
+    })
+}
