@@ -126,7 +126,7 @@ fn svg_and_folded_outputs() {
 
     let folded = dir.path().join("p.txt");
     let out = ftprof()
-        .args(["record", "--format", "folded", "--rate", "499", "-o"])
+        .args(["record", "--format", "folded", "--mode", "cpu", "--rate", "499", "-o"])
         .arg(&folded)
         .arg("--")
         .arg(python())

@@ -1,0 +1,195 @@
+//! End-to-end tests of wait attribution: lock identity, critical sections, stop-the-world,
+//! idle kinds and refcount contention, against the real free-threaded CPython. Ground truth is
+//! measured by the workloads themselves.
+
+mod common;
+
+use std::collections::HashMap;
+
+use common::*;
+use serde_json::Value;
+
+/// `KEY VALUE` lines printed by a workload.
+fn printed(stdout: &[u8], key: &str) -> String {
+    String::from_utf8_lossy(stdout)
+        .lines()
+        .find_map(|l| l.strip_prefix(&format!("{key} ")).map(str::to_string))
+        .unwrap_or_else(|| panic!("workload printed no `{key}` line"))
+}
+
+fn hex(s: &str) -> u64 {
+    u64::from_str_radix(s.trim_start_matches("0x"), 16).unwrap()
+}
+
+fn locks(p: &Profile) -> Vec<Value> {
+    p.0["locks"].as_array().unwrap().clone()
+}
+
+fn find_lock<'a>(locks: &'a [Value], kind: &str, address: u64) -> Option<&'a Value> {
+    locks.iter().find(|l| l["kind"] == kind && l["identity"]["address"].as_u64() == Some(address))
+}
+
+/// Thread time (µs) per category for one thread.
+fn thread_categories(p: &Profile, tid: u64) -> HashMap<String, f64> {
+    let period_us = 1e6 / p.summary("rate_hz");
+    let mut m = HashMap::new();
+    for s in p.0["stacks"].as_array().unwrap() {
+        if s["thread"].as_u64() == Some(tid) {
+            let t = s["samples"].as_f64().unwrap() * period_us + s["wait_us"].as_f64().unwrap();
+            *m.entry(s["category"].as_str().unwrap().to_string()).or_insert(0.0) += t;
+        }
+    }
+    m
+}
+
+const CONTENTION: [&str; 7] = ["refcount", "spin", "critical_section", "lock", "pymutex", "stop_the_world", "gil"];
+
+#[test]
+fn lock_wait_is_attributed_to_the_lock_and_the_waiting_line() {
+    let wl = workload("lock_handoff.py");
+    let (p, out) = record_json("lock_handoff.py", &[], &[]);
+    let lock = hex(&printed(&out.stdout, "lock"));
+    let blocked_us = printed(&out.stdout, "blocked").parse::<f64>().unwrap() * 1e6;
+    let locks = locks(&p);
+    let l = find_lock(&locks, "lock", lock).unwrap_or_else(|| panic!("no lock wait on {lock:#x}: {locks:#?}"));
+    assert_eq!(l["identity"]["type_name"], "_thread.lock");
+    let total = l["total_us"].as_f64().unwrap();
+    assert!((total - blocked_us).abs() <= 0.05 * blocked_us, "lock wait {total:.0} µs vs measured {blocked_us:.0} µs");
+    let line = format!("waiter (lock_handoff.py:{})", line_of(&wl, "WAIT-LINE"));
+    assert_eq!(l["top_lines"][0]["line"], line.as_str());
+    assert!(l["waits"].as_u64().unwrap() >= 10);
+    let summary = String::from_utf8_lossy(&out.stderr);
+    assert!(summary.contains("GIL: disabled"), "{summary}");
+    assert!(summary.contains(&format!("_thread.lock @ {lock:#x}")), "{summary}");
+}
+
+#[test]
+fn critical_section_wait_names_the_list_and_its_address() {
+    let wl = workload("list_cs.py");
+    let (p, out) = record_json("list_cs.py", &[], &[]);
+    let list = hex(&printed(&out.stdout, "list"));
+    let blocked_us = printed(&out.stdout, "blocked").parse::<f64>().unwrap() * 1e6;
+    let locks = locks(&p);
+    let l = find_lock(&locks, "critical_section", list)
+        .unwrap_or_else(|| panic!("no critical_section wait on {list:#x}: {locks:#?}"));
+    assert_eq!(l["identity"]["type_name"], "list");
+    let total = l["total_us"].as_f64().unwrap();
+    assert!((total - blocked_us).abs() <= 0.10 * blocked_us, "critical section {total:.0} µs vs measured {blocked_us:.0} µs");
+    let line = format!("appender (list_cs.py:{})", line_of(&wl, "APPEND-LINE"));
+    assert_eq!(l["top_lines"][0]["line"], line.as_str());
+}
+
+#[test]
+fn sleeping_event_waiting_and_joining_are_not_contention() {
+    let (p, out) = record_json("idle_kinds.py", &[], &[]);
+    let ids = tids(&out.stdout);
+    for (name, kind) in [("sleeper", "sleep"), ("event_waiter", "idle"), ("joiner", "join")] {
+        let cats = thread_categories(&p, ids[name]);
+        let total: f64 = cats.values().sum();
+        let expected = cats.get(kind).copied().unwrap_or(0.0);
+        let contention: f64 = CONTENTION.iter().filter_map(|c| cats.get(*c)).sum();
+        assert!(total > 500_000.0, "{name}: only {total} µs observed: {cats:?}");
+        assert!(expected >= 0.9 * total, "{name}: {kind} is {expected:.0} of {total:.0} µs: {cats:?}");
+        assert!(contention <= 0.02 * total, "{name}: contention {contention:.0} µs: {cats:?}");
+    }
+}
+
+#[test]
+fn stop_the_world_pauses_are_counted_on_the_paused_threads() {
+    let (p, out) = record_json("gc_stw.py", &["1.5"], &[]);
+    let ids = tids(&out.stdout);
+    let locks = locks(&p);
+    let paused = locks
+        .iter()
+        .find(|l| l["kind"] == "stop_the_world" && l["description"].as_str().unwrap().contains("paused"))
+        .unwrap_or_else(|| panic!("no stop-the-world pauses: {locks:#?}"));
+    assert!(paused["waits"].as_u64().unwrap() >= 5, "{paused}");
+    assert!(paused["max_us"].as_u64().unwrap() > 0 && paused["total_us"].as_u64().unwrap() > 0);
+    let threads: Vec<u64> = paused["threads"].as_array().unwrap().iter().map(|t| t.as_u64().unwrap()).collect();
+    for a in ["alloc0", "alloc1"] {
+        assert!(threads.contains(&ids[a]), "{a} not among paused threads {threads:?}");
+        let stw = thread_categories(&p, ids[a]).get("stop_the_world").copied().unwrap_or(0.0);
+        assert!(stw > 0.0, "{a} has no stop-the-world time");
+    }
+}
+
+#[test]
+fn top_locks_list_the_dict_and_the_lock_with_their_types() {
+    let (p, out) = record_json("dict_and_lock.py", &["1.5"], &[]);
+    let dict = hex(&printed(&out.stdout, "dict"));
+    let lock = hex(&printed(&out.stdout, "lock"));
+    let locks = locks(&p);
+    let d = find_lock(&locks, "critical_section", dict).unwrap_or_else(|| panic!("dict missing: {locks:#?}"));
+    assert_eq!(d["identity"]["type_name"], "dict");
+    let l = find_lock(&locks, "lock", lock).unwrap_or_else(|| panic!("lock missing: {locks:#?}"));
+    assert_eq!(l["identity"]["type_name"], "_thread.lock");
+    let summary = String::from_utf8_lossy(&out.stderr);
+    assert!(summary.contains(&format!("dict @ {dict:#x}")) && summary.contains(&format!("_thread.lock @ {lock:#x}")), "{summary}");
+}
+
+fn contention_share(p: &Profile, cats: &[&str]) -> f64 {
+    p.0["summary"]["categories"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| cats.contains(&c["category"].as_str().unwrap()))
+        .map(|c| c["share"].as_f64().unwrap())
+        .sum()
+}
+
+#[test]
+fn shared_object_refcount_contention_stands_out() {
+    let wl = workload("shared_object.py");
+    let (shared, out) = record_json("shared_object.py", &["shared", "3000000"], &[]);
+    let (private, _) = record_json("shared_object.py", &["private", "3000000"], &[]);
+    let s = contention_share(&shared, &["refcount", "spin"]);
+    let q = contention_share(&private, &["refcount", "spin"]);
+    assert!(s >= 0.05, "shared variant: refcount+spin only {:.1} %", s * 100.0);
+    assert!(s >= 4.0 * q, "shared {:.1} % vs private {:.1} %", s * 100.0, q * 100.0);
+    let line = format!("worker (shared_object.py:{})", line_of(&wl, "CALL-LINE"));
+    let top = shared.0["top_lines"][0]["line"].as_str().unwrap().to_string();
+    assert_eq!(top, line);
+    let summary = String::from_utf8_lossy(&out.stderr);
+    assert!(summary.contains("lost to contention") && summary.contains("reference counts of shared objects"), "{summary}");
+    assert!(summary.contains(&line), "{summary}");
+}
+
+#[test]
+fn wait_mode_flamegraph_has_the_lock_as_leaf_weighted_by_time() {
+    let dir = tempdir();
+    let folded = dir.path().join("w.txt");
+    let out = ftprof()
+        .args(["record", "--mode", "wait", "-f", "folded", "-o"])
+        .arg(&folded)
+        .arg("--")
+        .arg(python())
+        .arg(workload("lock_handoff.py"))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let lock = hex(&printed(&out.stdout, "lock"));
+    let blocked_us = printed(&out.stdout, "blocked").parse::<f64>().unwrap() * 1e6;
+    let text = std::fs::read_to_string(&folded).unwrap();
+    let leaf = format!("[lock: _thread.lock @ {lock:#x}]");
+    let on_lock: f64 = text
+        .lines()
+        .filter(|l| l.rsplit_once(' ').unwrap().0.ends_with(&leaf))
+        .map(|l| l.rsplit_once(' ').unwrap().1.parse::<f64>().unwrap())
+        .sum();
+    assert!((on_lock - blocked_us).abs() <= 0.05 * blocked_us, "{on_lock} µs on {leaf} vs {blocked_us}");
+    assert!(!text.contains("[join"), "idle kinds are left out without --idle");
+
+    let svg = dir.path().join("w.svg");
+    let out = ftprof()
+        .args(["record", "--mode", "wait", "-o"])
+        .arg(&svg)
+        .arg("--")
+        .arg(python())
+        .arg(workload("lock_handoff.py"))
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let text = std::fs::read_to_string(&svg).unwrap();
+    assert!(text.contains("[lock: _thread.lock @ 0x"), "lock leaf in the SVG");
+    assert!(text.contains(" us") || text.contains("us,"), "weighted in microseconds");
+}
