@@ -7,7 +7,9 @@ Measures, with the release build of ftprof and the provisioned free-threaded CPy
   1. fixed cost: `ftprof record -- python -c pass` against the bare `python -c pass`
      (goal: at most 50 ms added);
   2. overhead on a 2-thread CPU-bound workload: wall time under ftprof and under
-     `perf record --call-graph dwarf` against the bare run (goal: at most 3 % for ftprof).
+     `perf record --call-graph dwarf` against the bare run (goal: at most 3 % for ftprof);
+  3. overhead on a 2-thread contended workload (lock + dict), with wait attribution and lock
+     identity on (the default) and off (--no-waits) (goal: at most 1.10x).
 Medians of N runs; run it on an otherwise idle machine.
 """
 import argparse
@@ -48,6 +50,7 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--runs", type=int, default=7)
     ap.add_argument("--iterations", default="20000000")
+    ap.add_argument("--contended-iterations", default="400000")
     args = ap.parse_args()
     py = sh([os.path.join(ROOT, "scripts/provision-python.sh")], capture_output=True, text=True).stdout.strip()
     sh(["cargo", "build", "--release", "-q", "-p", "ftprof"], cwd=ROOT)
@@ -82,6 +85,26 @@ def main():
     print("  goal: ftprof's slowdown of the workload <= 1.03x (whole command includes symbolizing and the SVG)")
     if "perf dwarf" in med:
         print(f"  ftprof/perf (workload's own time): {med['ftprof'][1]/med['perf dwarf'][1]:.3f}")
+
+    # Contended workload: lock waits, spinning and switch-outs, with lock identity on (default).
+    cont = [py, os.path.join(ROOT, "tests/workloads/contended.py"), args.contended_iterations]
+    variants = {
+        "bare": [],
+        "ftprof": [ftprof, "record", "-o", out, "--"],
+        "ftprof --no-waits": [ftprof, "record", "--no-waits", "-o", out, "--"],
+    }
+    res = {k: [] for k in variants}
+    for _ in range(args.runs):
+        for name, prefix in variants.items():
+            res[name].append(target_time(prefix + cont))
+    med = {k: (statistics.median(t for t, _ in v), statistics.median(o for _, o in v)) for k, v in res.items()}
+    print()
+    print("2-thread contended workload (tests/workloads/contended.py %s)" % args.contended_iterations)
+    print("  variant             workload's own time   whole command")
+    bt, bo = med["bare"]
+    for name, (t, o) in med.items():
+        print(f"  {name:18s}  {o:7.3f} s  {o/bo:6.3f}x      {t:7.3f} s  {t/bt:6.3f}x")
+    print("  goal: <= 1.10x with lock identity on (ftprof's default)")
     shutil.rmtree(tmp)
 
 

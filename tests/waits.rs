@@ -74,7 +74,10 @@ fn critical_section_wait_names_the_list_and_its_address() {
         .unwrap_or_else(|| panic!("no critical_section wait on {list:#x}: {locks:#?}"));
     assert_eq!(l["identity"]["type_name"], "list");
     let total = l["total_us"].as_f64().unwrap();
-    assert!((total - blocked_us).abs() <= 0.10 * blocked_us, "critical section {total:.0} µs vs measured {blocked_us:.0} µs");
+    assert!(
+        (total - blocked_us).abs() <= 0.10 * blocked_us,
+        "critical section {total:.0} µs vs measured {blocked_us:.0} µs"
+    );
     let line = format!("appender (list_cs.py:{})", line_of(&wl, "APPEND-LINE"));
     assert_eq!(l["top_lines"][0]["line"], line.as_str());
 }
@@ -124,17 +127,10 @@ fn top_locks_list_the_dict_and_the_lock_with_their_types() {
     let l = find_lock(&locks, "lock", lock).unwrap_or_else(|| panic!("lock missing: {locks:#?}"));
     assert_eq!(l["identity"]["type_name"], "_thread.lock");
     let summary = String::from_utf8_lossy(&out.stderr);
-    assert!(summary.contains(&format!("dict @ {dict:#x}")) && summary.contains(&format!("_thread.lock @ {lock:#x}")), "{summary}");
-}
-
-fn contention_share(p: &Profile, cats: &[&str]) -> f64 {
-    p.0["summary"]["categories"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|c| cats.contains(&c["category"].as_str().unwrap()))
-        .map(|c| c["share"].as_f64().unwrap())
-        .sum()
+    assert!(
+        summary.contains(&format!("dict @ {dict:#x}")) && summary.contains(&format!("_thread.lock @ {lock:#x}")),
+        "{summary}"
+    );
 }
 
 /// Share of all thread time spent in `cats` with `line` as the innermost Python frame.
@@ -175,7 +171,10 @@ fn shared_object_refcount_contention_stands_out() {
     let top = shared.0["top_lines"][0]["line"].as_str().unwrap().to_string();
     assert_eq!(top, line);
     let summary = String::from_utf8_lossy(&out.stderr);
-    assert!(summary.contains("lost to contention") && summary.contains("reference counts of shared objects"), "{summary}");
+    assert!(
+        summary.contains("lost to contention") && summary.contains("reference counts of shared objects"),
+        "{summary}"
+    );
     assert!(summary.contains(&line), "{summary}");
 }
 

@@ -1,9 +1,11 @@
 //! Kernel addresses → function names through `/proc/kallsyms`.
 
-/// Sorted kernel symbol table.
+/// Sorted kernel symbol table: the text of a kallsyms-format file and, per function symbol,
+/// its address and where its name starts in the text (no per-symbol allocation).
 #[derive(Default)]
 pub struct Kallsyms {
-    syms: Vec<(u64, String)>,
+    text: String,
+    syms: Vec<(u64, u32, u16)>,
 }
 
 impl Kallsyms {
@@ -34,8 +36,8 @@ impl Kallsyms {
         let k = Self::load();
         if !k.syms.is_empty() && !boot.trim().is_empty() {
             let mut text = String::with_capacity(k.syms.len() * 40);
-            for (addr, name) in &k.syms {
-                text.push_str(&format!("{addr:x} t {name}\n"));
+            for i in 0..k.syms.len() {
+                text.push_str(&format!("{:x} t {}\n", k.syms[i].0, k.name(i)));
             }
             let tmp = file.with_extension(format!("tmp{}", std::process::id()));
             if std::fs::create_dir_all(dir).is_ok() && std::fs::write(&tmp, text).is_ok() {
@@ -46,24 +48,39 @@ impl Kallsyms {
     }
 
     pub fn parse(text: &str) -> Kallsyms {
-        let mut syms: Vec<(u64, String)> = text
-            .lines()
-            .filter_map(|l| {
-                let mut it = l.split_whitespace();
-                let addr = u64::from_str_radix(it.next()?, 16).ok()?;
-                let ty = it.next()?;
-                let name = it.next()?;
-                (addr != 0 && matches!(ty, "t" | "T" | "w" | "W")).then(|| (addr, name.to_string()))
-            })
-            .collect();
-        syms.sort_unstable();
-        Kallsyms { syms }
+        let text = text.to_string();
+        let mut syms = Vec::with_capacity(text.len() / 40);
+        let mut pos = 0usize;
+        for line in text.split_inclusive('\n') {
+            let start = pos;
+            pos += line.len();
+            let b = line.as_bytes();
+            // "ADDR T name [module]"
+            let Some(sp) = b.iter().position(|&c| c == b' ') else { continue };
+            let Ok(addr) = u64::from_str_radix(&line[..sp], 16) else { continue };
+            let Some(&ty) = b.get(sp + 1) else { continue };
+            if addr == 0 || !matches!(ty, b't' | b'T' | b'w' | b'W') {
+                continue;
+            }
+            let name_start = sp + 3;
+            let name_len = b[name_start.min(b.len())..].iter().take_while(|c| !c.is_ascii_whitespace()).count();
+            syms.push((addr, (start + name_start) as u32, name_len.min(u16::MAX as usize) as u16));
+        }
+        if !syms.is_sorted_by_key(|s| s.0) {
+            syms.sort_unstable_by_key(|s| s.0);
+        }
+        Kallsyms { text, syms }
+    }
+
+    fn name(&self, i: usize) -> &str {
+        let (_, at, len) = self.syms[i];
+        &self.text[at as usize..at as usize + len as usize]
     }
 
     /// The function containing `addr`.
     pub fn lookup(&self, addr: u64) -> Option<&str> {
         let i = self.syms.partition_point(|s| s.0 <= addr);
-        (i > 0).then(|| self.syms[i - 1].1.as_str())
+        (i > 0).then(|| self.name(i - 1))
     }
 }
 
@@ -86,8 +103,8 @@ mod tests {
             eprintln!("skipped: /proc/kallsyms hides addresses here");
             return;
         }
-        let (addr, _) =
-            k.syms.iter().find(|s| s.1 == "__x64_sys_sched_yield" || s.1 == "do_sched_yield").expect("symbol");
+        let i = (0..k.syms.len()).find(|&i| k.name(i) == "__x64_sys_sched_yield" || k.name(i) == "do_sched_yield");
+        let addr = k.syms[i.expect("symbol")].0;
         assert!(k.lookup(addr + 1).unwrap().contains("sched_yield"));
     }
 
@@ -97,8 +114,9 @@ mod tests {
         let live = Kallsyms::load();
         let first = Kallsyms::load_cached(&dir);
         let second = Kallsyms::load_cached(&dir); // from the file
-        assert_eq!(live.syms, first.syms);
-        assert_eq!(live.syms, second.syms);
+        let names = |k: &Kallsyms| (0..k.syms.len()).map(|i| (k.syms[i].0, k.name(i).to_string())).collect::<Vec<_>>();
+        assert_eq!(names(&live), names(&first));
+        assert_eq!(names(&live), names(&second));
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

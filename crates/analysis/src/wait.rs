@@ -164,7 +164,7 @@ fn is_named(name: &str, base: &str) -> bool {
 }
 
 /// Python frames, innermost first, as (qualname, file).
-fn py_frames<'a>(py: Option<&'a PyStack>) -> impl Iterator<Item = (&'a str, &'a str)> {
+fn py_frames(py: Option<&PyStack>) -> impl Iterator<Item = (&str, &str)> {
     py.into_iter().flat_map(|s| s.frames.iter()).filter_map(|f| match f {
         PyFrame::Code { code, .. } => Some((code.qualname.as_str(), code.filename.as_str())),
         PyFrame::Entry => None,
@@ -291,7 +291,10 @@ pub fn classify(e: &Evidence) -> (Category, Option<LockIdentity>) {
             || x == "_Py_NewRef"
             || x == "_Py_XNewRef"
     });
-    if refcount_leaf || has(n, |x| REFCOUNT_FNS.iter().any(|b| is_named(x, b))) {
+    // The refcount slow paths, when the sample is in them (not in a deallocation they started).
+    let leaf_chain = n.iter().take_while(|f| f.inlined).count() + 1;
+    let in_refcount_fn = n.iter().take(leaf_chain).any(|f| REFCOUNT_FNS.iter().any(|b| is_named(fname(f), b)));
+    if refcount_leaf || in_refcount_fn {
         let what = e.python.and_then(|p| {
             p.frames.iter().find_map(|f| match f {
                 PyFrame::Code { code, instr: Some(i), .. } => describe_instr(*i, code, e.opnames),

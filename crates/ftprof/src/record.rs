@@ -238,8 +238,24 @@ pub fn run(opts: &RecordOptions) -> Result<i32> {
         unsafe { libc::sched_setscheduler(0, libc::SCHED_IDLE, &param) };
         let mut native = Native::new();
         native.preload(&interp, &[analysis::EVAL_FRAME_FN]);
-        let opnames = symbolizer::python::opcodes::base_opnames(std::path::Path::new(&interp)).unwrap_or_default();
-        (native, opnames)
+        // The libraries it links (libc above all) appear in almost every stack.
+        for lib in symbolizer::native::ElfFile::open_shared(std::path::Path::new(&interp))
+            .map(|e| e.needed())
+            .unwrap_or_default()
+        {
+            let found =
+                ["/lib/x86_64-linux-gnu", "/usr/lib/x86_64-linux-gnu", "/lib64", "/usr/lib64", "/usr/lib", "/lib"]
+                    .iter()
+                    .map(|d| std::path::Path::new(d).join(&lib))
+                    .find(|p| p.exists());
+            if let Some(path) = found.and_then(|p| p.canonicalize().ok()) {
+                native.preload(&path.to_string_lossy(), &[]);
+            }
+        }
+        let opnames = symbolizer::python::opcodes::base_opnames_cached(std::path::Path::new(&interp), &cache_dir())
+            .unwrap_or_default();
+        let kallsyms = symbolizer::kernel::Kallsyms::load_cached(&cache_dir());
+        (native, opnames, kallsyms)
     });
     let mut col = Collected::default();
     let target = Target::Launch(opts.command.clone());
@@ -257,8 +273,11 @@ pub fn run(opts: &RecordOptions) -> Result<i32> {
         );
     }
     let t_post = Instant::now();
-    let (native, opnames) = preload.join().unwrap_or_default();
-    let profile = build_profile(col, native, opnames, &outcome, opts);
+    let (native, opnames, kallsyms) = preload.join().unwrap_or_default();
+    if timing() {
+        eprintln!("ftprof timing: preload joined after {:?}", t_post.elapsed());
+    }
+    let profile = build_profile(col, native, opnames, &kallsyms, &outcome, opts);
     let bytes = render(&profile, opts)?;
     if timing() {
         eprintln!("ftprof timing: post-processing total {:?}", t_post.elapsed());
@@ -279,9 +298,11 @@ fn build_profile(
     mut col: Collected,
     mut native: Native,
     opnames: Vec<String>,
+    kallsyms: &symbolizer::kernel::Kallsyms,
     outcome: &RecordingOutcome,
     opts: &RecordOptions,
 ) -> Profile {
+    let t = Instant::now();
     let pid = outcome.pid as u32;
     let python = match col.py.get(&pid) {
         Some(PyState::Located(p)) => Some(PythonInfo {
@@ -324,12 +345,13 @@ fn build_profile(
     for (tid, (pid, name)) in &col.names {
         builder.set_thread(*tid, *pid, name);
     }
-    // /proc/kallsyms is slow to read (the kernel formats ~100k lines): only when needed.
-    let kallsyms = if col.samples.iter().any(|s| !s.kernel_stack.is_empty()) {
-        symbolizer::kernel::Kallsyms::load_cached(&cache_dir())
-    } else {
-        Default::default()
-    };
+    if timing() {
+        eprintln!(
+            "ftprof timing: mappings + kallsyms ready after {:?} ({} samples to process)",
+            t.elapsed(),
+            col.samples.len()
+        );
+    }
     let end = col.last_time.max(outcome.start_ns + outcome.duration.as_nanos() as u64);
     for s in &col.samples {
         let kernel: Vec<String> = s
@@ -369,6 +391,9 @@ fn build_profile(
             parked: s.parked.as_ref(),
             observation,
         });
+    }
+    if timing() {
+        eprintln!("ftprof timing: samples processed after {:?}", t.elapsed());
     }
     builder.summary.duration_s = outcome.duration.as_secs_f64();
     builder.summary.rate_hz = opts.rate_hz;

@@ -32,6 +32,29 @@ pub fn base_opnames(interpreter: &Path) -> Option<Vec<String>> {
     (names.len() > 100).then_some(names)
 }
 
+/// [`base_opnames`] through a cache file in `dir`, keyed by the interpreter's path, size and
+/// modification time (starting Python costs ~20 ms).
+pub fn base_opnames_cached(interpreter: &Path, dir: &Path) -> Option<Vec<String>> {
+    use std::hash::{Hash, Hasher};
+    use std::os::unix::fs::MetadataExt;
+    let md = std::fs::metadata(interpreter).ok()?;
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    (interpreter, md.size(), md.mtime(), md.ino()).hash(&mut h);
+    let file = dir.join(format!("opnames-{:016x}", h.finish()));
+    if let Ok(text) = std::fs::read_to_string(&file) {
+        let names: Vec<String> = text.lines().map(str::to_string).collect();
+        if names.len() > 100 {
+            return Some(names);
+        }
+    }
+    let names = base_opnames(interpreter)?;
+    let tmp = file.with_extension(format!("tmp{}", std::process::id()));
+    if std::fs::create_dir_all(dir).is_ok() && std::fs::write(&tmp, names.join("\n")).is_ok() {
+        let _ = std::fs::rename(&tmp, &file);
+    }
+    Some(names)
+}
+
 /// What the instruction `instr` (`opcode | oparg << 8`) of a frame running `code` touches,
 /// in words: "local `obj`", "attribute `.bump`", "global `cache`", …
 pub fn describe_instr(instr: u16, code: &super::CodeInfo, opnames: &[String]) -> Option<String> {
