@@ -223,11 +223,7 @@ pub fn summary_text(p: &Profile) -> String {
             let detail = match lock {
                 Some(l) => {
                     let line = l.top_lines.first().map(|t| format!(" at {}", t.line)).unwrap_or_default();
-                    if l.kind.on_cpu() {
-                        format!("  {}{line}, {} samples", l.description, l.waits)
-                    } else {
-                        format!("  {}{line}, {} waits, max {}", l.description, l.waits, ms(l.max_us))
-                    }
+                    format!("  {}{line}, {}", l.description, counts(l))
                 }
                 None => String::new(),
             };
@@ -248,11 +244,7 @@ pub fn summary_text(p: &Profile) -> String {
     if !p.locks.is_empty() {
         o += "  top locks:\n";
         for l in p.locks.iter().take(5) {
-            let counts = if l.kind.on_cpu() {
-                format!("{:>5} samples", l.waits)
-            } else {
-                format!("{:>5} waits, max {}", l.waits, ms(l.max_us))
-            };
+            let counts = counts(l);
             o += &format!(
                 "    {:<17}{:<44} {:>9} total, {counts}, threads {}\n",
                 l.kind.name(),
@@ -269,6 +261,15 @@ pub fn summary_text(p: &Profile) -> String {
         }
     }
     o
+}
+
+/// "12 waits, max 3.1 ms" for waits, "40 samples" for CPU time, both when both.
+fn counts(l: &analysis::LockStat) -> String {
+    match (l.waits, l.samples) {
+        (0, n) => format!("{n} samples"),
+        (w, 0) => format!("{w} waits, max {}", ms(l.max_us)),
+        (w, n) => format!("{w} waits, max {}, {n} samples", ms(l.max_us)),
+    }
 }
 
 fn describe(c: Category) -> &'static str {

@@ -190,9 +190,13 @@ pub struct LockStat {
     pub identity: LockIdentity,
     /// `list @ 0x7f…`, `_thread.lock @ 0x…`, `stop-the-world (paused thread)`, …
     pub description: String,
-    /// Off-CPU intervals on it (for spin/refcount: CPU samples).
+    /// Off-CPU intervals spent waiting on it.
     pub waits: u64,
+    /// CPU samples spent on it (spinning, refcount stalls, a collector's pause).
+    pub samples: u64,
+    /// Off-CPU time plus CPU samples × period.
     pub total_us: u64,
+    /// Longest and mean off-CPU wait.
     pub max_us: u64,
     pub mean_us: u64,
     /// TIDs of the threads that waited.
@@ -259,6 +263,8 @@ struct StackAgg {
 #[derive(Default)]
 struct LockAgg {
     waits: u64,
+    samples: u64,
+    wait_us: u64,
     total_us: u64,
     max_us: u64,
     threads: std::collections::BTreeSet<u32>,
@@ -390,9 +396,14 @@ impl ProfileBuilder {
         if category.is_contention() {
             if let Some(id) = identity {
                 let agg = self.locks.entry((category, id)).or_default();
-                agg.waits += 1;
+                if on_cpu {
+                    agg.samples += 1;
+                } else {
+                    agg.waits += 1;
+                    agg.wait_us += time_us;
+                    agg.max_us = agg.max_us.max(time_us);
+                }
                 agg.total_us += time_us;
-                agg.max_us = agg.max_us.max(time_us);
                 agg.threads.insert(s.tid);
                 if let Some(l) = &line {
                     let e = agg.lines.entry(l.clone()).or_default();
@@ -474,9 +485,10 @@ impl ProfileBuilder {
                 description: identity.describe(),
                 identity,
                 waits: a.waits,
+                samples: a.samples,
                 total_us: a.total_us,
                 max_us: a.max_us,
-                mean_us: a.total_us / a.waits.max(1),
+                mean_us: a.wait_us / a.waits.max(1),
                 threads: a.threads.into_iter().collect(),
                 top_lines: top(a.lines, 5),
             })
