@@ -21,4 +21,4 @@ pub mod session;
 pub use launch::{LaunchError, Launched};
 pub use perf::{PerfError, SamplingConfig};
 pub use records::{Mmap, Record, Regs, Sample, SampleSource};
-pub use session::{monotonic_ns, record, ExitStatus, RecordError, RecordingOutcome, StopReason, Target};
+pub use session::{alive, monotonic_ns, record, ExitStatus, RecordError, RecordingOutcome, StopReason, Target};

@@ -310,3 +310,103 @@ pub fn open_process_rings(pid: i32, cfg: &SamplingConfig, enable_on_exec: bool) 
     }
     Ok(rings)
 }
+
+/// Tasks (threads) of a process, from `/proc/PID/task`.
+pub fn process_tids(pid: i32) -> Vec<i32> {
+    let mut tids: Vec<i32> = std::fs::read_dir(format!("/proc/{pid}/task"))
+        .map(|d| d.filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok()).collect())
+        .unwrap_or_default();
+    tids.sort_unstable();
+    tids
+}
+
+/// Events that follow the threads of a running process: one event per (thread, CPU, kind),
+/// inherited by the threads each of them creates, with their output redirected into one ring per
+/// (CPU, kind). Closing them (drop) detaches completely.
+pub struct ThreadEvents {
+    pub rings: Vec<Ring>,
+    followers: Vec<OwnedFd>,
+}
+
+impl ThreadEvents {
+    /// Open events for every thread of `pid` (rescanning until no new thread appears).
+    pub fn open(pid: i32, cfg: &SamplingConfig) -> Result<ThreadEvents, PerfError> {
+        let mut ev = ThreadEvents { rings: Vec::new(), followers: Vec::new() };
+        // (cpu, kind) → index of the ring that collects it.
+        let mut leaders: std::collections::HashMap<(u32, bool), usize> = Default::default();
+        let mut done: std::collections::HashSet<i32> = Default::default();
+        let mut user_only = false;
+        for _round in 0..8 {
+            let fresh: Vec<i32> = process_tids(pid).into_iter().filter(|t| !done.contains(t)).collect();
+            if fresh.is_empty() {
+                break;
+            }
+            for tid in fresh {
+                done.insert(tid);
+                for cpu in online_cpus() {
+                    for switch in [false, true] {
+                        if switch && (!cfg.off_cpu || user_only) {
+                            continue;
+                        }
+                        let mut attr = if switch { switch_attr(cfg, false) } else { cpu_clock_attr(cfg, false) };
+                        if user_only {
+                            attr.set_exclude_kernel(1);
+                        }
+                        let source = if switch { SampleSource::SwitchOut } else { SampleSource::CpuClock };
+                        let opened = match leaders.get(&(cpu, switch)) {
+                            None => match Ring::open(&mut attr, tid, cpu as i32, cfg.ring_pages, source) {
+                                Ok(r) => {
+                                    leaders.insert((cpu, switch), ev.rings.len());
+                                    ev.rings.push(r);
+                                    Ok(())
+                                }
+                                Err(e) => Err(e),
+                            },
+                            Some(&i) => perf_open(&mut attr, tid, cpu as i32).and_then(|fd| {
+                                let r = unsafe {
+                                    perf_event_open_sys::ioctls::SET_OUTPUT(fd.as_raw_fd(), ev.rings[i].fd())
+                                };
+                                if r < 0 {
+                                    return Err(PerfError::Other(io::Error::last_os_error()));
+                                }
+                                ev.followers.push(fd);
+                                Ok(())
+                            }),
+                        };
+                        match opened {
+                            Ok(()) => {}
+                            // The thread exited meanwhile.
+                            Err(PerfError::Other(e)) if e.raw_os_error() == Some(libc::ESRCH) => break,
+                            Err(PerfError::Permission { .. }) if !user_only && !switch && leaders.is_empty() => {
+                                user_only = true;
+                                let mut attr = cpu_clock_attr(cfg, false);
+                                attr.set_exclude_kernel(1);
+                                let r = Ring::open(&mut attr, tid, cpu as i32, cfg.ring_pages, source)?;
+                                leaders.insert((cpu, false), ev.rings.len());
+                                ev.rings.push(r);
+                            }
+                            Err(e) => return Err(e),
+                        }
+                    }
+                }
+            }
+        }
+        if ev.rings.is_empty() {
+            return Err(PerfError::Other(io::Error::from_raw_os_error(libc::ESRCH)));
+        }
+        Ok(ev)
+    }
+
+    /// Start counting on every event.
+    pub fn enable(&self) -> io::Result<()> {
+        for r in &self.rings {
+            r.enable()?;
+        }
+        for fd in &self.followers {
+            if unsafe { perf_event_open_sys::ioctls::ENABLE(fd.as_raw_fd(), 0) } < 0 {
+                return Err(io::Error::last_os_error());
+            }
+        }
+        Ok(())
+    }
+}

@@ -13,6 +13,8 @@ use crate::records::Record;
 pub enum Target {
     /// Launch this command (argv[0] is looked up in PATH).
     Launch(Vec<OsString>),
+    /// Follow a running process (and the threads it creates) for at most `duration`.
+    Attach { pid: i32, duration: Option<Duration> },
 }
 
 /// Why recording ended.
@@ -20,6 +22,8 @@ pub enum Target {
 pub enum StopReason {
     TargetExited,
     Interrupted,
+    /// `--duration` elapsed (attach mode).
+    Duration,
 }
 
 /// How the target ended.
@@ -68,7 +72,8 @@ pub fn monotonic_ns() -> u64 {
 }
 
 /// Record `target` until it exits or `stop` becomes true. Every record is passed to `sink` as it
-/// is drained (on this thread). `on_start(pid)` runs once the target is about to `exec`.
+/// is drained (on this thread). `on_start(pid)` runs once the target is about to `exec`
+/// (launch), or right after the events were enabled (attach).
 pub fn record(
     target: &Target,
     cfg: &SamplingConfig,
@@ -76,7 +81,10 @@ pub fn record(
     on_start: &mut dyn FnMut(i32),
     sink: &mut dyn FnMut(Record),
 ) -> Result<RecordingOutcome, RecordError> {
-    let Target::Launch(argv) = target;
+    let argv = match target {
+        Target::Launch(argv) => argv,
+        Target::Attach { pid, duration } => return attach(*pid, *duration, cfg, stop, on_start, sink),
+    };
     let mut child = Launched::spawn(argv)?;
     let pid = child.pid;
     let mut rings = match perf::open_process_rings(pid, cfg, true) {
@@ -145,6 +153,59 @@ pub fn record(
         start_ns,
         lost,
         target_cpu_seconds: cpu,
+    })
+}
+
+/// Is `pid` still a live process (not gone, not a zombie)?
+pub fn alive(pid: i32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        // State is the field after the parenthesised comm.
+        Ok(stat) => stat.rsplit_once(')').and_then(|(_, rest)| rest.split_whitespace().next()) != Some("Z"),
+        Err(_) => false,
+    }
+}
+
+fn attach(
+    pid: i32,
+    duration: Option<Duration>,
+    cfg: &SamplingConfig,
+    stop: &AtomicBool,
+    on_start: &mut dyn FnMut(i32),
+    sink: &mut dyn FnMut(Record),
+) -> Result<RecordingOutcome, RecordError> {
+    let mut events = perf::ThreadEvents::open(pid, cfg)?;
+    let start_ns = monotonic_ns();
+    let started = Instant::now();
+    events.enable().map_err(PerfError::Other)?;
+    // Events are live: what the caller reads now is covered by what the rings report next.
+    on_start(pid);
+    let mut lost = 0u64;
+    let mut pollfds: Vec<libc::pollfd> =
+        events.rings.iter().map(|r| libc::pollfd { fd: r.fd(), events: libc::POLLIN, revents: 0 }).collect();
+    let reason = loop {
+        unsafe { libc::poll(pollfds.as_mut_ptr(), pollfds.len() as _, 50) };
+        drain_all(&mut events.rings, &mut lost, sink);
+        if stop.load(Ordering::Relaxed) {
+            break StopReason::Interrupted;
+        }
+        if duration.is_some_and(|d| started.elapsed() >= d) {
+            break StopReason::Duration;
+        }
+        if !alive(pid) {
+            break StopReason::TargetExited;
+        }
+    };
+    drain_all(&mut events.rings, &mut lost, sink);
+    // Dropping the events detaches: nothing stays installed in the target.
+    drop(events);
+    Ok(RecordingOutcome {
+        pid,
+        exit: None,
+        stop: reason,
+        duration: started.elapsed(),
+        start_ns,
+        lost,
+        target_cpu_seconds: None,
     })
 }
 

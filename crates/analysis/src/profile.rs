@@ -162,6 +162,10 @@ pub struct TargetInfo {
     pub exit: Option<String>,
     /// Recording was stopped before the target finished (Ctrl-C).
     pub interrupted: bool,
+    /// ftprof attached to a running process (`--pid`) instead of launching it.
+    pub attached: bool,
+    /// The target exited while ftprof was attached: the profile covers only part of the period.
+    pub partial: bool,
 }
 
 /// Time in one category, over all threads.

@@ -161,3 +161,93 @@ mod tests {
         assert_eq!(version_from_name("ls"), None);
     }
 }
+
+/// What `--pid` points at, once checked.
+pub struct AttachTarget {
+    pub pid: u32,
+    /// The ELF holding the CPython runtime (the executable or libpython).
+    pub runtime_module: String,
+    pub command: Vec<String>,
+}
+
+fn permission_hint(pid: u32, what: &str) -> anyhow::Error {
+    let read = |p: &str| std::fs::read_to_string(p).map(|s| s.trim().to_string()).unwrap_or_else(|_| "unknown".into());
+    anyhow::anyhow!(
+        "permission denied {what} process {pid}: attaching needs ptrace access (same user and kernel.yama.ptrace_scope \
+         = 0, or root/CAP_SYS_PTRACE; ptrace_scope is {}) and perf events (CAP_PERFMON or \
+         kernel.perf_event_paranoid <= 1; it is {}); run ftprof with sudo, or sudo sysctl kernel.yama.ptrace_scope=0",
+        read("/proc/sys/kernel/yama/ptrace_scope"),
+        read("/proc/sys/kernel/perf_event_paranoid")
+    )
+}
+
+/// The CPython version a process runs, from `Py_Version` in its executable or libpython.
+fn process_python_version(pid: u32) -> Option<(u64, u64)> {
+    let maps = symbolizer::python::read_maps(pid).ok()?;
+    let mut seen = Vec::new();
+    for m in maps.iter().filter(|m| m.path.starts_with('/')) {
+        let name = Path::new(&m.path).file_name()?.to_string_lossy().into_owned();
+        if seen.contains(&m.path) || !(name.starts_with("python") || name.starts_with("libpython")) {
+            continue;
+        }
+        seen.push(m.path.clone());
+        if let Some(v) = ElfFile::open_shared(Path::new(&m.path)).ok().as_deref().and_then(static_version) {
+            return Some((v >> 24, (v >> 16) & 0xff));
+        }
+        if let Some(v) = version_from_name(&name) {
+            return Some(v);
+        }
+    }
+    None
+}
+
+/// Make sure `pid` is a live CPython ≥ 3.13 process we may read; explain otherwise.
+pub fn check_process(pid: u32) -> Result<AttachTarget> {
+    use symbolizer::python::{OffsetsError, PyError, PyProcess};
+    if !Path::new(&format!("/proc/{pid}")).exists() {
+        bail!("no such process: {pid} (check the PID with ps or pgrep)");
+    }
+    if crate::snapshot::process_state(pid) == Some('Z') {
+        let ppid = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .ok()
+            .and_then(|s| s.rsplit_once(')').and_then(|(_, r)| r.split_whitespace().nth(1).map(str::to_string)))
+            .unwrap_or_else(|| "?".into());
+        bail!("process {pid} is a zombie: it has exited and waits for its parent ({ppid}) to reap it; there is nothing left to profile");
+    }
+    let exe = match std::fs::read_link(format!("/proc/{pid}/exe")) {
+        Ok(p) => p.to_string_lossy().into_owned(),
+        Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => return Err(permission_hint(pid, "reading")),
+        Err(_) => bail!("process {pid} has no executable (a kernel thread?); give the PID of a Python process"),
+    };
+    let comm = crate::snapshot::thread_name(pid, pid);
+    let command: Vec<String> = std::fs::read(format!("/proc/{pid}/cmdline"))
+        .map(|b| {
+            b.split(|&c| c == 0).filter(|a| !a.is_empty()).map(|a| String::from_utf8_lossy(a).into_owned()).collect()
+        })
+        .unwrap_or_default();
+    let too_old = |v: (u64, u64)| {
+        anyhow::anyhow!(
+            "process {pid} ({exe}) runs CPython {}.{}, which is not supported: ftprof needs CPython 3.13 or newer",
+            v.0,
+            v.1
+        )
+    };
+    match PyProcess::locate(pid) {
+        Ok(p) => Ok(AttachTarget { pid, runtime_module: p.module, command }),
+        Err(PyError::Read(e)) if matches!(e.raw_os_error(), Some(libc::EPERM) | Some(libc::EACCES)) => {
+            Err(permission_hint(pid, "reading the memory of"))
+        }
+        Err(PyError::Offsets(OffsetsError::TooOld(_))) | Err(PyError::Offsets(OffsetsError::BadCookie)) => {
+            match process_python_version(pid) {
+                Some(v) if v < (3, 13) => Err(too_old(v)),
+                _ => bail!("process {pid} ({exe}) has an unreadable CPython runtime (no valid _Py_DebugOffsets)"),
+            }
+        }
+        Err(_) => match process_python_version(pid) {
+            Some(v) if v < (3, 13) => Err(too_old(v)),
+            _ => bail!(
+                "process {pid} ({comm}, {exe}) is not a CPython process (no CPython runtime in its executable or a libpython); give the PID of a python3.13t process"
+            ),
+        },
+    }
+}

@@ -7,4 +7,6 @@
 //! terminal summary on stderr, and the target's exit status as ours.
 
 pub mod check;
+pub mod dump;
 pub mod record;
+pub mod snapshot;

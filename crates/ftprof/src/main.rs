@@ -59,16 +59,48 @@ enum Cmd {
         /// Title of the flamegraph [default: the command line]
         #[arg(long)]
         title: Option<String>,
+        /// Attach to this running process instead of launching a command
+        #[arg(short, long, value_name = "PID", conflicts_with = "command")]
+        pid: Option<u32>,
+        /// With --pid: stop after this many seconds (default: until Ctrl-C or the process exits)
+        #[arg(short, long, value_name = "SECONDS", requires = "pid", value_parser = parse_seconds)]
+        duration: Option<std::time::Duration>,
         /// The command to profile, e.g. -- python3.13t app.py
-        #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true, value_name = "COMMAND")]
+        #[arg(
+            required_unless_present = "pid",
+            trailing_var_arg = true,
+            allow_hyphen_values = true,
+            value_name = "COMMAND"
+        )]
         command: Vec<OsString>,
     },
+    /// Print what every thread of a running process is doing now: state, what it waits on (and
+    /// who holds it), its Python stack; detects deadlocks.
+    Dump {
+        /// The process to inspect
+        #[arg(short, long, value_name = "PID")]
+        pid: u32,
+        /// Merge native frames into the stacks
+        #[arg(long)]
+        native: bool,
+        /// Print JSON instead of text
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn parse_seconds(s: &str) -> Result<std::time::Duration, String> {
+    let v: f64 = s.parse().map_err(|_| format!("'{s}' is not a number of seconds"))?;
+    if !(v > 0.0 && v.is_finite()) {
+        return Err(format!("the duration must be a positive number of seconds, not {s}"));
+    }
+    Ok(std::time::Duration::from_secs_f64(v))
 }
 
 fn main() {
     let cli = Cli::parse();
     let result = match cli.cmd {
-        Cmd::Record { output, format, mode, idle, no_waits, rate, stack_size, title, command } => {
+        Cmd::Record { output, format, mode, idle, no_waits, pid, duration, rate, stack_size, title, command } => {
             let format = match (format, output.as_ref().and_then(|o| o.extension()).and_then(|e| e.to_str())) {
                 (Some(FormatArg::Svg), _) => Format::Svg,
                 (Some(FormatArg::Folded), _) => Format::Folded,
@@ -86,6 +118,8 @@ fn main() {
             });
             record::run(&RecordOptions {
                 command,
+                pid,
+                duration,
                 output,
                 format,
                 rate_hz: rate,
@@ -104,6 +138,7 @@ fn main() {
                 off_cpu: !no_waits,
             })
         }
+        Cmd::Dump { pid, native, json } => ftprof::dump::run(pid, native, json),
     };
     match result {
         Ok(code) => std::process::exit(code),

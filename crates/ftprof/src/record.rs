@@ -19,7 +19,12 @@ use crate::check::{check_interpreter, Interpreter, OutputFile};
 /// Options of `ftprof record`.
 #[derive(Clone, Debug)]
 pub struct RecordOptions {
+    /// The command to launch (empty with `pid`).
     pub command: Vec<OsString>,
+    /// Attach to this running process instead of launching.
+    pub pid: Option<u32>,
+    /// Stop attaching after this long.
+    pub duration: Option<std::time::Duration>,
     pub output: PathBuf,
     pub format: Format,
     pub mode: Mode,
@@ -94,7 +99,7 @@ struct Collected {
 /// sleeps on the semaphore inside its on-stack `wait_entry {park_arg, addr, sema, …}`, so the
 /// futex address (first syscall argument, `rdi`) minus 8 holds `addr`. Read it from the stack
 /// copy of the sample.
-fn parked_addr(regs: &Regs, stack: &[u8]) -> Option<u64> {
+pub fn parked_addr(regs: &Regs, stack: &[u8]) -> Option<u64> {
     let slot = regs.di.checked_sub(8)?;
     let off = slot.checked_sub(regs.sp)? as usize;
     let bytes = stack.get(off..off + 8)?;
@@ -198,6 +203,34 @@ impl Collected {
     }
 }
 
+/// A switch-out sample for every thread of `pid` that is blocked right now.
+fn blocked_threads(pid: u32, stack_bytes: usize) -> Vec<RawSample> {
+    let Ok(mut py) = PyProcess::locate(pid) else { return Vec::new() };
+    let now = profiler::monotonic_ns();
+    let mut out = Vec::new();
+    for tid in profiler::perf::process_tids(pid as i32) {
+        let tid = tid as u32;
+        if !matches!(crate::snapshot::thread_state(pid, tid), Some('S') | Some('D')) {
+            continue;
+        }
+        let Some(b) = crate::snapshot::blocked(pid, tid, stack_bytes) else { continue };
+        let python = py.stack_for_tid(tid).ok().flatten();
+        let parked = parked_addr(&b.regs, &b.stack).map(|a| py.probe_parked(tid, a));
+        out.push(RawSample {
+            source: SampleSource::SwitchOut,
+            pid,
+            tid,
+            time: now,
+            regs: Some(b.regs),
+            stack: b.stack,
+            kernel_stack: Vec::new(),
+            python,
+            parked,
+        });
+    }
+    out
+}
+
 /// ftprof's cache directory (`$FTPROF_CACHE`, else `~/.cache/ftprof`), shared with the
 /// CPython provisioning script.
 pub fn cache_dir() -> PathBuf {
@@ -217,7 +250,16 @@ fn timing() -> bool {
 /// Run `ftprof record`. Returns the exit code ftprof should exit with (the target's).
 pub fn run(opts: &RecordOptions) -> Result<i32> {
     let t0 = Instant::now();
-    let Interpreter::CPython { path: interp, .. } = check_interpreter(&opts.command)?;
+    let (interp, attach) = match opts.pid {
+        Some(pid) => {
+            let t = crate::check::check_process(pid)?;
+            (PathBuf::from(&t.runtime_module), Some(t))
+        }
+        None => {
+            let Interpreter::CPython { path, .. } = check_interpreter(&opts.command)?;
+            (path, None)
+        }
+    };
     if timing() {
         eprintln!("ftprof timing: interpreter check {:?}", t0.elapsed());
     }
@@ -258,8 +300,36 @@ pub fn run(opts: &RecordOptions) -> Result<i32> {
         (native, opnames, kallsyms)
     });
     let mut col = Collected::default();
-    let target = Target::Launch(opts.command.clone());
-    let outcome = profiler::record(&target, &cfg, &STOP, &mut |_| {}, &mut |r| col.on_record(r))?;
+    let mut initial = Vec::new();
+    let target = match &attach {
+        Some(t) => {
+            // Mappings made before we arrived are not reported by perf: read them now.
+            if let Ok(maps) = symbolizer::python::read_maps(t.pid) {
+                col.mmaps.extend(
+                    maps.into_iter()
+                        .filter(|m| m.perms.contains('x'))
+                        .map(|m| (t.pid, Mapping { start: m.start, end: m.end, pgoff: m.pgoff, path: m.path })),
+                );
+            }
+            Target::Attach { pid: t.pid as i32, duration: opts.duration }
+        }
+        None => Target::Launch(opts.command.clone()),
+    };
+    let attached = attach.is_some();
+    let outcome = profiler::record(
+        &target,
+        &cfg,
+        &STOP,
+        &mut |pid| {
+            if attached && opts.off_cpu {
+                // Threads already blocked when we arrive: their wait began before the first
+                // switch-out we can see, so take their stacks now.
+                initial = blocked_threads(pid as u32, opts.stack_bytes as usize);
+            }
+        },
+        &mut |r| col.on_record(r),
+    )?;
+    col.samples.splice(0..0, initial);
     if timing() {
         let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
         unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut ru) };
@@ -286,6 +356,15 @@ pub fn run(opts: &RecordOptions) -> Result<i32> {
     out.write_all(&bytes).with_context(|| format!("writing {}", path.display()))?;
     eprint!("{}", flamegraph::summary_text(&profile));
     eprintln!("ftprof: wrote {}", path.display());
+    if let Some(t) = &attach {
+        let how = match outcome.stop {
+            profiler::StopReason::TargetExited => "the target exited during recording: the profile is partial",
+            profiler::StopReason::Interrupted => "interrupted; the target keeps running",
+            profiler::StopReason::Duration => "detached; the target keeps running",
+        };
+        eprintln!("ftprof: attached to pid {} for {:.1} s — {how}", t.pid, outcome.duration.as_secs_f64());
+        return Ok(0);
+    }
     Ok(match outcome.exit {
         Some(profiler::ExitStatus::Code(c)) => c,
         Some(profiler::ExitStatus::Signal(s)) => 128 + s,
@@ -313,12 +392,27 @@ fn build_profile(
         }),
         _ => None,
     };
+    let command = if opts.command.is_empty() {
+        std::fs::read(format!("/proc/{pid}/cmdline"))
+            .map(|b| {
+                b.split(|&c| c == 0)
+                    .filter(|a| !a.is_empty())
+                    .map(|a| String::from_utf8_lossy(a).into_owned())
+                    .collect()
+            })
+            .unwrap_or_default()
+    } else {
+        opts.command.iter().map(|a| a.to_string_lossy().into_owned()).collect()
+    };
+    let attached = opts.pid.is_some();
     let target_info = TargetInfo {
-        command: opts.command.iter().map(|a| a.to_string_lossy().into_owned()).collect(),
+        command,
         pid,
         python,
         exit: outcome.exit.map(|e| e.to_string()),
         interrupted: outcome.stop == profiler::StopReason::Interrupted,
+        attached,
+        partial: attached && outcome.stop == profiler::StopReason::TargetExited,
     };
     for (pid, m) in std::mem::take(&mut col.mmaps) {
         native.add_mapping(pid, m);

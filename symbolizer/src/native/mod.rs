@@ -280,6 +280,29 @@ impl Native {
         frames
     }
 
+    /// Like [`Native::symbolize`], but from the ELF symbol tables only: one frame (the enclosing
+    /// function, no inlining, no source lines) and no DWARF parsing — for quick looks such as
+    /// `ftprof dump` that need function names, not source positions.
+    pub fn symbolize_quick(&mut self, pid: u32, addr: u64, is_return_address: bool) -> NativeFrame {
+        let lookup = if is_return_address { addr.saturating_sub(1) } else { addr };
+        let mut frame = NativeFrame {
+            function: None,
+            file: None,
+            line: None,
+            module: UNKNOWN_MODULE.to_owned(),
+            module_offset: lookup,
+            inlined: false,
+        };
+        let Some(pm) = self.processes.get(&pid).and_then(|p| p.find(lookup)) else { return frame };
+        frame.module = pm.mapping.path.clone();
+        frame.module_offset = (lookup - pm.mapping.start).wrapping_add(pm.mapping.pgoff);
+        let Some(sym) = pm.module.and_then(|id| self.modules[id].sym.as_ref()) else { return frame };
+        let svma = lookup.wrapping_sub(pm.bias);
+        frame.module_offset = svma;
+        frame.function = sym.elf().function_at(svma).map(|(name, _)| demangle(name));
+        frame
+    }
+
     /// Forget a process (when it exits). Parsed modules stay cached for other processes.
     pub fn remove_process(&mut self, pid: u32) {
         self.processes.remove(&pid);

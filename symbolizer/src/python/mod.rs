@@ -484,6 +484,78 @@ impl PyProcess {
         None
     }
 
+    /// Objects that thread `tid` holds as the `self` of a bound method on the value stack of one
+    /// of its Python frames — what `with obj:` leaves there (`obj.__exit__`) while the block
+    /// runs. Used to find which thread holds a `threading.Lock`.
+    pub fn with_block_objects(&mut self, tid: u32) -> Vec<u64> {
+        let o = self.offsets.clone();
+        let mut out = Vec::new();
+        let Ok(true) = self.load_tstate(tid) else { return out };
+        let mut frame = field_u64(&self.ts_buf, o.ts_current_frame);
+        let mut n = 0;
+        while frame != 0 && n < 256 {
+            n += 1;
+            if self.mem.read(frame, &mut self.frame_buf).is_err() {
+                break;
+            }
+            let owner = field_u8(&self.frame_buf, o.frame_owner);
+            let previous = field_u64(&self.frame_buf, o.frame_previous);
+            if owner < OWNER_ENTRY {
+                let base = frame + o.frame_localsplus;
+                let used = match o.frame_stackpointer {
+                    Some(off) => (field_u64(&self.frame_buf, off).wrapping_sub(base) / 8) as i64,
+                    None => self.mem.i32(base - 8).unwrap_or(0) as i64,
+                };
+                let slots = if (1..=512).contains(&used) { used as usize } else { 64 };
+                if let Ok(raw) = self.mem.read_vec(base, slots * 8) {
+                    for c in raw.chunks_exact(8) {
+                        let v = u64::from_le_bytes(c.try_into().unwrap()) & !3;
+                        if v < 4096 {
+                            continue;
+                        }
+                        if let Some((_, t)) = self.object_with_type(v) {
+                            if t == "builtin_function_or_method" || t == "method" {
+                                if let Ok(slf) = self.mem.u64(v + o.pyobject_size + 8) {
+                                    out.push(slf);
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+            frame = previous;
+        }
+        out
+    }
+
+    /// Mutexes held through the critical sections of thread `tid` (active sections only).
+    pub fn critical_sections_held(&mut self, tid: u32) -> Vec<u64> {
+        const TS_CRITICAL_SECTION: u64 = 176; // PyThreadState.critical_section, 3.13 and 3.14
+        let mut out = Vec::new();
+        if !self.offsets.free_threaded {
+            return out;
+        }
+        let Ok(true) = self.load_tstate(tid) else { return out };
+        let Some(&ts) = self.tstates.get(&tid) else { return out };
+        let mut tagged = self.mem.u64(ts + TS_CRITICAL_SECTION).unwrap_or(0);
+        for _ in 0..64 {
+            let c = tagged & !3;
+            if c == 0 {
+                break;
+            }
+            let Ok(raw) = self.mem.read_vec(c, 24) else { break };
+            let prev = field_u64(&raw, 0);
+            if tagged & 1 == 0 {
+                out.extend([field_u64(&raw, 8)].into_iter().filter(|&m| m != 0));
+                if tagged & 2 != 0 {
+                    out.extend([field_u64(&raw, 16)].into_iter().filter(|&m| m != 0));
+                }
+            }
+            tagged = prev;
+        }
+        out
+    }
+
     /// The thread state of `tid`, if it has been seen.
     pub fn tstate_of(&self, tid: u32) -> Option<u64> {
         self.tstates.get(&tid).copied()

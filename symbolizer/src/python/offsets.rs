@@ -193,6 +193,9 @@ pub struct DebugOffsets {
     pub frame_executable: u64,
     pub frame_instr_ptr: u64,
     pub frame_owner: u64,
+    pub frame_localsplus: u64,
+    /// 3.14+: `stackpointer` (a pointer); 3.13 keeps an int `stacktop` just before `localsplus`.
+    pub frame_stackpointer: Option<u64>,
     pub frame_tlbc_index: Option<u64>,
     pub code_filename: u64,
     pub code_name: u64,
@@ -278,6 +281,8 @@ impl DebugOffsets {
             frame_executable: g("interpreter_frame.executable"),
             frame_instr_ptr: g("interpreter_frame.instr_ptr"),
             frame_owner: g("interpreter_frame.owner"),
+            frame_localsplus: g("interpreter_frame.localsplus"),
+            frame_stackpointer: opt("interpreter_frame.stackpointer").filter(|&v| v != 0),
             frame_tlbc_index: opt("interpreter_frame.tlbc_index").filter(|&v| v != 0),
             code_filename: g("code_object.filename"),
             code_name: g("code_object.name"),

@@ -1,0 +1,258 @@
+//! `ftprof dump --pid PID`: what every thread of a running process is doing right now — its state,
+//! what it waits on and who holds that, its Python stack (merged with native frames on request) —
+//! and any deadlock cycle. Reads `/proc` and the process's memory; never stops the process.
+
+use std::collections::{HashMap, HashSet};
+
+use analysis::{classify, merge_stacks, Category, Evidence, Frame, FrameKind, LockIdentity};
+use anyhow::Result;
+use serde::Serialize;
+use symbolizer::native::{Native, NativeFrame, Regs};
+use symbolizer::python::{PyFrame, PyProcess};
+
+use crate::check::check_process;
+use crate::snapshot;
+
+/// One thread, as `dump` reports it.
+#[derive(Debug, Serialize)]
+pub struct ThreadDump {
+    pub tid: u32,
+    pub name: String,
+    /// running, waiting, paused, sleeping, in I/O, joining, idle, runnable, stopped.
+    pub state: String,
+    /// Why it waits (the categories of `record`), when it waits.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub wait: Option<Category>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub lock: Option<LockIdentity>,
+    /// The thread holding what this one waits on, when it can be determined.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub holder: Option<u32>,
+    /// Python frames, innermost first: `qualname (file:line)`.
+    pub python: Vec<String>,
+    /// With `--native`: the merged stack, innermost first.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub merged: Vec<String>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Dump {
+    pub pid: u32,
+    pub command: Vec<String>,
+    pub python_version: String,
+    pub free_threaded: bool,
+    pub gil_enabled: Option<bool>,
+    pub threads: Vec<ThreadDump>,
+    /// Each deadlock cycle as the TIDs involved, in wait-for order.
+    pub deadlocks: Vec<Vec<u32>>,
+}
+
+fn state_word(c: Option<Category>, sched: Option<char>) -> &'static str {
+    match (c, sched) {
+        (_, Some('R')) => "running",
+        (_, Some('T')) | (_, Some('t')) => "stopped",
+        (Some(Category::StopTheWorld), _) => "paused (stop-the-world)",
+        (Some(Category::Sleep), _) => "sleeping",
+        (Some(Category::Io), _) => "in I/O",
+        (Some(Category::Join), _) => "joining a thread",
+        (Some(Category::Idle), _) => "idle",
+        (Some(Category::Runqueue), _) => "runnable",
+        (Some(_), _) => "waiting",
+        (None, _) => "blocked",
+    }
+}
+
+/// Take the dump.
+pub fn collect(pid: u32, native_frames: bool) -> Result<Dump> {
+    let target = check_process(pid)?;
+    let mut py = PyProcess::locate(pid)?;
+    let mut native = Native::new();
+    native.load_proc_maps(pid)?;
+    let opnames = Vec::new();
+    let tids = profiler::perf::process_tids(pid as i32);
+    let mut threads = Vec::new();
+    for tid in tids {
+        let tid = tid as u32;
+        let sched = snapshot::thread_state(pid, tid);
+        let python = py.stack_for_tid(tid).ok().flatten();
+        let blocked = if sched == Some('R') { None } else { snapshot::blocked(pid, tid, 32 * 1024) };
+        let (mut wait, mut lock, mut merged) = (None, None, Vec::new());
+        if let Some(b) = &blocked {
+            let uw = native.unwind(pid, Regs { ip: b.regs.ip, sp: b.regs.sp, bp: b.regs.bp }, &b.stack);
+            let chains: Vec<Vec<NativeFrame>> = if native_frames {
+                uw.addrs.iter().enumerate().map(|(i, &a)| native.symbolize(pid, a, i > 0)).collect()
+            } else {
+                uw.addrs.iter().enumerate().map(|(i, &a)| vec![native.symbolize_quick(pid, a, i > 0)]).collect()
+            };
+            let parked = crate::record::parked_addr(&b.regs, &b.stack).map(|a| py.probe_parked(tid, a));
+            let ev = Evidence {
+                native: chains.iter().flatten().collect(),
+                leaf_prev: &[],
+                kernel: &[],
+                python: python.as_ref(),
+                parked: parked.as_ref(),
+                on_cpu: false,
+                preempted: false,
+                runtime_module: Some(&target.runtime_module),
+                opnames: &opnames,
+            };
+            let (c, id) = classify(&ev);
+            wait = Some(c);
+            lock = id;
+            if native_frames {
+                let (frames, _) = merge_stacks(&chains, uw.complete, python.as_ref());
+                merged = frames.iter().rev().map(Frame::label).collect();
+            }
+        }
+        if native_frames && merged.is_empty() {
+            // Running (or unreadable) thread: its Python frames are all we can show.
+            let (frames, _) = merge_stacks(&[], false, python.as_ref());
+            merged = frames.iter().rev().filter(|f| f.kind == FrameKind::Python).map(Frame::label).collect();
+        }
+        let python_labels = python
+            .iter()
+            .flat_map(|s| s.frames.iter())
+            .filter_map(|f| match f {
+                PyFrame::Code { code, line, .. } => {
+                    let file = code.filename.rsplit('/').next().unwrap_or(&code.filename);
+                    Some(match line {
+                        Some(l) => format!("{} ({file}:{l})", code.qualname),
+                        None => format!("{} ({file})", code.qualname),
+                    })
+                }
+                PyFrame::Entry => None,
+            })
+            .collect();
+        threads.push(ThreadDump {
+            tid,
+            name: snapshot::thread_name(pid, tid),
+            state: state_word(if sched == Some('R') { None } else { wait }, sched).to_string(),
+            wait: if sched == Some('R') { None } else { wait },
+            lock,
+            holder: None,
+            python: python_labels,
+            merged,
+        });
+    }
+    find_holders(&mut py, &mut threads);
+    let deadlocks = cycles(&threads);
+    Ok(Dump {
+        pid,
+        command: target.command,
+        python_version: py.offsets.version_string(),
+        free_threaded: py.offsets.free_threaded,
+        gil_enabled: py.gil_enabled().ok(),
+        threads,
+        deadlocks,
+    })
+}
+
+/// Who holds what the waiting threads wait on: critical sections from each thread's active
+/// sections; thread locks from the `with` blocks on each thread's Python frames.
+fn find_holders(py: &mut PyProcess, threads: &mut [ThreadDump]) {
+    let object_offset = py.offsets.pyobject_size; // the PyMutex of a _thread.lock follows its header
+    let mut cs: HashMap<u64, u32> = HashMap::new();
+    let mut with: HashMap<u64, Vec<u32>> = HashMap::new();
+    for t in threads.iter() {
+        for m in py.critical_sections_held(t.tid) {
+            cs.insert(m, t.tid);
+        }
+        for obj in py.with_block_objects(t.tid) {
+            with.entry(obj).or_default().push(t.tid);
+        }
+    }
+    for t in threads.iter_mut() {
+        let Some(addr) = t.lock.as_ref().and_then(|l| l.address) else { continue };
+        t.holder = match t.wait {
+            Some(Category::CriticalSection) => cs.get(&(addr + 10)).copied(),
+            Some(Category::Lock) => with.get(&addr).and_then(|v| v.iter().find(|&&h| h != t.tid).copied()),
+            _ => None,
+        };
+        let _ = object_offset;
+    }
+}
+
+/// Wait-for cycles (each reported once, starting from its smallest TID).
+fn cycles(threads: &[ThreadDump]) -> Vec<Vec<u32>> {
+    let next: HashMap<u32, u32> = threads.iter().filter_map(|t| Some((t.tid, t.holder?))).collect();
+    let mut found: Vec<Vec<u32>> = Vec::new();
+    let mut seen = HashSet::new();
+    for &start in next.keys() {
+        let mut path = vec![start];
+        let mut cur = start;
+        while let Some(&n) = next.get(&cur) {
+            if let Some(i) = path.iter().position(|&p| p == n) {
+                let mut cycle = path[i..].to_vec();
+                let min = cycle.iter().enumerate().min_by_key(|(_, t)| **t).map(|(i, _)| i).unwrap_or(0);
+                cycle.rotate_left(min);
+                if seen.insert(cycle.clone()) {
+                    found.push(cycle);
+                }
+                break;
+            }
+            path.push(n);
+            cur = n;
+        }
+    }
+    found.sort();
+    found
+}
+
+/// Human-readable dump.
+pub fn text(d: &Dump) -> String {
+    let mut o = format!(
+        "Process {}: {}\nCPython {} ({}, GIL {}); {} threads\n",
+        d.pid,
+        d.command.join(" "),
+        d.python_version,
+        if d.free_threaded { "free-threaded" } else { "default build" },
+        match d.gil_enabled {
+            Some(true) => "enabled",
+            Some(false) => "disabled",
+            None => "unknown",
+        },
+        d.threads.len()
+    );
+    for t in &d.threads {
+        o += &format!("\nThread {} \"{}\": {}", t.tid, t.name, t.state);
+        if let (Some(c), Some(l)) = (t.wait, &t.lock) {
+            o += &format!(" — {} on {}", c.name(), l.describe());
+        }
+        if let Some(h) = t.holder {
+            o += &format!(", held by thread {h}");
+        }
+        o += "\n";
+        let frames = if t.merged.is_empty() { &t.python } else { &t.merged };
+        if frames.is_empty() {
+            o += "    (no Python frames)\n";
+        }
+        for f in frames {
+            o += &format!("    {f}\n");
+        }
+    }
+    for c in &d.deadlocks {
+        let by_tid: HashMap<u32, &ThreadDump> = d.threads.iter().map(|t| (t.tid, t)).collect();
+        let steps: Vec<String> = c
+            .iter()
+            .map(|tid| {
+                let t = by_tid[tid];
+                let what = t.lock.as_ref().map(|l| l.describe()).unwrap_or_else(|| "?".into());
+                let at = t.python.first().map(|l| format!(" at {l}")).unwrap_or_default();
+                format!("thread {tid} waits for {what}{at}, held by thread {}", t.holder.unwrap_or(0))
+            })
+            .collect();
+        o += &format!("\nDEADLOCK: {}\n", steps.join("; "));
+    }
+    o
+}
+
+/// Run `ftprof dump`.
+pub fn run(pid: u32, native: bool, json: bool) -> Result<i32> {
+    let d = collect(pid, native)?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&d)?);
+    } else {
+        print!("{}", text(&d));
+    }
+    Ok(0)
+}

@@ -1,0 +1,34 @@
+"""Two threads deadlock on two threading.Locks (A then B / B then A). Prints the locks'
+addresses and each thread's TID, then `ready` once both are stuck. Never exits by itself."""
+import threading
+import time
+
+lock_a = threading.Lock()
+lock_b = threading.Lock()
+print(f"lock_a {hex(id(lock_a))}", flush=True)
+print(f"lock_b {hex(id(lock_b))}", flush=True)
+barrier = threading.Barrier(2)
+
+
+def first():
+    print(f"tid first {threading.get_native_id()}", flush=True)
+    with lock_a:
+        barrier.wait()
+        with lock_b:  # FIRST-WAIT
+            pass
+
+
+def second():
+    print(f"tid second {threading.get_native_id()}", flush=True)
+    with lock_b:
+        barrier.wait()
+        with lock_a:  # SECOND-WAIT
+            pass
+
+
+threads = [threading.Thread(target=first, daemon=True), threading.Thread(target=second, daemon=True)]
+for t in threads:
+    t.start()
+time.sleep(0.3)
+print("ready", flush=True)
+time.sleep(600)
