@@ -5,7 +5,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 FTPROF_PYTHON=$(scripts/provision-python.sh)
+FTPROF_PYTHON_GIL=$(scripts/provision-python.sh gil)
+export FTPROF_PYTHON_GIL
 export FTPROF_PYTHON
-echo "test.sh: using $FTPROF_PYTHON" >&2
+echo "test.sh: using $FTPROF_PYTHON and $FTPROF_PYTHON_GIL" >&2
 cargo build --workspace --all-targets
 cargo test --workspace -- --test-threads=1

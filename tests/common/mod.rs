@@ -26,6 +26,83 @@ pub fn python() -> PathBuf {
     .clone()
 }
 
+/// The default (GIL) build of the same CPython, provisioned the same way.
+pub fn python_gil() -> PathBuf {
+    static PY: OnceLock<PathBuf> = OnceLock::new();
+    PY.get_or_init(|| {
+        let out = Command::new("bash")
+            .arg(root().join("scripts/provision-python.sh"))
+            .arg("gil")
+            .output()
+            .expect("run scripts/provision-python.sh gil");
+        assert!(out.status.success(), "provisioning the GIL build failed:\n{}", String::from_utf8_lossy(&out.stderr));
+        PathBuf::from(String::from_utf8(out.stdout).unwrap().trim())
+    })
+    .clone()
+}
+
+/// A workload started in the background, killed on drop; its stdout lines are collected.
+pub struct Background {
+    pub child: std::process::Child,
+    pub lines: Vec<String>,
+    reader: std::io::BufReader<std::process::ChildStdout>,
+}
+
+impl Background {
+    pub fn start(python: &Path, workload_name: &str, args: &[&str]) -> Background {
+        let mut child = Command::new(python)
+            .arg(workload(workload_name))
+            .args(args)
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("start workload");
+        let reader = std::io::BufReader::new(child.stdout.take().unwrap());
+        Background { child, lines: Vec::new(), reader }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Read lines until one equals `marker` (panics at EOF).
+    pub fn wait_for(&mut self, marker: &str) {
+        use std::io::BufRead;
+        loop {
+            let mut l = String::new();
+            assert!(self.reader.read_line(&mut l).unwrap() > 0, "workload ended before printing {marker:?}");
+            let l = l.trim().to_string();
+            self.lines.push(l.clone());
+            if l == marker {
+                return;
+            }
+        }
+    }
+
+    /// `KEY VALUE` printed so far.
+    pub fn value(&self, key: &str) -> String {
+        self.lines
+            .iter()
+            .find_map(|l| l.strip_prefix(&format!("{key} ")).map(str::to_string))
+            .unwrap_or_else(|| panic!("no `{key}` line in {:?}", self.lines))
+    }
+
+    /// Wait for exit; returns the exit code and the rest of stdout.
+    pub fn finish(mut self) -> (Option<i32>, String) {
+        use std::io::Read;
+        let mut rest = String::new();
+        self.reader.read_to_string(&mut rest).unwrap();
+        let status = self.child.wait().unwrap();
+        (status.code(), rest)
+    }
+}
+
+impl Drop for Background {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 pub fn workload(name: &str) -> PathBuf {
     root().join("tests/workloads").join(name)
 }

@@ -1,0 +1,286 @@
+//! End-to-end tests of `ftprof record --pid` and `ftprof dump --pid` against running free-threaded
+//! and default (GIL) CPython processes, and of their error paths.
+
+mod common;
+
+use std::os::unix::process::CommandExt;
+use std::path::Path;
+use std::process::{Command, Output};
+
+use common::*;
+use serde_json::Value;
+
+fn hex(s: &str) -> u64 {
+    u64::from_str_radix(s.trim_start_matches("0x"), 16).unwrap()
+}
+
+fn record_pid(pid: u32, seconds: &str) -> (Profile, Output) {
+    let dir = tempdir();
+    let path = dir.path().join("a.json");
+    let out = ftprof()
+        .args(["record", "--pid", &pid.to_string(), "--duration", seconds, "-f", "json", "-o"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "ftprof failed: {}", String::from_utf8_lossy(&out.stderr));
+    let v: Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+    (Profile(v), out)
+}
+
+fn attach_finds_the_hot_line(python: &Path) {
+    let wl = workload("server.py");
+    let mut bg = Background::start(python, "server.py", &["5"]);
+    bg.wait_for("ready");
+    let hot: u64 = bg.value("tid hot").parse().unwrap();
+    let (p, out) = record_pid(bg.pid(), "2");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("the target keeps running"), "{stderr}");
+    let hot_line = line_of(&wl, "HOT-LINE");
+    let (mut in_hot, mut at_line, mut total) = (0, 0, 0);
+    for (tid, frames, n) in p.stacks() {
+        if tid != hot || n == 0 {
+            continue;
+        }
+        total += n;
+        if let Some(f) = innermost_python(&frames).filter(|f| f.name == "hot_loop") {
+            in_hot += n;
+            // The loop is two lines: its `while` test and the HOT-LINE body.
+            assert!(matches!(f.line, Some(l) if l == hot_line || l == hot_line - 1), "{f:?}");
+            if f.line == Some(hot_line) {
+                at_line += n;
+            }
+        }
+    }
+    assert!(total > 150, "{total} samples of the hot thread in 2 s");
+    assert!(in_hot as f64 >= 0.9 * total as f64, "hot_loop innermost in {in_hot}/{total}");
+    assert!(at_line > 0);
+    assert_eq!(p.0["target"]["attached"], true);
+    assert_eq!(p.0["target"]["partial"], false);
+    // Detaching left it alone: it runs to its normal end.
+    let (code, rest) = bg.finish();
+    assert_eq!(code, Some(0));
+    assert!(rest.contains("done"), "{rest}");
+}
+
+#[test]
+fn attach_to_a_free_threaded_process() {
+    attach_finds_the_hot_line(&python());
+}
+
+#[test]
+fn attach_to_a_gil_process() {
+    attach_finds_the_hot_line(&python_gil());
+}
+
+#[test]
+fn gil_contention_shows_as_gil_waits() {
+    let mut bg = Background::start(&python_gil(), "gil_contended.py", &["4"]);
+    bg.wait_for("ready");
+    let (p, out) = record_pid(bg.pid(), "1.5");
+    let gil = p.0["locks"].as_array().unwrap().iter().find(|l| l["kind"] == "gil").cloned();
+    let gil = gil.unwrap_or_else(|| panic!("no gil waits: {}", String::from_utf8_lossy(&out.stderr)));
+    assert!(gil["waits"].as_u64().unwrap() > 20, "{gil}");
+    let share = p.0["summary"]["categories"].as_array().unwrap().iter().find(|c| c["category"] == "gil").unwrap()
+        ["share"]
+        .as_f64()
+        .unwrap();
+    assert!(share > 0.2, "three threads on one GIL wait a lot; gil share {share}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("GIL: enabled (default build)"), "{stderr}");
+}
+
+fn dump_json(pid: u32, native: bool) -> Value {
+    let mut cmd = ftprof();
+    cmd.args(["dump", "--json", "--pid", &pid.to_string()]);
+    if native {
+        cmd.arg("--native");
+    }
+    let out = cmd.output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+fn dump_deadlock(python: &Path) {
+    let wl = workload("deadlock.py");
+    let mut bg = Background::start(python, "deadlock.py", &[]);
+    bg.wait_for("ready");
+    let (a, b) = (hex(&bg.value("lock_a")), hex(&bg.value("lock_b")));
+    let (first, second): (u64, u64) = (bg.value("tid first").parse().unwrap(), bg.value("tid second").parse().unwrap());
+    let d = dump_json(bg.pid(), false);
+    let thread = |tid: u64| d["threads"].as_array().unwrap().iter().find(|t| t["tid"] == tid).unwrap().clone();
+    for (tid, waits_on, holder, marker, func) in
+        [(first, b, second, "FIRST-WAIT", "first"), (second, a, first, "SECOND-WAIT", "second")]
+    {
+        let t = thread(tid);
+        assert_eq!(t["state"], "waiting", "{t}");
+        assert_eq!(t["wait"], "lock");
+        assert_eq!(t["lock"]["address"].as_u64(), Some(waits_on), "{t}");
+        assert_eq!(t["lock"]["type_name"], "_thread.lock");
+        assert_eq!(t["holder"].as_u64(), Some(holder), "{t}");
+        assert_eq!(t["python"][0], format!("{func} (deadlock.py:{})", line_of(&wl, marker)));
+    }
+    let cycle: Vec<u64> = d["deadlocks"][0].as_array().unwrap().iter().map(|v| v.as_u64().unwrap()).collect();
+    let mut expected = vec![first, second];
+    expected.sort();
+    assert_eq!(cycle, expected);
+
+    let out = ftprof().args(["dump", "--pid", &bg.pid().to_string()]).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("DEADLOCK: thread"), "{text}");
+    assert!(text.contains(&format!("_thread.lock @ {a:#x}")) && text.contains(&format!("_thread.lock @ {b:#x}")));
+}
+
+#[test]
+fn dump_names_a_deadlock_cycle() {
+    dump_deadlock(&python());
+}
+
+#[test]
+fn dump_names_a_deadlock_cycle_on_the_gil_build() {
+    dump_deadlock(&python_gil());
+}
+
+#[test]
+fn dump_shows_a_critical_section_wait_on_a_list() {
+    let mut bg = Background::start(&python(), "cs_holder.py", &[]);
+    bg.wait_for("ready");
+    let list = hex(&bg.value("list"));
+    let appender: u64 = bg.value("tid appender").parse().unwrap();
+    let sorter: u64 = bg.value("tid sorter").parse().unwrap();
+    let d = dump_json(bg.pid(), true);
+    let t = d["threads"].as_array().unwrap().iter().find(|t| t["tid"] == appender).unwrap();
+    assert_eq!(t["wait"], "critical_section", "{t}");
+    assert_eq!(t["lock"]["type_name"], "list");
+    assert_eq!(t["lock"]["address"].as_u64(), Some(list));
+    assert_eq!(t["holder"].as_u64(), Some(sorter));
+    let merged: Vec<&str> = t["merged"].as_array().unwrap().iter().map(|f| f.as_str().unwrap()).collect();
+    assert!(merged.iter().any(|f| f.starts_with("_PyCriticalSection")), "{merged:?}");
+    assert!(merged.iter().any(|f| f.starts_with("appender (cs_holder.py:")), "{merged:?}");
+}
+
+#[test]
+fn dump_is_fast_enough_to_use_on_a_hung_process() {
+    // Not a benchmark: a generous bound that catches accidental whole-binary work per thread.
+    let mut bg = Background::start(&python(), "deadlock.py", &[]);
+    bg.wait_for("ready");
+    let t = std::time::Instant::now();
+    dump_json(bg.pid(), false);
+    assert!(t.elapsed() < std::time::Duration::from_secs(5), "{:?}", t.elapsed());
+}
+
+// ---- errors: one line, a remedy, non-zero exit, no panic ----
+
+fn assert_one_line_error(out: &Output, needle: &str) -> String {
+    let stderr = String::from_utf8_lossy(&out.stderr).trim().to_string();
+    assert!(!out.status.success(), "expected failure: {stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert_eq!(stderr.lines().count(), 1, "one line expected:\n{stderr}");
+    assert!(stderr.contains(needle), "{stderr:?} lacks {needle:?}");
+    stderr
+}
+
+fn record_and_dump(pid: u32) -> [Output; 2] {
+    let dir = tempdir();
+    [
+        ftprof().args(["record", "--pid", &pid.to_string(), "-o"]).arg(dir.path().join("x.svg")).output().unwrap(),
+        ftprof().args(["dump", "--pid", &pid.to_string()]).output().unwrap(),
+    ]
+}
+
+#[test]
+fn no_such_process() {
+    let pid_max: u32 = std::fs::read_to_string("/proc/sys/kernel/pid_max").unwrap().trim().parse().unwrap();
+    let pid = (2..pid_max).rev().find(|p| !Path::new(&format!("/proc/{p}")).exists()).unwrap();
+    for out in record_and_dump(pid) {
+        assert_one_line_error(&out, &format!("no such process: {pid}"));
+    }
+}
+
+#[test]
+fn not_a_python_process() {
+    let mut child = Command::new("sleep").arg("30").spawn().unwrap();
+    for out in record_and_dump(child.id()) {
+        let e = assert_one_line_error(&out, "is not a CPython process");
+        assert!(e.contains("sleep"), "{e}");
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+}
+
+#[test]
+fn old_cpython_process_is_not_supported() {
+    let old = ["/usr/bin/python3.11", "/root/.pyenv/versions/3.11.7/bin/python3.11"]
+        .into_iter()
+        .find(|p| Path::new(p).exists())
+        .expect("a CPython 3.11 on this machine");
+    let mut child = Command::new(old).args(["-c", "import time; time.sleep(30)"]).spawn().unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    for out in record_and_dump(child.id()) {
+        let e = assert_one_line_error(&out, "runs CPython 3.11");
+        assert!(e.contains("not supported") && e.contains("3.13 or newer"), "{e}");
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+}
+
+#[test]
+fn zombie_process() {
+    // The child exits at once; its parent never reaps it.
+    let mut parent = Command::new(python())
+        .args([
+            "-c",
+            "import os, sys, time\npid = os.fork()\nif pid == 0: os._exit(0)\nprint(pid, flush=True)\ntime.sleep(30)",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut std::io::BufReader::new(parent.stdout.take().unwrap()), &mut line).unwrap();
+    let zombie: u32 = line.trim().parse().unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    for out in record_and_dump(zombie) {
+        assert_one_line_error(&out, &format!("process {zombie} is a zombie"));
+    }
+    parent.kill().unwrap();
+    parent.wait().unwrap();
+}
+
+#[test]
+fn permission_denied_for_another_users_process() {
+    let mut bg = Background::start(&python(), "server.py", &["10"]);
+    bg.wait_for("ready");
+    let dir = tempdir();
+    std::fs::set_permissions(dir.path(), std::os::unix::fs::PermissionsExt::from_mode(0o777)).unwrap();
+    for sub in [vec!["record", "--pid"], vec!["dump", "--pid"]] {
+        let mut cmd = ftprof();
+        cmd.args(&sub).arg(bg.pid().to_string()).args(["-o"]).arg(dir.path().join("x.svg"));
+        if sub[0] == "dump" {
+            cmd = ftprof();
+            cmd.args(&sub).arg(bg.pid().to_string());
+        }
+        // Run ftprof as `nobody`: the kernel refuses it access to root's process.
+        unsafe {
+            cmd.pre_exec(|| {
+                if libc::setgroups(0, std::ptr::null()) != 0 || libc::setgid(65534) != 0 || libc::setuid(65534) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        let out = cmd.output().unwrap();
+        let e = assert_one_line_error(&out, "permission denied");
+        assert!(e.contains("ptrace_scope") && e.contains("perf_event_paranoid") && e.contains("sudo"), "{e}");
+    }
+}
+
+#[test]
+fn target_exiting_mid_recording_gives_a_partial_profile() {
+    let mut bg = Background::start(&python(), "server.py", &["1.5"]);
+    bg.wait_for("ready");
+    let (p, out) = record_pid(bg.pid(), "20");
+    assert_eq!(p.0["target"]["partial"], true);
+    assert!(p.summary("samples") > 50.0);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("partial"));
+    let (code, _) = bg.finish();
+    assert_eq!(code, Some(0));
+}

@@ -1,0 +1,39 @@
+"""One thread sorts a list with a slow key function (holding the list's critical section for
+about 3 s); another appends to the same list and blocks. Prints `list 0x…`, the TIDs and
+`ready` once the appender is blocked."""
+import threading
+import time
+
+shared = list(range(60))
+print(f"list {hex(id(shared))}", flush=True)
+started = False
+
+
+def slow_key(x):
+    global started
+    started = True
+    end = time.thread_time() + 0.05
+    while time.thread_time() < end:
+        pass
+    return x
+
+
+def sorter():
+    print(f"tid sorter {threading.get_native_id()}", flush=True)
+    shared.sort(key=slow_key)
+
+
+def appender():
+    print(f"tid appender {threading.get_native_id()}", flush=True)
+    while not started:
+        pass
+    shared.append(-1)  # APPEND-LINE
+
+
+threads = [threading.Thread(target=sorter), threading.Thread(target=appender)]
+for t in threads:
+    t.start()
+time.sleep(0.5)
+print("ready", flush=True)
+for t in threads:
+    t.join()

@@ -1,0 +1,30 @@
+"""A long-running process for attach tests: a thread burns CPU in `hot_loop`, another sleeps in a
+loop; exits with status 0 after SECONDS (default 8). Prints `ready` and each thread's TID."""
+import sys
+import threading
+import time
+
+SECONDS = float(sys.argv[1]) if len(sys.argv) > 1 else 8.0
+stop = time.monotonic() + SECONDS
+
+
+def hot_loop():
+    print(f"tid hot {threading.get_native_id()}", flush=True)
+    x = 0
+    while time.monotonic() < stop:
+        x += 1  # HOT-LINE
+
+
+def napper():
+    while time.monotonic() < stop:
+        time.sleep(0.05)
+
+
+threads = [threading.Thread(target=hot_loop, name="hot"), threading.Thread(target=napper, name="napper")]
+for t in threads:
+    t.start()
+print("ready", flush=True)
+for t in threads:
+    t.join()
+print("done", flush=True)
+sys.exit(0)
