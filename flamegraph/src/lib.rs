@@ -3,7 +3,11 @@
 //! Job: present a profile. Input: an `analysis::Profile`. Output: Brendan Gregg folded stacks
 //! ([`folded`]) and an interactive SVG flamegraph through inferno ([`svg`]), each weighted for a
 //! [`Mode`] (CPU samples, wait time, or both as wall-clock time), the JSON profile ([`json`]),
-//! and the end-of-recording terminal summary ([`summary_text`]).
+//! the end-of-recording terminal summary ([`summary_text`]), differential flamegraphs
+//! ([`diff_svg`]) and the charts of `ftprof scale` ([`charts`]: speedup against ideal with fitted
+//! curves, time breakdown per thread count; input `analysis::scaling::ScaleResult`).
+
+pub mod charts;
 
 use std::io::Write;
 
@@ -62,17 +66,24 @@ fn period_us(p: &Profile) -> f64 {
 
 /// One line per distinct stack: `frame;frame;frame count`, root first.
 pub fn folded(p: &Profile, mode: Mode, idle: bool) -> String {
+    folded_with(p, mode, idle, true)
+}
+
+/// Like [`folded`]; without the per-thread root frames when `threads` is false (all threads
+/// merged, as for comparing runs).
+pub fn folded_with(p: &Profile, mode: Mode, idle: bool, threads: bool) -> String {
     let per = period_us(p);
-    let mut lines: Vec<String> = p
-        .iter_stacks()
-        .filter_map(|(s, frames)| {
-            let w = weight(s, mode, idle, per);
-            (w > 0).then(|| {
-                let path: Vec<String> = frames.iter().map(|f| clean(&f.label())).collect();
-                format!("{} {w}", path.join(";"))
-            })
-        })
-        .collect();
+    let mut merged: std::collections::BTreeMap<String, u64> = Default::default();
+    for (s, frames) in p.iter_stacks() {
+        let w = weight(s, mode, idle, per);
+        if w == 0 {
+            continue;
+        }
+        let path: Vec<String> =
+            frames.iter().filter(|f| threads || f.kind != FrameKind::Thread).map(|f| clean(&f.label())).collect();
+        *merged.entry(path.join(";")).or_default() += w;
+    }
+    let mut lines: Vec<String> = merged.into_iter().map(|(k, w)| format!("{k} {w}")).collect();
     lines.sort();
     let mut out = lines.join("\n");
     out.push('\n');
@@ -84,7 +95,7 @@ fn rgb(r: u8, g: u8, b: u8) -> Color {
 }
 
 /// Colour of a wait leaf by its category.
-fn category_color(c: Category) -> Color {
+pub(crate) fn category_color(c: Category) -> Color {
     match c {
         Category::CriticalSection => rgb(220, 50, 50),
         Category::Lock => rgb(200, 60, 140),
@@ -96,7 +107,9 @@ fn category_color(c: Category) -> Color {
         Category::Gc => rgb(110, 170, 90),
         Category::Io => rgb(90, 190, 190),
         Category::Runqueue => rgb(160, 160, 110),
-        _ => rgb(190, 190, 190),
+        Category::Join => rgb(215, 215, 215),
+        Category::Sleep => rgb(200, 200, 180),
+        _ => rgb(180, 180, 180),
     }
 }
 
@@ -151,6 +164,28 @@ pub fn svg(p: &Profile, title: &str, mode: Mode, idle: bool, out: &mut dyn Write
     opts.palette_map = Some(&mut palette);
     inferno_fg::from_lines(&mut opts, text.lines(), out)?;
     Ok(())
+}
+
+/// Differential flamegraph from `before` to `after` (wall mode, all threads merged, addresses
+/// stripped so the same lock matches across runs): frames are drawn as in `after`, red where
+/// time grew, blue where it shrank.
+pub fn diff_svg(before: &Profile, after: &Profile, title: &str) -> anyhow::Result<String> {
+    let a = folded_with(before, Mode::Wall, false, false);
+    let b = folded_with(after, Mode::Wall, false, false);
+    let mut diff = Vec::new();
+    let dopts = inferno::differential::Options { normalize: false, strip_hex: true };
+    inferno::differential::from_readers(dopts, a.as_bytes(), b.as_bytes(), &mut diff)?;
+    let text = String::from_utf8(diff)?;
+    if text.trim().is_empty() {
+        anyhow::bail!("no stacks to compare");
+    }
+    let mut opts = Options::default();
+    opts.title = title.to_string();
+    opts.subtitle = Some("thread time (µs); red: grew, blue: shrank".into());
+    opts.count_name = "us".into();
+    let mut out = Vec::new();
+    inferno_fg::from_lines(&mut opts, text.lines(), &mut out)?;
+    Ok(String::from_utf8(out)?)
 }
 
 /// The JSON profile (see the README for the schema).

@@ -16,6 +16,17 @@ pub enum LaunchError {
     Fork(io::Error),
 }
 
+/// What to launch.
+#[derive(Clone, Debug, Default)]
+pub struct LaunchSpec {
+    pub argv: Vec<OsString>,
+    /// Extra (or overriding) environment variables.
+    pub env: Vec<(OsString, OsString)>,
+    /// Redirect the child's stdout / stderr to these descriptors.
+    pub stdout: Option<std::os::fd::RawFd>,
+    pub stderr: Option<std::os::fd::RawFd>,
+}
+
 /// A forked child held before `exec`.
 pub struct Launched {
     pub pid: i32,
@@ -40,6 +51,12 @@ pub fn resolve_command(cmd: &OsStr) -> Option<PathBuf> {
 impl Launched {
     /// Fork a child that will run `argv` once [`Launched::release`] is called.
     pub fn spawn(argv: &[OsString]) -> Result<Launched, LaunchError> {
+        Self::spawn_spec(&LaunchSpec { argv: argv.to_vec(), ..Default::default() })
+    }
+
+    /// Like [`Launched::spawn`], with extra environment variables and redirected output.
+    pub fn spawn_spec(spec: &LaunchSpec) -> Result<Launched, LaunchError> {
+        let argv = &spec.argv;
         let program = argv.first().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
         let resolved = resolve_command(&argv[0]).ok_or_else(|| LaunchError::NotFound(program.clone()))?;
         // Everything the child needs is allocated before fork (only async-signal-safe calls after).
@@ -51,6 +68,21 @@ impl Launched {
             .map_err(|_| LaunchError::Exec(program.clone(), io::Error::from(io::ErrorKind::InvalidInput)))?;
         let mut cptrs: Vec<*const libc::c_char> = cargs.iter().map(|c| c.as_ptr()).collect();
         cptrs.push(std::ptr::null());
+        let mut env: Vec<(OsString, OsString)> =
+            std::env::vars_os().filter(|(k, _)| !spec.env.iter().any(|(o, _)| o == k)).collect();
+        env.extend(spec.env.iter().cloned());
+        let cenv: Vec<CString> = env
+            .iter()
+            .filter_map(|(k, v)| {
+                let mut b = k.as_bytes().to_vec();
+                b.push(b'=');
+                b.extend_from_slice(v.as_bytes());
+                CString::new(b).ok()
+            })
+            .collect();
+        let mut eptrs: Vec<*const libc::c_char> = cenv.iter().map(|c| c.as_ptr()).collect();
+        eptrs.push(std::ptr::null());
+        let (out_fd, err_fd) = (spec.stdout.unwrap_or(-1), spec.stderr.unwrap_or(-1));
 
         let mut gate = [0; 2];
         let mut err = [0; 2];
@@ -81,7 +113,13 @@ impl Launched {
                 if n != 1 {
                     libc::_exit(127); // parent gave up
                 }
-                libc::execv(path.as_ptr(), cptrs.as_ptr());
+                if out_fd >= 0 {
+                    libc::dup2(out_fd, 1);
+                }
+                if err_fd >= 0 {
+                    libc::dup2(err_fd, 2);
+                }
+                libc::execve(path.as_ptr(), cptrs.as_ptr(), eptrs.as_ptr());
                 let e = *libc::__errno_location();
                 libc::write(err[1], &e as *const i32 as *const libc::c_void, 4);
                 libc::_exit(127);

@@ -18,7 +18,7 @@ pub mod perf;
 pub mod records;
 pub mod session;
 
-pub use launch::{LaunchError, Launched};
+pub use launch::{LaunchError, LaunchSpec, Launched};
 pub use perf::{PerfError, SamplingConfig};
 pub use records::{Mmap, Record, Regs, Sample, SampleSource};
 pub use session::{alive, monotonic_ns, record, ExitStatus, RecordError, RecordingOutcome, StopReason, Target};

@@ -13,6 +13,8 @@ use crate::records::Record;
 pub enum Target {
     /// Launch this command (argv[0] is looked up in PATH).
     Launch(Vec<OsString>),
+    /// Launch with extra environment and redirected output.
+    LaunchSpec(crate::launch::LaunchSpec),
     /// Follow a running process (and the threads it creates) for at most `duration`.
     Attach { pid: i32, duration: Option<Duration> },
 }
@@ -81,11 +83,11 @@ pub fn record(
     on_start: &mut dyn FnMut(i32),
     sink: &mut dyn FnMut(Record),
 ) -> Result<RecordingOutcome, RecordError> {
-    let argv = match target {
-        Target::Launch(argv) => argv,
+    let mut child = match target {
+        Target::Launch(argv) => Launched::spawn(argv)?,
+        Target::LaunchSpec(spec) => Launched::spawn_spec(spec)?,
         Target::Attach { pid, duration } => return attach(*pid, *duration, cfg, stop, on_start, sink),
     };
-    let mut child = Launched::spawn(argv)?;
     let pid = child.pid;
     let mut rings = match perf::open_process_rings(pid, cfg, true) {
         Ok(r) => r,

@@ -15,6 +15,7 @@
 
 pub mod merge;
 pub mod profile;
+pub mod scaling;
 pub mod wait;
 
 pub use merge::{merge_stacks, MergeStatus, EVAL_FRAME_FN};

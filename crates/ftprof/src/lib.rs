@@ -9,4 +9,5 @@
 pub mod check;
 pub mod dump;
 pub mod record;
+pub mod scale;
 pub mod snapshot;

@@ -74,6 +74,40 @@ enum Cmd {
         )]
         command: Vec<OsString>,
     },
+    /// Run a workload at several thread counts: speedup against ideal, fitted scalability
+    /// models, and where the lost time went at each count.
+    Scale {
+        /// Thread counts, e.g. 1,2,4,8 (substituted for {n} in the command; FTPROF_THREADS=n is set)
+        #[arg(short, long, value_delimiter = ',', required = true, value_parser = parse_threads)]
+        threads: Vec<u32>,
+        /// Runs per thread count (the median is used)
+        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=100))]
+        repeat: u32,
+        /// Output directory (results.json, scaling.svg, breakdown.svg, diff.svg, flame-n*.svg, runs/)
+        #[arg(short, long, default_value = "scaling")]
+        output: PathBuf,
+        /// Weak scaling: every thread does the same work (speedup = N·T1/TN) [default: strong, T1/TN]
+        #[arg(long)]
+        weak: bool,
+        /// Measure a number the program prints instead of wall time: a regex whose first group captures it
+        #[arg(long, value_name = "REGEX")]
+        metric: Option<String>,
+        /// The --metric is a rate (higher is better) [default: a duration, lower is better]
+        #[arg(long, requires = "metric")]
+        higher_is_better: bool,
+        /// Exit with status 3 when the efficiency at the largest N is below EFF (0..1)
+        #[arg(long, value_name = "EFF")]
+        fail_under: Option<f64>,
+        /// Only time the runs; do not profile them (no breakdown or flamegraphs)
+        #[arg(long)]
+        no_profile: bool,
+        /// Sampling rate of the profiles
+        #[arg(short, long, default_value_t = 199, value_parser = clap::value_parser!(u64).range(1..=20000))]
+        rate: u64,
+        /// The workload, e.g. -- python3.13t bench.py --threads {n}
+        #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true, value_name = "COMMAND")]
+        command: Vec<OsString>,
+    },
     /// Print what every thread of a running process is doing now: state, what it waits on (and
     /// who holds it), its Python stack; detects deadlocks.
     Dump {
@@ -89,6 +123,13 @@ enum Cmd {
     },
 }
 
+fn parse_threads(s: &str) -> Result<u32, String> {
+    match s.trim().parse::<u32>() {
+        Ok(n) if n >= 1 => Ok(n),
+        _ => Err(format!("'{s}' is not a thread count (a whole number ≥ 1, e.g. --threads 1,2,4)")),
+    }
+}
+
 fn parse_seconds(s: &str) -> Result<std::time::Duration, String> {
     let v: f64 = s.parse().map_err(|_| format!("'{s}' is not a number of seconds"))?;
     if !(v > 0.0 && v.is_finite()) {
@@ -98,7 +139,17 @@ fn parse_seconds(s: &str) -> Result<std::time::Duration, String> {
 }
 
 fn main() {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) if !e.use_stderr() => e.exit(), // --help, --version
+        Err(e) => {
+            // One line: clap's first line, without its usage block.
+            let msg = e.to_string();
+            let first = msg.lines().next().unwrap_or("invalid arguments").trim_start_matches("error: ");
+            eprintln!("ftprof: error: {first} (see ftprof --help)");
+            std::process::exit(2);
+        }
+    };
     let result = match cli.cmd {
         Cmd::Record { output, format, mode, idle, no_waits, pid, duration, rate, stack_size, title, command } => {
             let format = match (format, output.as_ref().and_then(|o| o.extension()).and_then(|e| e.to_str())) {
@@ -139,6 +190,29 @@ fn main() {
             })
         }
         Cmd::Dump { pid, native, json } => ftprof::dump::run(pid, native, json),
+        Cmd::Scale {
+            threads,
+            repeat,
+            output,
+            weak,
+            metric,
+            higher_is_better,
+            fail_under,
+            no_profile,
+            rate,
+            command,
+        } => ftprof::scale::run(&ftprof::scale::ScaleOptions {
+            threads,
+            repeat,
+            output,
+            weak,
+            metric,
+            higher_is_better,
+            fail_under,
+            profile: !no_profile,
+            rate_hz: rate,
+            command,
+        }),
     };
     match result {
         Ok(code) => std::process::exit(code),

@@ -264,16 +264,53 @@ pub fn run(opts: &RecordOptions) -> Result<i32> {
         eprintln!("ftprof timing: interpreter check {:?}", t0.elapsed());
     }
     let out = OutputFile::open(&opts.output)?;
+    install_signal_handlers();
+    let target = match &attach {
+        Some(t) => Target::Attach { pid: t.pid as i32, duration: opts.duration },
+        None => Target::Launch(opts.command.clone()),
+    };
+    let t_post = Instant::now();
+    let (profile, outcome) = record_profile(&target, &interp, opts)?;
+    let bytes = render(&profile, opts)?;
+    if timing() {
+        eprintln!("ftprof timing: recording + post-processing {:?}", t_post.elapsed());
+    }
+    let path = out.path.clone();
+    out.write_all(&bytes).with_context(|| format!("writing {}", path.display()))?;
+    eprint!("{}", flamegraph::summary_text(&profile));
+    eprintln!("ftprof: wrote {}", path.display());
+    if let Some(t) = &attach {
+        let how = match outcome.stop {
+            profiler::StopReason::TargetExited => "the target exited during recording: the profile is partial",
+            profiler::StopReason::Interrupted => "interrupted; the target keeps running",
+            profiler::StopReason::Duration => "detached; the target keeps running",
+        };
+        eprintln!("ftprof: attached to pid {} for {:.1} s — {how}", t.pid, outcome.duration.as_secs_f64());
+        return Ok(0);
+    }
+    Ok(match outcome.exit {
+        Some(profiler::ExitStatus::Code(c)) => c,
+        Some(profiler::ExitStatus::Signal(s)) => 128 + s,
+        None => 0,
+    })
+}
+
+/// Record `target` and build its profile (no output written). `interp` is the ELF holding the
+/// CPython runtime (its debug data is parsed while the target runs).
+pub fn record_profile(
+    target: &Target,
+    interp: &std::path::Path,
+    opts: &RecordOptions,
+) -> Result<(Profile, RecordingOutcome)> {
     let cfg = SamplingConfig {
         rate_hz: opts.rate_hz,
         stack_bytes: opts.stack_bytes,
         off_cpu: opts.off_cpu,
         ..Default::default()
     };
-    install_signal_handlers();
 
     // Parse the interpreter's ELF and DWARF on the other core while the target runs.
-    let interp = interp.canonicalize().unwrap_or(interp).to_string_lossy().into_owned();
+    let interp = interp.canonicalize().unwrap_or(interp.to_path_buf()).to_string_lossy().into_owned();
     let preload = std::thread::spawn(move || {
         // SCHED_IDLE: only use a CPU the target leaves idle, never slow the target down.
         let param = libc::sched_param { sched_priority: 0 };
@@ -301,23 +338,19 @@ pub fn run(opts: &RecordOptions) -> Result<i32> {
     });
     let mut col = Collected::default();
     let mut initial = Vec::new();
-    let target = match &attach {
-        Some(t) => {
-            // Mappings made before we arrived are not reported by perf: read them now.
-            if let Ok(maps) = symbolizer::python::read_maps(t.pid) {
-                col.mmaps.extend(
-                    maps.into_iter()
-                        .filter(|m| m.perms.contains('x'))
-                        .map(|m| (t.pid, Mapping { start: m.start, end: m.end, pgoff: m.pgoff, path: m.path })),
-                );
-            }
-            Target::Attach { pid: t.pid as i32, duration: opts.duration }
+    let attached = matches!(target, Target::Attach { .. });
+    if let Target::Attach { pid, .. } = target {
+        // Mappings made before we arrived are not reported by perf: read them now.
+        if let Ok(maps) = symbolizer::python::read_maps(*pid as u32) {
+            col.mmaps.extend(
+                maps.into_iter()
+                    .filter(|m| m.perms.contains('x'))
+                    .map(|m| (*pid as u32, Mapping { start: m.start, end: m.end, pgoff: m.pgoff, path: m.path })),
+            );
         }
-        None => Target::Launch(opts.command.clone()),
-    };
-    let attached = attach.is_some();
+    }
     let outcome = profiler::record(
-        &target,
+        target,
         &cfg,
         &STOP,
         &mut |pid| {
@@ -348,28 +381,7 @@ pub fn run(opts: &RecordOptions) -> Result<i32> {
         eprintln!("ftprof timing: preload joined after {:?}", t_post.elapsed());
     }
     let profile = build_profile(col, native, opnames, &kallsyms, &outcome, opts);
-    let bytes = render(&profile, opts)?;
-    if timing() {
-        eprintln!("ftprof timing: post-processing total {:?}", t_post.elapsed());
-    }
-    let path = out.path.clone();
-    out.write_all(&bytes).with_context(|| format!("writing {}", path.display()))?;
-    eprint!("{}", flamegraph::summary_text(&profile));
-    eprintln!("ftprof: wrote {}", path.display());
-    if let Some(t) = &attach {
-        let how = match outcome.stop {
-            profiler::StopReason::TargetExited => "the target exited during recording: the profile is partial",
-            profiler::StopReason::Interrupted => "interrupted; the target keeps running",
-            profiler::StopReason::Duration => "detached; the target keeps running",
-        };
-        eprintln!("ftprof: attached to pid {} for {:.1} s — {how}", t.pid, outcome.duration.as_secs_f64());
-        return Ok(0);
-    }
-    Ok(match outcome.exit {
-        Some(profiler::ExitStatus::Code(c)) => c,
-        Some(profiler::ExitStatus::Signal(s)) => 128 + s,
-        None => 0,
-    })
+    Ok((profile, outcome))
 }
 
 /// Unwind, symbolize, classify and aggregate everything collected.

@@ -1,0 +1,382 @@
+//! `ftprof scale`: run a workload at several thread counts (profiling each run), compute speedup
+//! and efficiency, fit Amdahl and the USL, chart it, and say where the lost time went.
+
+use std::collections::BTreeMap;
+use std::ffi::OsString;
+use std::os::fd::AsRawFd;
+use std::path::PathBuf;
+use std::time::Instant;
+
+use analysis::scaling::{analyse, Measure, ScaleResult};
+use analysis::{Category, Profile};
+use anyhow::{bail, Context, Result};
+use flamegraph::{Format, Mode};
+use profiler::{LaunchSpec, Target};
+
+use crate::check::{check_interpreter, Interpreter};
+use crate::record::{record_profile, RecordOptions};
+
+/// Options of `ftprof scale`.
+#[derive(Clone, Debug)]
+pub struct ScaleOptions {
+    pub threads: Vec<u32>,
+    pub repeat: u32,
+    pub output: PathBuf,
+    pub weak: bool,
+    pub metric: Option<String>,
+    pub higher_is_better: bool,
+    pub fail_under: Option<f64>,
+    pub profile: bool,
+    pub rate_hz: u64,
+    pub command: Vec<OsString>,
+}
+
+/// Exit code when `--fail-under` is not met.
+pub const EXIT_FAIL_UNDER: i32 = 3;
+
+fn substitute(command: &[OsString], n: u32) -> Vec<OsString> {
+    command.iter().map(|a| OsString::from(a.to_string_lossy().replace("{n}", &n.to_string()))).collect()
+}
+
+struct Run {
+    value: Option<f64>,
+    failure: Option<String>,
+    profile: Option<Profile>,
+}
+
+fn parse_metric(re: &regex::Regex, text: &str) -> Option<f64> {
+    // The last match wins (programs often print progress before the final figure).
+    re.captures_iter(text)
+        .last()
+        .and_then(|c| c.get(1).or_else(|| c.get(0)))
+        .and_then(|m| m.as_str().trim().parse::<f64>().ok())
+        .filter(|v| v.is_finite())
+}
+
+fn one_run(opts: &ScaleOptions, interp: &std::path::Path, n: u32, r: u32, re: Option<&regex::Regex>) -> Result<Run> {
+    let log_path = opts.output.join("runs").join(format!("n{n}-r{r}.log"));
+    let log = std::fs::File::create(&log_path).with_context(|| format!("creating {}", log_path.display()))?;
+    let argv = substitute(&opts.command, n);
+    let env = vec![(OsString::from("FTPROF_THREADS"), OsString::from(n.to_string()))];
+    let (elapsed, exit, profile) = if opts.profile {
+        let spec = LaunchSpec { argv, env, stdout: Some(log.as_raw_fd()), stderr: Some(log.as_raw_fd()) };
+        let ropts = RecordOptions {
+            command: spec.argv.clone(),
+            pid: None,
+            duration: None,
+            output: PathBuf::new(),
+            format: Format::Json,
+            mode: Mode::Wall,
+            idle: false,
+            rate_hz: opts.rate_hz,
+            stack_bytes: 16 * 1024,
+            off_cpu: true,
+            title: None,
+        };
+        let (profile, outcome) = record_profile(&Target::LaunchSpec(spec), interp, &ropts)?;
+        let exit = match outcome.exit {
+            Some(profiler::ExitStatus::Code(0)) => None,
+            Some(e) => Some(e.to_string()),
+            None => Some("did not finish".to_string()),
+        };
+        (outcome.duration.as_secs_f64(), exit, Some(profile))
+    } else {
+        let t = Instant::now();
+        let status = std::process::Command::new(&argv[0])
+            .args(&argv[1..])
+            .envs(env)
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .status()
+            .with_context(|| format!("starting {}", argv[0].to_string_lossy()))?;
+        let exit = (!status.success()).then(|| match status.code() {
+            Some(c) => format!("exit code {c}"),
+            None => "killed by a signal".into(),
+        });
+        (t.elapsed().as_secs_f64(), exit, None)
+    };
+    let log_name = format!("runs/n{n}-r{r}.log");
+    if let Some(e) = exit {
+        return Ok(Run { value: None, failure: Some(format!("N={n} run {r}: {e} (see {log_name})")), profile });
+    }
+    let value = match re {
+        None => Some(elapsed),
+        Some(re) => {
+            let text = std::fs::read_to_string(&log_path).unwrap_or_default();
+            match parse_metric(re, &text) {
+                Some(v) => Some(v),
+                None => {
+                    return Ok(Run {
+                        value: None,
+                        failure: Some(format!("N={n} run {r}: the --metric regex matched no number (see {log_name})")),
+                        profile,
+                    })
+                }
+            }
+        }
+    };
+    Ok(Run { value, failure: None, profile })
+}
+
+/// Share of thread time per category over several profiles.
+fn category_shares(profiles: &[&Profile]) -> BTreeMap<String, f64> {
+    let mut us: BTreeMap<String, f64> = BTreeMap::new();
+    for p in profiles {
+        for c in &p.summary.categories {
+            *us.entry(c.category.name().to_string()).or_default() += c.time_us as f64;
+        }
+    }
+    let total: f64 = us.values().sum();
+    if total > 0.0 {
+        for v in us.values_mut() {
+            *v /= total;
+        }
+    }
+    us
+}
+
+/// Run `ftprof scale`; returns the exit code.
+pub fn run(opts: &ScaleOptions) -> Result<i32> {
+    if opts.threads.is_empty() {
+        bail!("--threads needs at least one thread count, e.g. --threads 1,2,4");
+    }
+    let re = match &opts.metric {
+        Some(m) => Some(regex::Regex::new(m).map_err(|e| {
+            anyhow::anyhow!("invalid --metric regular expression: {}", e.to_string().lines().last().unwrap_or(""))
+        })?),
+        None => None,
+    };
+    let first = substitute(&opts.command, opts.threads[0]);
+    let Interpreter::CPython { path: interp, .. } = if opts.profile {
+        check_interpreter(&first)?
+    } else {
+        match profiler::launch::resolve_command(&first[0]) {
+            Some(p) => Interpreter::CPython { path: p, version: None },
+            None => {
+                bail!("command not found: {} (check the spelling, or give a full path)", first[0].to_string_lossy())
+            }
+        }
+    };
+    std::fs::create_dir_all(opts.output.join("runs")).with_context(|| {
+        format!("cannot create the output directory {}; choose another with -o", opts.output.display())
+    })?;
+    let cpus = profiler::perf::online_cpus().len() as u32;
+    let mut threads = opts.threads.clone();
+    threads.sort_unstable();
+    threads.dedup();
+    for &n in threads.iter().filter(|&&n| n > cpus) {
+        eprintln!("ftprof: warning: {n} threads > {cpus} online CPUs: that point is oversubscribed");
+    }
+    let command_line: Vec<String> = opts.command.iter().map(|a| a.to_string_lossy().into_owned()).collect();
+
+    let bar = indicatif::ProgressBar::new((threads.len() as u32 * opts.repeat) as u64);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{spinner} [{bar:30}] {pos}/{len} runs  {msg}")
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+            .progress_chars("=> "),
+    );
+    let mut raw = Vec::new();
+    let mut failures = Vec::new();
+    let mut first_profiles: BTreeMap<u32, Profile> = BTreeMap::new();
+    for &n in &threads {
+        let mut values = Vec::new();
+        let mut failed = 0;
+        let mut profiles = Vec::new();
+        for r in 1..=opts.repeat {
+            bar.set_message(format!("N = {n}, run {r}"));
+            let run = one_run(opts, &interp, n, r, re.as_ref())?;
+            bar.inc(1);
+            match (run.value, run.failure) {
+                (Some(v), _) => values.push(v),
+                (None, f) => {
+                    failed += 1;
+                    let f = f.unwrap_or_default();
+                    bar.println(format!("ftprof: {f}"));
+                    failures.push(f);
+                }
+            }
+            if let Some(p) = run.profile {
+                profiles.push(p);
+            }
+        }
+        let refs: Vec<&Profile> = profiles.iter().collect();
+        raw.push((n, values, failed, category_shares(&refs)));
+        if let Some(p) = profiles.into_iter().next() {
+            first_profiles.insert(n, p);
+        }
+    }
+    bar.finish_and_clear();
+
+    if raw.iter().all(|(_, v, _, _)| v.is_empty()) {
+        if re.is_some() && failures.iter().all(|f| f.contains("--metric")) {
+            bail!(
+                "the --metric regex never matched the output of any run; check it against {}/runs/*.log",
+                opts.output.display()
+            );
+        }
+        bail!("every run failed; the first: {}", failures.first().map(String::as_str).unwrap_or("?"));
+    }
+    let (points, amdahl, usl, fit_note) = analyse(raw, opts.weak, opts.higher_is_better && re.is_some(), cpus);
+    let result = ScaleResult {
+        schema_version: 1,
+        command: command_line.clone(),
+        scaling: if opts.weak { "weak" } else { "strong" }.into(),
+        measure: match &opts.metric {
+            Some(m) => Measure { what: m.clone(), higher_is_better: opts.higher_is_better },
+            None => Measure { what: "wall_time_s".into(), higher_is_better: false },
+        },
+        repeat: opts.repeat,
+        online_cpus: cpus,
+        points,
+        amdahl,
+        usl,
+        fit_note,
+    };
+
+    // Outputs.
+    let out = &opts.output;
+    let title = format!("ftprof scale: {}", command_line.join(" "));
+    let mut written = vec!["results.json".to_string()];
+    std::fs::write(out.join("results.json"), serde_json::to_string_pretty(&result)? + "\n")?;
+    std::fs::write(out.join("scaling.svg"), flamegraph::charts::scaling_svg(&result, &title)?)?;
+    written.push("scaling.svg".into());
+    if opts.profile {
+        std::fs::write(out.join("breakdown.svg"), flamegraph::charts::breakdown_svg(&result, &title)?)?;
+        written.push("breakdown.svg".into());
+        for (n, p) in &first_profiles {
+            let mut svg = Vec::new();
+            if flamegraph::svg(p, &format!("{title} — N = {n}"), Mode::Wall, false, &mut svg).is_ok() {
+                std::fs::write(out.join(format!("flame-n{n}.svg")), svg)?;
+                written.push(format!("flame-n{n}.svg"));
+            }
+        }
+        if let (Some((lo, a)), Some((hi, b))) = (first_profiles.iter().next(), first_profiles.iter().next_back()) {
+            if lo != hi {
+                if let Ok(svg) =
+                    flamegraph::diff_svg(a, b, &format!("{title} — what changed from N = {lo} to N = {hi}"))
+                {
+                    std::fs::write(out.join("diff.svg"), svg)?;
+                    written.push("diff.svg".into());
+                }
+            }
+        }
+    }
+    print!("{}", table(&result));
+    println!("wrote {}: {}", out.display(), written.join(", "));
+    for f in &failures {
+        eprintln!("ftprof: failed run: {f}");
+    }
+
+    if let Some(min_eff) = opts.fail_under {
+        let Some(last) = result.points.iter().rev().find(|p| p.efficiency.is_some()) else {
+            bail!("--fail-under: no thread count was measured");
+        };
+        let eff = last.efficiency.unwrap_or(0.0);
+        if eff < min_eff {
+            let first = result.points.iter().find(|p| p.efficiency.is_some()).unwrap_or(last);
+            let why = growing_category(first, last)
+                .map(|(c, d)| {
+                    format!(
+                        "; the largest growing category is {c} (+{:.0} points of thread time from N = {} to N = {})",
+                        d * 100.0,
+                        first.threads,
+                        last.threads
+                    )
+                })
+                .unwrap_or_default();
+            eprintln!("ftprof: efficiency {eff:.2} at N = {} is below {min_eff:.2}{why}", last.threads);
+            return Ok(EXIT_FAIL_UNDER);
+        }
+    }
+    Ok(0)
+}
+
+/// The category whose share grew most between two points (contention, runqueue and idle kinds).
+fn growing_category(a: &analysis::scaling::ScalePoint, b: &analysis::scaling::ScalePoint) -> Option<(String, f64)> {
+    Category::ALL
+        .iter()
+        .filter(|c| !matches!(c, Category::Python | Category::Native))
+        .map(|c| {
+            let name = c.name();
+            let d = b.categories.get(name).copied().unwrap_or(0.0) - a.categories.get(name).copied().unwrap_or(0.0);
+            (name.to_string(), d)
+        })
+        .filter(|(_, d)| *d > 0.0)
+        .max_by(|x, y| x.1.total_cmp(&y.1))
+}
+
+/// The terminal table.
+pub fn table(r: &ScaleResult) -> String {
+    let unit = if r.measure.what == "wall_time_s" { "s" } else { "" };
+    let mut o = format!(
+        "ftprof scale: {} scaling ({}) of {}\n",
+        r.scaling,
+        if r.scaling == "weak" {
+            "same work per thread; speedup = N·T1/TN"
+        } else {
+            "fixed total work; speedup = T1/TN"
+        },
+        r.command.join(" ")
+    );
+    o += &format!(
+        "measured: {}; {} run(s) per point; {} online CPUs\n",
+        if r.measure.what == "wall_time_s" {
+            "wall time".to_string()
+        } else {
+            format!(
+                "metric /{}/ ({} is better)",
+                r.measure.what,
+                if r.measure.higher_is_better { "higher" } else { "lower" }
+            )
+        },
+        r.repeat,
+        r.online_cpus
+    );
+    o += "      N      median    spread  speedup  efficiency  where time went (contention and waiting)\n";
+    for p in &r.points {
+        let mark = if p.oversubscribed { "*" } else { " " };
+        let med = if p.runs.is_empty() { "failed".to_string() } else { format!("{:.3}{unit}", p.median) };
+        let f = |v: Option<f64>| v.map(|x| format!("{x:.2}")).unwrap_or_else(|| "-".into());
+        let mut losses: Vec<(&String, &f64)> = p
+            .categories
+            .iter()
+            .filter(|(k, v)| **v >= 0.01 && !matches!(k.as_str(), "python" | "native" | "join"))
+            .collect();
+        losses.sort_by(|a, b| b.1.total_cmp(a.1));
+        let losses: Vec<String> = losses.iter().take(4).map(|(k, v)| format!("{k} {:.0} %", **v * 100.0)).collect();
+        o += &format!(
+            "  {:>5}{mark} {:>10} {:>8.1} % {:>8} {:>10}   {}\n",
+            p.threads,
+            med,
+            p.spread * 100.0,
+            f(p.speedup),
+            f(p.efficiency),
+            if losses.is_empty() { "-".to_string() } else { losses.join(", ") }
+        );
+    }
+    if r.points.iter().any(|p| p.oversubscribed) {
+        o += &format!("  * oversubscribed: more threads than the {} online CPUs\n", r.online_cpus);
+    }
+    if let Some(u) = r.usl {
+        o += &format!(
+            "USL fit: σ (contention) = {:.4}, κ (coherency) = {:.5}, {}\n",
+            u.sigma,
+            u.kappa,
+            match u.peak_threads {
+                Some(n) => format!("throughput peaks at N ≈ {n:.1}"),
+                None => "no peak (κ ≤ 0)".into(),
+            }
+        );
+    }
+    if let Some(a) = r.amdahl {
+        o += &format!(
+            "Amdahl fit: serial fraction {:.4} (max speedup {:.1})\n",
+            a.serial_fraction,
+            1.0 / a.serial_fraction.max(1e-9)
+        );
+    }
+    if let Some(n) = &r.fit_note {
+        o += &format!("{n}\n");
+    }
+    o
+}

@@ -1,0 +1,175 @@
+//! End-to-end tests of `ftprof scale` on this machine (N = 1, 2, and a few quick unprofiled runs).
+
+mod common;
+
+use std::path::Path;
+use std::process::Output;
+
+use common::*;
+use serde_json::Value;
+
+fn scale(args: &[&str], command: &[&str]) -> (Output, tempfile::TempDir) {
+    let dir = tempdir();
+    let out = ftprof()
+        .arg("scale")
+        .args(args)
+        .arg("-o")
+        .arg(dir.path().join("out"))
+        .arg("--")
+        .args(command)
+        .output()
+        .unwrap();
+    (out, dir)
+}
+
+fn results(dir: &tempfile::TempDir) -> Value {
+    serde_json::from_slice(&std::fs::read(dir.path().join("out/results.json")).unwrap()).unwrap()
+}
+
+fn point(r: &Value, n: u64) -> Value {
+    r["points"].as_array().unwrap().iter().find(|p| p["threads"] == n).unwrap().clone()
+}
+
+fn py() -> String {
+    python().to_string_lossy().into_owned()
+}
+
+fn svg_text(path: &Path) -> String {
+    let text = std::fs::read_to_string(path).unwrap();
+    // inferno's SVGs carry a DOCTYPE.
+    let opts = roxmltree::ParsingOptions { allow_dtd: true, ..Default::default() };
+    let doc = roxmltree::Document::parse_with_options(&text, opts)
+        .unwrap_or_else(|e| panic!("{} is not XML: {e}", path.display()));
+    doc.descendants().filter(|n| n.is_text()).map(|n| n.text().unwrap()).collect::<Vec<_>>().join(" ")
+}
+
+#[test]
+fn embarrassingly_parallel_workload_scales() {
+    let wl = workload("scale_parallel.py").to_string_lossy().into_owned();
+    let (out, dir) = scale(&["--threads", "1,2", "--fail-under", "0.7"], &[&py(), &wl, "{n}"]);
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    let r = results(&dir);
+    assert_eq!(r["scaling"], "strong");
+    let eff = point(&r, 2)["efficiency"].as_f64().unwrap();
+    assert!(eff >= 0.8, "efficiency {eff} at N = 2");
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert!(table.contains("speedup") && table.contains("efficiency"), "{table}");
+}
+
+#[test]
+fn workload_serialised_on_one_lock_does_not_scale_and_lock_grows() {
+    let wl = workload("scale_serialized.py").to_string_lossy().into_owned();
+    let (out, dir) = scale(&["--threads", "1,2", "--fail-under", "0.7"], &[&py(), &wl, "{n}"]);
+    assert_eq!(out.status.code(), Some(3), "--fail-under must fail: {}", String::from_utf8_lossy(&out.stderr));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("below 0.70") && stderr.contains("largest growing category is lock"), "{stderr}");
+    let r = results(&dir);
+    let (p1, p2) = (point(&r, 1), point(&r, 2));
+    let eff = p2["efficiency"].as_f64().unwrap();
+    assert!(eff <= 0.6, "efficiency {eff} at N = 2");
+    let lock = |p: &Value| p["categories"]["lock"].as_f64().unwrap_or(0.0);
+    assert!(lock(&p2) > lock(&p1) + 0.05, "lock share {} → {}", lock(&p1), lock(&p2));
+    for key in ["threads", "median", "spread", "speedup", "efficiency", "oversubscribed", "categories"] {
+        assert!(!p2[key].is_null(), "results.json point lacks {key}: {p2}");
+    }
+
+    // Charts: XML, axis labels, the workload's command line.
+    let scaling = svg_text(&dir.path().join("out/scaling.svg"));
+    assert!(
+        scaling.contains("threads (N)") && scaling.contains("speedup") && scaling.contains("scale_serialized.py"),
+        "{scaling}"
+    );
+    let breakdown = svg_text(&dir.path().join("out/breakdown.svg"));
+    assert!(
+        breakdown.contains("share of thread time")
+            && breakdown.contains("scale_serialized.py")
+            && breakdown.contains("lock")
+    );
+    let diff = svg_text(&dir.path().join("out/diff.svg"));
+    assert!(diff.contains("N = 1 to N = 2") && diff.contains("scale_serialized.py"), "{diff}");
+    for n in [1, 2] {
+        svg_text(&dir.path().join(format!("out/flame-n{n}.svg")));
+    }
+}
+
+/// A program that prints a rate proportional to N: speedup N, efficiency 1, exactly.
+const RATE_SCRIPT: &str =
+    "import sys\nn = int(sys.argv[1])\nprint('warming up: 1 op/s')\nprint(f'throughput {100.0 * n} op/s')";
+
+#[test]
+fn metric_fit_and_oversubscription_in_results() {
+    let (out, dir) = scale(
+        &[
+            "--threads",
+            "1,2,4",
+            "--repeat",
+            "2",
+            "--no-profile",
+            "--metric",
+            r"throughput ([0-9.]+)",
+            "--higher-is-better",
+        ],
+        &[&py(), "-c", RATE_SCRIPT, "{n}"],
+    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let r = results(&dir);
+    let cpus = r["online_cpus"].as_u64().unwrap();
+    for n in [1u64, 2, 4] {
+        let p = point(&r, n);
+        assert!((p["speedup"].as_f64().unwrap() - n as f64).abs() < 1e-9, "{p}");
+        assert!((p["efficiency"].as_f64().unwrap() - 1.0).abs() < 1e-9);
+        assert_eq!(p["oversubscribed"], n > cpus);
+        assert_eq!(p["runs"].as_array().unwrap().len(), 2);
+    }
+    assert!(r["usl"]["sigma"].as_f64().unwrap().abs() < 1e-6 && r["usl"]["kappa"].as_f64().unwrap().abs() < 1e-6);
+    assert!(r["amdahl"]["serial_fraction"].as_f64().unwrap().abs() < 1e-6);
+    assert_eq!(r["measure"]["higher_is_better"], true);
+    if 4 > cpus {
+        assert!(String::from_utf8_lossy(&out.stderr).contains("oversubscribed"));
+    }
+}
+
+#[test]
+fn weak_scaling_uses_n_t1_over_tn() {
+    // Every "run" reports the same duration: perfect weak scaling, speedup N.
+    let (out, dir) = scale(
+        &["--threads", "1,2", "--weak", "--no-profile", "--metric", r"took ([0-9.]+) s"],
+        &[&py(), "-c", "print('took 2.5 s')"],
+    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let r = results(&dir);
+    assert_eq!(r["scaling"], "weak");
+    assert!((point(&r, 2)["speedup"].as_f64().unwrap() - 2.0).abs() < 1e-9);
+}
+
+#[test]
+fn a_failing_thread_count_is_reported_and_the_others_kept() {
+    let script = "import sys\nsys.exit(1 if sys.argv[1] == '2' else 0)";
+    let (out, dir) = scale(&["--threads", "1,2,3", "--no-profile"], &[&py(), "-c", script, "{n}"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("N=2 run 1: exit code 1"));
+    let r = results(&dir);
+    assert_eq!(point(&r, 2)["failed_runs"], 1);
+    assert!(point(&r, 1)["median"].as_f64().unwrap() > 0.0 && point(&r, 3)["median"].as_f64().unwrap() > 0.0);
+}
+
+fn assert_one_line_error(out: &Output, needle: &str) {
+    let stderr = String::from_utf8_lossy(&out.stderr).trim().to_string();
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(!stderr.contains("panicked"));
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(stderr.contains(needle), "{stderr:?} lacks {needle:?}");
+}
+
+#[test]
+fn metric_that_never_matches_is_an_error() {
+    let (out, _dir) =
+        scale(&["--threads", "1,2", "--no-profile", "--metric", r"rate=(\d+)"], &[&py(), "-c", "print('hello')"]);
+    assert_one_line_error(&out, "--metric regex never matched");
+}
+
+#[test]
+fn non_numeric_thread_counts_are_an_error() {
+    let (out, _dir) = scale(&["--threads", "1,x"], &[&py(), "-c", "pass"]);
+    assert_one_line_error(&out, "'x' is not a thread count");
+}
