@@ -149,19 +149,6 @@ impl Drop for OutputFile {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn versions_from_names() {
-        assert_eq!(version_from_name("python3.11"), Some((3, 11)));
-        assert_eq!(version_from_name("libpython3.13t.so.1.0"), Some((3, 13)));
-        assert_eq!(version_from_name("python3"), None);
-        assert_eq!(version_from_name("ls"), None);
-    }
-}
-
 /// What `--pid` points at, once checked.
 pub struct AttachTarget {
     pub pid: u32,
@@ -249,5 +236,18 @@ pub fn check_process(pid: u32) -> Result<AttachTarget> {
                 "process {pid} ({comm}, {exe}) is not a CPython process (no CPython runtime in its executable or a libpython); give the PID of a python3.13t process"
             ),
         },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn versions_from_names() {
+        assert_eq!(version_from_name("python3.11"), Some((3, 11)));
+        assert_eq!(version_from_name("libpython3.13t.so.1.0"), Some((3, 13)));
+        assert_eq!(version_from_name("python3"), None);
+        assert_eq!(version_from_name("ls"), None);
     }
 }
