@@ -5,7 +5,7 @@ import threading
 import time
 
 shared = list(range(60))
-print(f"list {hex(id(shared))}", flush=True)
+print(f"list {hex(id(shared))}\n", end="", flush=True)
 started = False
 
 
@@ -19,12 +19,12 @@ def slow_key(x):
 
 
 def sorter():
-    print(f"tid sorter {threading.get_native_id()}", flush=True)
+    print(f"tid sorter {threading.get_native_id()}\n", end="", flush=True)
     shared.sort(key=slow_key)
 
 
 def appender():
-    print(f"tid appender {threading.get_native_id()}", flush=True)
+    print(f"tid appender {threading.get_native_id()}\n", end="", flush=True)
     while not started:
         pass
     shared.append(-1)  # APPEND-LINE
@@ -34,6 +34,6 @@ threads = [threading.Thread(target=sorter), threading.Thread(target=appender)]
 for t in threads:
     t.start()
 time.sleep(0.5)
-print("ready", flush=True)
+print("ready\n", end="", flush=True)
 for t in threads:
     t.join()

@@ -5,13 +5,13 @@ import time
 
 lock_a = threading.Lock()
 lock_b = threading.Lock()
-print(f"lock_a {hex(id(lock_a))}", flush=True)
-print(f"lock_b {hex(id(lock_b))}", flush=True)
+print(f"lock_a {hex(id(lock_a))}\n", end="", flush=True)
+print(f"lock_b {hex(id(lock_b))}\n", end="", flush=True)
 barrier = threading.Barrier(2)
 
 
 def first():
-    print(f"tid first {threading.get_native_id()}", flush=True)
+    print(f"tid first {threading.get_native_id()}\n", end="", flush=True)
     with lock_a:
         barrier.wait()
         with lock_b:  # FIRST-WAIT
@@ -19,7 +19,7 @@ def first():
 
 
 def second():
-    print(f"tid second {threading.get_native_id()}", flush=True)
+    print(f"tid second {threading.get_native_id()}\n", end="", flush=True)
     with lock_b:
         barrier.wait()
         with lock_a:  # SECOND-WAIT
@@ -30,5 +30,5 @@ threads = [threading.Thread(target=first, daemon=True), threading.Thread(target=
 for t in threads:
     t.start()
 time.sleep(0.3)
-print("ready", flush=True)
+print("ready\n", end="", flush=True)
 time.sleep(600)

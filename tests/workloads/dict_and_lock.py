@@ -7,8 +7,8 @@ import time
 DURATION = float(sys.argv[1]) if len(sys.argv) > 1 else 1.5
 shared = {i: i for i in range(20000)}
 lock = threading.Lock()
-print(f"dict {hex(id(shared))}", flush=True)
-print(f"lock {hex(id(lock))}", flush=True)
+print(f"dict {hex(id(shared))}\n", end="", flush=True)
+print(f"lock {hex(id(lock))}\n", end="", flush=True)
 start = time.monotonic()
 half = start + DURATION / 2
 stop = start + DURATION

@@ -2,7 +2,7 @@
 import sys
 import time
 
-print("ready", flush=True)
+print("ready\n", end="", flush=True)
 limit = time.monotonic() + float(sys.argv[1] if len(sys.argv) > 1 else 60)
 
 

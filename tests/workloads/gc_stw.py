@@ -12,17 +12,17 @@ keep = [[i] * 10 for i in range(20000)]  # a heap worth collecting
 
 
 def collector():
-    print(f"tid collector {threading.get_native_id()}", flush=True)
+    print(f"tid collector {threading.get_native_id()}\n", end="", flush=True)
     go.wait()
     n = 0
     while time.monotonic() < stop:
         gc.collect()
         n += 1
-    print(f"collections {n}", flush=True)
+    print(f"collections {n}\n", end="", flush=True)
 
 
 def allocator(name):
-    print(f"tid {name} {threading.get_native_id()}", flush=True)
+    print(f"tid {name} {threading.get_native_id()}\n", end="", flush=True)
     go.wait()
     while time.monotonic() < stop:
         junk = [{"a": i} for i in range(200)]

@@ -17,7 +17,7 @@ def spin():
 threads = [threading.Thread(target=spin) for _ in range(3)]
 for t in threads:
     t.start()
-print("ready", flush=True)
+print("ready\n", end="", flush=True)
 for t in threads:
     t.join()
-print("done", flush=True)
+print("done\n", end="", flush=True)

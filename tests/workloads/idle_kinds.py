@@ -5,18 +5,18 @@ import time
 
 
 def sleeper():
-    print(f"tid sleeper {threading.get_native_id()}", flush=True)
+    print(f"tid sleeper {threading.get_native_id()}\n", end="", flush=True)
     for _ in range(4):
         time.sleep(0.2)
 
 
 def event_waiter():
-    print(f"tid event_waiter {threading.get_native_id()}", flush=True)
+    print(f"tid event_waiter {threading.get_native_id()}\n", end="", flush=True)
     threading.Event().wait(0.8)
 
 
 def joiner(others):
-    print(f"tid joiner {threading.get_native_id()}", flush=True)
+    print(f"tid joiner {threading.get_native_id()}\n", end="", flush=True)
     for t in others:
         t.join()
 

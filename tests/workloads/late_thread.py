@@ -4,7 +4,7 @@ import time
 
 
 def late_worker():
-    print(f"tid late {threading.get_native_id()}", flush=True)
+    print(f"tid late {threading.get_native_id()}\n", end="", flush=True)
     end = time.thread_time() + 1.0
     n = 0
     while time.thread_time() < end:

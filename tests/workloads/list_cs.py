@@ -6,7 +6,7 @@ import time
 
 ROUNDS = 8
 shared = list(range(40))
-print(f"list {hex(id(shared))}", flush=True)
+print(f"list {hex(id(shared))}\n", end="", flush=True)
 started = 0
 done_rounds = 0
 blocked = 0.0
@@ -37,7 +37,7 @@ appended = 0
 
 def appender():
     global blocked, appended
-    print(f"tid appender {threading.get_native_id()}", flush=True)
+    print(f"tid appender {threading.get_native_id()}\n", end="", flush=True)
     for r in range(ROUNDS):
         while not started:
             pass
@@ -54,4 +54,4 @@ a.start()
 s.start()
 s.join()
 a.join()
-print(f"blocked {blocked:.6f}", flush=True)
+print(f"blocked {blocked:.6f}\n", end="", flush=True)

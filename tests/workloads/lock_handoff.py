@@ -4,7 +4,7 @@ import threading
 import time
 
 lock = threading.Lock()
-print(f"lock {hex(id(lock))}", flush=True)
+print(f"lock {hex(id(lock))}\n", end="", flush=True)
 ready = threading.Event()
 go = threading.Event()
 blocked = 0.0
@@ -22,7 +22,7 @@ def holder():
 
 def waiter():
     global blocked
-    print(f"tid waiter {threading.get_native_id()}", flush=True)
+    print(f"tid waiter {threading.get_native_id()}\n", end="", flush=True)
     for _ in range(10):
         go.wait()
         go.clear()
@@ -37,4 +37,4 @@ w.start()
 h.start()
 h.join()
 w.join()
-print(f"blocked {blocked:.6f}", flush=True)
+print(f"blocked {blocked:.6f}\n", end="", flush=True)

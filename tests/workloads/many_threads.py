@@ -28,5 +28,5 @@ threads = [threading.Thread(target=kinds[i % 3], daemon=True) for i in range(N)]
 for t in threads:
     t.start()
 time.sleep(0.5)
-print("ready", flush=True)
+print("ready\n", end="", flush=True)
 time.sleep(SECONDS)

@@ -9,7 +9,7 @@ stop = time.monotonic() + SECONDS
 
 
 def hot_loop():
-    print(f"tid hot {threading.get_native_id()}", flush=True)
+    print(f"tid hot {threading.get_native_id()}\n", end="", flush=True)
     x = 0
     while time.monotonic() < stop:
         x += 1  # HOT-LINE
@@ -23,8 +23,8 @@ def napper():
 threads = [threading.Thread(target=hot_loop, name="hot"), threading.Thread(target=napper, name="napper")]
 for t in threads:
     t.start()
-print("ready", flush=True)
+print("ready\n", end="", flush=True)
 for t in threads:
     t.join()
-print("done", flush=True)
+print("done\n", end="", flush=True)
 sys.exit(0)

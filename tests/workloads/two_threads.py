@@ -9,14 +9,14 @@ buf = b"x" * 65536
 
 
 def hasher():
-    print(f"tid hasher {threading.get_native_id()}", flush=True)
+    print(f"tid hasher {threading.get_native_id()}\n", end="", flush=True)
     end = time.monotonic() + DURATION
     while time.monotonic() < end:
         _sha2.sha256(buf).digest()  # SHA-LINE
 
 
 def spinner():
-    print(f"tid spinner {threading.get_native_id()}", flush=True)
+    print(f"tid spinner {threading.get_native_id()}\n", end="", flush=True)
     end = time.monotonic() + DURATION
     x = 0
     while time.monotonic() < end:
