@@ -47,7 +47,8 @@ fn svg_text(path: &Path) -> String {
 fn embarrassingly_parallel_workload_scales() {
     let wl = workload("scale_parallel.py").to_string_lossy().into_owned();
     // Three runs of ~1 s per point: single short runs vary by ±20 % on a busy 2-core machine.
-    let (out, dir) = scale(&["--threads", "1,2", "--repeat", "3", "--fail-under", "0.7"], &[&py(), &wl, "{n}", "15000000"]);
+    let (out, dir) =
+        scale(&["--threads", "1,2", "--repeat", "3", "--fail-under", "0.7"], &[&py(), &wl, "{n}", "15000000"]);
     assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
     let r = results(&dir);
     assert_eq!(r["scaling"], "strong");

@@ -111,6 +111,8 @@ pub struct SampleInput<'a> {
     /// What the thread was parked on, when it was in the parking lot.
     pub parked: Option<&'a ParkedInfo>,
     pub observation: Observation,
+    /// When the sample was taken (ns, monotonic). Samples of one thread must arrive in time order.
+    pub time: u64,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -198,8 +200,10 @@ pub struct LockStat {
     pub waits: u64,
     /// CPU samples spent on it (spinning, refcount stalls, a collector's pause).
     pub samples: u64,
-    /// Off-CPU time plus CPU samples × period.
+    /// Off-CPU time plus CPU samples × period, including the spinning before parking on it.
     pub total_us: u64,
+    /// Time spent spinning (`sched_yield` in the PyMutex slow path) before parking on it.
+    pub spin_us: u64,
     /// Longest and mean off-CPU wait.
     pub max_us: u64,
     pub mean_us: u64,
@@ -264,8 +268,21 @@ struct StackAgg {
     waits: u64,
 }
 
+/// A spin whose lock is not known yet (see [`ProfileBuilder::claim_spins`]).
+struct PendingSpin {
+    identity: LockIdentity,
+    line: Option<String>,
+    time: u64,
+    time_us: u64,
+    on_cpu: bool,
+}
+
+/// How far back a park claims the spins of its thread at the same line.
+const SPIN_WINDOW_NS: u64 = 200_000_000;
+
 #[derive(Default)]
 struct LockAgg {
+    spin_us: u64,
     waits: u64,
     samples: u64,
     wait_us: u64,
@@ -282,6 +299,7 @@ pub struct ProfileBuilder {
     stacks: HashMap<(u32, Vec<u32>, Category), StackAgg>,
     threads: HashMap<u32, ThreadInfo>,
     locks: HashMap<(Category, LockIdentity), LockAgg>,
+    pending_spins: HashMap<u32, Vec<PendingSpin>>,
     lines: HashMap<String, (u64, u64)>,
     period_us: f64,
     pub summary: Summary,
@@ -299,6 +317,7 @@ impl ProfileBuilder {
             stacks: HashMap::new(),
             threads: HashMap::new(),
             locks: HashMap::new(),
+            pending_spins: HashMap::new(),
             lines: HashMap::new(),
             period_us: period_ns as f64 / 1000.0,
             summary: Summary::default(),
@@ -399,20 +418,43 @@ impl ProfileBuilder {
 
         if category.is_contention() {
             if let Some(id) = identity {
-                let agg = self.locks.entry((category, id)).or_default();
-                if on_cpu {
-                    agg.samples += 1;
+                if category == Category::Spin {
+                    // Whose lock it was is only known if the thread then parks on it.
+                    self.flush_spins(s.tid, s.time, line.as_deref());
+                    self.pending_spins.entry(s.tid).or_default().push(PendingSpin {
+                        identity: id,
+                        line: line.clone(),
+                        time: s.time,
+                        time_us,
+                        on_cpu,
+                    });
                 } else {
-                    agg.waits += 1;
-                    agg.wait_us += time_us;
-                    agg.max_us = agg.max_us.max(time_us);
-                }
-                agg.total_us += time_us;
-                agg.threads.insert(s.tid);
-                if let Some(l) = &line {
-                    let e = agg.lines.entry(l.clone()).or_default();
-                    e.0 += time_us;
-                    e.1 += 1;
+                    let parks =
+                        !on_cpu && matches!(category, Category::Lock | Category::CriticalSection | Category::Pymutex);
+                    let claimed = if parks { self.claim_spins(s.tid, s.time, line.as_deref()) } else { Vec::new() };
+                    let agg = self.locks.entry((category, id)).or_default();
+                    if on_cpu {
+                        agg.samples += 1;
+                    } else {
+                        agg.waits += 1;
+                        agg.wait_us += time_us;
+                        agg.max_us = agg.max_us.max(time_us);
+                    }
+                    agg.total_us += time_us;
+                    agg.threads.insert(s.tid);
+                    if let Some(l) = &line {
+                        let e = agg.lines.entry(l.clone()).or_default();
+                        e.0 += time_us;
+                        e.1 += 1;
+                    }
+                    for sp in claimed {
+                        agg.spin_us += sp.time_us;
+                        agg.total_us += sp.time_us;
+                        agg.samples += sp.on_cpu as u64;
+                        if let Some(l) = &sp.line {
+                            agg.lines.entry(l.clone()).or_default().0 += sp.time_us;
+                        }
+                    }
                 }
             }
             if let Some(l) = line {
@@ -433,7 +475,52 @@ impl ProfileBuilder {
         status
     }
 
+    /// Spins of `tid` just before a park at the same line belong to the lock it parks on.
+    fn claim_spins(&mut self, tid: u32, now: u64, line: Option<&str>) -> Vec<PendingSpin> {
+        let pending = self.pending_spins.remove(&tid).unwrap_or_default();
+        let (mine, other): (Vec<_>, Vec<_>) =
+            pending.into_iter().partition(|p| p.line.as_deref() == line && now.saturating_sub(p.time) < SPIN_WINDOW_NS);
+        for p in other {
+            self.record_spin(tid, p);
+        }
+        mine
+    }
+
+    /// Record pending spins that can no longer be claimed by a park (a different line, or too old).
+    fn flush_spins(&mut self, tid: u32, now: u64, line: Option<&str>) {
+        let Some(pending) = self.pending_spins.remove(&tid) else { return };
+        let (keep, done): (Vec<_>, Vec<_>) =
+            pending.into_iter().partition(|p| p.line.as_deref() == line && now.saturating_sub(p.time) < SPIN_WINDOW_NS);
+        for p in done {
+            self.record_spin(tid, p);
+        }
+        if !keep.is_empty() {
+            self.pending_spins.insert(tid, keep);
+        }
+    }
+
+    /// A spin that ended without parking: it counts under the C function that spun.
+    fn record_spin(&mut self, tid: u32, p: PendingSpin) {
+        let agg = self.locks.entry((Category::Spin, p.identity)).or_default();
+        if p.on_cpu {
+            agg.samples += 1;
+        }
+        agg.spin_us += p.time_us;
+        agg.total_us += p.time_us;
+        agg.threads.insert(tid);
+        if let Some(l) = p.line {
+            let e = agg.lines.entry(l).or_default();
+            e.0 += p.time_us;
+            e.1 += 1;
+        }
+    }
+
     pub fn finish(mut self, target: TargetInfo) -> Profile {
+        for (tid, pending) in std::mem::take(&mut self.pending_spins) {
+            for p in pending {
+                self.record_spin(tid, p);
+            }
+        }
         let mut threads: Vec<ThreadInfo> = std::mem::take(&mut self.threads).into_values().collect();
         threads.sort_by_key(|t| t.tid);
         let mut thread_frame = HashMap::new();
@@ -490,6 +577,7 @@ impl ProfileBuilder {
                 identity,
                 waits: a.waits,
                 samples: a.samples,
+                spin_us: a.spin_us,
                 total_us: a.total_us,
                 max_us: a.max_us,
                 mean_us: a.wait_us / a.waits.max(1),

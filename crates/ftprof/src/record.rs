@@ -459,6 +459,8 @@ fn build_profile(
         );
     }
     let end = col.last_time.max(outcome.start_ns + outcome.duration.as_nanos() as u64);
+    // Rings of different CPUs interleave: put each thread's samples in time order.
+    col.samples.sort_by_key(|s| s.time);
     for s in &col.samples {
         let kernel: Vec<String> = s
             .kernel_stack
@@ -496,6 +498,7 @@ fn build_profile(
             leaf_prev: &leaf_prev,
             parked: s.parked.as_ref(),
             observation,
+            time: s.time,
         });
     }
     if timing() {
