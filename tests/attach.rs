@@ -9,11 +9,6 @@ use std::process::{Command, Output};
 
 use common::*;
 use serde_json::Value;
-
-fn hex(s: &str) -> u64 {
-    u64::from_str_radix(s.trim_start_matches("0x"), 16).unwrap()
-}
-
 fn record_pid(pid: u32, seconds: &str) -> (Profile, Output) {
     let dir = tempdir();
     let path = dir.path().join("a.json");
@@ -169,16 +164,6 @@ fn dump_is_fast_enough_to_use_on_a_hung_process() {
 }
 
 // ---- errors: one line, a remedy, non-zero exit, no panic ----
-
-fn assert_one_line_error(out: &Output, needle: &str) -> String {
-    let stderr = String::from_utf8_lossy(&out.stderr).trim().to_string();
-    assert!(!out.status.success(), "expected failure: {stderr}");
-    assert!(!stderr.contains("panicked"), "{stderr}");
-    assert_eq!(stderr.lines().count(), 1, "one line expected:\n{stderr}");
-    assert!(stderr.contains(needle), "{stderr:?} lacks {needle:?}");
-    stderr
-}
-
 fn record_and_dump(pid: u32) -> [Output; 2] {
     let dir = tempdir();
     [

@@ -3,20 +3,8 @@
 mod common;
 
 use std::os::unix::process::CommandExt;
-use std::process::Output;
 
 use common::*;
-
-fn assert_one_line_error(out: &Output, needle: &str) -> String {
-    let stderr = String::from_utf8_lossy(&out.stderr).trim().to_string();
-    assert!(!out.status.success(), "expected failure, got {:?}", out.status);
-    assert!(!stderr.contains("panicked"), "{stderr}");
-    assert_eq!(stderr.lines().count(), 1, "one line expected:\n{stderr}");
-    assert!(stderr.starts_with("ftprof: error:"), "{stderr}");
-    assert!(stderr.contains(needle), "{stderr:?} lacks {needle:?}");
-    stderr
-}
-
 #[test]
 fn command_not_found() {
     let dir = tempdir();

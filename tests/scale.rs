@@ -154,15 +154,6 @@ fn a_failing_thread_count_is_reported_and_the_others_kept() {
     assert_eq!(point(&r, 2)["failed_runs"], 1);
     assert!(point(&r, 1)["median"].as_f64().unwrap() > 0.0 && point(&r, 3)["median"].as_f64().unwrap() > 0.0);
 }
-
-fn assert_one_line_error(out: &Output, needle: &str) {
-    let stderr = String::from_utf8_lossy(&out.stderr).trim().to_string();
-    assert_eq!(out.status.code(), Some(2), "{stderr}");
-    assert!(!stderr.contains("panicked"));
-    assert_eq!(stderr.lines().count(), 1, "{stderr}");
-    assert!(stderr.contains(needle), "{stderr:?} lacks {needle:?}");
-}
-
 #[test]
 fn metric_that_never_matches_is_an_error() {
     let (out, _dir) =

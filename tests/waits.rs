@@ -9,18 +9,6 @@ use std::collections::HashMap;
 use common::*;
 use serde_json::Value;
 
-/// `KEY VALUE` lines printed by a workload.
-fn printed(stdout: &[u8], key: &str) -> String {
-    String::from_utf8_lossy(stdout)
-        .lines()
-        .find_map(|l| l.strip_prefix(&format!("{key} ")).map(str::to_string))
-        .unwrap_or_else(|| panic!("workload printed no `{key}` line"))
-}
-
-fn hex(s: &str) -> u64 {
-    u64::from_str_radix(s.trim_start_matches("0x"), 16).unwrap()
-}
-
 fn locks(p: &Profile) -> Vec<Value> {
     p.0["locks"].as_array().unwrap().clone()
 }

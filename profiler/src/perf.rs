@@ -81,15 +81,16 @@ fn perf_open(attr: &mut b::perf_event_attr, pid: i32, cpu: i32) -> Result<OwnedF
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
-/// The cpu-clock sampling attribute used for every event.
-pub fn cpu_clock_attr(cfg: &SamplingConfig, enable_on_exec: bool) -> b::perf_event_attr {
+/// What every sampling event records: ip, tid, time, cpu, period, the kernel call chain, user
+/// registers and a user-stack copy, timestamps on CLOCK_MONOTONIC.
+fn sampling_attr(config: u32, period: u64, cfg: &SamplingConfig, enable_on_exec: bool) -> b::perf_event_attr {
     let mut a = b::perf_event_attr {
         type_: b::PERF_TYPE_SOFTWARE,
         size: std::mem::size_of::<b::perf_event_attr>() as u32,
-        config: b::PERF_COUNT_SW_CPU_CLOCK as u64,
+        config: config as u64,
         ..Default::default()
     };
-    a.__bindgen_anon_1.sample_period = 1_000_000_000 / cfg.rate_hz.max(1);
+    a.__bindgen_anon_1.sample_period = period;
     a.sample_type = (b::PERF_SAMPLE_IP
         | b::PERF_SAMPLE_TID
         | b::PERF_SAMPLE_TIME
@@ -102,21 +103,26 @@ pub fn cpu_clock_attr(cfg: &SamplingConfig, enable_on_exec: bool) -> b::perf_eve
     a.sample_stack_user = cfg.stack_bytes & !7;
     a.set_disabled(1);
     a.set_inherit(1);
-    // Kernel-mode samples keep the user registers and stack of the syscall that entered the
-    // kernel; their kernel call chain says what the thread was doing there.
-    a.set_exclude_kernel(0);
-    a.set_exclude_callchain_user(1);
     a.set_exclude_hv(1);
-    a.set_mmap(1);
-    a.set_mmap2(1);
-    a.set_comm(1);
-    a.set_comm_exec(1);
-    a.set_task(1);
+    a.set_exclude_callchain_user(1);
     a.set_sample_id_all(1);
     a.set_use_clockid(1);
     a.clockid = libc::CLOCK_MONOTONIC;
     a.set_enable_on_exec(enable_on_exec as u64);
     set_wakeup(&mut a, cfg);
+    a
+}
+
+/// The cpu-clock sampling attribute. Kernel-mode samples keep the user registers and stack of
+/// the system call that entered the kernel; their kernel call chain says what it did there. It
+/// also reports mmaps, comm changes and forks/exits.
+pub fn cpu_clock_attr(cfg: &SamplingConfig, enable_on_exec: bool) -> b::perf_event_attr {
+    let mut a = sampling_attr(b::PERF_COUNT_SW_CPU_CLOCK, 1_000_000_000 / cfg.rate_hz.max(1), cfg, enable_on_exec);
+    a.set_mmap(1);
+    a.set_mmap2(1);
+    a.set_comm(1);
+    a.set_comm_exec(1);
+    a.set_task(1);
     a
 }
 
@@ -133,32 +139,8 @@ fn set_wakeup(a: &mut b::perf_event_attr, cfg: &SamplingConfig) {
 /// registers and stack at the moment a thread stops running, plus PERF_RECORD_SWITCH records
 /// (in and out, with preemption) for the durations.
 pub fn switch_attr(cfg: &SamplingConfig, enable_on_exec: bool) -> b::perf_event_attr {
-    let mut a = b::perf_event_attr {
-        type_: b::PERF_TYPE_SOFTWARE,
-        size: std::mem::size_of::<b::perf_event_attr>() as u32,
-        config: b::PERF_COUNT_SW_CONTEXT_SWITCHES as u64,
-        ..Default::default()
-    };
-    a.__bindgen_anon_1.sample_period = 1;
-    a.sample_type = (b::PERF_SAMPLE_IP
-        | b::PERF_SAMPLE_TID
-        | b::PERF_SAMPLE_TIME
-        | b::PERF_SAMPLE_CPU
-        | b::PERF_SAMPLE_PERIOD
-        | b::PERF_SAMPLE_CALLCHAIN
-        | b::PERF_SAMPLE_REGS_USER
-        | b::PERF_SAMPLE_STACK_USER) as u64;
-    a.sample_regs_user = REGS_MASK;
-    a.sample_stack_user = cfg.stack_bytes & !7;
-    a.set_disabled(1);
-    a.set_inherit(1);
-    a.set_exclude_callchain_user(1);
+    let mut a = sampling_attr(b::PERF_COUNT_SW_CONTEXT_SWITCHES, 1, cfg, enable_on_exec);
     a.set_context_switch(1);
-    a.set_sample_id_all(1);
-    a.set_use_clockid(1);
-    a.clockid = libc::CLOCK_MONOTONIC;
-    a.set_enable_on_exec(enable_on_exec as u64);
-    set_wakeup(&mut a, cfg);
     a
 }
 

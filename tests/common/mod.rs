@@ -208,3 +208,28 @@ impl Profile {
 pub fn innermost_python(frames: &[Frame]) -> Option<&Frame> {
     frames.iter().rev().find(|f| f.kind == "python")
 }
+
+/// Assert a failed run printed exactly one `ftprof: error:` line containing `needle`, without a
+/// panic; returns that line.
+pub fn assert_one_line_error(out: &Output, needle: &str) -> String {
+    let stderr = String::from_utf8_lossy(&out.stderr).trim().to_string();
+    assert!(!out.status.success(), "expected failure, got {:?}: {stderr}", out.status);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert_eq!(stderr.lines().count(), 1, "one line expected:\n{stderr}");
+    assert!(stderr.starts_with("ftprof: error:"), "{stderr}");
+    assert!(stderr.contains(needle), "{stderr:?} lacks {needle:?}");
+    stderr
+}
+
+/// `0x…` → number.
+pub fn hex(s: &str) -> u64 {
+    u64::from_str_radix(s.trim_start_matches("0x"), 16).unwrap()
+}
+
+/// The value of a `KEY VALUE` line a workload printed.
+pub fn printed(stdout: &[u8], key: &str) -> String {
+    String::from_utf8_lossy(stdout)
+        .lines()
+        .find_map(|l| l.strip_prefix(&format!("{key} ")).map(str::to_string))
+        .unwrap_or_else(|| panic!("workload printed no `{key}` line"))
+}

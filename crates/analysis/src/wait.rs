@@ -267,15 +267,7 @@ pub fn classify(e: &Evidence) -> (Category, Option<LockIdentity>) {
     }
     // Spinning in the PyMutex slow path: sched_yield while attached, before parking.
     if yielding && has(n, |x| LOCK_PATH.iter().any(|b| is_named(x, b)) || x == PARK) {
-        if let Some(cat @ (Category::Idle | Category::Join)) = threading_wait(e.python) {
-            // Re-taking a Condition's or Event's internal lock after a notification.
-            return (cat, None);
-        }
-        let who = lock_taker(n);
-        return (
-            Category::Spin,
-            Some(LockIdentity { address: None, type_name: None, symbol: who.or(Some("PyMutex".into())) }),
-        );
+        return spin(e);
     }
     let refcount_leaf = e.leaf_prev.iter().chain(n.iter().take(4).copied()).any(|f| {
         let x = fname(f);
@@ -327,6 +319,16 @@ pub fn classify(e: &Evidence) -> (Category, Option<LockIdentity>) {
     }
 }
 
+/// A thread yielding in the PyMutex slow path: spinning, unless it is re-taking a Condition's or
+/// Event's internal lock after a notification (idle bookkeeping, not contention).
+fn spin(e: &Evidence) -> (Category, Option<LockIdentity>) {
+    if let Some(cat @ (Category::Idle | Category::Join)) = threading_wait(e.python) {
+        return (cat, None);
+    }
+    let who = lock_taker(&e.native).unwrap_or_else(|| "PyMutex".into());
+    (Category::Spin, Some(LockIdentity { address: None, type_name: None, symbol: Some(who) }))
+}
+
 fn stw_identity(what: &str) -> LockIdentity {
     LockIdentity { address: None, type_name: None, symbol: Some(format!("stop-the-world ({what})")) }
 }
@@ -337,14 +339,7 @@ fn classify_off_cpu(e: &Evidence) -> (Category, Option<LockIdentity>) {
         // Yielding the CPU while spinning for a PyMutex is part of the spin.
         let yielding = has(n, |x| x.contains("sched_yield") || x.starts_with("_Py_yield"));
         if yielding && has(n, |x| LOCK_PATH.iter().any(|b| is_named(x, b))) {
-            if let Some(cat @ (Category::Idle | Category::Join)) = threading_wait(e.python) {
-                return (cat, None);
-            }
-            let who = lock_taker(n);
-            return (
-                Category::Spin,
-                Some(LockIdentity { address: None, type_name: None, symbol: who.or(Some("PyMutex".into())) }),
-            );
+            return spin(e);
         }
         return (Category::Runqueue, None);
     }

@@ -207,11 +207,7 @@ pub fn check_process(pid: u32) -> Result<AttachTarget> {
         Err(_) => bail!("process {pid} has no executable (a kernel thread?); give the PID of a Python process"),
     };
     let comm = crate::snapshot::thread_name(pid, pid);
-    let command: Vec<String> = std::fs::read(format!("/proc/{pid}/cmdline"))
-        .map(|b| {
-            b.split(|&c| c == 0).filter(|a| !a.is_empty()).map(|a| String::from_utf8_lossy(a).into_owned()).collect()
-        })
-        .unwrap_or_default();
+    let command = crate::snapshot::cmdline(pid);
     let too_old = |v: (u64, u64)| {
         anyhow::anyhow!(
             "process {pid} ({exe}) runs CPython {}.{}, which is not supported: ftprof needs CPython 3.13 or newer",

@@ -405,14 +405,7 @@ fn build_profile(
         _ => None,
     };
     let command = if opts.command.is_empty() {
-        std::fs::read(format!("/proc/{pid}/cmdline"))
-            .map(|b| {
-                b.split(|&c| c == 0)
-                    .filter(|a| !a.is_empty())
-                    .map(|a| String::from_utf8_lossy(a).into_owned())
-                    .collect()
-            })
-            .unwrap_or_default()
+        crate::snapshot::cmdline(pid)
     } else {
         opts.command.iter().map(|a| a.to_string_lossy().into_owned()).collect()
     };

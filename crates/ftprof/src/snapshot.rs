@@ -32,6 +32,15 @@ pub fn thread_name(pid: u32, tid: u32) -> String {
     std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/comm")).map(|s| s.trim().to_string()).unwrap_or_default()
 }
 
+/// The command line of a process (`/proc/PID/cmdline`), empty when unreadable.
+pub fn cmdline(pid: u32) -> Vec<String> {
+    std::fs::read(format!("/proc/{pid}/cmdline"))
+        .map(|b| {
+            b.split(|&c| c == 0).filter(|a| !a.is_empty()).map(|a| String::from_utf8_lossy(a).into_owned()).collect()
+        })
+        .unwrap_or_default()
+}
+
 /// Copy up to `max` bytes of stack from `sp` (fewer near the top of the stack mapping).
 pub fn read_stack(pid: u32, sp: u64, max: usize) -> Vec<u8> {
     let mem = symbolizer::python::Mem::new(pid);
