@@ -269,3 +269,27 @@ fn target_exiting_mid_recording_gives_a_partial_profile() {
     let (code, _) = bg.finish();
     assert_eq!(code, Some(0));
 }
+
+#[test]
+fn ctrl_c_while_attached_writes_the_output_and_leaves_the_target_running() {
+    let mut bg = Background::start(&python(), "server.py", &["6"]);
+    bg.wait_for("ready");
+    let dir = tempdir();
+    let path = dir.path().join("a.json");
+    let rec = ftprof()
+        .args(["record", "--pid", &bg.pid().to_string(), "-f", "json", "-o"])
+        .arg(&path)
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    unsafe { libc::kill(rec.id() as i32, libc::SIGINT) };
+    let out = rec.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let v: Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+    assert_eq!(v["target"]["interrupted"], true);
+    assert!(v["summary"]["samples"].as_u64().unwrap() > 100);
+    let (code, rest) = bg.finish();
+    assert_eq!(code, Some(0), "the target was not disturbed");
+    assert!(rest.contains("done"));
+}
