@@ -108,6 +108,7 @@ fn dump_deadlock(python: &Path) {
     {
         let t = thread(tid);
         assert_eq!(t["state"], "waiting", "{t}");
+        assert!(t["name"].as_str().unwrap().ends_with(&format!("({func})")), "Python thread name: {t}");
         assert_eq!(t["wait"], "lock");
         assert_eq!(t["lock"]["address"].as_u64(), Some(waits_on), "{t}");
         assert_eq!(t["lock"]["type_name"], "_thread.lock");

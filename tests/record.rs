@@ -47,9 +47,11 @@ fn native_and_python_frames_merge_per_thread() {
     }
     assert!(py_samples > 100, "spinner has {py_samples} samples with Python frames");
     assert!(in_spinner as f64 >= 0.9 * py_samples as f64, "spinner innermost in {in_spinner}/{py_samples}");
-    // Thread roots carry the TID.
-    let roots: Vec<_> = stacks.iter().filter(|s| s.0 == spinner).map(|s| s.1[0].name.clone()).collect();
-    assert!(roots.iter().all(|r| r.ends_with(&format!("({spinner})"))), "{roots:?}");
+    // Thread roots carry the Python thread name and the TID.
+    for (name, tid) in [("spinner", spinner), ("hasher", hasher)] {
+        let roots: Vec<_> = stacks.iter().filter(|s| s.0 == tid).map(|s| s.1[0].name.clone()).collect();
+        assert!(roots.iter().all(|r| *r == format!("{name} ({tid})")), "{roots:?}");
+    }
 }
 
 #[test]

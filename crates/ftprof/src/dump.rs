@@ -70,6 +70,7 @@ pub fn collect(pid: u32, native_frames: bool) -> Result<Dump> {
     native.load_proc_maps(pid)?;
     let opnames = Vec::new();
     let tids = profiler::perf::process_tids(pid as i32);
+    let py_names = py.thread_names_by_tid();
     let mut threads = Vec::new();
     for tid in tids {
         let tid = tid as u32;
@@ -125,7 +126,7 @@ pub fn collect(pid: u32, native_frames: bool) -> Result<Dump> {
             .collect();
         threads.push(ThreadDump {
             tid,
-            name: snapshot::thread_name(pid, tid),
+            name: py_names.get(&tid).cloned().unwrap_or_else(|| snapshot::thread_name(pid, tid)),
             state: state_word(if sched == Some('R') { None } else { wait }, sched).to_string(),
             wait: if sched == Some('R') { None } else { wait },
             lock,

@@ -93,6 +93,9 @@ struct Collected {
     last_time: u64,
     /// Last GIL state read from each process (it can change at run time).
     gil: HashMap<u32, bool>,
+    /// `threading.Thread` names by TID, and when they were last read.
+    py_names: HashMap<u32, String>,
+    names_read_at: Option<Instant>,
 }
 
 /// Where a thread parked in the parking lot keeps the parked-on address: `_PyParkingLot_Park`
@@ -143,6 +146,10 @@ impl Collected {
                 let mut failed = false;
                 let refresh_gil = self.samples.len() % 64 == 0 || !self.gil.contains_key(&s.pid);
                 let mut gil = None;
+                // A thread not named yet: read the names again (at most every 100 ms).
+                let refresh_names = !self.py_names.contains_key(&s.tid)
+                    && self.names_read_at.is_none_or(|t| t.elapsed().as_millis() >= 100);
+                let mut names = None;
                 if let (Some(regs), Some(p)) = (s.regs, self.python_process(s.pid)) {
                     match p.stack_for_tid(s.tid) {
                         Ok(st) => python = st,
@@ -154,6 +161,13 @@ impl Collected {
                     if refresh_gil {
                         gil = p.gil_enabled().ok();
                     }
+                    if refresh_names {
+                        names = Some(p.thread_names_by_tid());
+                    }
+                }
+                if let Some(n) = names {
+                    self.py_names.extend(n);
+                    self.names_read_at = Some(Instant::now());
                 }
                 if let Some(g) = gil {
                     self.gil.insert(s.pid, g);
@@ -441,8 +455,9 @@ fn build_profile(
     }
     builder.set_core_modules(core);
     builder.set_opnames(opnames);
-    for (tid, (pid, name)) in &col.names {
-        builder.set_thread(*tid, *pid, name);
+    for (tid, (pid, comm)) in &col.names {
+        // The Python thread name when there is one (3.13 does not pass it to the OS).
+        builder.set_thread(*tid, *pid, col.py_names.get(tid).unwrap_or(comm));
     }
     if timing() {
         eprintln!(

@@ -7,6 +7,7 @@
 
 pub mod linetable;
 pub mod mem;
+mod objects;
 pub mod offsets;
 pub mod opcodes;
 
@@ -135,6 +136,8 @@ pub struct PyProcess {
     codes: HashMap<u64, Arc<CodeInfo>>,
     tstates: HashMap<u32, u64>,
     type_names: HashMap<u64, String>,
+    /// `threading._active` once found.
+    threading_active: Option<u64>,
     ts_buf: Vec<u8>,
     frame_buf: Vec<u8>,
     code_hdr_len: usize,
@@ -248,6 +251,7 @@ impl PyProcess {
             codes: HashMap::new(),
             tstates: HashMap::new(),
             type_names: HashMap::new(),
+            threading_active: None,
         }
     }
 

@@ -1,0 +1,142 @@
+//! Reading a few kinds of Python objects out of the target: dicts, ints, instance attributes —
+//! enough to find `threading._active` and each `Thread`'s name.
+
+use super::mem::{field_u64, field_u8};
+use super::PyProcess;
+
+/// `PyDictKeysObject` header (3.13/3.14, GIL and free-threaded alike).
+const DK_LOG2_INDEX_BYTES: u64 = 9;
+const DK_KIND: u64 = 10;
+const DK_NENTRIES: u64 = 24;
+const DK_INDICES: u64 = 32;
+const DICT_KEYS_GENERAL: u8 = 0;
+/// Offsets in `PyHeapTypeObject` after the `PyTypeObject`: the method suites (as_async 4,
+/// as_number 36, as_mapping 3, as_sequence 10, as_buffer 2 pointers), ht_name, ht_slots,
+/// ht_qualname, then ht_cached_keys.
+const HT_CACHED_KEYS_AFTER_TYPE: u64 = (4 + 36 + 3 + 10 + 2 + 3) * 8;
+const MAX_ENTRIES: u64 = 1 << 16;
+
+impl PyProcess {
+    /// `(key, value)` pairs of a dict (combined or split table).
+    pub(crate) fn dict_items(&self, dict: u64) -> Vec<(u64, u64)> {
+        let o = &self.offsets;
+        let (Ok(keys), Ok(values)) = (self.mem.u64(dict + o.dict_ma_keys), self.mem.u64(dict + o.dict_ma_values))
+        else {
+            return Vec::new();
+        };
+        let Ok(hdr) = self.mem.read_vec(keys, DK_INDICES as usize) else { return Vec::new() };
+        let n = field_u64(&hdr, DK_NENTRIES).min(MAX_ENTRIES);
+        let general = field_u8(&hdr, DK_KIND) == DICT_KEYS_GENERAL;
+        let entries = keys + DK_INDICES + (1u64 << field_u8(&hdr, DK_LOG2_INDEX_BYTES).min(40));
+        let width = if general { 24 } else { 16 };
+        let Ok(raw) = self.mem.read_vec(entries, (n * width) as usize) else { return Vec::new() };
+        let split_values = if values != 0 { self.mem.read_vec(values + 8, (n * 8) as usize).ok() } else { None };
+        raw.chunks_exact(width as usize)
+            .enumerate()
+            .filter_map(|(i, e)| {
+                let (k, v) =
+                    if general { (field_u64(e, 8), field_u64(e, 16)) } else { (field_u64(e, 0), field_u64(e, 8)) };
+                let v = match &split_values {
+                    Some(vals) => field_u64(vals, i as u64 * 8),
+                    None => v,
+                };
+                (k != 0 && v != 0).then_some((k, v))
+            })
+            .collect()
+    }
+
+    /// Value of the `str` key `name` in a dict.
+    pub(crate) fn dict_get_str(&self, dict: u64, name: &str) -> Option<u64> {
+        let o = &self.offsets;
+        self.dict_items(dict).into_iter().find_map(|(k, v)| {
+            // Check the length before reading the characters.
+            let len = self.mem.u64(k + o.unicode_length).ok()?;
+            (len == name.len() as u64 && self.unicode(k).ok()? == name).then_some(v)
+        })
+    }
+
+    /// A non-negative `int` that fits in 64 bits.
+    pub(crate) fn long_value(&self, obj: u64) -> Option<u64> {
+        let o = &self.offsets;
+        let tag = self.mem.u64(obj + o.long_lv_tag).ok()?;
+        let (ndigits, sign) = (tag >> 3, tag & 3);
+        if sign == 2 || ndigits > 3 {
+            return None;
+        }
+        let raw = self.mem.read_vec(obj + o.long_ob_digit, (ndigits as usize) * 4).ok()?;
+        let mut v: u64 = 0;
+        for (i, d) in raw.chunks_exact(4).enumerate() {
+            let digit = u32::from_le_bytes(d.try_into().ok()?) as u64;
+            v = v.checked_add(digit.checked_shl(30 * i as u32)?)?;
+        }
+        Some(v)
+    }
+
+    /// Instance attribute `name` stored in the object's inline values (3.13+ objects of classes
+    /// without `__slots__`), looked up through its type's shared keys.
+    pub(crate) fn inline_attr(&self, obj: u64, name: &str) -> Option<u64> {
+        let o = &self.offsets;
+        let ty = self.mem.u64(obj + o.ob_type).ok()?;
+        let basicsize = self.mem.u64(ty + o.tp_name + 8).ok()?;
+        let keys = self.mem.u64(ty + o.type_size + HT_CACHED_KEYS_AFTER_TYPE).ok()?;
+        let hdr = self.mem.read_vec(keys, DK_INDICES as usize).ok()?;
+        let n = field_u64(&hdr, DK_NENTRIES).min(256);
+        let entries = keys + DK_INDICES + (1u64 << field_u8(&hdr, DK_LOG2_INDEX_BYTES).min(40));
+        let raw = self.mem.read_vec(entries, (n * 16) as usize).ok()?;
+        let index = raw.chunks_exact(16).position(|e| {
+            let k = field_u64(e, 0);
+            k != 0
+                && self.mem.u64(k + o.unicode_length).ok() == Some(name.len() as u64)
+                && self.unicode(k).ok().as_deref() == Some(name)
+        })? as u64;
+        // PyDictValues: capacity, size, embedded, valid, 4 bytes padding, then the values.
+        let values = obj + basicsize;
+        let vhdr = self.mem.read_vec(values, 8).ok()?;
+        if vhdr[3] == 0 || index >= vhdr[1] as u64 {
+            return None; // the values moved into a real __dict__
+        }
+        self.mem.u64(values + 8 + 8 * index).ok().filter(|&v| v != 0)
+    }
+
+    /// `threading.Thread` names by thread ident (`pthread_self`), from `threading._active`.
+    pub fn thread_names(&mut self) -> std::collections::HashMap<u64, String> {
+        let mut out = std::collections::HashMap::new();
+        let active = match self.threading_active {
+            Some(a) => a,
+            None => {
+                let Some(a) = self.find_threading_active() else { return out };
+                self.threading_active = Some(a);
+                a
+            }
+        };
+        for (k, thread) in self.dict_items(active) {
+            let (Some(ident), Some(name)) = (self.long_value(k), self.inline_attr(thread, "_name")) else { continue };
+            if let Ok(name) = self.unicode(name) {
+                out.insert(ident, name);
+            }
+        }
+        out
+    }
+
+    /// `threading.Thread` names by OS thread id.
+    pub fn thread_names_by_tid(&mut self) -> std::collections::HashMap<u32, String> {
+        let names = self.thread_names();
+        if names.is_empty() {
+            return Default::default();
+        }
+        self.threads()
+            .unwrap_or_default()
+            .into_iter()
+            .filter_map(|t| Some((t.native_tid, names.get(&t.thread_id)?.clone())))
+            .collect()
+    }
+
+    fn find_threading_active(&self) -> Option<u64> {
+        let o = &self.offsets;
+        let interp = self.mem.u64(self.runtime + o.runtime_interpreters_head).ok()?;
+        let modules = self.mem.u64(interp + o.interp_imports_modules).ok()?;
+        let threading = self.dict_get_str(modules, "threading")?;
+        let md_dict = self.mem.u64(threading + o.pyobject_size).ok()?;
+        self.dict_get_str(md_dict, "_active")
+    }
+}
