@@ -128,17 +128,15 @@ fn frame_color(kind: FrameKind, inlined: bool) -> Color {
 /// blue, native orange (inlined lighter), kernel red, thread roots and markers grey; wait leaves
 /// are coloured by wait kind.
 pub fn svg(p: &Profile, title: &str, mode: Mode, idle: bool, out: &mut dyn Write) -> anyhow::Result<()> {
-    let text = folded(p, mode, idle);
+    let mut text = folded(p, mode, idle);
     if text.trim().is_empty() {
-        anyhow::bail!(
-            "nothing to draw in {} mode (no {}); try --mode wall or --idle",
-            match mode {
-                Mode::Cpu => "cpu",
-                Mode::Wait => "wait",
-                Mode::Wall => "wall",
-            },
-            if mode == Mode::Wait { "waits were recorded" } else { "samples were recorded" }
-        );
+        // Still draw something: the summary and the other outputs stay useful.
+        let what = match mode {
+            Mode::Cpu => "no CPU samples",
+            Mode::Wait => "no waiting recorded (no contention, or --idle not given)",
+            Mode::Wall => "nothing recorded",
+        };
+        text = format!("[{what}] 1\n");
     }
     let mut palette = PaletteMap::default();
     for f in &p.frames {

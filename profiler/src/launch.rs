@@ -86,16 +86,26 @@ impl Launched {
 
         let mut gate = [0; 2];
         let mut err = [0; 2];
-        unsafe {
-            if libc::pipe2(gate.as_mut_ptr(), libc::O_CLOEXEC) < 0 || libc::pipe2(err.as_mut_ptr(), libc::O_CLOEXEC) < 0
-            {
-                return Err(LaunchError::Fork(io::Error::last_os_error()));
+        let close_all = |fds: &[libc::c_int]| {
+            for &fd in fds.iter().filter(|&&fd| fd >= 0) {
+                unsafe { libc::close(fd) };
             }
+        };
+        if unsafe { libc::pipe2(gate.as_mut_ptr(), libc::O_CLOEXEC) } < 0 {
+            return Err(LaunchError::Fork(io::Error::last_os_error()));
+        }
+        if unsafe { libc::pipe2(err.as_mut_ptr(), libc::O_CLOEXEC) } < 0 {
+            let e = io::Error::last_os_error();
+            close_all(&gate);
+            return Err(LaunchError::Fork(e));
         }
         let parent_pid = unsafe { libc::getpid() };
         let pid = unsafe { libc::fork() };
         if pid < 0 {
-            return Err(LaunchError::Fork(io::Error::last_os_error()));
+            let e = io::Error::last_os_error();
+            close_all(&gate);
+            close_all(&err);
+            return Err(LaunchError::Fork(e));
         }
         if pid == 0 {
             unsafe {
@@ -168,11 +178,14 @@ impl Launched {
 impl Drop for Launched {
     fn drop(&mut self) {
         unsafe {
-            if self.gate_w >= 0 {
-                libc::close(self.gate_w);
-            }
             if self.err_r >= 0 {
                 libc::close(self.err_r);
+            }
+            if self.gate_w >= 0 {
+                // Never released: closing the gate makes the child exit; reap it.
+                libc::close(self.gate_w);
+                let mut status = 0;
+                libc::waitpid(self.pid, &mut status, 0);
             }
         }
     }

@@ -41,7 +41,9 @@ pub enum PerfError {
     Permission { source: io::Error, paranoid: String },
     #[error("perf_event_open failed: {0}")]
     Other(io::Error),
-    #[error("mapping the perf ring buffer failed: {0} (raise `ulimit -l` or lower --ring-pages)")]
+    #[error(
+        "mapping the perf ring buffer failed: {0} (raise `ulimit -l` or kernel.perf_event_mlock_kb, or run as root)"
+    )]
     Mmap(io::Error),
 }
 
@@ -172,21 +174,31 @@ impl Ring {
         source: SampleSource,
     ) -> Result<Ring, PerfError> {
         let fd = perf_open(attr, pid, cpu)?;
-        let data_size = pages.next_power_of_two() * page_size();
-        let map_len = data_size + page_size();
-        let base = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                map_len,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_SHARED,
-                fd.as_raw_fd(),
-                0,
-            )
+        // Without privileges the kernel caps locked ring memory (perf_event_mlock_kb per CPU plus
+        // RLIMIT_MEMLOCK): halve the ring until it fits.
+        let mut pages = pages.next_power_of_two();
+        let (base, data_size, map_len) = loop {
+            let data_size = pages * page_size();
+            let map_len = data_size + page_size();
+            let base = unsafe {
+                libc::mmap(
+                    std::ptr::null_mut(),
+                    map_len,
+                    libc::PROT_READ | libc::PROT_WRITE,
+                    libc::MAP_SHARED,
+                    fd.as_raw_fd(),
+                    0,
+                )
+            };
+            if base != libc::MAP_FAILED {
+                break (base, data_size, map_len);
+            }
+            let e = io::Error::last_os_error();
+            if pages <= 8 || !matches!(e.raw_os_error(), Some(libc::EPERM) | Some(libc::ENOMEM)) {
+                return Err(PerfError::Mmap(e));
+            }
+            pages /= 2;
         };
-        if base == libc::MAP_FAILED {
-            return Err(PerfError::Mmap(io::Error::last_os_error()));
-        }
         Ok(Ring {
             fd,
             base: base as *mut u8,
@@ -313,6 +325,7 @@ pub struct ThreadEvents {
 impl ThreadEvents {
     /// Open events for every thread of `pid` (rescanning until no new thread appears).
     pub fn open(pid: i32, cfg: &SamplingConfig) -> Result<ThreadEvents, PerfError> {
+        raise_fd_limit();
         let mut ev = ThreadEvents { rings: Vec::new(), followers: Vec::new() };
         // (cpu, kind) → index of the ring that collects it.
         let mut leaders: std::collections::HashMap<(u32, bool), usize> = Default::default();
@@ -390,5 +403,16 @@ impl ThreadEvents {
             }
         }
         Ok(())
+    }
+}
+
+/// Attaching needs threads × CPUs × 2 descriptors: lift the soft open-file limit to the hard one.
+fn raise_fd_limit() {
+    let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 && lim.rlim_cur < lim.rlim_max {
+            lim.rlim_cur = lim.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
+        }
     }
 }

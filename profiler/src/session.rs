@@ -105,7 +105,7 @@ pub fn record(
     let mut exit = None;
     let mut cpu = None;
     let mut stop_reason = StopReason::TargetExited;
-    let mut interrupt_sent: Option<Instant> = None;
+    let mut stop_seen: Option<Instant> = None;
     let mut escalation = 0;
     let mut pollfds: Vec<libc::pollfd> =
         rings.iter().map(|r| libc::pollfd { fd: r.fd(), events: libc::POLLIN, revents: 0 }).collect();
@@ -132,14 +132,13 @@ pub fn record(
         }
         if stop.load(Ordering::Relaxed) {
             stop_reason = StopReason::Interrupted;
-            // Ctrl-C in a terminal already reached the target (same process group); signal it
-            // anyway for other stop sources, then escalate if it does not exit.
-            let waited = interrupt_sent.map(|t| t.elapsed()).unwrap_or(Duration::MAX);
-            if interrupt_sent.is_none() || waited > Duration::from_secs(3) {
-                let sig = [libc::SIGINT, libc::SIGTERM, libc::SIGKILL][escalation.min(2)];
-                unsafe { libc::kill(pid, sig) };
+            // A Ctrl-C in a terminal already reached the target (same process group): give it a
+            // second to finish, then SIGINT, SIGTERM and SIGKILL, 3 s apart.
+            let since = *stop_seen.get_or_insert_with(Instant::now);
+            let due = [1, 4, 7].get(escalation).map(|&s| Duration::from_secs(s));
+            if due.is_some_and(|d| since.elapsed() >= d) {
+                unsafe { libc::kill(pid, [libc::SIGINT, libc::SIGTERM, libc::SIGKILL][escalation]) };
                 escalation += 1;
-                interrupt_sent = Some(Instant::now());
             }
         }
     }
@@ -212,7 +211,9 @@ fn attach(
 }
 
 fn drain_all(rings: &mut [Ring], lost: &mut u64, sink: &mut dyn FnMut(Record)) {
-    // Drain until a pass finds nothing, so one busy CPU cannot starve the others.
+    // Drain until a pass finds nothing, so one busy CPU cannot starve the others, but give the
+    // caller back control after 50 ms so that stop requests and deadlines are seen under load.
+    let start = Instant::now();
     loop {
         let mut n = 0;
         for ring in rings.iter_mut() {
@@ -223,7 +224,7 @@ fn drain_all(rings: &mut [Ring], lost: &mut u64, sink: &mut dyn FnMut(Record)) {
                 sink(r)
             });
         }
-        if n == 0 {
+        if n == 0 || start.elapsed() >= Duration::from_millis(50) {
             break;
         }
     }

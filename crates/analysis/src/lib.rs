@@ -23,4 +23,4 @@ pub use profile::{
     CategoryTime, Frame, FrameKind, LineStat, LockStat, Observation, Profile, ProfileBuilder, PythonInfo, SampleInput,
     Stack, Summary, TargetInfo, ThreadInfo, SCHEMA_VERSION,
 };
-pub use wait::{classify, Category, Evidence, LockIdentity};
+pub use wait::{classify, syscall_name, Category, Evidence, LockIdentity};

@@ -113,6 +113,8 @@ pub struct SampleInput<'a> {
     pub observation: Observation,
     /// When the sample was taken (ns, monotonic). Samples of one thread must arrive in time order.
     pub time: u64,
+    /// The system call a blocked thread was in, when read from `/proc` (no kernel stack).
+    pub syscall: Option<u64>,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -377,6 +379,7 @@ impl ProfileBuilder {
             preempted,
             runtime_module: self.core_modules.first().map(String::as_str),
             opnames: &self.opnames,
+            syscall: s.syscall,
         };
         let (category, identity) = classify(&evidence);
         if on_cpu {

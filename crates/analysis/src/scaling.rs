@@ -279,7 +279,12 @@ pub fn analyse(
         })
         .collect();
     points.sort_by_key(|p| p.threads);
-    let base = points.iter().find(|p| !p.runs.is_empty()).map(|p| (p.threads, as_time(p.median)));
+    // The baseline must be a usable number (a rate of 0 would make every speedup infinite).
+    let base = points
+        .iter()
+        .find(|p| !p.runs.is_empty())
+        .map(|p| (p.threads, as_time(p.median)))
+        .filter(|(_, t1)| t1.is_finite() && *t1 > 0.0);
     if let Some((n1, t1)) = base {
         for p in points.iter_mut().filter(|p| !p.runs.is_empty()) {
             // Relative to the smallest thread count measured (normally 1).

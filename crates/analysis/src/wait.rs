@@ -149,6 +149,45 @@ pub struct Evidence<'a> {
     /// Base opcode names of the target's CPython (index = opcode), to name what the innermost
     /// Python frame's instruction touched.
     pub opnames: &'a [String],
+    /// The system call a blocked thread is in (x86-64 number), when known without a kernel stack
+    /// (`/proc/PID/task/TID/syscall`).
+    pub syscall: Option<u64>,
+}
+
+/// Kernel entry names of the x86-64 system calls the classifier cares about.
+pub fn syscall_name(nr: u64) -> Option<&'static str> {
+    Some(match nr {
+        0 => "__x64_sys_read",
+        1 => "__x64_sys_write",
+        7 => "__x64_sys_poll",
+        17 => "__x64_sys_pread64",
+        18 => "__x64_sys_pwrite64",
+        19 => "__x64_sys_readv",
+        20 => "__x64_sys_writev",
+        23 => "__x64_sys_select",
+        24 => "__x64_sys_sched_yield",
+        35 => "__x64_sys_nanosleep",
+        42 => "__x64_sys_connect",
+        43 => "__x64_sys_accept",
+        44 => "__x64_sys_sendto",
+        45 => "__x64_sys_recvfrom",
+        46 => "__x64_sys_sendmsg",
+        47 => "__x64_sys_recvmsg",
+        61 => "__x64_sys_wait4",
+        74 => "__x64_sys_fsync",
+        75 => "__x64_sys_fdatasync",
+        202 => "__x64_sys_futex",
+        230 => "__x64_sys_clock_nanosleep",
+        232 => "__x64_sys_epoll_wait",
+        247 => "__x64_sys_waitid",
+        257 => "__x64_sys_openat",
+        270 => "__x64_sys_pselect6",
+        271 => "__x64_sys_ppoll",
+        281 => "__x64_sys_epoll_pwait",
+        288 => "__x64_sys_accept4",
+        441 => "__x64_sys_epoll_pwait2",
+        _ => return None,
+    })
 }
 
 fn fname(f: &NativeFrame) -> &str {
@@ -173,21 +212,23 @@ fn py_frames(py: Option<&PyStack>) -> impl Iterator<Item = (&str, &str)> {
 
 /// Waits that `threading` builds on a lock: what the innermost threading/queue frame says.
 fn threading_wait(py: Option<&PyStack>) -> Option<Category> {
+    // Look through all the innermost threading/queue frames: a Semaphore waits inside its own
+    // Condition, and the outer frame says what the wait is for.
+    let mut found = None;
     for (q, file) in py_frames(py) {
-        let stdlib = file.ends_with("threading.py") || file.ends_with("queue.py");
-        if !stdlib {
-            return None;
+        if !(file.ends_with("threading.py") || file.ends_with("queue.py")) {
+            break;
         }
         match q {
             "Thread.join" | "Thread._wait_for_tstate_lock" | "_ThreadHandle.join" => return Some(Category::Join),
             "Semaphore.acquire" | "BoundedSemaphore.acquire" => return Some(Category::Lock),
             "Condition.wait" | "Condition.wait_for" | "Event.wait" | "Barrier.wait" | "Barrier._wait" => {
-                return Some(Category::Idle)
+                found = found.or(Some(Category::Idle))
             }
             _ => {}
         }
     }
-    None
+    found
 }
 
 const PARK: &str = "_PyParkingLot_Park";
@@ -397,7 +438,10 @@ fn classify_off_cpu(e: &Evidence) -> (Category, Option<LockIdentity>) {
             }),
         );
     }
-    let k = |pred: &dyn Fn(&str) -> bool| e.kernel.iter().any(|x| pred(x)) || has(n, |x| pred(x));
+    let syscall = e.syscall.and_then(syscall_name);
+    let k = |pred: &dyn Fn(&str) -> bool| {
+        e.kernel.iter().any(|x| pred(x)) || syscall.is_some_and(pred) || has(n, |x| pred(x))
+    };
     if k(&|x| x.contains("nanosleep") || is_named(x, "pysleep") || is_named(x, "time_sleep")) {
         return (Category::Sleep, None);
     }
@@ -424,7 +468,7 @@ fn classify_off_cpu(e: &Evidence) -> (Category, Option<LockIdentity>) {
         "sys_waitid",
         "do_epoll_wait",
     ];
-    if e.kernel.iter().any(|x| io.iter().any(|i| x.contains(i))) {
+    if e.kernel.iter().map(String::as_str).chain(syscall).any(|x| io.iter().any(|i| x.contains(i))) {
         return (Category::Io, None);
     }
     (Category::Idle, None)

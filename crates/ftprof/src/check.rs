@@ -134,7 +134,10 @@ impl OutputFile {
     pub fn write_all(mut self, bytes: &[u8]) -> Result<()> {
         use std::io::Write;
         let mut f = self.file.take().expect("written once");
-        f.set_len(0)?;
+        // Pipes and devices (-o /dev/stdout) cannot be truncated; regular files must be.
+        if f.metadata().map(|m| m.is_file()).unwrap_or(false) {
+            f.set_len(0)?;
+        }
         f.write_all(bytes)?;
         self.created = false;
         Ok(())

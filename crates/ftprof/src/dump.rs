@@ -96,6 +96,7 @@ pub fn collect(pid: u32, native_frames: bool) -> Result<Dump> {
                 preempted: false,
                 runtime_module: Some(&target.runtime_module),
                 opnames: &opnames,
+                syscall: b.syscall,
             };
             let (c, id) = classify(&ev);
             wait = Some(c);
@@ -151,7 +152,6 @@ pub fn collect(pid: u32, native_frames: bool) -> Result<Dump> {
 /// Who holds what the waiting threads wait on: critical sections from each thread's active
 /// sections; thread locks from the `with` blocks on each thread's Python frames.
 fn find_holders(py: &mut PyProcess, threads: &mut [ThreadDump]) {
-    let object_offset = py.offsets.pyobject_size; // the PyMutex of a _thread.lock follows its header
     let mut cs: HashMap<u64, u32> = HashMap::new();
     let mut with: HashMap<u64, Vec<u32>> = HashMap::new();
     for t in threads.iter() {
@@ -165,11 +165,14 @@ fn find_holders(py: &mut PyProcess, threads: &mut [ThreadDump]) {
     for t in threads.iter_mut() {
         let Some(addr) = t.lock.as_ref().and_then(|l| l.address) else { continue };
         t.holder = match t.wait {
-            Some(Category::CriticalSection) => cs.get(&(addr + 10)).copied(),
+            // The identity is the object when its type was recognised, else the mutex itself.
+            Some(Category::CriticalSection) => {
+                let has_type = t.lock.as_ref().is_some_and(|l| l.type_name.is_some());
+                cs.get(&if has_type { addr.wrapping_add(10) } else { addr }).copied()
+            }
             Some(Category::Lock) => with.get(&addr).and_then(|v| v.iter().find(|&&h| h != t.tid).copied()),
             _ => None,
         };
-        let _ = object_offset;
     }
 }
 

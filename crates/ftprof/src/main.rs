@@ -135,7 +135,7 @@ fn parse_seconds(s: &str) -> Result<std::time::Duration, String> {
     if !(v > 0.0 && v.is_finite()) {
         return Err(format!("the duration must be a positive number of seconds, not {s}"));
     }
-    Ok(std::time::Duration::from_secs_f64(v))
+    std::time::Duration::try_from_secs_f64(v).map_err(|_| format!("{s} seconds is too long"))
 }
 
 fn main() {

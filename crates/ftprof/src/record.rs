@@ -48,6 +48,8 @@ struct RawSample {
     kernel_stack: Vec<u64>,
     python: Option<PyStack>,
     parked: Option<ParkedInfo>,
+    /// For threads found blocked at attach time: their system call.
+    syscall: Option<u64>,
 }
 
 /// Per-process Python state during recording.
@@ -72,6 +74,14 @@ fn install_signal_handlers() {
     }
 }
 
+/// After recording, Ctrl-C interrupts ftprof itself again.
+fn restore_signal_handlers() {
+    unsafe {
+        libc::signal(libc::SIGINT, libc::SIG_DFL);
+        libc::signal(libc::SIGTERM, libc::SIG_DFL);
+    }
+}
+
 /// One PERF_RECORD_SWITCH.
 #[derive(Clone, Copy)]
 struct Switch {
@@ -79,6 +89,9 @@ struct Switch {
     out: bool,
     preempt: bool,
 }
+
+/// Memory for stack copies kept until the end of a recording (about 48 000 samples of 16 KiB).
+const STACK_BYTES_LIMIT: usize = 768 << 20;
 
 /// Collector-side state: everything the sink touches while the target runs.
 #[derive(Default)]
@@ -93,6 +106,9 @@ struct Collected {
     last_time: u64,
     /// Last GIL state read from each process (it can change at run time).
     gil: HashMap<u32, bool>,
+    /// Bytes of stack copies kept; past STACK_BYTES_LIMIT new samples keep no stack copy.
+    stack_bytes: usize,
+    stacks_dropped: u64,
     /// `threading.Thread` names by TID, and when they were last read.
     py_names: HashMap<u32, String>,
     names_read_at: Option<Instant>,
@@ -173,16 +189,29 @@ impl Collected {
                     self.gil.insert(s.pid, g);
                 }
                 self.py_errors += failed as usize;
+                let mut stack = s.stack;
+                if self.stack_bytes + stack.len() > STACK_BYTES_LIMIT {
+                    if self.stacks_dropped == 0 {
+                        eprintln!(
+                            "ftprof: warning: {} MiB of stack copies kept; later samples keep Python frames only (record a shorter period or lower --rate)",
+                            STACK_BYTES_LIMIT >> 20
+                        );
+                    }
+                    self.stacks_dropped += 1;
+                    stack = Vec::new();
+                }
+                self.stack_bytes += stack.len();
                 self.samples.push(RawSample {
                     source: s.source,
                     pid: s.pid,
                     tid: s.tid,
                     time: s.time,
                     regs: s.regs,
-                    stack: s.stack,
+                    stack,
                     kernel_stack: s.kernel_stack,
                     python,
                     parked,
+                    syscall: None,
                 });
             }
             Record::Switch { tid, time, out, preempt, .. } => {
@@ -209,8 +238,12 @@ impl Collected {
         // the nearest one in time (threads that yield in a loop switch out many times a ms).
         let i = sw.partition_point(|s| s.time < time);
         let near = |k: usize| sw.get(k).filter(|s| s.out).map(|s| (s.time.abs_diff(time), k));
-        let best = [i.checked_sub(1).and_then(near), near(i), near(i + 1)].into_iter().flatten().min();
-        let preempt = best.is_some_and(|(d, k)| d < 50_000 && sw[k].preempt);
+        let best = [i.checked_sub(1).and_then(near), near(i), near(i + 1)]
+            .into_iter()
+            .flatten()
+            .min()
+            .filter(|(d, _)| *d < 50_000);
+        let preempt = best.is_some_and(|(_, k)| sw[k].preempt);
         let from = best.map(|(_, k)| sw[k].time.max(time)).unwrap_or(time);
         let back = sw[i..].iter().find(|s| !s.out && s.time >= from).map(|s| s.time).unwrap_or(end);
         (back.saturating_sub(time), preempt)
@@ -240,6 +273,7 @@ fn blocked_threads(pid: u32, stack_bytes: usize) -> Vec<RawSample> {
             kernel_stack: Vec::new(),
             python,
             parked,
+            syscall: b.syscall,
         });
     }
     out
@@ -284,7 +318,9 @@ pub fn run(opts: &RecordOptions) -> Result<i32> {
         None => Target::Launch(opts.command.clone()),
     };
     let t_post = Instant::now();
-    let (profile, outcome) = record_profile(&target, &interp, opts)?;
+    let recorded = record_profile(&target, &interp, opts);
+    restore_signal_handlers();
+    let (profile, outcome) = recorded?;
     let bytes = render(&profile, opts)?;
     if timing() {
         eprintln!("ftprof timing: recording + post-processing {:?}", t_post.elapsed());
@@ -353,30 +389,32 @@ pub fn record_profile(
     let mut col = Collected::default();
     let mut initial = Vec::new();
     let attached = matches!(target, Target::Attach { .. });
-    if let Target::Attach { pid, .. } = target {
-        // Mappings made before we arrived are not reported by perf: read them now.
-        if let Ok(maps) = symbolizer::python::read_maps(*pid as u32) {
-            col.mmaps.extend(
-                maps.into_iter()
-                    .filter(|m| m.perms.contains('x'))
-                    .map(|m| (*pid as u32, Mapping { start: m.start, end: m.end, pgoff: m.pgoff, path: m.path })),
-            );
-        }
-    }
-    let outcome = profiler::record(
-        target,
-        &cfg,
-        &STOP,
-        &mut |pid| {
-            if attached && opts.off_cpu {
-                // Threads already blocked when we arrive: their wait began before the first
-                // switch-out we can see, so take their stacks now.
-                initial = blocked_threads(pid as u32, opts.stack_bytes as usize);
-            }
-        },
-        &mut |r| col.on_record(r),
-    )?;
+    let mut early_maps = Vec::new();
+    let outcome =
+        profiler::record(
+            target,
+            &cfg,
+            &STOP,
+            &mut |pid| {
+                if attached {
+                    // Mappings made before we arrived are not reported by perf: read them now that
+                    // the events are live (later ones arrive as mmap records).
+                    if let Ok(maps) = symbolizer::python::read_maps(pid as u32) {
+                        early_maps.extend(maps.into_iter().filter(|m| m.perms.contains('x')).map(|m| {
+                            (pid as u32, Mapping { start: m.start, end: m.end, pgoff: m.pgoff, path: m.path })
+                        }));
+                    }
+                }
+                if attached && opts.off_cpu {
+                    // Threads already blocked when we arrive: their wait began before the first
+                    // switch-out we can see, so take their stacks now.
+                    initial = blocked_threads(pid as u32, opts.stack_bytes as usize);
+                }
+            },
+            &mut |r| col.on_record(r),
+        )?;
     col.samples.splice(0..0, initial);
+    col.mmaps.splice(0..0, early_maps);
     if timing() {
         let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
         unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut ru) };
@@ -507,6 +545,7 @@ fn build_profile(
             parked: s.parked.as_ref(),
             observation,
             time: s.time,
+            syscall: s.syscall,
         });
     }
     if timing() {

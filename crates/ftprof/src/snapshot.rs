@@ -46,12 +46,19 @@ pub fn read_stack(pid: u32, sp: u64, max: usize) -> Vec<u8> {
     let mem = symbolizer::python::Mem::new(pid);
     let mut len = max;
     while len >= 512 {
-        if let Ok(v) = mem.read_vec(sp, len) {
-            return v;
+        match mem.read_vec(sp, len) {
+            Ok(v) => return v,
+            // The thread or process is gone: no point retrying.
+            Err(e) if matches!(e.raw_os_error(), Some(libc::ESRCH) | Some(libc::EPERM)) => break,
+            Err(_) => {}
         }
-        // Do not cross the end of the stack mapping: shrink to the page boundary and retry.
+        // Do not cross the end of the stack mapping: shrink (always strictly) and retry.
         let to_page_end = (4096 - (sp as usize % 4096)) % 4096;
-        len = if len > to_page_end + 4096 { len / 2 } else { to_page_end.max(len / 2) };
+        let next = if len > to_page_end + 4096 { len / 2 } else { to_page_end.max(len / 2) };
+        if next >= len {
+            break;
+        }
+        len = next;
     }
     Vec::new()
 }

@@ -259,19 +259,19 @@ impl PyProcess {
     pub fn threads(&self) -> Result<Vec<PyThread>, PyError> {
         let o = &self.offsets;
         let mut out = Vec::new();
-        let mut interp = self.mem.u64(self.runtime + o.runtime_interpreters_head)?;
+        let mut interp = self.mem.u64(self.runtime.wrapping_add(o.runtime_interpreters_head))?;
         let mut ninterp = 0;
         while interp != 0 && ninterp < 64 {
-            let mut ts = self.mem.u64(interp + o.interp_threads_head)?;
+            let mut ts = self.mem.u64(interp.wrapping_add(o.interp_threads_head))?;
             let mut n = 0;
             while ts != 0 && n < 100_000 {
-                let native_tid = self.mem.u64(ts + o.ts_native_thread_id)? as u32;
-                let thread_id = self.mem.u64(ts + o.ts_thread_id)?;
+                let native_tid = self.mem.u64(ts.wrapping_add(o.ts_native_thread_id))? as u32;
+                let thread_id = self.mem.u64(ts.wrapping_add(o.ts_thread_id))?;
                 out.push(PyThread { tstate: ts, native_tid, thread_id });
-                ts = self.mem.u64(ts + o.ts_next)?;
+                ts = self.mem.u64(ts.wrapping_add(o.ts_next))?;
                 n += 1;
             }
-            interp = self.mem.u64(interp + o.interp_next)?;
+            interp = self.mem.u64(interp.wrapping_add(o.interp_next))?;
             ninterp += 1;
         }
         Ok(out)
@@ -283,9 +283,9 @@ impl PyProcess {
         if !o.free_threaded {
             return Ok(true);
         }
-        let interp = self.mem.u64(self.runtime + o.runtime_interpreters_head)?;
-        let gil = self.mem.u64(interp + o.interp_ceval_gil)?;
-        Ok(self.mem.i32(gil + o.gil_enabled)? != 0)
+        let interp = self.mem.u64(self.runtime.wrapping_add(o.runtime_interpreters_head))?;
+        let gil = self.mem.u64(interp.wrapping_add(o.interp_ceval_gil))?;
+        Ok(self.mem.i32(gil.wrapping_add(o.gil_enabled))? != 0)
     }
 
     /// Read the thread state of `tid` into `ts_buf`; `false` when `tid` has none.
@@ -333,7 +333,7 @@ impl PyProcess {
                     Ok(Some(code)) => {
                         let base = match (o.code_co_tlbc, tlbc_index) {
                             (Some(co_tlbc), Some(idx)) if idx > 0 => self.tlbc_base(executable, co_tlbc, idx),
-                            _ => executable + o.code_co_code_adaptive,
+                            _ => executable.wrapping_add(o.code_co_code_adaptive),
                         };
                         let lasti = (instr_ptr.wrapping_sub(base) / 2) as u32;
                         let line = code.line_for(lasti);
@@ -360,7 +360,7 @@ impl PyProcess {
 
     /// 3.14t thread-local bytecode: start of copy `idx` of the code's bytecode.
     fn tlbc_base(&self, code: u64, co_tlbc: u64, idx: i32) -> u64 {
-        let fallback = code + self.offsets.code_co_code_adaptive;
+        let fallback = code.wrapping_add(self.offsets.code_co_code_adaptive);
         let Ok(arr) = self.mem.u64(code + co_tlbc) else {
             return fallback;
         };
@@ -395,7 +395,7 @@ impl PyProcess {
         let table = self.bytes(key[2])?;
         let locals = self.str_tuple(field_u64(&hdr, o.code_localsplusnames));
         // co_names follows co_consts right after the variable-size object header (3.13, 3.14).
-        let co_names = self.mem.u64(addr + o.pyobject_size + 16).unwrap_or(0);
+        let co_names = self.mem.u64(addr.wrapping_add(o.pyobject_size) + 16).unwrap_or(0);
         let names = self.str_tuple(co_names);
         let info = Arc::new(CodeInfo {
             qualname,
@@ -417,7 +417,7 @@ impl PyProcess {
     pub fn probe_parked(&mut self, tid: u32, addr: u64) -> ParkedInfo {
         let o = self.offsets.clone();
         let mut info = ParkedInfo { addr, ..Default::default() };
-        if self.tstates.get(&tid).is_some_and(|ts| ts + o.ts_state() == addr) {
+        if self.tstates.get(&tid).is_some_and(|ts| ts.wrapping_add(o.ts_state()) == addr) {
             info.stw_victim = true;
             return info;
         }
@@ -438,7 +438,7 @@ impl PyProcess {
 
     /// `(obj, type name)` when `obj` looks like a live object with a sensible type name.
     fn object_with_type(&mut self, obj: u64) -> Option<(u64, String)> {
-        let ty = self.mem.u64(obj + self.offsets.ob_type).ok()?;
+        let ty = self.mem.u64(obj.wrapping_add(self.offsets.ob_type)).ok()?;
         if ty < 4096 {
             return None;
         }
@@ -462,8 +462,8 @@ impl PyProcess {
     /// Name a runtime-internal address: inside `_PyRuntime` or an interpreter state.
     fn runtime_symbol(&self, addr: u64) -> Option<String> {
         let o = &self.offsets;
-        let interp = self.mem.u64(self.runtime + o.runtime_interpreters_head).ok()?;
-        if interp != 0 && addr >= interp && addr < interp + o.interp_size {
+        let interp = self.mem.u64(self.runtime.wrapping_add(o.runtime_interpreters_head)).ok()?;
+        if interp != 0 && addr >= interp && addr < interp.wrapping_add(o.interp_size) {
             let off = addr - interp;
             let known = match (o.minor(), o.free_threaded, off) {
                 (13, true, 196152) => Some("type lock (TYPE_LOCK)"),
@@ -478,7 +478,7 @@ impl PyProcess {
                 None => format!("PyInterpreterState+{off:#x}"),
             });
         }
-        if addr >= self.runtime && addr < self.runtime + o.runtime_size {
+        if addr >= self.runtime && addr < self.runtime.wrapping_add(o.runtime_size) {
             let off = addr - self.runtime;
             return Some(match (o.minor(), off) {
                 (13, 624) => format!("interpreter list lock (HEAD_LOCK), _PyRuntime+{off:#x}"),
@@ -505,7 +505,7 @@ impl PyProcess {
             let owner = field_u8(&self.frame_buf, o.frame_owner);
             let previous = field_u64(&self.frame_buf, o.frame_previous);
             if owner < OWNER_ENTRY {
-                let base = frame + o.frame_localsplus;
+                let base = frame.wrapping_add(o.frame_localsplus);
                 let used = match o.frame_stackpointer {
                     Some(off) => (field_u64(&self.frame_buf, off).wrapping_sub(base) / 8) as i64,
                     None => self.mem.i32(base - 8).unwrap_or(0) as i64,
@@ -519,7 +519,7 @@ impl PyProcess {
                         }
                         if let Some((_, t)) = self.object_with_type(v) {
                             if t == "builtin_function_or_method" || t == "method" {
-                                if let Ok(slf) = self.mem.u64(v + o.pyobject_size + 8) {
+                                if let Ok(slf) = self.mem.u64(v.wrapping_add(o.pyobject_size) + 8) {
                                     out.push(slf);
                                 }
                             }
@@ -568,9 +568,9 @@ impl PyProcess {
     /// The strings of a tuple of `str` (at most 256; non-strings become "?").
     fn str_tuple(&self, tuple: u64) -> Vec<String> {
         let o = &self.offsets;
-        let Ok(n) = self.mem.u64(tuple + o.tuple_ob_size) else { return Vec::new() };
+        let Ok(n) = self.mem.u64(tuple.wrapping_add(o.tuple_ob_size)) else { return Vec::new() };
         let n = (n as usize).min(256);
-        let Ok(items) = self.mem.read_vec(tuple + o.tuple_ob_item, n * 8) else { return Vec::new() };
+        let Ok(items) = self.mem.read_vec(tuple.wrapping_add(o.tuple_ob_item), n * 8) else { return Vec::new() };
         items
             .chunks_exact(8)
             .map(|c| self.unicode(u64::from_le_bytes(c.try_into().unwrap())).unwrap_or_else(|_| "?".into()))
@@ -579,13 +579,13 @@ impl PyProcess {
 
     /// `tp_name` of a type object.
     pub fn type_name(&self, ty: u64) -> Result<String, PyError> {
-        let p = self.mem.u64(ty + self.offsets.tp_name)?;
+        let p = self.mem.u64(ty.wrapping_add(self.offsets.tp_name))?;
         Ok(self.mem.cstr(p, 256)?)
     }
 
     /// Type name of the object at `obj`.
     pub fn object_type_name(&self, obj: u64) -> Result<String, PyError> {
-        let ty = self.mem.u64(obj + self.offsets.ob_type)?;
+        let ty = self.mem.u64(obj.wrapping_add(self.offsets.ob_type))?;
         self.type_name(ty)
     }
 
@@ -602,7 +602,7 @@ impl PyProcess {
             return Ok("<?>".into());
         }
         let ascii = (state >> ascii_bit) & 1 == 1;
-        let data = obj + o.asciiobject_size + if ascii { 0 } else { 16 };
+        let data = obj.wrapping_add(o.asciiobject_size) + if ascii { 0 } else { 16 };
         let raw = self.mem.read_vec(data, len * kind)?;
         Ok(match kind {
             1 => raw.iter().map(|&c| c as char).collect(),
@@ -619,7 +619,7 @@ impl PyProcess {
     /// Contents of a `bytes` object (capped at 1 MiB).
     pub fn bytes(&self, obj: u64) -> Result<Vec<u8>, PyError> {
         let o = &self.offsets;
-        let n = (self.mem.u64(obj + o.bytes_ob_size)? as usize).min(1 << 20);
-        Ok(self.mem.read_vec(obj + o.bytes_ob_sval, n)?)
+        let n = (self.mem.u64(obj.wrapping_add(o.bytes_ob_size))? as usize).min(1 << 20);
+        Ok(self.mem.read_vec(obj.wrapping_add(o.bytes_ob_sval), n)?)
     }
 }

@@ -20,7 +20,8 @@ impl PyProcess {
     /// `(key, value)` pairs of a dict (combined or split table).
     pub(crate) fn dict_items(&self, dict: u64) -> Vec<(u64, u64)> {
         let o = &self.offsets;
-        let (Ok(keys), Ok(values)) = (self.mem.u64(dict + o.dict_ma_keys), self.mem.u64(dict + o.dict_ma_values))
+        let (Ok(keys), Ok(values)) =
+            (self.mem.u64(dict.wrapping_add(o.dict_ma_keys)), self.mem.u64(dict.wrapping_add(o.dict_ma_values)))
         else {
             return Vec::new();
         };
@@ -50,7 +51,7 @@ impl PyProcess {
         let o = &self.offsets;
         self.dict_items(dict).into_iter().find_map(|(k, v)| {
             // Check the length before reading the characters.
-            let len = self.mem.u64(k + o.unicode_length).ok()?;
+            let len = self.mem.u64(k.wrapping_add(o.unicode_length)).ok()?;
             (len == name.len() as u64 && self.unicode(k).ok()? == name).then_some(v)
         })
     }
@@ -58,12 +59,12 @@ impl PyProcess {
     /// A non-negative `int` that fits in 64 bits.
     pub(crate) fn long_value(&self, obj: u64) -> Option<u64> {
         let o = &self.offsets;
-        let tag = self.mem.u64(obj + o.long_lv_tag).ok()?;
+        let tag = self.mem.u64(obj.wrapping_add(o.long_lv_tag)).ok()?;
         let (ndigits, sign) = (tag >> 3, tag & 3);
         if sign == 2 || ndigits > 3 {
             return None;
         }
-        let raw = self.mem.read_vec(obj + o.long_ob_digit, (ndigits as usize) * 4).ok()?;
+        let raw = self.mem.read_vec(obj.wrapping_add(o.long_ob_digit), (ndigits as usize) * 4).ok()?;
         let mut v: u64 = 0;
         for (i, d) in raw.chunks_exact(4).enumerate() {
             let digit = u32::from_le_bytes(d.try_into().ok()?) as u64;
@@ -76,9 +77,9 @@ impl PyProcess {
     /// without `__slots__`), looked up through its type's shared keys.
     pub(crate) fn inline_attr(&self, obj: u64, name: &str) -> Option<u64> {
         let o = &self.offsets;
-        let ty = self.mem.u64(obj + o.ob_type).ok()?;
-        let basicsize = self.mem.u64(ty + o.tp_name + 8).ok()?;
-        let keys = self.mem.u64(ty + o.type_size + HT_CACHED_KEYS_AFTER_TYPE).ok()?;
+        let ty = self.mem.u64(obj.wrapping_add(o.ob_type)).ok()?;
+        let basicsize = self.mem.u64(ty.wrapping_add(o.tp_name) + 8).ok()?;
+        let keys = self.mem.u64(ty.wrapping_add(o.type_size) + HT_CACHED_KEYS_AFTER_TYPE).ok()?;
         let hdr = self.mem.read_vec(keys, DK_INDICES as usize).ok()?;
         let n = field_u64(&hdr, DK_NENTRIES).min(256);
         let entries = keys + DK_INDICES + (1u64 << field_u8(&hdr, DK_LOG2_INDEX_BYTES).min(40));
@@ -86,7 +87,7 @@ impl PyProcess {
         let index = raw.chunks_exact(16).position(|e| {
             let k = field_u64(e, 0);
             k != 0
-                && self.mem.u64(k + o.unicode_length).ok() == Some(name.len() as u64)
+                && self.mem.u64(k.wrapping_add(o.unicode_length)).ok() == Some(name.len() as u64)
                 && self.unicode(k).ok().as_deref() == Some(name)
         })? as u64;
         // PyDictValues: capacity, size, embedded, valid, 4 bytes padding, then the values.
@@ -133,10 +134,10 @@ impl PyProcess {
 
     fn find_threading_active(&self) -> Option<u64> {
         let o = &self.offsets;
-        let interp = self.mem.u64(self.runtime + o.runtime_interpreters_head).ok()?;
-        let modules = self.mem.u64(interp + o.interp_imports_modules).ok()?;
+        let interp = self.mem.u64(self.runtime.wrapping_add(o.runtime_interpreters_head)).ok()?;
+        let modules = self.mem.u64(interp.wrapping_add(o.interp_imports_modules)).ok()?;
         let threading = self.dict_get_str(modules, "threading")?;
-        let md_dict = self.mem.u64(threading + o.pyobject_size).ok()?;
+        let md_dict = self.mem.u64(threading.wrapping_add(o.pyobject_size)).ok()?;
         self.dict_get_str(md_dict, "_active")
     }
 }

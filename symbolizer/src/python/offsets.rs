@@ -161,6 +161,8 @@ pub enum OffsetsError {
     TooOld(String),
     #[error("truncated _Py_DebugOffsets")]
     Truncated,
+    #[error("implausible _Py_DebugOffsets ({0} = {1}): an unknown layout")]
+    Implausible(&'static str, u64),
 }
 
 /// Typed view of the offsets ftprof uses (all byte offsets unless noted).
@@ -260,7 +262,7 @@ impl DebugOffsets {
         }
         let g = |k: &str| map.get(k).copied().unwrap_or(0);
         let opt = |k: &str| map.get(k).copied();
-        Ok(DebugOffsets {
+        let o = DebugOffsets {
             version,
             free_threaded: g("free_threaded") != 0,
             runtime_size: g("runtime_state.size"),
@@ -314,7 +316,29 @@ impl DebugOffsets {
             unicode_length: g("unicode_object.length"),
             asciiobject_size: g("unicode_object.asciiobject_size"),
             gc_collecting: g("gc.collecting"),
-        })
+        };
+        // A layout we do not know (a future version read with the 3.14 field list, or garbage)
+        // shows up as absurd offsets: refuse it rather than read nonsense.
+        let small = [
+            ("interpreter_frame.size", o.frame_size),
+            ("interpreter_frame.owner", o.frame_owner),
+            ("unicode_object.asciiobject_size", o.asciiobject_size),
+            ("thread_state.native_thread_id", o.ts_native_thread_id),
+            ("code_object.qualname", o.code_qualname),
+            ("pyobject.ob_type", o.ob_type),
+            ("type_object.size", o.type_size),
+        ];
+        for (name, v) in small {
+            if v == 0 && name != "pyobject.ob_type" || v > 4096 {
+                return Err(OffsetsError::Implausible(name, v));
+            }
+        }
+        for (name, v) in [("runtime_state.size", o.runtime_size), ("interpreter_state.size", o.interp_size)] {
+            if v > 1 << 24 {
+                return Err(OffsetsError::Implausible(name, v));
+            }
+        }
+        Ok(o)
     }
 
     /// `PyThreadState.state` (not in the debug offsets; from the headers, same for GIL/FT).

@@ -17,8 +17,16 @@ print("\n".join(base.get(n, n) for n in names))
 "#;
 
 /// Base opcode name for every opcode number (index = opcode), or `None` when the interpreter
-/// cannot be run.
+/// cannot be run. Only executables owned by root or by us are run: a profiler running with
+/// privileges must not execute another user's binary.
 pub fn base_opnames(interpreter: &Path) -> Option<Vec<String>> {
+    use std::os::unix::fs::MetadataExt;
+    let md = std::fs::metadata(interpreter).ok()?;
+    let euid = unsafe { libc::geteuid() };
+    let name = interpreter.file_name()?.to_string_lossy();
+    if !(md.uid() == 0 || md.uid() == euid) || md.mode() & 0o022 != 0 || name.starts_with("lib") {
+        return None;
+    }
     let out = Command::new(interpreter)
         .args(["-I", "-S", "-c", SCRIPT])
         .env("PYTHON_GIL", "0")
