@@ -294,3 +294,19 @@ fn ctrl_c_while_attached_writes_the_output_and_leaves_the_target_running() {
     assert_eq!(code, Some(0), "the target was not disturbed");
     assert!(rest.contains("done"));
 }
+
+#[test]
+fn dump_tells_io_from_semaphore_waits() {
+    let wl = workload("blocked_kinds.py");
+    let mut bg = Background::start(&python(), "blocked_kinds.py", &[]);
+    bg.wait_for("ready");
+    let (reader, sem): (u64, u64) = (bg.value("tid reader").parse().unwrap(), bg.value("tid sem").parse().unwrap());
+    let d = dump_json(bg.pid(), false);
+    let thread = |tid: u64| d["threads"].as_array().unwrap().iter().find(|t| t["tid"] == tid).unwrap().clone();
+    let r = thread(reader);
+    assert_eq!(r["state"], "in I/O", "{r}");
+    assert_eq!(r["python"][0], format!("reader (blocked_kinds.py:{})", line_of(&wl, "READ-LINE")));
+    let s = thread(sem);
+    assert_eq!(s["wait"], "lock", "a Semaphore nobody releases is contention, not idling: {s}");
+    assert!(s["python"].as_array().unwrap().iter().any(|f| f.as_str().unwrap().starts_with("Semaphore.acquire")));
+}
