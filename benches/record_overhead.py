@@ -69,7 +69,11 @@ def main():
 
     work = [py, os.path.join(ROOT, "tests/workloads/cpu_bound.py"), "2", args.iterations]
     # Interleave the variants so that drifting machine load hits all of them alike.
-    variants = {"bare": [], "ftprof": [ftprof, "record", "-o", out, "--"]}
+    variants = {
+        "bare": [],
+        "ftprof": [ftprof, "record", "-o", out, "--"],
+        "--no-waits": [ftprof, "record", "--no-waits", "-o", out, "--"],
+    }
     if shutil.which("perf"):
         variants["perf dwarf"] = ["perf", "record", "-q", "--call-graph", "dwarf", "-F", "199", "-o", os.path.join(tmp, "perf.data"), "--"]
     res = {k: [] for k in variants}

@@ -67,6 +67,9 @@ pub enum RecordError {
     Perf(#[from] PerfError),
 }
 
+/// Longest sleep between drains when no ring wakes us.
+const POLL_MS: i32 = 10;
+
 pub fn monotonic_ns() -> u64 {
     let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
     unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
@@ -111,7 +114,7 @@ pub fn record(
         rings.iter().map(|r| libc::pollfd { fd: r.fd(), events: libc::POLLIN, revents: 0 }).collect();
 
     loop {
-        unsafe { libc::poll(pollfds.as_mut_ptr(), pollfds.len() as _, 50) };
+        unsafe { libc::poll(pollfds.as_mut_ptr(), pollfds.len() as _, POLL_MS) };
         drain_all(&mut rings, &mut lost, sink);
 
         let mut status = 0;
@@ -184,7 +187,7 @@ fn attach(
     let mut pollfds: Vec<libc::pollfd> =
         events.rings.iter().map(|r| libc::pollfd { fd: r.fd(), events: libc::POLLIN, revents: 0 }).collect();
     let reason = loop {
-        unsafe { libc::poll(pollfds.as_mut_ptr(), pollfds.len() as _, 50) };
+        unsafe { libc::poll(pollfds.as_mut_ptr(), pollfds.len() as _, POLL_MS) };
         drain_all(&mut events.rings, &mut lost, sink);
         if stop.load(Ordering::Relaxed) {
             break StopReason::Interrupted;

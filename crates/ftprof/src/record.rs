@@ -112,6 +112,8 @@ struct Collected {
     /// `threading.Thread` names by TID, and when they were last read.
     py_names: HashMap<u32, String>,
     names_read_at: Option<Instant>,
+    pending_switch: Option<profiler::Sample>,
+    yield_ranges: HashMap<u32, Vec<(u64, u64)>>,
 }
 
 /// Where a thread parked in the parking lot keeps the parked-on address: `_PyParkingLot_Park`
@@ -148,72 +150,139 @@ impl Collected {
         }
     }
 
-    fn on_record(&mut self, r: Record) {
-        match r {
-            Record::Sample(s) => {
-                self.last_time = self.last_time.max(s.time);
-                if let std::collections::hash_map::Entry::Vacant(e) = self.names.entry(s.tid) {
-                    let comm =
-                        std::fs::read_to_string(format!("/proc/{}/task/{}/comm", s.pid, s.tid)).unwrap_or_default();
-                    e.insert((s.pid, comm.trim().to_string()));
+    /// Address ranges of libc's `sched_yield` in `pid` (how a spinning PyMutex gives up the CPU).
+    fn in_sched_yield(&mut self, pid: u32, ip: u64) -> bool {
+        if !self.yield_ranges.contains_key(&pid) {
+            let mut ranges = Vec::new();
+            for (p, m) in &self.mmaps {
+                let name = m.path.rsplit('/').next().unwrap_or("");
+                if *p != pid || !(name.starts_with("libc.so") || name.starts_with("libc-")) {
+                    continue;
                 }
-                let mut python = None;
-                let mut parked = None;
-                let mut failed = false;
-                let refresh_gil = self.samples.len() % 64 == 0 || !self.gil.contains_key(&s.pid);
-                let mut gil = None;
-                // A thread not named yet: read the names again (at most every 100 ms).
-                let refresh_names = !self.py_names.contains_key(&s.tid)
-                    && self.names_read_at.is_none_or(|t| t.elapsed().as_millis() >= 100);
-                let mut names = None;
-                if let (Some(regs), Some(p)) = (s.regs, self.python_process(s.pid)) {
-                    match p.stack_for_tid(s.tid) {
-                        Ok(st) => python = st,
-                        Err(_) => failed = true,
-                    }
-                    if s.source == SampleSource::SwitchOut {
-                        parked = parked_addr(&regs, &s.stack).map(|a| p.probe_parked(s.tid, a));
-                    }
-                    if refresh_gil {
-                        gil = p.gil_enabled().ok();
-                    }
-                    if refresh_names {
-                        names = Some(p.thread_names_by_tid());
+                let Ok(elf) = symbolizer::native::ElfFile::open_shared(std::path::Path::new(&m.path)) else { continue };
+                let bias = elf.bias_for_mapping(m.start, m.pgoff);
+                for sym in ["sched_yield", "__sched_yield"] {
+                    if let Some((v, size)) = elf.symbol(sym) {
+                        ranges.push((v.wrapping_add(bias), v.wrapping_add(bias).wrapping_add(size.max(1))));
                     }
                 }
-                if let Some(n) = names {
-                    self.py_names.extend(n);
-                    self.names_read_at = Some(Instant::now());
-                }
-                if let Some(g) = gil {
-                    self.gil.insert(s.pid, g);
-                }
-                self.py_errors += failed as usize;
-                let mut stack = s.stack;
-                if self.stack_bytes + stack.len() > STACK_BYTES_LIMIT {
-                    if self.stacks_dropped == 0 {
-                        eprintln!(
-                            "ftprof: warning: {} MiB of stack copies kept; later samples keep Python frames only (record a shorter period or lower --rate)",
-                            STACK_BYTES_LIMIT >> 20
-                        );
-                    }
-                    self.stacks_dropped += 1;
-                    stack = Vec::new();
-                }
-                self.stack_bytes += stack.len();
-                self.samples.push(RawSample {
-                    source: s.source,
-                    pid: s.pid,
-                    tid: s.tid,
-                    time: s.time,
-                    regs: s.regs,
-                    stack,
-                    kernel_stack: s.kernel_stack,
-                    python,
-                    parked,
-                    syscall: None,
-                });
             }
+            if ranges.is_empty() {
+                return true; // libc not known (yet): assume the worst, keep the sample
+            }
+            self.yield_ranges.insert(pid, ranges);
+        }
+        self.yield_ranges[&pid].iter().any(|&(a, b)| ip >= a && ip < b)
+    }
+
+    fn on_record(&mut self, r: Record) {
+        // A switch-out sample is followed by its PERF_RECORD_SWITCH (same scheduler call, same
+        // ring): wait for it, to learn whether the thread blocked or was only preempted.
+        if let Some(pending) = self.pending_switch.take() {
+            let preempted = match &r {
+                Record::Switch { tid, out: true, preempt, .. } if *tid == pending.tid => Some(*preempt),
+                _ => None,
+            };
+            self.on_sample(pending, preempted);
+        }
+        match r {
+            Record::Sample(s) if s.source == SampleSource::SwitchOut => self.pending_switch = Some(s),
+            Record::Sample(s) => self.on_sample(s, None),
+            other => self.on_other(other),
+        }
+    }
+
+    /// Handle a switch-out sample still waiting for its switch record.
+    fn flush(&mut self) {
+        if let Some(p) = self.pending_switch.take() {
+            self.on_sample(p, None);
+        }
+    }
+
+    fn on_sample(&mut self, s: profiler::Sample, preempted: Option<bool>) {
+        // Preempted while running (not yielding in a PyMutex spin): only the time matters —
+        // skip reading its Python stack and keeping its native one.
+        if preempted == Some(true) && !s.regs.is_some_and(|r| self.in_sched_yield(s.pid, r.ip)) {
+            self.last_time = self.last_time.max(s.time);
+            self.samples.push(RawSample {
+                source: s.source,
+                pid: s.pid,
+                tid: s.tid,
+                time: s.time,
+                regs: None,
+                stack: Vec::new(),
+                kernel_stack: Vec::new(),
+                python: None,
+                parked: None,
+                syscall: None,
+            });
+            return;
+        }
+        self.last_time = self.last_time.max(s.time);
+        if let std::collections::hash_map::Entry::Vacant(e) = self.names.entry(s.tid) {
+            let comm = std::fs::read_to_string(format!("/proc/{}/task/{}/comm", s.pid, s.tid)).unwrap_or_default();
+            e.insert((s.pid, comm.trim().to_string()));
+        }
+        let mut python = None;
+        let mut parked = None;
+        let mut failed = false;
+        let refresh_gil = self.samples.len() % 64 == 0 || !self.gil.contains_key(&s.pid);
+        let mut gil = None;
+        // A thread not named yet: read the names again (at most every 100 ms).
+        let refresh_names =
+            !self.py_names.contains_key(&s.tid) && self.names_read_at.is_none_or(|t| t.elapsed().as_millis() >= 100);
+        let mut names = None;
+        if let (Some(regs), Some(p)) = (s.regs, self.python_process(s.pid)) {
+            match p.stack_for_tid(s.tid) {
+                Ok(st) => python = st,
+                Err(_) => failed = true,
+            }
+            if s.source == SampleSource::SwitchOut {
+                parked = parked_addr(&regs, &s.stack).map(|a| p.probe_parked(s.tid, a));
+            }
+            if refresh_gil {
+                gil = p.gil_enabled().ok();
+            }
+            if refresh_names {
+                names = Some(p.thread_names_by_tid());
+            }
+        }
+        if let Some(n) = names {
+            self.py_names.extend(n);
+            self.names_read_at = Some(Instant::now());
+        }
+        if let Some(g) = gil {
+            self.gil.insert(s.pid, g);
+        }
+        self.py_errors += failed as usize;
+        let mut stack = s.stack;
+        if self.stack_bytes + stack.len() > STACK_BYTES_LIMIT {
+            if self.stacks_dropped == 0 {
+                eprintln!(
+                    "ftprof: warning: {} MiB of stack copies kept; later samples keep Python frames only (record a shorter period or lower --rate)",
+                    STACK_BYTES_LIMIT >> 20
+                );
+            }
+            self.stacks_dropped += 1;
+            stack = Vec::new();
+        }
+        self.stack_bytes += stack.len();
+        self.samples.push(RawSample {
+            source: s.source,
+            pid: s.pid,
+            tid: s.tid,
+            time: s.time,
+            regs: s.regs,
+            stack,
+            kernel_stack: s.kernel_stack,
+            python,
+            parked,
+            syscall: None,
+        });
+    }
+
+    fn on_other(&mut self, r: Record) {
+        match r {
             Record::Switch { tid, time, out, preempt, .. } => {
                 self.last_time = self.last_time.max(time);
                 self.switches.entry(tid).or_default().push(Switch { time, out, preempt });
@@ -413,6 +482,7 @@ pub fn record_profile(
             },
             &mut |r| col.on_record(r),
         )?;
+    col.flush();
     col.samples.splice(0..0, initial);
     col.mmaps.splice(0..0, early_maps);
     if timing() {
