@@ -51,7 +51,7 @@ enum Cmd {
         #[arg(long)]
         no_waits: bool,
         /// Samples per second of CPU time, per thread
-        #[arg(short, long, default_value_t = 199, value_parser = clap::value_parser!(u64).range(1..=20000))]
+        #[arg(short, long, value_name = "HZ", default_value_t = 199, value_parser = clap::value_parser!(u64).range(1..=20000))]
         rate: u64,
         /// Bytes of user stack copied per sample (for DWARF unwinding)
         #[arg(long, default_value_t = 16384, value_parser = clap::value_parser!(u32).range(1024..=60000))]
@@ -76,38 +76,7 @@ enum Cmd {
     },
     /// Run a workload at several thread counts: speedup against ideal, fitted scalability
     /// models, and where the lost time went at each count.
-    Scale {
-        /// Thread counts, e.g. 1,2,4,8 (substituted for {n} in the command; FTPROF_THREADS=n is set)
-        #[arg(short, long, value_delimiter = ',', required = true, value_parser = parse_threads)]
-        threads: Vec<u32>,
-        /// Runs per thread count (the median is used)
-        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=100))]
-        repeat: u32,
-        /// Output directory (results.json, scaling.svg, breakdown.svg, diff.svg, flame-n*.svg, runs/)
-        #[arg(short, long, default_value = "scaling")]
-        output: PathBuf,
-        /// Weak scaling: every thread does the same work (speedup = N·T1/TN) [default: strong, T1/TN]
-        #[arg(long)]
-        weak: bool,
-        /// Measure a number the program prints instead of wall time: a regex whose first group captures it
-        #[arg(long, value_name = "REGEX")]
-        metric: Option<String>,
-        /// The --metric is a rate (higher is better) [default: a duration, lower is better]
-        #[arg(long, requires = "metric")]
-        higher_is_better: bool,
-        /// Exit with status 3 when the efficiency at the largest N is below EFF (0..1)
-        #[arg(long, value_name = "EFF")]
-        fail_under: Option<f64>,
-        /// Only time the runs; do not profile them (no breakdown or flamegraphs)
-        #[arg(long)]
-        no_profile: bool,
-        /// Sampling rate of the profiles
-        #[arg(short, long, default_value_t = 199, value_parser = clap::value_parser!(u64).range(1..=20000))]
-        rate: u64,
-        /// The workload, e.g. -- python3.13t bench.py --threads {n}
-        #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true, value_name = "COMMAND")]
-        command: Vec<OsString>,
-    },
+    Scale(ftprof::scale::ScaleOptions),
     /// Print what every thread of a running process is doing now: state, what it waits on (and
     /// who holds it), its Python stack; detects deadlocks.
     Dump {
@@ -121,13 +90,6 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
-}
-
-fn parse_threads(s: &str) -> Result<u32, String> {
-    match s.trim().parse::<u32>() {
-        Ok(n) if n >= 1 => Ok(n),
-        _ => Err(format!("'{s}' is not a thread count (a whole number ≥ 1, e.g. --threads 1,2,4)")),
-    }
 }
 
 fn parse_seconds(s: &str) -> Result<std::time::Duration, String> {
@@ -190,29 +152,7 @@ fn main() {
             })
         }
         Cmd::Dump { pid, native, json } => ftprof::dump::run(pid, native, json),
-        Cmd::Scale {
-            threads,
-            repeat,
-            output,
-            weak,
-            metric,
-            higher_is_better,
-            fail_under,
-            no_profile,
-            rate,
-            command,
-        } => ftprof::scale::run(&ftprof::scale::ScaleOptions {
-            threads,
-            repeat,
-            output,
-            weak,
-            metric,
-            higher_is_better,
-            fail_under,
-            profile: !no_profile,
-            rate_hz: rate,
-            command,
-        }),
+        Cmd::Scale(opts) => ftprof::scale::run(&opts),
     };
     match result {
         Ok(code) => std::process::exit(code),

@@ -16,19 +16,47 @@ use profiler::{LaunchSpec, Target};
 use crate::check::{check_interpreter, Interpreter};
 use crate::record::{record_profile, RecordOptions};
 
-/// Options of `ftprof scale`.
-#[derive(Clone, Debug)]
+/// Options of `ftprof scale` (also its command-line arguments).
+#[derive(Clone, Debug, clap::Args)]
 pub struct ScaleOptions {
+    /// Thread counts, e.g. 1,2,4,8 (each replaces n written in curly braces in the command, and
+    /// FTPROF_THREADS=n is set)
+    #[arg(short, long, value_delimiter = ',', required = true, value_parser = parse_threads)]
     pub threads: Vec<u32>,
+    /// Runs per thread count (the median is used)
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=100))]
     pub repeat: u32,
+    /// Output directory (results.json, scaling.svg, breakdown.svg, diff.svg, flame-n*.svg, runs/)
+    #[arg(short, long, default_value = "scaling")]
     pub output: PathBuf,
+    /// Weak scaling: every thread does the same work (speedup = N·T1/TN) [default: strong, T1/TN]
+    #[arg(long)]
     pub weak: bool,
+    /// Measure a number the program prints instead of wall time: a regex whose first group captures it
+    #[arg(long, value_name = "REGEX")]
     pub metric: Option<String>,
+    /// The --metric is a rate (higher is better) [default: a duration, lower is better]
+    #[arg(long, requires = "metric")]
     pub higher_is_better: bool,
+    /// Exit with status 3 when the efficiency at the largest N is below EFF (0..1)
+    #[arg(long, value_name = "EFF")]
     pub fail_under: Option<f64>,
-    pub profile: bool,
+    /// Only time the runs; do not profile them (no breakdown or flamegraphs)
+    #[arg(long)]
+    pub no_profile: bool,
+    /// Sampling rate of the profiles
+    #[arg(short, long = "rate", value_name = "HZ", default_value_t = 199, value_parser = clap::value_parser!(u64).range(1..=20000))]
     pub rate_hz: u64,
+    /// The workload, e.g. -- python3.13t bench.py --threads N (N = n in curly braces)
+    #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true, value_name = "COMMAND")]
     pub command: Vec<OsString>,
+}
+
+fn parse_threads(s: &str) -> Result<u32, String> {
+    match s.trim().parse::<u32>() {
+        Ok(n) if n >= 1 => Ok(n),
+        _ => Err(format!("'{s}' is not a thread count (a whole number ≥ 1, e.g. --threads 1,2,4)")),
+    }
 }
 
 /// Exit code when `--fail-under` is not met.
@@ -58,7 +86,7 @@ fn one_run(opts: &ScaleOptions, interp: &std::path::Path, n: u32, r: u32, re: Op
     let log = std::fs::File::create(&log_path).with_context(|| format!("creating {}", log_path.display()))?;
     let argv = substitute(&opts.command, n);
     let env = vec![(OsString::from("FTPROF_THREADS"), OsString::from(n.to_string()))];
-    let (elapsed, exit, profile) = if opts.profile {
+    let (elapsed, exit, profile) = if !opts.no_profile {
         let spec = LaunchSpec { argv, env, stdout: Some(log.as_raw_fd()), stderr: Some(log.as_raw_fd()) };
         let ropts = RecordOptions {
             command: spec.argv.clone(),
@@ -147,7 +175,7 @@ pub fn run(opts: &ScaleOptions) -> Result<i32> {
         None => None,
     };
     let first = substitute(&opts.command, opts.threads[0]);
-    let Interpreter::CPython { path: interp, .. } = if opts.profile {
+    let Interpreter::CPython { path: interp, .. } = if !opts.no_profile {
         check_interpreter(&first)?
     } else {
         match profiler::launch::resolve_command(&first[0]) {
@@ -240,7 +268,7 @@ pub fn run(opts: &ScaleOptions) -> Result<i32> {
     std::fs::write(out.join("results.json"), serde_json::to_string_pretty(&result)? + "\n")?;
     std::fs::write(out.join("scaling.svg"), flamegraph::charts::scaling_svg(&result, &title)?)?;
     written.push("scaling.svg".into());
-    if opts.profile {
+    if !opts.no_profile {
         std::fs::write(out.join("breakdown.svg"), flamegraph::charts::breakdown_svg(&result, &title)?)?;
         written.push("breakdown.svg".into());
         for (n, p) in &first_profiles {
