@@ -183,12 +183,12 @@ fn wait_mode_flamegraph_has_the_lock_as_leaf_weighted_by_time() {
     let blocked_us = printed(&out.stdout, "blocked").parse::<f64>().unwrap() * 1e6;
     let text = std::fs::read_to_string(&folded).unwrap();
     let leaf = format!("[lock: _thread.lock @ {lock:#x}]");
-    // The waiter's waiting: parked on the lock, plus any spinning for it just before.
+    // The waiter thread's waiting: parked on the lock, plus any spinning for it just before.
     let on_lock: f64 = text
         .lines()
         .filter(|l| {
             let stack = l.rsplit_once(' ').unwrap().0;
-            stack.ends_with(&leaf) || (stack.contains(";waiter (lock_handoff.py:") && stack.contains(";[spin: "))
+            stack.ends_with(&leaf) || (stack.starts_with("waiter (") && stack.contains(";[spin: "))
         })
         .map(|l| l.rsplit_once(' ').unwrap().1.parse::<f64>().unwrap())
         .sum();

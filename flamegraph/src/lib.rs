@@ -46,16 +46,9 @@ fn weight(s: &Stack, mode: Mode, idle: bool, period_us: f64) -> u64 {
     }
     match mode {
         Mode::Cpu => s.samples,
-        Mode::Wait => {
-            if s.category.on_cpu() && !s.category.is_contention() {
-                0
-            } else if s.category.on_cpu() {
-                // Spinning and refcount contention are waits that burn CPU.
-                (s.samples as f64 * period_us) as u64
-            } else {
-                s.wait_us
-            }
-        }
+        // Waiting, including spinning and refcount stalls (contention that burns CPU, or yields it).
+        Mode::Wait if s.category.on_cpu() && !s.category.is_contention() => 0,
+        Mode::Wait => s.time_us(period_us) as u64,
         Mode::Wall => s.time_us(period_us) as u64,
     }
 }
