@@ -73,12 +73,12 @@ impl Mem {
 /// Little-endian field access on a byte buffer read from the target.
 pub fn field_u64(buf: &[u8], off: u64) -> u64 {
     let o = off as usize;
-    buf.get(o..o + 8).map(|b| u64::from_le_bytes(b.try_into().unwrap())).unwrap_or(0)
+    buf.get(o..o.saturating_add(8)).and_then(|b| b.try_into().ok()).map(u64::from_le_bytes).unwrap_or(0)
 }
 
 pub fn field_i32(buf: &[u8], off: u64) -> i32 {
     let o = off as usize;
-    buf.get(o..o + 4).map(|b| i32::from_le_bytes(b.try_into().unwrap())).unwrap_or(0)
+    buf.get(o..o.saturating_add(4)).and_then(|b| b.try_into().ok()).map(i32::from_le_bytes).unwrap_or(0)
 }
 
 pub fn field_u8(buf: &[u8], off: u64) -> u8 {
