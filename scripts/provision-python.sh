@@ -13,7 +13,7 @@ set -euo pipefail
 kind=${1:-ft}
 version=3.13.5
 debver=3.13.5-2+deb13u5
-cache=${FTPROF_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/ftprof}
+cache=${FTPROF_CACHE:-${XDG_CACHE_HOME:-${HOME:-/tmp}/.cache}/ftprof}
 log() { printf 'provision-python: %s\n' "$*" >&2; }
 
 case "$kind" in
