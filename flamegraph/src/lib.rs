@@ -267,6 +267,37 @@ pub fn summary_text(p: &Profile) -> String {
             worst.share * 100.0
         );
     }
+    // Busiest threads, each with where most of its time went.
+    let per = period_us(p);
+    let mut by_thread: std::collections::HashMap<u32, std::collections::HashMap<Category, f64>> = Default::default();
+    for st in &p.stacks {
+        *by_thread.entry(st.thread).or_default().entry(st.category).or_default() += st.time_us(per);
+    }
+    let mut threads: Vec<(u32, f64, Category, f64)> = by_thread
+        .into_iter()
+        .filter_map(|(tid, cats)| {
+            let total: f64 = cats.values().sum();
+            let (c, v) = cats.into_iter().max_by(|a, b| a.1.total_cmp(&b.1))?;
+            Some((tid, total, c, v / total.max(1.0)))
+        })
+        .collect();
+    threads.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+    if threads.len() > 1 {
+        o += "  threads (most of their time):\n";
+        for (tid, total, c, share) in threads.iter().take(6) {
+            let name = p.threads.iter().find(|t| t.tid == *tid).map(|t| t.name.as_str()).unwrap_or("");
+            o += &format!(
+                "    {:<28} {:>8.2} s   {} {:.0} %\n",
+                format!("{name} ({tid})"),
+                total / 1e6,
+                c.name(),
+                share * 100.0
+            );
+        }
+        if threads.len() > 6 {
+            o += &format!("    … and {} more threads\n", threads.len() - 6);
+        }
+    }
     if !p.locks.is_empty() {
         o += "  top locks:\n";
         for l in p.locks.iter().take(5) {
