@@ -95,9 +95,10 @@ fn dump_json(pid: u32, native: bool) -> Value {
     serde_json::from_slice(&out.stdout).unwrap()
 }
 
-fn dump_deadlock(python: &Path) {
+fn dump_deadlock(python: &Path, rlock: bool) {
     let wl = workload("deadlock.py");
-    let mut bg = Background::start(python, "deadlock.py", &[]);
+    let mut bg = Background::start(python, "deadlock.py", if rlock { &["rlock"] } else { &[] });
+    let type_name = if rlock { "_thread.RLock" } else { "_thread.lock" };
     bg.wait_for("ready");
     let (a, b) = (hex(&bg.value("lock_a")), hex(&bg.value("lock_b")));
     let (first, second): (u64, u64) = (bg.value("tid first").parse().unwrap(), bg.value("tid second").parse().unwrap());
@@ -111,7 +112,7 @@ fn dump_deadlock(python: &Path) {
         assert!(t["name"].as_str().unwrap().ends_with(&format!("({func})")), "Python thread name: {t}");
         assert_eq!(t["wait"], "lock");
         assert_eq!(t["lock"]["address"].as_u64(), Some(waits_on), "{t}");
-        assert_eq!(t["lock"]["type_name"], "_thread.lock");
+        assert_eq!(t["lock"]["type_name"], type_name);
         assert_eq!(t["holder"].as_u64(), Some(holder), "{t}");
         assert_eq!(t["python"][0], format!("{func} (deadlock.py:{})", line_of(&wl, marker)));
     }
@@ -123,17 +124,22 @@ fn dump_deadlock(python: &Path) {
     let out = ftprof().args(["dump", "--pid", &bg.pid().to_string()]).output().unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("DEADLOCK: thread"), "{text}");
-    assert!(text.contains(&format!("_thread.lock @ {a:#x}")) && text.contains(&format!("_thread.lock @ {b:#x}")));
+    assert!(text.contains(&format!("{type_name} @ {a:#x}")) && text.contains(&format!("{type_name} @ {b:#x}")));
 }
 
 #[test]
 fn dump_names_a_deadlock_cycle() {
-    dump_deadlock(&python());
+    dump_deadlock(&python(), false);
+}
+
+#[test]
+fn dump_names_an_rlock_deadlock_cycle() {
+    dump_deadlock(&python(), true);
 }
 
 #[test]
 fn dump_names_a_deadlock_cycle_on_the_gil_build() {
-    dump_deadlock(&python_gil());
+    dump_deadlock(&python_gil(), false);
 }
 
 #[test]

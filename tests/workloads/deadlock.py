@@ -1,10 +1,13 @@
-"""Two threads deadlock on two threading.Locks (A then B / B then A). Prints the locks'
-addresses and each thread's TID, then `ready` once both are stuck. Never exits by itself."""
+"""Two threads deadlock on two threading.Locks (A then B / B then A); with the argument `rlock`,
+on two RLocks. Prints the locks' addresses and each thread's TID, then `ready` once both are
+stuck. Never exits by itself."""
+import sys
 import threading
 import time
 
-lock_a = threading.Lock()
-lock_b = threading.Lock()
+kind = threading.RLock if sys.argv[1:] == ["rlock"] else threading.Lock
+lock_a = kind()
+lock_b = kind()
 print(f"lock_a {hex(id(lock_a))}\n", end="", flush=True)
 print(f"lock_b {hex(id(lock_b))}\n", end="", flush=True)
 barrier = threading.Barrier(2)

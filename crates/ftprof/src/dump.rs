@@ -162,7 +162,19 @@ fn find_holders(py: &mut PyProcess, threads: &mut [ThreadDump]) {
             with.entry(obj).or_default().push(t.tid);
         }
     }
+    let tid_of_ident: HashMap<u64, u32> =
+        py.threads().unwrap_or_default().into_iter().map(|t| (t.thread_id, t.native_tid)).collect();
     for t in threads.iter_mut() {
+        // RLocks record their owner; 3.13 RLock waits need the object found on the frame.
+        let rlock = t.lock.as_ref().is_some_and(|l| l.type_name.as_deref() == Some("_thread.RLock"));
+        if rlock && t.wait == Some(Category::Lock) {
+            let obj = t.lock.as_ref().and_then(|l| l.address).or_else(|| py.rlock_being_acquired(t.tid));
+            if let (Some(obj), Some(l)) = (obj, t.lock.as_mut()) {
+                l.address = Some(obj);
+                t.holder = py.rlock_owner(obj).and_then(|id| tid_of_ident.get(&id).copied()).filter(|&h| h != t.tid);
+            }
+            continue;
+        }
         let Some(addr) = t.lock.as_ref().and_then(|l| l.address) else { continue };
         t.holder = match t.wait {
             // The identity is the object when its type was recognised, else the mutex itself.

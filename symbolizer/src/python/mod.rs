@@ -488,16 +488,15 @@ impl PyProcess {
         None
     }
 
-    /// Objects that thread `tid` holds as the `self` of a bound method on the value stack of one
-    /// of its Python frames — what `with obj:` leaves there (`obj.__exit__`) while the block
-    /// runs. Used to find which thread holds a `threading.Lock`.
-    pub fn with_block_objects(&mut self, tid: u32) -> Vec<u64> {
+    /// The values in the locals and value stacks of thread `tid`'s innermost `max_frames` Python
+    /// frames (tag bits stripped).
+    fn frame_slots(&mut self, tid: u32, max_frames: usize) -> Vec<u64> {
         let o = self.offsets.clone();
         let mut out = Vec::new();
         let Ok(true) = self.load_tstate(tid) else { return out };
         let mut frame = field_u64(&self.ts_buf, o.ts_current_frame);
-        let mut n = 0;
-        while frame != 0 && n < 256 {
+        let (mut n, mut python_frames) = (0, 0);
+        while frame != 0 && n < 256 && python_frames < max_frames {
             n += 1;
             if self.mem.read(frame, &mut self.frame_buf).is_err() {
                 break;
@@ -505,31 +504,52 @@ impl PyProcess {
             let owner = field_u8(&self.frame_buf, o.frame_owner);
             let previous = field_u64(&self.frame_buf, o.frame_previous);
             if owner < OWNER_ENTRY {
+                python_frames += 1;
                 let base = frame.wrapping_add(o.frame_localsplus);
                 let used = match o.frame_stackpointer {
                     Some(off) => (field_u64(&self.frame_buf, off).wrapping_sub(base) / 8) as i64,
-                    None => self.mem.i32(base - 8).unwrap_or(0) as i64,
+                    None => self.mem.i32(base.wrapping_sub(8)).unwrap_or(0) as i64,
                 };
                 let slots = if (1..=512).contains(&used) { used as usize } else { 64 };
                 if let Ok(raw) = self.mem.read_vec(base, slots * 8) {
-                    for c in raw.chunks_exact(8) {
-                        let v = u64::from_le_bytes(c.try_into().unwrap()) & !3;
-                        if v < 4096 {
-                            continue;
-                        }
-                        if let Some((_, t)) = self.object_with_type(v) {
-                            if t == "builtin_function_or_method" || t == "method" {
-                                if let Ok(slf) = self.mem.u64(v.wrapping_add(o.pyobject_size) + 8) {
-                                    out.push(slf);
-                                }
-                            }
-                        }
-                    }
+                    out.extend(raw.chunks_exact(8).map(|c| field_u64(c, 0) & !3).filter(|&v| v >= 4096));
                 }
             }
             frame = previous;
         }
         out
+    }
+
+    /// Objects that thread `tid` holds as the `self` of a bound method on the value stack of one
+    /// of its Python frames — what `with obj:` leaves there (`obj.__exit__`) while the block
+    /// runs. Used to find which thread holds a `threading.Lock`.
+    pub fn with_block_objects(&mut self, tid: u32) -> Vec<u64> {
+        let mut out = Vec::new();
+        for v in self.frame_slots(tid, 256) {
+            if let Some((_, t)) = self.object_with_type(v) {
+                if t == "builtin_function_or_method" || t == "method" {
+                    if let Ok(slf) = self.mem.u64(v.wrapping_add(self.offsets.pyobject_size).wrapping_add(8)) {
+                        out.push(slf);
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    /// The `_thread.RLock` thread `tid` is acquiring, found on its innermost Python frame (3.13
+    /// RLocks wait on a private semaphore, so the parking lot does not name them).
+    pub fn rlock_being_acquired(&mut self, tid: u32) -> Option<u64> {
+        self.frame_slots(tid, 1)
+            .into_iter()
+            .find(|&v| self.object_with_type(v).is_some_and(|(_, t)| t == "_thread.RLock"))
+    }
+
+    /// The owner (`threading.get_ident()` of the holding thread, 0 when free) of a
+    /// `_thread.RLock`: `rlock_owner` (3.13) and `_PyRecursiveMutex.thread` (3.14) both sit one
+    /// word after the object header.
+    pub fn rlock_owner(&self, rlock: u64) -> Option<u64> {
+        self.mem.u64(rlock.wrapping_add(self.offsets.pyobject_size).wrapping_add(8)).ok().filter(|&t| t != 0)
     }
 
     /// Mutexes held through the critical sections of thread `tid` (active sections only).
