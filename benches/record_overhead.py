@@ -46,6 +46,22 @@ def target_time(cmd):
     return total, own[0]
 
 
+def compare(title, variants, work, runs):
+    """Run `work` under each variant (a command prefix), interleaved so that drifting machine load
+    hits all of them alike; print and return the medians (whole command, workload's own time)."""
+    res = {k: [] for k in variants}
+    for _ in range(runs):
+        for name, prefix in variants.items():
+            res[name].append(target_time(prefix + work))
+    med = {k: (statistics.median(t for t, _ in v), statistics.median(o for _, o in v)) for k, v in res.items()}
+    print(title)
+    print("  variant       workload's own time   whole command")
+    bt, bo = med["bare"]
+    for name, (t, o) in med.items():
+        print(f"  {name:12s}  {o:7.3f} s  {o/bo:6.3f}x      {t:7.3f} s  {t/bt:6.3f}x")
+    return med
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--runs", type=int, default=7)
@@ -67,47 +83,25 @@ def main():
     print(f"  ftprof      {rec[0]*1000:7.1f} ms  [{rec[1]*1000:.1f}-{rec[2]*1000:.1f}]")
     print(f"  added       {(rec[0]-bare[0])*1000:7.1f} ms   ratio {rec[0]/bare[0]:.2f}x  (goal: <= 50 ms added)\n")
 
-    work = [py, os.path.join(ROOT, "tests/workloads/cpu_bound.py"), "2", args.iterations]
-    # Interleave the variants so that drifting machine load hits all of them alike.
     variants = {
         "bare": [],
         "ftprof": [ftprof, "record", "-o", out, "--"],
         "--no-waits": [ftprof, "record", "--no-waits", "-o", out, "--"],
     }
+    perf = {}
     if shutil.which("perf"):
-        variants["perf dwarf"] = ["perf", "record", "-q", "--call-graph", "dwarf", "-F", "199", "-o", os.path.join(tmp, "perf.data"), "--"]
-    res = {k: [] for k in variants}
-    for _ in range(args.runs):
-        for name, prefix in variants.items():
-            res[name].append(target_time((prefix or []) + work))
-    med = {k: (statistics.median(t for t, _ in v), statistics.median(o for _, o in v)) for k, v in res.items()}
-    print("2-thread CPU-bound workload (tests/workloads/cpu_bound.py 2 %s)" % args.iterations)
-    print("  variant      workload's own time   whole command")
-    bt, bo = med["bare"]
-    for name, (t, o) in med.items():
-        print(f"  {name:11s}  {o:7.3f} s  {o/bo:6.3f}x      {t:7.3f} s  {t/bt:6.3f}x")
+        perf["perf dwarf"] = ["perf", "record", "-q", "--call-graph", "dwarf", "-F", "199", "-o", os.path.join(tmp, "perf.data"), "--"]
+
+    work = [py, os.path.join(ROOT, "tests/workloads/cpu_bound.py"), "2", args.iterations]
+    med = compare("2-thread CPU-bound workload (tests/workloads/cpu_bound.py 2 %s)" % args.iterations, {**variants, **perf}, work, args.runs)
     print("  goal: ftprof's slowdown of the workload <= 1.03x (whole command includes symbolizing and the SVG)")
     if "perf dwarf" in med:
         print(f"  ftprof/perf (workload's own time): {med['ftprof'][1]/med['perf dwarf'][1]:.3f}")
 
     # Contended workload: lock waits, spinning and switch-outs, with lock identity on (default).
     cont = [py, os.path.join(ROOT, "tests/workloads/contended.py"), args.contended_iterations]
-    variants = {
-        "bare": [],
-        "ftprof": [ftprof, "record", "-o", out, "--"],
-        "ftprof --no-waits": [ftprof, "record", "--no-waits", "-o", out, "--"],
-    }
-    res = {k: [] for k in variants}
-    for _ in range(args.runs):
-        for name, prefix in variants.items():
-            res[name].append(target_time(prefix + cont))
-    med = {k: (statistics.median(t for t, _ in v), statistics.median(o for _, o in v)) for k, v in res.items()}
     print()
-    print("2-thread contended workload (tests/workloads/contended.py %s)" % args.contended_iterations)
-    print("  variant             workload's own time   whole command")
-    bt, bo = med["bare"]
-    for name, (t, o) in med.items():
-        print(f"  {name:18s}  {o:7.3f} s  {o/bo:6.3f}x      {t:7.3f} s  {t/bt:6.3f}x")
+    compare("2-thread contended workload (tests/workloads/contended.py %s)" % args.contended_iterations, variants, cont, args.runs)
     print("  goal: <= 1.10x with lock identity on (ftprof's default)")
     shutil.rmtree(tmp)
 
