@@ -231,6 +231,46 @@ pub fn summary_text(p: &Profile) -> String {
         "  wall {:.2} s, threads {}, {} CPU samples at {} Hz, {} switch-outs, {} lost records\n",
         s.duration_s, s.threads, s.samples, s.rate_hz, s.switch_outs, s.lost_records
     );
+    match s.wait_mode.as_str() {
+        "sampled" => {
+            o += &format!(
+                "  off-CPU: {} intervals timed exactly; stacks of blocked threads sampled{} ({} intervals seen, the rest estimated from them)",
+                s.switch_outs,
+                s.wait_rate_hz.map(|r| format!(" at {r:.0} Hz per thread")).unwrap_or_default(),
+                s.observed_waits
+            );
+            if s.wait_rate_hz.is_some_and(|r| r + 0.5 < s.rate_hz as f64) {
+                o += &format!(" — lowered from {} Hz to keep ftprof's cost bounded with this many threads", s.rate_hz);
+            }
+            o += "
+";
+        }
+        "exhaustive" => {
+            o += &format!("  off-CPU: {} intervals, each with its stack (--exact-waits)
+", s.switch_outs)
+        }
+        _ => {}
+    }
+    if s.unobserved_us > 0 {
+        o += &format!(
+            "  {:.1} ms of blocked time in threads no sample caught blocked: shown as [off-CPU, not observed]\n",
+            s.unobserved_us as f64 / 1000.0
+        );
+    }
+    for l in &s.lost {
+        o += &format!(
+            "  warning: the kernel dropped {} {} records between {:.1} s and {:.1} s (ftprof drained too late){}\n",
+            l.count,
+            if l.ring == "switches" { "switch" } else { "sample" },
+            l.first_s,
+            l.last_s,
+            if l.ring == "switches" {
+                "; off-CPU intervals open at that time were discarded, so off-CPU totals are low"
+            } else {
+                "; CPU samples in that span are missing"
+            }
+        );
+    }
     o += &format!(
         "  CPU samples: with Python frames {:.1} %, unwinding incomplete {:.1} %, python/native mismatch {:.1} %, unresolved core frames {:.1} %\n",
         pct(s.with_python, s.samples),

@@ -17,8 +17,9 @@ pub mod launch;
 pub mod perf;
 pub mod records;
 pub mod session;
+pub mod threads;
 
 pub use launch::{LaunchError, LaunchSpec, Launched};
 pub use perf::{PerfError, SamplingConfig};
 pub use records::{Mmap, Record, Regs, Sample, SampleSource};
-pub use session::{alive, monotonic_ns, record, ExitStatus, RecordError, RecordingOutcome, StopReason, Target};
+pub use session::{alive, monotonic_ns, record, ExitStatus, RecordError, RecordingOutcome, Sink, StopReason, Target};

@@ -82,8 +82,17 @@ pub enum Record {
         tid: u32,
         time: u64,
     },
+    /// The kernel dropped `count` records of this ring (it was full); `time` is when it could
+    /// write again.
     Lost {
         count: u64,
+        time: u64,
+        source: SampleSource,
+    },
+    /// Every record stamped at or before `upto` (CLOCK_MONOTONIC ns) has been delivered: a
+    /// consumer that orders records of different CPUs by time can process up to there.
+    Drained {
+        upto: u64,
     },
     /// A thread was switched in or out of a CPU (PERF_RECORD_SWITCH).
     Switch {
@@ -262,7 +271,11 @@ pub fn parse(rec: &[u8], sample_type: u64, source: SampleSource) -> Option<Recor
         }
         PERF_RECORD_LOST => {
             c.u64()?; // id
-            Some(Record::Lost { count: c.u64()? })
+            let count = c.u64()?;
+            // sample_id trailer (sample_id_all): pid/tid, then time.
+            c.u64()?;
+            let time = c.u64().unwrap_or(0);
+            Some(Record::Lost { count, time, source })
         }
         _ => None,
     }

@@ -53,8 +53,10 @@ pub struct RecordingOutcome {
     pub duration: Duration,
     /// CLOCK_MONOTONIC ns when the target was released.
     pub start_ns: u64,
-    /// Records the kernel dropped because a ring buffer was full.
+    /// Records the kernel dropped because a ring buffer was full (samples' rings).
     pub lost: u64,
+    /// Switch records the kernel dropped.
+    pub lost_switches: u64,
     /// User + system CPU seconds of the target and its threads (from `wait4`), when it exited.
     pub target_cpu_seconds: Option<f64>,
 }
@@ -68,7 +70,31 @@ pub enum RecordError {
 }
 
 /// Longest sleep between drains when no ring wakes us.
-const POLL_MS: i32 = 10;
+const POLL_MS: u64 = 10;
+
+/// A record stamped this long before a drain pass began is surely in its ring by then (the
+/// kernel stamps and publishes a record within a few µs, with preemption disabled).
+const PUBLISH_MARGIN_NS: u64 = 200_000;
+
+/// What the recording loop hands its records to.
+pub trait Sink {
+    /// The target is about to `exec` (launch), or the events were just enabled (attach).
+    fn started(&mut self, _pid: i32) {}
+    /// One record, as drained (records of different CPUs are not in time order; a
+    /// [`Record::Drained`] ends each pass).
+    fn record(&mut self, r: Record);
+    /// Called after every drain pass; returns how long the loop may sleep before the next call.
+    fn tick(&mut self) -> Duration {
+        Duration::from_millis(POLL_MS)
+    }
+}
+
+/// Counts of dropped records, per ring kind.
+#[derive(Default)]
+struct LostCounts {
+    samples: u64,
+    switches: u64,
+}
 
 pub fn monotonic_ns() -> u64 {
     let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
@@ -77,19 +103,17 @@ pub fn monotonic_ns() -> u64 {
 }
 
 /// Record `target` until it exits or `stop` becomes true. Every record is passed to `sink` as it
-/// is drained (on this thread). `on_start(pid)` runs once the target is about to `exec`
-/// (launch), or right after the events were enabled (attach).
+/// is drained (on this thread).
 pub fn record(
     target: &Target,
     cfg: &SamplingConfig,
     stop: &AtomicBool,
-    on_start: &mut dyn FnMut(i32),
-    sink: &mut dyn FnMut(Record),
+    sink: &mut dyn Sink,
 ) -> Result<RecordingOutcome, RecordError> {
     let mut child = match target {
         Target::Launch(argv) => Launched::spawn(argv)?,
         Target::LaunchSpec(spec) => Launched::spawn_spec(spec)?,
-        Target::Attach { pid, duration } => return attach(*pid, *duration, cfg, stop, on_start, sink),
+        Target::Attach { pid, duration } => return attach(*pid, *duration, cfg, stop, sink),
     };
     let pid = child.pid;
     let mut rings = match perf::open_process_rings(pid, cfg, true) {
@@ -99,12 +123,12 @@ pub fn record(
             return Err(e.into());
         }
     };
-    on_start(pid);
+    sink.started(pid);
     let start_ns = monotonic_ns();
     let started = Instant::now();
     child.release()?;
 
-    let mut lost = 0u64;
+    let mut lost = LostCounts::default();
     let mut exit = None;
     let mut cpu = None;
     let mut stop_reason = StopReason::TargetExited;
@@ -113,9 +137,11 @@ pub fn record(
     let mut pollfds: Vec<libc::pollfd> =
         rings.iter().map(|r| libc::pollfd { fd: r.fd(), events: libc::POLLIN, revents: 0 }).collect();
 
+    let mut wait = Duration::from_millis(POLL_MS);
     loop {
-        unsafe { libc::poll(pollfds.as_mut_ptr(), pollfds.len() as _, POLL_MS) };
+        poll(&mut pollfds, wait);
         drain_all(&mut rings, &mut lost, sink);
+        wait = sink.tick();
 
         let mut status = 0;
         let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
@@ -145,17 +171,19 @@ pub fn record(
             }
         }
     }
-    drain_all(&mut rings, &mut lost, sink);
     for r in &rings {
         r.disable();
     }
+    drain_all(&mut rings, &mut lost, sink);
+    sink.record(Record::Drained { upto: u64::MAX });
     Ok(RecordingOutcome {
         pid,
         exit,
         stop: stop_reason,
         duration: started.elapsed(),
         start_ns,
-        lost,
+        lost: lost.samples,
+        lost_switches: lost.switches,
         target_cpu_seconds: cpu,
     })
 }
@@ -174,21 +202,22 @@ fn attach(
     duration: Option<Duration>,
     cfg: &SamplingConfig,
     stop: &AtomicBool,
-    on_start: &mut dyn FnMut(i32),
-    sink: &mut dyn FnMut(Record),
+    sink: &mut dyn Sink,
 ) -> Result<RecordingOutcome, RecordError> {
     let mut events = perf::ThreadEvents::open(pid, cfg)?;
     let start_ns = monotonic_ns();
     let started = Instant::now();
     events.enable().map_err(PerfError::Other)?;
     // Events are live: what the caller reads now is covered by what the rings report next.
-    on_start(pid);
-    let mut lost = 0u64;
+    sink.started(pid);
+    let mut lost = LostCounts::default();
     let mut pollfds: Vec<libc::pollfd> =
         events.rings.iter().map(|r| libc::pollfd { fd: r.fd(), events: libc::POLLIN, revents: 0 }).collect();
+    let mut wait = Duration::from_millis(POLL_MS);
     let reason = loop {
-        unsafe { libc::poll(pollfds.as_mut_ptr(), pollfds.len() as _, POLL_MS) };
+        poll(&mut pollfds, wait);
         drain_all(&mut events.rings, &mut lost, sink);
+        wait = sink.tick();
         if stop.load(Ordering::Relaxed) {
             break StopReason::Interrupted;
         }
@@ -200,6 +229,7 @@ fn attach(
         }
     };
     drain_all(&mut events.rings, &mut lost, sink);
+    sink.record(Record::Drained { upto: u64::MAX });
     // Dropping the events detaches: nothing stays installed in the target.
     drop(events);
     Ok(RecordingOutcome {
@@ -208,25 +238,37 @@ fn attach(
         stop: reason,
         duration: started.elapsed(),
         start_ns,
-        lost,
+        lost: lost.samples,
+        lost_switches: lost.switches,
         target_cpu_seconds: None,
     })
 }
 
-fn drain_all(rings: &mut [Ring], lost: &mut u64, sink: &mut dyn FnMut(Record)) {
+fn poll(fds: &mut [libc::pollfd], wait: Duration) {
+    let ms = wait.as_millis().clamp(0, POLL_MS as u128) as i32;
+    // SAFETY: `fds` is a valid, exclusively borrowed slice of pollfd for the whole call.
+    unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as _, ms) };
+}
+
+fn drain_all(rings: &mut [Ring], lost: &mut LostCounts, sink: &mut dyn Sink) {
     // Drain until a pass finds nothing, so one busy CPU cannot starve the others, but give the
     // caller back control after 50 ms so that stop requests and deadlines are seen under load.
     let start = Instant::now();
     loop {
+        let pass_start = monotonic_ns();
         let mut n = 0;
         for ring in rings.iter_mut() {
             n += ring.drain(&mut |r| {
-                if let Record::Lost { count } = r {
-                    *lost += count;
+                if let Record::Lost { count, source, .. } = r {
+                    match source {
+                        crate::records::SampleSource::CpuClock => lost.samples += count,
+                        crate::records::SampleSource::SwitchOut => lost.switches += count,
+                    }
                 }
-                sink(r)
+                sink.record(r)
             });
         }
+        sink.record(Record::Drained { upto: pass_start.saturating_sub(PUBLISH_MARGIN_NS) });
         if n == 0 || start.elapsed() >= Duration::from_millis(50) {
             break;
         }

@@ -13,14 +13,16 @@
 //! the thread was there, a per-lock table of [`LockStat`]s, [`ThreadInfo`], a [`Summary`] with the
 //! share of thread time per category), serializable as the documented JSON profile.
 
+pub mod collect;
 pub mod merge;
+pub mod offcpu;
 pub mod profile;
 pub mod scaling;
 pub mod wait;
 
 pub use merge::{merge_stacks, MergeStatus, EVAL_FRAME_FN};
 pub use profile::{
-    CategoryTime, Frame, FrameKind, LineStat, LockStat, Observation, Profile, ProfileBuilder, PythonInfo, SampleInput,
+    CategoryTime, Frame, FrameKind, LineStat, LockStat, LostRange, Observation, Profile, ProfileBuilder, PythonInfo, SampleInput,
     Stack, Summary, TargetInfo, ThreadInfo, SCHEMA_VERSION,
 };
 pub use wait::{classify, syscall_name, Category, Evidence, LockIdentity};

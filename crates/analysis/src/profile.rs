@@ -86,13 +86,14 @@ impl Frame {
     }
 }
 
-/// How a sample was observed.
+/// How a (possibly aggregated) sample was observed, with its weight.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Observation {
-    /// A periodic CPU sample (the thread was running).
-    Cpu,
-    /// The thread was switched out for `duration_ns` (until it ran again).
-    OffCpu { duration_ns: u64, preempted: bool },
+    /// `samples` periodic CPU samples of this stack (the thread was running).
+    Cpu { samples: u64 },
+    /// The thread was off CPU: `wait_us` in `waits` intervals, the longest `max_us` (estimates
+    /// when waits are sampled, see `collect`); `preempted`: still runnable.
+    OffCpu { wait_us: u64, waits: u64, max_us: u64, preempted: bool },
 }
 
 /// One observed sample, symbolized.
@@ -111,8 +112,10 @@ pub struct SampleInput<'a> {
     /// What the thread was parked on, when it was in the parking lot.
     pub parked: Option<&'a ParkedInfo>,
     pub observation: Observation,
-    /// When the sample was taken (ns, monotonic). Samples of one thread must arrive in time order.
-    pub time: u64,
+    /// No other thread of the process was alive at the sample.
+    pub alone: bool,
+    /// A marker frame to put above the leaf (e.g. blocked time that no observation explains).
+    pub marker: Option<&'a str>,
     /// The system call a blocked thread was in, when read from `/proc` (no kernel stack).
     pub syscall: Option<u64>,
 }
@@ -231,14 +234,38 @@ pub struct Summary {
     pub mismatched: u64,
     /// CPU samples that have a frame in libpython/the interpreter or libc that did not resolve.
     pub unresolved_core: u64,
-    /// Off-CPU intervals observed (switch-outs).
+    /// Off-CPU intervals (switch-outs), from the switch records (exact unless records were lost).
     pub switch_outs: u64,
+    /// How off-CPU stacks were taken: `sampled` (blocked threads snapshotted by a periodic
+    /// tick), `exhaustive` (a stack at every switch-out) or `off`.
+    pub wait_mode: String,
+    /// Sampled mode: ticks per second (per thread) actually used, lowest over the recording.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub wait_rate_hz: Option<f64>,
+    /// Off-CPU intervals that got a stack (all of them in exhaustive mode).
+    pub observed_waits: u64,
+    /// Blocked time (µs) of threads none of whose intervals got a stack (`[not observed]`).
+    pub unobserved_us: u64,
+    /// Records the kernel dropped, per ring kind and time range (see `LostRange`).
+    pub lost: Vec<LostRange>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub target_cpu_s: Option<f64>,
     /// All thread time observed (µs): CPU samples × period + off-CPU time.
     pub thread_time_us: u64,
     /// Thread time per category, largest first.
     pub categories: Vec<CategoryTime>,
+}
+
+/// Records lost by one kind of ring (the kernel could not write them: ftprof drained too late).
+#[derive(Clone, Debug, Default, Serialize, PartialEq)]
+pub struct LostRange {
+    /// `samples` (CPU samples; also mmap/comm records) or `switches` (off-CPU records: the
+    /// affected intervals are discarded, so off-CPU totals are low by up to that span).
+    pub ring: String,
+    pub count: u64,
+    /// Seconds from the start of the recording of the first and last loss.
+    pub first_s: f64,
+    pub last_s: f64,
 }
 
 /// The whole result of a recording (serialized as the JSON profile).
@@ -270,17 +297,14 @@ struct StackAgg {
     waits: u64,
 }
 
-/// A spin whose lock is not known yet (see [`ProfileBuilder::claim_spins`]).
+/// Spinning whose lock is decided at the end (see [`ProfileBuilder::settle_spins`]).
 struct PendingSpin {
+    tid: u32,
     identity: LockIdentity,
     line: Option<String>,
-    time: u64,
     time_us: u64,
-    on_cpu: bool,
+    samples: u64,
 }
-
-/// How far back a park claims the spins of its thread at the same line.
-const SPIN_WINDOW_NS: u64 = 200_000_000;
 
 #[derive(Default)]
 struct LockAgg {
@@ -301,7 +325,9 @@ pub struct ProfileBuilder {
     stacks: HashMap<(u32, Vec<u32>, Category), StackAgg>,
     threads: HashMap<u32, ThreadInfo>,
     locks: HashMap<(Category, LockIdentity), LockAgg>,
-    pending_spins: HashMap<u32, Vec<PendingSpin>>,
+    spins: Vec<PendingSpin>,
+    /// Per (thread, line): the locks it parked on there, with their waits.
+    parks: HashMap<(u32, Option<String>), HashMap<(Category, LockIdentity), u64>>,
     lines: HashMap<String, (u64, u64)>,
     period_us: f64,
     pub summary: Summary,
@@ -319,7 +345,8 @@ impl ProfileBuilder {
             stacks: HashMap::new(),
             threads: HashMap::new(),
             locks: HashMap::new(),
-            pending_spins: HashMap::new(),
+            spins: Vec::new(),
+            parks: HashMap::new(),
             lines: HashMap::new(),
             period_us: period_ns as f64 / 1000.0,
             summary: Summary::default(),
@@ -362,12 +389,13 @@ impl ProfileBuilder {
         name.starts_with("libc.so") || name.starts_with("libc-") || self.core_modules.iter().any(|m| m == module)
     }
 
-    /// Add one sample; returns how its stacks merged.
+    /// Add one sample (or one aggregate of identical samples, with its weight); returns how its
+    /// stacks merged.
     pub fn add(&mut self, s: &SampleInput) -> MergeStatus {
         let (mut frames, status) = merge_stacks(s.native, s.native_complete, s.python);
-        let (on_cpu, duration_ns, preempted) = match s.observation {
-            Observation::Cpu => (true, 0, false),
-            Observation::OffCpu { duration_ns, preempted } => (false, duration_ns, preempted),
+        let (on_cpu, samples, wait_us, waits, max_us, preempted) = match s.observation {
+            Observation::Cpu { samples } => (true, samples, 0, 0, 0, false),
+            Observation::OffCpu { wait_us, waits, max_us, preempted } => (false, 0, wait_us, waits, max_us, preempted),
         };
         let evidence = Evidence {
             native: s.native.iter().flatten().collect(),
@@ -377,6 +405,7 @@ impl ProfileBuilder {
             parked: s.parked,
             on_cpu,
             preempted,
+            alone: s.alone,
             runtime_module: self.core_modules.first().map(String::as_str),
             opnames: &self.opnames,
             syscall: s.syscall,
@@ -392,138 +421,108 @@ impl ProfileBuilder {
             _ => None,
         };
         let line = frames.iter().rev().find(|f| f.kind == FrameKind::Python).map(Frame::label);
+        if let Some(m) = s.marker {
+            frames.push(Frame::marker(m));
+        }
         if let Some(l) = leaf {
             frames.push(Frame::simple(FrameKind::Wait, l));
         }
 
-        let time_us = if on_cpu { self.period_us as u64 } else { duration_ns / 1000 };
+        let time_us = if on_cpu { (samples as f64 * self.period_us).round() as u64 } else { wait_us };
+        // What the line and lock tables count: CPU samples, or off-CPU intervals.
+        let events = if on_cpu { samples } else { waits };
         let thread = self.threads.entry(s.tid).or_insert_with(|| ThreadInfo { tid: s.tid, ..Default::default() });
         if on_cpu {
-            thread.samples += 1;
+            thread.samples += samples;
             let sum = &mut self.summary;
-            sum.samples += 1;
+            sum.samples += samples;
             if status.has_python {
-                sum.with_python += 1;
+                sum.with_python += samples;
             }
             if !s.native_complete {
-                sum.unwind_incomplete += 1;
+                sum.unwind_incomplete += samples;
             }
             if status.mismatch {
-                sum.mismatched += 1;
+                sum.mismatched += samples;
             }
             if frames.iter().any(|f| f.name == "[unknown]" && f.module.as_deref().is_some_and(|m| self.is_core(m))) {
-                self.summary.unresolved_core += 1;
+                self.summary.unresolved_core += samples;
             }
         } else {
             thread.wait_us += time_us;
-            self.summary.switch_outs += 1;
         }
 
         if category.is_contention() {
             if let Some(id) = identity {
                 if category == Category::Spin {
-                    // Whose lock it was is only known if the thread then parks on it.
-                    self.flush_spins(s.tid, s.time, line.as_deref());
-                    self.pending_spins.entry(s.tid).or_default().push(PendingSpin {
-                        identity: id,
-                        line: line.clone(),
-                        time: s.time,
-                        time_us,
-                        on_cpu,
-                    });
+                    // Whose lock it was is only known if the thread parks at the same line.
+                    self.spins.push(PendingSpin { tid: s.tid, identity: id, line: line.clone(), time_us, samples });
                 } else {
-                    let parks =
-                        !on_cpu && matches!(category, Category::Lock | Category::CriticalSection | Category::Pymutex);
-                    let claimed = if parks { self.claim_spins(s.tid, s.time, line.as_deref()) } else { Vec::new() };
-                    let agg = self.locks.entry((category, id)).or_default();
-                    if on_cpu {
-                        agg.samples += 1;
-                    } else {
-                        agg.waits += 1;
-                        agg.wait_us += time_us;
-                        agg.max_us = agg.max_us.max(time_us);
+                    if !on_cpu && matches!(category, Category::Lock | Category::CriticalSection | Category::Pymutex) {
+                        *self
+                            .parks
+                            .entry((s.tid, line.clone()))
+                            .or_default()
+                            .entry((category, id.clone()))
+                            .or_default() += waits;
                     }
+                    let agg = self.locks.entry((category, id)).or_default();
+                    agg.samples += samples;
+                    agg.waits += waits;
+                    agg.wait_us += wait_us;
+                    agg.max_us = agg.max_us.max(max_us);
                     agg.total_us += time_us;
                     agg.threads.insert(s.tid);
                     if let Some(l) = &line {
                         let e = agg.lines.entry(l.clone()).or_default();
                         e.0 += time_us;
-                        e.1 += 1;
-                    }
-                    for sp in claimed {
-                        agg.spin_us += sp.time_us;
-                        agg.total_us += sp.time_us;
-                        agg.samples += sp.on_cpu as u64;
-                        if let Some(l) = &sp.line {
-                            agg.lines.entry(l.clone()).or_default().0 += sp.time_us;
-                        }
+                        e.1 += events;
                     }
                 }
             }
             if let Some(l) = line {
                 let e = self.lines.entry(l).or_default();
                 e.0 += time_us;
-                e.1 += 1;
+                e.1 += events;
             }
         }
 
         let ids: Vec<u32> = frames.into_iter().map(|f| self.intern(f)).collect();
         let agg = self.stacks.entry((s.tid, ids, category)).or_default();
-        if on_cpu {
-            agg.samples += 1;
-        } else {
-            agg.wait_us += time_us;
-            agg.waits += 1;
-        }
+        agg.samples += samples;
+        agg.wait_us += wait_us;
+        agg.waits += waits;
         status
     }
 
-    /// Spins of `tid` just before a park at the same line belong to the lock it parks on.
-    fn claim_spins(&mut self, tid: u32, now: u64, line: Option<&str>) -> Vec<PendingSpin> {
-        let pending = self.pending_spins.remove(&tid).unwrap_or_default();
-        let (mine, other): (Vec<_>, Vec<_>) =
-            pending.into_iter().partition(|p| p.line.as_deref() == line && now.saturating_sub(p.time) < SPIN_WINDOW_NS);
-        for p in other {
-            self.record_spin(tid, p);
-        }
-        mine
-    }
-
-    /// Record pending spins that can no longer be claimed by a park (a different line, or too old).
-    fn flush_spins(&mut self, tid: u32, now: u64, line: Option<&str>) {
-        let Some(pending) = self.pending_spins.remove(&tid) else { return };
-        let (keep, done): (Vec<_>, Vec<_>) =
-            pending.into_iter().partition(|p| p.line.as_deref() == line && now.saturating_sub(p.time) < SPIN_WINDOW_NS);
-        for p in done {
-            self.record_spin(tid, p);
-        }
-        if !keep.is_empty() {
-            self.pending_spins.insert(tid, keep);
-        }
-    }
-
-    /// A spin that ended without parking: it counts under the C function that spun.
-    fn record_spin(&mut self, tid: u32, p: PendingSpin) {
-        let agg = self.locks.entry((Category::Spin, p.identity)).or_default();
-        if p.on_cpu {
-            agg.samples += 1;
-        }
-        agg.spin_us += p.time_us;
-        agg.total_us += p.time_us;
-        agg.threads.insert(tid);
-        if let Some(l) = p.line {
-            let e = agg.lines.entry(l).or_default();
-            e.0 += p.time_us;
-            e.1 += 1;
+    /// Spinning at a line where the same thread also parked belongs to the lock it parked on
+    /// there (the one it parked on most); other spinning counts under the C function that spun.
+    fn settle_spins(&mut self) {
+        for p in std::mem::take(&mut self.spins) {
+            let parked = self.parks.get(&(p.tid, p.line.clone())).and_then(|locks| {
+                locks
+                    .iter()
+                    .max_by(|a, b| a.1.cmp(b.1).then_with(|| b.0 .1.describe().cmp(&a.0 .1.describe())))
+                    .map(|(k, _)| k.clone())
+            });
+            let claimed = parked.is_some();
+            let agg = self.locks.entry(parked.unwrap_or((Category::Spin, p.identity))).or_default();
+            agg.samples += p.samples;
+            agg.spin_us += p.time_us;
+            agg.total_us += p.time_us;
+            agg.threads.insert(p.tid);
+            if let Some(l) = p.line {
+                let e = agg.lines.entry(l).or_default();
+                e.0 += p.time_us;
+                if !claimed {
+                    e.1 += p.samples;
+                }
+            }
         }
     }
 
     pub fn finish(mut self, target: TargetInfo) -> Profile {
-        for (tid, pending) in std::mem::take(&mut self.pending_spins) {
-            for p in pending {
-                self.record_spin(tid, p);
-            }
-        }
+        self.settle_spins();
         let mut threads: Vec<ThreadInfo> = std::mem::take(&mut self.threads).into_values().collect();
         threads.sort_by_key(|t| t.tid);
         let mut thread_frame = HashMap::new();

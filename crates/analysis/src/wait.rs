@@ -144,6 +144,8 @@ pub struct Evidence<'a> {
     pub parked: Option<&'a ParkedInfo>,
     pub on_cpu: bool,
     pub preempted: bool,
+    /// The thread was the only one of its process at that moment.
+    pub alone: bool,
     /// Path of the module that holds the CPython runtime (executable or libpython).
     pub runtime_module: Option<&'a str>,
     /// Base opcode names of the target's CPython (index = opcode), to name what the innermost
@@ -306,8 +308,9 @@ pub fn classify(e: &Evidence) -> (Category, Option<LockIdentity>) {
     {
         return (Category::StopTheWorld, Some(stw_identity("paused thread")));
     }
-    // Spinning in the PyMutex slow path: sched_yield while attached, before parking.
-    if yielding && has(n, |x| LOCK_PATH.iter().any(|b| is_named(x, b)) || x == PARK) {
+    // Spinning in the PyMutex slow path: sched_yield while attached, before parking — only
+    // when another thread of the process exists to hold the mutex.
+    if yielding && !e.alone && has(n, |x| LOCK_PATH.iter().any(|b| is_named(x, b)) || x == PARK) {
         return spin(e);
     }
     let refcount_leaf = e.leaf_prev.iter().chain(n.iter().take(4).copied()).any(|f| {
@@ -377,11 +380,9 @@ fn stw_identity(what: &str) -> LockIdentity {
 fn classify_off_cpu(e: &Evidence) -> (Category, Option<LockIdentity>) {
     let n = &e.native;
     if e.preempted {
-        // Yielding the CPU while spinning for a PyMutex is part of the spin.
-        let yielding = has(n, |x| x.contains("sched_yield") || x.starts_with("_Py_yield"));
-        if yielding && has(n, |x| LOCK_PATH.iter().any(|b| is_named(x, b))) {
-            return spin(e);
-        }
+        // Runnable but not running: waiting for a CPU. A spinning thread's `sched_yield` that
+        // let another thread run is this too (time in the runqueue, not in the spin loop, and
+        // on a loaded machine most of it goes to other processes).
         return (Category::Runqueue, None);
     }
     if has(n, |x| is_named(x, "take_gil")) {

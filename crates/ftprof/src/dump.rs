@@ -94,6 +94,7 @@ pub fn collect(pid: u32, native_frames: bool) -> Result<Dump> {
                 parked: parked.as_ref(),
                 on_cpu: false,
                 preempted: false,
+                alone: false,
                 runtime_module: Some(&target.runtime_module),
                 opnames: &opnames,
                 syscall: b.syscall,

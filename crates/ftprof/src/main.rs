@@ -50,6 +50,10 @@ enum Cmd {
         /// Do not record switch-outs (no off-CPU time or lock waits; lowest overhead)
         #[arg(long)]
         no_waits: bool,
+        /// Take a stack at every switch-out instead of sampling blocked threads: exact wait
+        /// counts and stacks, but costly at high switch rates (a reference mode)
+        #[arg(long, conflicts_with = "no_waits")]
+        exact_waits: bool,
         /// Samples per second of CPU time, per thread
         #[arg(short, long, value_name = "HZ", default_value_t = 199, value_parser = clap::value_parser!(u64).range(1..=20000))]
         rate: u64,
@@ -113,7 +117,20 @@ fn main() {
         }
     };
     let result = match cli.cmd {
-        Cmd::Record { output, format, mode, idle, no_waits, pid, duration, rate, stack_size, title, command } => {
+        Cmd::Record {
+            output,
+            format,
+            mode,
+            idle,
+            no_waits,
+            exact_waits,
+            pid,
+            duration,
+            rate,
+            stack_size,
+            title,
+            command,
+        } => {
             let format = match (format, output.as_ref().and_then(|o| o.extension()).and_then(|e| e.to_str())) {
                 (Some(FormatArg::Svg), _) => Format::Svg,
                 (Some(FormatArg::Folded), _) => Format::Folded,
@@ -149,6 +166,7 @@ fn main() {
                 },
                 idle,
                 off_cpu: !no_waits,
+                exact_waits,
             })
         }
         Cmd::Dump { pid, native, json } => ftprof::dump::run(pid, native, json),

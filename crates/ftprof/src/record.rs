@@ -7,12 +7,14 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
+use analysis::collect::{Collector, EntryKind, SampleKey};
 use analysis::{Observation, Profile, ProfileBuilder, PythonInfo, SampleInput, TargetInfo};
 use anyhow::{Context, Result};
 use flamegraph::{Format, Mode};
 use profiler::{Record, RecordingOutcome, Regs, SampleSource, SamplingConfig, Target};
 use symbolizer::native::{Mapping, Native};
-use symbolizer::python::{ParkedInfo, PyProcess, PyStack};
+use profiler::threads::ThreadProbe;
+use symbolizer::python::PyProcess;
 
 use crate::check::{check_interpreter, Interpreter, OutputFile};
 
@@ -34,22 +36,10 @@ pub struct RecordOptions {
     pub stack_bytes: u32,
     /// Record switch-outs (off-CPU time, lock waits).
     pub off_cpu: bool,
+    /// Take a stack at every switch-out (exact reference mode; expensive at high switch rates)
+    /// instead of sampling blocked threads.
+    pub exact_waits: bool,
     pub title: Option<String>,
-}
-
-/// A sample kept until the recording ends.
-struct RawSample {
-    source: SampleSource,
-    pid: u32,
-    tid: u32,
-    time: u64,
-    regs: Option<Regs>,
-    stack: Vec<u8>,
-    kernel_stack: Vec<u64>,
-    python: Option<PyStack>,
-    parked: Option<ParkedInfo>,
-    /// For threads found blocked at attach time: their system call.
-    syscall: Option<u64>,
 }
 
 /// Per-process Python state during recording.
@@ -82,39 +72,10 @@ fn restore_signal_handlers() {
     }
 }
 
-/// One PERF_RECORD_SWITCH.
-#[derive(Clone, Copy)]
-struct Switch {
-    time: u64,
-    out: bool,
-    preempt: bool,
-}
-
-/// Memory for stack copies kept until the end of a recording (about 48 000 samples of 16 KiB).
-const STACK_BYTES_LIMIT: usize = 768 << 20;
-
-/// Collector-side state: everything the sink touches while the target runs.
-#[derive(Default)]
-struct Collected {
-    samples: Vec<RawSample>,
-    switches: HashMap<u32, Vec<Switch>>,
-    mmaps: Vec<(u32, Mapping)>,
-    mmap_count: HashMap<u32, usize>,
-    py: HashMap<u32, PyState>,
-    names: HashMap<u32, (u32, String)>,
-    py_errors: usize,
-    last_time: u64,
-    /// Last GIL state read from each process (it can change at run time).
-    gil: HashMap<u32, bool>,
-    /// Bytes of stack copies kept; past STACK_BYTES_LIMIT new samples keep no stack copy.
-    stack_bytes: usize,
-    stacks_dropped: u64,
-    /// `threading.Thread` names by TID, and when they were last read.
-    py_names: HashMap<u32, String>,
-    names_read_at: Option<Instant>,
-    pending_switch: Option<profiler::Sample>,
-    yield_ranges: HashMap<u32, Vec<(u64, u64)>>,
-}
+/// Thread checks per second that the wait-sampling tick may spend (each check of a running
+/// thread is one `pread`; a blocked, not yet explained thread costs a stack copy and a Python
+/// stack read, ~20 µs). With more threads the per-thread tick rate goes down.
+pub const WAIT_CHECK_BUDGET: f64 = 4000.0;
 
 /// Where a thread parked in the parking lot keeps the parked-on address: `_PyParkingLot_Park`
 /// sleeps on the semaphore inside its on-stack `wait_entry {park_arg, addr, sema, …}`, so the
@@ -128,7 +89,87 @@ pub fn parked_addr(regs: &Regs, stack: &[u8]) -> Option<u64> {
     (addr > 4096).then_some(addr)
 }
 
-impl Collected {
+/// Records lost by one ring kind.
+#[derive(Default)]
+struct LostTally {
+    count: u64,
+    first: u64,
+    last: u64,
+}
+
+/// The wait-sampling tick.
+struct Tick {
+    /// When the last tick ran (ns, monotonic); 0 before the first.
+    last_ns: u64,
+    next: Instant,
+    period: std::time::Duration,
+    /// Lowest per-thread rate used.
+    min_rate: f64,
+}
+
+/// Everything the recording loop touches while the target runs: it turns each record into
+/// interned keys at once (Python stack read, native stack unwound, stack copy dropped).
+struct Recorder {
+    rate_hz: u64,
+    stack_bytes: usize,
+    off_cpu: bool,
+    exhaustive: bool,
+    attached: bool,
+    collector: Collector,
+    /// Unwinds at drain time (CFI only; DWARF for symbols is parsed by the preload thread).
+    unwinder: Native,
+    mmaps: Vec<(u32, Mapping)>,
+    mmap_count: HashMap<u32, usize>,
+    py: HashMap<u32, PyState>,
+    names: HashMap<u32, (u32, String)>,
+    py_errors: usize,
+    last_time: u64,
+    /// Last GIL state read from each process (it can change at run time).
+    gil: HashMap<u32, bool>,
+    gil_countdown: u32,
+    /// `threading.Thread` names by TID, and when they were last read.
+    py_names: HashMap<u32, String>,
+    names_read_at: Option<Instant>,
+    probe: ThreadProbe,
+    tick: Tick,
+    lost_samples: LostTally,
+    lost_switches: LostTally,
+    start_ns: u64,
+}
+
+impl Recorder {
+    fn new(opts: &RecordOptions, exhaustive: bool) -> Recorder {
+        Recorder {
+            rate_hz: opts.rate_hz.max(1),
+            stack_bytes: opts.stack_bytes as usize,
+            off_cpu: opts.off_cpu,
+            exhaustive,
+            attached: opts.pid.is_some(),
+            collector: Collector::new(),
+            unwinder: Native::new(),
+            mmaps: Vec::new(),
+            mmap_count: HashMap::new(),
+            py: HashMap::new(),
+            names: HashMap::new(),
+            py_errors: 0,
+            last_time: 0,
+            gil: HashMap::new(),
+            gil_countdown: 0,
+            py_names: HashMap::new(),
+            names_read_at: None,
+            probe: ThreadProbe::new(),
+            tick: Tick {
+                last_ns: 0,
+                next: Instant::now(),
+                period: std::time::Duration::from_millis(10),
+                min_rate: f64::INFINITY,
+            },
+            lost_samples: LostTally::default(),
+            lost_switches: LostTally::default(),
+            start_ns: 0,
+        }
+    }
+
     fn python_process(&mut self, pid: u32) -> Option<&mut PyProcess> {
         let maps_now = self.mmap_count.get(&pid).copied().unwrap_or(0);
         let state = self.py.entry(pid).or_insert(PyState::Pending { mmaps_at_last_try: usize::MAX });
@@ -150,95 +191,46 @@ impl Collected {
         }
     }
 
-    /// Address ranges of libc's `sched_yield` in `pid` (how a spinning PyMutex gives up the CPU).
-    fn in_sched_yield(&mut self, pid: u32, ip: u64) -> bool {
-        if !self.yield_ranges.contains_key(&pid) {
-            let mut ranges = Vec::new();
-            for (p, m) in &self.mmaps {
-                let name = m.path.rsplit('/').next().unwrap_or("");
-                if *p != pid || !(name.starts_with("libc.so") || name.starts_with("libc-")) {
-                    continue;
-                }
-                let Ok(elf) = symbolizer::native::ElfFile::open_shared(std::path::Path::new(&m.path)) else { continue };
-                let bias = elf.bias_for_mapping(m.start, m.pgoff);
-                for sym in ["sched_yield", "__sched_yield"] {
-                    if let Some((v, size)) = elf.symbol(sym) {
-                        ranges.push((v.wrapping_add(bias), v.wrapping_add(bias).wrapping_add(size.max(1))));
-                    }
-                }
-            }
-            if ranges.is_empty() {
-                return true; // libc not known (yet): assume the worst, keep the sample
-            }
-            self.yield_ranges.insert(pid, ranges);
-        }
-        self.yield_ranges[&pid].iter().any(|&(a, b)| ip >= a && ip < b)
+    fn add_mapping(&mut self, pid: u32, m: Mapping) {
+        *self.mmap_count.entry(pid).or_default() += 1;
+        self.unwinder.add_mapping(pid, m.clone());
+        self.mmaps.push((pid, m));
     }
 
-    fn on_record(&mut self, r: Record) {
-        // A switch-out sample is followed by its PERF_RECORD_SWITCH (same scheduler call, same
-        // ring): wait for it, to learn whether the thread blocked or was only preempted.
-        if let Some(pending) = self.pending_switch.take() {
-            let preempted = match &r {
-                Record::Switch { tid, out: true, preempt, .. } if *tid == pending.tid => Some(*preempt),
-                _ => None,
-            };
-            self.on_sample(pending, preempted);
-        }
-        match r {
-            Record::Sample(s) if s.source == SampleSource::SwitchOut => self.pending_switch = Some(s),
-            Record::Sample(s) => self.on_sample(s, None),
-            other => self.on_other(other),
-        }
-    }
-
-    /// Handle a switch-out sample still waiting for its switch record.
-    fn flush(&mut self) {
-        if let Some(p) = self.pending_switch.take() {
-            self.on_sample(p, None);
-        }
-    }
-
-    fn on_sample(&mut self, s: profiler::Sample, preempted: Option<bool>) {
-        // Preempted while running (not yielding in a PyMutex spin): only the time matters —
-        // skip reading its Python stack and keeping its native one.
-        if preempted == Some(true) && !s.regs.is_some_and(|r| self.in_sched_yield(s.pid, r.ip)) {
-            self.last_time = self.last_time.max(s.time);
-            self.samples.push(RawSample {
-                source: s.source,
-                pid: s.pid,
-                tid: s.tid,
-                time: s.time,
-                regs: None,
-                stack: Vec::new(),
-                kernel_stack: Vec::new(),
-                python: None,
-                parked: None,
-                syscall: None,
-            });
-            return;
-        }
-        self.last_time = self.last_time.max(s.time);
-        if let std::collections::hash_map::Entry::Vacant(e) = self.names.entry(s.tid) {
-            let comm = std::fs::read_to_string(format!("/proc/{}/task/{}/comm", s.pid, s.tid)).unwrap_or_default();
-            e.insert((s.pid, comm.trim().to_string()));
+    /// Read what the target's memory says about thread `tid` now (Python stack, the parked-on
+    /// lock), unwind the native stack and intern it all.
+    #[allow(clippy::too_many_arguments)]
+    fn key(
+        &mut self,
+        pid: u32,
+        tid: u32,
+        regs: Option<Regs>,
+        stack: &[u8],
+        kernel: Vec<u64>,
+        parked_lookup: bool,
+        syscall: Option<u64>,
+        on_cpu: bool,
+    ) -> u32 {
+        if let std::collections::hash_map::Entry::Vacant(e) = self.names.entry(tid) {
+            let comm = std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/comm")).unwrap_or_default();
+            e.insert((pid, comm.trim().to_string()));
         }
         let mut python = None;
         let mut parked = None;
         let mut failed = false;
-        let refresh_gil = self.samples.len() % 64 == 0 || !self.gil.contains_key(&s.pid);
+        let refresh_gil = self.gil_countdown == 0 || !self.gil.contains_key(&pid);
         let mut gil = None;
         // A thread not named yet: read the names again (at most every 100 ms).
         let refresh_names =
-            !self.py_names.contains_key(&s.tid) && self.names_read_at.is_none_or(|t| t.elapsed().as_millis() >= 100);
+            !self.py_names.contains_key(&tid) && self.names_read_at.is_none_or(|t| t.elapsed().as_millis() >= 100);
         let mut names = None;
-        if let (Some(regs), Some(p)) = (s.regs, self.python_process(s.pid)) {
-            match p.stack_for_tid(s.tid) {
+        if let (Some(r), Some(p)) = (regs, self.python_process(pid)) {
+            match p.stack_for_tid(tid) {
                 Ok(st) => python = st,
                 Err(_) => failed = true,
             }
-            if s.source == SampleSource::SwitchOut {
-                parked = parked_addr(&regs, &s.stack).map(|a| p.probe_parked(s.tid, a));
+            if parked_lookup {
+                parked = parked_addr(&r, stack).map(|a| p.probe_parked(tid, a));
             }
             if refresh_gil {
                 gil = p.gil_enabled().ok();
@@ -247,105 +239,157 @@ impl Collected {
                 names = Some(p.thread_names_by_tid());
             }
         }
+        self.gil_countdown = if refresh_gil { 64 } else { self.gil_countdown - 1 };
         if let Some(n) = names {
             self.py_names.extend(n);
             self.names_read_at = Some(Instant::now());
         }
         if let Some(g) = gil {
-            self.gil.insert(s.pid, g);
+            self.gil.insert(pid, g);
         }
         self.py_errors += failed as usize;
-        let mut stack = s.stack;
-        if self.stack_bytes + stack.len() > STACK_BYTES_LIMIT {
-            if self.stacks_dropped == 0 {
-                eprintln!(
-                    "ftprof: warning: {} MiB of stack copies kept; later samples keep Python frames only (record a shorter period or lower --rate)",
-                    STACK_BYTES_LIMIT >> 20
-                );
+        let (native, native_complete) = match regs {
+            Some(r) => {
+                let uw = self.unwinder.unwind(pid, symbolizer::native::Regs { ip: r.ip, sp: r.sp, bp: r.bp }, stack);
+                (uw.addrs, uw.complete)
             }
-            self.stacks_dropped += 1;
-            stack = Vec::new();
-        }
-        self.stack_bytes += stack.len();
-        self.samples.push(RawSample {
-            source: s.source,
-            pid: s.pid,
-            tid: s.tid,
-            time: s.time,
-            regs: s.regs,
-            stack,
-            kernel_stack: s.kernel_stack,
+            None => (Vec::new(), false),
+        };
+        let python = python.map(|p| self.collector.python_id(p));
+        let alone = self.collector.live_threads_of(pid) <= 1;
+        self.collector.key_id(SampleKey {
+            pid,
+            tid,
+            native,
+            native_complete,
             python,
+            kernel,
             parked,
-            syscall: None,
-        });
+            syscall,
+            on_cpu,
+            alone,
+        })
     }
 
-    fn on_other(&mut self, r: Record) {
+    fn on_sample(&mut self, s: profiler::Sample) {
+        self.last_time = self.last_time.max(s.time);
+        match s.source {
+            SampleSource::CpuClock => {
+                let k = self.key(s.pid, s.tid, s.regs, &s.stack, s.kernel_stack, false, None, true);
+                self.collector.cpu_sample(k);
+            }
+            SampleSource::SwitchOut => {
+                let k = self.key(s.pid, s.tid, s.regs, &s.stack, Vec::new(), true, None, false);
+                self.collector.push_observe(s.tid, s.time, k, true, 0);
+            }
+        }
+    }
+
+    /// Threads already blocked when ftprof attaches: their wait began before the first
+    /// switch-out we can see, so take their stacks now (as if observed at a switch-out).
+    fn snapshot_blocked_at_attach(&mut self, pid: u32) {
+        let now = profiler::monotonic_ns();
+        for tid in profiler::perf::process_tids(pid as i32) {
+            let tid = tid as u32;
+            self.collector.thread_seen(pid, tid);
+            if !matches!(crate::snapshot::thread_state(pid, tid), Some('S') | Some('D')) {
+                continue;
+            }
+            let Some(b) = self.probe.blocked(pid, tid, self.stack_bytes) else { continue };
+            let k = self.key(pid, tid, Some(b.regs), &b.stack, Vec::new(), true, b.syscall, false);
+            self.collector.assume_blocked(pid, tid, now);
+            self.collector.observe(tid, now, k, true, 0);
+        }
+    }
+
+    /// The wait-sampling tick: snapshot every thread that is blocked now in an interval nothing
+    /// explains yet. Returns how long until the next one.
+    fn sample_blocked(&mut self) -> std::time::Duration {
+        let now_i = Instant::now();
+        if now_i < self.tick.next {
+            return self.tick.next - now_i;
+        }
+        let now = profiler::monotonic_ns();
+        let gap = if self.tick.last_ns == 0 { self.tick.period.as_nanos() as u64 } else { now - self.tick.last_ns };
+        self.tick.last_ns = now;
+        for (pid, tid) in self.collector.threads_to_check() {
+            let t = profiler::monotonic_ns();
+            let Some(b) = self.probe.blocked(pid, tid, self.stack_bytes) else { continue };
+            let k = self.key(pid, tid, Some(b.regs), &b.stack, Vec::new(), true, b.syscall, false);
+            self.collector.push_observe(tid, t, k, false, gap);
+        }
+        let live = self.collector.live_threads().max(1) as f64;
+        let rate = (self.rate_hz as f64).min(WAIT_CHECK_BUDGET / live);
+        self.tick.min_rate = self.tick.min_rate.min(rate);
+        self.tick.period = std::time::Duration::from_secs_f64(1.0 / rate);
+        self.tick.next = now_i + self.tick.period;
+        self.tick.period
+    }
+}
+
+impl profiler::Sink for Recorder {
+    fn started(&mut self, pid: i32) {
+        let pid = pid as u32;
+        self.start_ns = profiler::monotonic_ns();
+        self.collector.thread_seen(pid, pid);
+        if self.attached {
+            // Mappings made before we arrived are not reported by perf: read them now that the
+            // events are live (later ones arrive as mmap records).
+            if let Ok(maps) = symbolizer::python::read_maps(pid) {
+                for m in maps.into_iter().filter(|m| m.perms.contains('x')) {
+                    self.add_mapping(pid, Mapping { start: m.start, end: m.end, pgoff: m.pgoff, path: m.path });
+                }
+            }
+            if self.off_cpu {
+                self.snapshot_blocked_at_attach(pid);
+            }
+        }
+    }
+
+    fn record(&mut self, r: Record) {
         match r {
-            Record::Switch { tid, time, out, preempt, .. } => {
+            Record::Sample(s) => self.on_sample(s),
+            Record::Switch { pid, tid, time, out, preempt } => {
                 self.last_time = self.last_time.max(time);
-                self.switches.entry(tid).or_default().push(Switch { time, out, preempt });
+                self.collector.push_switch(pid, tid, time, out, preempt);
             }
             Record::Mmap(m) if m.executable => {
-                *self.mmap_count.entry(m.pid).or_default() += 1;
-                self.mmaps
-                    .push((m.pid, Mapping { start: m.start, end: m.start + m.len, pgoff: m.pgoff, path: m.path }));
+                self.add_mapping(m.pid, Mapping { start: m.start, end: m.start + m.len, pgoff: m.pgoff, path: m.path })
             }
             Record::Comm { pid, tid, name, .. } => {
                 self.names.insert(tid, (pid, name));
             }
+            Record::Fork { pid, tid, .. } => self.collector.thread_seen(pid, tid),
+            Record::Exit { tid, time, .. } => {
+                self.collector.push_exit(tid, time);
+                self.probe.forget(tid);
+            }
+            Record::Lost { count, time, source } => {
+                let tally = match source {
+                    SampleSource::CpuClock => &mut self.lost_samples,
+                    SampleSource::SwitchOut => {
+                        self.collector.push_lost(time);
+                        &mut self.lost_switches
+                    }
+                };
+                if tally.count == 0 {
+                    tally.first = time;
+                }
+                tally.count += count;
+                tally.last = time;
+            }
+            Record::Drained { upto } => self.collector.release(upto),
             _ => {}
         }
     }
 
-    /// How long the thread stayed off CPU after a switch-out sample at `time`, and whether it
-    /// was preempted (still runnable) rather than blocked.
-    fn off_cpu_interval(&self, tid: u32, time: u64, end: u64) -> (u64, bool) {
-        let Some(sw) = self.switches.get(&tid) else { return (0, false) };
-        // The SWITCH-out record is emitted next to the sample, in the same scheduler call: take
-        // the nearest one in time (threads that yield in a loop switch out many times a ms).
-        let i = sw.partition_point(|s| s.time < time);
-        let near = |k: usize| sw.get(k).filter(|s| s.out).map(|s| (s.time.abs_diff(time), k));
-        let best = [i.checked_sub(1).and_then(near), near(i), near(i + 1)]
-            .into_iter()
-            .flatten()
-            .min()
-            .filter(|(d, _)| *d < 50_000);
-        let preempt = best.is_some_and(|(_, k)| sw[k].preempt);
-        let from = best.map(|(_, k)| sw[k].time.max(time)).unwrap_or(time);
-        let back = sw[i..].iter().find(|s| !s.out && s.time >= from).map(|s| s.time).unwrap_or(end);
-        (back.saturating_sub(time), preempt)
-    }
-}
-
-/// A switch-out sample for every thread of `pid` that is blocked right now.
-fn blocked_threads(pid: u32, stack_bytes: usize) -> Vec<RawSample> {
-    let Ok(mut py) = PyProcess::locate(pid) else { return Vec::new() };
-    let now = profiler::monotonic_ns();
-    let mut out = Vec::new();
-    for tid in profiler::perf::process_tids(pid as i32) {
-        let tid = tid as u32;
-        if !matches!(crate::snapshot::thread_state(pid, tid), Some('S') | Some('D')) {
-            continue;
+    fn tick(&mut self) -> std::time::Duration {
+        if self.off_cpu && !self.exhaustive {
+            self.sample_blocked()
+        } else {
+            std::time::Duration::from_millis(10)
         }
-        let Some(b) = crate::snapshot::blocked(pid, tid, stack_bytes) else { continue };
-        let python = py.stack_for_tid(tid).ok().flatten();
-        let parked = parked_addr(&b.regs, &b.stack).map(|a| py.probe_parked(tid, a));
-        out.push(RawSample {
-            source: SampleSource::SwitchOut,
-            pid,
-            tid,
-            time: now,
-            regs: Some(b.regs),
-            stack: b.stack,
-            kernel_stack: Vec::new(),
-            python,
-            parked,
-            syscall: b.syscall,
-        });
     }
-    out
 }
 
 /// ftprof's cache directory (`$FTPROF_CACHE`, else `~/.cache/ftprof`), shared with the
@@ -425,15 +469,17 @@ pub fn record_profile(
         rate_hz: opts.rate_hz,
         stack_bytes: opts.stack_bytes,
         off_cpu: opts.off_cpu,
+        exhaustive_waits: opts.off_cpu && opts.exact_waits,
         ..Default::default()
     };
 
     // Parse the interpreter's ELF and DWARF on the other core while the target runs.
     let interp = interp.canonicalize().unwrap_or(interp.to_path_buf()).to_string_lossy().into_owned();
     let preload = std::thread::spawn(move || {
-        // SCHED_IDLE: only use a CPU the target leaves idle, never slow the target down.
-        let param = libc::sched_param { sched_priority: 0 };
-        unsafe { libc::sched_setscheduler(0, libc::SCHED_IDLE, &param) };
+        // Lowest normal priority: it takes a CPU the target leaves idle first, but unlike
+        // SCHED_IDLE it is not starved for the whole recording when the target keeps every CPU
+        // busy (the result is needed the moment the target exits).
+        unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, 19) };
         let mut native = Native::new();
         native.preload(&interp, &[analysis::EVAL_FRAME_FN]);
         // The libraries it links (libc above all) appear in almost every stack.
@@ -455,46 +501,21 @@ pub fn record_profile(
         let kallsyms = symbolizer::kernel::Kallsyms::load_cached(&cache_dir());
         (native, opnames, kallsyms)
     });
-    let mut col = Collected::default();
-    let mut initial = Vec::new();
-    let attached = matches!(target, Target::Attach { .. });
-    let mut early_maps = Vec::new();
-    let outcome =
-        profiler::record(
-            target,
-            &cfg,
-            &STOP,
-            &mut |pid| {
-                if attached {
-                    // Mappings made before we arrived are not reported by perf: read them now that
-                    // the events are live (later ones arrive as mmap records).
-                    if let Ok(maps) = symbolizer::python::read_maps(pid as u32) {
-                        early_maps.extend(maps.into_iter().filter(|m| m.perms.contains('x')).map(|m| {
-                            (pid as u32, Mapping { start: m.start, end: m.end, pgoff: m.pgoff, path: m.path })
-                        }));
-                    }
-                }
-                if attached && opts.off_cpu {
-                    // Threads already blocked when we arrive: their wait began before the first
-                    // switch-out we can see, so take their stacks now.
-                    initial = blocked_threads(pid as u32, opts.stack_bytes as usize);
-                }
-            },
-            &mut |r| col.on_record(r),
-        )?;
-    col.flush();
-    col.samples.splice(0..0, initial);
-    col.mmaps.splice(0..0, early_maps);
+    let mut rec = Recorder::new(opts, cfg.exhaustive_waits);
+    let outcome = profiler::record(target, &cfg, &STOP, &mut rec)?;
     if timing() {
         let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
         unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut ru) };
         let tv = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+        let (keys, pys) = rec.collector.distinct();
         eprintln!(
-            "ftprof timing: ftprof CPU while recording {:.3} s user, {:.3} s sys ({} samples, {} py read errors)",
+            "ftprof timing: ftprof CPU while recording {:.3} s user, {:.3} s sys ({} CPU samples, {} distinct keys, {} Python stacks, {} py read errors)",
             tv(ru.ru_utime),
             tv(ru.ru_stime),
-            col.samples.len(),
-            col.py_errors
+            rec.collector.stats.cpu_samples,
+            keys,
+            pys,
+            rec.py_errors
         );
     }
     let t_post = Instant::now();
@@ -502,13 +523,16 @@ pub fn record_profile(
     if timing() {
         eprintln!("ftprof timing: preload joined after {:?}", t_post.elapsed());
     }
-    let profile = build_profile(col, native, opnames, &kallsyms, &outcome, opts);
+    let profile = build_profile(rec, native, opnames, &kallsyms, &outcome, opts);
     Ok((profile, outcome))
 }
 
-/// Unwind, symbolize, classify and aggregate everything collected.
+/// Marker above the leaf of blocked time that no observation explains.
+const UNOBSERVED_MARKER: &str = "[off-CPU, not observed]";
+
+/// Symbolize, classify and aggregate everything collected.
 fn build_profile(
-    mut col: Collected,
+    rec: Recorder,
     mut native: Native,
     opnames: Vec<String>,
     kallsyms: &symbolizer::kernel::Kallsyms,
@@ -517,11 +541,11 @@ fn build_profile(
 ) -> Profile {
     let t = Instant::now();
     let pid = outcome.pid as u32;
-    let python = match col.py.get(&pid) {
+    let python = match rec.py.get(&pid) {
         Some(PyState::Located(p)) => Some(PythonInfo {
             version: p.offsets.version_string(),
             free_threaded: p.offsets.free_threaded,
-            gil_enabled: col.gil.get(&pid).copied().or_else(|| p.gil_enabled().ok()),
+            gil_enabled: rec.gil.get(&pid).copied().or_else(|| p.gil_enabled().ok()),
             runtime_module: p.module.clone(),
         }),
         _ => None,
@@ -541,15 +565,12 @@ fn build_profile(
         attached,
         partial: attached && outcome.stop == profiler::StopReason::TargetExited,
     };
-    for (pid, m) in std::mem::take(&mut col.mmaps) {
-        native.add_mapping(pid, m);
-    }
-    for sw in col.switches.values_mut() {
-        sw.sort_by_key(|s| s.time);
+    for (pid, m) in &rec.mmaps {
+        native.add_mapping(*pid, m.clone());
     }
     let mut builder = ProfileBuilder::new(1_000_000_000 / opts.rate_hz.max(1));
     // The launched process's runtime module first: it decides "running Python" vs "native".
-    let mut core: Vec<String> = col
+    let mut core: Vec<String> = rec
         .py
         .values()
         .filter_map(|s| match s {
@@ -557,74 +578,93 @@ fn build_profile(
             PyState::Pending { .. } => None,
         })
         .collect();
-    if let Some(PyState::Located(p)) = col.py.get(&pid) {
+    if let Some(PyState::Located(p)) = rec.py.get(&pid) {
         core.retain(|m| m != &p.module);
         core.insert(0, p.module.clone());
     }
     builder.set_core_modules(core);
     builder.set_opnames(opnames);
-    for (tid, (pid, comm)) in &col.names {
+    for (tid, (pid, comm)) in &rec.names {
         // The Python thread name when there is one (3.13 does not pass it to the OS).
-        builder.set_thread(*tid, *pid, col.py_names.get(tid).unwrap_or(comm));
+        builder.set_thread(*tid, *pid, rec.py_names.get(tid).unwrap_or(comm));
     }
+    let end = rec.last_time.max(outcome.start_ns + outcome.duration.as_nanos() as u64);
+    let start_ns = rec.start_ns.max(outcome.start_ns);
+    let lost_range = |ring: &str, l: &LostTally| {
+        (l.count > 0).then(|| analysis::LostRange {
+            ring: ring.into(),
+            count: l.count,
+            first_s: l.first.saturating_sub(start_ns) as f64 / 1e9,
+            last_s: l.last.saturating_sub(start_ns) as f64 / 1e9,
+        })
+    };
+    let lost: Vec<analysis::LostRange> =
+        [lost_range("samples", &rec.lost_samples), lost_range("switches", &rec.lost_switches)].into_iter().flatten().collect();
+    let wait_rate = rec.tick.min_rate;
+    let collection = rec.collector.finish(end);
     if timing() {
         eprintln!(
-            "ftprof timing: mappings + kallsyms ready after {:?} ({} samples to process)",
+            "ftprof timing: mappings + kallsyms ready after {:?} ({} distinct keys to symbolize)",
             t.elapsed(),
-            col.samples.len()
+            collection.entries.len()
         );
     }
-    let end = col.last_time.max(outcome.start_ns + outcome.duration.as_nanos() as u64);
-    // Rings of different CPUs interleave: put each thread's samples in time order.
-    col.samples.sort_by_key(|s| s.time);
-    for s in &col.samples {
-        let kernel: Vec<String> = s
-            .kernel_stack
+    for e in &collection.entries {
+        let kernel: Vec<String> = e
+            .key
+            .kernel
             .iter()
             .map(|&a| kallsyms.lookup(a).map(str::to_string).unwrap_or_else(|| format!("{a:#x}")))
             .collect();
-        let (chains, complete, leaf_prev) = match s.regs {
-            Some(regs) => {
-                let uw =
-                    native.unwind(s.pid, symbolizer::native::Regs { ip: regs.ip, sp: regs.sp, bp: regs.bp }, &s.stack);
-                let chains: Vec<_> =
-                    uw.addrs.iter().enumerate().map(|(i, &a)| native.symbolize(s.pid, a, i > 0)).collect();
-                // The instruction before the sampled one: a stalled atomic shows up there.
-                let prev = match s.source {
-                    SampleSource::CpuClock => native.symbolize(s.pid, regs.ip, true),
-                    SampleSource::SwitchOut => Vec::new(),
-                };
-                (chains, uw.complete, prev)
-            }
-            None => (Vec::new(), false, Vec::new()),
+        let chains: Vec<_> =
+            e.key.native.iter().enumerate().map(|(i, &a)| native.symbolize(e.key.pid, a, i > 0)).collect();
+        // The instruction before the sampled one: a stalled atomic shows up there.
+        let leaf_prev = match (e.kind, e.key.native.first()) {
+            (EntryKind::Cpu, Some(&ip)) => native.symbolize(e.key.pid, ip, true),
+            _ => Vec::new(),
         };
-        let observation = match s.source {
-            SampleSource::CpuClock => Observation::Cpu,
-            SampleSource::SwitchOut => {
-                let (duration_ns, preempted) = col.off_cpu_interval(s.tid, s.time, end);
-                Observation::OffCpu { duration_ns, preempted }
-            }
+        let observation = match e.kind {
+            EntryKind::Cpu => Observation::Cpu { samples: e.samples },
+            kind => Observation::OffCpu {
+                wait_us: e.wait.time_us,
+                waits: e.wait.waits,
+                max_us: e.wait.max_us,
+                preempted: matches!(kind, EntryKind::Preempted | EntryKind::Runqueue),
+            },
         };
         builder.add(&SampleInput {
-            tid: s.tid,
+            tid: e.key.tid,
             native: &chains,
-            native_complete: complete,
-            python: s.python.as_ref(),
+            native_complete: e.key.native_complete,
+            python: e.python.as_ref(),
             kernel: &kernel,
             leaf_prev: &leaf_prev,
-            parked: s.parked.as_ref(),
+            parked: e.key.parked.as_ref(),
             observation,
-            time: s.time,
-            syscall: s.syscall,
+            alone: e.key.alone,
+            marker: (e.kind == EntryKind::Unobserved).then_some(UNOBSERVED_MARKER),
+            syscall: e.key.syscall,
         });
     }
     if timing() {
         eprintln!("ftprof timing: samples processed after {:?}", t.elapsed());
     }
-    builder.summary.duration_s = outcome.duration.as_secs_f64();
-    builder.summary.rate_hz = opts.rate_hz;
-    builder.summary.lost_records = outcome.lost;
-    builder.summary.target_cpu_s = outcome.target_cpu_seconds;
+    let sum = &mut builder.summary;
+    sum.duration_s = outcome.duration.as_secs_f64();
+    sum.rate_hz = opts.rate_hz;
+    sum.lost_records = outcome.lost + outcome.lost_switches;
+    sum.lost = lost;
+    sum.target_cpu_s = outcome.target_cpu_seconds;
+    sum.switch_outs = collection.stats.intervals;
+    sum.observed_waits = collection.stats.observed_intervals;
+    sum.unobserved_us = collection.unobserved_us;
+    sum.wait_mode = match (opts.off_cpu, opts.exact_waits) {
+        (false, _) => "off",
+        (true, true) => "exhaustive",
+        (true, false) => "sampled",
+    }
+    .into();
+    sum.wait_rate_hz = (opts.off_cpu && !opts.exact_waits && wait_rate.is_finite()).then_some(wait_rate);
     builder.finish(target_info)
 }
 

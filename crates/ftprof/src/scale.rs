@@ -99,6 +99,7 @@ fn one_run(opts: &ScaleOptions, interp: &std::path::Path, n: u32, r: u32, re: Op
             rate_hz: opts.rate_hz,
             stack_bytes: 16 * 1024,
             off_cpu: true,
+            exact_waits: false,
             title: None,
         };
         let (profile, outcome) = record_profile(&Target::LaunchSpec(spec), interp, &ropts)?;

@@ -100,7 +100,7 @@ pub struct PyStack {
 }
 
 /// What a thread parked in the parking lot waits on (see [`PyProcess::probe_parked`]).
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
 pub struct ParkedInfo {
     /// The parked-on address (a PyMutex byte, `tstate->state`, a PyEvent…).
     pub addr: u64,

@@ -1,0 +1,602 @@
+//! The streaming engine: what a recording keeps while the target runs.
+//!
+//! Each CPU sample or off-CPU observation arrives already unwound (native return addresses) with
+//! the Python stack read from the target; it is reduced to an interned [`SampleKey`] and a count,
+//! so memory grows with the number of *distinct* stacks, never with the number of samples or
+//! the duration. Switch records go through the [`OffCpuTracker`]; every completed off-CPU
+//! interval is added to the key that explains it, with the weight of
+//! [`crate::offcpu::Interval::weight`], or counted as runqueue time (preempted) or as
+//! unexplained blocked time (blocked, not observed).
+//!
+//! [`Collector::finish`] returns a [`Collection`]: one [`Entry`] per distinct key with its CPU
+//! samples and off-CPU totals. Per thread, the blocked time and the number of blocked intervals
+//! are exact (from the switch records); observed entries are scaled so that they add up to them
+//! (a ratio estimate: the split between stacks is estimated, the thread's total is not).
+//! Symbolization and classification happen afterwards, once per entry.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use symbolizer::python::{ParkedInfo, PyFrame, PyStack};
+
+use crate::offcpu::{Interval, Observed, OffCpuTracker, ThreadState, TrackerStats};
+
+/// Everything that decides how a sample is shown and classified, with addresses unresolved.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
+pub struct SampleKey {
+    pub pid: u32,
+    pub tid: u32,
+    /// Native addresses, leaf first: the sampled ip, then return addresses.
+    pub native: Vec<u64>,
+    /// The native unwinder reached the outermost frame.
+    pub native_complete: bool,
+    /// Interned Python stack ([`Collector::python_id`]).
+    pub python: Option<u32>,
+    /// Kernel addresses, leaf first (CPU samples taken in the kernel).
+    pub kernel: Vec<u64>,
+    /// What a parked thread waited on.
+    pub parked: Option<ParkedInfo>,
+    /// The system call a blocked thread was in, when read from `/proc`.
+    pub syscall: Option<u64>,
+    /// A CPU sample (else an off-CPU observation).
+    pub on_cpu: bool,
+    /// No other thread of the process was alive (nobody else could hold a lock).
+    pub alone: bool,
+}
+
+/// Off-CPU totals of one entry.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct WaitTotals {
+    /// Estimated off-CPU time (µs).
+    pub time_us: u64,
+    /// Estimated number of off-CPU intervals.
+    pub waits: u64,
+    /// Longest observed interval (µs, exact).
+    pub max_us: u64,
+    /// Intervals actually observed.
+    pub observed: u64,
+}
+
+/// What an entry stands for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EntryKind {
+    /// CPU samples.
+    Cpu,
+    /// Observed blocked intervals.
+    Blocked,
+    /// Observed preempted intervals (exhaustive mode: a yield in a spin loop is told apart).
+    Preempted,
+    /// Preempted intervals without a stack: exact runqueue time.
+    Runqueue,
+    /// Blocked time of a thread none of whose intervals was observed.
+    Unobserved,
+}
+
+/// One distinct sample key and what it accumulated.
+#[derive(Clone, Debug)]
+pub struct Entry {
+    pub kind: EntryKind,
+    pub key: SampleKey,
+    pub python: Option<PyStack>,
+    /// CPU samples (kind `Cpu`).
+    pub samples: u64,
+    pub wait: WaitTotals,
+}
+
+/// Counters of the recording's completeness.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CollectStats {
+    pub cpu_samples: u64,
+    /// Off-CPU intervals seen (exact).
+    pub intervals: u64,
+    /// Blocked intervals that had an observation.
+    pub observed_intervals: u64,
+    pub tracker: TrackerStats,
+}
+
+#[derive(Default, Clone, Copy)]
+struct WaitAgg {
+    time_ns: f64,
+    count: f64,
+    max_ns: u64,
+    observed: u64,
+}
+
+#[derive(Default, Clone, Copy)]
+struct ThreadTimes {
+    pid: u32,
+    exited: bool,
+    blocked_ns: u64,
+    blocked_count: u64,
+    observed_ns: f64,
+    observed_count: f64,
+    runqueue_ns: u64,
+    runqueue_count: u64,
+}
+
+/// An event for the tracker, held until every record up to its time has been drained.
+#[derive(Clone, Debug)]
+enum Timed {
+    Switch { pid: u32, tid: u32, out: bool, preempted: bool },
+    Exit { tid: u32 },
+    Observe { tid: u32, key: u32, exhaustive: bool, gap_ns: u64 },
+    Lost,
+}
+
+/// Python stacks are interned by the identity of their frames.
+type PyKey = (Vec<(usize, u32, u16, bool)>, bool, i32);
+
+fn py_key(s: &PyStack) -> PyKey {
+    let frames = s
+        .frames
+        .iter()
+        .map(|f| match f {
+            PyFrame::Code { code, lasti, instr, .. } => {
+                (Arc::as_ptr(code) as usize, *lasti, instr.unwrap_or(0), instr.is_some())
+            }
+            PyFrame::Entry => (0, 0, 0, false),
+        })
+        .collect();
+    (frames, s.truncated, s.state)
+}
+
+/// See the module documentation.
+#[derive(Default)]
+pub struct Collector {
+    keys: HashMap<SampleKey, u32>,
+    key_list: Vec<SampleKey>,
+    py_ids: HashMap<PyKey, u32>,
+    py_list: Vec<PyStack>,
+    cpu: HashMap<u32, u64>,
+    waits: HashMap<(u32, bool), WaitAgg>,
+    threads: HashMap<u32, ThreadTimes>,
+    tracker: OffCpuTracker<u32>,
+    /// Events waiting for [`Collector::release`], with their time and arrival order.
+    pending: Vec<(u64, u64, Timed)>,
+    seq: u64,
+    pub stats: CollectStats,
+}
+
+impl Collector {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Intern a Python stack.
+    pub fn python_id(&mut self, stack: PyStack) -> u32 {
+        let k = py_key(&stack);
+        if let Some(&id) = self.py_ids.get(&k) {
+            return id;
+        }
+        let id = self.py_list.len() as u32;
+        self.py_list.push(stack);
+        self.py_ids.insert(k, id);
+        id
+    }
+
+    /// Intern a sample key.
+    pub fn key_id(&mut self, key: SampleKey) -> u32 {
+        if let Some(&id) = self.keys.get(&key) {
+            return id;
+        }
+        let id = self.key_list.len() as u32;
+        self.key_list.push(key.clone());
+        self.keys.insert(key, id);
+        id
+    }
+
+    /// Distinct keys and Python stacks kept so far.
+    pub fn distinct(&self) -> (usize, usize) {
+        (self.key_list.len(), self.py_list.len())
+    }
+
+    pub fn cpu_sample(&mut self, key: u32) {
+        *self.cpu.entry(key).or_default() += 1;
+        self.stats.cpu_samples += 1;
+    }
+
+    fn thread(&mut self, tid: u32, pid: u32) -> &mut ThreadTimes {
+        let t = self.threads.entry(tid).or_default();
+        if pid != 0 {
+            t.pid = pid;
+        }
+        t
+    }
+
+    /// Queue a switch record (records of different CPUs arrive out of order: they are applied
+    /// in time order by [`Collector::release`]).
+    pub fn push_switch(&mut self, pid: u32, tid: u32, time: u64, out: bool, preempted: bool) {
+        self.push(time, Timed::Switch { pid, tid, out, preempted });
+    }
+
+    /// Queue an observation (see [`Collector::observe`]).
+    pub fn push_observe(&mut self, tid: u32, time: u64, key: u32, exhaustive: bool, gap_ns: u64) {
+        self.push(time, Timed::Observe { tid, key, exhaustive, gap_ns });
+    }
+
+    /// Queue a thread exit.
+    pub fn push_exit(&mut self, tid: u32, time: u64) {
+        self.push(time, Timed::Exit { tid });
+    }
+
+    /// Queue a loss of switch records, noticed at `time`.
+    pub fn push_lost(&mut self, time: u64) {
+        self.push(time, Timed::Lost);
+    }
+
+    fn push(&mut self, time: u64, ev: Timed) {
+        self.seq += 1;
+        self.pending.push((time, self.seq, ev));
+    }
+
+    /// Apply, in time order, every queued event stamped at or before `upto` (everything up to
+    /// there has been drained from every ring).
+    pub fn release(&mut self, upto: u64) {
+        if self.pending.is_empty() {
+            return;
+        }
+        self.pending.sort_unstable_by_key(|(t, s, _)| (*t, *s));
+        let n = self.pending.partition_point(|(t, _, _)| *t <= upto);
+        let ready: Vec<(u64, u64, Timed)> = self.pending.drain(..n).collect();
+        for (time, _, ev) in ready {
+            match ev {
+                Timed::Switch { pid, tid, out, preempted } => self.switch(pid, tid, time, out, preempted),
+                Timed::Exit { tid } => self.exit(tid, time),
+                Timed::Observe { tid, key, exhaustive, gap_ns } => self.observe(tid, time, key, exhaustive, gap_ns),
+                Timed::Lost => self.lost_switches(),
+            }
+        }
+    }
+
+    /// Threads a tick should look at: alive, and not in an off-CPU interval already explained.
+    pub fn threads_to_check(&self) -> Vec<(u32, u32)> {
+        let mut v: Vec<(u32, u32)> = self
+            .threads
+            .iter()
+            .filter(|(&tid, t)| !t.exited && t.pid != 0 && !self.tracker.explained(tid))
+            .map(|(&tid, t)| (t.pid, tid))
+            .collect();
+        v.sort_unstable();
+        v
+    }
+
+    /// Threads of `pid` alive now.
+    pub fn live_threads_of(&self, pid: u32) -> usize {
+        self.threads.values().filter(|t| !t.exited && t.pid == pid).count()
+    }
+
+    /// Threads alive now (seen and not exited).
+    pub fn live_threads(&self) -> usize {
+        self.threads.values().filter(|t| !t.exited).count()
+    }
+
+    /// A thread of `pid` exists (e.g. created, or found at attach) even if it has not been
+    /// scheduled yet.
+    pub fn thread_seen(&mut self, pid: u32, tid: u32) {
+        self.thread(tid, pid);
+    }
+
+    /// A switch record of thread `tid` of process `pid`, applied now.
+    pub fn switch(&mut self, pid: u32, tid: u32, time: u64, out: bool, preempted: bool) {
+        self.thread(tid, pid);
+        if out {
+            self.tracker.switch_out(tid, time, preempted);
+        } else {
+            self.tracker.switch_in(tid, time);
+        }
+        self.absorb();
+    }
+
+    /// An observation of a thread off CPU: `exhaustive` for a sample at the switch-out itself,
+    /// else a tick's snapshot with `gap_ns` since the previous tick.
+    pub fn observe(&mut self, tid: u32, time: u64, key: u32, exhaustive: bool, gap_ns: u64) {
+        self.tracker.observe(tid, Observed { time, payload: key, exhaustive, gap_ns });
+    }
+
+    /// A thread blocked since before the recording began (attach): its interval starts at
+    /// `since`.
+    pub fn assume_blocked(&mut self, pid: u32, tid: u32, since: u64) {
+        self.thread(tid, pid);
+        self.tracker.assume_blocked(tid, since);
+    }
+
+    pub fn exit(&mut self, tid: u32, time: u64) {
+        self.tracker.exit(tid, time);
+        if let Some(t) = self.threads.get_mut(&tid) {
+            t.exited = true;
+        }
+        self.absorb();
+    }
+
+    /// Switch records were lost.
+    pub fn lost_switches(&mut self) {
+        self.tracker.lost();
+    }
+
+    pub fn thread_state(&self, tid: u32) -> ThreadState {
+        self.tracker.state(tid)
+    }
+
+    /// Blocked threads whose current interval has no observation yet, with their pid.
+    pub fn due_for_observation(&self) -> Vec<(u32, u32)> {
+        let mut v: Vec<(u32, u32)> = self
+            .tracker
+            .blocked_unobserved()
+            .map(|(tid, _)| (self.threads.get(&tid).map_or(0, |t| t.pid), tid))
+            .collect();
+        v.sort_unstable();
+        v
+    }
+
+    /// Threads seen in switch records (alive or not).
+    pub fn threads_seen(&self) -> usize {
+        self.threads.len()
+    }
+
+    fn absorb(&mut self) {
+        for iv in self.tracker.take_intervals() {
+            self.add_interval(iv);
+        }
+    }
+
+    fn add_interval(&mut self, iv: Interval<u32>) {
+        let d = iv.duration_ns();
+        let w = iv.weight();
+        self.stats.intervals += 1;
+        let t = self.threads.entry(iv.tid).or_default();
+        match (&iv.observed, iv.preempted) {
+            (None, true) => {
+                t.runqueue_ns += d;
+                t.runqueue_count += 1;
+            }
+            (Some(o), preempted) => {
+                if !preempted {
+                    t.blocked_ns += d;
+                    t.blocked_count += 1;
+                    t.observed_ns += w.time_ns;
+                    t.observed_count += w.count;
+                }
+                self.stats.observed_intervals += 1;
+                let a = self.waits.entry((o.payload, preempted)).or_default();
+                a.time_ns += w.time_ns;
+                a.count += w.count;
+                a.max_ns = a.max_ns.max(d);
+                a.observed += 1;
+            }
+            (None, false) => {
+                t.blocked_ns += d;
+                t.blocked_count += 1;
+            }
+        }
+    }
+
+    /// Close open intervals at `end` and return everything aggregated.
+    pub fn finish(mut self, end: u64) -> Collection {
+        self.release(u64::MAX);
+        self.tracker.finish(end);
+        self.absorb();
+        self.stats.tracker = self.tracker.stats;
+        // Per-thread ratio scaling of observed blocked time to the exact totals.
+        let scale: HashMap<u32, (f64, f64)> = self
+            .threads
+            .iter()
+            .filter(|(_, t)| t.observed_ns > 0.0)
+            .map(|(&tid, t)| {
+                (tid, (t.blocked_ns as f64 / t.observed_ns, t.blocked_count as f64 / t.observed_count.max(1e-9)))
+            })
+            .collect();
+        let py = |k: &SampleKey, list: &[PyStack]| k.python.map(|i| list[i as usize].clone());
+        let mut entries = Vec::new();
+        let mut cpu: Vec<(u32, u64)> = self.cpu.into_iter().collect();
+        cpu.sort_unstable();
+        for (id, n) in cpu {
+            let key = &self.key_list[id as usize];
+            entries.push(Entry {
+                kind: EntryKind::Cpu,
+                python: py(key, &self.py_list),
+                key: key.clone(),
+                samples: n,
+                wait: WaitTotals::default(),
+            });
+        }
+        let mut waits: Vec<((u32, bool), WaitAgg)> = self.waits.into_iter().collect();
+        waits.sort_unstable_by_key(|(k, _)| *k);
+        for ((id, preempted), a) in waits {
+            let key = &self.key_list[id as usize];
+            let (ts, cs) = if preempted { (1.0, 1.0) } else { scale.get(&key.tid).copied().unwrap_or((1.0, 1.0)) };
+            entries.push(Entry {
+                kind: if preempted { EntryKind::Preempted } else { EntryKind::Blocked },
+                python: py(key, &self.py_list),
+                key: key.clone(),
+                samples: 0,
+                wait: WaitTotals {
+                    time_us: (a.time_ns * ts / 1000.0).round() as u64,
+                    waits: (a.count * cs).round().max(1.0) as u64,
+                    max_us: a.max_ns / 1000,
+                    observed: a.observed,
+                },
+            });
+        }
+        let mut threads: Vec<(u32, ThreadTimes)> = self.threads.into_iter().collect();
+        threads.sort_unstable_by_key(|(tid, _)| *tid);
+        let mut unobserved_us = 0;
+        for (tid, t) in &threads {
+            let base = SampleKey { pid: t.pid, tid: *tid, ..Default::default() };
+            if t.runqueue_ns > 0 {
+                entries.push(Entry {
+                    kind: EntryKind::Runqueue,
+                    key: base.clone(),
+                    python: None,
+                    samples: 0,
+                    wait: WaitTotals { time_us: t.runqueue_ns / 1000, waits: t.runqueue_count, max_us: 0, observed: 0 },
+                });
+            }
+            if t.observed_ns == 0.0 && t.blocked_ns > 0 {
+                unobserved_us += t.blocked_ns / 1000;
+                entries.push(Entry {
+                    kind: EntryKind::Unobserved,
+                    key: base,
+                    python: None,
+                    samples: 0,
+                    wait: WaitTotals { time_us: t.blocked_ns / 1000, waits: t.blocked_count, max_us: 0, observed: 0 },
+                });
+            }
+        }
+        let blocked_us = threads.iter().map(|(_, t)| t.blocked_ns / 1000).sum();
+        let runqueue_us = threads.iter().map(|(_, t)| t.runqueue_ns / 1000).sum();
+        Collection {
+            entries,
+            stats: self.stats,
+            distinct_keys: self.key_list.len(),
+            blocked_us,
+            runqueue_us,
+            unobserved_us,
+        }
+    }
+}
+
+/// The result of a recording, before symbolization.
+#[derive(Clone, Debug, Default)]
+pub struct Collection {
+    pub entries: Vec<Entry>,
+    pub stats: CollectStats,
+    pub distinct_keys: usize,
+    /// Exact blocked time of all threads (µs).
+    pub blocked_us: u64,
+    /// Exact runqueue time of all threads (µs).
+    pub runqueue_us: u64,
+    /// Blocked time of threads that had no observed interval (µs), shown as unobserved.
+    pub unobserved_us: u64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(c: &mut Collector, tid: u32, leaf: u64, on_cpu: bool) -> u32 {
+        c.key_id(SampleKey { pid: 1, tid, native: vec![leaf], on_cpu, ..Default::default() })
+    }
+
+    #[test]
+    fn identical_samples_share_one_entry() {
+        let mut c = Collector::new();
+        for _ in 0..1000 {
+            let k = key(&mut c, 10, 0x1000, true);
+            c.cpu_sample(k);
+        }
+        let k = key(&mut c, 10, 0x2000, true);
+        c.cpu_sample(k);
+        assert_eq!(c.distinct(), (2, 0));
+        let col = c.finish(0);
+        let samples: Vec<u64> = col.entries.iter().map(|e| e.samples).collect();
+        assert_eq!(samples, vec![1000, 1]);
+    }
+
+    #[test]
+    fn python_stacks_are_interned() {
+        let mut c = Collector::new();
+        let a = c.python_id(PyStack { frames: vec![PyFrame::Entry], truncated: false, state: 1 });
+        let b = c.python_id(PyStack { frames: vec![PyFrame::Entry], truncated: false, state: 1 });
+        let d = c.python_id(PyStack { frames: vec![PyFrame::Entry], truncated: true, state: 1 });
+        assert_eq!(a, b);
+        assert_ne!(a, d);
+    }
+
+    /// Thread 5: blocked 3 times (100, 200, 300 µs); only the first two observed (sampled, tick
+    /// 50 µs, so weights are the durations). Its total blocked time is exact (600 µs); the two
+    /// observed stacks share it 1:2. Thread 6: preempted 40 µs, exact runqueue. Thread 7: blocked
+    /// 80 µs and never observed.
+    #[test]
+    fn totals_are_exact_per_thread_and_split_by_observations() {
+        let mut c = Collector::new();
+        let lock = key(&mut c, 5, 0xa, false);
+        let sleep = key(&mut c, 5, 0xb, false);
+        let us = 1000;
+        for tid in [5, 6, 7] {
+            c.switch(1, tid, 0, false, false);
+        }
+        c.switch(1, 5, 100 * us, true, false);
+        c.observe(5, 150 * us, lock, false, 50 * us);
+        c.switch(1, 5, 200 * us, false, false);
+        c.switch(1, 5, 300 * us, true, false);
+        c.observe(5, 310 * us, sleep, false, 50 * us);
+        c.switch(1, 5, 500 * us, false, false);
+        c.switch(1, 5, 600 * us, true, false);
+        c.switch(1, 5, 900 * us, false, false);
+        c.switch(1, 6, 10 * us, true, true);
+        c.switch(1, 6, 50 * us, false, false);
+        c.switch(1, 7, 10 * us, true, false);
+        c.switch(1, 7, 90 * us, false, false);
+        let col = c.finish(1000 * us);
+        let find = |kind, tid| col.entries.iter().filter(move |e| e.kind == kind && e.key.tid == tid);
+        let blocked: Vec<(u64, u64)> =
+            find(EntryKind::Blocked, 5).map(|e| (e.key.native[0], e.wait.time_us)).collect();
+        assert_eq!(blocked, vec![(0xa, 200), (0xb, 400)]);
+        // 3 blocked intervals shared 1:1 between two observed ones (1.5 each, rounded).
+        let waits: u64 = find(EntryKind::Blocked, 5).map(|e| e.wait.waits).sum();
+        assert!((3..=4).contains(&waits), "{waits}");
+        assert_eq!(find(EntryKind::Runqueue, 6).map(|e| e.wait.time_us).collect::<Vec<_>>(), vec![40]);
+        assert_eq!(find(EntryKind::Unobserved, 7).map(|e| e.wait.time_us).collect::<Vec<_>>(), vec![80]);
+        assert_eq!(col.blocked_us, 600 + 80);
+        assert_eq!(col.runqueue_us, 40);
+        assert_eq!(col.unobserved_us, 80);
+        assert_eq!(col.stats.intervals, 5);
+        assert_eq!(col.stats.observed_intervals, 2);
+    }
+
+    /// Records of two CPUs drained ring by ring: thread 1 switched out on CPU 0 at 100 and in on
+    /// CPU 1 at 150, but CPU 1's ring is drained first. Held until released, they pair.
+    #[test]
+    fn release_orders_records_across_cpus() {
+        let mut c = Collector::new();
+        let k = key(&mut c, 1, 0x1, false);
+        c.switch(4, 1, 0, false, false);
+        c.push_switch(4, 1, 150, false, false); // CPU 1's ring
+        c.push_observe(1, 120, k, false, 10); // a tick's snapshot
+        c.push_switch(4, 1, 100, true, false); // CPU 0's ring
+        c.release(160);
+        let col = c.finish(1000);
+        let e: Vec<_> = col.entries.iter().filter(|e| e.kind == EntryKind::Blocked).collect();
+        assert_eq!(e.len(), 1);
+        assert_eq!(e[0].wait.max_us, 0);
+        assert_eq!(col.stats.intervals, 1);
+        assert_eq!(col.stats.observed_intervals, 1);
+    }
+
+    #[test]
+    fn release_holds_events_after_the_watermark() {
+        let mut c = Collector::new();
+        c.switch(4, 1, 0, false, false);
+        c.push_switch(4, 1, 100, true, false);
+        c.push_switch(4, 1, 300, false, false);
+        c.release(200);
+        assert!(matches!(c.thread_state(1), ThreadState::Off { since: 100, .. }));
+        c.release(400);
+        assert!(matches!(c.thread_state(1), ThreadState::On { since: 300 }));
+    }
+
+    #[test]
+    fn threads_to_check_skips_explained_and_exited_threads() {
+        let mut c = Collector::new();
+        let k = key(&mut c, 2, 0x1, false);
+        for tid in [1, 2, 3] {
+            c.switch(7, tid, 0, false, false);
+        }
+        c.switch(7, 2, 10, true, false);
+        c.observe(2, 11, k, false, 10);
+        c.exit(3, 12);
+        assert_eq!(c.threads_to_check(), vec![(7, 1)]);
+        assert_eq!(c.live_threads(), 2);
+    }
+
+    #[test]
+    fn due_for_observation_lists_newly_blocked_threads_once() {
+        let mut c = Collector::new();
+        let k = key(&mut c, 3, 0x1, false);
+        c.switch(9, 3, 0, false, false);
+        c.switch(9, 3, 10, true, false);
+        assert_eq!(c.due_for_observation(), vec![(9, 3)]);
+        c.observe(3, 20, k, false, 10);
+        assert!(c.due_for_observation().is_empty());
+    }
+}

@@ -1,0 +1,170 @@
+//! What a blocked thread is doing right now, read without stopping it: the system call it is
+//! blocked in (`/proc/PID/task/TID/syscall`: number, arguments, stack and instruction pointers)
+//! and a copy of its user stack (`process_vm_readv`). Used for wall-clock snapshots of blocked
+//! threads and for threads already blocked when ftprof attaches.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::os::unix::fs::FileExt;
+
+use crate::records::Regs;
+
+/// One blocked thread's view.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Blocked {
+    /// System call number, when blocked in one.
+    pub syscall: Option<u64>,
+    /// `ip`, `sp` and the first three arguments (`di`, `si`, `dx`); the rest are zero.
+    pub regs: Regs,
+    /// Copy of the user stack from `regs.sp`.
+    pub stack: Vec<u8>,
+}
+
+/// Parse `/proc/PID/task/TID/syscall`: `NR ARG1..ARG6 SP PC` while blocked in a system call,
+/// `-1 SP PC` when blocked outside one, `running` otherwise (→ `None`).
+pub fn parse_syscall(text: &str) -> Option<(Option<u64>, Regs)> {
+    let fields: Vec<&str> = text.split_whitespace().collect();
+    let hex = |s: &str| u64::from_str_radix(s.trim_start_matches("0x"), 16).ok();
+    let (nr, args, sp, ip) = match fields.as_slice() {
+        [nr, a0, a1, a2, _, _, _, sp, pc] => (nr.parse::<u64>().ok(), [hex(a0)?, hex(a1)?, hex(a2)?], hex(sp)?, hex(pc)?),
+        [_, sp, pc] => (None, [0; 3], hex(sp)?, hex(pc)?),
+        _ => return None,
+    };
+    Some((nr, Regs { di: args[0], si: args[1], dx: args[2], sp, ip, ..Default::default() }))
+}
+
+/// Copy up to `max` bytes of `pid`'s memory from `sp` (fewer near the top of the stack mapping).
+pub fn read_stack(pid: u32, sp: u64, max: usize) -> Vec<u8> {
+    let mut len = max;
+    let mut buf = vec![0u8; max];
+    while len >= 512 {
+        let local = libc::iovec { iov_base: buf.as_mut_ptr().cast(), iov_len: len };
+        let remote = libc::iovec { iov_base: sp as *mut libc::c_void, iov_len: len };
+        // SAFETY: `local` points into `buf`, which has at least `len` writable bytes; the remote
+        // range is only read by the kernel, which checks it.
+        let n = unsafe { libc::process_vm_readv(pid as libc::pid_t, &local, 1, &remote, 1, 0) };
+        if n == len as isize {
+            buf.truncate(len);
+            return buf;
+        }
+        if n < 0 {
+            let e = std::io::Error::last_os_error().raw_os_error();
+            if matches!(e, Some(libc::ESRCH) | Some(libc::EPERM)) {
+                break; // gone, or not ours to read: retrying will not help
+            }
+        }
+        // Do not cross the end of the stack mapping: shrink (always strictly) and retry.
+        let to_page_end = (4096 - (sp as usize % 4096)) % 4096;
+        let next = if len > to_page_end + 4096 { len / 2 } else { to_page_end.max(len / 2) };
+        if next >= len {
+            break;
+        }
+        len = next;
+    }
+    Vec::new()
+}
+
+/// Reads threads' blocked state, keeping each `/proc/PID/task/TID/syscall` open (a `pread` at
+/// offset 0 regenerates it), so a check costs one system call.
+#[derive(Default)]
+pub struct ThreadProbe {
+    files: HashMap<u32, (u32, File)>,
+    buf: Vec<u8>,
+}
+
+impl ThreadProbe {
+    pub fn new() -> Self {
+        ThreadProbe { files: HashMap::new(), buf: vec![0; 512] }
+    }
+
+    /// The system call state of thread `tid` of `pid`; `None` while it runs (or is runnable),
+    /// or when it cannot be read.
+    pub fn syscall(&mut self, pid: u32, tid: u32) -> Option<(Option<u64>, Regs)> {
+        let file = match self.files.get(&tid) {
+            Some((p, f)) if *p == pid => f,
+            _ => {
+                let f = File::open(format!("/proc/{pid}/task/{tid}/syscall")).ok()?;
+                &self.files.entry(tid).insert_entry((pid, f)).into_mut().1
+            }
+        };
+        let n = file.read_at(&mut self.buf, 0).ok()?;
+        parse_syscall(std::str::from_utf8(&self.buf[..n]).ok()?)
+    }
+
+    /// Like [`ThreadProbe::syscall`], plus a copy of `stack_bytes` of its stack.
+    pub fn blocked(&mut self, pid: u32, tid: u32, stack_bytes: usize) -> Option<Blocked> {
+        let (syscall, regs) = self.syscall(pid, tid)?;
+        Some(Blocked { syscall, regs, stack: read_stack(pid, regs.sp, stack_bytes) })
+    }
+
+    /// Close what is kept open for `tid` (it exited).
+    pub fn forget(&mut self, tid: u32) {
+        self.files.remove(&tid);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_the_three_forms() {
+        let (nr, r) = parse_syscall("202 0x7f00deadbee8 0x80 0x0 0x0 0x0 0x0 0x7ffd1000 0x7f0012345678\n").unwrap();
+        assert_eq!(nr, Some(202));
+        assert_eq!((r.di, r.si, r.sp, r.ip), (0x7f00deadbee8, 0x80, 0x7ffd1000, 0x7f0012345678));
+        let (nr, r) = parse_syscall("-1 0x7ffd2000 0x401000\n").unwrap();
+        assert_eq!(nr, None);
+        assert_eq!((r.sp, r.ip), (0x7ffd2000, 0x401000));
+        assert_eq!(parse_syscall("running\n"), None);
+        assert_eq!(parse_syscall(""), None);
+        assert_eq!(parse_syscall("202 zz 0 0 0 0 0 0 0"), None);
+    }
+
+    /// A real blocked thread of this process: its futex wait shows up with its arguments and a
+    /// readable stack; a running one reads as running.
+    #[test]
+    fn reads_a_real_blocked_thread() {
+        let (tx, rx) = std::sync::mpsc::channel::<()>();
+        let (tid_tx, tid_rx) = std::sync::mpsc::channel();
+        let h = std::thread::spawn(move || {
+            // SAFETY: gettid has no preconditions.
+            tid_tx.send(unsafe { libc::gettid() } as u32).unwrap();
+            rx.recv().unwrap();
+        });
+        let tid = tid_rx.recv().unwrap();
+        let pid = std::process::id();
+        let mut probe = ThreadProbe::new();
+        // It blocks in recv() soon after sending its tid.
+        let mut seen = None;
+        for _ in 0..2000 {
+            if let Some(b) = probe.blocked(pid, tid, 4096) {
+                seen = Some(b);
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        let b = seen.expect("the thread never showed as blocked");
+        assert_eq!(b.syscall, Some(202), "a channel receive waits in futex");
+        assert!(!b.stack.is_empty());
+        assert!(b.regs.sp != 0 && b.regs.ip != 0);
+        tx.send(()).unwrap();
+        h.join().unwrap();
+
+        // A spinning thread reads as running (most of the time: it can be preempted).
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (tid_tx, tid_rx) = std::sync::mpsc::channel();
+        let s2 = stop.clone();
+        let h = std::thread::spawn(move || {
+            // SAFETY: gettid has no preconditions.
+            tid_tx.send(unsafe { libc::gettid() } as u32).unwrap();
+            while !s2.load(std::sync::atomic::Ordering::Relaxed) {
+                std::hint::spin_loop();
+            }
+        });
+        let tid = tid_rx.recv().unwrap();
+        let running = (0..200).filter(|_| probe.syscall(pid, tid).is_none()).count();
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        h.join().unwrap();
+        assert!(running > 100, "a spinning thread read as running {running} times of 200");
+    }
+}
