@@ -234,7 +234,7 @@ pub fn summary_text(p: &Profile) -> String {
     match s.wait_mode.as_str() {
         "sampled" => {
             o += &format!(
-                "  off-CPU: {} intervals timed exactly; stacks of blocked threads sampled{} ({} intervals seen, the rest estimated from them)",
+                "  off-CPU: {} switch-outs; time per thread exact (kernel accounting), split between stacks by sampling blocked threads{} ({} distinct waits seen)",
                 s.switch_outs,
                 s.wait_rate_hz.map(|r| format!(" at {r:.0} Hz per thread")).unwrap_or_default(),
                 s.observed_waits
@@ -246,8 +246,11 @@ pub fn summary_text(p: &Profile) -> String {
 ";
         }
         "exhaustive" => {
-            o += &format!("  off-CPU: {} intervals, each with its stack (--exact-waits)
-", s.switch_outs)
+            o += &format!(
+                "  off-CPU: {} intervals, each with its stack (--exact-waits)
+",
+                s.switch_outs
+            )
         }
         _ => {}
     }

@@ -20,14 +20,11 @@ pub struct SamplingConfig {
     /// Wake the reader after every sample (so the caller can read live state, such as Python
     /// frames, while it is still current) instead of when the buffer fills up.
     pub wake_every_sample: bool,
-    /// Record every switch-in and switch-out (`PERF_RECORD_SWITCH`, no stacks) for off-CPU
-    /// (wait) attribution. Needs kernel sampling.
+    /// Also sample every switch-out (blocked, yielded or preempted threads) with registers and
+    /// a stack copy, and record every switch-in/out (`PERF_RECORD_SWITCH`), waking the reader
+    /// at each sample. Exact off-CPU attribution, at a cost that grows with the switch rate.
+    /// Needs kernel sampling.
     pub off_cpu: bool,
-    /// With `off_cpu`: also take a sample (registers + stack copy) at every switch-out, waking
-    /// the reader each time. Exact, and expensive at high switch rates.
-    pub exhaustive_waits: bool,
-    /// Ring buffer size per CPU for switch records, in pages (a power of two).
-    pub switch_ring_pages: usize,
 }
 
 impl Default for SamplingConfig {
@@ -37,9 +34,7 @@ impl Default for SamplingConfig {
             stack_bytes: 16 * 1024,
             ring_pages: 512,
             wake_every_sample: true,
-            off_cpu: true,
-            exhaustive_waits: false,
-            switch_ring_pages: 512,
+            off_cpu: false,
         }
     }
 }
@@ -150,34 +145,12 @@ fn set_wakeup(a: &mut b::perf_event_attr, cfg: &SamplingConfig) {
     }
 }
 
-/// Switch records (PERF_RECORD_SWITCH: in and out, with preemption) for the durations of
-/// off-CPU intervals. By default on a dummy event that samples nothing, its ring drained in
-/// batches (a wake-up when it is half full); with `exhaustive_waits`, on the software
-/// `context-switches` event with period 1, which also samples user registers and stack at every
-/// switch-out and wakes the reader each time.
+/// Sampling of every switch-out (the software `context-switches` event with period 1): user
+/// registers and stack at the moment a thread stops running, plus PERF_RECORD_SWITCH records
+/// (in and out, with preemption) for the durations. The reader is woken at every sample.
 pub fn switch_attr(cfg: &SamplingConfig, enable_on_exec: bool) -> b::perf_event_attr {
-    if cfg.exhaustive_waits {
-        let mut a = sampling_attr(b::PERF_COUNT_SW_CONTEXT_SWITCHES, 1, cfg, enable_on_exec);
-        a.set_context_switch(1);
-        return a;
-    }
-    let mut a = b::perf_event_attr {
-        type_: b::PERF_TYPE_SOFTWARE,
-        size: std::mem::size_of::<b::perf_event_attr>() as u32,
-        config: b::PERF_COUNT_SW_DUMMY as u64,
-        ..Default::default()
-    };
-    a.sample_type = (b::PERF_SAMPLE_TID | b::PERF_SAMPLE_TIME | b::PERF_SAMPLE_CPU) as u64;
-    a.set_disabled(1);
-    a.set_inherit(1);
-    a.set_exclude_hv(1);
-    a.set_sample_id_all(1);
-    a.set_use_clockid(1);
-    a.clockid = libc::CLOCK_MONOTONIC;
-    a.set_enable_on_exec(enable_on_exec as u64);
+    let mut a = sampling_attr(b::PERF_COUNT_SW_CONTEXT_SWITCHES, 1, cfg, enable_on_exec);
     a.set_context_switch(1);
-    a.set_watermark(1);
-    a.__bindgen_anon_2.wakeup_watermark = (cfg.switch_ring_pages * page_size() / 2) as u32;
     a
 }
 
@@ -339,18 +312,10 @@ pub fn open_process_rings(pid: i32, cfg: &SamplingConfig, enable_on_exec: bool) 
         }
         if cfg.off_cpu && !user_only {
             let mut attr = switch_attr(cfg, enable_on_exec);
-            rings.push(Ring::open(&mut attr, pid, cpu as i32, switch_pages(cfg), SampleSource::SwitchOut)?);
+            rings.push(Ring::open(&mut attr, pid, cpu as i32, cfg.ring_pages, SampleSource::SwitchOut)?);
         }
     }
     Ok(rings)
-}
-
-fn switch_pages(cfg: &SamplingConfig) -> usize {
-    if cfg.exhaustive_waits {
-        cfg.ring_pages
-    } else {
-        cfg.switch_ring_pages
-    }
 }
 
 /// Tasks (threads) of a process, from `/proc/PID/task`.
@@ -397,13 +362,7 @@ impl ThreadEvents {
                         }
                         let source = if switch { SampleSource::SwitchOut } else { SampleSource::CpuClock };
                         let opened = match leaders.get(&(cpu, switch)) {
-                            None => match Ring::open(
-                                &mut attr,
-                                tid,
-                                cpu as i32,
-                                if switch { switch_pages(cfg) } else { cfg.ring_pages },
-                                source,
-                            ) {
+                            None => match Ring::open(&mut attr, tid, cpu as i32, cfg.ring_pages, source) {
                                 Ok(r) => {
                                     leaders.insert((cpu, switch), ev.rings.len());
                                     ev.rings.push(r);

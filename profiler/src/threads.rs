@@ -26,7 +26,9 @@ pub fn parse_syscall(text: &str) -> Option<(Option<u64>, Regs)> {
     let fields: Vec<&str> = text.split_whitespace().collect();
     let hex = |s: &str| u64::from_str_radix(s.trim_start_matches("0x"), 16).ok();
     let (nr, args, sp, ip) = match fields.as_slice() {
-        [nr, a0, a1, a2, _, _, _, sp, pc] => (nr.parse::<u64>().ok(), [hex(a0)?, hex(a1)?, hex(a2)?], hex(sp)?, hex(pc)?),
+        [nr, a0, a1, a2, _, _, _, sp, pc] => {
+            (nr.parse::<u64>().ok(), [hex(a0)?, hex(a1)?, hex(a2)?], hex(sp)?, hex(pc)?)
+        }
         [_, sp, pc] => (None, [0; 3], hex(sp)?, hex(pc)?),
         _ => return None,
     };
@@ -64,31 +66,85 @@ pub fn read_stack(pid: u32, sp: u64, max: usize) -> Vec<u8> {
     Vec::new()
 }
 
-/// Reads threads' blocked state, keeping each `/proc/PID/task/TID/syscall` open (a `pread` at
-/// offset 0 regenerates it), so a check costs one system call.
+/// A thread's scheduler accounting (`/proc/PID/task/TID/schedstat` and the context-switch
+/// counters of `status`): exact, kept by the kernel at no cost to the thread.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SchedStat {
+    /// Time on a CPU (ns).
+    pub run_ns: u64,
+    /// Time runnable but waiting for a CPU (ns).
+    pub runqueue_ns: u64,
+    /// Times it was put on a CPU.
+    pub timeslices: u64,
+}
+
+/// Parse `/proc/PID/task/TID/schedstat`: `RUN_NS WAIT_NS TIMESLICES`.
+pub fn parse_schedstat(text: &str) -> Option<SchedStat> {
+    let mut it = text.split_whitespace().map(|f| f.parse::<u64>().ok());
+    Some(SchedStat { run_ns: it.next()??, runqueue_ns: it.next()??, timeslices: it.next()?? })
+}
+
+/// `voluntary_ctxt_switches` and `nonvoluntary_ctxt_switches` from `/proc/PID/task/TID/status`:
+/// how often the thread blocked, and how often it was preempted (or yielded to another thread).
+pub fn parse_ctxt_switches(status: &str) -> Option<(u64, u64)> {
+    let field = |name: &str| {
+        status.lines().find_map(|l| l.strip_prefix(name)?.trim_start_matches(':').trim().parse::<u64>().ok())
+    };
+    Some((field("voluntary_ctxt_switches")?, field("nonvoluntary_ctxt_switches")?))
+}
+
+/// One kept-open `/proc/PID/task/TID/*` file per thread and kind.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+enum ProcFile {
+    Syscall,
+    Schedstat,
+    Status,
+}
+
+/// Reads threads' state from `/proc`, keeping each file open (a `pread` at offset 0 regenerates
+/// it), so a check costs one system call.
 #[derive(Default)]
 pub struct ThreadProbe {
-    files: HashMap<u32, (u32, File)>,
+    files: HashMap<(u32, ProcFile), (u32, File)>,
     buf: Vec<u8>,
 }
 
 impl ThreadProbe {
     pub fn new() -> Self {
-        ThreadProbe { files: HashMap::new(), buf: vec![0; 512] }
+        ThreadProbe { files: HashMap::new(), buf: vec![0; 4096] }
+    }
+
+    fn read(&mut self, pid: u32, tid: u32, kind: ProcFile) -> Option<&str> {
+        let file = match self.files.get(&(tid, kind)) {
+            Some((p, f)) if *p == pid => f,
+            _ => {
+                let name = match kind {
+                    ProcFile::Syscall => "syscall",
+                    ProcFile::Schedstat => "schedstat",
+                    ProcFile::Status => "status",
+                };
+                let f = File::open(format!("/proc/{pid}/task/{tid}/{name}")).ok()?;
+                &self.files.entry((tid, kind)).insert_entry((pid, f)).into_mut().1
+            }
+        };
+        let n = file.read_at(&mut self.buf, 0).ok()?;
+        std::str::from_utf8(&self.buf[..n]).ok()
     }
 
     /// The system call state of thread `tid` of `pid`; `None` while it runs (or is runnable),
     /// or when it cannot be read.
     pub fn syscall(&mut self, pid: u32, tid: u32) -> Option<(Option<u64>, Regs)> {
-        let file = match self.files.get(&tid) {
-            Some((p, f)) if *p == pid => f,
-            _ => {
-                let f = File::open(format!("/proc/{pid}/task/{tid}/syscall")).ok()?;
-                &self.files.entry(tid).insert_entry((pid, f)).into_mut().1
-            }
-        };
-        let n = file.read_at(&mut self.buf, 0).ok()?;
-        parse_syscall(std::str::from_utf8(&self.buf[..n]).ok()?)
+        parse_syscall(self.read(pid, tid, ProcFile::Syscall)?)
+    }
+
+    /// The thread's scheduler accounting.
+    pub fn schedstat(&mut self, pid: u32, tid: u32) -> Option<SchedStat> {
+        parse_schedstat(self.read(pid, tid, ProcFile::Schedstat)?)
+    }
+
+    /// (voluntary, involuntary) context switches of the thread so far.
+    pub fn ctxt_switches(&mut self, pid: u32, tid: u32) -> Option<(u64, u64)> {
+        parse_ctxt_switches(self.read(pid, tid, ProcFile::Status)?)
     }
 
     /// Like [`ThreadProbe::syscall`], plus a copy of `stack_bytes` of its stack.
@@ -99,7 +155,9 @@ impl ThreadProbe {
 
     /// Close what is kept open for `tid` (it exited).
     pub fn forget(&mut self, tid: u32) {
-        self.files.remove(&tid);
+        for kind in [ProcFile::Syscall, ProcFile::Schedstat, ProcFile::Status] {
+            self.files.remove(&(tid, kind));
+        }
     }
 }
 
@@ -118,6 +176,18 @@ mod tests {
         assert_eq!(parse_syscall("running\n"), None);
         assert_eq!(parse_syscall(""), None);
         assert_eq!(parse_syscall("202 zz 0 0 0 0 0 0 0"), None);
+    }
+
+    #[test]
+    fn parses_schedstat_and_switch_counters() {
+        assert_eq!(
+            parse_schedstat("189369094 115624082 562\n"),
+            Some(SchedStat { run_ns: 189369094, runqueue_ns: 115624082, timeslices: 562 })
+        );
+        assert_eq!(parse_schedstat("1 2\n"), None);
+        let status = "Name:\tx\nvoluntary_ctxt_switches:\t435\nnonvoluntary_ctxt_switches:\t127\n";
+        assert_eq!(parse_ctxt_switches(status), Some((435, 127)));
+        assert_eq!(parse_ctxt_switches("Name: x\n"), None);
     }
 
     /// A real blocked thread of this process: its futex wait shows up with its arguments and a
@@ -145,6 +215,10 @@ mod tests {
         }
         let b = seen.expect("the thread never showed as blocked");
         assert_eq!(b.syscall, Some(202), "a channel receive waits in futex");
+        let before = probe.ctxt_switches(pid, tid).expect("status readable");
+        assert!(before.0 >= 1, "it blocked at least once: {before:?}");
+        let st = probe.schedstat(pid, tid).expect("schedstat readable");
+        assert!(st.timeslices >= 1 && st.run_ns > 0, "{st:?}");
         assert!(!b.stack.is_empty());
         assert!(b.regs.sp != 0 && b.regs.ip != 0);
         tx.send(()).unwrap();

@@ -5,15 +5,17 @@ import time
 
 lock = threading.Lock()
 print(f"lock {hex(id(lock))}\n", end="", flush=True)
-ready = threading.Event()
-go = threading.Event()
+ROUNDS = 10
+# One event per round: the waiter cannot miss a round (a single reused Event could be set twice
+# before the waiter clears it, and the waiter would then wait for a round that never comes).
+go = [threading.Event() for _ in range(ROUNDS)]
 blocked = 0.0
 
 
 def holder():
-    for _ in range(10):
+    for r in range(ROUNDS):
         with lock:
-            go.set()
+            go[r].set()
             end = time.thread_time() + 0.100
             while time.thread_time() < end:
                 pass
@@ -23,9 +25,8 @@ def holder():
 def waiter():
     global blocked
     print(f"tid waiter {threading.get_native_id()}\n", end="", flush=True)
-    for _ in range(10):
-        go.wait()
-        go.clear()
+    for r in range(ROUNDS):
+        go[r].wait()
         t = time.perf_counter()
         with lock:  # WAIT-LINE
             blocked += time.perf_counter() - t

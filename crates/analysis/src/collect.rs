@@ -102,10 +102,27 @@ struct WaitAgg {
     observed: u64,
 }
 
+/// Exact scheduler totals of one thread over the recording (from the kernel's per-thread
+/// accounting, in sampled mode).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SchedTotals {
+    pub blocked_ns: u64,
+    /// Times it blocked (voluntary context switches).
+    pub blocked_count: u64,
+    pub runqueue_ns: u64,
+    /// Times it was preempted or yielded (involuntary context switches).
+    pub runqueue_count: u64,
+}
+
 #[derive(Default, Clone, Copy)]
 struct ThreadTimes {
     pid: u32,
     exited: bool,
+    /// Sampled mode: the wait being observed (key) and how much time it has stood for so far.
+    episode: Option<(u32, f64)>,
+    /// The kernel's exact totals, when known: they replace what the intervals add up to (an
+    /// interval from switch-out to switch-in also holds the wait for a CPU after the wake-up).
+    sched: Option<SchedTotals>,
     blocked_ns: u64,
     blocked_count: u64,
     observed_ns: f64,
@@ -260,6 +277,14 @@ impl Collector {
         v
     }
 
+    /// `(pid, tid)` of the threads alive now.
+    pub fn live_thread_list(&self) -> Vec<(u32, u32)> {
+        let mut v: Vec<(u32, u32)> =
+            self.threads.iter().filter(|(_, t)| !t.exited && t.pid != 0).map(|(&tid, t)| (t.pid, tid)).collect();
+        v.sort_unstable();
+        v
+    }
+
     /// Threads of `pid` alive now.
     pub fn live_threads_of(&self, pid: u32) -> usize {
         self.threads.values().filter(|t| !t.exited && t.pid == pid).count()
@@ -291,6 +316,40 @@ impl Collector {
     /// else a tick's snapshot with `gap_ns` since the previous tick.
     pub fn observe(&mut self, tid: u32, time: u64, key: u32, exhaustive: bool, gap_ns: u64) {
         self.tracker.observe(tid, Observed { time, payload: key, exhaustive, gap_ns });
+    }
+
+    /// Sampled mode: thread `tid` was seen blocked by a tick that stands for `gap_ns`;
+    /// `continued`: it has not run since its previous observation (still the same wait).
+    pub fn observe_blocked(&mut self, pid: u32, tid: u32, key: u32, gap_ns: u64, continued: bool) {
+        let t = self.thread(tid, pid);
+        let same = continued && t.episode.is_some_and(|(k, _)| k == key);
+        let ended = if same { None } else { t.episode.replace((key, 0.0)) };
+        if let Some((_, acc)) = t.episode.as_mut() {
+            *acc += gap_ns as f64;
+        }
+        t.observed_ns += gap_ns as f64;
+        if !same {
+            t.observed_count += 1.0;
+        }
+        if let Some((k, acc)) = ended {
+            let a = self.waits.entry((k, false)).or_default();
+            a.max_ns = a.max_ns.max(acc as u64);
+        }
+        let a = self.waits.entry((key, false)).or_default();
+        a.time_ns += gap_ns as f64;
+        if !same {
+            a.count += 1.0;
+            a.observed += 1;
+            self.stats.observed_intervals += 1;
+        }
+    }
+
+    /// The kernel's exact scheduler totals of thread `tid` so far (replacing earlier ones). They
+    /// take precedence over the switch records: blocked time is split between the observed
+    /// stacks in proportion to what they observed, and runqueue time (waiting for a CPU, also
+    /// after a wake-up) is reported as such.
+    pub fn set_sched(&mut self, pid: u32, tid: u32, totals: SchedTotals) {
+        self.thread(tid, pid).sched = Some(totals);
     }
 
     /// A thread blocked since before the recording began (attach): its interval starts at
@@ -376,6 +435,22 @@ impl Collector {
         self.tracker.finish(end);
         self.absorb();
         self.stats.tracker = self.tracker.stats;
+        for t in self.threads.values_mut() {
+            if let Some((k, acc)) = t.episode.take() {
+                let a = self.waits.entry((k, false)).or_default();
+                a.max_ns = a.max_ns.max(acc as u64);
+            }
+        }
+        for t in self.threads.values_mut() {
+            if let Some(k) = t.sched {
+                t.blocked_ns = k.blocked_ns;
+                t.blocked_count = k.blocked_count;
+                t.runqueue_ns = k.runqueue_ns;
+                t.runqueue_count = k.runqueue_count;
+            }
+        }
+        // Off-CPU intervals: the kernel's counts where known, else the switch records'.
+        self.stats.intervals = self.threads.values().map(|t| t.blocked_count + t.runqueue_count).sum();
         // Per-thread ratio scaling of observed blocked time to the exact totals.
         let scale: HashMap<u32, (f64, f64)> = self
             .threads
@@ -385,6 +460,8 @@ impl Collector {
                 (tid, (t.blocked_ns as f64 / t.observed_ns, t.blocked_count as f64 / t.observed_count.max(1e-9)))
             })
             .collect();
+        let has_sched: std::collections::HashSet<u32> =
+            self.threads.iter().filter(|(_, t)| t.sched.is_some()).map(|(&tid, _)| tid).collect();
         let py = |k: &SampleKey, list: &[PyStack]| k.python.map(|i| list[i as usize].clone());
         let mut entries = Vec::new();
         let mut cpu: Vec<(u32, u64)> = self.cpu.into_iter().collect();
@@ -403,6 +480,9 @@ impl Collector {
         waits.sort_unstable_by_key(|(k, _)| *k);
         for ((id, preempted), a) in waits {
             let key = &self.key_list[id as usize];
+            if preempted && has_sched.contains(&key.tid) {
+                continue; // its runqueue time comes from the kernel's total
+            }
             let (ts, cs) = if preempted { (1.0, 1.0) } else { scale.get(&key.tid).copied().unwrap_or((1.0, 1.0)) };
             entries.push(Entry {
                 kind: if preempted { EntryKind::Preempted } else { EntryKind::Blocked },
@@ -529,8 +609,7 @@ mod tests {
         c.switch(1, 7, 90 * us, false, false);
         let col = c.finish(1000 * us);
         let find = |kind, tid| col.entries.iter().filter(move |e| e.kind == kind && e.key.tid == tid);
-        let blocked: Vec<(u64, u64)> =
-            find(EntryKind::Blocked, 5).map(|e| (e.key.native[0], e.wait.time_us)).collect();
+        let blocked: Vec<(u64, u64)> = find(EntryKind::Blocked, 5).map(|e| (e.key.native[0], e.wait.time_us)).collect();
         assert_eq!(blocked, vec![(0xa, 200), (0xb, 400)]);
         // 3 blocked intervals shared 1:1 between two observed ones (1.5 each, rounded).
         let waits: u64 = find(EntryKind::Blocked, 5).map(|e| e.wait.waits).sum();
@@ -587,6 +666,76 @@ mod tests {
         c.exit(3, 12);
         assert_eq!(c.threads_to_check(), vec![(7, 1)]);
         assert_eq!(c.live_threads(), 2);
+    }
+
+    /// Sampled mode: thread 5 is seen blocked at 4 ticks of 10 ms: twice in one wait on `lock`
+    /// (it did not run in between), then once on `lock` again and once on `sleep`. The kernel says
+    /// it blocked 80 ms in 6 waits: the 40 ms observed are scaled to 80, the 3 observed waits to 6.
+    #[test]
+    fn sampled_observations_scale_to_the_kernel_totals() {
+        let mut c = Collector::new();
+        let lock = key(&mut c, 5, 0xa, false);
+        let sleep = key(&mut c, 5, 0xb, false);
+        let ms = 1_000_000;
+        c.observe_blocked(1, 5, lock, 10 * ms, false);
+        c.observe_blocked(1, 5, lock, 10 * ms, true);
+        c.observe_blocked(1, 5, lock, 10 * ms, false);
+        c.observe_blocked(1, 5, sleep, 10 * ms, false);
+        c.set_sched(
+            1,
+            5,
+            SchedTotals { blocked_ns: 80 * ms, blocked_count: 6, runqueue_ns: 3 * ms, runqueue_count: 2 },
+        );
+        let col = c.finish(0);
+        let got: Vec<(EntryKind, u64, u64, u64, u64)> = col
+            .entries
+            .iter()
+            .map(|e| (e.kind, e.key.native.first().copied().unwrap_or(0), e.wait.time_us, e.wait.waits, e.wait.max_us))
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                (EntryKind::Blocked, 0xa, 60_000, 4, 20_000),
+                (EntryKind::Blocked, 0xb, 20_000, 2, 10_000),
+                (EntryKind::Runqueue, 0, 3_000, 2, 0),
+            ]
+        );
+        assert_eq!(col.stats.intervals, 8);
+        assert_eq!(col.stats.observed_intervals, 3);
+    }
+
+    /// Exhaustive mode with the kernel's totals: two observed intervals of 300 and 100 µs (their
+    /// ends include the wait for a CPU after the wake-up); the kernel says 200 µs blocked and
+    /// 200 µs runnable. The observed stacks share the 200 µs 3:1; runqueue is the kernel's.
+    #[test]
+    fn kernel_totals_take_precedence_over_switch_intervals() {
+        let mut c = Collector::new();
+        let a = key(&mut c, 5, 0xa, false);
+        let b = key(&mut c, 5, 0xb, false);
+        let pre = key(&mut c, 5, 0xc, false);
+        let us = 1000;
+        c.switch(1, 5, 0, false, false);
+        c.switch(1, 5, 100 * us, true, false);
+        c.observe(5, 100 * us, a, true, 0);
+        c.switch(1, 5, 400 * us, false, false);
+        c.switch(1, 5, 500 * us, true, false);
+        c.observe(5, 500 * us, b, true, 0);
+        c.switch(1, 5, 600 * us, false, false);
+        c.switch(1, 5, 700 * us, true, true);
+        c.observe(5, 700 * us, pre, true, 0);
+        c.switch(1, 5, 710 * us, false, false);
+        c.set_sched(
+            1,
+            5,
+            SchedTotals { blocked_ns: 200 * us, blocked_count: 2, runqueue_ns: 200 * us, runqueue_count: 3 },
+        );
+        let col = c.finish(800 * us);
+        let got: Vec<(EntryKind, u64, u64)> =
+            col.entries.iter().map(|e| (e.kind, e.key.native.first().copied().unwrap_or(0), e.wait.time_us)).collect();
+        assert_eq!(
+            got,
+            vec![(EntryKind::Blocked, 0xa, 150), (EntryKind::Blocked, 0xb, 50), (EntryKind::Runqueue, 0, 200)]
+        );
     }
 
     #[test]

@@ -338,7 +338,9 @@ mod tests {
             match e {
                 Ev::Out(t, p) => tr.switch_out(1, t, p),
                 Ev::In(t) => tr.switch_in(1, t),
-                Ev::Obs(t, p) => tr.observe(1, Observed { time: t, payload: p, exhaustive: false, gap_ns: gap_us * US }),
+                Ev::Obs(t, p) => {
+                    tr.observe(1, Observed { time: t, payload: p, exhaustive: false, gap_ns: gap_us * US })
+                }
                 Ev::Exit(t) => tr.exit(1, t),
             }
         }

@@ -7,13 +7,13 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
-use analysis::collect::{Collector, EntryKind, SampleKey};
+use analysis::collect::{Collector, EntryKind, SampleKey, SchedTotals};
 use analysis::{Observation, Profile, ProfileBuilder, PythonInfo, SampleInput, TargetInfo};
 use anyhow::{Context, Result};
 use flamegraph::{Format, Mode};
+use profiler::threads::{SchedStat, ThreadProbe};
 use profiler::{Record, RecordingOutcome, Regs, SampleSource, SamplingConfig, Target};
 use symbolizer::native::{Mapping, Native};
-use profiler::threads::ThreadProbe;
 use symbolizer::python::PyProcess;
 
 use crate::check::{check_interpreter, Interpreter, OutputFile};
@@ -89,6 +89,34 @@ pub fn parked_addr(regs: &Regs, stack: &[u8]) -> Option<u64> {
     (addr > 4096).then_some(addr)
 }
 
+/// A thread's scheduler accounting when first and last read, for exact per-thread totals.
+#[derive(Clone, Copy, Default)]
+struct SchedTrack {
+    first: Option<(u64, SchedStat)>,
+    last: (u64, SchedStat),
+    first_ctxt: Option<(u64, u64)>,
+    last_ctxt: (u64, u64),
+    /// `timeslices` when it was last seen blocked, and the key it was blocked with: unchanged
+    /// means it has not run since, so it still waits on the same thing.
+    seen_blocked: Option<(u64, u32)>,
+}
+
+impl SchedTrack {
+    fn totals(&self) -> SchedTotals {
+        let Some((t0, s0)) = self.first else { return SchedTotals::default() };
+        let (t1, s1) = self.last;
+        let run = s1.run_ns.saturating_sub(s0.run_ns);
+        let runq = s1.runqueue_ns.saturating_sub(s0.runqueue_ns);
+        let (v0, n0) = self.first_ctxt.unwrap_or(self.last_ctxt);
+        SchedTotals {
+            blocked_ns: t1.saturating_sub(t0).saturating_sub(run + runq),
+            blocked_count: self.last_ctxt.0.saturating_sub(v0),
+            runqueue_ns: runq,
+            runqueue_count: self.last_ctxt.1.saturating_sub(n0),
+        }
+    }
+}
+
 /// Records lost by one ring kind.
 #[derive(Default)]
 struct LostTally {
@@ -105,6 +133,9 @@ struct Tick {
     period: std::time::Duration,
     /// Lowest per-thread rate used.
     min_rate: f64,
+    count: u64,
+    /// When threads were last listed from `/proc` (new ones are also known from fork records).
+    listed: Option<Instant>,
 }
 
 /// Everything the recording loop touches while the target runs: it turns each record into
@@ -132,9 +163,13 @@ struct Recorder {
     names_read_at: Option<Instant>,
     probe: ThreadProbe,
     tick: Tick,
+    sched: HashMap<u32, SchedTrack>,
     lost_samples: LostTally,
     lost_switches: LostTally,
     start_ns: u64,
+    /// Stacks unwound at drain time, and the time it took.
+    unwound: u64,
+    unwind_time: std::time::Duration,
 }
 
 impl Recorder {
@@ -163,10 +198,15 @@ impl Recorder {
                 next: Instant::now(),
                 period: std::time::Duration::from_millis(10),
                 min_rate: f64::INFINITY,
+                count: 0,
+                listed: None,
             },
+            sched: HashMap::new(),
             lost_samples: LostTally::default(),
             lost_switches: LostTally::default(),
             start_ns: 0,
+            unwound: 0,
+            unwind_time: std::time::Duration::ZERO,
         }
     }
 
@@ -250,7 +290,10 @@ impl Recorder {
         self.py_errors += failed as usize;
         let (native, native_complete) = match regs {
             Some(r) => {
+                let t = Instant::now();
                 let uw = self.unwinder.unwind(pid, symbolizer::native::Regs { ip: r.ip, sp: r.sp, bp: r.bp }, stack);
+                self.unwind_time += t.elapsed();
+                self.unwound += 1;
                 (uw.addrs, uw.complete)
             }
             None => (Vec::new(), false),
@@ -302,9 +345,11 @@ impl Recorder {
         }
     }
 
-    /// The wait-sampling tick: snapshot every thread that is blocked now in an interval nothing
-    /// explains yet. Returns how long until the next one.
-    fn sample_blocked(&mut self) -> std::time::Duration {
+    /// The wait-sampling tick: read every live thread's scheduler accounting (exact running,
+    /// runqueue and blocked time) and snapshot the ones blocked now, unless they have not run
+    /// since their last snapshot (then it is still the same wait). Returns how long until the
+    /// next tick.
+    fn sample_blocked(&mut self, snapshots: bool) -> std::time::Duration {
         let now_i = Instant::now();
         if now_i < self.tick.next {
             return self.tick.next - now_i;
@@ -312,11 +357,47 @@ impl Recorder {
         let now = profiler::monotonic_ns();
         let gap = if self.tick.last_ns == 0 { self.tick.period.as_nanos() as u64 } else { now - self.tick.last_ns };
         self.tick.last_ns = now;
-        for (pid, tid) in self.collector.threads_to_check() {
+        self.tick.count += 1;
+        if self.tick.listed.is_none_or(|t| t.elapsed().as_millis() >= 500) {
+            self.tick.listed = Some(now_i);
+            let pids: Vec<u32> = self.py.keys().copied().collect();
+            for pid in pids {
+                for tid in profiler::perf::process_tids(pid as i32) {
+                    self.collector.thread_seen(pid, tid as u32);
+                }
+            }
+        }
+        // The context-switch counters are text to format: read them every 8th tick.
+        let read_ctxt = self.tick.count % 8 == 1;
+        for (pid, tid) in self.collector.live_thread_list() {
             let t = profiler::monotonic_ns();
-            let Some(b) = self.probe.blocked(pid, tid, self.stack_bytes) else { continue };
-            let k = self.key(pid, tid, Some(b.regs), &b.stack, Vec::new(), true, b.syscall, false);
-            self.collector.push_observe(tid, t, k, false, gap);
+            let Some(st) = self.probe.schedstat(pid, tid) else { continue };
+            let ctxt = if read_ctxt { self.probe.ctxt_switches(pid, tid) } else { None };
+            let track = self.sched.entry(tid).or_default();
+            track.first.get_or_insert((t, st));
+            track.last = (t, st);
+            if let Some(c) = ctxt {
+                track.first_ctxt.get_or_insert(c);
+                track.last_ctxt = c;
+            }
+            let totals = track.totals();
+            let seen = track.seen_blocked;
+            self.collector.set_sched(pid, tid, totals);
+            if !snapshots {
+                continue;
+            }
+            let Some((syscall, regs)) = self.probe.syscall(pid, tid) else { continue };
+            let (key, continued) = match seen {
+                Some((slices, key)) if slices == st.timeslices => (key, true),
+                _ => {
+                    let stack = profiler::threads::read_stack(pid, regs.sp, self.stack_bytes);
+                    (self.key(pid, tid, Some(regs), &stack, Vec::new(), true, syscall, false), false)
+                }
+            };
+            self.collector.observe_blocked(pid, tid, key, gap, continued);
+            if let Some(track) = self.sched.get_mut(&tid) {
+                track.seen_blocked = Some((st.timeslices, key));
+            }
         }
         let live = self.collector.live_threads().max(1) as f64;
         let rate = (self.rate_hz as f64).min(WAIT_CHECK_BUDGET / live);
@@ -384,8 +465,10 @@ impl profiler::Sink for Recorder {
     }
 
     fn tick(&mut self) -> std::time::Duration {
-        if self.off_cpu && !self.exhaustive {
-            self.sample_blocked()
+        if self.off_cpu {
+            // In the exhaustive mode switch-out samples give the stacks; the kernel's totals still
+            // say how much of each interval was blocked and how much was waiting for a CPU.
+            self.sample_blocked(!self.exhaustive)
         } else {
             std::time::Duration::from_millis(10)
         }
@@ -468,8 +551,9 @@ pub fn record_profile(
     let cfg = SamplingConfig {
         rate_hz: opts.rate_hz,
         stack_bytes: opts.stack_bytes,
-        off_cpu: opts.off_cpu,
-        exhaustive_waits: opts.off_cpu && opts.exact_waits,
+        // Switch-outs are sampled by the kernel only in the exhaustive mode; by default blocked
+        // threads are sampled from /proc by the tick (see `Recorder::sample_blocked`).
+        off_cpu: opts.off_cpu && opts.exact_waits,
         ..Default::default()
     };
 
@@ -501,7 +585,7 @@ pub fn record_profile(
         let kallsyms = symbolizer::kernel::Kallsyms::load_cached(&cache_dir());
         (native, opnames, kallsyms)
     });
-    let mut rec = Recorder::new(opts, cfg.exhaustive_waits);
+    let mut rec = Recorder::new(opts, cfg.off_cpu);
     let outcome = profiler::record(target, &cfg, &STOP, &mut rec)?;
     if timing() {
         let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
@@ -599,9 +683,21 @@ fn build_profile(
         })
     };
     let lost: Vec<analysis::LostRange> =
-        [lost_range("samples", &rec.lost_samples), lost_range("switches", &rec.lost_switches)].into_iter().flatten().collect();
+        [lost_range("samples", &rec.lost_samples), lost_range("switches", &rec.lost_switches)]
+            .into_iter()
+            .flatten()
+            .collect();
     let wait_rate = rec.tick.min_rate;
+    if timing() {
+        eprintln!(
+            "ftprof timing: unwound {} stacks in {:.6} s while recording",
+            rec.unwound,
+            rec.unwind_time.as_secs_f64()
+        );
+    }
     let collection = rec.collector.finish(end);
+    let t_sym = Instant::now();
+    let mut symbolized = 0usize;
     if timing() {
         eprintln!(
             "ftprof timing: mappings + kallsyms ready after {:?} ({} distinct keys to symbolize)",
@@ -618,6 +714,7 @@ fn build_profile(
             .collect();
         let chains: Vec<_> =
             e.key.native.iter().enumerate().map(|(i, &a)| native.symbolize(e.key.pid, a, i > 0)).collect();
+        symbolized += chains.len();
         // The instruction before the sampled one: a stalled atomic shows up there.
         let leaf_prev = match (e.kind, e.key.native.first()) {
             (EntryKind::Cpu, Some(&ip)) => native.symbolize(e.key.pid, ip, true),
@@ -647,7 +744,11 @@ fn build_profile(
         });
     }
     if timing() {
-        eprintln!("ftprof timing: samples processed after {:?}", t.elapsed());
+        eprintln!(
+            "ftprof timing: symbolized {symbolized} addresses in {:.6} s (with classification); samples processed after {:?}",
+            t_sym.elapsed().as_secs_f64(),
+            t.elapsed()
+        );
     }
     let sum = &mut builder.summary;
     sum.duration_s = outcome.duration.as_secs_f64();
