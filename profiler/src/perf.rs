@@ -289,6 +289,23 @@ impl Drop for Ring {
     }
 }
 
+/// Open one cpu-clock event per online CPU that samples every task on it (`pid = -1`): the
+/// events stay on their CPU, so the target's context switches cost nothing extra (per-task
+/// events are switched in and out with every thread, which is what makes profilers slow on
+/// programs that switch tens of thousands of times a second). The caller keeps only the
+/// records of the processes it follows. Needs CAP_PERFMON (or root, or
+/// `kernel.perf_event_paranoid` ≤ 0): a [`PerfError::Permission`] means "use per-task events".
+/// Opened disabled.
+pub fn open_cpu_wide_rings(cfg: &SamplingConfig) -> Result<Vec<Ring>, PerfError> {
+    let mut rings = Vec::new();
+    for cpu in online_cpus() {
+        let mut attr = cpu_clock_attr(cfg, false);
+        attr.set_inherit(0);
+        rings.push(Ring::open(&mut attr, -1, cpu as i32, cfg.ring_pages, SampleSource::CpuClock)?);
+    }
+    Ok(rings)
+}
+
 /// Open one inherited cpu-clock event per online CPU for `pid` (and all threads and children it
 /// creates from now on). Per-CPU events are required: the kernel refuses to mmap inherited
 /// per-task (cpu = -1) events.

@@ -116,13 +116,19 @@ pub fn record(
         Target::Attach { pid, duration } => return attach(*pid, *duration, cfg, stop, sink),
     };
     let pid = child.pid;
-    let mut rings = match perf::open_process_rings(pid, cfg, true) {
+    let (mut rings, mut filter) = match open_rings(pid, cfg, true) {
         Ok(r) => r,
         Err(e) => {
             child.abandon();
             return Err(e.into());
         }
     };
+    if filter.is_some() {
+        // CPU-wide events cannot be enabled on exec: enable them now, just before the release.
+        for r in &rings {
+            r.enable().map_err(PerfError::Other)?;
+        }
+    }
     sink.started(pid);
     let start_ns = monotonic_ns();
     let started = Instant::now();
@@ -140,7 +146,7 @@ pub fn record(
     let mut wait = Duration::from_millis(POLL_MS);
     loop {
         poll(&mut pollfds, wait);
-        drain_all(&mut rings, &mut lost, sink);
+        drain_all(&mut rings, &mut lost, filter.as_mut(), sink);
         wait = sink.tick();
 
         let mut status = 0;
@@ -174,7 +180,7 @@ pub fn record(
     for r in &rings {
         r.disable();
     }
-    drain_all(&mut rings, &mut lost, sink);
+    drain_all(&mut rings, &mut lost, filter.as_mut(), sink);
     sink.record(Record::Drained { upto: u64::MAX });
     Ok(RecordingOutcome {
         pid,
@@ -204,19 +210,34 @@ fn attach(
     stop: &AtomicBool,
     sink: &mut dyn Sink,
 ) -> Result<RecordingOutcome, RecordError> {
-    let mut events = perf::ThreadEvents::open(pid, cfg)?;
+    // CPU-wide events when allowed (no cost per context switch of the target); else one event
+    // per thread of the target.
+    let (mut rings, mut filter, _events) = match open_rings(pid, cfg, false) {
+        Ok((rings, Some(filter))) => (rings, Some(filter), None),
+        Ok((_, None)) | Err(PerfError::Permission { .. }) => {
+            let mut events = perf::ThreadEvents::open(pid, cfg)?;
+            let rings = std::mem::take(&mut events.rings);
+            (rings, None, Some(events))
+        }
+        Err(e) => return Err(e.into()),
+    };
     let start_ns = monotonic_ns();
     let started = Instant::now();
-    events.enable().map_err(PerfError::Other)?;
+    for r in &rings {
+        r.enable().map_err(PerfError::Other)?;
+    }
+    if let Some(events) = &_events {
+        events.enable().map_err(PerfError::Other)?;
+    }
     // Events are live: what the caller reads now is covered by what the rings report next.
     sink.started(pid);
     let mut lost = LostCounts::default();
     let mut pollfds: Vec<libc::pollfd> =
-        events.rings.iter().map(|r| libc::pollfd { fd: r.fd(), events: libc::POLLIN, revents: 0 }).collect();
+        rings.iter().map(|r| libc::pollfd { fd: r.fd(), events: libc::POLLIN, revents: 0 }).collect();
     let mut wait = Duration::from_millis(POLL_MS);
     let reason = loop {
         poll(&mut pollfds, wait);
-        drain_all(&mut events.rings, &mut lost, sink);
+        drain_all(&mut rings, &mut lost, filter.as_mut(), sink);
         wait = sink.tick();
         if stop.load(Ordering::Relaxed) {
             break StopReason::Interrupted;
@@ -228,10 +249,11 @@ fn attach(
             break StopReason::TargetExited;
         }
     };
-    drain_all(&mut events.rings, &mut lost, sink);
+    drain_all(&mut rings, &mut lost, filter.as_mut(), sink);
     sink.record(Record::Drained { upto: u64::MAX });
     // Dropping the events detaches: nothing stays installed in the target.
-    drop(events);
+    drop(rings);
+    drop(_events);
     Ok(RecordingOutcome {
         pid,
         exit: None,
@@ -250,7 +272,50 @@ fn poll(fds: &mut [libc::pollfd], wait: Duration) {
     unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as _, ms) };
 }
 
-fn drain_all(rings: &mut [Ring], lost: &mut LostCounts, sink: &mut dyn Sink) {
+/// Which processes' records to keep from CPU-wide rings: the target and the processes it forks.
+struct PidFilter {
+    pids: std::collections::HashSet<u32>,
+}
+
+impl PidFilter {
+    fn keep(&mut self, r: &Record) -> bool {
+        match r {
+            Record::Sample(s) => self.pids.contains(&s.pid),
+            Record::Mmap(m) => self.pids.contains(&m.pid),
+            Record::Comm { pid, .. } | Record::Exit { pid, .. } | Record::Switch { pid, .. } => self.pids.contains(pid),
+            Record::Fork { pid, ppid, .. } => {
+                if self.pids.contains(ppid) {
+                    self.pids.insert(*pid);
+                }
+                self.pids.contains(pid)
+            }
+            Record::Lost { .. } | Record::Drained { .. } => true,
+        }
+    }
+}
+
+/// The rings for `pid`: CPU-wide with a filter when allowed and nothing needs per-task events
+/// (the exhaustive switch-out sampling does), else per-task (launch: inherited from `pid`;
+/// attach: `None` — the caller opens per-thread events).
+fn open_rings(pid: i32, cfg: &SamplingConfig, launch: bool) -> Result<(Vec<Ring>, Option<PidFilter>), PerfError> {
+    if !cfg.off_cpu && std::env::var_os("FTPROF_PER_TASK_EVENTS").is_none() {
+        match perf::open_cpu_wide_rings(cfg) {
+            Ok(rings) => {
+                let pids = [pid as u32].into_iter().collect();
+                return Ok((rings, Some(PidFilter { pids })));
+            }
+            Err(PerfError::Permission { .. }) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    if launch {
+        Ok((perf::open_process_rings(pid, cfg, true)?, None))
+    } else {
+        Ok((Vec::new(), None))
+    }
+}
+
+fn drain_all(rings: &mut [Ring], lost: &mut LostCounts, mut filter: Option<&mut PidFilter>, sink: &mut dyn Sink) {
     // Drain until a pass finds nothing, so one busy CPU cannot starve the others, but give the
     // caller back control after 50 ms so that stop requests and deadlines are seen under load.
     let start = Instant::now();
@@ -265,7 +330,9 @@ fn drain_all(rings: &mut [Ring], lost: &mut LostCounts, sink: &mut dyn Sink) {
                         crate::records::SampleSource::SwitchOut => lost.switches += count,
                     }
                 }
-                sink.record(r)
+                if filter.as_mut().is_none_or(|f| f.keep(&r)) {
+                    sink.record(r)
+                }
             });
         }
         sink.record(Record::Drained { upto: pass_start.saturating_sub(PUBLISH_MARGIN_NS) });
