@@ -9,6 +9,8 @@ machine load hits every variant alike, it runs:
   bare           the workload alone
   ftprof         ftprof record (defaults) -- workload
   ftprof --pid   the workload, with ftprof record --pid attached for its whole run
+  (per-task)     ftprof record with FTPROF_PER_TASK_EVENTS=1: the events ftprof falls back to
+                 without CAP_PERFMON (shown with --per-task)
   perf -g        perf record -g -- workload (frame-pointer call graphs, perf's default 4 kHz)
 and prints, per variant, the workload's own throughput (operations per second, median of
 --runs) as a ratio to bare, ftprof's peak RSS, its lost records, how long ftprof took after the
@@ -34,8 +36,8 @@ WORKLOAD = os.path.join(ROOT, "benches", "workloads", "contention.py")
 WORKLOADS = {
     "handoff8": ("handoff", 8),
     "sleep0-8": ("sleep0", 8),
-    "handoff32": ("handoff", 32),
-    "handoff128": ("handoff", 128),
+    "mixed32": ("mixed", 32),
+    "mixed128": ("mixed", 128),
     "pool8": ("pool", 8),
     "pool128": ("pool", 128),
 }
@@ -95,7 +97,9 @@ def run_variant(variant, py, ftprof, kind, threads, seconds, tmp, soak_every=Non
                            capture_output=True, text=True, check=True)
         res["ops"], _ = parse_workload(r.stdout)
         return res
-    if variant == "ftprof":
+    if variant in ("ftprof", "per-task"):
+        if variant == "per-task":
+            env["FTPROF_PER_TASK_EVENTS"] = "1"
         p = subprocess.Popen([ftprof, "record", "-o", out_json, "--"] + work, stdout=subprocess.PIPE,
                              stderr=subprocess.PIPE, text=True, env=env)
         watch = Watch(p.pid, soak_every)
@@ -137,6 +141,7 @@ def main():
     ap.add_argument("--seconds", type=float, default=10)
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--only", default=",".join(WORKLOADS))
+    ap.add_argument("--per-task", action="store_true", help="also run ftprof with per-task events")
     ap.add_argument("--soak", default="", help="SECONDS:THREADS,… long recordings (handoff) printing RSS")
     args = ap.parse_args()
     py = subprocess.run([os.path.join(ROOT, "scripts/provision-python.sh")], capture_output=True, text=True,
@@ -154,7 +159,7 @@ def main():
             print(f"    end: peak RSS {r['rss_mb']:.1f} MB, lost records {r['lost']}, "
                   f"done {r['after_exit_s']:.2f} s after the target exited\n")
         return
-    variants = ["bare", "ftprof", "ftprof --pid", "perf"]
+    variants = ["bare", "ftprof", "ftprof --pid", "perf"] + (["per-task"] if args.per_task else [])
     print(f"{'workload':11s} {'variant':13s} {'ops/s':>12s} {'ratio':>6s} {'RSS MB':>7s} {'lost':>5s} "
           f"{'after exit':>10s} {'unwind/s':>9s} {'symbolize/s':>11s}")
     for name in args.only.split(","):

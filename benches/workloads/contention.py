@@ -6,6 +6,9 @@ KIND:
   handoff  THREADS threads take one shared threading.Lock in a tight loop (lock hand-offs:
            tens of thousands of switch-outs a second)
   sleep0   the same, plus time.sleep(0) every 7th iteration
+  mixed    THREADS threads alternate a little work of their own (sum(range(40))) with one
+           increment under the shared lock: contended, but without the lock convoys that make a
+           tight loop with many threads flip between fast and very slow runs
   pool     a queue.Queue thread pool: one producer, THREADS workers taking tiny tasks
 
 Prints `ready` once the threads run, then at the end `ops N`, `elapsed S`, `ops_per_s R` and
@@ -23,7 +26,7 @@ counts = [0] * nthreads
 started = threading.Barrier(nthreads + 1)
 
 
-def handoff(i, sleep_every):
+def handoff(i, sleep_every, own_work):
     n = 0
     started.wait()
     while not stop.is_set():
@@ -32,6 +35,8 @@ def handoff(i, sleep_every):
                 n += 1
             if sleep_every and n % sleep_every == 0:
                 time.sleep(0)
+            if own_work:
+                sum(range(own_work))
     counts[i] = n
 
 
@@ -49,8 +54,9 @@ def worker(i):
     counts[i] = n
 
 
-if kind in ("handoff", "sleep0"):
-    threads = [threading.Thread(target=handoff, args=(i, 7 if kind == "sleep0" else 0)) for i in range(nthreads)]
+if kind in ("handoff", "sleep0", "mixed"):
+    args = {"handoff": (0, 0), "sleep0": (7, 0), "mixed": (0, 40)}[kind]
+    threads = [threading.Thread(target=handoff, args=(i,) + args) for i in range(nthreads)]
 elif kind == "pool":
     threads = [threading.Thread(target=worker, args=(i,)) for i in range(nthreads)]
 else:

@@ -330,7 +330,8 @@ pub fn classify(e: &Evidence) -> (Category, Option<LockIdentity>) {
     // The refcount slow paths, when the sample is in them (not in a deallocation they started).
     let leaf_chain = n.iter().take_while(|f| f.inlined).count() + 1;
     let in_refcount_fn = n.iter().take(leaf_chain).any(|f| REFCOUNT_FNS.iter().any(|b| is_named(fname(f), b)));
-    if refcount_leaf || in_refcount_fn {
+    // Alone in its process, a thread's atomic refcount updates contend with nobody.
+    if (refcount_leaf || in_refcount_fn) && !e.alone {
         let what = e.python.and_then(|p| {
             p.frames.iter().find_map(|f| match f {
                 PyFrame::Code { code, instr: Some(i), .. } => describe_instr(*i, code, e.opnames),
@@ -344,6 +345,10 @@ pub fn classify(e: &Evidence) -> (Category, Option<LockIdentity>) {
         return (Category::Refcount, Some(LockIdentity { address: None, type_name: None, symbol: Some(symbol) }));
     }
     if has(n, |x| STW_FNS.iter().any(|b| is_named(x, b))) {
+        // A pause that stops no other thread is just the collector's work.
+        if e.alone {
+            return (Category::Gc, None);
+        }
         return (Category::StopTheWorld, Some(stw_identity("collecting thread's pause")));
     }
     if has(n, |x| GC_FNS.iter().any(|b| is_named(x, b))) {
