@@ -110,6 +110,22 @@ pub struct ElfFile {
     needed: Vec<String>,
     build_id: Option<Vec<u8>>,
     debuglink: Option<String>,
+    /// The file has a full symbol table (`.symtab`), not only the exported `.dynsym`.
+    has_symtab: bool,
+    /// Unnamed code that belongs to a named function, for files without `.symtab` (built on
+    /// first use): see [`ElfFile::split_parts`].
+    split_parts: std::sync::OnceLock<Vec<SplitPart>>,
+}
+
+/// One piece of a function that the compiler moved away from its symbol (GCC's hot/cold
+/// splitting, `-freorder-blocks-and-partition`, PGO's `.text.hot`/`.text.unlikely`): an
+/// `.eh_frame` FDE range with no symbol of its own, reached by jumps from inside the function.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct SplitPart {
+    start: u64,
+    end: u64,
+    /// Index into `symbols` of the function the part belongs to.
+    parent: u32,
 }
 
 impl fmt::Debug for ElfFile {
@@ -211,6 +227,8 @@ impl ElfFile {
             funcs_by_addr,
             build_id,
             debuglink: None,
+            has_symtab: elf.syms.iter().any(|s| s.st_type() == sym::STT_FUNC),
+            split_parts: std::sync::OnceLock::new(),
         };
         file.debuglink = file.section_data(".gnu_debuglink").and_then(|d| {
             let name = d.split(|&b| b == 0).next()?;
@@ -281,13 +299,100 @@ impl ElfFile {
     /// The function symbol covering `svma`: the nearest preceding `STT_FUNC`/`STT_GNU_IFUNC`
     /// symbol, rejected when it has a size and `svma` lies past its end. Returns `(name, start)`;
     /// the name is raw (not demangled).
+    ///
+    /// In a file without `.symtab` (a stripped distribution binary) an address in a split-off
+    /// part of an exported function (see [`ElfFile::split_parts`]) is named after that function,
+    /// with the part's start as `start`.
     pub fn function_at(&self, svma: u64) -> Option<(&str, u64)> {
-        let i = self.funcs_by_addr.partition_point(|&i| self.symbols[i as usize].value <= svma);
-        let s = &self.symbols[*self.funcs_by_addr.get(i.checked_sub(1)?)? as usize];
-        if s.size > 0 && svma >= s.value.saturating_add(s.size) {
+        let covering = self.funcs_by_addr.partition_point(|&i| self.symbols[i as usize].value <= svma);
+        if let Some(&i) = covering.checked_sub(1).and_then(|c| self.funcs_by_addr.get(c)) {
+            let s = &self.symbols[i as usize];
+            if s.size == 0 || svma < s.value.saturating_add(s.size) {
+                return Some((&s.name, s.value));
+            }
+        }
+        if self.has_symtab {
             return None;
         }
-        Some((&s.name, s.value))
+        let parts = self.split_parts();
+        let i = parts.partition_point(|p| p.start <= svma);
+        let p = parts.get(i.checked_sub(1)?).filter(|p| svma < p.end)?;
+        Some((&self.symbols[p.parent as usize].name, p.start))
+    }
+
+    /// Split-off parts of exported functions, sorted by start. A part is an `.eh_frame` FDE
+    /// that holds no function symbol and that a direct `jmp`/`jcc` from inside a sized function
+    /// symbol enters somewhere past its first byte (a tail call would enter at the start). On
+    /// Debian's PGO builds of CPython the hot loop of `_PyEval_EvalFrameDefault` is such a part:
+    /// the exported symbol covers only its entry and exception paths.
+    fn split_parts(&self) -> &[SplitPart] {
+        self.split_parts.get_or_init(|| {
+            let fdes = self.fde_ranges();
+            let unnamed: Vec<(u64, u64)> = fdes
+                .into_iter()
+                .filter(|&(start, end)| {
+                    let i = self.funcs_by_addr.partition_point(|&i| self.symbols[i as usize].value < start);
+                    self.funcs_by_addr.get(i).is_none_or(|&f| self.symbols[f as usize].value >= end)
+                })
+                .collect();
+            let mut parts: Vec<SplitPart> = Vec::new();
+            for &fi in &self.funcs_by_addr {
+                let f = &self.symbols[fi as usize];
+                if f.size == 0 || f.size > 1 << 20 {
+                    continue;
+                }
+                let Some(code) = self.read_vaddr(f.value, f.size as usize) else { continue };
+                let mut hits: Vec<(usize, usize)> = Vec::new();
+                for (at, target) in branch_targets(code, f.value) {
+                    if target >= f.value && target < f.value + f.size {
+                        continue;
+                    }
+                    let k = unnamed.partition_point(|r| r.0 <= target);
+                    let Some(&(start, end)) = k.checked_sub(1).and_then(|k| unnamed.get(k)) else { continue };
+                    if target > start && target < end {
+                        hits.push((k - 1, at));
+                    }
+                }
+                // Two distinct jumps into the same part: one stray byte pattern is not enough.
+                hits.sort();
+                for w in hits.chunk_by(|a, b| a.0 == b.0) {
+                    if w.len() >= 2 {
+                        let (start, end) = unnamed[w[0].0];
+                        parts.push(SplitPart { start, end, parent: fi });
+                    }
+                }
+            }
+            parts.sort_by_key(|p| p.start);
+            parts.dedup_by_key(|p| p.start);
+            parts
+        })
+    }
+
+    /// `[start, end)` of every FDE in `.eh_frame`, sorted.
+    pub fn fde_ranges(&self) -> Vec<(u64, u64)> {
+        use gimli::UnwindSection;
+        let (Some(data), Some(info)) = (self.section_data(".eh_frame"), self.section(".eh_frame")) else {
+            return Vec::new();
+        };
+        let eh = gimli::EhFrame::new(&data, gimli::LittleEndian);
+        let mut bases = gimli::BaseAddresses::default().set_eh_frame(info.addr);
+        if let Some(text) = self.section(".text") {
+            bases = bases.set_text(text.addr);
+        }
+        let mut out = Vec::new();
+        let mut entries = eh.entries(&bases);
+        while let Ok(Some(entry)) = entries.next() {
+            if let gimli::CieOrFde::Fde(partial) = entry {
+                if let Ok(fde) = partial.parse(|_, b, o| eh.cie_from_offset(b, o)) {
+                    let start = fde.initial_address();
+                    if fde.len() > 0 {
+                        out.push((start, start.saturating_add(fde.len())));
+                    }
+                }
+            }
+        }
+        out.sort();
+        out
     }
 
     /// The `.gnu_debuglink` file name, if any.
@@ -325,6 +430,22 @@ impl ElfFile {
         let s = self.find_section(name)?;
         Some(s.info.addr..s.info.addr.saturating_add(s.info.size))
     }
+}
+
+/// Targets of the direct near jumps (`e9 rel32`, `0f 80..8f rel32`)
+/// found by scanning `code` (loaded at `addr`) byte by byte, with the
+/// offset of each. A byte scan also sees patterns inside other instructions; callers require
+/// corroboration (several jumps to one place) before trusting a target.
+fn branch_targets(code: &[u8], addr: u64) -> impl Iterator<Item = (usize, u64)> + '_ {
+    (0..code.len()).filter_map(move |i| {
+        let rel32 = |at: usize| code.get(at..at + 4).map(|b| i32::from_le_bytes(b.try_into().unwrap()) as i64);
+        let (len, rel) = match code[i] {
+            0xe9 => (5, rel32(i + 1)?),
+            0x0f if code.get(i + 1).is_some_and(|b| (0x80..=0x8f).contains(b)) => (6, rel32(i + 2)?),
+            _ => return None,
+        };
+        Some((i, (addr + i as u64 + len).wrapping_add(rel as u64)))
+    })
 }
 
 /// Collects defined symbols from `.symtab` and `.dynsym`, sorted by name, and the by-address

@@ -263,6 +263,7 @@ impl PyProcess {
             layout.ts_state,
             o.ts_status,
             layout.ts_holds_gil.unwrap_or(0),
+            o.ts_base_frame.unwrap_or(0),
         ]
         .into_iter()
         .max()
@@ -365,8 +366,10 @@ impl PyProcess {
         let o = self.offsets.clone();
         let state = field_i32(&self.ts_buf, self.layout.ts_state);
         let mut frame = field_u64(&self.ts_buf, o.ts_current_frame);
+        // 3.15+: the walk ends at the thread's sentinel base frame.
+        let base = o.ts_base_frame.map(|off| field_u64(&self.ts_buf, off)).unwrap_or(0);
         let mut stack = PyStack { frames: Vec::new(), truncated: false, state };
-        while frame != 0 {
+        while frame != 0 && frame != base {
             if stack.frames.len() >= MAX_FRAMES || self.mem.read(frame, &mut self.frame_buf).is_err() {
                 stack.truncated = true;
                 break;
@@ -567,8 +570,9 @@ impl PyProcess {
         let mut out = Vec::new();
         let Ok(true) = self.load_tstate(tid) else { return out };
         let mut frame = field_u64(&self.ts_buf, o.ts_current_frame);
+        let base = o.ts_base_frame.map(|off| field_u64(&self.ts_buf, off)).unwrap_or(0);
         let (mut n, mut python_frames) = (0, 0);
-        while frame != 0 && n < 256 && python_frames < max_frames {
+        while frame != 0 && frame != base && n < 256 && python_frames < max_frames {
             n += 1;
             if self.mem.read(frame, &mut self.frame_buf).is_err() {
                 break;

@@ -299,6 +299,8 @@ pub struct DebugOffsets {
     pub ts_thread_id: u64,
     pub ts_native_thread_id: u64,
     pub ts_status: u64,
+    /// 3.15+: `PyThreadState.base_frame`, the bottommost sentinel frame (not a Python frame).
+    pub ts_base_frame: Option<u64>,
     pub frame_size: u64,
     pub frame_previous: u64,
     pub frame_executable: u64,
@@ -397,6 +399,7 @@ impl DebugOffsets {
             ts_thread_id: g("thread_state.thread_id"),
             ts_native_thread_id: g("thread_state.native_thread_id"),
             ts_status: g("thread_state.status"),
+            ts_base_frame: opt("thread_state.base_frame").filter(|&v| v != 0),
             frame_size: g("interpreter_frame.size"),
             frame_previous: g("interpreter_frame.previous"),
             frame_executable: g("interpreter_frame.executable"),
