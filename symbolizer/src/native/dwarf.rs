@@ -115,13 +115,27 @@ impl ModuleSymbolizer {
         // The outer (non-inlined) function: fill a missing name from the symbol tables.
         let outer = frames.last_mut().expect("non-empty");
         if outer.function.is_none() {
-            outer.function = elf
-                .function_at(svma)
-                .or_else(|| debug.debug_file.as_ref()?.function_at(svma))
-                .map(|(name, _)| demangle(name));
+            outer.function = debug
+                .debug_file
+                .as_ref()
+                .and_then(|d| d.function_at(svma))
+                .or_else(|| elf.function_at(svma))
+                .map(|(name, _)| demangle(name))
+                .or_else(|| anonymous_function(&elf, &self.path, svma));
         }
         frames
     }
+}
+
+/// The label of a function that no symbol names (a static function of a stripped binary, with
+/// no debug file): its module and start address from `.eh_frame`, e.g. `[python3.14+0x6dfc30]`.
+/// Samples in one such function share the label, so flamegraphs still group them.
+pub fn anonymous_function(elf: &ElfFile, path: &Path, svma: u64) -> Option<String> {
+    let start = elf.fde_start(svma)?;
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    // `/proc/PID/map_files/…` names say nothing: fall back to the address alone.
+    let name = if name.contains('-') && name.chars().all(|c| c.is_ascii_hexdigit() || c == '-') { "" } else { &name };
+    Some(format!("[{name}+{start:#x}]"))
 }
 
 /// Demangles Rust (legacy and v0) and C++ symbol names; other names are returned unchanged,
@@ -132,23 +146,51 @@ pub fn demangle(name: &str) -> String {
 
 /// Finds a separate debug file for `elf` (by build id, then by `.gnu_debuglink`), following
 /// the GDB conventions under `/usr/lib/debug`.
+///
+/// For a file opened through another process's root (`/proc/PID/root/usr/bin/python3`), the
+/// debug directory of that root is searched first (a container's own debug packages), then ours
+/// (by build id only: a build id names the exact file).
 fn find_debug_file(elf: &ElfFile, path: &Path) -> Option<ElfFile> {
     let mut candidates = Vec::new();
     let build_id = elf.build_id();
+    // `/proc/PID/root` prefix, when the file lives in a target's root.
+    let (root, inner) = split_proc_root(path);
+    let debug_dirs: Vec<PathBuf> = match &root {
+        Some(r) => vec![r.join("usr/lib/debug"), PathBuf::from("/usr/lib/debug")],
+        None => vec![PathBuf::from("/usr/lib/debug")],
+    };
     if let Some(id) = build_id.as_deref().filter(|id| id.len() > 1) {
         let hex: String = id.iter().map(|b| format!("{b:02x}")).collect();
-        candidates.push(PathBuf::from(format!("/usr/lib/debug/.build-id/{}/{}.debug", &hex[..2], &hex[2..])));
+        for d in &debug_dirs {
+            candidates.push(d.join(format!(".build-id/{}/{}.debug", &hex[..2], &hex[2..])));
+        }
     }
     if let (Some(link), Some(dir)) = (elf.debuglink(), path.parent()) {
         candidates.push(dir.join(link));
         candidates.push(dir.join(".debug").join(link));
-        let rel = dir.strip_prefix("/").unwrap_or(dir);
-        candidates.push(Path::new("/usr/lib/debug").join(rel).join(link));
+        let inner_dir = inner.parent().unwrap_or(Path::new("/"));
+        let rel = inner_dir.strip_prefix("/").unwrap_or(inner_dir);
+        candidates.push(debug_dirs[0].join(rel).join(link));
     }
     candidates.into_iter().filter(|c| c != path && c.is_file()).filter_map(|c| ElfFile::open(&c).ok()).find(|d| {
         (d.has_dwarf() || d.has_function_symbols())
             && (build_id.is_none() || d.build_id().is_none() || d.build_id() == build_id)
     })
+}
+
+/// `/proc/PID/root/usr/bin/x` → (`Some(/proc/PID/root)`, `/usr/bin/x`); other paths unchanged.
+fn split_proc_root(path: &Path) -> (Option<PathBuf>, PathBuf) {
+    let s = path.to_string_lossy();
+    if let Some(rest) = s.strip_prefix("/proc/") {
+        if let Some((pid, tail)) = rest.split_once('/') {
+            if pid.chars().all(|c| c.is_ascii_digit()) {
+                if let Some(inner) = tail.strip_prefix("root/") {
+                    return (Some(PathBuf::from(format!("/proc/{pid}/root"))), PathBuf::from(format!("/{inner}")));
+                }
+            }
+        }
+    }
+    (None, path.to_path_buf())
 }
 
 #[cfg(test)]
@@ -163,5 +205,13 @@ mod tests {
         assert_eq!(demangle("foo.cold"), "foo.cold");
         assert_eq!(demangle("foo.constprop.0"), "foo.constprop.0");
         assert_eq!(demangle("_Zgarbage"), "_Zgarbage");
+    }
+
+    #[test]
+    fn proc_root_paths() {
+        let (root, inner) = split_proc_root(Path::new("/proc/42/root/usr/bin/python3.14"));
+        assert_eq!(root.as_deref(), Some(Path::new("/proc/42/root")));
+        assert_eq!(inner, Path::new("/usr/bin/python3.14"));
+        assert_eq!(split_proc_root(Path::new("/usr/bin/python3")).0, None);
     }
 }

@@ -115,6 +115,8 @@ pub struct ElfFile {
     /// Unnamed code that belongs to a named function, for files without `.symtab` (built on
     /// first use): see [`ElfFile::split_parts`].
     split_parts: std::sync::OnceLock<Vec<SplitPart>>,
+    /// `.eh_frame` FDE ranges, sorted (built on first use).
+    fdes: std::sync::OnceLock<Vec<(u64, u64)>>,
 }
 
 /// One piece of a function that the compiler moved away from its symbol (GCC's hot/cold
@@ -229,6 +231,7 @@ impl ElfFile {
             debuglink: None,
             has_symtab: elf.syms.iter().any(|s| s.st_type() == sym::STT_FUNC),
             split_parts: std::sync::OnceLock::new(),
+            fdes: std::sync::OnceLock::new(),
         };
         file.debuglink = file.section_data(".gnu_debuglink").and_then(|d| {
             let name = d.split(|&b| b == 0).next()?;
@@ -327,9 +330,10 @@ impl ElfFile {
     /// the exported symbol covers only its entry and exception paths.
     fn split_parts(&self) -> &[SplitPart] {
         self.split_parts.get_or_init(|| {
-            let fdes = self.fde_ranges();
-            let unnamed: Vec<(u64, u64)> = fdes
-                .into_iter()
+            let unnamed: Vec<(u64, u64)> = self
+                .fde_ranges()
+                .iter()
+                .copied()
                 .filter(|&(start, end)| {
                     let i = self.funcs_by_addr.partition_point(|&i| self.symbols[i as usize].value < start);
                     self.funcs_by_addr.get(i).is_none_or(|&f| self.symbols[f as usize].value >= end)
@@ -369,7 +373,24 @@ impl ElfFile {
     }
 
     /// `[start, end)` of every FDE in `.eh_frame`, sorted.
-    pub fn fde_ranges(&self) -> Vec<(u64, u64)> {
+    pub fn fde_ranges(&self) -> &[(u64, u64)] {
+        self.fdes.get_or_init(|| self.parse_fde_ranges())
+    }
+
+    /// Whether the file has a full symbol table (`.symtab`).
+    pub fn has_symtab(&self) -> bool {
+        self.has_symtab
+    }
+
+    /// Start of the code that `.eh_frame` describes as one function around `svma` — how an
+    /// unnamed (static, stripped) function is identified.
+    pub fn fde_start(&self, svma: u64) -> Option<u64> {
+        let fdes = self.fde_ranges();
+        let i = fdes.partition_point(|r| r.0 <= svma);
+        fdes.get(i.checked_sub(1)?).filter(|r| svma < r.1).map(|r| r.0)
+    }
+
+    fn parse_fde_ranges(&self) -> Vec<(u64, u64)> {
         use gimli::UnwindSection;
         let (Some(data), Some(info)) = (self.section_data(".eh_frame"), self.section(".eh_frame")) else {
             return Vec::new();

@@ -299,7 +299,11 @@ impl Native {
         let Some(sym) = pm.module.and_then(|id| self.modules[id].sym.as_ref()) else { return frame };
         let svma = lookup.wrapping_sub(pm.bias);
         frame.module_offset = svma;
-        frame.function = sym.elf().function_at(svma).map(|(name, _)| demangle(name));
+        frame.function = sym
+            .elf()
+            .function_at(svma)
+            .map(|(name, _)| demangle(name))
+            .or_else(|| dwarf::anonymous_function(sym.elf(), std::path::Path::new(&pm.mapping.path), svma));
         frame
     }
 
