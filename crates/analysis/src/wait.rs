@@ -384,11 +384,18 @@ fn classify_off_cpu(e: &Evidence) -> (Category, Option<LockIdentity>) {
         }
         return (Category::Runqueue, None);
     }
-    if has(n, |x| is_named(x, "take_gil")) {
+    let parked = e.parked;
+    // Evidence from the target's memory comes first: it does not need symbols, which stripped
+    // distribution binaries lack for static functions (`take_gil`, `lock_PyThread_acquire_lock`).
+    if has(n, |x| is_named(x, "take_gil")) || parked.is_some_and(|p| p.gil) {
         return (Category::Gil, Some(LockIdentity { address: None, type_name: None, symbol: Some("GIL".into()) }));
     }
-    let parked = e.parked;
-    if has(n, |x| x == PARK || x.starts_with("_PySemaphore_Wait")) {
+    if let Some((a, t)) = parked.and_then(|p| p.lock_object.clone()) {
+        // A `_thread.lock`/`RLock` mutex: `threading` may say it is a Condition/Event wait.
+        let cat = threading_wait(e.python).unwrap_or(Category::Lock);
+        return (cat, Some(LockIdentity { address: Some(a), type_name: Some(t), symbol: None }));
+    }
+    if has(n, |x| x == PARK || x.starts_with("_PySemaphore_Wait")) || parked.is_some_and(|p| p.cs_object.is_some()) {
         let addr = parked.map(|p| p.addr);
         if parked.is_some_and(|p| p.stw_victim) {
             return (Category::StopTheWorld, Some(stw_identity("paused thread")));
@@ -396,7 +403,7 @@ fn classify_off_cpu(e: &Evidence) -> (Category, Option<LockIdentity>) {
         if has(n, |x| is_named(x, "stop_the_world") || x.starts_with("_PyEval_StopTheWorld")) {
             return (Category::StopTheWorld, Some(stw_identity("requesting thread")));
         }
-        if has(n, |x| x.starts_with("_PyCriticalSection")) {
+        if has(n, |x| x.starts_with("_PyCriticalSection")) || parked.is_some_and(|p| p.cs_object.is_some()) {
             let (address, type_name) = match parked.and_then(|p| p.cs_object.clone()) {
                 Some((a, t)) => (Some(a), Some(t)),
                 None => (addr, None),

@@ -194,7 +194,7 @@ fn process_python_version(pid: u32) -> Option<(u64, u64)> {
             continue;
         }
         seen.push(m.path.clone());
-        let file = symbolizer::python::in_root(&symbolizer::python::target_root(pid), &m.path);
+        let file = symbolizer::python::target_file(pid, &m.path);
         if let Some(v) = ElfFile::open_shared(&file).ok().as_deref().and_then(static_version) {
             return Some((v >> 24, (v >> 16) & 0xff));
         }

@@ -346,15 +346,13 @@ impl Native {
         // The file as this process sees it, then through the target's mount namespace, then
         // (for deleted or replaced files) the kernel's handle on the mapping itself.
         let clean = m.path.strip_suffix(" (deleted)").unwrap_or(&m.path);
-        let in_root = PathBuf::from(format!("/proc/{pid}/root{clean}"));
-        let map_file = PathBuf::from(format!("/proc/{pid}/map_files/{:x}-{:x}", m.start, m.end));
         // A target in another mount namespace or chroot (a container) sees other files under
-        // the same paths: open its own through /proc/PID/root first.
-        let candidates = if pid != 0 && crate::python::target_root(pid).is_some() {
-            [in_root, map_file, PathBuf::from(clean)]
-        } else {
-            [PathBuf::from(clean), in_root, map_file]
-        };
+        // the same paths: `target_file` finds the one it maps.
+        let candidates = [
+            crate::python::target_file(pid, clean),
+            PathBuf::from(clean),
+            PathBuf::from(format!("/proc/{pid}/map_files/{:x}-{:x}", m.start, m.end)),
+        ];
         for candidate in candidates {
             let Ok(md) = std::fs::metadata(&candidate) else {
                 continue;

@@ -159,6 +159,7 @@ pub struct MapLine {
     pub end: u64,
     pub perms: String,
     pub pgoff: u64,
+    pub inode: u64,
     pub path: String,
 }
 
@@ -172,7 +173,7 @@ pub fn read_maps(pid: u32) -> std::io::Result<Vec<MapLine>> {
             let perms = it.next()?.to_string();
             let pgoff = u64::from_str_radix(it.next()?, 16).ok()?;
             let _dev = it.next()?;
-            let _inode = it.next()?;
+            let inode = it.next()?.parse().ok()?;
             let path = it.collect::<Vec<_>>().join(" ");
             let (s, e) = range.split_once('-')?;
             Some(MapLine {
@@ -180,6 +181,7 @@ pub fn read_maps(pid: u32) -> std::io::Result<Vec<MapLine>> {
                 end: u64::from_str_radix(e, 16).ok()?,
                 perms,
                 pgoff,
+                inode,
                 path,
             })
         })
@@ -206,7 +208,6 @@ impl PyProcess {
             .map(|p| p.to_string_lossy().into_owned())
             .unwrap_or_default();
         let mut seen = Vec::new();
-        let root = target_root(pid);
         let candidates = maps.iter().filter(|m| {
             let name = Path::new(&m.path).file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
             (m.path == exe || name.starts_with("libpython")) && m.path.starts_with('/')
@@ -216,7 +217,7 @@ impl PyProcess {
                 continue;
             }
             seen.push(m.path.clone());
-            let Ok(elf) = ElfFile::open_shared(&in_root(&root, &m.path)) else {
+            let Ok(elf) = ElfFile::open_shared(&target_file(pid, &m.path)) else {
                 continue;
             };
             let Some(vaddr) = runtime_vaddr(&elf) else {
@@ -565,7 +566,10 @@ impl PyProcess {
 
     /// The values in the locals and value stacks of thread `tid`'s innermost `max_frames` Python
     /// frames (tag bits stripped).
-    fn frame_slots(&mut self, tid: u32, max_frames: usize) -> Vec<u64> {
+    ///
+    /// With `stack_only`, the locals (the first `len(co_localsplusnames)` slots) are left out:
+    /// only what the frame's value stack holds.
+    fn frame_slots(&mut self, tid: u32, max_frames: usize, stack_only: bool) -> Vec<u64> {
         let o = self.offsets.clone();
         let mut out = Vec::new();
         let Ok(true) = self.load_tstate(tid) else { return out };
@@ -581,6 +585,15 @@ impl PyProcess {
             let previous = field_u64(&self.frame_buf, o.frame_previous);
             if owner < self.layout.owner_entry {
                 python_frames += 1;
+                let executable = field_u64(&self.frame_buf, o.frame_executable) & !3;
+                let skip = if stack_only {
+                    match self.code(executable) {
+                        Ok(Some(c)) => c.locals.len(),
+                        _ => 0,
+                    }
+                } else {
+                    0
+                };
                 let base = frame.wrapping_add(o.frame_localsplus);
                 let used = match o.frame_stackpointer {
                     Some(off) => (field_u64(&self.frame_buf, off).wrapping_sub(base) / 8) as i64,
@@ -588,7 +601,7 @@ impl PyProcess {
                 };
                 let slots = if (1..=512).contains(&used) { used as usize } else { 64 };
                 if let Ok(raw) = self.mem.read_vec(base, slots * 8) {
-                    out.extend(raw.chunks_exact(8).map(|c| field_u64(c, 0) & !3).filter(|&v| v >= 4096));
+                    out.extend(raw.chunks_exact(8).skip(skip).map(|c| field_u64(c, 0) & !3).filter(|&v| v >= 4096));
                 }
             }
             frame = previous;
@@ -596,13 +609,18 @@ impl PyProcess {
         out
     }
 
-    /// Objects that thread `tid` holds as the `self` of a bound method on the value stack of one
-    /// of its Python frames — what `with obj:` leaves there (`obj.__exit__`) while the block
-    /// runs. Used to find which thread holds a `threading.Lock`.
+    /// Objects that thread `tid` keeps on the value stack of one of its Python frames as a `with`
+    /// block's context manager: 3.13 leaves the bound `obj.__exit__` there while the block runs,
+    /// 3.14+ the pair (`__exit__`, `obj`). Locals are not looked at (any thread may have a lock
+    /// in a variable). Used to find which thread holds a `threading.Lock`.
     pub fn with_block_objects(&mut self, tid: u32) -> Vec<u64> {
         let mut out = Vec::new();
-        for v in self.frame_slots(tid, 256) {
+        for v in self.frame_slots(tid, 256, true) {
             if let Some((_, t)) = self.object_with_type(v) {
+                if is_lock_type(&t) {
+                    out.push(v);
+                    continue;
+                }
                 if t == "builtin_function_or_method" || t == "method" {
                     if let Ok(slf) = self.mem.u64(v.wrapping_add(self.offsets.pyobject_size).wrapping_add(8)) {
                         out.push(slf);
@@ -616,7 +634,7 @@ impl PyProcess {
     /// The `_thread.RLock` thread `tid` is acquiring, found on its innermost Python frame (3.13
     /// RLocks wait on a private semaphore, so the parking lot does not name them).
     pub fn rlock_being_acquired(&mut self, tid: u32) -> Option<u64> {
-        self.frame_slots(tid, 1)
+        self.frame_slots(tid, 1, false)
             .into_iter()
             .find(|&v| self.object_with_type(v).is_some_and(|(_, t)| t == "_thread.RLock"))
     }
@@ -724,6 +742,38 @@ impl PyProcess {
 /// A `_thread` lock type name (`_thread.lock`, `_thread.RLock`) or another plausible lock type.
 fn is_lock_type(t: &str) -> bool {
     t.starts_with("_thread.") || t.contains("lock") || t.contains("Lock")
+}
+
+/// The file that process `pid` maps under `path`, as we can open it. `path` may be as we see it
+/// (from `/proc/PID/maps`: for a chrooted target, a path under its root) or as the target sees
+/// it (perf's mmap records; inside a container's mount namespace). Candidates are `path`
+/// itself and `/proc/PID/root/path`; the one whose inode matches the mapping wins. When the
+/// process is gone (or nothing matches) the first candidate that exists is used.
+pub fn target_file(pid: u32, path: &str) -> std::path::PathBuf {
+    use std::os::unix::fs::MetadataExt;
+    let plain = std::path::PathBuf::from(path);
+    if pid == 0 {
+        return plain;
+    }
+    let rooted = std::path::PathBuf::from(format!("/proc/{pid}/root{path}"));
+    let inodes: Vec<u64> = read_maps(pid)
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|m| m.inode != 0 && (m.path == path || m.path.ends_with(path)))
+        .map(|m| m.inode)
+        .collect();
+    let candidates = [plain, rooted];
+    if !inodes.is_empty() {
+        if let Some(c) = candidates.iter().find(|c| std::fs::metadata(c).is_ok_and(|md| inodes.contains(&md.ino()))) {
+            return c.clone();
+        }
+    }
+    let [plain, rooted] = candidates;
+    if target_root(pid).is_some() && rooted.exists() || !plain.exists() {
+        rooted
+    } else {
+        plain
+    }
 }
 
 /// The root directory of `pid` as we can open it: `/proc/PID/root` when the target lives in
