@@ -1,9 +1,13 @@
-"""A holder keeps a threading.Lock for 10 x 100 ms of busy work; a waiter blocks on it each time.
-Prints the waiter's own measured blocked time (seconds) as `blocked WAITER_TID SECONDS`."""
+"""A holder keeps a threading.Lock for ROUNDS x 100 ms of busy work; a waiter blocks on it each
+time. Usage: lock_handoff.py [lock|rlock] [ROUNDS (default 10)] [ready]; with `ready`, prints `ready` once
+the threads run. Prints the lock's address
+(`lock 0x…`) and the waiter's own measured blocked time (seconds) as `blocked SECONDS`."""
+import sys
 import threading
 import time
 
-lock = threading.Lock()
+lock = threading.RLock() if sys.argv[1:2] == ["rlock"] else threading.Lock()
+ROUNDS = int(sys.argv[2]) if len(sys.argv) > 2 else 10
 print(f"lock {hex(id(lock))}\n", end="", flush=True)
 ready = threading.Event()
 go = threading.Event()
@@ -11,7 +15,7 @@ blocked = 0.0
 
 
 def holder():
-    for _ in range(10):
+    for _ in range(ROUNDS):
         with lock:
             go.set()
             end = time.thread_time() + 0.100
@@ -23,7 +27,7 @@ def holder():
 def waiter():
     global blocked
     print(f"tid waiter {threading.get_native_id()}\n", end="", flush=True)
-    for _ in range(10):
+    for _ in range(ROUNDS):
         go.wait()
         go.clear()
         t = time.perf_counter()
@@ -35,6 +39,8 @@ h = threading.Thread(target=holder, name="holder")
 w = threading.Thread(target=waiter, name="waiter")
 w.start()
 h.start()
+if sys.argv[3:4] == ["ready"]:
+    print("ready\n", end="", flush=True)
 h.join()
 w.join()
 print(f"blocked {blocked:.6f}\n", end="", flush=True)
