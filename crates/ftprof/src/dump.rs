@@ -188,9 +188,9 @@ fn find_holders(py: &mut PyProcess, threads: &mut [ThreadDump]) {
                 cs.get(&if has_type { addr.wrapping_add(10) } else { addr }).copied()
             }
             // Threads that wait for the same lock have it on their stacks too: not holders.
-            Some(Category::Lock) => {
-                with.get(&addr).and_then(|v| v.iter().find(|&&h| h != t.tid && waiting_on.get(&h) != Some(&addr)).copied())
-            }
+            Some(Category::Lock) => with
+                .get(&addr)
+                .and_then(|v| v.iter().find(|&&h| h != t.tid && waiting_on.get(&h) != Some(&addr)).copied()),
             _ => None,
         };
     }

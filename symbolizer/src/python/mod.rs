@@ -11,6 +11,8 @@ pub mod mem;
 mod objects;
 pub mod offsets;
 pub mod opcodes;
+#[cfg(test)]
+mod tests;
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -599,6 +601,10 @@ impl PyProcess {
                     Some(off) => (field_u64(&self.frame_buf, off).wrapping_sub(base) / 8) as i64,
                     None => self.mem.i32(base.wrapping_sub(8)).unwrap_or(0) as i64,
                 };
+                if stack_only && !(1..=512).contains(&used) {
+                    frame = previous;
+                    continue;
+                }
                 let slots = if (1..=512).contains(&used) { used as usize } else { 64 };
                 if let Ok(raw) = self.mem.read_vec(base, slots * 8) {
                     out.extend(raw.chunks_exact(8).skip(skip).map(|c| field_u64(c, 0) & !3).filter(|&v| v >= 4096));
@@ -617,7 +623,10 @@ impl PyProcess {
         let mut out = Vec::new();
         for v in self.frame_slots(tid, 256, true) {
             if let Some((_, t)) = self.object_with_type(v) {
-                if is_lock_type(&t) {
+                // 3.14+ saves the stack pointer before every call out of the eval loop, so the
+                // value stack read is exact: a lock object there is a `with` block's manager.
+                // (3.13's `stacktop` may be stale: only bound methods count there.)
+                if is_lock_type(&t) && self.offsets.frame_stackpointer.is_some() {
                     out.push(v);
                     continue;
                 }

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 /// transcribed from `Include/internal/pycore_debug_offsets.h` of each version.
 ///
 /// 3.13 (`pycore_debug_offsets.h` @ v3.13.5).
-const F313: &[(&str, &[&str])] = &[
+pub(crate) const F313: &[(&str, &[&str])] = &[
     ("", &["version", "free_threaded"]),
     ("runtime_state", &["size", "finalizing", "interpreters_head"]),
     (
@@ -72,7 +72,7 @@ const F313: &[(&str, &[&str])] = &[
 /// 3.14 (`pycore_debug_offsets.h` @ v3.14.10): adds threads_main, code_object_generation,
 /// tlbc_generation, frame stackpointer/tlbc_index, co_tlbc and the set, generator, llist and
 /// debugger-support groups.
-const F314: &[(&str, &[&str])] = &[
+pub(crate) const F314: &[(&str, &[&str])] = &[
     ("", &["version", "free_threaded"]),
     ("runtime_state", &["size", "finalizing", "interpreters_head"]),
     (
@@ -161,7 +161,7 @@ const F314: &[(&str, &[&str])] = &[
 /// `err_stackitem` group; `type_object` gains tp_basicsize/tp_dictoffset; a new
 /// `heap_type_object` group; `unicode_object` gains compactunicodeobject_size; `gc` gains frame and
 /// generation_stats.
-const F315: &[(&str, &[&str])] = &[
+pub(crate) const F315: &[(&str, &[&str])] = &[
     ("", &["version", "free_threaded"]),
     ("runtime_state", &["size", "finalizing", "interpreters_head"]),
     (
