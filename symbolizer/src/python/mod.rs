@@ -569,10 +569,12 @@ impl PyProcess {
     /// The values in the locals and value stacks of thread `tid`'s innermost `max_frames` Python
     /// frames (tag bits stripped).
     ///
-    /// With `stack_only`, the locals (the first `len(co_localsplusnames)` slots) are left out:
-    /// only what the frame's value stack holds.
+    /// With `stack_only` (3.14+), the locals (the first `len(co_localsplusnames)` slots) are left
+    /// out: only what the frame's value stack holds.
     fn frame_slots(&mut self, tid: u32, max_frames: usize, stack_only: bool) -> Vec<u64> {
         let o = self.offsets.clone();
+        // 3.13 keeps no reliable stack pointer in the frame during calls: all slots are read.
+        let stack_only = stack_only && o.frame_stackpointer.is_some();
         let mut out = Vec::new();
         let Ok(true) = self.load_tstate(tid) else { return out };
         let mut frame = field_u64(&self.ts_buf, o.ts_current_frame);
