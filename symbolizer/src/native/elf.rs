@@ -324,10 +324,11 @@ impl ElfFile {
     }
 
     /// Split-off parts of exported functions, sorted by start. A part is an `.eh_frame` FDE
-    /// that holds no function symbol and that a direct `jmp`/`jcc` from inside a sized function
-    /// symbol enters somewhere past its first byte (a tail call would enter at the start). On
-    /// Debian's PGO builds of CPython the hot loop of `_PyEval_EvalFrameDefault` is such a part:
-    /// the exported symbol covers only its entry and exception paths.
+    /// that holds no function symbol, entered by direct `jmp`/`jcc`s from the function (or from
+    /// one of its parts) and corroborated either by two such jumps past its first byte or by a
+    /// jump back into the function (a tail call to another function has neither). On Debian's
+    /// PGO builds of CPython the hot loop of `_PyEval_EvalFrameDefault` is such a part: the
+    /// exported symbol covers only its entry and exception paths; GCC's `.cold` parts are others.
     fn split_parts(&self) -> &[SplitPart] {
         self.split_parts.get_or_init(|| {
             let unnamed: Vec<(u64, u64)> = self
@@ -339,35 +340,54 @@ impl ElfFile {
                     self.funcs_by_addr.get(i).is_none_or(|&f| self.symbols[f as usize].value >= end)
                 })
                 .collect();
-            let mut parts: Vec<SplitPart> = Vec::new();
+            let fde_of = |target: u64| {
+                let k = unnamed.partition_point(|r| r.0 <= target);
+                k.checked_sub(1).filter(|&k| target < unnamed[k].1)
+            };
+            let mut owner: std::collections::HashMap<usize, u32> = std::collections::HashMap::new();
             for &fi in &self.funcs_by_addr {
                 let f = &self.symbols[fi as usize];
                 if f.size == 0 || f.size > 1 << 20 {
                     continue;
                 }
-                let Some(code) = self.read_vaddr(f.value, f.size as usize) else { continue };
-                let mut hits: Vec<(usize, usize)> = Vec::new();
-                for (at, target) in branch_targets(code, f.value) {
-                    if target >= f.value && target < f.value + f.size {
-                        continue;
-                    }
-                    let k = unnamed.partition_point(|r| r.0 <= target);
-                    let Some(&(start, end)) = k.checked_sub(1).and_then(|k| unnamed.get(k)) else { continue };
-                    if target > start && target < end {
-                        hits.push((k - 1, at));
-                    }
-                }
-                // Two distinct jumps into the same part: one stray byte pattern is not enough.
-                hits.sort();
-                for w in hits.chunk_by(|a, b| a.0 == b.0) {
-                    if w.len() >= 2 {
-                        let (start, end) = unnamed[w[0].0];
-                        parts.push(SplitPart { start, end, parent: fi });
+                // The function's pieces so far, and the pieces still to scan.
+                let mut pieces: Vec<(u64, u64)> = vec![(f.value, f.value + f.size)];
+                let mut next = 0;
+                while next < pieces.len() && pieces.len() <= 16 {
+                    let (lo, hi) = pieces[next];
+                    next += 1;
+                    let Some(code) = self.read_vaddr(lo, (hi - lo) as usize) else { continue };
+                    // Jumps from this piece into unnamed FDEs: (fde, target).
+                    let mut hits: Vec<(usize, u64)> = branch_targets(code, lo)
+                        .filter(|&(_, t)| !pieces.iter().any(|&(a, b)| t >= a && t < b))
+                        .filter_map(|(_, t)| Some((fde_of(t)?, t)))
+                        .collect();
+                    hits.sort_unstable();
+                    hits.dedup();
+                    for group in hits.chunk_by(|a, b| a.0 == b.0) {
+                        let k = group[0].0;
+                        if owner.contains_key(&k) {
+                            continue;
+                        }
+                        let (start, end) = unnamed[k];
+                        let interior = group.iter().filter(|(_, t)| *t > start).count();
+                        let jumps_back = || {
+                            self.read_vaddr(start, (end - start) as usize).is_some_and(|c| {
+                                branch_targets(c, start).any(|(_, t)| pieces.iter().any(|&(a, b)| t > a && t < b))
+                            })
+                        };
+                        if interior >= 2 || jumps_back() {
+                            owner.insert(k, fi);
+                            pieces.push((start, end));
+                        }
                     }
                 }
             }
+            let mut parts: Vec<SplitPart> = owner
+                .into_iter()
+                .map(|(k, parent)| SplitPart { start: unnamed[k].0, end: unnamed[k].1, parent })
+                .collect();
             parts.sort_by_key(|p| p.start);
-            parts.dedup_by_key(|p| p.start);
             parts
         })
     }
@@ -572,6 +592,49 @@ int main(int argc, char **argv) { printf("%d %s\n", work(argc), runtime_blob); r
         let elf = ElfFile::open(&dir.join("exec")).unwrap();
         let text = elf.load_segments().iter().find(|s| s.executable).copied().unwrap();
         assert_eq!(elf.bias_for_mapping(text.vaddr & !0xfff, text.offset & !0xfff), 0);
+    }
+
+    const SPLIT_C: &str = r#"
+#include <stdio.h>
+__attribute__((cold, noinline)) void fail(int x) { fprintf(stderr, "x %d\n", x); }
+static __attribute__((noinline)) int helper(int x) { return x * 7 + 1; }
+__attribute__((noinline)) int exported(int *p, int n) {
+    int s = 0;
+    for (int i = 0; i < n; i++) {
+        if (p[i] < 0) { fail(p[i]); fail(p[i] + 1); s -= p[i] * 3; continue; }
+        s += helper(p[i]);
+    }
+    return s;
+}
+int main(int argc, char **argv) { int a[4] = {argc, 2, 3, 4}; return exported(a, 4) & 1; }
+"#;
+
+    #[test]
+    fn stripped_binary_names_split_parts_and_labels_static_functions() {
+        // -rdynamic exports `exported` in .dynsym; --strip-all removes .symtab.
+        let dir = compile_c("elfsplit", SPLIT_C, &["-O2", "-rdynamic"], "full");
+        let st = std::process::Command::new("objcopy")
+            .arg("--strip-all")
+            .arg(dir.join("full"))
+            .arg(dir.join("stripped"))
+            .status()
+            .unwrap();
+        assert!(st.success());
+        let full = ElfFile::open(&dir.join("full")).unwrap();
+        let stripped = ElfFile::open(&dir.join("stripped")).unwrap();
+        assert!(full.has_symtab() && !stripped.has_symtab());
+        // GCC's cold part of `exported`, named from the full symbol table.
+        let (cold, _) = full.symbol("exported.cold").expect("gcc split a .cold part");
+        assert_eq!(stripped.function_at(cold + 1).map(|f| f.0), Some("exported"));
+        // `helper` is static and only called (not jumped into): no name, but a start address
+        // from .eh_frame.
+        let (helper, _) = full.symbol("helper").expect("helper in .symtab");
+        assert_eq!(stripped.function_at(helper + 1), None);
+        assert_eq!(stripped.fde_start(helper + 1), Some(helper));
+        assert_eq!(
+            crate::native::dwarf::anonymous_function(&stripped, &dir.join("stripped"), helper + 1),
+            Some(format!("[stripped+{helper:#x}]"))
+        );
     }
 
     #[test]
