@@ -74,7 +74,8 @@ pub(crate) struct ModuleSymbolizer {
 
 struct DebugData {
     dwarf: Option<DwarfContext>,
-    /// Separate debug file (`/usr/lib/debug/...`), used for DWARF and for its `.symtab`.
+    /// Separate debug file (`/usr/lib/debug/...`), used for DWARF and for its `.symtab`; or the
+    /// ELF inside `.gnu_debugdata` (MiniDebugInfo, symbols only).
     debug_file: Option<ElfFile>,
 }
 
@@ -96,7 +97,9 @@ impl ModuleSymbolizer {
         let elf = &self.elf;
         let path = &self.path;
         self.debug.get_or_insert_with(|| {
-            let debug_file = if elf.has_dwarf() { None } else { find_debug_file(elf, path) };
+            // A separate debug file when there is one; else the MiniDebugInfo symbol table.
+            let debug_file =
+                if elf.has_dwarf() { None } else { find_debug_file(elf, path).or_else(|| elf.mini_debuginfo()) };
             let dwarf = DwarfContext::load(debug_file.as_ref().unwrap_or(elf));
             DebugData { dwarf, debug_file }
         })
@@ -205,6 +208,58 @@ mod tests {
         assert_eq!(demangle("foo.cold"), "foo.cold");
         assert_eq!(demangle("foo.constprop.0"), "foo.constprop.0");
         assert_eq!(demangle("_Zgarbage"), "_Zgarbage");
+    }
+
+    const C: &str = r#"
+#include <stdio.h>
+static __attribute__((noinline)) int helper(int x) {
+    return x * 7 + 1;
+}
+int main(int argc, char **argv) { printf("%d\n", helper(argc)); return 0; }
+"#;
+
+    fn run(cmd: &mut std::process::Command) {
+        let st = cmd.status().unwrap();
+        assert!(st.success(), "{cmd:?}");
+    }
+
+    #[test]
+    fn compressed_debug_sections_are_read() {
+        let dir = crate::native::test_support::compile_c("gz", C, &["-O1", "-g", "-gz=zlib"], "prog");
+        let path = dir.join("prog");
+        let elf = Arc::new(ElfFile::open(&path).unwrap());
+        assert!(elf.has_dwarf(), "zlib-compressed .debug_info is decompressed");
+        let (helper, _) = elf.symbol("helper").unwrap();
+        let mut sym = ModuleSymbolizer::new(elf, path);
+        let f = sym.symbolize(helper + 1);
+        let last = f.last().unwrap();
+        assert_eq!(last.function.as_deref(), Some("helper"));
+        assert!(last.file.as_deref().is_some_and(|f| f.ends_with("gz.c")), "{f:?}");
+        assert_eq!(last.line, Some(4), "{f:?}");
+    }
+
+    #[test]
+    fn mini_debuginfo_names_static_functions_of_a_stripped_binary() {
+        let dir = crate::native::test_support::compile_c("mini", C, &["-O2"], "full");
+        let full = ElfFile::open(&dir.join("full")).unwrap();
+        let (helper, _) = full.symbol("helper").unwrap();
+        // As distributions make it: the symbol table, xz-compressed, in `.gnu_debugdata` of the
+        // stripped binary.
+        run(std::process::Command::new("objcopy").arg("--strip-debug").arg(dir.join("full")).arg(dir.join("syms")));
+        run(std::process::Command::new("xz").arg("-k").arg(dir.join("syms")));
+        let mut section = std::ffi::OsString::from(".gnu_debugdata=");
+        section.push(dir.join("syms.xz"));
+        run(std::process::Command::new("objcopy")
+            .arg("--strip-all")
+            .arg("--add-section")
+            .arg(section)
+            .arg(dir.join("full"))
+            .arg(dir.join("stripped")));
+        let stripped = Arc::new(ElfFile::open(&dir.join("stripped")).unwrap());
+        assert!(!stripped.has_symtab() && stripped.function_at(helper + 1).is_none());
+        assert!(stripped.mini_debuginfo().is_some_and(|m| m.symbol("helper").is_some()));
+        let mut sym = ModuleSymbolizer::new(stripped, dir.join("stripped"));
+        assert_eq!(sym.symbolize(helper + 1).last().unwrap().function.as_deref(), Some("helper"));
     }
 
     #[test]

@@ -85,7 +85,7 @@ struct Section {
     info: SectionInfo,
     /// `SHT_NOBITS` (e.g. `.bss`, or stripped-out code in a separate debug file).
     nobits: bool,
-    /// `SHF_COMPRESSED`: the contents need decompression, which we do not support.
+    /// `SHF_COMPRESSED`: the contents need decompression (zlib is supported).
     compressed: bool,
 }
 
@@ -455,15 +455,41 @@ impl ElfFile {
         self.sections.iter().find(|s| s.name == name)
     }
 
-    /// Contents of section `name`; `None` when absent, `SHT_NOBITS`, compressed or out of range.
+    /// Contents of section `name`, decompressed when it is `SHF_COMPRESSED` with zlib
+    /// (`gcc -gz`, `objcopy --compress-debug-sections`); `None` when absent, `SHT_NOBITS`, out of
+    /// range, or compressed in another format (zstd).
     pub(crate) fn section_data(&self, name: &str) -> Option<Bytes> {
         let s = self.find_section(name)?;
-        if s.nobits || s.compressed {
+        if s.nobits {
             return None;
         }
         let start = usize::try_from(s.info.offset).ok()?;
         let end = start.checked_add(usize::try_from(s.info.size).ok()?)?;
-        (end <= self.data.len()).then(|| Bytes { data: self.data.clone(), start, end })
+        if end > self.data.len() {
+            return None;
+        }
+        if !s.compressed {
+            return Some(Bytes { data: self.data.clone(), start, end });
+        }
+        // Elf64_Chdr: ch_type (1 = ELFCOMPRESS_ZLIB), ch_reserved, ch_size, ch_addralign.
+        let raw = &self.data[start..end];
+        let ch_type = u32::from_le_bytes(raw.get(0..4)?.try_into().ok()?);
+        let ch_size = u64::from_le_bytes(raw.get(8..16)?.try_into().ok()?);
+        if ch_type != 1 || ch_size > 1 << 32 {
+            return None;
+        }
+        let out = miniz_oxide::inflate::decompress_to_vec_zlib_with_limit(raw.get(24..)?, ch_size as usize).ok()?;
+        let len = out.len();
+        Some(Bytes { data: Arc::new(Backing::Owned(out)), start: 0, end: len })
+    }
+
+    /// The MiniDebugInfo of this file (Fedora and others): the xz-compressed ELF in
+    /// `.gnu_debugdata`, whose `.symtab` names the functions `.dynsym` leaves out.
+    pub fn mini_debuginfo(&self) -> Option<ElfFile> {
+        let data = self.section_data(".gnu_debugdata")?;
+        let mut out = Vec::new();
+        lzma_rs::xz_decompress(&mut std::io::Cursor::new(&data[..]), &mut out).ok()?;
+        ElfFile::from_bytes(out).ok()
     }
 
     /// `sh_addr` range of section `name`.

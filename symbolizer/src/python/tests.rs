@@ -9,6 +9,8 @@ use super::offsets::{F313, F314, F315};
 use super::*;
 
 type Values = &'static [(&'static str, u64)];
+/// A `_Py_DebugOffsets` field list (group, fields), as in `offsets.rs`.
+type Fields = &'static [(&'static str, &'static [&'static str])];
 
 const V313: Values = &[
     ("runtime_state.size", 283376),
@@ -255,7 +257,7 @@ const V315T: Values = &[
 ];
 
 /// (PY_VERSION_HEX, free-threaded, field list, values) of each version modelled.
-const VERSIONS: [(u64, bool, &[(&str, &[&str])], Values); 6] = [
+const VERSIONS: [(u64, bool, Fields, Values); 6] = [
     (0x030d05f0, false, F313, V313),
     (0x030d05f0, true, F313, V313T),
     (0x030e0af0, false, F314, V314),
