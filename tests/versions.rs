@@ -45,6 +45,7 @@ fn record(interp: &Interp, mode: Mode, workload: &str, args: &[&str], seconds: &
                 String::from_utf8_lossy(&out.stderr)
             );
             let v: Value = serde_json::from_slice(&std::fs::read(&outside).unwrap()).unwrap();
+            let _ = std::fs::remove_file(&outside);
             (Profile(v), String::from_utf8_lossy(&out.stdout).into_owned())
         }
         Mode::Attached => {
@@ -332,7 +333,7 @@ fn stripped_interpreter_merges_like_the_original() {
         share(&b, "unresolved_core")
     );
     assert!((share(&a, "mismatched") - share(&b, "mismatched")).abs() <= 2.0);
-    assert!(share(&b, "with_python") >= 99.0);
+    assert!(share(&b, "with_python") >= share(&a, "with_python") - 2.0);
     // The stripped copy still names the eval loop and exported functions in merged stacks.
     let names: std::collections::HashSet<String> = b
         .stacks()
@@ -340,4 +341,127 @@ fn stripped_interpreter_merges_like_the_original() {
         .flat_map(|(_, f, _)| f.into_iter().filter(|f| f.kind == "native").map(|f| f.name))
         .collect();
     assert!(names.iter().any(|n| n == "PyNumber_Remainder" || n == "PyNumber_Multiply"), "{names:?}");
+}
+
+/// Host PID of the only child of `parent` (what `unshare --fork` started), waiting for it.
+fn child_of(parent: u32) -> u32 {
+    for _ in 0..200 {
+        let children = std::fs::read_to_string(format!("/proc/{parent}/task/{parent}/children")).unwrap_or_default();
+        if let Some(c) = children.split_whitespace().next() {
+            return c.parse().unwrap();
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    panic!("unshare started no child");
+}
+
+/// Thread ids as the target's PID namespace numbers them → as ours does (`NSpid:`).
+fn ns_to_host(pid: u32) -> std::collections::HashMap<u64, u64> {
+    std::fs::read_dir(format!("/proc/{pid}/task"))
+        .unwrap()
+        .flatten()
+        .filter_map(|e| {
+            let status = std::fs::read_to_string(e.path().join("status")).ok()?;
+            let ids: Vec<u64> = status
+                .lines()
+                .find(|l| l.starts_with("NSpid:"))?
+                .split_whitespace()
+                .skip(1)
+                .filter_map(|v| v.parse().ok())
+                .collect();
+            Some((*ids.last()?, *ids.first()?))
+        })
+        .collect()
+}
+
+/// A container-like target: Debian's python3.14 in its root filesystem, in its own PID and
+/// mount namespaces. `dump --pid` from outside reads its files through /proc/PID/root and maps
+/// the thread ids CPython stores (the namespace's) to ours.
+#[test]
+fn dump_of_a_target_in_its_own_pid_and_mount_namespace() {
+    let interp = common::interp("3.14");
+    let root = interp.root.clone().unwrap();
+    let mut cmd = std::process::Command::new("unshare");
+    let mut mount_proc = std::ffi::OsString::from("--mount-proc=");
+    mount_proc.push(root.join("proc"));
+    cmd.args(["--pid", "--fork", "--kill-child"])
+        .arg(mount_proc)
+        .arg("chroot")
+        .arg(&root)
+        .arg(&interp.exe)
+        .arg(interp.workload("deadlock.py"));
+    let mut bg = Background::spawn(cmd);
+    bg.wait_for("ready");
+    let pid = child_of(bg.pid());
+    let map = ns_to_host(pid);
+    let tid = |name: &str| -> u64 {
+        let ns: u64 = bg.lines.iter().find_map(|l| l.strip_prefix(&format!("tid {name} "))?.parse().ok()).unwrap();
+        assert_ne!(map[&ns], ns, "the target should have its own PID namespace");
+        map[&ns]
+    };
+    let (t1, t2) = (tid("first"), tid("second"));
+    let out = ftprof().args(["dump", "--json", "--pid", &pid.to_string()]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let d: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let threads = d["threads"].as_array().unwrap();
+    let th = |t: u64| {
+        threads.iter().find(|x| x["tid"].as_u64() == Some(t)).unwrap_or_else(|| panic!("no thread {t}: {d:#}"))
+    };
+    let (a, b) = (hex(&bg.value("lock_a")), hex(&bg.value("lock_b")));
+    for (t, waits_for, holder, func) in [(t1, b, t2, "first"), (t2, a, t1, "second")] {
+        let x = th(t);
+        assert_eq!(x["lock"]["address"].as_u64(), Some(waits_for), "{x:#}");
+        assert_eq!(x["holder"].as_u64(), Some(holder), "{x:#}");
+        assert!(x["python"][0].as_str().unwrap_or("").starts_with(func), "{x:#}");
+        assert_eq!(x["name"].as_str(), Some(if func == "first" { "Thread-1 (first)" } else { "Thread-2 (second)" }));
+    }
+    let mut want = vec![t1, t2];
+    want.sort();
+    let cycle: Vec<u64> = d["deadlocks"][0].as_array().unwrap().iter().map(|v| v.as_u64().unwrap()).collect();
+    assert_eq!(cycle, want, "{d:#}");
+}
+
+/// `record --pid` of the same kind of target: samples (host thread ids) meet the Python stacks
+/// and thread names CPython keeps under the namespace's ids; lock waits keep their identity.
+#[test]
+fn record_of_a_target_in_its_own_pid_and_mount_namespace() {
+    let interp = common::interp("3.15");
+    let root = interp.root.clone().unwrap();
+    let mut mount_proc = std::ffi::OsString::from("--mount-proc=");
+    mount_proc.push(root.join("proc"));
+    let mut cmd = std::process::Command::new("unshare");
+    cmd.args(["--pid", "--fork", "--kill-child"])
+        .arg(mount_proc)
+        .arg("chroot")
+        .arg(&root)
+        .arg(&interp.exe)
+        .arg(interp.workload("lock_handoff.py"))
+        .args(["lock", "1000", "ready"]);
+    let mut bg = Background::spawn(cmd);
+    bg.wait_for("ready");
+    let pid = child_of(bg.pid());
+    let map = ns_to_host(pid);
+    let waiter_ns: u64 = bg.value("tid waiter").parse().unwrap();
+    let waiter = map[&waiter_ns];
+    assert_ne!(waiter, waiter_ns);
+    let dir = tempdir();
+    let path = dir.path().join("p.json");
+    let out = ftprof()
+        .args(["record", "--pid", &pid.to_string(), "--duration", "1.5", "-f", "json", "-o"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let p = Profile(serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap());
+    let threads = p.0["threads"].as_array().unwrap();
+    let t = threads.iter().find(|t| t["tid"].as_u64() == Some(waiter)).unwrap_or_else(|| panic!("{threads:#?}"));
+    assert_eq!(t["name"], "waiter", "{t:#}");
+    let lock = hex(&bg.value("lock"));
+    let locks = p.0["locks"].as_array().unwrap();
+    assert!(
+        locks.iter().any(|l| l["kind"] == "lock" && l["identity"]["address"].as_u64() == Some(lock)),
+        "no lock wait on {lock:#x}: {locks:#?}"
+    );
+    let with_python = p.summary("with_python") / p.summary("samples");
+    assert!(with_python >= 0.99, "Python frames in {:.1} % of samples", 100.0 * with_python);
 }

@@ -60,6 +60,13 @@ impl Background {
         Background { child, lines: Vec::new(), reader }
     }
 
+    /// Start `cmd` with its stdout captured.
+    pub fn spawn(mut cmd: Command) -> Background {
+        let mut child = cmd.stdout(std::process::Stdio::piped()).spawn().expect("start workload");
+        let reader = std::io::BufReader::new(child.stdout.take().unwrap());
+        Background { child, lines: Vec::new(), reader }
+    }
+
     pub fn pid(&self) -> u32 {
         self.child.id()
     }
@@ -293,17 +300,23 @@ pub fn rootfs(version: &str) -> PathBuf {
 }
 
 /// Directory (as seen inside `root`) holding a copy of this build's ftprof and the workloads,
-/// made once per test process.
+/// refreshed once per test process (each file written under a temporary name, then renamed, so
+/// concurrent test processes never see a half-written file).
 pub fn staged(root: &Path) -> PathBuf {
     static DONE: OnceLock<std::sync::Mutex<std::collections::HashSet<PathBuf>>> = OnceLock::new();
-    let inside = PathBuf::from(format!("/tmp/ftprof-tests-{}", std::process::id()));
+    let inside = PathBuf::from("/tmp/ftprof-tests");
     let mut done = DONE.get_or_init(Default::default).lock().unwrap_or_else(|e| e.into_inner());
     if done.insert(root.to_path_buf()) {
         let dir = root.join(inside.strip_prefix("/").unwrap());
         std::fs::create_dir_all(dir.join("workloads")).unwrap();
-        std::fs::copy(env!("CARGO_BIN_EXE_ftprof"), dir.join("ftprof")).unwrap();
+        let put = |from: &Path, to: PathBuf| {
+            let tmp = to.with_extension(format!("tmp{}", std::process::id()));
+            std::fs::copy(from, &tmp).unwrap();
+            std::fs::rename(&tmp, &to).unwrap();
+        };
+        put(Path::new(env!("CARGO_BIN_EXE_ftprof")), dir.join("ftprof"));
         for e in std::fs::read_dir(root_dir().join("tests/workloads")).unwrap().flatten() {
-            std::fs::copy(e.path(), dir.join("workloads").join(e.file_name())).unwrap();
+            put(&e.path(), dir.join("workloads").join(e.file_name()));
         }
     }
     inside
