@@ -3,6 +3,13 @@
 #
 #   scripts/provision-python.sh          # free-threaded (python3.13t)
 #   scripts/provision-python.sh gil      # default build with the GIL (python3.13)
+#   scripts/provision-python.sh 3.14     # Debian unstable's python3.14 (default build, stripped)
+#   scripts/provision-python.sh 3.15     # Debian unstable's python3.15 (default build, stripped)
+#
+# For 3.14 and 3.15 stdout carries the root filesystem (made with debootstrap from Debian
+# unstable's binary packages, under the cache) that holds /usr/bin/python3.14 and python3.15;
+# run them with `chroot ROOT /usr/bin/python3.14` after mounting /proc inside ROOT (the tests do).
+# $FTPROF_PYTHON_314_ROOT / $FTPROF_PYTHON_315_ROOT override the root filesystem.
 #
 # Order of preference for the free-threaded kind: $FTPROF_PYTHON, python3.13t / python3.14t on PATH,
 # the cached build under $FTPROF_CACHE (default ~/.cache/ftprof), else build CPython 3.13.5 from
@@ -16,7 +23,54 @@ debver=3.13.5-2+deb13u5
 cache=${FTPROF_CACHE:-${XDG_CACHE_HOME:-${HOME:-/tmp}/.cache}/ftprof}
 log() { printf 'provision-python: %s\n' "$*" >&2; }
 
+provision_rootfs() {
+  # One Debian unstable root filesystem serves both 3.14 and 3.15.
+  local root=$cache/debian-sid-rootfs
+  local stamp=$root/.ftprof-complete
+  if [ -f "$stamp" ]; then echo "$root"; return 0; fi
+  mkdir -p "$cache"
+  exec 8>"$cache/.lock-rootfs"
+  flock 8
+  if [ -f "$stamp" ]; then echo "$root"; return 0; fi
+  if ! command -v debootstrap >/dev/null; then
+    log "installing debootstrap with apt"
+    apt-get -qq update >&2 && DEBIAN_FRONTEND=noninteractive apt-get -qq install -y debootstrap >&2 \
+      || { log "debootstrap is missing and could not be installed; install it (apt-get install debootstrap)"; exit 1; }
+  fi
+  local uri
+  uri=$(awk '/^URIs:/ {print $2; exit}' /etc/apt/sources.list.d/debian.sources 2>/dev/null || true)
+  uri=${uri:-http://deb.debian.org/debian}
+  case "$uri" in *security*) uri=http://deb.debian.org/debian ;; esac
+  local tmp=$cache/debian-sid-rootfs.tmp
+  # A half-made root may still have /proc mounted from an earlier run.
+  if mountpoint -q "$tmp/proc" 2>/dev/null; then umount "$tmp/proc"; fi
+  rm -rf "$tmp"
+  log "making a Debian unstable root filesystem with python3.14 and python3.15 in $root (a few minutes)"
+  debootstrap --variant=minbase --include=python3.14,python3.15 sid "$tmp" "$uri" >"$cache/debootstrap.log" 2>&1 \
+    || { tail -20 "$cache/debootstrap.log" >&2; log "debootstrap failed; see $cache/debootstrap.log"; exit 1; }
+  chroot "$tmp" /usr/bin/python3.14 -c 'import sys; assert sys.version_info[:2] == (3, 14)' >&2
+  chroot "$tmp" /usr/bin/python3.15 -c 'import sys; assert sys.version_info[:2] == (3, 15)' >&2
+  if mountpoint -q "$root/proc" 2>/dev/null; then umount "$root/proc"; fi
+  rm -rf "$root"
+  mv "$tmp" "$root"
+  touch "$stamp"
+  # The interpreters (and ftprof run inside) need /proc; the tests mount it again after a reboot.
+  mountpoint -q "$root/proc" || mount -t proc proc "$root/proc"
+  log "installed $root ($(chroot "$root" /usr/bin/python3.14 -c 'import sys; print(sys.version.split()[0])'), \
+$(chroot "$root" /usr/bin/python3.15 -c 'import sys; print(sys.version.split()[0])'))"
+  echo "$root"
+}
+
 case "$kind" in
+  3.14|3.15)
+    var=FTPROF_PYTHON_${kind/./}_ROOT
+    if [ -n "${!var:-}" ]; then
+      [ -x "${!var}/usr/bin/python$kind" ] || { log "$var=${!var} has no usr/bin/python$kind"; exit 1; }
+      echo "${!var}"; exit 0
+    fi
+    root=$(provision_rootfs)
+    mountpoint -q "$root/proc" || mount -t proc proc "$root/proc" || log "could not mount /proc in $root (needs root)"
+    echo "$root"; exit 0 ;;
   ft)
     if [ -n "${FTPROF_PYTHON:-}" ]; then
       command -v "$FTPROF_PYTHON" >/dev/null || { log "FTPROF_PYTHON=$FTPROF_PYTHON is not executable"; exit 1; }
@@ -29,7 +83,7 @@ case "$kind" in
   gil)
     if [ -n "${FTPROF_PYTHON_GIL:-}" ]; then command -v "$FTPROF_PYTHON_GIL"; exit 0; fi
     prefix=$cache/cpython-$version-gil; exe=$prefix/bin/python3.13; flags= ;;
-  *) log "unknown kind '$kind' (expected ft or gil)"; exit 2 ;;
+  *) log "unknown kind '$kind' (expected ft, gil, 3.14 or 3.15)"; exit 2 ;;
 esac
 
 stamp=$prefix/.ftprof-complete

@@ -1,13 +1,16 @@
 #!/usr/bin/env bash
-# The project's test command: provision the free-threaded CPython and the default (GIL) build
-# (cached outside the repo), then run every test. End-to-end tests run one at a time so that
+# The project's test command: provision the free-threaded CPython and the default (GIL) build,
+# and Debian unstable's python3.14/python3.15 in a root filesystem (all cached outside the repo),
+# then run every test. tests/versions.rs runs the version-sensitive checks on all four. End-to-end tests run one at a time so that
 # their CPU-time measurements are not distorted by each other on small machines.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 FTPROF_PYTHON=$(scripts/provision-python.sh)
 FTPROF_PYTHON_GIL=$(scripts/provision-python.sh gil)
-export FTPROF_PYTHON FTPROF_PYTHON_GIL
-echo "test.sh: using $FTPROF_PYTHON and $FTPROF_PYTHON_GIL" >&2
+FTPROF_PYTHON_314_ROOT=$(scripts/provision-python.sh 3.14)
+FTPROF_PYTHON_315_ROOT=$(scripts/provision-python.sh 3.15)
+export FTPROF_PYTHON FTPROF_PYTHON_GIL FTPROF_PYTHON_314_ROOT FTPROF_PYTHON_315_ROOT
+echo "test.sh: using $FTPROF_PYTHON, $FTPROF_PYTHON_GIL, python3.14 and python3.15 in $FTPROF_PYTHON_314_ROOT" >&2
 cargo build --workspace --all-targets
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT

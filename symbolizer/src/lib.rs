@@ -4,10 +4,15 @@
 //! * [`native`]: ELF parsing (goblin), DWARF CFI / frame-pointer unwinding of a copied user stack
 //!   (framehop), and inline-aware symbolization with demangling (addr2line on gimli).
 //!   Input: executable mappings of a process, a register set and a stack copy, or an address.
-//!   Output: return-address lists ([`native::Unwound`]) and [`native::NativeFrame`]s.
-//! * [`python`]: the CPython frame reader. Input: a live process id. It locates `_PyRuntime`,
-//!   validates `_Py_DebugOffsets` (3.13+/3.14+, GIL and free-threaded) and walks thread states and
-//!   interpreter frames. Output: [`python::PyStack`]s of [`python::PyFrame`]s (qualname, file, line).
+//!   Output: return-address lists ([`native::Unwound`]) and [`native::NativeFrame`]s. Stripped
+//!   binaries: `.dynsym`, split-off function parts and unnamed functions from `.eh_frame`.
+//! * [`python`]: the CPython frame reader. Input: a live process id (or any
+//!   [`python::ReadMemory`], e.g. a synthetic [`python::FakeMemory`] image in tests). It locates
+//!   `_PyRuntime`, validates `_Py_DebugOffsets` (3.13, 3.14, 3.15 — each with its own field list —
+//!   GIL and free-threaded; newer minors are refused), takes the rest of each version's layout from
+//!   [`python::Layout`], and walks thread states and interpreter frames. Output:
+//!   [`python::PyStack`]s of [`python::PyFrame`]s (qualname, file, line) and
+//!   [`python::ParkedInfo`] (what a blocked thread waits on, from memory).
 //! * [`kernel`]: kernel addresses → names through `/proc/kallsyms`.
 //!
 //! Nothing here talks to perf or renders anything.

@@ -60,6 +60,13 @@ impl Background {
         Background { child, lines: Vec::new(), reader }
     }
 
+    /// Start `cmd` with its stdout captured.
+    pub fn spawn(mut cmd: Command) -> Background {
+        let mut child = cmd.stdout(std::process::Stdio::piped()).spawn().expect("start workload");
+        let reader = std::io::BufReader::new(child.stdout.take().unwrap());
+        Background { child, lines: Vec::new(), reader }
+    }
+
     pub fn pid(&self) -> u32 {
         self.child.id()
     }
@@ -232,4 +239,181 @@ pub fn printed(stdout: &[u8], key: &str) -> String {
         .lines()
         .find_map(|l| l.strip_prefix(&format!("{key} ")).map(str::to_string))
         .unwrap_or_else(|| panic!("workload printed no `{key}` line"))
+}
+
+/// A CPython the version-sensitive tests run against, and where it lives.
+#[derive(Clone, Debug)]
+pub struct Interp {
+    /// `3.13t`, `3.13`, `3.14`, `3.15`.
+    pub label: &'static str,
+    /// The root filesystem it runs in (Debian unstable's binaries, provisioned by
+    /// `scripts/provision-python.sh 3.14|3.15`); `None` for the project's own 3.13 builds.
+    pub root: Option<PathBuf>,
+    /// The interpreter as the target sees it (inside `root` when there is one).
+    pub exe: PathBuf,
+    /// Extra environment for the target (`PYTHON_GIL=1` to run the free-threaded build with
+    /// the GIL).
+    pub env: Vec<(String, String)>,
+}
+
+/// The root filesystem holding Debian's `python3.14`/`python3.15`: `$FTPROF_PYTHON_314_ROOT`
+/// (`…_315_…`) as exported by `scripts/test.sh`, else what the provisioning script prints
+/// (it makes the root filesystem when missing). Fails the test with the reason otherwise.
+pub fn rootfs(version: &str) -> PathBuf {
+    static ROOTS: OnceLock<std::sync::Mutex<std::collections::HashMap<String, PathBuf>>> = OnceLock::new();
+    let mut roots = ROOTS.get_or_init(Default::default).lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(r) = roots.get(version) {
+        return r.clone();
+    }
+    let var = format!("FTPROF_PYTHON_{}_ROOT", version.replace('.', ""));
+    let root = match std::env::var_os(&var) {
+        Some(r) => PathBuf::from(r),
+        None => {
+            let out = Command::new("bash")
+                .arg(root().join("scripts/provision-python.sh"))
+                .arg(version)
+                .output()
+                .expect("run scripts/provision-python.sh");
+            assert!(
+                out.status.success(),
+                "CPython {version} is not provisioned ({var} unset) and `scripts/provision-python.sh {version}` failed:\n{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            PathBuf::from(String::from_utf8(out.stdout).unwrap().trim())
+        }
+    };
+    let exe = root.join(format!("usr/bin/python{version}"));
+    assert!(
+        exe.exists(),
+        "{var}={}: no usr/bin/python{version} there; run scripts/provision-python.sh {version}",
+        root.display()
+    );
+    // The chrooted interpreter and ftprof need /proc inside the root.
+    let proc_dir = root.join("proc");
+    let mounted = Command::new("mountpoint").arg("-q").arg(&proc_dir).status().is_ok_and(|s| s.success());
+    if !mounted {
+        let st = Command::new("mount").args(["-t", "proc", "proc"]).arg(&proc_dir).status().expect("run mount");
+        assert!(st.success(), "mounting /proc in {} failed (the tests need root)", root.display());
+    }
+    roots.insert(version.to_string(), root.clone());
+    root
+}
+
+/// Directory (as seen inside `root`) holding a copy of this build's ftprof and the workloads,
+/// refreshed once per test process (each file written under a temporary name, then renamed, so
+/// concurrent test processes never see a half-written file).
+pub fn staged(root: &Path) -> PathBuf {
+    static DONE: OnceLock<std::sync::Mutex<std::collections::HashSet<PathBuf>>> = OnceLock::new();
+    let inside = PathBuf::from("/tmp/ftprof-tests");
+    let mut done = DONE.get_or_init(Default::default).lock().unwrap_or_else(|e| e.into_inner());
+    if done.insert(root.to_path_buf()) {
+        let dir = root.join(inside.strip_prefix("/").unwrap());
+        std::fs::create_dir_all(dir.join("workloads")).unwrap();
+        let put = |from: &Path, to: PathBuf| {
+            let tmp = to.with_extension(format!("tmp{}", std::process::id()));
+            std::fs::copy(from, &tmp).unwrap();
+            std::fs::rename(&tmp, &to).unwrap();
+        };
+        put(Path::new(env!("CARGO_BIN_EXE_ftprof")), dir.join("ftprof"));
+        for e in std::fs::read_dir(root_dir().join("tests/workloads")).unwrap().flatten() {
+            put(&e.path(), dir.join("workloads").join(e.file_name()));
+        }
+    }
+    inside
+}
+
+fn root_dir() -> PathBuf {
+    root()
+}
+
+pub fn interp(label: &'static str) -> Interp {
+    match label {
+        "3.13t" => Interp { label, root: None, exe: python(), env: Vec::new() },
+        "3.13" => Interp { label, root: None, exe: python_gil(), env: Vec::new() },
+        "3.14" | "3.15" => {
+            let root = rootfs(label);
+            Interp { label, exe: PathBuf::from(format!("/usr/bin/python{label}")), root: Some(root), env: Vec::new() }
+        }
+        _ => panic!("unknown interpreter {label}"),
+    }
+}
+
+impl Interp {
+    /// The same interpreter with extra environment for the target.
+    pub fn with_env(mut self, k: &str, v: &str) -> Interp {
+        self.env.push((k.into(), v.into()));
+        self
+    }
+
+    /// Path of workload `name` as the target sees it.
+    pub fn workload(&self, name: &str) -> PathBuf {
+        match &self.root {
+            Some(r) => staged(r).join("workloads").join(name),
+            None => workload(name),
+        }
+    }
+
+    /// A command run where the interpreter lives (`chroot ROOT …` for a root filesystem).
+    pub fn command(&self, program: &Path) -> Command {
+        let mut c = match &self.root {
+            Some(r) => {
+                let mut c = Command::new("chroot");
+                c.arg(r).arg(program);
+                c
+            }
+            None => Command::new(program),
+        };
+        for (k, v) in &self.env {
+            c.env(k, v);
+        }
+        c
+    }
+
+    /// `python workload args…`, where the interpreter lives.
+    pub fn python(&self, workload_name: &str, args: &[&str]) -> Command {
+        let mut c = self.command(&self.exe);
+        c.arg(self.workload(workload_name)).args(args);
+        c
+    }
+
+    /// ftprof launched next to the interpreter: inside its root filesystem (a copy of this
+    /// build's binary), or the test binary itself.
+    pub fn ftprof_inside(&self) -> Command {
+        match &self.root {
+            Some(r) => self.command(&staged(r).join("ftprof")),
+            None => {
+                let mut c = ftprof();
+                for (k, v) in &self.env {
+                    c.env(k, v);
+                }
+                c
+            }
+        }
+    }
+
+    /// A path ftprof launched inside can write, and the same file as the test sees it.
+    pub fn scratch(&self, name: &str) -> (PathBuf, PathBuf, Option<tempfile::TempDir>) {
+        match &self.root {
+            Some(r) => {
+                let inside = staged(r).join(name);
+                let outside = r.join(inside.strip_prefix("/").unwrap());
+                let _ = std::fs::remove_file(&outside);
+                (inside, outside, None)
+            }
+            None => {
+                let d = tempdir();
+                let p = d.path().join(name);
+                (p.clone(), p, Some(d))
+            }
+        }
+    }
+
+    /// Start a workload in the background (in the root filesystem when there is one; `chroot`
+    /// execs the interpreter in place, so the child's PID is the interpreter's).
+    pub fn background(&self, workload_name: &str, args: &[&str]) -> Background {
+        let mut cmd = self.python(workload_name, args);
+        let mut child = cmd.stdout(std::process::Stdio::piped()).spawn().expect("start workload");
+        let reader = std::io::BufReader::new(child.stdout.take().unwrap());
+        Background { child, lines: Vec::new(), reader }
+    }
 }

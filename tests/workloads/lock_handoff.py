@@ -1,11 +1,14 @@
-"""A holder keeps a threading.Lock for 10 x 100 ms of busy work; a waiter blocks on it each time.
-Prints the waiter's own measured blocked time (seconds) as `blocked WAITER_TID SECONDS`."""
+"""A holder keeps a threading.Lock for ROUNDS x 100 ms of busy work; a waiter blocks on it each
+time. Usage: lock_handoff.py [lock|rlock] [ROUNDS (default 10)] [ready]; with `ready`, prints `ready` once
+the threads run. Prints the lock's address
+(`lock 0x…`) and the waiter's own measured blocked time (seconds) as `blocked SECONDS`."""
+import sys
 import threading
 import time
 
-lock = threading.Lock()
+lock = threading.RLock() if sys.argv[1:2] == ["rlock"] else threading.Lock()
+ROUNDS = int(sys.argv[2]) if len(sys.argv) > 2 else 10
 print(f"lock {hex(id(lock))}\n", end="", flush=True)
-ROUNDS = 10
 # One event per round: the waiter cannot miss a round (a single reused Event could be set twice
 # before the waiter clears it, and the waiter would then wait for a round that never comes).
 go = [threading.Event() for _ in range(ROUNDS)]
@@ -36,6 +39,8 @@ h = threading.Thread(target=holder, name="holder")
 w = threading.Thread(target=waiter, name="waiter")
 w.start()
 h.start()
+if sys.argv[3:4] == ["ready"]:
+    print("ready\n", end="", flush=True)
 h.join()
 w.join()
 print(f"blocked {blocked:.6f}\n", end="", flush=True)

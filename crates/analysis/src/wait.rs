@@ -390,11 +390,18 @@ fn classify_off_cpu(e: &Evidence) -> (Category, Option<LockIdentity>) {
         // on a loaded machine most of it goes to other processes).
         return (Category::Runqueue, None);
     }
-    if has(n, |x| is_named(x, "take_gil")) {
+    let parked = e.parked;
+    // Evidence from the target's memory comes first: it does not need symbols, which stripped
+    // distribution binaries lack for static functions (`take_gil`, `lock_PyThread_acquire_lock`).
+    if has(n, |x| is_named(x, "take_gil")) || parked.is_some_and(|p| p.gil) {
         return (Category::Gil, Some(LockIdentity { address: None, type_name: None, symbol: Some("GIL".into()) }));
     }
-    let parked = e.parked;
-    if has(n, |x| x == PARK || x.starts_with("_PySemaphore_Wait")) {
+    if let Some((a, t)) = parked.and_then(|p| p.lock_object.clone()) {
+        // A `_thread.lock`/`RLock` mutex: `threading` may say it is a Condition/Event wait.
+        let cat = threading_wait(e.python).unwrap_or(Category::Lock);
+        return (cat, Some(LockIdentity { address: Some(a), type_name: Some(t), symbol: None }));
+    }
+    if has(n, |x| x == PARK || x.starts_with("_PySemaphore_Wait")) || parked.is_some_and(|p| p.cs_object.is_some()) {
         let addr = parked.map(|p| p.addr);
         if parked.is_some_and(|p| p.stw_victim) {
             return (Category::StopTheWorld, Some(stw_identity("paused thread")));
@@ -402,7 +409,7 @@ fn classify_off_cpu(e: &Evidence) -> (Category, Option<LockIdentity>) {
         if has(n, |x| is_named(x, "stop_the_world") || x.starts_with("_PyEval_StopTheWorld")) {
             return (Category::StopTheWorld, Some(stw_identity("requesting thread")));
         }
-        if has(n, |x| x.starts_with("_PyCriticalSection")) {
+        if has(n, |x| x.starts_with("_PyCriticalSection")) || parked.is_some_and(|p| p.cs_object.is_some()) {
             let (address, type_name) = match parked.and_then(|p| p.cs_object.clone()) {
                 Some((a, t)) => (Some(a), Some(t)),
                 None => (addr, None),
@@ -478,4 +485,85 @@ fn classify_off_cpu(e: &Evidence) -> (Category, Option<LockIdentity>) {
         return (Category::Io, None);
     }
     (Category::Idle, None)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Native frames of a stripped binary: only exported functions have names.
+    fn stripped_stack() -> Vec<NativeFrame> {
+        ["__futex_abstimed_wait_common", "[python3.14+0x74cb36]", "_PyParkingLot_Park", "[python3.14+0x5c497f]"]
+            .iter()
+            .map(|n| NativeFrame {
+                function: Some(n.to_string()),
+                file: None,
+                line: None,
+                module: "/usr/bin/python3.14".into(),
+                module_offset: 0,
+                inlined: false,
+            })
+            .collect()
+    }
+
+    fn off_cpu(native: &[NativeFrame], parked: Option<&ParkedInfo>) -> (Category, Option<LockIdentity>) {
+        classify(&Evidence {
+            native: native.iter().collect(),
+            leaf_prev: &[],
+            kernel: &[],
+            python: None,
+            parked,
+            on_cpu: false,
+            preempted: false,
+            alone: false,
+            runtime_module: Some("/usr/bin/python3.14"),
+            opnames: &[],
+            syscall: Some(202),
+        })
+    }
+
+    #[test]
+    fn lock_waits_are_recognised_from_memory_without_symbols() {
+        let n = stripped_stack();
+        let lock = ParkedInfo {
+            addr: 0x7f00_0010,
+            lock_object: Some((0x7f00_0000, "_thread.lock".into())),
+            ..Default::default()
+        };
+        let (c, id) = off_cpu(&n, Some(&lock));
+        assert_eq!(c, Category::Lock);
+        assert_eq!(id.unwrap().describe(), "_thread.lock @ 0x7f000000");
+        let rlock = ParkedInfo { lock_object: Some((0x7f00_0100, "_thread.RLock".into())), ..lock.clone() };
+        assert_eq!(off_cpu(&n, Some(&rlock)).1.unwrap().type_name.as_deref(), Some("_thread.RLock"));
+    }
+
+    #[test]
+    fn gil_waits_are_recognised_from_the_futex_address() {
+        // A GIL wait sleeps in pthread_cond_timedwait: no parking-lot frame, no `take_gil` name.
+        let n: Vec<NativeFrame> =
+            stripped_stack().into_iter().filter(|f| f.function.as_deref() != Some(PARK)).collect();
+        let gil = ParkedInfo { addr: 0x5000_0020, gil: true, symbol: Some("GIL".into()), ..Default::default() };
+        assert_eq!(off_cpu(&n, Some(&gil)).0, Category::Gil);
+        // The same stack without that evidence is idle, not a GIL wait.
+        assert_eq!(off_cpu(&n, None).0, Category::Idle);
+    }
+
+    #[test]
+    fn critical_sections_and_internal_mutexes_from_memory() {
+        let n = stripped_stack();
+        let cs = ParkedInfo { addr: 0x7f00_000a, cs_object: Some((0x7f00_0000, "list".into())), ..Default::default() };
+        let (c, id) = off_cpu(&n, Some(&cs));
+        assert_eq!(c, Category::CriticalSection);
+        assert_eq!(id.unwrap().describe(), "list @ 0x7f000000");
+        let internal = ParkedInfo {
+            addr: 0x1000_0320,
+            symbol: Some("interpreter list lock (HEAD_LOCK), _PyRuntime+0x320".into()),
+            ..Default::default()
+        };
+        let (c, id) = off_cpu(&n, Some(&internal));
+        assert_eq!(c, Category::Pymutex);
+        assert!(id.unwrap().describe().starts_with("interpreter list lock"));
+        let stw = ParkedInfo { addr: 0x2000_002c, stw_victim: true, ..Default::default() };
+        assert_eq!(off_cpu(&n, Some(&stw)).0, Category::StopTheWorld);
+    }
 }

@@ -87,9 +87,22 @@ pub fn check_interpreter(argv: &[OsString]) -> Result<Interpreter> {
         }
         Ok(())
     };
+    let too_new = |v: (u64, u64)| -> Result<()> {
+        if v.0 == 3 && v.1 > symbolizer::python::offsets::NEWEST_MINOR {
+            bail!(
+                "{shown} is CPython {}.{}, which ftprof does not support yet: the newest version it can read is 3.{} (upgrade ftprof, or run the script with python3.{})",
+                v.0,
+                v.1,
+                symbolizer::python::offsets::NEWEST_MINOR,
+                symbolizer::python::offsets::NEWEST_MINOR
+            );
+        }
+        Ok(())
+    };
     if let Some(v) = static_version(&elf) {
         let v = (v >> 24, (v >> 16) & 0xff);
         too_old(v)?;
+        too_new(v)?;
         return Ok(Interpreter::CPython { path, version: Some(v) });
     }
     let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
@@ -181,7 +194,8 @@ fn process_python_version(pid: u32) -> Option<(u64, u64)> {
             continue;
         }
         seen.push(m.path.clone());
-        if let Some(v) = ElfFile::open_shared(Path::new(&m.path)).ok().as_deref().and_then(static_version) {
+        let file = symbolizer::python::target_file(pid, &m.path);
+        if let Some(v) = ElfFile::open_shared(&file).ok().as_deref().and_then(static_version) {
             return Some((v >> 24, (v >> 16) & 0xff));
         }
         if let Some(v) = version_from_name(&name) {
@@ -223,6 +237,7 @@ pub fn check_process(pid: u32) -> Result<AttachTarget> {
         Err(PyError::Read(e)) if matches!(e.raw_os_error(), Some(libc::EPERM) | Some(libc::EACCES)) => {
             Err(permission_hint(pid, "reading the memory of"))
         }
+        Err(PyError::Offsets(e @ OffsetsError::TooNew(_))) => bail!("process {pid} ({exe}): {e}"),
         Err(PyError::Offsets(OffsetsError::TooOld(_))) | Err(PyError::Offsets(OffsetsError::BadCookie)) => {
             match process_python_version(pid) {
                 Some(v) if v < (3, 13) => Err(too_old(v)),

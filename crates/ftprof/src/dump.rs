@@ -163,6 +163,11 @@ fn find_holders(py: &mut PyProcess, threads: &mut [ThreadDump]) {
             with.entry(obj).or_default().push(t.tid);
         }
     }
+    let waiting_on: HashMap<u32, u64> = threads
+        .iter()
+        .filter(|t| t.wait == Some(Category::Lock))
+        .filter_map(|t| Some((t.tid, t.lock.as_ref()?.address?)))
+        .collect();
     let tid_of_ident: HashMap<u64, u32> =
         py.threads().unwrap_or_default().into_iter().map(|t| (t.thread_id, t.native_tid)).collect();
     for t in threads.iter_mut() {
@@ -183,7 +188,10 @@ fn find_holders(py: &mut PyProcess, threads: &mut [ThreadDump]) {
                 let has_type = t.lock.as_ref().is_some_and(|l| l.type_name.is_some());
                 cs.get(&if has_type { addr.wrapping_add(10) } else { addr }).copied()
             }
-            Some(Category::Lock) => with.get(&addr).and_then(|v| v.iter().find(|&&h| h != t.tid).copied()),
+            // Threads that wait for the same lock have it on their stacks too: not holders.
+            Some(Category::Lock) => with
+                .get(&addr)
+                .and_then(|v| v.iter().find(|&&h| h != t.tid && waiting_on.get(&h) != Some(&addr)).copied()),
             _ => None,
         };
     }

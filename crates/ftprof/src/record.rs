@@ -83,8 +83,11 @@ pub const WAIT_CHECK_BUDGET: f64 = 4000.0;
 /// copy of the sample.
 pub fn parked_addr(regs: &Regs, stack: &[u8]) -> Option<u64> {
     let slot = regs.di.checked_sub(8)?;
-    let off = slot.checked_sub(regs.sp)? as usize;
-    let bytes = stack.get(off..off + 8)?;
+    let on_stack = slot.checked_sub(regs.sp).and_then(|off| stack.get(off as usize..off as usize + 8));
+    let Some(bytes) = on_stack else {
+        // Not a parking-lot wait entry: the futex word itself (e.g. the GIL's condition variable).
+        return (regs.di > 4096).then_some(regs.di);
+    };
     let addr = u64::from_le_bytes(bytes.try_into().ok()?);
     (addr > 4096).then_some(addr)
 }

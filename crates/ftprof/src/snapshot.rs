@@ -3,6 +3,7 @@
 //! instruction pointers), and a copy of its stack.
 
 use profiler::Regs;
+use symbolizer::python::ReadMemory;
 
 /// One thread's blocked-in-the-kernel view.
 #[derive(Clone, Debug)]

@@ -74,7 +74,8 @@ pub(crate) struct ModuleSymbolizer {
 
 struct DebugData {
     dwarf: Option<DwarfContext>,
-    /// Separate debug file (`/usr/lib/debug/...`), used for DWARF and for its `.symtab`.
+    /// Separate debug file (`/usr/lib/debug/...`), used for DWARF and for its `.symtab`; or the
+    /// ELF inside `.gnu_debugdata` (MiniDebugInfo, symbols only).
     debug_file: Option<ElfFile>,
 }
 
@@ -96,7 +97,9 @@ impl ModuleSymbolizer {
         let elf = &self.elf;
         let path = &self.path;
         self.debug.get_or_insert_with(|| {
-            let debug_file = if elf.has_dwarf() { None } else { find_debug_file(elf, path) };
+            // A separate debug file when there is one; else the MiniDebugInfo symbol table.
+            let debug_file =
+                if elf.has_dwarf() { None } else { find_debug_file(elf, path).or_else(|| elf.mini_debuginfo()) };
             let dwarf = DwarfContext::load(debug_file.as_ref().unwrap_or(elf));
             DebugData { dwarf, debug_file }
         })
@@ -115,13 +118,27 @@ impl ModuleSymbolizer {
         // The outer (non-inlined) function: fill a missing name from the symbol tables.
         let outer = frames.last_mut().expect("non-empty");
         if outer.function.is_none() {
-            outer.function = elf
-                .function_at(svma)
-                .or_else(|| debug.debug_file.as_ref()?.function_at(svma))
-                .map(|(name, _)| demangle(name));
+            outer.function = debug
+                .debug_file
+                .as_ref()
+                .and_then(|d| d.function_at(svma))
+                .or_else(|| elf.function_at(svma))
+                .map(|(name, _)| demangle(name))
+                .or_else(|| anonymous_function(&elf, &self.path, svma));
         }
         frames
     }
+}
+
+/// The label of a function that no symbol names (a static function of a stripped binary, with
+/// no debug file): its module and start address from `.eh_frame`, e.g. `[python3.14+0x6dfc30]`.
+/// Samples in one such function share the label, so flamegraphs still group them.
+pub fn anonymous_function(elf: &ElfFile, path: &Path, svma: u64) -> Option<String> {
+    let start = elf.fde_start(svma)?;
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    // `/proc/PID/map_files/…` names say nothing: fall back to the address alone.
+    let name = if name.contains('-') && name.chars().all(|c| c.is_ascii_hexdigit() || c == '-') { "" } else { &name };
+    Some(format!("[{name}+{start:#x}]"))
 }
 
 /// Demangles Rust (legacy and v0) and C++ symbol names; other names are returned unchanged,
@@ -132,23 +149,51 @@ pub fn demangle(name: &str) -> String {
 
 /// Finds a separate debug file for `elf` (by build id, then by `.gnu_debuglink`), following
 /// the GDB conventions under `/usr/lib/debug`.
+///
+/// For a file opened through another process's root (`/proc/PID/root/usr/bin/python3`), the
+/// debug directory of that root is searched first (a container's own debug packages), then ours
+/// (by build id only: a build id names the exact file).
 fn find_debug_file(elf: &ElfFile, path: &Path) -> Option<ElfFile> {
     let mut candidates = Vec::new();
     let build_id = elf.build_id();
+    // `/proc/PID/root` prefix, when the file lives in a target's root.
+    let (root, inner) = split_proc_root(path);
+    let debug_dirs: Vec<PathBuf> = match &root {
+        Some(r) => vec![r.join("usr/lib/debug"), PathBuf::from("/usr/lib/debug")],
+        None => vec![PathBuf::from("/usr/lib/debug")],
+    };
     if let Some(id) = build_id.as_deref().filter(|id| id.len() > 1) {
         let hex: String = id.iter().map(|b| format!("{b:02x}")).collect();
-        candidates.push(PathBuf::from(format!("/usr/lib/debug/.build-id/{}/{}.debug", &hex[..2], &hex[2..])));
+        for d in &debug_dirs {
+            candidates.push(d.join(format!(".build-id/{}/{}.debug", &hex[..2], &hex[2..])));
+        }
     }
     if let (Some(link), Some(dir)) = (elf.debuglink(), path.parent()) {
         candidates.push(dir.join(link));
         candidates.push(dir.join(".debug").join(link));
-        let rel = dir.strip_prefix("/").unwrap_or(dir);
-        candidates.push(Path::new("/usr/lib/debug").join(rel).join(link));
+        let inner_dir = inner.parent().unwrap_or(Path::new("/"));
+        let rel = inner_dir.strip_prefix("/").unwrap_or(inner_dir);
+        candidates.push(debug_dirs[0].join(rel).join(link));
     }
     candidates.into_iter().filter(|c| c != path && c.is_file()).filter_map(|c| ElfFile::open(&c).ok()).find(|d| {
         (d.has_dwarf() || d.has_function_symbols())
             && (build_id.is_none() || d.build_id().is_none() || d.build_id() == build_id)
     })
+}
+
+/// `/proc/PID/root/usr/bin/x` → (`Some(/proc/PID/root)`, `/usr/bin/x`); other paths unchanged.
+fn split_proc_root(path: &Path) -> (Option<PathBuf>, PathBuf) {
+    let s = path.to_string_lossy();
+    if let Some(rest) = s.strip_prefix("/proc/") {
+        if let Some((pid, tail)) = rest.split_once('/') {
+            if pid.chars().all(|c| c.is_ascii_digit()) {
+                if let Some(inner) = tail.strip_prefix("root/") {
+                    return (Some(PathBuf::from(format!("/proc/{pid}/root"))), PathBuf::from(format!("/{inner}")));
+                }
+            }
+        }
+    }
+    (None, path.to_path_buf())
 }
 
 #[cfg(test)]
@@ -163,5 +208,65 @@ mod tests {
         assert_eq!(demangle("foo.cold"), "foo.cold");
         assert_eq!(demangle("foo.constprop.0"), "foo.constprop.0");
         assert_eq!(demangle("_Zgarbage"), "_Zgarbage");
+    }
+
+    const C: &str = r#"
+#include <stdio.h>
+static __attribute__((noinline)) int helper(int x) {
+    return x * 7 + 1;
+}
+int main(int argc, char **argv) { printf("%d\n", helper(argc)); return 0; }
+"#;
+
+    fn run(cmd: &mut std::process::Command) {
+        let st = cmd.status().unwrap();
+        assert!(st.success(), "{cmd:?}");
+    }
+
+    #[test]
+    fn compressed_debug_sections_are_read() {
+        let dir = crate::native::test_support::compile_c("gz", C, &["-O1", "-g", "-gz=zlib"], "prog");
+        let path = dir.join("prog");
+        let elf = Arc::new(ElfFile::open(&path).unwrap());
+        assert!(elf.has_dwarf(), "zlib-compressed .debug_info is decompressed");
+        let (helper, _) = elf.symbol("helper").unwrap();
+        let mut sym = ModuleSymbolizer::new(elf, path);
+        let f = sym.symbolize(helper + 1);
+        let last = f.last().unwrap();
+        assert_eq!(last.function.as_deref(), Some("helper"));
+        assert!(last.file.as_deref().is_some_and(|f| f.ends_with("gz.c")), "{f:?}");
+        assert_eq!(last.line, Some(4), "{f:?}");
+    }
+
+    #[test]
+    fn mini_debuginfo_names_static_functions_of_a_stripped_binary() {
+        let dir = crate::native::test_support::compile_c("mini", C, &["-O2"], "full");
+        let full = ElfFile::open(&dir.join("full")).unwrap();
+        let (helper, _) = full.symbol("helper").unwrap();
+        // As distributions make it: the symbol table, xz-compressed, in `.gnu_debugdata` of the
+        // stripped binary.
+        run(std::process::Command::new("objcopy").arg("--strip-debug").arg(dir.join("full")).arg(dir.join("syms")));
+        run(std::process::Command::new("xz").arg("-k").arg(dir.join("syms")));
+        let mut section = std::ffi::OsString::from(".gnu_debugdata=");
+        section.push(dir.join("syms.xz"));
+        run(std::process::Command::new("objcopy")
+            .arg("--strip-all")
+            .arg("--add-section")
+            .arg(section)
+            .arg(dir.join("full"))
+            .arg(dir.join("stripped")));
+        let stripped = Arc::new(ElfFile::open(&dir.join("stripped")).unwrap());
+        assert!(!stripped.has_symtab() && stripped.function_at(helper + 1).is_none());
+        assert!(stripped.mini_debuginfo().is_some_and(|m| m.symbol("helper").is_some()));
+        let mut sym = ModuleSymbolizer::new(stripped, dir.join("stripped"));
+        assert_eq!(sym.symbolize(helper + 1).last().unwrap().function.as_deref(), Some("helper"));
+    }
+
+    #[test]
+    fn proc_root_paths() {
+        let (root, inner) = split_proc_root(Path::new("/proc/42/root/usr/bin/python3.14"));
+        assert_eq!(root.as_deref(), Some(Path::new("/proc/42/root")));
+        assert_eq!(inner, Path::new("/usr/bin/python3.14"));
+        assert_eq!(split_proc_root(Path::new("/usr/bin/python3")).0, None);
     }
 }

@@ -85,7 +85,7 @@ struct Section {
     info: SectionInfo,
     /// `SHT_NOBITS` (e.g. `.bss`, or stripped-out code in a separate debug file).
     nobits: bool,
-    /// `SHF_COMPRESSED`: the contents need decompression, which we do not support.
+    /// `SHF_COMPRESSED`: the contents need decompression (zlib is supported).
     compressed: bool,
 }
 
@@ -110,6 +110,24 @@ pub struct ElfFile {
     needed: Vec<String>,
     build_id: Option<Vec<u8>>,
     debuglink: Option<String>,
+    /// The file has a full symbol table (`.symtab`), not only the exported `.dynsym`.
+    has_symtab: bool,
+    /// Unnamed code that belongs to a named function, for files without `.symtab` (built on
+    /// first use): see [`ElfFile::split_parts`].
+    split_parts: std::sync::OnceLock<Vec<SplitPart>>,
+    /// `.eh_frame` FDE ranges, sorted (built on first use).
+    fdes: std::sync::OnceLock<Vec<(u64, u64)>>,
+}
+
+/// One piece of a function that the compiler moved away from its symbol (GCC's hot/cold
+/// splitting, `-freorder-blocks-and-partition`, PGO's `.text.hot`/`.text.unlikely`): an
+/// `.eh_frame` FDE range with no symbol of its own, reached by jumps from inside the function.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct SplitPart {
+    start: u64,
+    end: u64,
+    /// Index into `symbols` of the function the part belongs to.
+    parent: u32,
 }
 
 impl fmt::Debug for ElfFile {
@@ -211,6 +229,9 @@ impl ElfFile {
             funcs_by_addr,
             build_id,
             debuglink: None,
+            has_symtab: elf.syms.iter().any(|s| s.st_type() == sym::STT_FUNC),
+            split_parts: std::sync::OnceLock::new(),
+            fdes: std::sync::OnceLock::new(),
         };
         file.debuglink = file.section_data(".gnu_debuglink").and_then(|d| {
             let name = d.split(|&b| b == 0).next()?;
@@ -281,13 +302,138 @@ impl ElfFile {
     /// The function symbol covering `svma`: the nearest preceding `STT_FUNC`/`STT_GNU_IFUNC`
     /// symbol, rejected when it has a size and `svma` lies past its end. Returns `(name, start)`;
     /// the name is raw (not demangled).
+    ///
+    /// In a file without `.symtab` (a stripped distribution binary) an address in a split-off
+    /// part of an exported function (see [`ElfFile::split_parts`]) is named after that function,
+    /// with the part's start as `start`.
     pub fn function_at(&self, svma: u64) -> Option<(&str, u64)> {
-        let i = self.funcs_by_addr.partition_point(|&i| self.symbols[i as usize].value <= svma);
-        let s = &self.symbols[*self.funcs_by_addr.get(i.checked_sub(1)?)? as usize];
-        if s.size > 0 && svma >= s.value.saturating_add(s.size) {
+        let covering = self.funcs_by_addr.partition_point(|&i| self.symbols[i as usize].value <= svma);
+        if let Some(&i) = covering.checked_sub(1).and_then(|c| self.funcs_by_addr.get(c)) {
+            let s = &self.symbols[i as usize];
+            if s.size == 0 || svma < s.value.saturating_add(s.size) {
+                return Some((&s.name, s.value));
+            }
+        }
+        if self.has_symtab {
             return None;
         }
-        Some((&s.name, s.value))
+        let parts = self.split_parts();
+        let i = parts.partition_point(|p| p.start <= svma);
+        let p = parts.get(i.checked_sub(1)?).filter(|p| svma < p.end)?;
+        Some((&self.symbols[p.parent as usize].name, p.start))
+    }
+
+    /// Split-off parts of exported functions, sorted by start. A part is an `.eh_frame` FDE
+    /// that holds no function symbol, entered by direct `jmp`/`jcc`s from the function (or from
+    /// one of its parts) and corroborated either by two such jumps past its first byte or by a
+    /// jump back into the function (a tail call to another function has neither). On Debian's
+    /// PGO builds of CPython the hot loop of `_PyEval_EvalFrameDefault` is such a part: the
+    /// exported symbol covers only its entry and exception paths; GCC's `.cold` parts are others.
+    fn split_parts(&self) -> &[SplitPart] {
+        self.split_parts.get_or_init(|| {
+            let unnamed: Vec<(u64, u64)> = self
+                .fde_ranges()
+                .iter()
+                .copied()
+                .filter(|&(start, end)| {
+                    let i = self.funcs_by_addr.partition_point(|&i| self.symbols[i as usize].value < start);
+                    self.funcs_by_addr.get(i).is_none_or(|&f| self.symbols[f as usize].value >= end)
+                })
+                .collect();
+            let fde_of = |target: u64| {
+                let k = unnamed.partition_point(|r| r.0 <= target);
+                k.checked_sub(1).filter(|&k| target < unnamed[k].1)
+            };
+            let mut owner: std::collections::HashMap<usize, u32> = std::collections::HashMap::new();
+            for &fi in &self.funcs_by_addr {
+                let f = &self.symbols[fi as usize];
+                if f.size == 0 || f.size > 1 << 20 {
+                    continue;
+                }
+                // The function's pieces so far, and the pieces still to scan.
+                let mut pieces: Vec<(u64, u64)> = vec![(f.value, f.value + f.size)];
+                let mut next = 0;
+                while next < pieces.len() && pieces.len() <= 16 {
+                    let (lo, hi) = pieces[next];
+                    next += 1;
+                    let Some(code) = self.read_vaddr(lo, (hi - lo) as usize) else { continue };
+                    // Jumps from this piece into unnamed FDEs: (fde, target).
+                    let mut hits: Vec<(usize, u64)> = branch_targets(code, lo)
+                        .filter(|&(_, t)| !pieces.iter().any(|&(a, b)| t >= a && t < b))
+                        .filter_map(|(_, t)| Some((fde_of(t)?, t)))
+                        .collect();
+                    hits.sort_unstable();
+                    hits.dedup();
+                    for group in hits.chunk_by(|a, b| a.0 == b.0) {
+                        let k = group[0].0;
+                        if owner.contains_key(&k) {
+                            continue;
+                        }
+                        let (start, end) = unnamed[k];
+                        let interior = group.iter().filter(|(_, t)| *t > start).count();
+                        let jumps_back = || {
+                            self.read_vaddr(start, (end - start) as usize).is_some_and(|c| {
+                                branch_targets(c, start).any(|(_, t)| pieces.iter().any(|&(a, b)| t > a && t < b))
+                            })
+                        };
+                        if interior >= 2 || jumps_back() {
+                            owner.insert(k, fi);
+                            pieces.push((start, end));
+                        }
+                    }
+                }
+            }
+            let mut parts: Vec<SplitPart> = owner
+                .into_iter()
+                .map(|(k, parent)| SplitPart { start: unnamed[k].0, end: unnamed[k].1, parent })
+                .collect();
+            parts.sort_by_key(|p| p.start);
+            parts
+        })
+    }
+
+    /// `[start, end)` of every FDE in `.eh_frame`, sorted.
+    pub fn fde_ranges(&self) -> &[(u64, u64)] {
+        self.fdes.get_or_init(|| self.parse_fde_ranges())
+    }
+
+    /// Whether the file has a full symbol table (`.symtab`).
+    pub fn has_symtab(&self) -> bool {
+        self.has_symtab
+    }
+
+    /// Start of the code that `.eh_frame` describes as one function around `svma` — how an
+    /// unnamed (static, stripped) function is identified.
+    pub fn fde_start(&self, svma: u64) -> Option<u64> {
+        let fdes = self.fde_ranges();
+        let i = fdes.partition_point(|r| r.0 <= svma);
+        fdes.get(i.checked_sub(1)?).filter(|r| svma < r.1).map(|r| r.0)
+    }
+
+    fn parse_fde_ranges(&self) -> Vec<(u64, u64)> {
+        use gimli::UnwindSection;
+        let (Some(data), Some(info)) = (self.section_data(".eh_frame"), self.section(".eh_frame")) else {
+            return Vec::new();
+        };
+        let eh = gimli::EhFrame::new(&data, gimli::LittleEndian);
+        let mut bases = gimli::BaseAddresses::default().set_eh_frame(info.addr);
+        if let Some(text) = self.section(".text") {
+            bases = bases.set_text(text.addr);
+        }
+        let mut out = Vec::new();
+        let mut entries = eh.entries(&bases);
+        while let Ok(Some(entry)) = entries.next() {
+            if let gimli::CieOrFde::Fde(partial) = entry {
+                if let Ok(fde) = partial.parse(|_, b, o| eh.cie_from_offset(b, o)) {
+                    let start = fde.initial_address();
+                    if fde.len() > 0 {
+                        out.push((start, start.saturating_add(fde.len())));
+                    }
+                }
+            }
+        }
+        out.sort();
+        out
     }
 
     /// The `.gnu_debuglink` file name, if any.
@@ -309,15 +455,41 @@ impl ElfFile {
         self.sections.iter().find(|s| s.name == name)
     }
 
-    /// Contents of section `name`; `None` when absent, `SHT_NOBITS`, compressed or out of range.
+    /// Contents of section `name`, decompressed when it is `SHF_COMPRESSED` with zlib
+    /// (`gcc -gz`, `objcopy --compress-debug-sections`); `None` when absent, `SHT_NOBITS`, out of
+    /// range, or compressed in another format (zstd).
     pub(crate) fn section_data(&self, name: &str) -> Option<Bytes> {
         let s = self.find_section(name)?;
-        if s.nobits || s.compressed {
+        if s.nobits {
             return None;
         }
         let start = usize::try_from(s.info.offset).ok()?;
         let end = start.checked_add(usize::try_from(s.info.size).ok()?)?;
-        (end <= self.data.len()).then(|| Bytes { data: self.data.clone(), start, end })
+        if end > self.data.len() {
+            return None;
+        }
+        if !s.compressed {
+            return Some(Bytes { data: self.data.clone(), start, end });
+        }
+        // Elf64_Chdr: ch_type (1 = ELFCOMPRESS_ZLIB), ch_reserved, ch_size, ch_addralign.
+        let raw = &self.data[start..end];
+        let ch_type = u32::from_le_bytes(raw.get(0..4)?.try_into().ok()?);
+        let ch_size = u64::from_le_bytes(raw.get(8..16)?.try_into().ok()?);
+        if ch_type != 1 || ch_size > 1 << 32 {
+            return None;
+        }
+        let out = miniz_oxide::inflate::decompress_to_vec_zlib_with_limit(raw.get(24..)?, ch_size as usize).ok()?;
+        let len = out.len();
+        Some(Bytes { data: Arc::new(Backing::Owned(out)), start: 0, end: len })
+    }
+
+    /// The MiniDebugInfo of this file (Fedora and others): the xz-compressed ELF in
+    /// `.gnu_debugdata`, whose `.symtab` names the functions `.dynsym` leaves out.
+    pub fn mini_debuginfo(&self) -> Option<ElfFile> {
+        let data = self.section_data(".gnu_debugdata")?;
+        let mut out = Vec::new();
+        lzma_rs::xz_decompress(&mut std::io::Cursor::new(&data[..]), &mut out).ok()?;
+        ElfFile::from_bytes(out).ok()
     }
 
     /// `sh_addr` range of section `name`.
@@ -325,6 +497,22 @@ impl ElfFile {
         let s = self.find_section(name)?;
         Some(s.info.addr..s.info.addr.saturating_add(s.info.size))
     }
+}
+
+/// Targets of the direct near jumps (`e9 rel32`, `0f 80..8f rel32`)
+/// found by scanning `code` (loaded at `addr`) byte by byte, with the
+/// offset of each. A byte scan also sees patterns inside other instructions; callers require
+/// corroboration (several jumps to one place) before trusting a target.
+fn branch_targets(code: &[u8], addr: u64) -> impl Iterator<Item = (usize, u64)> + '_ {
+    (0..code.len()).filter_map(move |i| {
+        let rel32 = |at: usize| code.get(at..at + 4).map(|b| i32::from_le_bytes(b.try_into().unwrap()) as i64);
+        let (len, rel) = match code[i] {
+            0xe9 => (5, rel32(i + 1)?),
+            0x0f if code.get(i + 1).is_some_and(|b| (0x80..=0x8f).contains(b)) => (6, rel32(i + 2)?),
+            _ => return None,
+        };
+        Some((i, (addr + i as u64 + len).wrapping_add(rel as u64)))
+    })
 }
 
 /// Collects defined symbols from `.symtab` and `.dynsym`, sorted by name, and the by-address
@@ -430,6 +618,49 @@ int main(int argc, char **argv) { printf("%d %s\n", work(argc), runtime_blob); r
         let elf = ElfFile::open(&dir.join("exec")).unwrap();
         let text = elf.load_segments().iter().find(|s| s.executable).copied().unwrap();
         assert_eq!(elf.bias_for_mapping(text.vaddr & !0xfff, text.offset & !0xfff), 0);
+    }
+
+    const SPLIT_C: &str = r#"
+#include <stdio.h>
+__attribute__((cold, noinline)) void fail(int x) { fprintf(stderr, "x %d\n", x); }
+static __attribute__((noinline)) int helper(int x) { return x * 7 + 1; }
+__attribute__((noinline)) int exported(int *p, int n) {
+    int s = 0;
+    for (int i = 0; i < n; i++) {
+        if (p[i] < 0) { fail(p[i]); fail(p[i] + 1); s -= p[i] * 3; continue; }
+        s += helper(p[i]);
+    }
+    return s;
+}
+int main(int argc, char **argv) { int a[4] = {argc, 2, 3, 4}; return exported(a, 4) & 1; }
+"#;
+
+    #[test]
+    fn stripped_binary_names_split_parts_and_labels_static_functions() {
+        // -rdynamic exports `exported` in .dynsym; --strip-all removes .symtab.
+        let dir = compile_c("elfsplit", SPLIT_C, &["-O2", "-rdynamic"], "full");
+        let st = std::process::Command::new("objcopy")
+            .arg("--strip-all")
+            .arg(dir.join("full"))
+            .arg(dir.join("stripped"))
+            .status()
+            .unwrap();
+        assert!(st.success());
+        let full = ElfFile::open(&dir.join("full")).unwrap();
+        let stripped = ElfFile::open(&dir.join("stripped")).unwrap();
+        assert!(full.has_symtab() && !stripped.has_symtab());
+        // GCC's cold part of `exported`, named from the full symbol table.
+        let (cold, _) = full.symbol("exported.cold").expect("gcc split a .cold part");
+        assert_eq!(stripped.function_at(cold + 1).map(|f| f.0), Some("exported"));
+        // `helper` is static and only called (not jumped into): no name, but a start address
+        // from .eh_frame.
+        let (helper, _) = full.symbol("helper").expect("helper in .symtab");
+        assert_eq!(stripped.function_at(helper + 1), None);
+        assert_eq!(stripped.fde_start(helper + 1), Some(helper));
+        assert_eq!(
+            crate::native::dwarf::anonymous_function(&stripped, &dir.join("stripped"), helper + 1),
+            Some(format!("[stripped+{helper:#x}]"))
+        );
     }
 
     #[test]

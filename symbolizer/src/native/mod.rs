@@ -299,7 +299,11 @@ impl Native {
         let Some(sym) = pm.module.and_then(|id| self.modules[id].sym.as_ref()) else { return frame };
         let svma = lookup.wrapping_sub(pm.bias);
         frame.module_offset = svma;
-        frame.function = sym.elf().function_at(svma).map(|(name, _)| demangle(name));
+        frame.function = sym
+            .elf()
+            .function_at(svma)
+            .map(|(name, _)| demangle(name))
+            .or_else(|| dwarf::anonymous_function(sym.elf(), std::path::Path::new(&pm.mapping.path), svma));
         frame
     }
 
@@ -342,9 +346,11 @@ impl Native {
         // The file as this process sees it, then through the target's mount namespace, then
         // (for deleted or replaced files) the kernel's handle on the mapping itself.
         let clean = m.path.strip_suffix(" (deleted)").unwrap_or(&m.path);
+        // A target in another mount namespace or chroot (a container) sees other files under
+        // the same paths: `target_file` finds the one it maps.
         let candidates = [
+            crate::python::target_file(pid, clean),
             PathBuf::from(clean),
-            PathBuf::from(format!("/proc/{pid}/root{clean}")),
             PathBuf::from(format!("/proc/{pid}/map_files/{:x}-{:x}", m.start, m.end)),
         ];
         for candidate in candidates {

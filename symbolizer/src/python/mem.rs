@@ -1,6 +1,103 @@
-//! Reading another process's memory with `process_vm_readv`.
+//! Reading target memory: the [`ReadMemory`] trait, its live implementation [`Mem`]
+//! (`process_vm_readv`) and [`FakeMemory`], a synthetic memory image for unit tests of the
+//! frame walker, object readers and lock probes.
 
+use std::collections::BTreeMap;
 use std::io;
+
+/// Read access to a target's address space. Only [`ReadMemory::read`] is required.
+pub trait ReadMemory: Send + Sync {
+    /// Fill `buf` from `addr`; partial reads are errors.
+    fn read(&self, addr: u64, buf: &mut [u8]) -> io::Result<()>;
+
+    fn read_vec(&self, addr: u64, len: usize) -> io::Result<Vec<u8>> {
+        let mut v = vec![0; len];
+        self.read(addr, &mut v)?;
+        Ok(v)
+    }
+
+    fn u64(&self, addr: u64) -> io::Result<u64> {
+        let mut b = [0; 8];
+        self.read(addr, &mut b)?;
+        Ok(u64::from_le_bytes(b))
+    }
+
+    fn i32(&self, addr: u64) -> io::Result<i32> {
+        let mut b = [0; 4];
+        self.read(addr, &mut b)?;
+        Ok(i32::from_le_bytes(b))
+    }
+
+    /// NUL-terminated string of at most `max` bytes.
+    fn cstr(&self, addr: u64, max: usize) -> io::Result<String> {
+        let mut out = Vec::new();
+        let mut chunk = [0u8; 64];
+        while out.len() < max {
+            // Do not cross a page boundary in one read: the next page may be unmapped.
+            let room = (4096 - (addr as usize + out.len()) % 4096).min(chunk.len());
+            self.read(addr + out.len() as u64, &mut chunk[..room])?;
+            if let Some(end) = chunk[..room].iter().position(|&c| c == 0) {
+                out.extend_from_slice(&chunk[..end]);
+                return Ok(String::from_utf8_lossy(&out).into_owned());
+            }
+            out.extend_from_slice(&chunk[..room]);
+        }
+        out.truncate(max);
+        Ok(String::from_utf8_lossy(&out).into_owned())
+    }
+}
+
+/// A synthetic address space: byte regions at chosen addresses; reading anything outside them
+/// fails like an unmapped page. Built by tests to model one CPython version's structures.
+#[derive(Clone, Debug, Default)]
+pub struct FakeMemory {
+    regions: BTreeMap<u64, Vec<u8>>,
+}
+
+impl FakeMemory {
+    pub fn new() -> FakeMemory {
+        FakeMemory::default()
+    }
+
+    /// Map `len` zero bytes at `addr` (replacing nothing: regions must not overlap).
+    pub fn map(&mut self, addr: u64, len: usize) {
+        self.regions.insert(addr, vec![0; len]);
+    }
+
+    /// Write `bytes` at `addr`, inside a mapped region.
+    pub fn write(&mut self, addr: u64, bytes: &[u8]) {
+        let (start, region) = self.regions.range_mut(..=addr).next_back().expect("write outside every region");
+        let off = (addr - start) as usize;
+        assert!(off + bytes.len() <= region.len(), "write past the end of the region at {start:#x}");
+        region[off..off + bytes.len()].copy_from_slice(bytes);
+    }
+
+    pub fn write_u64(&mut self, addr: u64, v: u64) {
+        self.write(addr, &v.to_le_bytes());
+    }
+
+    pub fn write_i32(&mut self, addr: u64, v: i32) {
+        self.write(addr, &v.to_le_bytes());
+    }
+
+    pub fn write_u8(&mut self, addr: u64, v: u8) {
+        self.write(addr, &[v]);
+    }
+}
+
+impl ReadMemory for FakeMemory {
+    fn read(&self, addr: u64, buf: &mut [u8]) -> io::Result<()> {
+        if buf.is_empty() {
+            return Ok(());
+        }
+        let unmapped = || io::Error::new(io::ErrorKind::InvalidInput, format!("unmapped address {addr:#x}"));
+        let (start, region) = self.regions.range(..=addr).next_back().ok_or_else(unmapped)?;
+        let off = (addr - start) as usize;
+        let bytes = region.get(off..off.checked_add(buf.len()).ok_or_else(unmapped)?).ok_or_else(unmapped)?;
+        buf.copy_from_slice(bytes);
+        Ok(())
+    }
+}
 
 /// Reader for one process's address space.
 #[derive(Clone, Copy, Debug)]
@@ -12,9 +109,10 @@ impl Mem {
     pub fn new(pid: u32) -> Mem {
         Mem { pid }
     }
+}
 
-    /// Fill `buf` from `addr`; partial reads are errors.
-    pub fn read(&self, addr: u64, buf: &mut [u8]) -> io::Result<()> {
+impl ReadMemory for Mem {
+    fn read(&self, addr: u64, buf: &mut [u8]) -> io::Result<()> {
         if buf.is_empty() {
             return Ok(());
         }
@@ -31,42 +129,6 @@ impl Mem {
             return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "short read"));
         }
         Ok(())
-    }
-
-    pub fn read_vec(&self, addr: u64, len: usize) -> io::Result<Vec<u8>> {
-        let mut v = vec![0; len];
-        self.read(addr, &mut v)?;
-        Ok(v)
-    }
-
-    pub fn u64(&self, addr: u64) -> io::Result<u64> {
-        let mut b = [0; 8];
-        self.read(addr, &mut b)?;
-        Ok(u64::from_le_bytes(b))
-    }
-
-    pub fn i32(&self, addr: u64) -> io::Result<i32> {
-        let mut b = [0; 4];
-        self.read(addr, &mut b)?;
-        Ok(i32::from_le_bytes(b))
-    }
-
-    /// NUL-terminated string of at most `max` bytes.
-    pub fn cstr(&self, addr: u64, max: usize) -> io::Result<String> {
-        let mut out = Vec::new();
-        let mut chunk = [0u8; 64];
-        while out.len() < max {
-            // Do not cross a page boundary in one read: the next page may be unmapped.
-            let room = (4096 - (addr as usize + out.len()) % 4096).min(chunk.len());
-            self.read(addr + out.len() as u64, &mut chunk[..room])?;
-            if let Some(end) = chunk[..room].iter().position(|&c| c == 0) {
-                out.extend_from_slice(&chunk[..end]);
-                return Ok(String::from_utf8_lossy(&out).into_owned());
-            }
-            out.extend_from_slice(&chunk[..room]);
-        }
-        out.truncate(max);
-        Ok(String::from_utf8_lossy(&out).into_owned())
     }
 }
 

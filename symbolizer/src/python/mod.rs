@@ -5,25 +5,26 @@
 //! build kind, and then [`PyProcess::stack_for_tid`] walks the thread state of one OS thread:
 //! its interpreter-frame chain, code objects (cached) and line numbers.
 
+pub mod layout;
 pub mod linetable;
 pub mod mem;
 mod objects;
 pub mod offsets;
 pub mod opcodes;
+#[cfg(test)]
+mod tests;
 
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
 
-pub use mem::Mem;
+pub use layout::Layout;
+pub use mem::{FakeMemory, Mem, ReadMemory};
 pub use offsets::{DebugOffsets, OffsetsError};
 
 use crate::native::ElfFile;
 use mem::{field_i32, field_u64, field_u8};
 
-/// `owner` of the per-activation entry frame `_PyEval_EvalFrameDefault` pushes (3.13
-/// `FRAME_OWNED_BY_CSTACK`, 3.14 `FRAME_OWNED_BY_INTERPRETER`: both 3).
-const OWNER_ENTRY: u8 = 3;
 const MAX_FRAMES: usize = 2048;
 
 #[derive(Debug, thiserror::Error)]
@@ -113,6 +114,9 @@ pub struct ParkedInfo {
     /// For runtime-internal mutexes: `_PyRuntime+0x…` or `PyInterpreterState+0x…` with a name
     /// when known.
     pub symbol: Option<String>,
+    /// `addr` lies in the interpreter's GIL state (`struct _gil_runtime_state`: its condition
+    /// variable or mutex): a wait for the GIL.
+    pub gil: bool,
 }
 
 /// One thread state of the target.
@@ -126,8 +130,15 @@ pub struct PyThread {
 /// A CPython process whose runtime has been located.
 pub struct PyProcess {
     pub pid: u32,
-    pub mem: Mem,
+    pub mem: Box<dyn ReadMemory>,
     pub offsets: DebugOffsets,
+    /// What `_Py_DebugOffsets` does not give, for this version and build.
+    pub layout: &'static Layout,
+    /// `layout.runtime_size` matches the target's `sizeof(_PyRuntimeState)`: the table's
+    /// interpreter-internal offsets (mutex names) apply to this build.
+    pub layout_exact: bool,
+    /// The target's PID namespace differs from ours: its `native_thread_id`s are translated.
+    tid_map: Option<HashMap<u32, u32>>,
     /// Address of `_PyRuntime`.
     pub runtime: u64,
     /// The ELF file that holds `_PyRuntime`.
@@ -150,6 +161,7 @@ pub struct MapLine {
     pub end: u64,
     pub perms: String,
     pub pgoff: u64,
+    pub inode: u64,
     pub path: String,
 }
 
@@ -163,7 +175,7 @@ pub fn read_maps(pid: u32) -> std::io::Result<Vec<MapLine>> {
             let perms = it.next()?.to_string();
             let pgoff = u64::from_str_radix(it.next()?, 16).ok()?;
             let _dev = it.next()?;
-            let _inode = it.next()?;
+            let inode = it.next()?.parse().ok()?;
             let path = it.collect::<Vec<_>>().join(" ");
             let (s, e) = range.split_once('-')?;
             Some(MapLine {
@@ -171,6 +183,7 @@ pub fn read_maps(pid: u32) -> std::io::Result<Vec<MapLine>> {
                 end: u64::from_str_radix(e, 16).ok()?,
                 perms,
                 pgoff,
+                inode,
                 path,
             })
         })
@@ -206,7 +219,7 @@ impl PyProcess {
                 continue;
             }
             seen.push(m.path.clone());
-            let Ok(elf) = ElfFile::open_shared(Path::new(&m.path)) else {
+            let Ok(elf) = ElfFile::open_shared(&target_file(pid, &m.path)) else {
                 continue;
             };
             let Some(vaddr) = runtime_vaddr(&elf) else {
@@ -215,10 +228,10 @@ impl PyProcess {
             // The lowest mapping of this file gives the load bias.
             let first = maps.iter().filter(|x| x.path == m.path).min_by_key(|x| x.pgoff).unwrap_or(m);
             let runtime = vaddr.wrapping_add(elf.bias_for_mapping(first.start, first.pgoff));
-            let mem = Mem::new(pid);
-            let raw = mem.read_vec(runtime, offsets::MAX_SIZE)?;
-            let offsets = DebugOffsets::parse(&raw)?;
-            return Ok(PyProcess::new(pid, mem, offsets, runtime, m.path.clone()));
+            let mut p = PyProcess::from_memory(Box::new(Mem::new(pid)), runtime, pid)?;
+            p.module = m.path.clone();
+            p.tid_map = namespace_tid_map(pid);
+            return Ok(p);
         }
         Err(PyError::NotPython(format!(
             "process {pid} ({}) has no CPython runtime (_PyRuntime) in its executable or a libpython",
@@ -226,12 +239,38 @@ impl PyProcess {
         )))
     }
 
-    fn new(pid: u32, mem: Mem, offsets: DebugOffsets, runtime: u64, module: String) -> PyProcess {
+    /// A runtime at `runtime` in the address space `mem` (a live process's, or a synthetic one
+    /// in tests): reads and validates `_Py_DebugOffsets` there.
+    pub fn from_memory(mem: Box<dyn ReadMemory>, runtime: u64, pid: u32) -> Result<PyProcess, PyError> {
+        let raw = mem.read_vec(runtime, offsets::MAX_SIZE)?;
+        let offsets = DebugOffsets::parse(&raw)?;
+        let layout = Layout::for_version(offsets.minor(), offsets.free_threaded)
+            .ok_or_else(|| OffsetsError::TooNew(offsets.version_string()))?;
+        Ok(PyProcess::new(pid, mem, offsets, layout, runtime, String::new()))
+    }
+
+    fn new(
+        pid: u32,
+        mem: Box<dyn ReadMemory>,
+        offsets: DebugOffsets,
+        layout: &'static Layout,
+        runtime: u64,
+        module: String,
+    ) -> PyProcess {
         let o = &offsets;
-        let ts_len = [o.ts_next, o.ts_current_frame, o.ts_thread_id, o.ts_native_thread_id, o.ts_state(), o.ts_status]
-            .into_iter()
-            .max()
-            .unwrap() as usize
+        let ts_len = [
+            o.ts_next,
+            o.ts_current_frame,
+            o.ts_thread_id,
+            o.ts_native_thread_id,
+            layout.ts_state,
+            o.ts_status,
+            layout.ts_holds_gil.unwrap_or(0),
+            o.ts_base_frame.unwrap_or(0),
+        ]
+        .into_iter()
+        .max()
+        .unwrap() as usize
             + 8;
         let code_hdr_len = [o.code_filename, o.code_qualname, o.code_linetable, o.code_firstlineno, o.ob_type]
             .into_iter()
@@ -244,6 +283,9 @@ impl PyProcess {
             frame_buf: vec![0; o.frame_size.max(o.frame_owner + 1) as usize],
             ts_buf: vec![0; ts_len],
             code_hdr_len,
+            layout_exact: layout.runtime_size == offsets.runtime_size,
+            layout,
+            tid_map: None,
             offsets,
             runtime,
             module,
@@ -265,7 +307,10 @@ impl PyProcess {
             let mut ts = self.mem.u64(interp.wrapping_add(o.interp_threads_head))?;
             let mut n = 0;
             while ts != 0 && n < 100_000 {
-                let native_tid = self.mem.u64(ts.wrapping_add(o.ts_native_thread_id))? as u32;
+                let mut native_tid = self.mem.u64(ts.wrapping_add(o.ts_native_thread_id))? as u32;
+                if let Some(map) = &self.tid_map {
+                    native_tid = map.get(&native_tid).copied().unwrap_or(native_tid);
+                }
                 let thread_id = self.mem.u64(ts.wrapping_add(o.ts_thread_id))?;
                 out.push(PyThread { tstate: ts, native_tid, thread_id });
                 ts = self.mem.u64(ts.wrapping_add(o.ts_next))?;
@@ -291,16 +336,25 @@ impl PyProcess {
     /// Read the thread state of `tid` into `ts_buf`; `false` when `tid` has none.
     fn load_tstate(&mut self, tid: u32) -> Result<bool, PyError> {
         let nt = self.offsets.ts_native_thread_id;
+        // The thread id as the target's own PID namespace sees it.
+        let own = match &self.tid_map {
+            Some(map) => map.iter().find(|(_, &host)| host == tid).map(|(&ns, _)| ns).unwrap_or(tid),
+            None => tid,
+        };
         if let Some(&ts) = self.tstates.get(&tid) {
-            if self.mem.read(ts, &mut self.ts_buf).is_ok() && field_u64(&self.ts_buf, nt) as u32 == tid {
+            if self.mem.read(ts, &mut self.ts_buf).is_ok() && field_u64(&self.ts_buf, nt) as u32 == own {
                 return Ok(true);
             }
+        }
+        if self.tid_map.is_some() {
+            self.tid_map = namespace_tid_map(self.pid);
         }
         self.tstates = self.threads()?.into_iter().map(|t| (t.native_tid, t.tstate)).collect();
         match self.tstates.get(&tid) {
             Some(&ts) => {
                 self.mem.read(ts, &mut self.ts_buf)?;
-                Ok(field_u64(&self.ts_buf, nt) as u32 == tid)
+                let now = field_u64(&self.ts_buf, nt) as u32;
+                Ok(now == own || self.tid_map.as_ref().is_some_and(|m| m.get(&now) == Some(&tid)))
             }
             None => Ok(false),
         }
@@ -313,10 +367,12 @@ impl PyProcess {
             return Ok(None);
         }
         let o = self.offsets.clone();
-        let state = field_i32(&self.ts_buf, o.ts_state());
+        let state = field_i32(&self.ts_buf, self.layout.ts_state);
         let mut frame = field_u64(&self.ts_buf, o.ts_current_frame);
+        // 3.15+: the walk ends at the thread's sentinel base frame.
+        let base = o.ts_base_frame.map(|off| field_u64(&self.ts_buf, off)).unwrap_or(0);
         let mut stack = PyStack { frames: Vec::new(), truncated: false, state };
-        while frame != 0 {
+        while frame != 0 && frame != base {
             if stack.frames.len() >= MAX_FRAMES || self.mem.read(frame, &mut self.frame_buf).is_err() {
                 stack.truncated = true;
                 break;
@@ -326,9 +382,9 @@ impl PyProcess {
             let instr_ptr = field_u64(&self.frame_buf, o.frame_instr_ptr);
             let tlbc_index = o.frame_tlbc_index.map(|off| field_i32(&self.frame_buf, off));
             let previous = field_u64(&self.frame_buf, o.frame_previous);
-            if owner == OWNER_ENTRY {
+            if owner == self.layout.owner_entry {
                 stack.frames.push(PyFrame::Entry);
-            } else if owner < OWNER_ENTRY {
+            } else if owner < self.layout.owner_entry {
                 match self.code(executable) {
                     Ok(Some(code)) => {
                         let base = match (o.code_co_tlbc, tlbc_index) {
@@ -394,8 +450,7 @@ impl PyProcess {
         let firstlineno = field_i32(&hdr, o.code_firstlineno);
         let table = self.bytes(key[2])?;
         let locals = self.str_tuple(field_u64(&hdr, o.code_localsplusnames));
-        // co_names follows co_consts right after the variable-size object header (3.13, 3.14).
-        let co_names = self.mem.u64(addr.wrapping_add(o.pyobject_size) + 16).unwrap_or(0);
+        let co_names = self.mem.u64(addr.wrapping_add(self.layout.code_co_names)).unwrap_or(0);
         let names = self.str_tuple(co_names);
         let info = Arc::new(CodeInfo {
             qualname,
@@ -413,27 +468,57 @@ impl PyProcess {
         Ok(Some(info))
     }
 
-    /// Identify the address a thread parked on. `tid` is the waiting thread.
+    /// Identify the address a thread parked on (or, outside the parking lot, the futex word it
+    /// sleeps on). `tid` is the waiting thread. All evidence comes from the target's memory, so
+    /// it works on stripped binaries whose static functions have no names.
     pub fn probe_parked(&mut self, tid: u32, addr: u64) -> ParkedInfo {
         let o = self.offsets.clone();
+        let l = self.layout;
         let mut info = ParkedInfo { addr, ..Default::default() };
-        if self.tstates.get(&tid).is_some_and(|ts| ts.wrapping_add(o.ts_state()) == addr) {
+        if self.tstates.get(&tid).is_some_and(|ts| ts.wrapping_add(l.ts_state) == addr) {
             info.stw_victim = true;
             return info;
         }
-        // ob_mutex sits at +10 in free-threaded objects; a thread lock's PyMutex right after the
-        // object header.
-        if o.free_threaded {
-            info.cs_object = self.object_with_type(addr.wrapping_sub(10));
+        if self.gil_state_range().is_some_and(|r| r.contains(&addr)) {
+            info.gil = true;
+            info.symbol = Some("GIL".into());
+            return info;
         }
-        let lock_obj = addr.wrapping_sub(o.pyobject_size);
-        info.lock_object = self
-            .object_with_type(lock_obj)
-            .filter(|(_, t)| t.starts_with("_thread.") || t.contains("lock") || t.contains("Lock"));
+        // A per-object mutex (critical sections) sits in the FT object header; a thread lock's
+        // PyMutex right after the object header.
+        if let Some(ob_mutex) = l.ob_mutex {
+            info.cs_object = self.object_with_type(addr.wrapping_sub(ob_mutex));
+        }
+        let lock_obj = addr.wrapping_sub(o.pyobject_size).wrapping_sub(l.lock_mutex_after_header);
+        info.lock_object = self.object_with_type(lock_obj).filter(|(_, t)| is_lock_type(t));
+        if info.lock_object.is_none() {
+            if let Some(off) = l.rlock_mutex_after_header.filter(|&off| off != l.lock_mutex_after_header) {
+                let obj = addr.wrapping_sub(o.pyobject_size).wrapping_sub(off);
+                info.lock_object = self.object_with_type(obj).filter(|(_, t)| is_lock_type(t));
+            }
+        }
+        if info.lock_object.is_some() {
+            info.cs_object = None;
+        }
         if info.cs_object.is_none() && info.lock_object.is_none() {
             info.symbol = self.runtime_symbol(addr);
         }
         info
+    }
+
+    /// `[start, end)` of the GIL state (`*interp->ceval.gil`) of the main interpreter.
+    pub fn gil_state_range(&self) -> Option<std::ops::Range<u64>> {
+        let o = &self.offsets;
+        let interp = self.mem.u64(self.runtime.wrapping_add(o.runtime_interpreters_head)).ok()?;
+        let gil = self.mem.u64(interp.wrapping_add(o.interp_ceval_gil)).ok().filter(|&g| g > 4096)?;
+        Some(gil..gil.wrapping_add(self.layout.gil_state_size))
+    }
+
+    /// Whether thread `tid` holds the GIL now (`PyThreadState.holds_gil`, 3.14+).
+    pub fn holds_gil(&mut self, tid: u32) -> Option<bool> {
+        let off = self.layout.ts_holds_gil?;
+        let Ok(true) = self.load_tstate(tid) else { return None };
+        Some(field_i32(&self.ts_buf, off) != 0)
     }
 
     /// `(obj, type name)` when `obj` looks like a live object with a sensible type name.
@@ -462,27 +547,20 @@ impl PyProcess {
     /// Name a runtime-internal address: inside `_PyRuntime` or an interpreter state.
     fn runtime_symbol(&self, addr: u64) -> Option<String> {
         let o = &self.offsets;
+        let l = self.layout;
         let interp = self.mem.u64(self.runtime.wrapping_add(o.runtime_interpreters_head)).ok()?;
         if interp != 0 && addr >= interp && addr < interp.wrapping_add(o.interp_size) {
             let off = addr - interp;
-            let known = match (o.minor(), o.free_threaded, off) {
-                (13, true, 196152) => Some("type lock (TYPE_LOCK)"),
-                (13, true, 10744) => Some("stop-the-world mutex"),
-                (13, true, 10748) => Some("stop-the-world event"),
-                (13, true, 10768) => Some("QSBR mutex"),
-                (13, true, 17304..=17430) => Some("weakref lock"),
-                _ => None,
-            };
-            return Some(match known {
+            return Some(match l.interp_mutex(off).filter(|_| self.layout_exact) {
                 Some(k) => format!("{k}, PyInterpreterState+{off:#x}"),
                 None => format!("PyInterpreterState+{off:#x}"),
             });
         }
         if addr >= self.runtime && addr < self.runtime.wrapping_add(o.runtime_size) {
             let off = addr - self.runtime;
-            return Some(match (o.minor(), off) {
-                (13, 624) => format!("interpreter list lock (HEAD_LOCK), _PyRuntime+{off:#x}"),
-                _ => format!("_PyRuntime+{off:#x}"),
+            return Some(match l.runtime_mutex(off).filter(|_| self.layout_exact) {
+                Some(k) => format!("{k}, _PyRuntime+{off:#x}"),
+                None => format!("_PyRuntime+{off:#x}"),
             });
         }
         None
@@ -490,29 +568,48 @@ impl PyProcess {
 
     /// The values in the locals and value stacks of thread `tid`'s innermost `max_frames` Python
     /// frames (tag bits stripped).
-    fn frame_slots(&mut self, tid: u32, max_frames: usize) -> Vec<u64> {
+    ///
+    /// With `stack_only` (3.14+), the locals (the first `len(co_localsplusnames)` slots) are left
+    /// out: only what the frame's value stack holds.
+    fn frame_slots(&mut self, tid: u32, max_frames: usize, stack_only: bool) -> Vec<u64> {
         let o = self.offsets.clone();
+        // 3.13 keeps no reliable stack pointer in the frame during calls: all slots are read.
+        let stack_only = stack_only && o.frame_stackpointer.is_some();
         let mut out = Vec::new();
         let Ok(true) = self.load_tstate(tid) else { return out };
         let mut frame = field_u64(&self.ts_buf, o.ts_current_frame);
+        let base = o.ts_base_frame.map(|off| field_u64(&self.ts_buf, off)).unwrap_or(0);
         let (mut n, mut python_frames) = (0, 0);
-        while frame != 0 && n < 256 && python_frames < max_frames {
+        while frame != 0 && frame != base && n < 256 && python_frames < max_frames {
             n += 1;
             if self.mem.read(frame, &mut self.frame_buf).is_err() {
                 break;
             }
             let owner = field_u8(&self.frame_buf, o.frame_owner);
             let previous = field_u64(&self.frame_buf, o.frame_previous);
-            if owner < OWNER_ENTRY {
+            if owner < self.layout.owner_entry {
                 python_frames += 1;
+                let executable = field_u64(&self.frame_buf, o.frame_executable) & !3;
+                let skip = if stack_only {
+                    match self.code(executable) {
+                        Ok(Some(c)) => c.locals.len(),
+                        _ => 0,
+                    }
+                } else {
+                    0
+                };
                 let base = frame.wrapping_add(o.frame_localsplus);
                 let used = match o.frame_stackpointer {
                     Some(off) => (field_u64(&self.frame_buf, off).wrapping_sub(base) / 8) as i64,
                     None => self.mem.i32(base.wrapping_sub(8)).unwrap_or(0) as i64,
                 };
+                if stack_only && !(1..=512).contains(&used) {
+                    frame = previous;
+                    continue;
+                }
                 let slots = if (1..=512).contains(&used) { used as usize } else { 64 };
                 if let Ok(raw) = self.mem.read_vec(base, slots * 8) {
-                    out.extend(raw.chunks_exact(8).map(|c| field_u64(c, 0) & !3).filter(|&v| v >= 4096));
+                    out.extend(raw.chunks_exact(8).skip(skip).map(|c| field_u64(c, 0) & !3).filter(|&v| v >= 4096));
                 }
             }
             frame = previous;
@@ -520,13 +617,21 @@ impl PyProcess {
         out
     }
 
-    /// Objects that thread `tid` holds as the `self` of a bound method on the value stack of one
-    /// of its Python frames — what `with obj:` leaves there (`obj.__exit__`) while the block
-    /// runs. Used to find which thread holds a `threading.Lock`.
+    /// Objects that thread `tid` keeps on the value stack of one of its Python frames as a `with`
+    /// block's context manager: 3.13 leaves the bound `obj.__exit__` there while the block runs,
+    /// 3.14+ the pair (`__exit__`, `obj`). Locals are not looked at (any thread may have a lock
+    /// in a variable). Used to find which thread holds a `threading.Lock`.
     pub fn with_block_objects(&mut self, tid: u32) -> Vec<u64> {
         let mut out = Vec::new();
-        for v in self.frame_slots(tid, 256) {
+        for v in self.frame_slots(tid, 256, true) {
             if let Some((_, t)) = self.object_with_type(v) {
+                // 3.14+ saves the stack pointer before every call out of the eval loop, so the
+                // value stack read is exact: a lock object there is a `with` block's manager.
+                // (3.13's `stacktop` may be stale: only bound methods count there.)
+                if is_lock_type(&t) && self.offsets.frame_stackpointer.is_some() {
+                    out.push(v);
+                    continue;
+                }
                 if t == "builtin_function_or_method" || t == "method" {
                     if let Ok(slf) = self.mem.u64(v.wrapping_add(self.offsets.pyobject_size).wrapping_add(8)) {
                         out.push(slf);
@@ -540,7 +645,7 @@ impl PyProcess {
     /// The `_thread.RLock` thread `tid` is acquiring, found on its innermost Python frame (3.13
     /// RLocks wait on a private semaphore, so the parking lot does not name them).
     pub fn rlock_being_acquired(&mut self, tid: u32) -> Option<u64> {
-        self.frame_slots(tid, 1)
+        self.frame_slots(tid, 1, false)
             .into_iter()
             .find(|&v| self.object_with_type(v).is_some_and(|(_, t)| t == "_thread.RLock"))
     }
@@ -549,30 +654,31 @@ impl PyProcess {
     /// `_thread.RLock`: `rlock_owner` (3.13) and `_PyRecursiveMutex.thread` (3.14) both sit one
     /// word after the object header.
     pub fn rlock_owner(&self, rlock: u64) -> Option<u64> {
-        self.mem.u64(rlock.wrapping_add(self.offsets.pyobject_size).wrapping_add(8)).ok().filter(|&t| t != 0)
+        let off = self.offsets.pyobject_size + self.layout.rlock_owner_after_header;
+        self.mem.u64(rlock.wrapping_add(off)).ok().filter(|&t| t != 0)
     }
 
     /// Mutexes held through the critical sections of thread `tid` (active sections only).
     pub fn critical_sections_held(&mut self, tid: u32) -> Vec<u64> {
-        const TS_CRITICAL_SECTION: u64 = 176; // PyThreadState.critical_section, 3.13 and 3.14
+        let l = self.layout;
         let mut out = Vec::new();
         if !self.offsets.free_threaded {
             return out;
         }
         let Ok(true) = self.load_tstate(tid) else { return out };
         let Some(&ts) = self.tstates.get(&tid) else { return out };
-        let mut tagged = self.mem.u64(ts + TS_CRITICAL_SECTION).unwrap_or(0);
+        let mut tagged = self.mem.u64(ts + l.ts_critical_section).unwrap_or(0);
         for _ in 0..64 {
             let c = tagged & !3;
             if c == 0 {
                 break;
             }
-            let Ok(raw) = self.mem.read_vec(c, 24) else { break };
+            let Ok(raw) = self.mem.read_vec(c, l.cs_mutex2 as usize + 8) else { break };
             let prev = field_u64(&raw, 0);
             if tagged & 1 == 0 {
-                out.extend([field_u64(&raw, 8)].into_iter().filter(|&m| m != 0));
+                out.extend([field_u64(&raw, l.cs_mutex)].into_iter().filter(|&m| m != 0));
                 if tagged & 2 != 0 {
-                    out.extend([field_u64(&raw, 16)].into_iter().filter(|&m| m != 0));
+                    out.extend([field_u64(&raw, l.cs_mutex2)].into_iter().filter(|&m| m != 0));
                 }
             }
             tagged = prev;
@@ -616,7 +722,7 @@ impl PyProcess {
         self.mem.read(obj, &mut hdr)?;
         let state = field_u64(&hdr, o.unicode_state) as u32;
         let len = (field_u64(&hdr, o.unicode_length) as usize).min(4096);
-        let (kind_shift, compact_bit, ascii_bit) = o.unicode_state_bits();
+        let (kind_shift, compact_bit, ascii_bit) = self.layout.unicode_state_bits;
         let kind = ((state >> kind_shift) & 7) as usize;
         if (state >> compact_bit) & 1 == 0 || !matches!(kind, 1 | 2 | 4) {
             return Ok("<?>".into());
@@ -642,4 +748,80 @@ impl PyProcess {
         let n = (self.mem.u64(obj.wrapping_add(o.bytes_ob_size))? as usize).min(1 << 20);
         Ok(self.mem.read_vec(obj.wrapping_add(o.bytes_ob_sval), n)?)
     }
+}
+
+/// A `_thread` lock type name (`_thread.lock`, `_thread.RLock`) or another plausible lock type.
+fn is_lock_type(t: &str) -> bool {
+    t.starts_with("_thread.") || t.contains("lock") || t.contains("Lock")
+}
+
+/// The file that process `pid` maps under `path`, as we can open it. `path` may be as we see it
+/// (from `/proc/PID/maps`: for a chrooted target, a path under its root) or as the target sees
+/// it (perf's mmap records; inside a container's mount namespace). Candidates are `path`
+/// itself and `/proc/PID/root/path`; the one whose inode matches the mapping wins. When the
+/// process is gone (or nothing matches) the first candidate that exists is used.
+pub fn target_file(pid: u32, path: &str) -> std::path::PathBuf {
+    use std::os::unix::fs::MetadataExt;
+    let plain = std::path::PathBuf::from(path);
+    if pid == 0 {
+        return plain;
+    }
+    let rooted = std::path::PathBuf::from(format!("/proc/{pid}/root{path}"));
+    let inodes: Vec<u64> = read_maps(pid)
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|m| m.inode != 0 && (m.path == path || m.path.ends_with(path)))
+        .map(|m| m.inode)
+        .collect();
+    let candidates = [plain, rooted];
+    if !inodes.is_empty() {
+        if let Some(c) = candidates.iter().find(|c| std::fs::metadata(c).is_ok_and(|md| inodes.contains(&md.ino()))) {
+            return c.clone();
+        }
+    }
+    let [plain, rooted] = candidates;
+    if target_root(pid).is_some() && rooted.exists() || !plain.exists() {
+        rooted
+    } else {
+        plain
+    }
+}
+
+/// The root directory of `pid` as we can open it: `/proc/PID/root` when the target lives in
+/// another mount namespace or chroot, `None` when it shares ours.
+pub fn target_root(pid: u32) -> Option<std::path::PathBuf> {
+    let theirs = Some(std::fs::read_link(format!("/proc/{pid}/root")).ok()?);
+    let ours = std::fs::read_link("/proc/self/root").ok();
+    let same_ns =
+        std::fs::read_link(format!("/proc/{pid}/ns/mnt")).ok() == std::fs::read_link("/proc/self/ns/mnt").ok();
+    if same_ns && theirs.is_some() && theirs == ours {
+        return None;
+    }
+    Some(std::path::PathBuf::from(format!("/proc/{pid}/root")))
+}
+
+/// `path` (as the target sees it) opened through its root.
+pub fn in_root(root: &Option<std::path::PathBuf>, path: &str) -> std::path::PathBuf {
+    match root {
+        Some(r) => r.join(path.trim_start_matches('/')),
+        None => std::path::PathBuf::from(path),
+    }
+}
+
+/// Thread ids of `pid` as its own PID namespace numbers them → as ours does, when the two
+/// namespaces differ (`NSpid:` lines of `/proc/PID/task/TID/status`); `None` when they are the same.
+pub fn namespace_tid_map(pid: u32) -> Option<HashMap<u32, u32>> {
+    if std::fs::read_link(format!("/proc/{pid}/ns/pid")).ok()? == std::fs::read_link("/proc/self/ns/pid").ok()? {
+        return None;
+    }
+    let mut map = HashMap::new();
+    for entry in std::fs::read_dir(format!("/proc/{pid}/task")).ok()?.flatten() {
+        let Ok(status) = std::fs::read_to_string(entry.path().join("status")) else { continue };
+        let Some(line) = status.lines().find(|l| l.starts_with("NSpid:")) else { continue };
+        let ids: Vec<u32> = line.split_whitespace().skip(1).filter_map(|v| v.parse().ok()).collect();
+        if let (Some(&host), Some(&inner)) = (ids.first(), ids.last()) {
+            map.insert(inner, host);
+        }
+    }
+    Some(map)
 }

@@ -2,8 +2,11 @@
 
 use std::collections::HashMap;
 
-/// Field list of `_Py_DebugOffsets` per minor version (every leaf is a u64, after an 8-byte cookie).
-const F313: &[(&str, &[&str])] = &[
+/// Field list of `_Py_DebugOffsets` per minor version (every leaf is a u64, after an 8-byte cookie),
+/// transcribed from `Include/internal/pycore_debug_offsets.h` of each version.
+///
+/// 3.13 (`pycore_debug_offsets.h` @ v3.13.5).
+pub(crate) const F313: &[(&str, &[&str])] = &[
     ("", &["version", "free_threaded"]),
     ("runtime_state", &["size", "finalizing", "interpreters_head"]),
     (
@@ -66,7 +69,10 @@ const F313: &[(&str, &[&str])] = &[
     ("gc", &["size", "collecting"]),
 ];
 
-const F314: &[(&str, &[&str])] = &[
+/// 3.14 (`pycore_debug_offsets.h` @ v3.14.10): adds threads_main, code_object_generation,
+/// tlbc_generation, frame stackpointer/tlbc_index, co_tlbc and the set, generator, llist and
+/// debugger-support groups.
+pub(crate) const F314: &[(&str, &[&str])] = &[
     ("", &["version", "free_threaded"]),
     ("runtime_state", &["size", "finalizing", "interpreters_head"]),
     (
@@ -150,6 +156,107 @@ const F314: &[(&str, &[&str])] = &[
     ),
 ];
 
+/// 3.15 (`Include/internal/pycore_debug_offsets.h` @ v3.15.2): `thread_state` gains base_frame,
+/// last_profiled_frame(_seq), holds_gil, gil_requested, current_exception and exc_state; a new
+/// `err_stackitem` group; `type_object` gains tp_basicsize/tp_dictoffset; a new
+/// `heap_type_object` group; `unicode_object` gains compactunicodeobject_size; `gc` gains frame and
+/// generation_stats.
+pub(crate) const F315: &[(&str, &[&str])] = &[
+    ("", &["version", "free_threaded"]),
+    ("runtime_state", &["size", "finalizing", "interpreters_head"]),
+    (
+        "interpreter_state",
+        &[
+            "size",
+            "id",
+            "next",
+            "threads_head",
+            "threads_main",
+            "gc",
+            "imports_modules",
+            "sysdict",
+            "builtins",
+            "ceval_gil",
+            "gil_runtime_state",
+            "gil_runtime_state_enabled",
+            "gil_runtime_state_locked",
+            "gil_runtime_state_holder",
+            "code_object_generation",
+            "tlbc_generation",
+        ],
+    ),
+    (
+        "thread_state",
+        &[
+            "size",
+            "prev",
+            "next",
+            "interp",
+            "current_frame",
+            "base_frame",
+            "last_profiled_frame",
+            "last_profiled_frame_seq",
+            "thread_id",
+            "native_thread_id",
+            "datastack_chunk",
+            "status",
+            "holds_gil",
+            "gil_requested",
+            "current_exception",
+            "exc_state",
+        ],
+    ),
+    ("err_stackitem", &["exc_value"]),
+    (
+        "interpreter_frame",
+        &["size", "previous", "executable", "instr_ptr", "localsplus", "owner", "stackpointer", "tlbc_index"],
+    ),
+    (
+        "code_object",
+        &[
+            "size",
+            "filename",
+            "name",
+            "qualname",
+            "linetable",
+            "firstlineno",
+            "argcount",
+            "localsplusnames",
+            "localspluskinds",
+            "co_code_adaptive",
+            "co_tlbc",
+        ],
+    ),
+    ("pyobject", &["size", "ob_type"]),
+    ("type_object", &["size", "tp_name", "tp_repr", "tp_flags", "tp_basicsize", "tp_dictoffset"]),
+    ("heap_type_object", &["size", "ht_cached_keys"]),
+    ("tuple_object", &["size", "ob_item", "ob_size"]),
+    ("list_object", &["size", "ob_item", "ob_size"]),
+    ("set_object", &["size", "used", "table", "mask"]),
+    ("dict_object", &["size", "ma_keys", "ma_values"]),
+    ("float_object", &["size", "ob_fval"]),
+    ("long_object", &["size", "lv_tag", "ob_digit"]),
+    ("bytes_object", &["size", "ob_size", "ob_sval"]),
+    ("unicode_object", &["size", "state", "length", "asciiobject_size", "compactunicodeobject_size"]),
+    ("gc", &["size", "collecting", "frame", "generation_stats_size", "generation_stats"]),
+    ("gen_object", &["size", "gi_name", "gi_iframe", "gi_frame_state"]),
+    ("llist_node", &["next", "prev"]),
+    (
+        "debugger_support",
+        &[
+            "eval_breaker",
+            "remote_debugger_support",
+            "remote_debugging_enabled",
+            "debugger_pending_call",
+            "debugger_script_path",
+            "debugger_script_path_size",
+        ],
+    ),
+];
+
+/// The newest CPython minor version whose layouts ftprof knows.
+pub const NEWEST_MINOR: u64 = 15;
+
 /// Bytes to read at `_PyRuntime` to cover the largest known layout.
 pub const MAX_SIZE: usize = 1024;
 
@@ -159,6 +266,8 @@ pub enum OffsetsError {
     BadCookie,
     #[error("CPython {0} is not supported: ftprof needs CPython 3.13 or newer")]
     TooOld(String),
+    #[error("CPython {0} is not supported yet: the newest version ftprof can read is 3.{newest} (its memory layout may have changed; upgrade ftprof)", newest = NEWEST_MINOR)]
+    TooNew(String),
     #[error("truncated _Py_DebugOffsets")]
     Truncated,
     #[error("implausible _Py_DebugOffsets ({0} = {1}): an unknown layout")]
@@ -190,6 +299,8 @@ pub struct DebugOffsets {
     pub ts_thread_id: u64,
     pub ts_native_thread_id: u64,
     pub ts_status: u64,
+    /// 3.15+: `PyThreadState.base_frame`, the bottommost sentinel frame (not a Python frame).
+    pub ts_base_frame: Option<u64>,
     pub frame_size: u64,
     pub frame_previous: u64,
     pub frame_executable: u64,
@@ -247,9 +358,13 @@ impl DebugOffsets {
         if major != 3 || minor < 13 {
             return Err(OffsetsError::TooOld(format!("{major}.{minor}")));
         }
-        // 3.15+ is read with the 3.14 layout: the cookie/version check above and the sanity
-        // checks of the reader reject it if the layout moved.
-        let layout = if minor == 13 { F313 } else { F314 };
+        // An unknown future minor is refused rather than read with a guessed layout.
+        let layout = match minor {
+            13 => F313,
+            14 => F314,
+            15 => F315,
+            _ => return Err(OffsetsError::TooNew(format!("{major}.{minor}"))),
+        };
         let mut map = HashMap::new();
         let mut pos = 8;
         for (group, fields) in layout {
@@ -284,6 +399,7 @@ impl DebugOffsets {
             ts_thread_id: g("thread_state.thread_id"),
             ts_native_thread_id: g("thread_state.native_thread_id"),
             ts_status: g("thread_state.status"),
+            ts_base_frame: opt("thread_state.base_frame").filter(|&v| v != 0),
             frame_size: g("interpreter_frame.size"),
             frame_previous: g("interpreter_frame.previous"),
             frame_executable: g("interpreter_frame.executable"),
@@ -340,24 +456,6 @@ impl DebugOffsets {
         }
         Ok(o)
     }
-
-    /// `PyThreadState.state` (not in the debug offsets; from the headers, same for GIL/FT).
-    pub fn ts_state(&self) -> u64 {
-        if self.minor() == 13 {
-            40
-        } else {
-            44
-        }
-    }
-
-    /// Bit layout of `PyASCIIObject.state`: (kind shift, compact bit, ascii bit).
-    pub fn unicode_state_bits(&self) -> (u32, u32, u32) {
-        if self.minor() >= 14 && self.free_threaded {
-            (8, 11, 12)
-        } else {
-            (2, 5, 6)
-        }
-    }
 }
 
 #[cfg(test)]
@@ -393,6 +491,5 @@ mod tests {
                                                  // 3.14 inserts threads_main before gc.
         let o = DebugOffsets::parse(&raw(0x030e0af0, 0, 160)).unwrap();
         assert_eq!(o.interp_gc, 1008);
-        assert_eq!(o.ts_state(), 44);
     }
 }
