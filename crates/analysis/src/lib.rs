@@ -14,6 +14,7 @@
 //! share of thread time per category), serializable as the documented JSON profile.
 
 pub mod collect;
+pub mod fixture;
 pub mod merge;
 pub mod offcpu;
 pub mod profile;

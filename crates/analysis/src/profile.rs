@@ -318,6 +318,9 @@ struct LockAgg {
     lines: HashMap<String, (u64, u64)>,
 }
 
+/// Per lock, the waits a thread parked on it at one line.
+type ParkCounts = HashMap<(Category, LockIdentity), u64>;
+
 /// Accumulates samples into a [`Profile`].
 pub struct ProfileBuilder {
     frames: Vec<Frame>,
@@ -327,7 +330,7 @@ pub struct ProfileBuilder {
     locks: HashMap<(Category, LockIdentity), LockAgg>,
     spins: Vec<PendingSpin>,
     /// Per (thread, line): the locks it parked on there, with their waits.
-    parks: HashMap<(u32, Option<String>), HashMap<(Category, LockIdentity), u64>>,
+    parks: HashMap<(u32, Option<String>), ParkCounts>,
     lines: HashMap<String, (u64, u64)>,
     period_us: f64,
     pub summary: Summary,
@@ -599,5 +602,196 @@ impl ProfileBuilder {
             locks,
             top_lines,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fixture::{code, cpu, input, nf, off, pystack, runtime_stack, LIBC, RUNTIME};
+
+    const APP: &str = "/app/app.py";
+
+    fn lock(obj: u64) -> ParkedInfo {
+        ParkedInfo { addr: obj + 0x18, lock_object: Some((obj, "_thread.lock".into())), ..Default::default() }
+    }
+
+    fn parked_stack() -> Vec<Vec<NativeFrame>> {
+        runtime_stack(&["_PyParkingLot_Park", "_PyMutex_LockTimed", "lock_PyThread_acquire_lock", EVAL])
+    }
+
+    fn spin_stack() -> Vec<Vec<NativeFrame>> {
+        vec![
+            vec![nf("sched_yield", LIBC)],
+            vec![nf("_PyMutex_LockTimed", RUNTIME)],
+            vec![nf("lock_PyThread_acquire_lock", RUNTIME)],
+            vec![nf(EVAL, RUNTIME)],
+        ]
+    }
+
+    const EVAL: &str = "_PyEval_EvalFrameDefault";
+
+    fn lock_named<'a>(p: &'a Profile, description: &str) -> &'a LockStat {
+        p.locks.iter().find(|l| l.description == description).unwrap_or_else(|| {
+            panic!("no lock {description}; have {:?}", p.locks.iter().map(|l| &l.description).collect::<Vec<_>>())
+        })
+    }
+
+    #[test]
+    fn identical_samples_aggregate_into_one_stack() {
+        let mut b = ProfileBuilder::new(1_000_000);
+        let py = pystack(vec![code("work", APP, 3)]);
+        let n = runtime_stack(&[EVAL, "main"]);
+        for k in [2, 3, 5] {
+            b.add(&SampleInput { python: Some(&py), ..input(7, &n, cpu(k)) });
+        }
+        b.add(&SampleInput { python: Some(&py), ..input(8, &n, cpu(1)) });
+        let p = b.finish(TargetInfo::default());
+        assert_eq!(p.stacks.len(), 2, "one stack per thread");
+        assert_eq!(p.stacks[0].samples, 10);
+        assert_eq!(p.stacks[0].thread, 7);
+        assert_eq!(p.summary.samples, 11);
+        assert_eq!(p.summary.with_python, 11);
+        assert_eq!(p.threads.iter().map(|t| (t.tid, t.samples)).collect::<Vec<_>>(), [(7, 10), (8, 1)]);
+        // Frames are interned: both threads' stacks share the Python frame.
+        let frames: Vec<&str> = p.frames.iter().map(|f| f.name.as_str()).collect();
+        assert_eq!(frames.iter().filter(|&&f| f == "work").count(), 1);
+        assert_eq!(p.summary.categories.len(), 1);
+        assert_eq!(p.summary.categories[0].category, Category::Python);
+        assert_eq!(p.summary.thread_time_us, 11_000);
+    }
+
+    #[test]
+    fn waits_add_up_per_lock_with_max_and_mean() {
+        let mut b = ProfileBuilder::new(1_000_000);
+        let n = parked_stack();
+        let py_a = pystack(vec![code("a", APP, 10)]);
+        let py_b = pystack(vec![code("b", APP, 20)]);
+        let l = lock(0x1000);
+        b.add(&SampleInput { python: Some(&py_a), parked: Some(&l), ..input(1, &n, off(9_000, 3, 5_000)) });
+        b.add(&SampleInput { python: Some(&py_b), parked: Some(&l), ..input(2, &n, off(1_000, 1, 1_000)) });
+        b.add(&SampleInput { python: Some(&py_a), parked: Some(&l), ..input(1, &n, off(2_000, 1, 2_000)) });
+        let p = b.finish(TargetInfo::default());
+        let s = lock_named(&p, "_thread.lock @ 0x1000");
+        assert_eq!(s.kind, Category::Lock);
+        assert_eq!((s.waits, s.samples, s.total_us, s.max_us, s.mean_us), (5, 0, 12_000, 5_000, 2_400));
+        assert_eq!(s.threads, [1, 2]);
+        let lines: Vec<(&str, u64, u64)> = s.top_lines.iter().map(|l| (l.line.as_str(), l.time_us, l.waits)).collect();
+        assert_eq!(lines, [("a (app.py:10)", 11_000, 4), ("b (app.py:20)", 1_000, 1)]);
+        assert_eq!(p.top_lines.len(), 2);
+        assert_eq!(p.summary.samples, 0);
+        assert_eq!(p.threads.iter().map(|t| t.wait_us).sum::<u64>(), 12_000);
+        let lock_share = p.summary.categories.iter().find(|c| c.category == Category::Lock).unwrap();
+        assert!(lock_share.contention);
+        assert!((lock_share.share - 1.0).abs() < 1e-12);
+    }
+
+    #[test]
+    fn spinning_where_the_thread_parked_is_claimed_by_that_lock() {
+        let mut b = ProfileBuilder::new(1_000_000);
+        let py = pystack(vec![code("take", APP, 5)]);
+        let (p1, p2) = (lock(0x1000), lock(0x2000));
+        let n = parked_stack();
+        // The thread parks at line 5 on two locks, more often on 0x2000.
+        b.add(&SampleInput { python: Some(&py), parked: Some(&p1), ..input(1, &n, off(50_000, 1, 50_000)) });
+        b.add(&SampleInput { python: Some(&py), parked: Some(&p2), ..input(1, &n, off(10_000, 4, 4_000)) });
+        let s = spin_stack();
+        b.add(&SampleInput { python: Some(&py), ..input(1, &s, cpu(3)) });
+        let p = b.finish(TargetInfo::default());
+        let claimed = lock_named(&p, "_thread.lock @ 0x2000");
+        assert_eq!((claimed.samples, claimed.spin_us, claimed.total_us, claimed.waits), (3, 3_000, 13_000, 4));
+        // The spin's line time goes to the lock's line; its samples do not count as waits there.
+        assert_eq!(claimed.top_lines[0].time_us, 13_000);
+        assert_eq!(claimed.top_lines[0].waits, 4);
+        assert_eq!(lock_named(&p, "_thread.lock @ 0x1000").spin_us, 0);
+        assert!(p.locks.iter().all(|l| l.kind != Category::Spin), "a claimed spin leaves no spin entry");
+        // The stack itself stays a spin stack: the flamegraph shows where the time went.
+        assert!(p.stacks.iter().any(|s| s.category == Category::Spin && s.samples == 3));
+    }
+
+    #[test]
+    fn ties_between_parked_locks_go_to_the_lowest_description() {
+        let mut b = ProfileBuilder::new(1_000_000);
+        let py = pystack(vec![code("take", APP, 5)]);
+        let n = parked_stack();
+        for obj in [0x3000, 0x2000, 0x4000] {
+            let l = lock(obj);
+            b.add(&SampleInput { python: Some(&py), parked: Some(&l), ..input(1, &n, off(1_000, 2, 500)) });
+        }
+        let s = spin_stack();
+        b.add(&SampleInput { python: Some(&py), ..input(1, &s, cpu(1)) });
+        let p = b.finish(TargetInfo::default());
+        assert_eq!(lock_named(&p, "_thread.lock @ 0x2000").spin_us, 1_000);
+    }
+
+    #[test]
+    fn spinning_elsewhere_stays_with_the_function_that_spun() {
+        let mut b = ProfileBuilder::new(1_000_000);
+        let l = lock(0x1000);
+        let n = parked_stack();
+        let at5 = pystack(vec![code("take", APP, 5)]);
+        let at6 = pystack(vec![code("take", APP, 6)]);
+        // Parked at line 5 by thread 1; spinning at line 6 by thread 1 and at line 5 by thread 2.
+        b.add(&SampleInput { python: Some(&at5), parked: Some(&l), ..input(1, &n, off(1_000, 1, 1_000)) });
+        let s = spin_stack();
+        b.add(&SampleInput { python: Some(&at6), ..input(1, &s, cpu(2)) });
+        b.add(&SampleInput { python: Some(&at5), ..input(2, &s, cpu(4)) });
+        let p = b.finish(TargetInfo::default());
+        assert_eq!(lock_named(&p, "_thread.lock @ 0x1000").spin_us, 0);
+        let spin = lock_named(&p, "lock_PyThread_acquire_lock");
+        assert_eq!(spin.kind, Category::Spin);
+        assert_eq!((spin.samples, spin.spin_us, spin.total_us), (6, 6_000, 6_000));
+        assert_eq!(spin.threads, [1, 2]);
+        // Unclaimed spinning counts its samples as the line's events.
+        let lines: Vec<(&str, u64, u64)> =
+            spin.top_lines.iter().map(|l| (l.line.as_str(), l.time_us, l.waits)).collect();
+        assert_eq!(lines, [("take (app.py:5)", 4_000, 4), ("take (app.py:6)", 2_000, 2)]);
+    }
+
+    #[test]
+    fn category_shares_cover_all_thread_time() {
+        let p = crate::fixture::profile();
+        let total: f64 = p.summary.categories.iter().map(|c| c.share).sum();
+        assert!((total - 1.0).abs() < 1e-9, "shares sum to {total}");
+        let period = 1e6 / crate::fixture::RATE_HZ as f64;
+        let stacks: f64 = p.stacks.iter().map(|s| s.time_us(period)).sum();
+        assert_eq!(p.summary.thread_time_us, stacks as u64);
+        assert!(p.summary.categories.windows(2).all(|w| w[0].time_us >= w[1].time_us), "largest first");
+        assert!(p.stacks.windows(2).all(|w| w[0].time_us(period) >= w[1].time_us(period)), "most time first");
+        assert!(p.locks.windows(2).all(|w| w[0].total_us >= w[1].total_us), "most time first");
+    }
+
+    #[test]
+    fn cpu_samples_carry_the_kernel_path_and_waits_do_not() {
+        let mut b = ProfileBuilder::new(1_000_000);
+        let kernel = ["clear_page_erms".to_string(), "asm_exc_page_fault".to_string()];
+        let n = vec![vec![nf("memset", LIBC)]];
+        b.add(&SampleInput { kernel: &kernel, ..input(1, &n, cpu(1)) });
+        let sched = ["schedule".to_string(), "__x64_sys_futex".to_string()];
+        b.add(&SampleInput { kernel: &sched, ..input(1, &n, off(10, 1, 10)) });
+        let p = b.finish(TargetInfo::default());
+        let labels: Vec<Vec<String>> = p.iter_stacks().map(|(_, f)| f.iter().map(|f| f.label()).collect()).collect();
+        assert!(labels.contains(&vec![
+            "thread (1)".to_string(),
+            "memset".into(),
+            "asm_exc_page_fault_[k]".into(),
+            "clear_page_erms_[k]".into()
+        ]));
+        assert!(labels.contains(&vec!["thread (1)".to_string(), "memset".into(), "[idle]".into()]));
+    }
+
+    #[test]
+    fn unresolved_runtime_frames_are_counted() {
+        let mut b = ProfileBuilder::new(1_000_000);
+        b.set_core_modules(vec![RUNTIME.into()]);
+        let core = vec![vec![crate::fixture::unknown(RUNTIME, 0x10)]];
+        let ext = vec![vec![crate::fixture::unknown(crate::fixture::EXT, 0x10)]];
+        let libc = vec![vec![crate::fixture::unknown(LIBC, 0x10)]];
+        b.add(&input(1, &core, cpu(2)));
+        b.add(&input(1, &ext, cpu(4)));
+        b.add(&SampleInput { native_complete: false, ..input(1, &libc, cpu(8)) });
+        let p = b.finish(TargetInfo::default());
+        assert_eq!(p.summary.unresolved_core, 10, "runtime and libc, not the extension");
+        assert_eq!(p.summary.unwind_incomplete, 8);
     }
 }

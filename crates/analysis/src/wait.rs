@@ -522,6 +522,221 @@ mod tests {
         })
     }
 
+    use std::sync::Arc;
+
+    use symbolizer::python::CodeInfo;
+
+    use crate::fixture::{code, nf, EXT, LIBC, RUNTIME};
+
+    /// One row of the classifier table: the evidence of a sample and the expected outcome.
+    struct Case {
+        name: &'static str,
+        /// Native frames, innermost first, in the runtime unless listed in `libc`/`ext`.
+        native: &'static [&'static str],
+        /// Native frames (by name) that live in libc or an extension module.
+        libc: &'static [&'static str],
+        ext: &'static [&'static str],
+        /// Python frames, innermost first: (qualname, file).
+        python: &'static [(&'static str, &'static str)],
+        kernel: &'static [&'static str],
+        leaf_prev: &'static [&'static str],
+        parked: Option<ParkedInfo>,
+        on_cpu: bool,
+        preempted: bool,
+        alone: bool,
+        syscall: Option<u64>,
+        /// Expected category and `LockIdentity::describe` of the identity (None: no identity).
+        expect: (Category, Option<&'static str>),
+    }
+
+    impl Default for Case {
+        fn default() -> Self {
+            Case {
+                name: "",
+                native: &[],
+                libc: &[],
+                ext: &[],
+                python: &[],
+                kernel: &[],
+                leaf_prev: &[],
+                parked: None,
+                on_cpu: true,
+                preempted: false,
+                alone: false,
+                syscall: None,
+                expect: (Category::Idle, None),
+            }
+        }
+    }
+
+    const EVAL: &str = "_PyEval_EvalFrameDefault";
+    const APP: &str = "/app/app.py";
+    const THREADING: &str = "/usr/lib/python3.13t/threading.py";
+
+    fn run_case(c: &Case) -> (Category, Option<LockIdentity>) {
+        let module = |n: &str| {
+            if c.libc.contains(&n) {
+                LIBC
+            } else if c.ext.contains(&n) {
+                EXT
+            } else {
+                RUNTIME
+            }
+        };
+        let native: Vec<NativeFrame> = c.native.iter().map(|n| nf(n, module(n))).collect();
+        let leaf_prev: Vec<NativeFrame> =
+            c.leaf_prev.iter().map(|n| NativeFrame { inlined: true, ..nf(n, RUNTIME) }).collect();
+        let kernel: Vec<String> = c.kernel.iter().map(|k| k.to_string()).collect();
+        let py = PyStack {
+            frames: c.python.iter().map(|(q, f)| code(q, f, 1)).chain([PyFrame::Entry]).collect(),
+            truncated: false,
+            state: 1,
+        };
+        classify(&Evidence {
+            native: native.iter().collect(),
+            leaf_prev: &leaf_prev,
+            kernel: &kernel,
+            python: (!c.python.is_empty()).then_some(&py),
+            parked: c.parked.as_ref(),
+            on_cpu: c.on_cpu,
+            preempted: c.preempted,
+            alone: c.alone,
+            runtime_module: Some(RUNTIME),
+            opnames: &[],
+            syscall: c.syscall,
+        })
+    }
+
+    fn lock_at(obj: u64, ty: &str) -> Option<ParkedInfo> {
+        Some(ParkedInfo { addr: obj + 0x18, lock_object: Some((obj, ty.into())), ..Default::default() })
+    }
+
+    #[rustfmt::skip]
+    fn cases() -> Vec<Case> {
+        use Category::*;
+        const PY: &[(&str, &str)] = &[("work", APP)];
+        const PARKED: &[&str] = &["__futex_abstimed_wait_common", "_PyParkingLot_Park", "_PyMutex_LockTimed"];
+        vec![
+            // On CPU.
+            Case { name: "interpreter running Python", native: &[EVAL, "main"], python: PY, expect: (Python, None), ..Default::default() },
+            Case { name: "leaf in an extension module", native: &["crc32", EVAL], ext: &["crc32"], python: PY, expect: (Native, None), ..Default::default() },
+            Case { name: "no Python frames", native: &["worker_loop", "start_thread"], expect: (Native, None), ..Default::default() },
+            Case { name: "garbage collector", native: &["gc_collect_main", "_PyGC_Collect", EVAL], python: PY, expect: (Gc, None), ..Default::default() },
+            Case { name: "refcount at the instruction before the leaf", native: &[EVAL], leaf_prev: &["_Py_atomic_add_ssize", "Py_INCREF"], python: PY, expect: (Refcount, Some("shared reference count")), ..Default::default() },
+            Case { name: "refcount slow path", native: &["_Py_DecRefShared", EVAL], python: PY, expect: (Refcount, Some("shared reference count")), ..Default::default() },
+            Case { name: "refcount alone in the process", native: &["_Py_DecRefShared", EVAL], python: PY, alone: true, expect: (Python, None), ..Default::default() },
+            Case { name: "spinning for a PyMutex", native: &["sched_yield", "_PyMutex_LockSlow", "list_append", EVAL], libc: &["sched_yield"], python: PY, expect: (Spin, Some("list_append")), ..Default::default() },
+            Case { name: "spinning seen in the kernel", native: &["_PyMutex_LockTimed", "dict_setitem", EVAL], kernel: &["__x64_sys_sched_yield"], python: PY, expect: (Spin, Some("dict_setitem")), ..Default::default() },
+            Case { name: "spinning with no taker found", native: &["_Py_yield", "_PyParkingLot_Park"], expect: (Spin, Some("PyMutex")), ..Default::default() },
+            Case { name: "yielding alone in the process is no spin", native: &["sched_yield", "_PyMutex_LockSlow", EVAL], libc: &["sched_yield"], python: PY, alone: true, expect: (Native, None), ..Default::default() },
+            Case { name: "re-taking a Condition's lock after notify", native: &["sched_yield", "_PyMutex_LockSlow", "lock_PyThread_acquire_lock", EVAL], libc: &["sched_yield"], python: &[("Condition.wait", THREADING), ("consume", APP)], expect: (Idle, None), ..Default::default() },
+            Case { name: "yielding inside Thread.join", native: &["sched_yield", "_PyMutex_LockSlow", EVAL], libc: &["sched_yield"], python: &[("Thread.join", THREADING)], expect: (Join, None), ..Default::default() },
+            Case { name: "paused thread re-attaching", native: &["sched_yield", "tstate_wait_attach", "_PyThreadState_Attach", EVAL], libc: &["sched_yield"], python: PY, expect: (StopTheWorld, Some("stop-the-world (paused thread)")), ..Default::default() },
+            Case { name: "collector's pause", native: &["gc_visit_heaps", "gc_collect_main", EVAL], python: PY, expect: (StopTheWorld, Some("stop-the-world (collecting thread's pause)")), ..Default::default() },
+            Case { name: "collector's pause alone in the process", native: &["gc_visit_heaps", "gc_collect_main", EVAL], python: PY, alone: true, expect: (Gc, None), ..Default::default() },
+            // Off CPU.
+            Case { name: "preempted", native: &[EVAL], python: PY, on_cpu: false, preempted: true, expect: (Runqueue, None), ..Default::default() },
+            Case { name: "GIL by name", native: &["pthread_cond_timedwait", "take_gil", EVAL], on_cpu: false, expect: (Gil, Some("GIL")), ..Default::default() },
+            Case { name: "GIL from the futex address", native: &["pthread_cond_timedwait", EVAL], on_cpu: false, parked: Some(ParkedInfo { addr: 0x5000, gil: true, ..Default::default() }), expect: (Gil, Some("GIL")), ..Default::default() },
+            Case { name: "threading.Lock from memory", native: PARKED, python: PY, on_cpu: false, parked: lock_at(0x7f00_1000, "_thread.lock"), expect: (Lock, Some("_thread.lock @ 0x7f001000")), ..Default::default() },
+            Case { name: "RLock from memory", native: PARKED, python: PY, on_cpu: false, parked: lock_at(0x7f00_2000, "_thread.RLock"), expect: (Lock, Some("_thread.RLock @ 0x7f002000")), ..Default::default() },
+            Case { name: "Event.wait on its lock", native: PARKED, python: &[("Event.wait", THREADING), ("Condition.wait", THREADING), ("consume", APP)], on_cpu: false, parked: lock_at(0x7f00_3000, "_thread.lock"), expect: (Idle, Some("_thread.lock @ 0x7f003000")), ..Default::default() },
+            Case { name: "Semaphore.acquire inside its Condition", native: PARKED, python: &[("Condition.wait", THREADING), ("Semaphore.acquire", THREADING), ("take", APP)], on_cpu: false, parked: lock_at(0x7f00_4000, "_thread.lock"), expect: (Lock, Some("_thread.lock @ 0x7f004000")), ..Default::default() },
+            Case { name: "join on the thread's lock", native: PARKED, python: &[("Thread._wait_for_tstate_lock", THREADING), ("Thread.join", THREADING)], on_cpu: false, parked: lock_at(0x7f00_5000, "_thread.lock"), expect: (Join, Some("_thread.lock @ 0x7f005000")), ..Default::default() },
+            Case { name: "stop-the-world victim", native: PARKED, on_cpu: false, parked: Some(ParkedInfo { addr: 0x2000_002c, stw_victim: true, ..Default::default() }), expect: (StopTheWorld, Some("stop-the-world (paused thread)")), ..Default::default() },
+            Case { name: "thread requesting a stop-the-world", native: &["_PyParkingLot_Park", "_PyEvent_Wait", "stop_the_world"], on_cpu: false, expect: (StopTheWorld, Some("stop-the-world (requesting thread)")), ..Default::default() },
+            Case { name: "critical section from memory", native: PARKED, python: PY, on_cpu: false, parked: Some(ParkedInfo { addr: 0x7f00_6008, cs_object: Some((0x7f00_6000, "dict".into())), ..Default::default() }), expect: (CriticalSection, Some("dict @ 0x7f006000")), ..Default::default() },
+            Case { name: "critical section by name, object unknown", native: &["_PyParkingLot_Park", "_PyMutex_LockTimed", "_PyCriticalSection_BeginSlow", "list_append"], on_cpu: false, parked: Some(ParkedInfo { addr: 0x7f00_7008, ..Default::default() }), expect: (CriticalSection, Some("PyMutex @ 0x7f007008")), ..Default::default() },
+            Case { name: "thread lock by name, object unknown", native: &["_PyParkingLot_Park", "_PyMutex_LockTimed", "lock_PyThread_acquire_lock", EVAL], python: PY, on_cpu: false, parked: Some(ParkedInfo { addr: 0x7f00_8018, ..Default::default() }), expect: (Lock, Some("_thread.lock @ 0x7f008018")), ..Default::default() },
+            Case { name: "parked under Event.wait, lock unknown", native: &["_PyParkingLot_Park", "_PyMutex_LockTimed", EVAL], python: &[("Event.wait", THREADING), ("consume", APP)], on_cpu: false, expect: (Idle, None), ..Default::default() },
+            Case { name: "parked in a thread-handle join", native: &["_PyParkingLot_Park", "_PyEvent_WaitTimed", "ThreadHandle_join"], on_cpu: false, expect: (Join, None), ..Default::default() },
+            Case { name: "internal mutex named from memory", native: PARKED, on_cpu: false, parked: Some(ParkedInfo { addr: 0x1000_0320, symbol: Some("HEAD_LOCK".into()), ..Default::default() }), expect: (Pymutex, Some("HEAD_LOCK @ 0x10000320")), ..Default::default() },
+            Case { name: "internal mutex named by its taker", native: &["_PyParkingLot_Park", "_PyMutex_LockTimed", "_PyMutex_LockSlow", "_PyImport_AcquireLock"], on_cpu: false, expect: (Pymutex, Some("_PyImport_AcquireLock")), ..Default::default() },
+            Case { name: "PyThread lock semaphore", native: &["sem_clockwait", "PyThread_acquire_lock_timed", "acquire_timed"], on_cpu: false, expect: (Lock, Some("PyThread lock")), ..Default::default() },
+            Case { name: "3.13 RLock", native: &["sem_clockwait", "PyThread_acquire_lock_timed", "rlock_acquire"], on_cpu: false, expect: (Lock, Some("_thread.RLock")), ..Default::default() },
+            Case { name: "thread join without parking", native: &["pthread_join", "PyThread_join_thread"], on_cpu: false, expect: (Join, None), ..Default::default() },
+            Case { name: "sleep from the kernel stack", native: &["clock_nanosleep"], libc: &["clock_nanosleep"], kernel: &["hrtimer_nanosleep", "__x64_sys_clock_nanosleep"], on_cpu: false, expect: (Sleep, None), ..Default::default() },
+            Case { name: "sleep from /proc syscall", native: &["__GI___clock_nanosleep"], libc: &["__GI___clock_nanosleep"], syscall: Some(230), on_cpu: false, expect: (Sleep, None), ..Default::default() },
+            Case { name: "sleep from time.sleep", native: &["pysleep", "time_sleep"], on_cpu: false, expect: (Sleep, None), ..Default::default() },
+            Case { name: "read from the kernel stack", native: &["read"], libc: &["read"], kernel: &["pipe_read", "ksys_read", "__x64_sys_read"], on_cpu: false, expect: (Io, None), ..Default::default() },
+            Case { name: "poll from /proc syscall", native: &["poll"], libc: &["poll"], syscall: Some(7), on_cpu: false, expect: (Io, None), ..Default::default() },
+            Case { name: "epoll_wait from /proc syscall", native: &["epoll_wait"], libc: &["epoll_wait"], syscall: Some(232), on_cpu: false, expect: (Io, None), ..Default::default() },
+            Case { name: "a futex with nothing to blame", native: &["__futex_abstimed_wait_common", "pthread_cond_wait"], libc: &["__futex_abstimed_wait_common", "pthread_cond_wait"], syscall: Some(202), on_cpu: false, expect: (Idle, None), ..Default::default() },
+            Case { name: "no evidence at all", on_cpu: false, expect: (Idle, None), ..Default::default() },
+        ]
+    }
+
+    #[test]
+    fn classifier_table() {
+        let mut failures = Vec::new();
+        let cases = cases();
+        for c in &cases {
+            let (cat, id) = run_case(c);
+            let got = (cat, id.as_ref().map(LockIdentity::describe));
+            let want = (c.expect.0, c.expect.1.map(str::to_string));
+            if got != want {
+                failures.push(format!("{}: expected {want:?}, got {got:?}", c.name));
+            }
+        }
+        assert!(failures.is_empty(), "{} of {} rows failed:\n{}", failures.len(), cases.len(), failures.join("\n"));
+    }
+
+    #[test]
+    fn the_table_covers_every_category() {
+        let cases = cases();
+        for cat in Category::ALL {
+            assert!(cases.iter().any(|c| c.expect.0 == cat), "no row expects {}", cat.name());
+        }
+    }
+
+    #[test]
+    fn refcount_names_what_the_instruction_touched() {
+        let mut info = CodeInfo::synthetic("work", APP, 1);
+        info.locals = vec!["shared".into()];
+        let opnames: Vec<String> =
+            (0..256).map(|i| if i == 85 { "LOAD_FAST".into() } else { format!("OP{i}") }).collect();
+        let py = PyStack {
+            frames: vec![
+                PyFrame::Code { code: Arc::new(info), code_addr: 0, lasti: 0, line: Some(3), instr: Some(85) },
+                PyFrame::Entry,
+            ],
+            truncated: false,
+            state: 1,
+        };
+        let native = [nf(EVAL, RUNTIME)];
+        let prev = [nf("_Py_atomic_add_ssize", RUNTIME), nf("Py_INCREF", RUNTIME)];
+        let (c, id) = classify(&Evidence {
+            native: native.iter().collect(),
+            leaf_prev: &prev,
+            kernel: &[],
+            python: Some(&py),
+            parked: None,
+            on_cpu: true,
+            preempted: false,
+            alone: false,
+            runtime_module: Some(RUNTIME),
+            opnames: &opnames,
+            syscall: None,
+        });
+        assert_eq!(c, Category::Refcount);
+        assert_eq!(id.unwrap().describe(), "shared refcount of local `shared`");
+    }
+
+    #[test]
+    fn identities_describe_themselves() {
+        let id = |address, type_name: Option<&str>, symbol: Option<&str>| LockIdentity {
+            address,
+            type_name: type_name.map(Into::into),
+            symbol: symbol.map(Into::into),
+        };
+        assert_eq!(id(Some(0x10), Some("list"), Some("x")).describe(), "list @ 0x10");
+        assert_eq!(id(Some(0x10), None, Some("HEAD_LOCK")).describe(), "HEAD_LOCK @ 0x10");
+        assert_eq!(id(Some(0x10), None, None).describe(), "PyMutex @ 0x10");
+        assert_eq!(id(None, Some("PyThread lock"), None).describe(), "PyThread lock");
+        assert_eq!(id(None, None, Some("GIL")).describe(), "GIL");
+        assert_eq!(id(None, None, None).describe(), "unknown");
+    }
+
     #[test]
     fn lock_waits_are_recognised_from_memory_without_symbols() {
         let n = stripped_stack();
