@@ -245,42 +245,62 @@ impl Ring {
     /// Hand every complete record currently in the buffer to `sink`. Returns how many.
     pub fn drain(&mut self, sink: &mut dyn FnMut(Record)) -> usize {
         let hdr = self.header();
+        // SAFETY: `hdr` points to the first page of our live mapping (perf_event_mmap_page);
+        // `data_head` is written by the kernel, hence the volatile read and the fence after it.
         let head = unsafe { std::ptr::read_volatile(&(*hdr).data_head) };
         fence(Ordering::Acquire);
-        let mut tail = unsafe { std::ptr::read_volatile(&(*hdr).data_tail) };
-        let data = unsafe { self.base.add(page_size()) };
-        let mask = (self.data_size - 1) as u64;
+        // SAFETY: as above; only this process writes `data_tail`.
+        let tail = unsafe { std::ptr::read_volatile(&(*hdr).data_tail) };
+        // SAFETY: the data area is the `data_size` bytes after the header page of the mapping,
+        // which lives as long as `self`. The kernel does not write the part between tail and head
+        // (the only part read) until `data_tail` moves past it below.
+        let data = unsafe { std::slice::from_raw_parts(self.base.add(page_size()), self.data_size) };
+        let (sample_type, source) = (self.sample_type, self.source);
         let mut n = 0;
-        while tail < head {
-            let off = (tail & mask) as usize;
-            // Header may itself wrap; copy 8 bytes carefully.
-            let mut h = [0u8; 8];
-            for (i, byte) in h.iter_mut().enumerate() {
-                *byte = unsafe { *data.add((off + i) & mask as usize) };
-            }
-            let size = u16::from_ne_bytes([h[6], h[7]]) as usize;
-            if size < 8 {
-                break; // corrupt; give up on this batch
-            }
-            let rec: &[u8] = if off + size <= self.data_size {
-                unsafe { std::slice::from_raw_parts(data.add(off), size) }
-            } else {
-                self.scratch.clear();
-                let first = self.data_size - off;
-                self.scratch.extend_from_slice(unsafe { std::slice::from_raw_parts(data.add(off), first) });
-                self.scratch.extend_from_slice(unsafe { std::slice::from_raw_parts(data, size - first) });
-                &self.scratch
-            };
-            if let Some(r) = records::parse(rec, self.sample_type, self.source) {
+        let tail = read_ring(data, tail, head, &mut self.scratch, &mut |rec| {
+            if let Some(r) = records::parse(rec, sample_type, source) {
                 sink(r);
                 n += 1;
             }
-            tail += size as u64;
-        }
+        });
         fence(Ordering::Release);
+        // SAFETY: as for the reads above.
         unsafe { std::ptr::write_volatile(&mut (*hdr).data_tail, tail) };
         n
     }
+}
+
+/// Hand each complete record between `tail` and `head` (free-running byte counters) of the ring
+/// data area `data` (a power of two long) to `f`, copying records that wrap around the end into
+/// `scratch`. Returns the new tail: `head`, or where a corrupt header stopped the walk.
+pub(crate) fn read_ring(data: &[u8], mut tail: u64, head: u64, scratch: &mut Vec<u8>, f: &mut dyn FnMut(&[u8])) -> u64 {
+    let len = data.len();
+    debug_assert!(len.is_power_of_two());
+    let mask = (len - 1) as u64;
+    while tail < head {
+        let off = (tail & mask) as usize;
+        // The 8-byte header may itself wrap.
+        let mut h = [0u8; 8];
+        for (i, b) in h.iter_mut().enumerate() {
+            *b = data[(off + i) & (len - 1)];
+        }
+        let size = u16::from_ne_bytes([h[6], h[7]]) as usize;
+        if size < 8 || size > len || (head - tail) < size as u64 {
+            // Corrupt (or not fully written): skip to head rather than read garbage.
+            return head;
+        }
+        let rec: &[u8] = if off + size <= len {
+            &data[off..off + size]
+        } else {
+            scratch.clear();
+            scratch.extend_from_slice(&data[off..]);
+            scratch.extend_from_slice(&data[..size - (len - off)]);
+            scratch
+        };
+        f(rec);
+        tail += size as u64;
+    }
+    tail
 }
 
 impl Drop for Ring {
@@ -444,5 +464,77 @@ fn raise_fd_limit() {
             lim.rlim_cur = lim.rlim_max;
             libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::records::tests::{record, sample_record, sample_type};
+
+    /// A ring data area of `len` bytes holding `records` from byte counter `start` on.
+    fn ring_with(len: usize, start: u64, records: &[Vec<u8>]) -> (Vec<u8>, u64) {
+        let mut data = vec![0xeeu8; len];
+        let mut pos = start;
+        for r in records {
+            for &b in r {
+                data[(pos % len as u64) as usize] = b;
+                pos += 1;
+            }
+        }
+        (data, pos)
+    }
+
+    fn drained(data: &[u8], tail: u64, head: u64) -> (Vec<Vec<u8>>, u64) {
+        let mut got = Vec::new();
+        let mut scratch = Vec::new();
+        let end = read_ring(data, tail, head, &mut scratch, &mut |r| got.push(r.to_vec()));
+        (got, end)
+    }
+
+    #[test]
+    fn records_come_out_whole_wherever_the_ring_wraps() {
+        let recs: Vec<Vec<u8>> = (0..5u8)
+            .map(|i| record(3, 0, &vec![i; 8 + 8 * i as usize]))
+            .chain([sample_record(7, 9, &[5; 24], 24)])
+            .collect();
+        let total: usize = recs.iter().map(Vec::len).sum();
+        // Every start offset: records wrap at every byte, headers included; counters past 2^32.
+        for start in (0..512u64).map(|s| s + (1 << 33)) {
+            let (data, head) = ring_with(512, start, &recs);
+            assert_eq!(head - start, total as u64);
+            let (got, end) = drained(&data, start, head);
+            assert_eq!(got, recs, "start {start}");
+            assert_eq!(end, head);
+        }
+        // The wrapped sample still parses.
+        let (data, head) = ring_with(256, 250, &recs[5..]);
+        let (got, _) = drained(&data, 250, head);
+        assert!(matches!(
+            records::parse(&got[0], sample_type(), SampleSource::CpuClock),
+            Some(Record::Sample(s)) if s.tid == 7 && s.stack == [5; 24]
+        ));
+    }
+
+    #[test]
+    fn an_empty_ring_yields_nothing() {
+        let (got, end) = drained(&[0; 64], 128, 128);
+        assert!(got.is_empty());
+        assert_eq!(end, 128);
+    }
+
+    #[test]
+    fn a_corrupt_header_skips_to_head_instead_of_stalling() {
+        let recs = [record(3, 0, &[1; 8]), record(3, 0, &[2; 8])];
+        let (mut data, head) = ring_with(64, 0, &recs);
+        data[16 + 6] = 3; // second record's size: 3 < header
+        data[16 + 7] = 0;
+        let (got, end) = drained(&data, 0, head);
+        assert_eq!(got, recs[..1]);
+        assert_eq!(end, head);
+        // A size larger than the data left before head.
+        let (mut data, head) = ring_with(64, 0, &recs[..1]);
+        data[6] = 60;
+        assert_eq!(drained(&data, 0, head), (vec![], head));
     }
 }

@@ -127,20 +127,18 @@ struct Cur<'a> {
 }
 
 impl<'a> Cur<'a> {
+    /// The next `n` bytes (None past the end; `n` comes from the record and may be anything).
+    fn bytes(&mut self, n: usize) -> Option<&'a [u8]> {
+        let end = self.pos.checked_add(n)?;
+        let v = self.b.get(self.pos..end)?;
+        self.pos = end;
+        Some(v)
+    }
     fn u64(&mut self) -> Option<u64> {
-        let v = self.b.get(self.pos..self.pos + 8)?;
-        self.pos += 8;
-        Some(u64::from_ne_bytes(v.try_into().ok()?))
+        Some(u64::from_ne_bytes(self.bytes(8)?.try_into().ok()?))
     }
     fn u32(&mut self) -> Option<u32> {
-        let v = self.b.get(self.pos..self.pos + 4)?;
-        self.pos += 4;
-        Some(u32::from_ne_bytes(v.try_into().ok()?))
-    }
-    fn bytes(&mut self, n: usize) -> Option<&'a [u8]> {
-        let v = self.b.get(self.pos..self.pos + n)?;
-        self.pos += n;
-        Some(v)
+        Some(u32::from_ne_bytes(self.bytes(4)?.try_into().ok()?))
     }
     fn cstr(&mut self) -> String {
         let rest = &self.b[self.pos.min(self.b.len())..];
@@ -176,7 +174,7 @@ pub fn parse(rec: &[u8], sample_type: u64, source: SampleSource) -> Option<Recor
             let period = if has(b::PERF_SAMPLE_PERIOD) { c.u64()? } else { 0 };
             let mut kernel_stack = Vec::new();
             if has(b::PERF_SAMPLE_CALLCHAIN) {
-                let nr = c.u64()? as usize;
+                let nr = c.u64()?;
                 for _ in 0..nr {
                     let ip = c.u64()?;
                     // PERF_CONTEXT_* markers live in the last 4095 values of the address space.
@@ -208,10 +206,10 @@ pub fn parse(rec: &[u8], sample_type: u64, source: SampleSource) -> Option<Recor
             }
             let mut stack = Vec::new();
             if has(b::PERF_SAMPLE_STACK_USER) {
-                let size = c.u64()? as usize;
+                let size = usize::try_from(c.u64()?).ok()?;
                 if size > 0 {
                     let data = c.bytes(size)?;
-                    let dyn_size = c.u64()? as usize;
+                    let dyn_size = usize::try_from(c.u64()?).unwrap_or(usize::MAX);
                     stack.extend_from_slice(&data[..dyn_size.min(size)]);
                 }
             }
@@ -278,5 +276,177 @@ pub fn parse(rec: &[u8], sample_type: u64, source: SampleSource) -> Option<Recor
             Some(Record::Lost { count, time, source })
         }
         _ => None,
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+
+    /// The sample layout ftprof asks the kernel for.
+    pub(crate) fn sample_type() -> u64 {
+        crate::perf::cpu_clock_attr(&crate::perf::SamplingConfig::default(), false).sample_type
+    }
+
+    /// A record: header (`ty`, `misc`, size) and `body`.
+    pub(crate) fn record(ty: u32, misc: u16, body: &[u8]) -> Vec<u8> {
+        let mut r = Vec::new();
+        r.extend_from_slice(&ty.to_ne_bytes());
+        r.extend_from_slice(&misc.to_ne_bytes());
+        r.extend_from_slice(&((8 + body.len()) as u16).to_ne_bytes());
+        r.extend_from_slice(body);
+        r
+    }
+
+    #[derive(Default)]
+    struct Body(Vec<u8>);
+    impl Body {
+        fn u64(mut self, v: u64) -> Self {
+            self.0.extend_from_slice(&v.to_ne_bytes());
+            self
+        }
+        fn u32(mut self, v: u32) -> Self {
+            self.0.extend_from_slice(&v.to_ne_bytes());
+            self
+        }
+        fn bytes(mut self, v: &[u8]) -> Self {
+            self.0.extend_from_slice(v);
+            self
+        }
+    }
+
+    /// A cpu-clock sample as the kernel lays it out for [`sample_type`].
+    pub(crate) fn sample_record(tid: u32, time: u64, stack: &[u8], dyn_size: u64) -> Vec<u8> {
+        const PERF_CONTEXT_KERNEL: u64 = (-128i64) as u64;
+        let mut b = Body::default()
+            .u64(0x40_1000) // ip
+            .u32(100) // pid
+            .u32(tid)
+            .u64(time)
+            .u32(3) // cpu
+            .u32(0) // reserved
+            .u64(5_025_125) // period
+            .u64(3) // callchain nr
+            .u64(PERF_CONTEXT_KERNEL)
+            .u64(0xffff_ffff_8100_0010)
+            .u64(0xffff_ffff_8100_0020)
+            .u64(2); // regs abi: 64-bit
+        for r in 1..=9u64 {
+            b = b.u64(r * 0x10);
+        }
+        b = b.u64(stack.len() as u64).bytes(stack);
+        if !stack.is_empty() {
+            b = b.u64(dyn_size);
+        }
+        record(PERF_RECORD_SAMPLE, PERF_RECORD_MISC_KERNEL, &b.0)
+    }
+
+    #[test]
+    fn a_sample_has_every_field_in_place() {
+        let stack: Vec<u8> = (0..64).collect();
+        let rec = sample_record(101, 7_000, &stack, 40);
+        let Some(Record::Sample(s)) = parse(&rec, sample_type(), SampleSource::CpuClock) else {
+            panic!("not a sample")
+        };
+        assert_eq!((s.ip, s.pid, s.tid, s.time, s.cpu, s.period), (0x40_1000, 100, 101, 7_000, 3, 5_025_125));
+        assert_eq!(s.kernel_stack, [0xffff_ffff_8100_0010, 0xffff_ffff_8100_0020], "context markers dropped");
+        assert!(s.kernel);
+        let r = s.regs.unwrap();
+        assert_eq!(
+            (r.ax, r.bx, r.cx, r.dx, r.si, r.di, r.bp, r.sp, r.ip),
+            (0x10, 0x20, 0x30, 0x40, 0x50, 0x60, 0x70, 0x80, 0x90)
+        );
+        assert_eq!(s.stack, &stack[..40], "only the bytes the kernel filled in");
+        assert_eq!(s.source, SampleSource::CpuClock);
+    }
+
+    #[test]
+    fn a_sample_without_user_context_has_no_registers() {
+        let mut b = Body::default().u64(1).u32(1).u32(2).u64(3).u32(0).u32(0).u64(1).u64(0);
+        b = b.u64(0).u64(0); // regs abi none, stack size 0
+        let rec = record(PERF_RECORD_SAMPLE, 0, &b.0);
+        let Some(Record::Sample(s)) = parse(&rec, sample_type(), SampleSource::SwitchOut) else { panic!() };
+        assert!(s.regs.is_none());
+        assert!(s.stack.is_empty());
+        assert!(!s.kernel);
+        assert_eq!(s.source, SampleSource::SwitchOut);
+    }
+
+    #[test]
+    fn truncated_records_are_refused_not_misread() {
+        let rec = sample_record(101, 7_000, &[1; 32], 32);
+        for cut in 0..rec.len() {
+            assert!(parse(&rec[..cut], sample_type(), SampleSource::CpuClock).is_none(), "cut at {cut}");
+        }
+        // A stack size larger than the record.
+        let mut huge = sample_record(101, 7_000, &[], 0);
+        let at = huge.len() - 8;
+        huge[at..].copy_from_slice(&u64::MAX.to_ne_bytes());
+        assert!(parse(&huge, sample_type(), SampleSource::CpuClock).is_none());
+    }
+
+    #[test]
+    fn mmaps_with_and_without_build_ids() {
+        let mmap2 = |misc, prot: u32| {
+            let b = Body::default().u32(100).u32(100).u64(0x7f00_0000).u64(0x2000).u64(0x1000);
+            let b = b.bytes(&[0xab; 24]).u32(prot).u32(2).bytes(b"/usr/lib/lib with space.so\0\0\0\0\0\0");
+            parse(&record(PERF_RECORD_MMAP2, misc, &b.0), sample_type(), SampleSource::CpuClock)
+        };
+        let want = Mmap {
+            pid: 100,
+            tid: 100,
+            start: 0x7f00_0000,
+            len: 0x2000,
+            pgoff: 0x1000,
+            path: "/usr/lib/lib with space.so".into(),
+            executable: true,
+        };
+        for misc in [0, PERF_RECORD_MISC_MMAP_BUILD_ID] {
+            let Some(Record::Mmap(m)) = mmap2(misc, 5) else { panic!() };
+            assert_eq!(m, want);
+        }
+        let Some(Record::Mmap(m)) = mmap2(0, 1) else { panic!() };
+        assert!(!m.executable);
+        let b = Body::default().u32(7).u32(8).u64(0x1000).u64(0x10).u64(0).bytes(b"/bin/x\0\0");
+        let Some(Record::Mmap(m)) = parse(&record(PERF_RECORD_MMAP, 0, &b.0), sample_type(), SampleSource::CpuClock)
+        else {
+            panic!()
+        };
+        assert_eq!((m.pid, m.tid, m.path.as_str(), m.executable), (7, 8, "/bin/x", true));
+    }
+
+    #[test]
+    fn task_records() {
+        let st = sample_type();
+        let comm = Body::default().u32(100).u32(101).bytes(b"worker-1\0\0\0\0\0\0\0\0");
+        match parse(&record(PERF_RECORD_COMM, PERF_RECORD_MISC_COMM_EXEC, &comm.0), st, SampleSource::CpuClock) {
+            Some(Record::Comm { pid: 100, tid: 101, name, exec: true }) => assert_eq!(name, "worker-1"),
+            other => panic!("{other:?}"),
+        }
+        let task = Body::default().u32(100).u32(1).u32(102).u32(101).u64(55);
+        assert!(matches!(
+            parse(&record(PERF_RECORD_FORK, 0, &task.0), st, SampleSource::CpuClock),
+            Some(Record::Fork { pid: 100, ppid: 1, tid: 102, ptid: 101, time: 55 })
+        ));
+        assert!(matches!(
+            parse(&record(PERF_RECORD_EXIT, 0, &task.0), st, SampleSource::CpuClock),
+            Some(Record::Exit { pid: 100, tid: 102, time: 55 })
+        ));
+        let switch = Body::default().u32(100).u32(101).u64(77);
+        let misc = PERF_RECORD_MISC_SWITCH_OUT | PERF_RECORD_MISC_SWITCH_OUT_PREEMPT;
+        assert!(matches!(
+            parse(&record(PERF_RECORD_SWITCH, misc, &switch.0), st, SampleSource::SwitchOut),
+            Some(Record::Switch { pid: 100, tid: 101, time: 77, out: true, preempt: true })
+        ));
+        assert!(matches!(
+            parse(&record(PERF_RECORD_SWITCH, 0, &switch.0), st, SampleSource::SwitchOut),
+            Some(Record::Switch { out: false, preempt: false, .. })
+        ));
+        let lost = Body::default().u64(1).u64(42).u64(0).u64(99);
+        assert!(matches!(
+            parse(&record(PERF_RECORD_LOST, 0, &lost.0), st, SampleSource::SwitchOut),
+            Some(Record::Lost { count: 42, time: 99, source: SampleSource::SwitchOut })
+        ));
+        assert!(parse(&record(99, 0, &[0; 16]), st, SampleSource::CpuClock).is_none(), "unknown type");
     }
 }
