@@ -15,6 +15,8 @@
 
 pub mod launch;
 pub mod perf;
+#[cfg(test)]
+mod props;
 pub mod records;
 pub mod session;
 pub mod threads;

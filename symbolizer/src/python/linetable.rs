@@ -60,10 +60,12 @@ pub fn decode(table: &[u8], firstlineno: i32) -> LineRanges {
             }
         };
         if let Some(d) = delta {
-            line += d;
+            // Deltas come from the target's memory: a corrupt table may overflow.
+            line = line.wrapping_add(d);
         }
-        out.push((addr, addr + len, delta.map(|_| line)));
-        addr += len;
+        let Some(end) = addr.checked_add(len) else { break };
+        out.push((addr, end, delta.map(|_| line)));
+        addr = end;
     }
     out
 }

@@ -34,8 +34,9 @@ pub trait ReadMemory: Send + Sync {
         let mut chunk = [0u8; 64];
         while out.len() < max {
             // Do not cross a page boundary in one read: the next page may be unmapped.
-            let room = (4096 - (addr as usize + out.len()) % 4096).min(chunk.len());
-            self.read(addr + out.len() as u64, &mut chunk[..room])?;
+            let at = addr.wrapping_add(out.len() as u64);
+            let room = (4096 - (at % 4096) as usize).min(chunk.len());
+            self.read(at, &mut chunk[..room])?;
             if let Some(end) = chunk[..room].iter().position(|&c| c == 0) {
                 out.extend_from_slice(&chunk[..end]);
                 return Ok(String::from_utf8_lossy(&out).into_owned());

@@ -417,10 +417,10 @@ impl PyProcess {
     /// 3.14t thread-local bytecode: start of copy `idx` of the code's bytecode.
     fn tlbc_base(&self, code: u64, co_tlbc: u64, idx: i32) -> u64 {
         let fallback = code.wrapping_add(self.offsets.code_co_code_adaptive);
-        let Ok(arr) = self.mem.u64(code + co_tlbc) else {
+        let Ok(arr) = self.mem.u64(code.wrapping_add(co_tlbc)) else {
             return fallback;
         };
-        self.mem.u64(arr + 8 + 8 * idx as u64).unwrap_or(fallback)
+        self.mem.u64(arr.wrapping_add(8).wrapping_add((idx as u64).wrapping_mul(8))).unwrap_or(fallback)
     }
 
     /// Code object at `addr` (cached; `None` if it is not a code object).
@@ -667,7 +667,7 @@ impl PyProcess {
         }
         let Ok(true) = self.load_tstate(tid) else { return out };
         let Some(&ts) = self.tstates.get(&tid) else { return out };
-        let mut tagged = self.mem.u64(ts + l.ts_critical_section).unwrap_or(0);
+        let mut tagged = self.mem.u64(ts.wrapping_add(l.ts_critical_section)).unwrap_or(0);
         for _ in 0..64 {
             let c = tagged & !3;
             if c == 0 {
@@ -728,7 +728,7 @@ impl PyProcess {
             return Ok("<?>".into());
         }
         let ascii = (state >> ascii_bit) & 1 == 1;
-        let data = obj.wrapping_add(o.asciiobject_size) + if ascii { 0 } else { 16 };
+        let data = obj.wrapping_add(o.asciiobject_size).wrapping_add(if ascii { 0 } else { 16 });
         let raw = self.mem.read_vec(data, len * kind)?;
         Ok(match kind {
             1 => raw.iter().map(|&c| c as char).collect(),

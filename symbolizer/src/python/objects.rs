@@ -28,10 +28,11 @@ impl PyProcess {
         let Ok(hdr) = self.mem.read_vec(keys, DK_INDICES as usize) else { return Vec::new() };
         let n = field_u64(&hdr, DK_NENTRIES).min(MAX_ENTRIES);
         let general = field_u8(&hdr, DK_KIND) == DICT_KEYS_GENERAL;
-        let entries = keys + DK_INDICES + (1u64 << field_u8(&hdr, DK_LOG2_INDEX_BYTES).min(40));
+        let entries = keys.wrapping_add(DK_INDICES).wrapping_add(1u64 << field_u8(&hdr, DK_LOG2_INDEX_BYTES).min(40));
         let width = if general { 24 } else { 16 };
         let Ok(raw) = self.mem.read_vec(entries, (n * width) as usize) else { return Vec::new() };
-        let split_values = if values != 0 { self.mem.read_vec(values + 8, (n * 8) as usize).ok() } else { None };
+        let split_values =
+            if values != 0 { self.mem.read_vec(values.wrapping_add(8), (n * 8) as usize).ok() } else { None };
         raw.chunks_exact(width as usize)
             .enumerate()
             .filter_map(|(i, e)| {
@@ -78,11 +79,11 @@ impl PyProcess {
     pub(crate) fn inline_attr(&self, obj: u64, name: &str) -> Option<u64> {
         let o = &self.offsets;
         let ty = self.mem.u64(obj.wrapping_add(o.ob_type)).ok()?;
-        let basicsize = self.mem.u64(ty.wrapping_add(o.tp_name) + 8).ok()?;
-        let keys = self.mem.u64(ty.wrapping_add(o.type_size) + HT_CACHED_KEYS_AFTER_TYPE).ok()?;
+        let basicsize = self.mem.u64(ty.wrapping_add(o.tp_name).wrapping_add(8)).ok()?;
+        let keys = self.mem.u64(ty.wrapping_add(o.type_size).wrapping_add(HT_CACHED_KEYS_AFTER_TYPE)).ok()?;
         let hdr = self.mem.read_vec(keys, DK_INDICES as usize).ok()?;
         let n = field_u64(&hdr, DK_NENTRIES).min(256);
-        let entries = keys + DK_INDICES + (1u64 << field_u8(&hdr, DK_LOG2_INDEX_BYTES).min(40));
+        let entries = keys.wrapping_add(DK_INDICES).wrapping_add(1u64 << field_u8(&hdr, DK_LOG2_INDEX_BYTES).min(40));
         let raw = self.mem.read_vec(entries, (n * 16) as usize).ok()?;
         let index = raw.chunks_exact(16).position(|e| {
             let k = field_u64(e, 0);
@@ -91,12 +92,12 @@ impl PyProcess {
                 && self.unicode(k).ok().as_deref() == Some(name)
         })? as u64;
         // PyDictValues: capacity, size, embedded, valid, 4 bytes padding, then the values.
-        let values = obj + basicsize;
+        let values = obj.wrapping_add(basicsize);
         let vhdr = self.mem.read_vec(values, 8).ok()?;
         if vhdr[3] == 0 || index >= vhdr[1] as u64 {
             return None; // the values moved into a real __dict__
         }
-        self.mem.u64(values + 8 + 8 * index).ok().filter(|&v| v != 0)
+        self.mem.u64(values.wrapping_add(8 + 8 * index)).ok().filter(|&v| v != 0)
     }
 
     /// `threading.Thread` names by thread ident (`pthread_self`), from `threading._active`.
