@@ -372,8 +372,12 @@ impl PyProcess {
         // 3.15+: the walk ends at the thread's sentinel base frame.
         let base = o.ts_base_frame.map(|off| field_u64(&self.ts_buf, off)).unwrap_or(0);
         let mut stack = PyStack { frames: Vec::new(), truncated: false, state };
+        // Frames are counted whether or not they are shown: a chain read from memory that is
+        // changing (or corrupt) may loop through frames of other owners.
+        let mut visited = 0;
         while frame != 0 && frame != base {
-            if stack.frames.len() >= MAX_FRAMES || self.mem.read(frame, &mut self.frame_buf).is_err() {
+            visited += 1;
+            if visited > MAX_FRAMES || self.mem.read(frame, &mut self.frame_buf).is_err() {
                 stack.truncated = true;
                 break;
             }

@@ -580,10 +580,185 @@ fn critical_sections_held_are_read_from_the_thread_state() {
 }
 
 #[test]
+fn a_frame_chain_that_loops_ends_truncated() {
+    // Found by the property test below: frames owned by neither Python nor an entry (owner above
+    // `owner_entry`) that link to each other made the walk loop forever.
+    for (version, ft, fields, values) in VERSIONS {
+        let name = label(version, ft);
+        let mut img = Image::new(version, ft, fields, values);
+        let layout = *Layout::for_version((version >> 16) & 0xff, ft).unwrap();
+        let (a, b) = (FRAMES, FRAMES + 0x400);
+        img.frame(a, 0, 0, layout.owner_entry + 1, b);
+        img.frame(b, 0, 0, layout.owner_entry + 1, a);
+        img.mem.write_u64(TSTATE + img.v("thread_state.current_frame"), a);
+        let mut p = img.process();
+        let s = p.stack_for_tid(TID).unwrap().expect("thread state found");
+        assert!(s.truncated, "{name}");
+        assert!(s.frames.is_empty(), "{name}");
+    }
+}
+
+#[test]
 fn unknown_future_versions_are_refused() {
     let (_, ft, fields, values) = VERSIONS[4];
     let img = Image::new(0x031000f0, ft, fields, values);
     let err = PyProcess::from_memory(Box::new(img.mem), RUNTIME, 1).err().expect("3.16 refused");
     let msg = err.to_string();
     assert!(msg.contains("3.16") && msg.contains("3.15"), "{msg}");
+}
+
+/// Property tests: the readers of target memory (frame walk, code objects and their line
+/// tables, dicts, ints, strings, instance attributes, lock probes, critical sections) must
+/// never panic whatever the bytes they find. `FTPROF_FUZZ_CASES` sets the inputs per parser
+/// (default 100 000).
+mod props {
+    use std::cell::RefCell;
+    use std::sync::{Arc, RwLock};
+
+    use proptest::prelude::*;
+    use proptest::test_runner::{Config, TestRunner};
+
+    use super::*;
+
+    fn runner() -> TestRunner {
+        let cases = std::env::var("FTPROF_FUZZ_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(100_000);
+        TestRunner::new(Config { cases, failure_persistence: None, ..Config::default() })
+    }
+
+    /// Memory shared between the test (which rewrites the noise region) and the process reader.
+    #[derive(Clone)]
+    struct Shared(Arc<RwLock<FakeMemory>>);
+
+    impl ReadMemory for Shared {
+        fn read(&self, addr: u64, buf: &mut [u8]) -> std::io::Result<()> {
+            self.0.read().unwrap().read(addr, buf)
+        }
+    }
+
+    /// Where the random bytes go.
+    const NOISE: u64 = 0x600_0000;
+    const NOISE_LEN: u64 = 4096;
+
+    /// One process image per version with a real code type, code object and strings, whose
+    /// thread state points into the noise region.
+    struct Target {
+        p: PyProcess,
+        mem: Shared,
+        /// Addresses worth pointing at: real objects of the image.
+        anchors: Vec<u64>,
+        current_frame: u64,
+        critical_section: u64,
+    }
+
+    fn targets() -> Vec<Target> {
+        VERSIONS
+            .into_iter()
+            .map(|(version, ft, fields, values)| {
+                let mut img = Image::new(version, ft, fields, values);
+                let layout = *Layout::for_version((version >> 16) & 0xff, ft).unwrap();
+                let code_type = img.type_object("code");
+                let code = img.code(code_type, "f", "/app/x.py", 3, &["a", "b"]);
+                let s = img.string("_name");
+                let lock_type = img.type_object("_thread.lock");
+                let anchors = vec![code_type, code, s, lock_type, TSTATE, INTERP, RUNTIME, GIL];
+                img.mem.map(NOISE, NOISE_LEN as usize);
+                let current_frame = TSTATE + img.v("thread_state.current_frame");
+                let critical_section = TSTATE + layout.ts_critical_section;
+                let mem = Shared(Arc::new(RwLock::new(img.mem)));
+                let p = PyProcess::from_memory(Box::new(mem.clone()), RUNTIME, 1).unwrap();
+                Target { p, mem, anchors, current_frame, critical_section }
+            })
+            .collect()
+    }
+
+    /// Splitmix64: expands one generated seed into the noise (generating 512 words through
+    /// proptest costs more than running the readers; shrinking them would not help either).
+    fn next(state: &mut u64) -> u64 {
+        *state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = *state;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+
+    /// 512 words of noise: pointers into the noise or at a real object of the image, small
+    /// numbers, edge values, or anything.
+    fn noise_bytes(seed: u64, anchors: &[u64]) -> Vec<u8> {
+        let mut st = seed;
+        let mut out = Vec::with_capacity(NOISE_LEN as usize);
+        for _ in 0..NOISE_LEN / 8 {
+            let r = next(&mut st);
+            let w = match r % 16 {
+                0..=5 => NOISE + 8 * ((r >> 8) % (NOISE_LEN / 8)),
+                6 | 7 => anchors[(r >> 8) as usize % anchors.len()],
+                8 | 9 => (r >> 8) % 16,
+                10 | 11 => (r >> 8) % 4096,
+                12 => u64::MAX - (r >> 8) % 16,
+                13 => (1 << 63) | ((r >> 8) % 16),
+                _ => next(&mut st),
+            };
+            out.extend_from_slice(&w.to_le_bytes());
+        }
+        out
+    }
+
+    #[test]
+    fn memory_readers_never_panic_on_random_memory() {
+        let targets = RefCell::new(targets());
+        let strategy = (0..VERSIONS.len(), any::<u64>(), [0..NOISE_LEN / 8, 0..NOISE_LEN / 8, 0..NOISE_LEN]);
+        runner()
+            .run(&strategy, |(v, seed, [a, b, c])| {
+                let mut targets = targets.borrow_mut();
+                let t = &mut targets[v];
+                let bytes = noise_bytes(seed, &t.anchors);
+                let (obj, other, raw) = (NOISE + 8 * a, NOISE + 8 * b, NOISE + c);
+                {
+                    let mut m = t.mem.0.write().unwrap();
+                    m.write(NOISE, &bytes);
+                    m.write_u64(t.current_frame, obj);
+                    m.write_u64(t.critical_section, other | (c & 3));
+                }
+                let p = &mut t.p;
+                let _ = p.stack_for_tid(TID);
+                let _ = p.critical_sections_held(TID);
+                let _ = p.probe_parked(TID, raw);
+                let _ = p.with_block_objects(TID);
+                let _ = p.rlock_being_acquired(TID);
+                let _ = p.dict_items(obj);
+                let _ = p.dict_get_str(other, "_name");
+                let _ = p.long_value(obj);
+                let _ = p.inline_attr(obj, "_name");
+                let _ = p.unicode(raw);
+                let _ = p.bytes(other);
+                let _ = p.object_type_name(obj);
+                let _ = p.rlock_owner(raw);
+                let _ = p.code(obj);
+                Ok(())
+            })
+            .unwrap();
+    }
+
+    #[test]
+    fn line_tables_never_panic() {
+        let table = prop_oneof![
+            prop::collection::vec(any::<u8>(), 0..64),
+            // Well-formed entry headers (high bit set) with random payloads and varints.
+            prop::collection::vec(prop_oneof![(0x80u8..=0xff), any::<u8>(), Just(0x7f), Just(0x40)], 0..64),
+        ];
+        runner()
+            .run(&(table, any::<i32>(), any::<u32>()), |(table, first, lasti)| {
+                let ranges = linetable::decode(&table, first);
+                // Ranges are contiguous and ascending from 0: line_for's binary search relies on it.
+                let mut at = 0;
+                for &(start, end, _) in &ranges {
+                    prop_assert_eq!(start, at);
+                    prop_assert!(end > start);
+                    at = end;
+                }
+                let _ = linetable::line_for(&ranges, lasti);
+                let _ = linetable::line_for(&ranges, lasti % (at + 1));
+                Ok(())
+            })
+            .unwrap();
+    }
 }
