@@ -5,6 +5,7 @@
 #   scripts/provision-python.sh gil      # default build with the GIL (python3.13)
 #   scripts/provision-python.sh 3.14     # Debian unstable's python3.14 (default build, stripped)
 #   scripts/provision-python.sh 3.15     # Debian unstable's python3.15 (default build, stripped)
+#   scripts/provision-python.sh old      # a CPython older than 3.13 (ftprof must refuse it)
 #
 # For 3.14 and 3.15 stdout carries the root filesystem (made with debootstrap from Debian
 # unstable's binary packages, under the cache) that holds /usr/bin/python3.14 and python3.15;
@@ -62,6 +63,17 @@ $(chroot "$root" /usr/bin/python3.15 -c 'import sys; print(sys.version.split()[0
 }
 
 case "$kind" in
+  old)
+    # $FTPROF_PYTHON_OLD, else the first interpreter on PATH older than 3.13 (the system's
+    # python3 on Debian 12 / Ubuntu 22.04), resolved through wrappers (pyenv shims) to the real
+    # executable.
+    for cand in ${FTPROF_PYTHON_OLD:-} python3.12 python3.11 python3.10 python3.9 python3; do
+      command -v "$cand" >/dev/null 2>&1 || continue
+      exe=$("$cand" -c 'import sys; print(sys.executable if sys.version_info < (3, 13) else "")' 2>/dev/null) || continue
+      if [ -n "$exe" ] && [ -x "$exe" ]; then echo "$exe"; exit 0; fi
+    done
+    log "no CPython older than 3.13 found (tried \$FTPROF_PYTHON_OLD and python3.12 … python3 on PATH); install one (apt-get install python3) or set FTPROF_PYTHON_OLD"
+    exit 1 ;;
   3.14|3.15)
     var=FTPROF_PYTHON_${kind/./}_ROOT
     if [ -n "${!var:-}" ]; then
@@ -83,7 +95,7 @@ case "$kind" in
   gil)
     if [ -n "${FTPROF_PYTHON_GIL:-}" ]; then command -v "$FTPROF_PYTHON_GIL"; exit 0; fi
     prefix=$cache/cpython-$version-gil; exe=$prefix/bin/python3.13; flags= ;;
-  *) log "unknown kind '$kind' (expected ft, gil, 3.14 or 3.15)"; exit 2 ;;
+  *) log "unknown kind '$kind' (expected ft, gil, old, 3.14 or 3.15)"; exit 2 ;;
 esac
 
 stamp=$prefix/.ftprof-complete

@@ -191,14 +191,19 @@ fn not_a_python_process() {
 
 #[test]
 fn old_cpython_process_is_not_supported() {
-    let old = ["/usr/bin/python3.11", "/root/.pyenv/versions/3.11.7/bin/python3.11"]
-        .into_iter()
-        .find(|p| Path::new(p).exists())
-        .expect("a CPython 3.11 on this machine");
-    let mut child = Command::new(old).args(["-c", "import time; time.sleep(30)"]).spawn().unwrap();
-    std::thread::sleep(std::time::Duration::from_millis(300));
+    use std::io::BufRead;
+    let old = python_old();
+    let (major, minor) = python_version(&old);
+    let mut child = Command::new(&old)
+        .args(["-c", "import time; print('ready', flush=True); time.sleep(30)"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+    assert_eq!(line.trim(), "ready");
     for out in record_and_dump(child.id()) {
-        let e = assert_one_line_error(&out, "runs CPython 3.11");
+        let e = assert_one_line_error(&out, &format!("runs CPython {major}.{minor}"));
         assert!(e.contains("not supported") && e.contains("3.13 or newer"), "{e}");
     }
     child.kill().unwrap();
@@ -207,11 +212,13 @@ fn old_cpython_process_is_not_supported() {
 
 #[test]
 fn zombie_process() {
-    // The child exits at once; its parent never reaps it.
+    // The child exits at once; its parent waits until it has exited without reaping it
+    // (WNOWAIT), then prints its pid: a zombie from then on.
     let mut parent = Command::new(python())
         .args([
             "-c",
-            "import os, sys, time\npid = os.fork()\nif pid == 0: os._exit(0)\nprint(pid, flush=True)\ntime.sleep(30)",
+            "import os, sys, time\npid = os.fork()\nif pid == 0: os._exit(0)\n\
+             os.waitid(os.P_PID, pid, os.WEXITED | os.WNOWAIT)\nprint(pid, flush=True)\ntime.sleep(30)",
         ])
         .stdout(std::process::Stdio::piped())
         .spawn()
@@ -219,7 +226,6 @@ fn zombie_process() {
     let mut line = String::new();
     std::io::BufRead::read_line(&mut std::io::BufReader::new(parent.stdout.take().unwrap()), &mut line).unwrap();
     let zombie: u32 = line.trim().parse().unwrap();
-    std::thread::sleep(std::time::Duration::from_millis(200));
     for out in record_and_dump(zombie) {
         assert_one_line_error(&out, &format!("process {zombie} is a zombie"));
     }

@@ -41,6 +41,33 @@ pub fn python_gil() -> PathBuf {
     .clone()
 }
 
+/// A CPython older than 3.13, which ftprof must refuse (`scripts/provision-python.sh old`:
+/// `$FTPROF_PYTHON_OLD`, else the first one on PATH).
+pub fn python_old() -> PathBuf {
+    static PY: OnceLock<PathBuf> = OnceLock::new();
+    PY.get_or_init(|| {
+        let out = Command::new("bash")
+            .arg(root().join("scripts/provision-python.sh"))
+            .arg("old")
+            .output()
+            .expect("run scripts/provision-python.sh old");
+        assert!(out.status.success(), "no CPython older than 3.13:\n{}", String::from_utf8_lossy(&out.stderr));
+        PathBuf::from(String::from_utf8(out.stdout).unwrap().trim())
+    })
+    .clone()
+}
+
+/// `(major, minor)` of a CPython, asked from the interpreter itself.
+pub fn python_version(python: &Path) -> (u32, u32) {
+    let out = Command::new(python)
+        .args(["-c", "import sys; print(*sys.version_info[:2])"])
+        .output()
+        .expect("run the interpreter");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let mut it = text.split_whitespace().map(|v| v.parse().expect("a version number"));
+    (it.next().expect("major"), it.next().expect("minor"))
+}
+
 /// A workload started in the background, killed on drop; its stdout lines are collected.
 pub struct Background {
     pub child: std::process::Child,

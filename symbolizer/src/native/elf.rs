@@ -678,10 +678,7 @@ int main(int argc, char **argv) { int a[4] = {argc, 2, 3, 4}; return exported(a,
 
     #[test]
     fn python_runtime_section() {
-        let Some(python) = python_binary() else {
-            eprintln!("SKIP: python3.13t not built yet");
-            return;
-        };
+        let python = python_binary();
         let elf = ElfFile::open(&python).unwrap();
         let rt = elf.section(".PyRuntime").expect(".PyRuntime in python3.13t");
         assert_eq!(elf.read_vaddr(rt.addr, 8), Some(&b"xdebugpy"[..]));

@@ -421,16 +421,22 @@ pub(crate) mod test_support {
         dir
     }
 
-    /// The free-threaded CPython: `$FTPROF_PYTHON` (set by `scripts/test.sh`, which provisions
-    /// it; a set but missing path fails the test), else the cached build when complete.
-    pub fn python_binary() -> Option<PathBuf> {
+    /// The free-threaded CPython: `$FTPROF_PYTHON` (set by `scripts/test.sh`), else what
+    /// `scripts/provision-python.sh` provisions (it builds and caches one when needed); a test
+    /// that needs it fails, with the reason, when neither works.
+    pub fn python_binary() -> PathBuf {
         if let Some(p) = std::env::var_os("FTPROF_PYTHON") {
             let p = PathBuf::from(p);
             assert!(p.exists(), "FTPROF_PYTHON={} does not exist", p.display());
-            return Some(p);
+            return p;
         }
-        let root = Path::new(&std::env::var_os("HOME")?).join(".cache/ftprof/cpython-3.13.5-ft");
-        let bin = root.join("bin/python3.13t");
-        (root.join(".ftprof-complete").exists() && bin.exists()).then_some(bin)
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/provision-python.sh");
+        let out = Command::new("bash").arg(&script).output().expect("run scripts/provision-python.sh");
+        assert!(
+            out.status.success(),
+            "no free-threaded CPython: scripts/provision-python.sh failed:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        PathBuf::from(String::from_utf8_lossy(&out.stdout).trim())
     }
 }

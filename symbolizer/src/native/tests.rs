@@ -2,7 +2,7 @@
 //! and (when built) the real free-threaded CPython.
 
 use std::hint::black_box;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use super::test_support::{compile_c, python_binary};
 use super::*;
@@ -115,14 +115,6 @@ fn unwinds_and_symbolizes_own_stack() {
     // The source location of `inner` is this file.
     let top = native.symbolize(pid, unwound.addrs[0], false);
     assert!(top[0].file.as_deref().is_some_and(|f| f.ends_with("native/tests.rs")), "{top:?}");
-
-    // Unwind cost (the rule cache is warm after the first walk).
-    let n = 2000;
-    let t = Instant::now();
-    for _ in 0..n {
-        black_box(native.unwind(pid, sample.regs, black_box(&sample.stack)));
-    }
-    eprintln!("unwind: {:?} per sample ({} frames, 64 KiB stack copy)", t.elapsed() / n, unwound.addrs.len());
 }
 
 /// qsort comparator that snapshots the stack once: the walk has to go through glibc, which is
@@ -359,10 +351,8 @@ fn symbolizes_vdso_from_own_image() {
     native.load_proc_maps(pid).unwrap();
     // SAFETY: getauxval has no preconditions.
     let base = unsafe { libc::getauxval(libc::AT_SYSINFO_EHDR) };
-    let Some((elf, bias)) = native.elf_for(pid, base) else {
-        eprintln!("SKIP: no vDSO");
-        return;
-    };
+    assert_ne!(base, 0, "the kernel maps no vDSO (AT_SYSINFO_EHDR is 0)");
+    let (elf, bias) = native.elf_for(pid, base).expect("the vDSO image is parsed");
     assert_eq!(native.mapping_for(pid, base).unwrap().path, "[vdso]");
     let (sym, _) = elf.symbol("__vdso_clock_gettime").unwrap();
     let frames = native.symbolize(pid, sym + bias + 1, false);
@@ -420,32 +410,29 @@ fn garbage_input_never_panics() {
     assert!(!u.addrs.is_empty() && u.addrs.len() <= 2);
 }
 
-/// Spawns `python3.13t -c script` and returns the child once its maps show the binary.
+/// Spawns `python -c script` and returns the child once the interpreter is running the script
+/// (it prints a line first; the pipe is the synchronisation).
 fn spawn_python(python: &std::path::Path, script: &str) -> std::process::Child {
-    let child = std::process::Command::new(python).args(["-c", script]).spawn().expect("spawn python3.13t");
-    let maps = format!("/proc/{}/maps", child.id());
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while Instant::now() < deadline {
-        if std::fs::read_to_string(&maps).is_ok_and(|m| m.contains("python3.13t")) {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    use std::io::BufRead;
+    let script = format!("print('ready', flush=True)\n{script}");
+    let mut child = std::process::Command::new(python)
+        .args(["-c", &script])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn the provisioned python");
+    let mut line = String::new();
+    std::io::BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+    assert_eq!(line.trim(), "ready", "the interpreter did not start the script");
     child
 }
 
 #[test]
 fn symbolizes_python_eval_loop() {
-    let Some(python) = python_binary() else {
-        eprintln!("SKIP: python3.13t not built yet");
-        return;
-    };
+    let python = python_binary();
     let mut child = spawn_python(&python, "import time; time.sleep(60)");
     let pid = child.id();
     let mut native = Native::new();
-    let t = Instant::now();
     native.load_proc_maps(pid).unwrap();
-    let load_maps = t.elapsed();
 
     let elf = ElfFile::open(&python).unwrap();
     let (func, size) = elf.symbol("_PyEval_EvalFrameDefault").expect("eval loop symbol");
@@ -458,23 +445,8 @@ fn symbolizes_python_eval_loop() {
     assert_eq!(native.elf_for(pid, func + bias).map(|(_, b)| b), Some(bias));
 
     let addr = func + bias + size / 2;
-    let t = Instant::now();
     let first = native.symbolize(pid, addr, true);
-    let first_time = t.elapsed();
-    let t = Instant::now();
-    let second = native.symbolize(pid, addr + 7, true);
-    let warm_time = t.elapsed();
-    let n = 10_000;
-    let t = Instant::now();
-    for _ in 0..n {
-        black_box(native.symbolize(pid, black_box(addr), true));
-    }
-    let cached_time = t.elapsed() / n;
-    eprintln!("{first:#?}\n{second:#?}");
-    eprintln!(
-        "python3.13t: load_proc_maps {load_maps:?} (parses the ELF), first symbolize {first_time:?} \
-         (builds the DWARF context), uncached in same unit {warm_time:?}, cached {cached_time:?}"
-    );
+    eprintln!("{first:#?}");
     assert_eq!(first.last().unwrap().function.as_deref(), Some("_PyEval_EvalFrameDefault"));
     assert_eq!(first.last().unwrap().module, python.to_str().unwrap());
     // The eval loop's body lives in generated_cases.c.h, included by ceval.c.
@@ -483,7 +455,6 @@ fn symbolizes_python_eval_loop() {
     assert_eq!(native.symbolize(pid, addr, true), first);
 
     // Walk the whole eval loop: many addresses are inlined helpers (Py_INCREF and friends).
-    let t = Instant::now();
     let mut inlined_names = std::collections::BTreeSet::new();
     let mut max_depth = 0;
     for off in (0..size).step_by(4) {
@@ -493,9 +464,8 @@ fn symbolizes_python_eval_loop() {
         inlined_names.extend(frames.iter().filter(|f| f.inlined).filter_map(|f| f.function.clone()));
     }
     eprintln!(
-        "{} addresses in {:?}; max inline depth {max_depth}; {} inlined functions, e.g. {:?}",
+        "{} addresses; max inline depth {max_depth}; {} inlined functions, e.g. {:?}",
         size / 4,
-        t.elapsed(),
         inlined_names.len(),
         inlined_names.iter().take(12).collect::<Vec<_>>()
     );
@@ -537,16 +507,11 @@ fn ptrace_sample(pid: u32, stack_end: u64) -> Option<Sample> {
 
 #[test]
 fn unwinds_live_python() {
-    let Some(python) = python_binary() else {
-        eprintln!("SKIP: python3.13t not built yet");
-        return;
-    };
+    let python = python_binary();
     let script = "def f(n):\n    return f(n - 1) if n else sorted(str(i) for i in range(2000))\n\
                   while True:\n    f(20)\n";
     let mut child = spawn_python(&python, script);
     let pid = child.id();
-    // Let it get past startup into the loop.
-    std::thread::sleep(Duration::from_millis(300));
     let mut native = Native::new();
     native.load_proc_maps(pid).unwrap();
     let maps_text = std::fs::read_to_string(format!("/proc/{pid}/maps")).unwrap();
@@ -557,16 +522,12 @@ fn unwinds_live_python() {
         .expect("[stack] mapping");
 
     let (mut samples, mut complete, mut through_eval) = (0, 0, 0);
-    let mut total = Duration::ZERO;
-    let mut kept = Vec::new();
     for _ in 0..30 {
         std::thread::sleep(Duration::from_millis(7));
         let Some(sample) = ptrace_sample(pid, stack_end) else {
             continue;
         };
-        let t = Instant::now();
         let unwound = native.unwind(pid, sample.regs, &sample.stack);
-        total += t.elapsed();
         let names = outer_names(&mut native, pid, &unwound.addrs);
         samples += 1;
         complete += usize::from(unwound.complete);
@@ -578,25 +539,14 @@ fn unwinds_live_python() {
         if samples <= 2 || !unwound.complete {
             eprintln!("complete={} {names:#?}", unwound.complete);
         }
-        kept.push(sample);
     }
     let _ = child.kill();
     let _ = child.wait();
-    // Again with warm caches (framehop's rule cache, gimli's unwind context).
-    let t = Instant::now();
-    for s in &kept {
-        black_box(native.unwind(pid, s.regs, &s.stack));
-    }
-    let warm = t.elapsed() / kept.len().max(1) as u32;
-    eprintln!(
-        "live python: {samples} samples, {complete} complete, {through_eval} through the eval loop \
-         to main; unwind {:?} per sample cold, {warm:?} warm",
-        total / samples.max(1) as u32
+    eprintln!("live python: {samples} samples, {complete} complete, {through_eval} through the eval loop to main");
+    assert!(
+        samples > 0,
+        "ptrace could not stop the child: run the tests as root or with kernel.yama.ptrace_scope=0 (scripts/test.sh)"
     );
-    if samples == 0 {
-        eprintln!("SKIP: ptrace not permitted here");
-        return;
-    }
     assert!(samples >= 10, "only {samples} ptrace samples");
     assert!(complete * 10 >= samples * 9, "{complete}/{samples} complete");
     assert!(through_eval * 10 >= samples * 8, "{through_eval}/{samples} through eval loop");
