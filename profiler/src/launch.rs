@@ -3,8 +3,15 @@
 
 use std::ffi::{CString, OsStr, OsString};
 use std::io;
+use std::os::fd::{BorrowedFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
+
+use nix::fcntl::OFlag;
+use nix::sys::prctl::set_pdeathsig;
+use nix::sys::signal::{signal, SigHandler, Signal};
+use nix::sys::wait::waitpid;
+use nix::unistd::{fork, getpid, getppid, pipe2, ForkResult, Pid};
 
 #[derive(Debug, thiserror::Error)]
 pub enum LaunchError {
@@ -30,8 +37,11 @@ pub struct LaunchSpec {
 /// A forked child held before `exec`.
 pub struct Launched {
     pub pid: i32,
-    gate_w: libc::c_int,
-    err_r: libc::c_int,
+    /// Write end of the gate: one byte lets the child `exec`; closing it makes the child exit.
+    gate_w: Option<OwnedFd>,
+    /// Read end of the error pipe: the child writes `errno` there when `exec` fails (it is
+    /// close-on-exec, so a successful `exec` closes it with nothing written).
+    err_r: Option<OwnedFd>,
     program: String,
 }
 
@@ -84,109 +94,99 @@ impl Launched {
         eptrs.push(std::ptr::null());
         let (out_fd, err_fd) = (spec.stdout.unwrap_or(-1), spec.stderr.unwrap_or(-1));
 
-        let mut gate = [0; 2];
-        let mut err = [0; 2];
-        let close_all = |fds: &[libc::c_int]| {
-            for &fd in fds.iter().filter(|&&fd| fd >= 0) {
-                unsafe { libc::close(fd) };
+        let (gate_r, gate_w) = pipe2(OFlag::O_CLOEXEC).map_err(|e| LaunchError::Fork(e.into()))?;
+        let (err_r, err_w) = pipe2(OFlag::O_CLOEXEC).map_err(|e| LaunchError::Fork(e.into()))?;
+        let parent_pid = getpid();
+        // SAFETY: the child only makes async-signal-safe calls (see `exec_when_released`) on
+        // memory allocated before the fork, then `exec`s or `_exit`s.
+        match unsafe { fork() } {
+            Err(e) => Err(LaunchError::Fork(e.into())),
+            Ok(ForkResult::Child) => {
+                drop((gate_w, err_r));
+                exec_when_released(parent_pid, gate_r, err_w, out_fd, err_fd, &path, &cptrs, &eptrs)
             }
-        };
-        if unsafe { libc::pipe2(gate.as_mut_ptr(), libc::O_CLOEXEC) } < 0 {
-            return Err(LaunchError::Fork(io::Error::last_os_error()));
-        }
-        if unsafe { libc::pipe2(err.as_mut_ptr(), libc::O_CLOEXEC) } < 0 {
-            let e = io::Error::last_os_error();
-            close_all(&gate);
-            return Err(LaunchError::Fork(e));
-        }
-        let parent_pid = unsafe { libc::getpid() };
-        let pid = unsafe { libc::fork() };
-        if pid < 0 {
-            let e = io::Error::last_os_error();
-            close_all(&gate);
-            close_all(&err);
-            return Err(LaunchError::Fork(e));
-        }
-        if pid == 0 {
-            unsafe {
-                libc::close(gate[1]);
-                libc::close(err[0]);
-                // Die with ftprof rather than run on unobserved.
-                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
-                if libc::getppid() != parent_pid {
-                    libc::_exit(127);
-                }
-                // Default signal dispositions for the target.
-                libc::signal(libc::SIGINT, libc::SIG_DFL);
-                let mut byte = 0u8;
-                let n = libc::read(gate[0], &mut byte as *mut u8 as *mut libc::c_void, 1);
-                if n != 1 {
-                    libc::_exit(127); // parent gave up
-                }
-                if out_fd >= 0 {
-                    libc::dup2(out_fd, 1);
-                }
-                if err_fd >= 0 {
-                    libc::dup2(err_fd, 2);
-                }
-                libc::execve(path.as_ptr(), cptrs.as_ptr(), eptrs.as_ptr());
-                let e = *libc::__errno_location();
-                libc::write(err[1], &e as *const i32 as *const libc::c_void, 4);
-                libc::_exit(127);
+            Ok(ForkResult::Parent { child }) => {
+                drop((gate_r, err_w));
+                Ok(Launched { pid: child.as_raw(), gate_w: Some(gate_w), err_r: Some(err_r), program })
             }
         }
-        unsafe {
-            libc::close(gate[0]);
-            libc::close(err[1]);
-        }
-        Ok(Launched { pid, gate_w: gate[1], err_r: err[0], program })
     }
 
     /// Let the child `exec`. Returns an error when `exec` itself failed.
     pub fn release(&mut self) -> Result<(), LaunchError> {
-        let byte = 1u8;
-        unsafe {
-            libc::write(self.gate_w, &byte as *const u8 as *const libc::c_void, 1);
-            libc::close(self.gate_w);
+        if let Some(gate) = self.gate_w.take() {
+            let _ = nix::unistd::write(&gate, &[1]);
         }
-        self.gate_w = -1;
-        let mut e = 0i32;
-        let n = unsafe { libc::read(self.err_r, &mut e as *mut i32 as *mut libc::c_void, 4) };
-        unsafe { libc::close(self.err_r) };
-        self.err_r = -1;
+        let mut e = [0u8; 4];
+        let n = match self.err_r.take() {
+            Some(fd) => nix::unistd::read(&fd, &mut e).unwrap_or(0),
+            None => 0,
+        };
         if n == 4 {
-            let mut status = 0;
-            unsafe { libc::waitpid(self.pid, &mut status, 0) };
-            return Err(LaunchError::Exec(self.program.clone(), io::Error::from_raw_os_error(e)));
+            let _ = waitpid(Pid::from_raw(self.pid), None);
+            return Err(LaunchError::Exec(self.program.clone(), io::Error::from_raw_os_error(i32::from_ne_bytes(e))));
         }
         Ok(())
     }
 
     /// Kill a child that was never released.
-    pub fn abandon(mut self) {
-        unsafe {
-            libc::close(self.gate_w);
-            libc::close(self.err_r);
-            let mut status = 0;
-            libc::waitpid(self.pid, &mut status, 0);
-        }
-        self.gate_w = -1;
-        self.err_r = -1;
+    pub fn abandon(self) {
+        // Dropping it closes the gate, which makes the child exit, and reaps it.
     }
 }
 
 impl Drop for Launched {
     fn drop(&mut self) {
-        unsafe {
-            if self.err_r >= 0 {
-                libc::close(self.err_r);
-            }
-            if self.gate_w >= 0 {
-                // Never released: closing the gate makes the child exit; reap it.
-                libc::close(self.gate_w);
-                let mut status = 0;
-                libc::waitpid(self.pid, &mut status, 0);
-            }
+        self.err_r = None;
+        if self.gate_w.take().is_some() {
+            // Never released: closing the gate (just done) makes the child exit; reap it.
+            let _ = waitpid(Pid::from_raw(self.pid), None);
         }
     }
+}
+
+/// The child's side of [`Launched::spawn_spec`], between `fork` and `exec`: die with ftprof,
+/// restore SIGINT, wait for the gate, redirect output, `exec`; report `errno` on failure.
+#[allow(clippy::too_many_arguments)]
+fn exec_when_released(
+    parent_pid: Pid,
+    gate_r: OwnedFd,
+    err_w: OwnedFd,
+    out_fd: RawFd,
+    err_fd: RawFd,
+    path: &CString,
+    argv: &[*const libc::c_char],
+    envp: &[*const libc::c_char],
+) -> ! {
+    // Die with ftprof rather than run on unobserved.
+    let _ = set_pdeathsig(Signal::SIGKILL);
+    if getppid() != parent_pid {
+        exit_now();
+    }
+    // SAFETY: restoring the default disposition installs no handler.
+    let _ = unsafe { signal(Signal::SIGINT, SigHandler::SigDfl) };
+    let mut byte = [0u8];
+    if nix::unistd::read(&gate_r, &mut byte) != Ok(1) {
+        exit_now(); // parent gave up
+    }
+    if out_fd >= 0 {
+        // SAFETY: `out_fd` is the caller's open descriptor, borrowed for this call only.
+        let _ = nix::unistd::dup2_stdout(unsafe { BorrowedFd::borrow_raw(out_fd) });
+    }
+    if err_fd >= 0 {
+        // SAFETY: as above.
+        let _ = nix::unistd::dup2_stderr(unsafe { BorrowedFd::borrow_raw(err_fd) });
+    }
+    // SAFETY: `path`, `argv` and `envp` were built before the fork; both arrays end with a null
+    // pointer and point to NUL-terminated strings that outlive the call.
+    unsafe { libc::execve(path.as_ptr(), argv.as_ptr(), envp.as_ptr()) };
+    let e = nix::errno::Errno::last_raw();
+    let _ = nix::unistd::write(&err_w, &e.to_ne_bytes());
+    exit_now()
+}
+
+/// `_exit(127)`: leave the forked child without running the parent's exit handlers.
+fn exit_now() -> ! {
+    // SAFETY: `_exit` is async-signal-safe and has no preconditions.
+    unsafe { libc::_exit(127) }
 }

@@ -1,7 +1,7 @@
 //! `perf_event_open` sessions and their ring buffers.
 
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{fence, Ordering};
 
 use perf_event_open_sys::bindings as b;
@@ -80,6 +80,8 @@ pub fn online_cpus() -> Vec<u32> {
 }
 
 fn perf_open(attr: &mut b::perf_event_attr, pid: i32, cpu: i32) -> Result<OwnedFd, PerfError> {
+    // SAFETY: `attr` is a valid, exclusively borrowed perf_event_attr whose `size` is set; the
+    // kernel only reads it (and writes back `size` on E2BIG).
     let fd = unsafe { perf_event_open_sys::perf_event_open(attr, pid, cpu, -1, b::PERF_FLAG_FD_CLOEXEC as _) };
     if fd < 0 {
         let e = io::Error::last_os_error();
@@ -88,6 +90,7 @@ fn perf_open(attr: &mut b::perf_event_attr, pid: i32, cpu: i32) -> Result<OwnedF
             _ => PerfError::Other(e),
         });
     }
+    // SAFETY: `fd` was just returned by perf_event_open and is owned by nobody else.
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
@@ -155,22 +158,19 @@ pub fn switch_attr(cfg: &SamplingConfig, enable_on_exec: bool) -> b::perf_event_
 }
 
 pub fn page_size() -> usize {
-    unsafe { libc::sysconf(libc::_SC_PAGESIZE) as usize }
+    nix::unistd::sysconf(nix::unistd::SysconfVar::PAGE_SIZE).ok().flatten().unwrap_or(4096) as usize
 }
 
 /// One opened event with its mmap'd ring buffer.
 pub struct Ring {
     fd: OwnedFd,
-    base: *mut u8,
-    map_len: usize,
+    /// The shared mapping: one header page (`perf_event_mmap_page`), then the data area.
+    map: memmap2::MmapRaw,
     data_size: usize,
     sample_type: u64,
     source: SampleSource,
     scratch: Vec<u8>,
 }
-
-// The mapping is owned exclusively by this struct.
-unsafe impl Send for Ring {}
 
 impl Ring {
     /// Open `attr` for (`pid`, `cpu`) and map its ring buffer.
@@ -185,37 +185,15 @@ impl Ring {
         // Without privileges the kernel caps locked ring memory (perf_event_mlock_kb per CPU plus
         // RLIMIT_MEMLOCK): halve the ring until it fits.
         let mut pages = pages.next_power_of_two();
-        let (base, data_size, map_len) = loop {
+        let (map, data_size) = loop {
             let data_size = pages * page_size();
-            let map_len = data_size + page_size();
-            let base = unsafe {
-                libc::mmap(
-                    std::ptr::null_mut(),
-                    map_len,
-                    libc::PROT_READ | libc::PROT_WRITE,
-                    libc::MAP_SHARED,
-                    fd.as_raw_fd(),
-                    0,
-                )
-            };
-            if base != libc::MAP_FAILED {
-                break (base, data_size, map_len);
+            match memmap2::MmapOptions::new().len(data_size + page_size()).map_raw(&fd) {
+                Ok(map) => break (map, data_size),
+                Err(e) if pages > 8 && matches!(e.raw_os_error(), Some(libc::EPERM) | Some(libc::ENOMEM)) => pages /= 2,
+                Err(e) => return Err(PerfError::Mmap(e)),
             }
-            let e = io::Error::last_os_error();
-            if pages <= 8 || !matches!(e.raw_os_error(), Some(libc::EPERM) | Some(libc::ENOMEM)) {
-                return Err(PerfError::Mmap(e));
-            }
-            pages /= 2;
         };
-        Ok(Ring {
-            fd,
-            base: base as *mut u8,
-            map_len,
-            data_size,
-            sample_type: attr.sample_type,
-            source,
-            scratch: Vec::new(),
-        })
+        Ok(Ring { fd, map, data_size, sample_type: attr.sample_type, source, scratch: Vec::new() })
     }
 
     /// Which kind of records this ring carries.
@@ -227,19 +205,21 @@ impl Ring {
         self.fd.as_raw_fd()
     }
 
+    pub fn as_fd(&self) -> BorrowedFd<'_> {
+        self.fd.as_fd()
+    }
+
     pub fn enable(&self) -> io::Result<()> {
-        if unsafe { perf_event_open_sys::ioctls::ENABLE(self.fd(), 0) } < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        Ok(())
+        enable(&self.fd)
     }
 
     pub fn disable(&self) {
+        // SAFETY: DISABLE takes no argument pointer; the descriptor is a live perf event.
         unsafe { perf_event_open_sys::ioctls::DISABLE(self.fd(), 0) };
     }
 
     fn header(&self) -> *mut b::perf_event_mmap_page {
-        self.base as *mut b::perf_event_mmap_page
+        self.map.as_mut_ptr() as *mut b::perf_event_mmap_page
     }
 
     /// Hand every complete record currently in the buffer to `sink`. Returns how many.
@@ -254,7 +234,7 @@ impl Ring {
         // SAFETY: the data area is the `data_size` bytes after the header page of the mapping,
         // which lives as long as `self`. The kernel does not write the part between tail and head
         // (the only part read) until `data_tail` moves past it below.
-        let data = unsafe { std::slice::from_raw_parts(self.base.add(page_size()), self.data_size) };
+        let data = unsafe { std::slice::from_raw_parts(self.map.as_ptr().add(page_size()), self.data_size) };
         let (sample_type, source) = (self.sample_type, self.source);
         let mut n = 0;
         let tail = read_ring(data, tail, head, &mut self.scratch, &mut |rec| {
@@ -303,10 +283,13 @@ pub(crate) fn read_ring(data: &[u8], mut tail: u64, head: u64, scratch: &mut Vec
     tail
 }
 
-impl Drop for Ring {
-    fn drop(&mut self) {
-        unsafe { libc::munmap(self.base as *mut libc::c_void, self.map_len) };
+/// Start counting on a perf event.
+fn enable(fd: &OwnedFd) -> io::Result<()> {
+    // SAFETY: ENABLE takes no argument pointer; `fd` is a live perf event descriptor.
+    if unsafe { perf_event_open_sys::ioctls::ENABLE(fd.as_raw_fd(), 0) } < 0 {
+        return Err(io::Error::last_os_error());
     }
+    Ok(())
 }
 
 /// Open one cpu-clock event per online CPU that samples every task on it (`pid = -1`): the
@@ -408,6 +391,8 @@ impl ThreadEvents {
                                 Err(e) => Err(e),
                             },
                             Some(&i) => perf_open(&mut attr, tid, cpu as i32).and_then(|fd| {
+                                // SAFETY: SET_OUTPUT takes the target descriptor by value; both
+                                // are live perf events of this process.
                                 let r = unsafe {
                                     perf_event_open_sys::ioctls::SET_OUTPUT(fd.as_raw_fd(), ev.rings[i].fd())
                                 };
@@ -448,9 +433,7 @@ impl ThreadEvents {
             r.enable()?;
         }
         for fd in &self.followers {
-            if unsafe { perf_event_open_sys::ioctls::ENABLE(fd.as_raw_fd(), 0) } < 0 {
-                return Err(io::Error::last_os_error());
-            }
+            enable(fd)?;
         }
         Ok(())
     }
@@ -458,11 +441,10 @@ impl ThreadEvents {
 
 /// Attaching needs threads × CPUs × 2 descriptors: lift the soft open-file limit to the hard one.
 fn raise_fd_limit() {
-    let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
-    unsafe {
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 && lim.rlim_cur < lim.rlim_max {
-            lim.rlim_cur = lim.rlim_max;
-            libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    if let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) {
+        if soft < hard {
+            let _ = setrlimit(Resource::RLIMIT_NOFILE, hard, hard);
         }
     }
 }

@@ -4,6 +4,11 @@ use std::ffi::OsString;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+use nix::sys::signal::{kill, Signal};
+use nix::time::{clock_gettime, ClockId};
+use nix::unistd::Pid;
+
 use crate::launch::{LaunchError, Launched};
 use crate::perf::{self, PerfError, Ring, SamplingConfig};
 use crate::records::Record;
@@ -97,9 +102,8 @@ struct LostCounts {
 }
 
 pub fn monotonic_ns() -> u64 {
-    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
-    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+    let ts = clock_gettime(ClockId::CLOCK_MONOTONIC).expect("CLOCK_MONOTONIC is always available");
+    ts.tv_sec() as u64 * 1_000_000_000 + ts.tv_nsec() as u64
 }
 
 /// Record `target` until it exits or `stop` becomes true. Every record is passed to `sink` as it
@@ -140,17 +144,17 @@ pub fn record(
     let mut stop_reason = StopReason::TargetExited;
     let mut stop_seen: Option<Instant> = None;
     let mut escalation = 0;
-    let mut pollfds: Vec<libc::pollfd> =
-        rings.iter().map(|r| libc::pollfd { fd: r.fd(), events: libc::POLLIN, revents: 0 }).collect();
 
     let mut wait = Duration::from_millis(POLL_MS);
     loop {
-        poll(&mut pollfds, wait);
+        poll_rings(&rings, wait);
         drain_all(&mut rings, &mut lost, filter.as_mut(), sink);
         wait = sink.tick();
 
         let mut status = 0;
+        // SAFETY: `rusage` is plain data, all zeroes is a valid value.
         let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+        // SAFETY: both pointers are to live locals; nix has no `wait4` (the child's rusage).
         let r = unsafe { libc::wait4(pid, &mut status, libc::WNOHANG, &mut ru) };
         if r == pid {
             exit = Some(if libc::WIFSIGNALED(status) {
@@ -172,7 +176,7 @@ pub fn record(
             let since = *stop_seen.get_or_insert_with(Instant::now);
             let due = [1, 4, 7].get(escalation).map(|&s| Duration::from_secs(s));
             if due.is_some_and(|d| since.elapsed() >= d) {
-                unsafe { libc::kill(pid, [libc::SIGINT, libc::SIGTERM, libc::SIGKILL][escalation]) };
+                let _ = kill(Pid::from_raw(pid), [Signal::SIGINT, Signal::SIGTERM, Signal::SIGKILL][escalation]);
                 escalation += 1;
             }
         }
@@ -232,11 +236,9 @@ fn attach(
     // Events are live: what the caller reads now is covered by what the rings report next.
     sink.started(pid);
     let mut lost = LostCounts::default();
-    let mut pollfds: Vec<libc::pollfd> =
-        rings.iter().map(|r| libc::pollfd { fd: r.fd(), events: libc::POLLIN, revents: 0 }).collect();
     let mut wait = Duration::from_millis(POLL_MS);
     let reason = loop {
-        poll(&mut pollfds, wait);
+        poll_rings(&rings, wait);
         drain_all(&mut rings, &mut lost, filter.as_mut(), sink);
         wait = sink.tick();
         if stop.load(Ordering::Relaxed) {
@@ -266,10 +268,10 @@ fn attach(
     })
 }
 
-fn poll(fds: &mut [libc::pollfd], wait: Duration) {
-    let ms = wait.as_millis().clamp(0, POLL_MS as u128) as i32;
-    // SAFETY: `fds` is a valid, exclusively borrowed slice of pollfd for the whole call.
-    unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as _, ms) };
+fn poll_rings(rings: &[Ring], wait: Duration) {
+    let ms = wait.as_millis().clamp(0, POLL_MS as u128) as u16;
+    let mut fds: Vec<PollFd> = rings.iter().map(|r| PollFd::new(r.as_fd(), PollFlags::POLLIN)).collect();
+    let _ = poll(&mut fds, PollTimeout::from(ms));
 }
 
 /// Which processes' records to keep from CPU-wide rings: the target and the processes it forks.

@@ -5,7 +5,12 @@
 
 use std::collections::HashMap;
 use std::fs::File;
+use std::io::IoSliceMut;
 use std::os::unix::fs::FileExt;
+
+use nix::errno::Errno;
+use nix::sys::uio::{process_vm_readv, RemoteIoVec};
+use nix::unistd::Pid;
 
 use crate::records::Regs;
 
@@ -40,20 +45,15 @@ pub fn read_stack(pid: u32, sp: u64, max: usize) -> Vec<u8> {
     let mut len = max;
     let mut buf = vec![0u8; max];
     while len >= 512 {
-        let local = libc::iovec { iov_base: buf.as_mut_ptr().cast(), iov_len: len };
-        let remote = libc::iovec { iov_base: sp as *mut libc::c_void, iov_len: len };
-        // SAFETY: `local` points into `buf`, which has at least `len` writable bytes; the remote
-        // range is only read by the kernel, which checks it.
-        let n = unsafe { libc::process_vm_readv(pid as libc::pid_t, &local, 1, &remote, 1, 0) };
-        if n == len as isize {
-            buf.truncate(len);
-            return buf;
-        }
-        if n < 0 {
-            let e = std::io::Error::last_os_error().raw_os_error();
-            if matches!(e, Some(libc::ESRCH) | Some(libc::EPERM)) {
-                break; // gone, or not ours to read: retrying will not help
+        let remote = [RemoteIoVec { base: sp as usize, len }];
+        match process_vm_readv(Pid::from_raw(pid as i32), &mut [IoSliceMut::new(&mut buf[..len])], &remote) {
+            Ok(n) if n == len => {
+                buf.truncate(len);
+                return buf;
             }
+            // Gone, or not ours to read: retrying will not help.
+            Err(Errno::ESRCH | Errno::EPERM) => break,
+            _ => {}
         }
         // Do not cross the end of the stack mapping: shrink (always strictly) and retry.
         let to_page_end = (4096 - (sp as usize % 4096)) % 4096;
@@ -198,7 +198,7 @@ mod tests {
         let (tid_tx, tid_rx) = std::sync::mpsc::channel();
         let h = std::thread::spawn(move || {
             // SAFETY: gettid has no preconditions.
-            tid_tx.send(unsafe { libc::gettid() } as u32).unwrap();
+            tid_tx.send(nix::unistd::gettid().as_raw() as u32).unwrap();
             rx.recv().unwrap();
         });
         let tid = tid_rx.recv().unwrap();
@@ -230,7 +230,7 @@ mod tests {
         let s2 = stop.clone();
         let h = std::thread::spawn(move || {
             // SAFETY: gettid has no preconditions.
-            tid_tx.send(unsafe { libc::gettid() } as u32).unwrap();
+            tid_tx.send(nix::unistd::gettid().as_raw() as u32).unwrap();
             while !s2.load(std::sync::atomic::Ordering::Relaxed) {
                 std::hint::spin_loop();
             }
