@@ -8,7 +8,7 @@ use proptest::test_runner::{Config, TestRunner};
 use crate::perf::read_ring;
 use crate::records::tests::{record, sample_record, sample_type};
 use crate::records::{parse, SampleSource};
-use crate::threads::{parse_ctxt_switches, parse_schedstat, parse_syscall};
+use crate::threads::{parse_ctxt_switches, parse_schedstat, parse_stat, parse_syscall};
 
 pub(crate) fn cases() -> u32 {
     std::env::var("FTPROF_FUZZ_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(100_000)
@@ -119,6 +119,7 @@ fn proc_parsers_never_panic() {
             let _ = parse_syscall(&text);
             let _ = parse_schedstat(&text);
             let _ = parse_ctxt_switches(&text);
+            let _ = parse_stat(&text);
             Ok(())
         })
         .unwrap();

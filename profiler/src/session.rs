@@ -200,11 +200,7 @@ pub fn record(
 
 /// Is `pid` still a live process (not gone, not a zombie)?
 pub fn alive(pid: i32) -> bool {
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        // State is the field after the parenthesised comm.
-        Ok(stat) => stat.rsplit_once(')').and_then(|(_, rest)| rest.split_whitespace().next()) != Some("Z"),
-        Err(_) => false,
-    }
+    u32::try_from(pid).ok().and_then(|p| crate::threads::read_stat(p, None)).is_some_and(|s| s.state != 'Z')
 }
 
 fn attach(

@@ -66,6 +66,50 @@ pub fn read_stack(pid: u32, sp: u64, max: usize) -> Vec<u8> {
     Vec::new()
 }
 
+/// What ftprof uses of `/proc/PID/stat` (or `/proc/PID/task/TID/stat`): the one parser of it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ProcStat {
+    /// Scheduler state letter (R, S, D, T, Z, …).
+    pub state: char,
+    pub ppid: u32,
+}
+
+/// Parse a `stat` file: `PID (COMM) STATE PPID …`; the command name may hold spaces and
+/// parentheses, so the fields are counted from the last `)`.
+pub fn parse_stat(text: &str) -> Option<ProcStat> {
+    let mut rest = text.rsplit_once(')')?.1.split_whitespace();
+    let state = rest.next()?.chars().next()?;
+    let ppid = rest.next()?.parse().ok()?;
+    Some(ProcStat { state, ppid })
+}
+
+/// `stat` of process `pid`, or of its thread `tid`.
+pub fn read_stat(pid: u32, tid: Option<u32>) -> Option<ProcStat> {
+    let path = match tid {
+        Some(tid) => format!("/proc/{pid}/task/{tid}/stat"),
+        None => format!("/proc/{pid}/stat"),
+    };
+    parse_stat(&std::fs::read_to_string(path).ok()?)
+}
+
+/// Where a thread parked in CPython's parking lot keeps the parked-on address:
+/// `_PyParkingLot_Park` sleeps on the semaphore inside its on-stack
+/// `wait_entry {park_arg, addr, sema, …}`, so the futex address (first system call argument,
+/// `rdi`) minus 8 holds `addr`. Read it from the stack copy; for a futex word not on the stack
+/// (e.g. the GIL's condition variable), that word itself.
+pub fn parked_addr(regs: &Regs, stack: &[u8]) -> Option<u64> {
+    let slot = regs.di.checked_sub(8)?;
+    let on_stack = slot
+        .checked_sub(regs.sp)
+        .and_then(|off| usize::try_from(off).ok())
+        .and_then(|off| stack.get(off..off.checked_add(8)?));
+    let Some(bytes) = on_stack else {
+        return (regs.di > 4096).then_some(regs.di);
+    };
+    let addr = u64::from_le_bytes(bytes.try_into().ok()?);
+    (addr > 4096).then_some(addr)
+}
+
 /// A thread's scheduler accounting (`/proc/PID/task/TID/schedstat` and the context-switch
 /// counters of `status`): exact, kept by the kernel at no cost to the thread.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -176,6 +220,37 @@ mod tests {
         assert_eq!(parse_syscall("running\n"), None);
         assert_eq!(parse_syscall(""), None);
         assert_eq!(parse_syscall("202 zz 0 0 0 0 0 0 0"), None);
+    }
+
+    #[test]
+    fn parses_stat_with_awkward_command_names() {
+        let st = parse_stat("4242 (my (odd) prog) S 17 4242 4242 0 -1 4194560 120 0 0 0").unwrap();
+        assert_eq!(st, ProcStat { state: 'S', ppid: 17 });
+        assert_eq!(parse_stat("1 (a b) Z 0").map(|s| s.state), Some('Z'));
+        assert_eq!(parse_stat("1 (x"), None);
+        assert_eq!(parse_stat("1 (x) S notanumber"), None);
+        let tid = nix::unistd::gettid().as_raw() as u32;
+        let own = read_stat(std::process::id(), Some(tid)).unwrap();
+        assert_eq!(own.state, 'R', "this thread is running while it reads its own stat");
+        assert_eq!(read_stat(std::process::id(), None).unwrap().ppid, nix::unistd::getppid().as_raw() as u32);
+    }
+
+    #[test]
+    fn parked_address_from_the_wait_entry_or_the_futex_word() {
+        let sp = 0x7ffc_0000_1000u64;
+        let mut stack = vec![0u8; 256];
+        // The wait entry's `addr` field at futex - 8, i.e. at sp + 0x40.
+        stack[0x40..0x48].copy_from_slice(&0x7f00_dead_0000u64.to_le_bytes());
+        let regs = Regs { di: sp + 0x48, sp, ..Default::default() };
+        assert_eq!(parked_addr(&regs, &stack), Some(0x7f00_dead_0000));
+        // A futex word elsewhere (a condition variable): the word itself.
+        let regs = Regs { di: 0x5555_0000_0040, sp, ..Default::default() };
+        assert_eq!(parked_addr(&regs, &stack), Some(0x5555_0000_0040));
+        // Past the end of the copy, a null slot, no futex at all.
+        assert_eq!(parked_addr(&Regs { di: sp + 0x1000, sp, ..Default::default() }, &stack), Some(sp + 0x1000));
+        assert_eq!(parked_addr(&Regs { di: sp + 0x10, sp, ..Default::default() }, &stack), None);
+        assert_eq!(parked_addr(&Regs { di: 4, sp, ..Default::default() }, &stack), None);
+        assert_eq!(parked_addr(&Regs { di: u64::MAX, sp: 0, ..Default::default() }, &stack), Some(u64::MAX));
     }
 
     #[test]

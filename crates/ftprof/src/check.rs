@@ -211,11 +211,8 @@ pub fn check_process(pid: u32) -> Result<AttachTarget> {
     if !Path::new(&format!("/proc/{pid}")).exists() {
         bail!("no such process: {pid} (check the PID with ps or pgrep)");
     }
-    if crate::snapshot::process_state(pid) == Some('Z') {
-        let ppid = std::fs::read_to_string(format!("/proc/{pid}/stat"))
-            .ok()
-            .and_then(|s| s.rsplit_once(')').and_then(|(_, r)| r.split_whitespace().nth(1).map(str::to_string)))
-            .unwrap_or_else(|| "?".into());
+    if let Some(stat) = profiler::threads::read_stat(pid, None).filter(|s| s.state == 'Z') {
+        let ppid = stat.ppid;
         bail!("process {pid} is a zombie: it has exited and waits for its parent ({ppid}) to reap it; there is nothing left to profile");
     }
     let exe = match std::fs::read_link(format!("/proc/{pid}/exe")) {

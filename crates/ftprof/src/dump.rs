@@ -85,7 +85,7 @@ pub fn collect(pid: u32, native_frames: bool) -> Result<Dump> {
             } else {
                 uw.addrs.iter().enumerate().map(|(i, &a)| vec![native.symbolize_quick(pid, a, i > 0)]).collect()
             };
-            let parked = crate::record::parked_addr(&b.regs, &b.stack).map(|a| py.probe_parked(tid, a));
+            let parked = snapshot::parked_addr(&b.regs, &b.stack).map(|a| py.probe_parked(tid, a));
             let ev = Evidence {
                 native: chains.iter().flatten().collect(),
                 leaf_prev: &[],

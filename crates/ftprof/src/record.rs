@@ -11,7 +11,7 @@ use analysis::collect::{Collector, EntryKind, SampleKey, SchedTotals};
 use analysis::{Observation, Profile, ProfileBuilder, PythonInfo, SampleInput, TargetInfo};
 use anyhow::{Context, Result};
 use flamegraph::{Format, Mode};
-use profiler::threads::{SchedStat, ThreadProbe};
+use profiler::threads::{parked_addr, SchedStat, ThreadProbe};
 use profiler::{Record, RecordingOutcome, Regs, SampleSource, SamplingConfig, Target};
 use symbolizer::native::{Mapping, Native};
 use symbolizer::python::PyProcess;
@@ -76,21 +76,6 @@ fn restore_signal_handlers() {
 /// thread is one `pread`; a blocked, not yet explained thread costs a stack copy and a Python
 /// stack read, ~20 µs). With more threads the per-thread tick rate goes down.
 pub const WAIT_CHECK_BUDGET: f64 = 4000.0;
-
-/// Where a thread parked in the parking lot keeps the parked-on address: `_PyParkingLot_Park`
-/// sleeps on the semaphore inside its on-stack `wait_entry {park_arg, addr, sema, …}`, so the
-/// futex address (first syscall argument, `rdi`) minus 8 holds `addr`. Read it from the stack
-/// copy of the sample.
-pub fn parked_addr(regs: &Regs, stack: &[u8]) -> Option<u64> {
-    let slot = regs.di.checked_sub(8)?;
-    let on_stack = slot.checked_sub(regs.sp).and_then(|off| stack.get(off as usize..off as usize + 8));
-    let Some(bytes) = on_stack else {
-        // Not a parking-lot wait entry: the futex word itself (e.g. the GIL's condition variable).
-        return (regs.di > 4096).then_some(regs.di);
-    };
-    let addr = u64::from_le_bytes(bytes.try_into().ok()?);
-    (addr > 4096).then_some(addr)
-}
 
 /// A thread's scheduler accounting when first and last read, for exact per-thread totals.
 #[derive(Clone, Copy, Default)]

@@ -22,6 +22,7 @@ use framehop::Unwinder as _;
 
 pub use dwarf::demangle;
 pub use elf::{ElfFile, LoadSegment, SectionInfo};
+pub use maps::{parse_map_line, parse_maps, MapLine};
 pub use unwind::MAX_DEPTH;
 
 use dwarf::ModuleSymbolizer;

@@ -154,40 +154,12 @@ pub struct PyProcess {
     code_hdr_len: usize,
 }
 
-/// What `/proc/PID/maps` says about one file-backed mapping.
-#[derive(Clone, Debug)]
-pub struct MapLine {
-    pub start: u64,
-    pub end: u64,
-    pub perms: String,
-    pub pgoff: u64,
-    pub inode: u64,
-    pub path: String,
-}
+/// What `/proc/PID/maps` says about one mapping (the one maps parser lives in `native`).
+pub use crate::native::MapLine;
 
+/// The mappings of process `pid`.
 pub fn read_maps(pid: u32) -> std::io::Result<Vec<MapLine>> {
-    let text = std::fs::read_to_string(format!("/proc/{pid}/maps"))?;
-    Ok(text
-        .lines()
-        .filter_map(|l| {
-            let mut it = l.split_whitespace();
-            let range = it.next()?;
-            let perms = it.next()?.to_string();
-            let pgoff = u64::from_str_radix(it.next()?, 16).ok()?;
-            let _dev = it.next()?;
-            let inode = it.next()?.parse().ok()?;
-            let path = it.collect::<Vec<_>>().join(" ");
-            let (s, e) = range.split_once('-')?;
-            Some(MapLine {
-                start: u64::from_str_radix(s, 16).ok()?,
-                end: u64::from_str_radix(e, 16).ok()?,
-                perms,
-                pgoff,
-                inode,
-                path,
-            })
-        })
-        .collect())
+    Ok(crate::native::parse_maps(&std::fs::read_to_string(format!("/proc/{pid}/maps"))?))
 }
 
 /// Where `_PyRuntime` lives in an ELF file: its virtual address, if the file has one.
