@@ -54,7 +54,7 @@ fn weight(s: &Stack, mode: Mode, idle: bool, period_us: f64) -> u64 {
 }
 
 fn period_us(p: &Profile) -> f64 {
-    1e6 / p.summary.rate_hz.max(1) as f64
+    p.summary.period_us()
 }
 
 /// One line per distinct stack: `frame;frame;frame count`, root first.

@@ -126,11 +126,18 @@ fn sampling_attr(config: u32, period: u64, cfg: &SamplingConfig, enable_on_exec:
     a
 }
 
+/// CPU time (ns) one cpu-clock sample stands for at `rate_hz`: the period the kernel is given.
+/// The one definition: the profile's CPU times (`analysis::ProfileBuilder::new`) and everything
+/// rendered from it use this value.
+pub fn sample_period_ns(rate_hz: u64) -> u64 {
+    1_000_000_000 / rate_hz.max(1)
+}
+
 /// The cpu-clock sampling attribute. Kernel-mode samples keep the user registers and stack of
 /// the system call that entered the kernel; their kernel call chain says what it did there. It
 /// also reports mmaps, comm changes and forks/exits.
 pub fn cpu_clock_attr(cfg: &SamplingConfig, enable_on_exec: bool) -> b::perf_event_attr {
-    let mut a = sampling_attr(b::PERF_COUNT_SW_CPU_CLOCK, 1_000_000_000 / cfg.rate_hz.max(1), cfg, enable_on_exec);
+    let mut a = sampling_attr(b::PERF_COUNT_SW_CPU_CLOCK, sample_period_ns(cfg.rate_hz), cfg, enable_on_exec);
     a.set_mmap(1);
     a.set_mmap2(1);
     a.set_comm(1);

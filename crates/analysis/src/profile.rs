@@ -254,6 +254,18 @@ pub struct Summary {
     pub thread_time_us: u64,
     /// Thread time per category, largest first.
     pub categories: Vec<CategoryTime>,
+    /// CPU time one sample stands for (ns), as given to [`ProfileBuilder::new`]: the profile's
+    /// totals and everything rendered from it use this one value (not in the JSON, which has
+    /// `rate_hz`).
+    #[serde(skip)]
+    pub period_ns: u64,
+}
+
+impl Summary {
+    /// [`Summary::period_ns`] in microseconds.
+    pub fn period_us(&self) -> f64 {
+        self.period_ns as f64 / 1000.0
+    }
 }
 
 /// Records lost by one kind of ring (the kernel could not write them: ftprof drained too late).
@@ -332,6 +344,7 @@ pub struct ProfileBuilder {
     /// Per (thread, line): the locks it parked on there, with their waits.
     parks: HashMap<(u32, Option<String>), ParkCounts>,
     lines: HashMap<String, (u64, u64)>,
+    period_ns: u64,
     period_us: f64,
     pub summary: Summary,
     /// Modules whose unresolved frames count as `unresolved_core`; the first is the runtime.
@@ -351,6 +364,7 @@ impl ProfileBuilder {
             spins: Vec::new(),
             parks: HashMap::new(),
             lines: HashMap::new(),
+            period_ns,
             period_us: period_ns as f64 / 1000.0,
             summary: Summary::default(),
             core_modules: Vec::new(),
@@ -552,14 +566,15 @@ impl ProfileBuilder {
             b.time_us(self.period_us).total_cmp(&a.time_us(self.period_us)).then(a.frames.cmp(&b.frames))
         });
         let mut summary = self.summary;
+        summary.period_ns = self.period_ns;
         summary.threads = threads.iter().filter(|t| t.samples > 0 || t.wait_us > 0).count();
         let total: f64 = per_cat.values().sum();
-        summary.thread_time_us = total as u64;
+        summary.thread_time_us = total.round() as u64;
         let mut cats: Vec<CategoryTime> = per_cat
             .into_iter()
             .map(|(category, us)| CategoryTime {
                 category,
-                time_us: us as u64,
+                time_us: us.round() as u64,
                 share: if total > 0.0 { us / total } else { 0.0 },
                 contention: category.is_contention(),
             })
@@ -753,7 +768,8 @@ mod tests {
         let p = crate::fixture::profile();
         let total: f64 = p.summary.categories.iter().map(|c| c.share).sum();
         assert!((total - 1.0).abs() < 1e-9, "shares sum to {total}");
-        let period = 1e6 / crate::fixture::RATE_HZ as f64;
+        let period = p.summary.period_us();
+        assert_eq!(period, 1e6 / crate::fixture::RATE_HZ as f64);
         let stacks: f64 = p.stacks.iter().map(|s| s.time_us(period)).sum();
         assert_eq!(p.summary.thread_time_us, stacks as u64);
         assert!(p.summary.categories.windows(2).all(|w| w[0].time_us >= w[1].time_us), "largest first");
@@ -778,6 +794,22 @@ mod tests {
             "clear_page_erms_[k]".into()
         ]));
         assert!(labels.contains(&vec!["thread (1)".to_string(), "memset".into(), "[idle]".into()]));
+    }
+
+    #[test]
+    fn lock_and_category_totals_use_the_same_period() {
+        // 199 Hz: a period of 5025125 ns, not a whole number of microseconds.
+        let mut b = ProfileBuilder::new(1_000_000_000 / 199);
+        let py = pystack(vec![code("work", APP, 3)]);
+        let prev = [nf("_Py_atomic_add_ssize", RUNTIME), nf("Py_INCREF", RUNTIME)];
+        let n = runtime_stack(&[EVAL]);
+        b.add(&SampleInput { python: Some(&py), leaf_prev: &prev, ..input(1, &n, cpu(7)) });
+        let p = b.finish(TargetInfo::default());
+        let cat = p.summary.categories.iter().find(|c| c.category == Category::Refcount).unwrap();
+        assert_eq!(p.locks[0].total_us, 35_176);
+        assert_eq!(cat.time_us, p.locks[0].total_us);
+        assert_eq!(p.summary.thread_time_us, p.locks[0].total_us);
+        assert_eq!(p.summary.period_ns, 5_025_125);
     }
 
     #[test]

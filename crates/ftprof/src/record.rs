@@ -640,7 +640,7 @@ fn build_profile(
     for (pid, m) in &rec.mmaps {
         native.add_mapping(*pid, m.clone());
     }
-    let mut builder = ProfileBuilder::new(1_000_000_000 / opts.rate_hz.max(1));
+    let mut builder = ProfileBuilder::new(profiler::perf::sample_period_ns(opts.rate_hz));
     // The launched process's runtime module first: it decides "running Python" vs "native".
     let mut core: Vec<String> = rec
         .py
