@@ -554,6 +554,7 @@ pub fn record_profile(
         // Lowest normal priority: it takes a CPU the target leaves idle first, but unlike
         // SCHED_IDLE it is not starved for the whole recording when the target keeps every CPU
         // busy (the result is needed the moment the target exits).
+        // SAFETY: plain system call on this thread (who = 0); nix has no setpriority.
         unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, 19) };
         let mut native = Native::new();
         native.preload(&interp, &[analysis::EVAL_FRAME_FN]);
@@ -579,14 +580,14 @@ pub fn record_profile(
     let mut rec = Recorder::new(opts, cfg.off_cpu);
     let outcome = profiler::record(target, &cfg, &STOP, &mut rec)?;
     if timing() {
-        let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
-        unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut ru) };
-        let tv = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+        use nix::sys::resource::{getrusage, UsageWho};
+        let ru = getrusage(UsageWho::RUSAGE_SELF).expect("getrusage(RUSAGE_SELF) cannot fail");
+        let tv = |t: nix::sys::time::TimeVal| t.tv_sec() as f64 + t.tv_usec() as f64 / 1e6;
         let (keys, pys) = rec.collector.distinct();
         eprintln!(
             "ftprof timing: ftprof CPU while recording {:.3} s user, {:.3} s sys ({} CPU samples, {} distinct keys, {} Python stacks, {} py read errors)",
-            tv(ru.ru_utime),
-            tv(ru.ru_stime),
+            tv(ru.user_time()),
+            tv(ru.system_time()),
             rec.collector.stats.cpu_samples,
             keys,
             pys,
