@@ -15,7 +15,8 @@
 //!   [`python::ParkedInfo`] (what a blocked thread waits on, from memory).
 //! * [`kernel`]: kernel addresses → names through `/proc/kallsyms`.
 //!
-//! Nothing here talks to perf or renders anything.
+//! Nothing here talks to perf or renders anything; the register set it unwinds from is the
+//! collector's own type (`profiler::Regs`), so the two never need converting.
 
 pub mod kernel;
 pub mod native;

@@ -7,7 +7,7 @@ use std::collections::{HashMap, HashSet};
 use analysis::{classify, merge_stacks, Category, Evidence, Frame, FrameKind, LockIdentity};
 use anyhow::Result;
 use serde::Serialize;
-use symbolizer::native::{Native, NativeFrame, Regs};
+use symbolizer::native::{Native, NativeFrame};
 use symbolizer::python::{PyFrame, PyProcess};
 
 use crate::check::check_process;
@@ -79,7 +79,7 @@ pub fn collect(pid: u32, native_frames: bool) -> Result<Dump> {
         let blocked = if sched == Some('R') { None } else { snapshot::blocked(pid, tid, 32 * 1024) };
         let (mut wait, mut lock, mut merged) = (None, None, Vec::new());
         if let Some(b) = &blocked {
-            let uw = native.unwind(pid, Regs { ip: b.regs.ip, sp: b.regs.sp, bp: b.regs.bp }, &b.stack);
+            let uw = native.unwind(pid, b.regs, &b.stack);
             let chains: Vec<Vec<NativeFrame>> = if native_frames {
                 uw.addrs.iter().enumerate().map(|(i, &a)| native.symbolize(pid, a, i > 0)).collect()
             } else {

@@ -282,7 +282,7 @@ impl Recorder {
         let (native, native_complete) = match regs {
             Some(r) => {
                 let t = Instant::now();
-                let uw = self.unwinder.unwind(pid, symbolizer::native::Regs { ip: r.ip, sp: r.sp, bp: r.bp }, stack);
+                let uw = self.unwinder.unwind(pid, r, stack);
                 self.unwind_time += t.elapsed();
                 self.unwound += 1;
                 (uw.addrs, uw.complete)

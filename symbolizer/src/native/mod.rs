@@ -37,13 +37,9 @@ pub struct Mapping {
     pub path: String,
 }
 
-/// x86-64 user registers used for unwinding.
-#[derive(Clone, Copy, Debug, Default)]
-pub struct Regs {
-    pub ip: u64,
-    pub sp: u64,
-    pub bp: u64,
-}
+/// x86-64 user registers as the collector captured them (the one `Regs` type of ftprof); the
+/// unwinder starts from `ip`, `sp` and `bp`.
+pub use profiler::Regs;
 
 /// Result of unwinding one sample.
 #[derive(Clone, Debug, Default)]

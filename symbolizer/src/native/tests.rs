@@ -39,7 +39,7 @@ macro_rules! capture_here {
         // SAFETY: [sp, stack_top) is this thread's mapped stack; everything at or above `sp`
         // belongs to live frames of this thread.
         let stack = unsafe { std::slice::from_raw_parts(sp as *const u8, len) }.to_vec();
-        Sample { regs: Regs { ip, sp, bp }, stack }
+        Sample { regs: Regs { ip, sp, bp, ..Default::default() }, stack }
     }};
 }
 
@@ -396,7 +396,12 @@ fn garbage_input_never_panics() {
             .collect();
         let m = &code[round % code.len()];
         let ip = if round % 3 == 0 { xorshift(&mut rng) } else { m.start + xorshift(&mut rng) % (m.end - m.start) };
-        let regs = Regs { ip, sp, bp: if round % 2 == 0 { sp.wrapping_add(16) } else { xorshift(&mut rng) } };
+        let regs = Regs {
+            ip,
+            sp,
+            bp: if round % 2 == 0 { sp.wrapping_add(16) } else { xorshift(&mut rng) },
+            ..Default::default()
+        };
         for p in [pid, 4_000_001] {
             let u = native.unwind(p, regs, &stack);
             assert!(u.addrs.len() <= MAX_DEPTH);
@@ -406,7 +411,7 @@ fn garbage_input_never_panics() {
         }
     }
     // Empty stack copy: only the ip, incomplete.
-    let u = native.unwind(pid, Regs { ip: code[0].start, sp: 0x1000, bp: 0 }, &[]);
+    let u = native.unwind(pid, Regs { ip: code[0].start, sp: 0x1000, ..Default::default() }, &[]);
     assert!(!u.addrs.is_empty() && u.addrs.len() <= 2);
 }
 
@@ -491,7 +496,7 @@ fn ptrace_sample(pid: u32, stack_end: u64) -> Option<Sample> {
         libc::waitpid(pid_t, &mut status, 0);
         let mut regs: libc::user_regs_struct = std::mem::zeroed();
         let ok = libc::ptrace(libc::PTRACE_GETREGS, pid_t, null, &mut regs as *mut _ as *mut libc::c_void) == 0;
-        let regs = ok.then_some(Regs { ip: regs.rip, sp: regs.rsp, bp: regs.rbp });
+        let regs = ok.then_some(Regs { ip: regs.rip, sp: regs.rsp, bp: regs.rbp, ..Default::default() });
         let stack = regs.and_then(|r| {
             let len = stack_end.checked_sub(r.sp)?.min(64 * 1024) as usize;
             let mem = std::fs::File::open(format!("/proc/{pid}/mem")).ok()?;
