@@ -739,6 +739,35 @@ mod props {
     }
 
     #[test]
+    fn maps_lines_never_panic_and_keep_their_path() {
+        let line = (
+            "[0-9a-f]{1,16}",
+            "[0-9a-f]{1,16}",
+            "[-rwxps]{4}",
+            "[0-9a-f]{1,9}",
+            "[0-9]{1,20}",
+            " {0,30}",
+            "[ -~]{0,40}",
+        );
+        runner()
+            .run(
+                &prop_oneof![
+                    line.prop_map(|(a, b, p, o, i, pad, path)| format!("{a}-{b} {p} {o} fd:01 {i} {pad}{path}")),
+                    any::<String>()
+                ],
+                |l| {
+                    if let Some(m) = crate::native::parse_map_line(&l) {
+                        // Whatever the padding, the path is the rest of the line.
+                        prop_assert!(l.ends_with(&m.path));
+                    }
+                    let _ = crate::native::parse_maps(&l);
+                    Ok(())
+                },
+            )
+            .unwrap();
+    }
+
+    #[test]
     fn line_tables_never_panic() {
         let table = prop_oneof![
             prop::collection::vec(any::<u8>(), 0..64),
