@@ -563,10 +563,13 @@ pub fn record_profile(
     // Parse the interpreter's ELF and DWARF on the other core while the target runs.
     let interp = interp.canonicalize().unwrap_or(interp.to_path_buf()).to_string_lossy().into_owned();
     let preload = std::thread::spawn(move || {
-        // Lowest normal priority: it takes a CPU the target leaves idle first, but unlike
-        // SCHED_IDLE it is not starved for the whole recording when the target keeps every CPU
-        // busy (the result is needed the moment the target exits).
-        unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, 19) };
+        // SCHED_IDLE: only use a CPU the target leaves idle, never delay the target (a nice-19
+        // thread still runs whole slices before a woken target thread gets the CPU, which the
+        // target would see as runqueue time). Starved for a whole recording, it needs ~50 ms
+        // (the ELF and DWARF indexes; compilation units are parsed lazily) once the target exits.
+        let param = libc::sched_param { sched_priority: 0 };
+        // SAFETY: sched_setscheduler on the calling thread (0) with a valid parameter block.
+        unsafe { libc::sched_setscheduler(0, libc::SCHED_IDLE, &param) };
         let mut native = Native::new();
         native.preload(&interp, &[analysis::EVAL_FRAME_FN]);
         // The libraries it links (libc above all) appear in almost every stack.
