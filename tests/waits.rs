@@ -177,7 +177,11 @@ fn shared_object_refcount_contention_stands_out() {
     let (private, _) = record_json("shared_object.py", &["private", "12000000"], &["--rate", "999"]);
     let s = *tries.last().unwrap();
     let q = share_at_line(&private, &["refcount", "spin"], &line);
-    assert!(s >= 0.05, "shared variant: refcount+spin at {line} only {:?} %", tries.iter().map(|t| t * 100.0).collect::<Vec<_>>());
+    assert!(
+        s >= 0.05,
+        "shared variant: refcount+spin at {line} only {:?} %",
+        tries.iter().map(|t| t * 100.0).collect::<Vec<_>>()
+    );
     assert!(s >= 4.0 * q, "at {line}: shared {:.1} % vs private {:.1} %", s * 100.0, q * 100.0);
     let top = shared.0["top_lines"][0]["line"].as_str().unwrap().to_string();
     assert_eq!(top, line);
