@@ -266,10 +266,14 @@ fn attach(
     })
 }
 
+/// Wait until a ring has data or `wait` (at most POLL_MS) has passed. Nanosecond precision: a
+/// timeout rounded down to 0 ms would turn the loop into a busy wait before every tick.
 fn poll(fds: &mut [libc::pollfd], wait: Duration) {
-    let ms = wait.as_millis().clamp(0, POLL_MS as u128) as i32;
-    // SAFETY: `fds` is a valid, exclusively borrowed slice of pollfd for the whole call.
-    unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as _, ms) };
+    let wait = wait.min(Duration::from_millis(POLL_MS));
+    let ts = libc::timespec { tv_sec: wait.as_secs() as libc::time_t, tv_nsec: wait.subsec_nanos() as libc::c_long };
+    // SAFETY: `fds` is a valid, exclusively borrowed slice of pollfd and `ts` a valid timespec
+    // for the whole call; no signal mask is passed.
+    unsafe { libc::ppoll(fds.as_mut_ptr(), fds.len() as _, &ts, std::ptr::null()) };
 }
 
 /// Which processes' records to keep from CPU-wide rings: the target and the processes it forks.

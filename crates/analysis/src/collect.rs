@@ -92,6 +92,9 @@ pub struct CollectStats {
     /// Blocked intervals that had an observation.
     pub observed_intervals: u64,
     pub tracker: TrackerStats,
+    /// Threads whose blocked/runqueue split came from the ticks rather than the kernel's
+    /// run-delay accounting (see [`Collector::finish`]).
+    pub sched_corrected: u64,
 }
 
 #[derive(Default, Clone, Copy)]
@@ -123,6 +126,8 @@ struct ThreadTimes {
     /// The kernel's exact totals, when known: they replace what the intervals add up to (an
     /// interval from switch-out to switch-in also holds the wait for a CPU after the wake-up).
     sched: Option<SchedTotals>,
+    /// Sampled mode: ticks that saw the thread blocked.
+    blocked_ticks: u64,
     blocked_ns: u64,
     blocked_count: u64,
     observed_ns: f64,
@@ -405,6 +410,7 @@ impl Collector {
             *acc += gap_ns as f64;
         }
         t.observed_ns += gap_ns as f64;
+        t.blocked_ticks += 1;
         if !same {
             t.observed_count += 1.0;
         }
@@ -524,6 +530,22 @@ impl Collector {
                 t.blocked_count = k.blocked_count;
                 t.runqueue_ns = k.runqueue_ns;
                 t.runqueue_count = k.runqueue_count;
+                // The kernel's run-delay accounting can count time a thread spent blocked as
+                // time spent waiting for a CPU (seen on 6.1x kernels whose scheduler keeps a
+                // blocking task queued for a while). Time off CPU in total is exact either way;
+                // when the ticks saw the thread blocked for clearly longer (beyond twice their
+                // sampling error) than the kernel says, their split is used.
+                let n = t.blocked_ticks as f64;
+                if n >= 4.0 {
+                    let sampled = t.observed_ns;
+                    let lower = sampled * (1.0 - 2.0 / n.sqrt());
+                    if (t.blocked_ns as f64) < lower {
+                        let off = t.blocked_ns + t.runqueue_ns;
+                        t.blocked_ns = (sampled as u64).min(off);
+                        t.runqueue_ns = off - t.blocked_ns;
+                        self.stats.sched_corrected += 1;
+                    }
+                }
             }
         }
         // Off-CPU intervals: the kernel's counts where known, else the switch records'.
@@ -842,6 +864,43 @@ mod tests {
             got,
             vec![(EntryKind::Blocked, 0xa, 150), (EntryKind::Blocked, 0xb, 50), (EntryKind::Runqueue, 0, 200)]
         );
+    }
+
+    /// The kernel counted a blocked thread's 90 ms as runqueue time; 10 ticks of 10 ms saw it
+    /// blocked the whole time. Off-CPU time in total (100 ms) is kept; the split follows the
+    /// ticks.
+    #[test]
+    fn ticks_overrule_a_kernel_split_that_counts_blocking_as_runqueue() {
+        let mut c = Collector::new();
+        let k = key(&mut c, 5, 0xa, false);
+        let ms = 1_000_000;
+        for i in 0..10 {
+            c.observe_blocked(1, 5, k, 10 * ms, i > 0);
+        }
+        c.set_sched(
+            1,
+            5,
+            SchedTotals { blocked_ns: 10 * ms, blocked_count: 1, runqueue_ns: 90 * ms, runqueue_count: 1 },
+        );
+        let col = c.finish(0);
+        let t: Vec<(EntryKind, u64)> = col.entries.iter().map(|e| (e.kind, e.wait.time_us)).collect();
+        assert_eq!(t, vec![(EntryKind::Blocked, 100_000)]);
+        assert_eq!(col.stats.sched_corrected, 1);
+        // Agreement within the sampling error leaves the kernel's split alone.
+        let mut c = Collector::new();
+        let k = key(&mut c, 5, 0xa, false);
+        for i in 0..10 {
+            c.observe_blocked(1, 5, k, 10 * ms, i > 0);
+        }
+        c.set_sched(
+            1,
+            5,
+            SchedTotals { blocked_ns: 80 * ms, blocked_count: 1, runqueue_ns: 20 * ms, runqueue_count: 1 },
+        );
+        let col = c.finish(0);
+        let t: Vec<(EntryKind, u64)> = col.entries.iter().map(|e| (e.kind, e.wait.time_us)).collect();
+        assert_eq!(t, vec![(EntryKind::Blocked, 80_000), (EntryKind::Runqueue, 20_000)]);
+        assert_eq!(col.stats.sched_corrected, 0);
     }
 
     #[test]

@@ -571,7 +571,10 @@ pub fn record_profile(
         // SAFETY: sched_setscheduler on the calling thread (0) with a valid parameter block.
         unsafe { libc::sched_setscheduler(0, libc::SCHED_IDLE, &param) };
         let mut native = Native::new();
-        native.preload(&interp, &[analysis::EVAL_FRAME_FN]);
+        // Full DWARF (with a separate debug file's, e.g. a distribution's -dbg package) for the
+        // interpreter; only names from other modules' debug files.
+        native.set_separate_dwarf(false);
+        native.preload_with(&interp, &[analysis::EVAL_FRAME_FN], true);
         // The libraries it links (libc above all) appear in almost every stack.
         for lib in symbolizer::native::ElfFile::open_shared(std::path::Path::new(&interp))
             .map(|e| e.needed())
@@ -583,7 +586,7 @@ pub fn record_profile(
                     .map(|d| std::path::Path::new(d).join(&lib))
                     .find(|p| p.exists());
             if let Some(path) = found.and_then(|p| p.canonicalize().ok()) {
-                native.preload(&path.to_string_lossy(), &[]);
+                native.preload_with(&path.to_string_lossy(), &[], false);
             }
         }
         let opnames = symbolizer::python::opcodes::base_opnames_cached(std::path::Path::new(&interp), &cache_dir())
@@ -765,6 +768,7 @@ fn build_profile(
     sum.switch_outs = collection.stats.intervals;
     sum.observed_waits = collection.stats.observed_intervals;
     sum.unobserved_us = collection.unobserved_us;
+    sum.sched_corrected_threads = collection.stats.sched_corrected;
     sum.wait_mode = match (opts.off_cpu, opts.exact_waits) {
         (false, _) => "off",
         (true, true) => "exhaustive",
