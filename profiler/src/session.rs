@@ -334,7 +334,10 @@ fn drain_all(rings: &mut [Ring], lost: &mut LostCounts, mut filter: Option<&mut 
                         crate::records::SampleSource::SwitchOut => lost.switches += count,
                     }
                 }
-                if filter.as_mut().is_none_or(|f| f.keep(&r)) {
+                // A sample of a thread in the middle of exiting can carry pid/tid -1: nothing to
+                // attribute it to.
+                let unnamed = matches!(&r, Record::Sample(s) if s.tid == u32::MAX || s.pid == u32::MAX);
+                if !unnamed && filter.as_mut().is_none_or(|f| f.keep(&r)) {
                     sink.record(r)
                 }
             });
