@@ -11,7 +11,7 @@ use crate::records::Record;
 /// What to record.
 #[derive(Clone, Debug)]
 pub enum Target {
-    /// Launch this command (argv[0] is looked up in PATH).
+    /// Launch this command (`argv[0]` is looked up in PATH).
     Launch(Vec<OsString>),
     /// Launch with extra environment and redirected output.
     LaunchSpec(crate::launch::LaunchSpec),
