@@ -50,8 +50,10 @@ def rss_kb(pid):
             text = f.read()
     except OSError:
         return None
-    get = lambda k: int(re.search(rf"^{k}:\s+(\d+)", text, re.M).group(1))
-    return get("VmRSS"), get("VmHWM")
+    m = [re.search(rf"^{k}:\s+(\d+)", text, re.M) for k in ("VmRSS", "VmHWM")]
+    if None in m:
+        return None  # a zombie: gone
+    return int(m[0].group(1)), int(m[1].group(1))
 
 
 class Watch:

@@ -254,6 +254,12 @@ pub fn summary_text(p: &Profile) -> String {
         }
         _ => {}
     }
+    if s.sched_corrected_threads > 0 {
+        o += &format!(
+            "  note: for {} thread(s) the kernel counted time blocked as time waiting for a CPU; their split follows ftprof's samples\n",
+            s.sched_corrected_threads
+        );
+    }
     if s.unobserved_us > 0 {
         o += &format!(
             "  {:.1} ms of blocked time in threads no sample caught blocked: shown as [off-CPU, not observed]\n",

@@ -64,7 +64,7 @@ fn summary() {
 fn json() {
     let mut out = Vec::new();
     flamegraph::json(&analysis::fixture::profile(), &mut out).unwrap();
-    check("profile.json", &String::from_utf8(out).unwrap());
+    check("fixture.json", &String::from_utf8(out).unwrap());
 }
 
 #[test]

@@ -2,14 +2,18 @@
 //!
 //! Job: get raw observations of a target process out of the kernel. It launches a command (held
 //! at a gate until its perf events exist, so nothing before `exec` is missed) or follows an
-//! existing pid, opens `perf_event_open` sessions (per-CPU cpu-clock sampling with user registers
-//! and a user-stack copy, inherited by every thread the target creates), and drains the ring
-//! buffers continuously.
+//! existing pid, opens `perf_event_open` sessions (cpu-clock sampling with user registers and a
+//! user-stack copy: one CPU-wide event per CPU filtered to the target's processes when permitted,
+//! else per-task events inherited by every thread the target creates; with
+//! [`SamplingConfig::off_cpu`], also a sample at every switch-out), and drains the ring buffers
+//! continuously. [`threads`] reads what a blocked thread is doing, and its scheduler accounting,
+//! from `/proc` without stopping it.
 //!
 //! Input: a [`Target`] and a [`SamplingConfig`]. Output: a stream of [`Record`]s (samples with
-//! pid/tid/time/cpu/registers/stack bytes, executable mmaps, comm, fork/exit, lost counts) handed
-//! to a caller-supplied sink while the target runs, and a [`RecordingOutcome`] (exit status,
-//! duration, lost records, why it stopped).
+//! pid/tid/time/cpu/registers/stack bytes, executable mmaps, comm, fork/exit, switches, lost
+//! counts with their ring and time, and a [`Record::Drained`] mark after each drain pass) handed
+//! to a caller-supplied [`Sink`] while the target runs (its `tick` runs between passes), and a
+//! [`RecordingOutcome`] (exit status, duration, lost records per ring kind, why it stopped).
 //!
 //! This crate knows nothing about Python, symbols or rendering.
 

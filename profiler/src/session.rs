@@ -4,7 +4,8 @@ use std::ffi::OsString;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+use nix::poll::{ppoll, PollFd, PollFlags};
+use nix::sys::time::TimeSpec;
 use nix::sys::signal::{kill, Signal};
 use nix::time::{clock_gettime, ClockId};
 use nix::unistd::Pid;
@@ -16,7 +17,7 @@ use crate::records::Record;
 /// What to record.
 #[derive(Clone, Debug)]
 pub enum Target {
-    /// Launch this command (argv[0] is looked up in PATH).
+    /// Launch this command (`argv[0]` is looked up in PATH).
     Launch(Vec<OsString>),
     /// Launch with extra environment and redirected output.
     LaunchSpec(crate::launch::LaunchSpec),
@@ -264,10 +265,12 @@ fn attach(
     })
 }
 
+/// Wait until a ring has data or `wait` (at most POLL_MS) has passed. Nanosecond precision: a
+/// timeout rounded down to 0 ms would turn the loop into a busy wait before every tick.
 fn poll_rings(rings: &[Ring], wait: Duration) {
-    let ms = wait.as_millis().clamp(0, POLL_MS as u128) as u16;
+    let wait = wait.min(Duration::from_millis(POLL_MS));
     let mut fds: Vec<PollFd> = rings.iter().map(|r| PollFd::new(r.as_fd(), PollFlags::POLLIN)).collect();
-    let _ = poll(&mut fds, PollTimeout::from(ms));
+    let _ = ppoll(&mut fds, Some(TimeSpec::from_duration(wait)), None);
 }
 
 /// Which processes' records to keep from CPU-wide rings: the target and the processes it forks.
@@ -328,7 +331,10 @@ fn drain_all(rings: &mut [Ring], lost: &mut LostCounts, mut filter: Option<&mut 
                         crate::records::SampleSource::SwitchOut => lost.switches += count,
                     }
                 }
-                if filter.as_mut().is_none_or(|f| f.keep(&r)) {
+                // A sample of a thread in the middle of exiting can carry pid/tid -1: nothing to
+                // attribute it to.
+                let unnamed = matches!(&r, Record::Sample(s) if s.tid == u32::MAX || s.pid == u32::MAX);
+                if !unnamed && filter.as_mut().is_none_or(|f| f.keep(&r)) {
                     sink.record(r)
                 }
             });

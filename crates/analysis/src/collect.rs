@@ -92,6 +92,9 @@ pub struct CollectStats {
     /// Blocked intervals that had an observation.
     pub observed_intervals: u64,
     pub tracker: TrackerStats,
+    /// Threads whose blocked/runqueue split came from the ticks rather than the kernel's
+    /// run-delay accounting (see [`Collector::finish`]).
+    pub sched_corrected: u64,
 }
 
 #[derive(Default, Clone, Copy)]
@@ -123,6 +126,8 @@ struct ThreadTimes {
     /// The kernel's exact totals, when known: they replace what the intervals add up to (an
     /// interval from switch-out to switch-in also holds the wait for a CPU after the wake-up).
     sched: Option<SchedTotals>,
+    /// Sampled mode: ticks that saw the thread blocked.
+    blocked_ticks: u64,
     blocked_ns: u64,
     blocked_count: u64,
     observed_ns: f64,
@@ -138,6 +143,53 @@ enum Timed {
     Exit { tid: u32 },
     Observe { tid: u32, key: u32, exhaustive: bool, gap_ns: u64 },
     Lost,
+}
+
+/// Values stored once and referred to by index.
+struct Interner<T> {
+    ids: HashMap<Arc<T>, u32>,
+    list: Vec<Arc<T>>,
+}
+
+impl<T> Default for Interner<T> {
+    fn default() -> Self {
+        Interner { ids: HashMap::new(), list: Vec::new() }
+    }
+}
+
+impl<T: std::hash::Hash + Eq> Interner<T> {
+    fn id(&mut self, v: T) -> u32 {
+        if let Some(&id) = self.ids.get(&v) {
+            return id;
+        }
+        let v = Arc::new(v);
+        let id = self.list.len() as u32;
+        self.list.push(v.clone());
+        self.ids.insert(v, id);
+        id
+    }
+
+    fn get(&self, id: u32) -> &T {
+        &self.list[id as usize]
+    }
+}
+
+/// A [`SampleKey`] as kept: the leaf address apart, the callers' addresses, the kernel stack and
+/// the parked-on lock interned (CPU samples of one stack differ only in their leaf), so a
+/// distinct key costs a few dozen bytes.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+struct CompactKey {
+    pid: u32,
+    tid: u32,
+    leaf: Option<u64>,
+    callers: u32,
+    native_complete: bool,
+    python: Option<u32>,
+    kernel: u32,
+    parked: Option<u32>,
+    syscall: Option<u64>,
+    on_cpu: bool,
+    alone: bool,
 }
 
 /// Python stacks are interned by the identity of their frames.
@@ -160,8 +212,9 @@ fn py_key(s: &PyStack) -> PyKey {
 /// See the module documentation.
 #[derive(Default)]
 pub struct Collector {
-    keys: HashMap<SampleKey, u32>,
-    key_list: Vec<SampleKey>,
+    keys: Interner<CompactKey>,
+    addrs: Interner<Vec<u64>>,
+    parked: Interner<ParkedInfo>,
     py_ids: HashMap<PyKey, u32>,
     py_list: Vec<PyStack>,
     cpu: HashMap<u32, u64>,
@@ -193,18 +246,47 @@ impl Collector {
 
     /// Intern a sample key.
     pub fn key_id(&mut self, key: SampleKey) -> u32 {
-        if let Some(&id) = self.keys.get(&key) {
-            return id;
+        let SampleKey { pid, tid, mut native, native_complete, python, kernel, parked, syscall, on_cpu, alone } = key;
+        let leaf = (!native.is_empty()).then(|| native.remove(0));
+        let compact = CompactKey {
+            pid,
+            tid,
+            leaf,
+            callers: self.addrs.id(native),
+            native_complete,
+            python,
+            kernel: self.addrs.id(kernel),
+            parked: parked.map(|p| self.parked.id(p)),
+            syscall,
+            on_cpu,
+            alone,
+        };
+        self.keys.id(compact)
+    }
+
+    /// The full key of an id.
+    fn key(&self, id: u32) -> SampleKey {
+        let k = *self.keys.get(id);
+        let mut native = Vec::with_capacity(self.addrs.get(k.callers).len() + 1);
+        native.extend(k.leaf);
+        native.extend_from_slice(self.addrs.get(k.callers));
+        SampleKey {
+            pid: k.pid,
+            tid: k.tid,
+            native,
+            native_complete: k.native_complete,
+            python: k.python,
+            kernel: self.addrs.get(k.kernel).clone(),
+            parked: k.parked.map(|p| self.parked.get(p).clone()),
+            syscall: k.syscall,
+            on_cpu: k.on_cpu,
+            alone: k.alone,
         }
-        let id = self.key_list.len() as u32;
-        self.key_list.push(key.clone());
-        self.keys.insert(key, id);
-        id
     }
 
     /// Distinct keys and Python stacks kept so far.
     pub fn distinct(&self) -> (usize, usize) {
-        (self.key_list.len(), self.py_list.len())
+        (self.keys.list.len(), self.py_list.len())
     }
 
     pub fn cpu_sample(&mut self, key: u32) {
@@ -328,6 +410,7 @@ impl Collector {
             *acc += gap_ns as f64;
         }
         t.observed_ns += gap_ns as f64;
+        t.blocked_ticks += 1;
         if !same {
             t.observed_count += 1.0;
         }
@@ -447,6 +530,22 @@ impl Collector {
                 t.blocked_count = k.blocked_count;
                 t.runqueue_ns = k.runqueue_ns;
                 t.runqueue_count = k.runqueue_count;
+                // The kernel's run-delay accounting can count time a thread spent blocked as
+                // time spent waiting for a CPU (seen on 6.1x kernels whose scheduler keeps a
+                // blocking task queued for a while). Time off CPU in total is exact either way;
+                // when the ticks saw the thread blocked for clearly longer (beyond twice their
+                // sampling error) than the kernel says, their split is used.
+                let n = t.blocked_ticks as f64;
+                if n >= 4.0 {
+                    let sampled = t.observed_ns;
+                    let lower = sampled * (1.0 - 2.0 / n.sqrt());
+                    if (t.blocked_ns as f64) < lower {
+                        let off = t.blocked_ns + t.runqueue_ns;
+                        t.blocked_ns = (sampled as u64).min(off);
+                        t.runqueue_ns = off - t.blocked_ns;
+                        self.stats.sched_corrected += 1;
+                    }
+                }
             }
         }
         // Off-CPU intervals: the kernel's counts where known, else the switch records'.
@@ -464,30 +563,30 @@ impl Collector {
             self.threads.iter().filter(|(_, t)| t.sched.is_some()).map(|(&tid, _)| tid).collect();
         let py = |k: &SampleKey, list: &[PyStack]| k.python.map(|i| list[i as usize].clone());
         let mut entries = Vec::new();
-        let mut cpu: Vec<(u32, u64)> = self.cpu.into_iter().collect();
+        let mut cpu: Vec<(u32, u64)> = std::mem::take(&mut self.cpu).into_iter().collect();
         cpu.sort_unstable();
         for (id, n) in cpu {
-            let key = &self.key_list[id as usize];
+            let key = self.key(id);
             entries.push(Entry {
                 kind: EntryKind::Cpu,
-                python: py(key, &self.py_list),
-                key: key.clone(),
+                python: py(&key, &self.py_list),
+                key,
                 samples: n,
                 wait: WaitTotals::default(),
             });
         }
-        let mut waits: Vec<((u32, bool), WaitAgg)> = self.waits.into_iter().collect();
+        let mut waits: Vec<((u32, bool), WaitAgg)> = std::mem::take(&mut self.waits).into_iter().collect();
         waits.sort_unstable_by_key(|(k, _)| *k);
         for ((id, preempted), a) in waits {
-            let key = &self.key_list[id as usize];
+            let key = self.key(id);
             if preempted && has_sched.contains(&key.tid) {
                 continue; // its runqueue time comes from the kernel's total
             }
             let (ts, cs) = if preempted { (1.0, 1.0) } else { scale.get(&key.tid).copied().unwrap_or((1.0, 1.0)) };
             entries.push(Entry {
                 kind: if preempted { EntryKind::Preempted } else { EntryKind::Blocked },
-                python: py(key, &self.py_list),
-                key: key.clone(),
+                python: py(&key, &self.py_list),
+                key,
                 samples: 0,
                 wait: WaitTotals {
                     time_us: (a.time_ns * ts / 1000.0).round() as u64,
@@ -527,7 +626,7 @@ impl Collector {
         Collection {
             entries,
             stats: self.stats,
-            distinct_keys: self.key_list.len(),
+            distinct_keys: self.keys.list.len(),
             blocked_us,
             runqueue_us,
             unobserved_us,
@@ -570,6 +669,35 @@ mod tests {
         let col = c.finish(0);
         let samples: Vec<u64> = col.entries.iter().map(|e| e.samples).collect();
         assert_eq!(samples, vec![1000, 1]);
+    }
+
+    #[test]
+    fn keys_come_back_whole() {
+        let mut c = Collector::new();
+        let parked =
+            ParkedInfo { addr: 0x1000, lock_object: Some((0xff0, "_thread.lock".into())), ..Default::default() };
+        let full = SampleKey {
+            pid: 3,
+            tid: 4,
+            native: vec![0x10, 0x20, 0x30],
+            native_complete: true,
+            python: None,
+            kernel: vec![0xffff_0001],
+            parked: Some(parked),
+            syscall: Some(202),
+            on_cpu: true,
+            alone: false,
+        };
+        let empty = SampleKey { pid: 3, tid: 4, on_cpu: true, ..Default::default() };
+        let sibling = SampleKey { native: vec![0x11, 0x20, 0x30], ..full.clone() };
+        for k in [full.clone(), empty.clone(), sibling.clone()] {
+            let id = c.key_id(k);
+            c.cpu_sample(id);
+        }
+        assert_eq!(c.distinct().0, 3);
+        assert_eq!(c.addrs.list.len(), 3, "callers [0x20, 0x30] shared; [] and the kernel stack");
+        let got: Vec<SampleKey> = c.finish(0).entries.into_iter().map(|e| e.key).collect();
+        assert_eq!(got, vec![full, empty, sibling]);
     }
 
     #[test]
@@ -736,6 +864,43 @@ mod tests {
             got,
             vec![(EntryKind::Blocked, 0xa, 150), (EntryKind::Blocked, 0xb, 50), (EntryKind::Runqueue, 0, 200)]
         );
+    }
+
+    /// The kernel counted a blocked thread's 90 ms as runqueue time; 10 ticks of 10 ms saw it
+    /// blocked the whole time. Off-CPU time in total (100 ms) is kept; the split follows the
+    /// ticks.
+    #[test]
+    fn ticks_overrule_a_kernel_split_that_counts_blocking_as_runqueue() {
+        let mut c = Collector::new();
+        let k = key(&mut c, 5, 0xa, false);
+        let ms = 1_000_000;
+        for i in 0..10 {
+            c.observe_blocked(1, 5, k, 10 * ms, i > 0);
+        }
+        c.set_sched(
+            1,
+            5,
+            SchedTotals { blocked_ns: 10 * ms, blocked_count: 1, runqueue_ns: 90 * ms, runqueue_count: 1 },
+        );
+        let col = c.finish(0);
+        let t: Vec<(EntryKind, u64)> = col.entries.iter().map(|e| (e.kind, e.wait.time_us)).collect();
+        assert_eq!(t, vec![(EntryKind::Blocked, 100_000)]);
+        assert_eq!(col.stats.sched_corrected, 1);
+        // Agreement within the sampling error leaves the kernel's split alone.
+        let mut c = Collector::new();
+        let k = key(&mut c, 5, 0xa, false);
+        for i in 0..10 {
+            c.observe_blocked(1, 5, k, 10 * ms, i > 0);
+        }
+        c.set_sched(
+            1,
+            5,
+            SchedTotals { blocked_ns: 80 * ms, blocked_count: 1, runqueue_ns: 20 * ms, runqueue_count: 1 },
+        );
+        let col = c.finish(0);
+        let t: Vec<(EntryKind, u64)> = col.entries.iter().map(|e| (e.kind, e.wait.time_us)).collect();
+        assert_eq!(t, vec![(EntryKind::Blocked, 80_000), (EntryKind::Runqueue, 20_000)]);
+        assert_eq!(col.stats.sched_corrected, 0);
     }
 
     #[test]

@@ -212,6 +212,7 @@ pub fn profile() -> Profile {
     b.summary.wait_rate_hz = Some(250.0);
     b.summary.observed_waits = 30;
     b.summary.unobserved_us = 6_000;
+    b.summary.sched_corrected_threads = 1;
     b.summary.lost_records = 2;
     b.summary.lost = vec![crate::LostRange { ring: "switches".into(), count: 2, first_s: 0.1, last_s: 0.2 }];
     b.finish(TargetInfo {

@@ -1,13 +1,21 @@
-//! # analysis — attribution
+//! # analysis — the engine and the decisions
 //!
-//! Job: turn symbolized observations into a profile. It merges each sample's native frames with
+//! Job, while recording: [`collect`] reduces each drained sample (unwound native addresses, the
+//! Python stack read from the target) to an interned [`collect::SampleKey`] with a count, and
+//! weighs off-CPU observations — wall-clock snapshots of blocked threads scaled to the kernel's
+//! exact per-thread totals, or (reference mode) a stack at every switch-out paired with its
+//! switch records by the [`offcpu`] state machine. Input: keys, switch records, scheduler
+//! totals. Output: a [`collect::Collection`] of distinct keys with their CPU samples and
+//! off-CPU time, memory bounded by the number of distinct stacks.
+//!
+//! Job, afterwards: turn symbolized observations into a profile. It merges each sample's native frames with
 //! the Python frames read from the target (every `_PyEval_EvalFrameDefault` activation is replaced
 //! by the Python frames it was running, split at entry frames), flags samples whose two stacks
 //! disagree, classifies each sample (running Python or native code, spinning, shared refcounts,
 //! waiting on a critical section, a thread lock, a PyMutex, stop-the-world, the GIL, or idle
 //! kinds) with the identity of the lock involved, and aggregates per stack and per lock.
 //!
-//! Input: [`SampleInput`] (native inline chains from `symbolizer::native`, a
+//! Input: [`SampleInput`] (one per distinct key, with its weight: native inline chains from `symbolizer::native`, a
 //! `symbolizer::python::PyStack`, thread identity). Output: a [`Profile`] (interned [`Frame`]s,
 //! per-thread [`Stack`]s with CPU samples and off-CPU time, each with a [`Category`] saying why
 //! the thread was there, a per-lock table of [`LockStat`]s, [`ThreadInfo`], a [`Summary`] with the

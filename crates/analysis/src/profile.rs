@@ -246,6 +246,9 @@ pub struct Summary {
     pub observed_waits: u64,
     /// Blocked time (µs) of threads none of whose intervals got a stack (`[not observed]`).
     pub unobserved_us: u64,
+    /// Threads whose split of off-CPU time between blocked and runqueue follows the sampling
+    /// ticks because the kernel's run-delay accounting counted blocking as runqueue time.
+    pub sched_corrected_threads: u64,
     /// Records the kernel dropped, per ring kind and time range (see `LostRange`).
     pub lost: Vec<LostRange>,
     #[serde(skip_serializing_if = "Option::is_none")]

@@ -551,13 +551,18 @@ pub fn record_profile(
     // Parse the interpreter's ELF and DWARF on the other core while the target runs.
     let interp = interp.canonicalize().unwrap_or(interp.to_path_buf()).to_string_lossy().into_owned();
     let preload = std::thread::spawn(move || {
-        // Lowest normal priority: it takes a CPU the target leaves idle first, but unlike
-        // SCHED_IDLE it is not starved for the whole recording when the target keeps every CPU
-        // busy (the result is needed the moment the target exits).
-        // SAFETY: plain system call on this thread (who = 0); nix has no setpriority.
-        unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, 19) };
+        // SCHED_IDLE: only use a CPU the target leaves idle, never delay the target (a nice-19
+        // thread still runs whole slices before a woken target thread gets the CPU, which the
+        // target would see as runqueue time). Starved for a whole recording, it needs ~50 ms
+        // (the ELF and DWARF indexes; compilation units are parsed lazily) once the target exits.
+        let param = libc::sched_param { sched_priority: 0 };
+        // SAFETY: sched_setscheduler on the calling thread (0) with a valid parameter block.
+        unsafe { libc::sched_setscheduler(0, libc::SCHED_IDLE, &param) };
         let mut native = Native::new();
-        native.preload(&interp, &[analysis::EVAL_FRAME_FN]);
+        // Full DWARF (with a separate debug file's, e.g. a distribution's -dbg package) for the
+        // interpreter; only names from other modules' debug files.
+        native.set_separate_dwarf(false);
+        native.preload_with(&interp, &[analysis::EVAL_FRAME_FN], true);
         // The libraries it links (libc above all) appear in almost every stack.
         for lib in symbolizer::native::ElfFile::open_shared(std::path::Path::new(&interp))
             .map(|e| e.needed())
@@ -569,7 +574,7 @@ pub fn record_profile(
                     .map(|d| std::path::Path::new(d).join(&lib))
                     .find(|p| p.exists());
             if let Some(path) = found.and_then(|p| p.canonicalize().ok()) {
-                native.preload(&path.to_string_lossy(), &[]);
+                native.preload_with(&path.to_string_lossy(), &[], false);
             }
         }
         let opnames = symbolizer::python::opcodes::base_opnames_cached(std::path::Path::new(&interp), &cache_dir())
@@ -751,6 +756,7 @@ fn build_profile(
     sum.switch_outs = collection.stats.intervals;
     sum.observed_waits = collection.stats.observed_intervals;
     sum.unobserved_us = collection.unobserved_us;
+    sum.sched_corrected_threads = collection.stats.sched_corrected;
     sum.wait_mode = match (opts.off_cpu, opts.exact_waits) {
         (false, _) => "off",
         (true, true) => "exhaustive",

@@ -70,6 +70,8 @@ pub(crate) struct ModuleSymbolizer {
     elf: Arc<ElfFile>,
     path: PathBuf,
     debug: Option<DebugData>,
+    /// See [`ModuleSymbolizer::set_separate_dwarf`].
+    separate_dwarf: bool,
 }
 
 struct DebugData {
@@ -81,7 +83,14 @@ struct DebugData {
 
 impl ModuleSymbolizer {
     pub fn new(elf: Arc<ElfFile>, path: PathBuf) -> Self {
-        ModuleSymbolizer { elf, path, debug: None }
+        ModuleSymbolizer { elf, path, debug: None, separate_dwarf: true }
+    }
+
+    /// Whether DWARF from a separate debug file is parsed (inline chains and source lines) or
+    /// only its symbol table (names). Parsing a large, often compressed, debug file (a libc's)
+    /// costs tens of MB and ~100 ms; names are what most libraries' frames need.
+    pub fn set_separate_dwarf(&mut self, on: bool) {
+        self.separate_dwarf = on;
     }
 
     pub fn elf(&self) -> &Arc<ElfFile> {
@@ -96,11 +105,16 @@ impl ModuleSymbolizer {
     fn debug_data(&mut self) -> &mut DebugData {
         let elf = &self.elf;
         let path = &self.path;
+        let separate = self.separate_dwarf;
         self.debug.get_or_insert_with(|| {
             // A separate debug file when there is one; else the MiniDebugInfo symbol table.
             let debug_file =
                 if elf.has_dwarf() { None } else { find_debug_file(elf, path).or_else(|| elf.mini_debuginfo()) };
-            let dwarf = DwarfContext::load(debug_file.as_ref().unwrap_or(elf));
+            let dwarf = match &debug_file {
+                Some(d) if separate => DwarfContext::load(d),
+                Some(_) => None,
+                None => DwarfContext::load(elf),
+            };
             DebugData { dwarf, debug_file }
         })
     }

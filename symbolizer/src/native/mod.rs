@@ -132,6 +132,8 @@ pub struct Native {
     /// Used for processes we know no mappings of (frame-pointer unwinding only).
     empty_unwinder: ProcessUnwinder,
     sym_cache: HashMap<(ModuleId, u64), Vec<NativeFrame>>,
+    /// Parse DWARF of separate debug files for every module (else only for preloaded ones).
+    separate_dwarf: bool,
 }
 
 impl Default for Native {
@@ -155,7 +157,15 @@ impl Native {
             unwind_cache: UnwindCache::new(),
             empty_unwinder: ProcessUnwinder::new(),
             sym_cache: HashMap::new(),
+            separate_dwarf: true,
         }
+    }
+
+    /// With `false`, modules opened from now on take only names (the symbol table) from a
+    /// separate debug file, not its DWARF, unless they are preloaded with `full_debug`: the
+    /// inline chains of a distribution's libc are rarely worth its tens of MB of DWARF.
+    pub fn set_separate_dwarf(&mut self, on: bool) {
+        self.separate_dwarf = on;
     }
 
     /// Record an executable mapping of process `pid`. Non-file paths (`[vdso]`, `//anon`, `""`)
@@ -313,6 +323,12 @@ impl Native {
     /// target runs), and symbolize `warm_symbols` so the compilation units that most samples
     /// land in are decoded. Later mappings of the same file reuse all of it.
     pub fn preload(&mut self, path: &str, warm_symbols: &[&str]) {
+        self.preload_with(path, warm_symbols, true)
+    }
+
+    /// [`Native::preload`], choosing whether a separate debug file's DWARF is parsed (see
+    /// [`Native::set_separate_dwarf`]).
+    pub fn preload_with(&mut self, path: &str, warm_symbols: &[&str], full_debug: bool) {
         let m = Mapping { start: 0, end: 1, pgoff: 0, path: path.to_string() };
         let Some(id) = self.resolve_module(0, &m) else {
             return;
@@ -320,6 +336,9 @@ impl Native {
         let Some(sym) = self.modules[id].sym.as_mut() else {
             return;
         };
+        if full_debug {
+            sym.set_separate_dwarf(true);
+        }
         sym.warm();
         for name in warm_symbols {
             if let Some((addr, _)) = sym.elf().symbol(name) {
@@ -375,7 +394,12 @@ impl Native {
         if let Some(&id) = self.module_ids.get(&key) {
             return id;
         }
-        let sym = open().map(|(elf, path)| ModuleSymbolizer::new(elf, path));
+        let separate_dwarf = self.separate_dwarf;
+        let sym = open().map(|(elf, path)| {
+            let mut s = ModuleSymbolizer::new(elf, path);
+            s.set_separate_dwarf(separate_dwarf);
+            s
+        });
         let id = self.modules.len();
         self.modules.push(ModuleEntry { name: name.to_owned(), sym });
         self.module_ids.insert(key, id);
