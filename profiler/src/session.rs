@@ -107,6 +107,30 @@ pub fn monotonic_ns() -> u64 {
     ts.tv_sec() as u64 * 1_000_000_000 + ts.tv_nsec() as u64
 }
 
+/// The draining thread must run soon after a ring wakes it even when the target keeps a hundred
+/// threads runnable: where allowed (root, CAP_SYS_NICE), it runs at nice -10. Its work per
+/// wake-up is bounded, so it cannot take more than its small share.
+/// Restores the thread's priority when the recording ends (a later launch forks from it).
+#[must_use]
+struct DrainPriority(libc::c_int);
+
+fn raise_drain_priority() -> DrainPriority {
+    // SAFETY: get/setpriority on the calling thread (who = 0 is the caller's tid on Linux);
+    // failure (no permission) leaves it unchanged, which is fine.
+    unsafe {
+        let before = libc::getpriority(libc::PRIO_PROCESS, 0);
+        libc::setpriority(libc::PRIO_PROCESS, 0, before.min(-10));
+        DrainPriority(before)
+    }
+}
+
+impl Drop for DrainPriority {
+    fn drop(&mut self) {
+        // SAFETY: as above.
+        unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, self.0) };
+    }
+}
+
 /// Record `target` until it exits or `stop` becomes true. Every record is passed to `sink` as it
 /// is drained (on this thread).
 pub fn record(
@@ -121,6 +145,8 @@ pub fn record(
         Target::Attach { pid, duration } => return attach(*pid, *duration, cfg, stop, sink),
     };
     let pid = child.pid;
+    // After the fork: the target keeps its own priority.
+    let _priority = raise_drain_priority();
     let (mut rings, mut filter) = match open_rings(pid, cfg, true) {
         Ok(r) => r,
         Err(e) => {
@@ -211,6 +237,7 @@ fn attach(
     stop: &AtomicBool,
     sink: &mut dyn Sink,
 ) -> Result<RecordingOutcome, RecordError> {
+    let _priority = raise_drain_priority();
     // CPU-wide events when allowed (no cost per context switch of the target); else one event
     // per thread of the target.
     let (mut rings, mut filter, _events) = match open_rings(pid, cfg, false) {
