@@ -54,12 +54,12 @@ fn embarrassingly_parallel_workload_scales() {
     assert_eq!(r["scaling"], "strong");
     let (p1, p2) = (point(&r, 1), point(&r, 2));
     let eff = p2["efficiency"].as_f64().unwrap();
-    // On 2 cores shared with other work, N = 2 cannot always reach 0.8: the bound is lowered by
-    // the run-to-run spread measured in this very run (each median may be off by half its
-    // range), and never below 0.65, which still separates it from a serialised workload (≤ 0.6).
+    // On 2 cores shared with ftprof's own threads and with other work, N = 2 does not reach the
+    // ideal: measured 0.75–0.92 here (0.755 once with the spreads of that run at 0.05 and 0.03,
+    // so a bound derived from the spread alone was not enough). 0.70 still separates it clearly
+    // from a workload serialised on one lock (≤ 0.6, see below).
     let (s1, s2) = (p1["spread"].as_f64().unwrap(), p2["spread"].as_f64().unwrap());
-    let bound = (0.8 * (1.0 - s2 / 2.0) / (1.0 + s1 / 2.0)).max(0.65);
-    assert!(eff >= bound, "efficiency {eff} at N = 2, below {bound:.2} (spreads {s1:.2} at N = 1, {s2:.2} at N = 2)");
+    assert!(eff >= 0.70, "efficiency {eff} at N = 2, below 0.70 (spreads {s1:.2} at N = 1, {s2:.2} at N = 2)");
     let table = String::from_utf8_lossy(&out.stdout);
     assert!(table.contains("speedup") && table.contains("efficiency"), "{table}");
 }
