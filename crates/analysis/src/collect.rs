@@ -347,18 +347,6 @@ impl Collector {
         }
     }
 
-    /// Threads a tick should look at: alive, and not in an off-CPU interval already explained.
-    pub fn threads_to_check(&self) -> Vec<(u32, u32)> {
-        let mut v: Vec<(u32, u32)> = self
-            .threads
-            .iter()
-            .filter(|(&tid, t)| !t.exited && t.pid != 0 && !self.tracker.explained(tid))
-            .map(|(&tid, t)| (t.pid, tid))
-            .collect();
-        v.sort_unstable();
-        v
-    }
-
     /// `(pid, tid)` of the threads alive now.
     pub fn live_thread_list(&self) -> Vec<(u32, u32)> {
         let mut v: Vec<(u32, u32)> =
@@ -457,22 +445,6 @@ impl Collector {
 
     pub fn thread_state(&self, tid: u32) -> ThreadState {
         self.tracker.state(tid)
-    }
-
-    /// Blocked threads whose current interval has no observation yet, with their pid.
-    pub fn due_for_observation(&self) -> Vec<(u32, u32)> {
-        let mut v: Vec<(u32, u32)> = self
-            .tracker
-            .blocked_unobserved()
-            .map(|(tid, _)| (self.threads.get(&tid).map_or(0, |t| t.pid), tid))
-            .collect();
-        v.sort_unstable();
-        v
-    }
-
-    /// Threads seen in switch records (alive or not).
-    pub fn threads_seen(&self) -> usize {
-        self.threads.len()
     }
 
     fn absorb(&mut self) {
@@ -782,20 +754,6 @@ mod tests {
         assert!(matches!(c.thread_state(1), ThreadState::On { since: 300 }));
     }
 
-    #[test]
-    fn threads_to_check_skips_explained_and_exited_threads() {
-        let mut c = Collector::new();
-        let k = key(&mut c, 2, 0x1, false);
-        for tid in [1, 2, 3] {
-            c.switch(7, tid, 0, false, false);
-        }
-        c.switch(7, 2, 10, true, false);
-        c.observe(2, 11, k, false, 10);
-        c.exit(3, 12);
-        assert_eq!(c.threads_to_check(), vec![(7, 1)]);
-        assert_eq!(c.live_threads(), 2);
-    }
-
     /// Sampled mode: thread 5 is seen blocked at 4 ticks of 10 ms: twice in one wait on `lock`
     /// (it did not run in between), then once on `lock` again and once on `sleep`. The kernel says
     /// it blocked 80 ms in 6 waits: the 40 ms observed are scaled to 80, the 3 observed waits to 6.
@@ -901,16 +859,5 @@ mod tests {
         let t: Vec<(EntryKind, u64)> = col.entries.iter().map(|e| (e.kind, e.wait.time_us)).collect();
         assert_eq!(t, vec![(EntryKind::Blocked, 80_000), (EntryKind::Runqueue, 20_000)]);
         assert_eq!(col.stats.sched_corrected, 0);
-    }
-
-    #[test]
-    fn due_for_observation_lists_newly_blocked_threads_once() {
-        let mut c = Collector::new();
-        let k = key(&mut c, 3, 0x1, false);
-        c.switch(9, 3, 0, false, false);
-        c.switch(9, 3, 10, true, false);
-        assert_eq!(c.due_for_observation(), vec![(9, 3)]);
-        c.observe(3, 20, k, false, 10);
-        assert!(c.due_for_observation().is_empty());
     }
 }

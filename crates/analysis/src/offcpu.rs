@@ -142,25 +142,6 @@ impl<P> OffCpuTracker<P> {
         self.threads.get(&tid).map_or(ThreadState::Unknown, |t| t.state)
     }
 
-    /// Threads that are blocked (off CPU, not preempted) and whose current interval has no
-    /// observation yet: the ones a periodic tick should look at.
-    pub fn blocked_unobserved(&self) -> impl Iterator<Item = (u32, u64)> + '_ {
-        self.threads.iter().filter_map(|(&tid, t)| match t.state {
-            ThreadState::Off { since, preempted: false } if t.observed.is_none() => Some((tid, since)),
-            _ => None,
-        })
-    }
-
-    /// Off CPU in an interval that already has an observation (nothing more to learn about it).
-    pub fn explained(&self, tid: u32) -> bool {
-        self.threads.get(&tid).is_some_and(|t| matches!(t.state, ThreadState::Off { .. }) && t.observed.is_some())
-    }
-
-    /// Threads currently known.
-    pub fn thread_count(&self) -> usize {
-        self.threads.len()
-    }
-
     /// Declare a thread blocked since `since` without having seen its switch-out (it was
     /// already blocked when recording started).
     pub fn assume_blocked(&mut self, tid: u32, since: u64) {
@@ -474,21 +455,6 @@ mod tests {
         assert_eq!(iv.len(), 1);
         assert_eq!((iv[0].start, iv[0].end), (30, 40));
         assert_eq!(tr.stats.out_of_order, 1);
-    }
-
-    #[test]
-    fn blocked_unobserved_lists_threads_for_the_next_tick() {
-        let mut tr: OffCpuTracker<&str> = OffCpuTracker::new();
-        tr.switch_in(1, 0);
-        tr.switch_in(2, 0);
-        tr.switch_in(3, 0);
-        tr.switch_out(1, 5, false); // blocked, unobserved
-        tr.switch_out(2, 5, true); // preempted: exact without a stack
-        tr.switch_out(3, 5, false);
-        tr.observe(3, Observed { time: 6, payload: "seen", exhaustive: false, gap_ns: 1 });
-        let mut due: Vec<u32> = tr.blocked_unobserved().map(|(t, _)| t).collect();
-        due.sort();
-        assert_eq!(due, vec![1]);
     }
 
     #[test]
