@@ -8,6 +8,10 @@
 //! curves, time breakdown per thread count; input `analysis::scaling::ScaleResult`).
 
 pub mod charts;
+pub mod firefox;
+pub mod html;
+pub mod pprof;
+pub mod speedscope;
 
 use std::io::Write;
 
@@ -21,6 +25,69 @@ pub enum Format {
     Svg,
     Folded,
     Json,
+    /// Self-contained interactive HTML report ([`html`]).
+    Html,
+    /// speedscope's JSON ([`speedscope`]).
+    Speedscope,
+    /// Firefox Profiler's processed profile ([`firefox`]).
+    Firefox,
+    /// gzip-compressed pprof profile.proto ([`pprof`]).
+    Pprof,
+}
+
+impl Format {
+    /// The format an output file name implies (`.svg`, `.json`, `.html`, `.speedscope.json`,
+    /// `.pb.gz`/`.pprof`, `.gecko.json`/`.firefox.json`); `None`: no known extension.
+    pub fn from_path(path: &std::path::Path) -> Option<Format> {
+        let name = path.file_name()?.to_str()?.to_ascii_lowercase();
+        Some(if name.ends_with(".speedscope.json") {
+            Format::Speedscope
+        } else if name.ends_with(".gecko.json") || name.ends_with(".firefox.json") {
+            Format::Firefox
+        } else if name.ends_with(".pb.gz") || name.ends_with(".pprof") || name.ends_with(".pb") {
+            Format::Pprof
+        } else if name.ends_with(".json") {
+            Format::Json
+        } else if name.ends_with(".svg") {
+            Format::Svg
+        } else if name.ends_with(".html") || name.ends_with(".htm") {
+            Format::Html
+        } else if name.ends_with(".txt") || name.ends_with(".folded") {
+            Format::Folded
+        } else {
+            return None;
+        })
+    }
+
+    /// The default output file name of this format.
+    pub fn default_file(self) -> &'static str {
+        match self {
+            Format::Svg => "profile.svg",
+            Format::Folded => "profile.txt",
+            Format::Json => "profile.json",
+            Format::Html => "profile.html",
+            Format::Speedscope => "profile.speedscope.json",
+            Format::Firefox => "profile.gecko.json",
+            Format::Pprof => "profile.pb.gz",
+        }
+    }
+}
+
+/// Render `p` in `format` (the one entry point `record` and `report` share). `title`: the
+/// flamegraph's title (default: the command line).
+pub fn render(p: &Profile, format: Format, title: Option<&str>, mode: Mode, idle: bool) -> anyhow::Result<Vec<u8>> {
+    let title = title.map(str::to_string).unwrap_or_else(|| format!("ftprof: {}", p.target.command.join(" ")));
+    let mut bytes = Vec::new();
+    match format {
+        Format::Svg => svg(p, &title, mode, idle, &mut bytes)?,
+        Format::Folded => bytes = folded(p, mode, idle).into_bytes(),
+        Format::Json => json(p, &mut bytes)?,
+        Format::Html => bytes = html::report(p, &title, mode, idle)?.into_bytes(),
+        Format::Speedscope => speedscope::write(p, &title, mode, idle, &mut bytes)?,
+        Format::Firefox => firefox::write(p, mode, idle, &mut bytes)?,
+        Format::Pprof => pprof::write(p, mode, idle, &mut bytes)?,
+    }
+    Ok(bytes)
 }
 
 /// What the flamegraph weighs.
@@ -40,7 +107,7 @@ fn clean(label: &str) -> String {
 }
 
 /// Weight of a stack in `mode` (0: left out).
-fn weight(s: &Stack, mode: Mode, idle: bool, period_us: f64) -> u64 {
+pub(crate) fn weight(s: &Stack, mode: Mode, idle: bool, period_us: f64) -> u64 {
     if !idle && s.category.is_idle() {
         return 0;
     }

@@ -31,6 +31,7 @@ fn python_frame(f: &PyFrame) -> Option<Frame> {
             name: code.qualname.clone(),
             file: Some(code.filename.clone()),
             line: line.map(|l| l.max(0) as u32),
+            start_line: (code.firstlineno > 0).then_some(code.firstlineno as u32),
             module: None,
             offset: None,
             inlined: false,

@@ -2,7 +2,7 @@
 
 use std::collections::HashMap;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use symbolizer::native::NativeFrame;
 use symbolizer::python::{ParkedInfo, PyStack};
 
@@ -12,7 +12,7 @@ use crate::wait::{classify, Category, Evidence, LockIdentity};
 /// Version of the JSON profile layout (bump on incompatible changes).
 pub const SCHEMA_VERSION: u32 = 3;
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, PartialOrd, Ord)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, PartialOrd, Ord)]
 #[serde(rename_all = "lowercase")]
 pub enum FrameKind {
     /// The root frame of a thread: `name (TID)`.
@@ -27,7 +27,7 @@ pub enum FrameKind {
 }
 
 /// One frame of a stack.
-#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct Frame {
     pub kind: FrameKind,
     /// Python: qualname. Native: function name (demangled) or `[unknown]`.
@@ -36,6 +36,9 @@ pub struct Frame {
     pub file: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub line: Option<u32>,
+    /// Python: first line of the function (`co_firstlineno`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub start_line: Option<u32>,
     /// Native: path of the ELF module.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub module: Option<String>,
@@ -51,7 +54,7 @@ impl Frame {
     }
 
     fn simple(kind: FrameKind, name: String) -> Frame {
-        Frame { kind, name, file: None, line: None, module: None, offset: None, inlined: false }
+        Frame { kind, name, file: None, line: None, start_line: None, module: None, offset: None, inlined: false }
     }
 
     /// The label used in flamegraphs and folded stacks.
@@ -79,6 +82,7 @@ impl Frame {
             name: f.function.clone().unwrap_or_else(|| "[unknown]".into()),
             file: f.file.clone(),
             line: f.line,
+            start_line: None,
             module: Some(f.module.clone()),
             offset: f.function.is_none().then_some(f.module_offset),
             inlined: f.inlined,
@@ -120,7 +124,7 @@ pub struct SampleInput<'a> {
     pub syscall: Option<u64>,
 }
 
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Stack {
     pub thread: u32,
     /// Indexes into `Profile::frames`, root → leaf (the thread frame first).
@@ -142,7 +146,7 @@ impl Stack {
     }
 }
 
-#[derive(Clone, Debug, Default, Serialize)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct ThreadInfo {
     pub tid: u32,
     pub pid: u32,
@@ -151,7 +155,7 @@ pub struct ThreadInfo {
     pub wait_us: u64,
 }
 
-#[derive(Clone, Debug, Default, Serialize)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct PythonInfo {
     pub version: String,
     pub free_threaded: bool,
@@ -159,7 +163,7 @@ pub struct PythonInfo {
     pub runtime_module: String,
 }
 
-#[derive(Clone, Debug, Default, Serialize)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct TargetInfo {
     pub command: Vec<String>,
     pub pid: u32,
@@ -176,7 +180,7 @@ pub struct TargetInfo {
 }
 
 /// Time in one category, over all threads.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct CategoryTime {
     pub category: Category,
     pub time_us: u64,
@@ -186,7 +190,7 @@ pub struct CategoryTime {
 }
 
 /// A Python line where threads waited (or spun).
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct LineStat {
     /// `qualname (file:line)` of the innermost Python frame.
     pub line: String,
@@ -195,7 +199,7 @@ pub struct LineStat {
 }
 
 /// One lock (or other contention site) and who waited on it.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct LockStat {
     pub kind: Category,
     pub identity: LockIdentity,
@@ -218,7 +222,7 @@ pub struct LockStat {
     pub top_lines: Vec<LineStat>,
 }
 
-#[derive(Clone, Debug, Default, Serialize)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct Summary {
     pub duration_s: f64,
     pub rate_hz: u64,
@@ -272,7 +276,7 @@ impl Summary {
 }
 
 /// Records lost by one kind of ring (the kernel could not write them: ftprof drained too late).
-#[derive(Clone, Debug, Default, Serialize, PartialEq)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
 pub struct LostRange {
     /// `samples` (CPU samples; also mmap/comm records) or `switches` (off-CPU records: the
     /// affected intervals are discarded, so off-CPU totals are low by up to that span).
@@ -284,7 +288,7 @@ pub struct LostRange {
 }
 
 /// The whole result of a recording (serialized as the JSON profile).
-#[derive(Clone, Debug, Default, Serialize)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct Profile {
     pub schema_version: u32,
     pub target: TargetInfo,
@@ -299,6 +303,25 @@ pub struct Profile {
 }
 
 impl Profile {
+    /// Finish a profile read back from its JSON (serde): check the layout version and restore
+    /// what the JSON does not carry (the sample period, from `rate_hz` as the recorder computed
+    /// it). Errors name the remedy.
+    pub fn loaded(mut self) -> Result<Profile, String> {
+        if self.schema_version != SCHEMA_VERSION {
+            return Err(format!(
+                "this JSON profile has layout version {} but this ftprof reads version {SCHEMA_VERSION}; record it again with this ftprof",
+                self.schema_version
+            ));
+        }
+        if self.summary.period_ns == 0 {
+            self.summary.period_ns = 1_000_000_000 / self.summary.rate_hz.max(1);
+        }
+        if let Some(bad) = self.stacks.iter().flat_map(|s| &s.frames).find(|&&f| f as usize >= self.frames.len()) {
+            return Err(format!("this JSON profile is damaged: a stack names frame {bad} of {}", self.frames.len()));
+        }
+        Ok(self)
+    }
+
     /// `(thread label, frames root→leaf, samples)` for each stack.
     pub fn iter_stacks(&self) -> impl Iterator<Item = (&Stack, Vec<&Frame>)> {
         self.stacks.iter().map(|s| (s, s.frames.iter().map(|&i| &self.frames[i as usize]).collect()))

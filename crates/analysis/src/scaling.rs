@@ -5,7 +5,7 @@
 //! * Amdahl, `S(N) = 1 / (s + (1 - s) / N)`: `1/S - 1/N = s · (1 - 1/N)`;
 //! * USL, `S(N) = N / (1 + σ(N - 1) + κN(N - 1))`: `N/S - 1 = σ(N - 1) + κN(N - 1)`.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 #[derive(Debug, thiserror::Error, PartialEq)]
 pub enum FitError {
@@ -18,7 +18,7 @@ pub enum FitError {
 }
 
 /// Fitted Amdahl's law.
-#[derive(Clone, Copy, Debug, PartialEq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Amdahl {
     /// Serial fraction `s` (0 = perfectly parallel).
     pub serial_fraction: f64,
@@ -33,7 +33,7 @@ impl Amdahl {
 }
 
 /// Fitted Universal Scalability Law.
-#[derive(Clone, Copy, Debug, PartialEq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Usl {
     /// σ: contention (serialisation).
     pub sigma: f64,
@@ -180,7 +180,7 @@ mod tests {
 }
 
 /// One thread count of `ftprof scale`.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct ScalePoint {
     pub threads: u32,
     /// Each successful run's value: wall time in seconds, or the metric.
@@ -206,7 +206,7 @@ pub struct ScalePoint {
 }
 
 /// What a scaling run measured.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Measure {
     /// "wall_time_s", or the metric's regular expression.
     pub what: String,
@@ -215,7 +215,7 @@ pub struct Measure {
 }
 
 /// The result of `ftprof scale` (written as `results.json`).
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct ScaleResult {
     pub schema_version: u32,
     pub command: Vec<String>,

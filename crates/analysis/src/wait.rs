@@ -1,13 +1,13 @@
 //! Why a thread was not making progress: classification of samples into categories, and the
 //! identity of the lock or object involved.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use symbolizer::native::NativeFrame;
 use symbolizer::python::opcodes::describe_instr;
 use symbolizer::python::{ParkedInfo, PyFrame, PyStack};
 
 /// Where a thread's time went. The first five are on-CPU, the rest off-CPU.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Category {
     /// Running Python code (the interpreter and the C code it inlines or calls internally).
@@ -107,7 +107,7 @@ impl Category {
 }
 
 /// What a wait (or a spin, or a refcount hot spot) was about.
-#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct LockIdentity {
     /// Address of the lock (the PyMutex, or the object for critical sections and thread locks).
     #[serde(skip_serializing_if = "Option::is_none")]
