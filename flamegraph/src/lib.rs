@@ -372,16 +372,8 @@ pub fn summary_text(p: &Profile) -> String {
             o += &format!("    {:<17}{:>6.1} %{detail}{note}\n", c.category.name(), c.share * 100.0);
         }
     }
-    let contention: f64 = s.categories.iter().filter(|c| c.contention).map(|c| c.share).sum();
-    if contention >= 0.05 {
-        let worst = s.categories.iter().find(|c| c.contention).expect("a contention category");
-        let line = p.top_lines.first().map(|l| format!(", mostly at {}", l.line)).unwrap_or_default();
-        o += &format!(
-            "  => {:.0} % of thread time is lost to contention; the largest part is {} ({:.0} %){line}.\n",
-            contention * 100.0,
-            describe(worst.category),
-            worst.share * 100.0
-        );
+    if let Some(v) = largest_loss(p) {
+        o += &format!("  => {v}\n");
     }
     // Busiest threads, each with where most of its time went.
     let per = period_us(p);
@@ -434,6 +426,23 @@ pub fn summary_text(p: &Profile) -> String {
         }
     }
     o
+}
+
+/// The sentence naming the largest loss to contention (None below 5 % of thread time).
+pub fn largest_loss(p: &Profile) -> Option<String> {
+    let s = &p.summary;
+    let contention: f64 = s.categories.iter().filter(|c| c.contention).map(|c| c.share).sum();
+    if contention < 0.05 {
+        return None;
+    }
+    let worst = s.categories.iter().find(|c| c.contention)?;
+    let line = p.top_lines.first().map(|l| format!(", mostly at {}", l.line)).unwrap_or_default();
+    Some(format!(
+        "{:.0} % of thread time is lost to contention; the largest part is {} ({:.0} %){line}.",
+        contention * 100.0,
+        describe(worst.category),
+        worst.share * 100.0
+    ))
 }
 
 /// "12 waits, max 3.1 ms" for waits, "40 samples" for CPU time, both when both.

@@ -19,6 +19,38 @@ enum FormatArg {
     Svg,
     Folded,
     Json,
+    /// Self-contained interactive report (flamegraph, where time went, top locks)
+    Html,
+    /// speedscope's JSON (speedscope.app)
+    Speedscope,
+    /// Firefox Profiler's processed profile (profiler.firefox.com)
+    Firefox,
+    /// gzip-compressed pprof profile.proto (go tool pprof, Pyroscope, Parca)
+    Pprof,
+}
+
+impl FormatArg {
+    fn format(self) -> Format {
+        match self {
+            FormatArg::Svg => Format::Svg,
+            FormatArg::Folded => Format::Folded,
+            FormatArg::Json => Format::Json,
+            FormatArg::Html => Format::Html,
+            FormatArg::Speedscope => Format::Speedscope,
+            FormatArg::Firefox => Format::Firefox,
+            FormatArg::Pprof => Format::Pprof,
+        }
+    }
+}
+
+impl ModeArg {
+    fn mode(self) -> Mode {
+        match self {
+            ModeArg::Cpu => Mode::Cpu,
+            ModeArg::Wait => Mode::Wait,
+            ModeArg::Wall => Mode::Wall,
+        }
+    }
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -38,7 +70,8 @@ enum Cmd {
         /// Output file [default: profile.svg, profile.txt or profile.json by --format]
         #[arg(short, long)]
         output: Option<PathBuf>,
-        /// Output format [default: from the -o extension (.svg, .json, else folded), else svg]
+        /// Output format [default: from the -o extension (.svg, .json, .html, .speedscope.json,
+        /// .gecko.json, .pb.gz; else folded), else svg]
         #[arg(short, long, value_enum)]
         format: Option<FormatArg>,
         /// What the flamegraph weighs: CPU samples, waiting time, or both (thread time)
@@ -77,6 +110,27 @@ enum Cmd {
             value_name = "COMMAND"
         )]
         command: Vec<OsString>,
+    },
+    /// Render a JSON profile (from `record --format json`) in another format, e.g. the HTML report.
+    Report {
+        /// The JSON profile
+        #[arg(value_name = "PROFILE.json")]
+        input: PathBuf,
+        /// Output file [default: the input's name with the format's extension]
+        #[arg(short, long)]
+        output: Option<PathBuf>,
+        /// Output format [default: from the -o extension, else html]
+        #[arg(short, long, value_enum)]
+        format: Option<FormatArg>,
+        /// What the flamegraph weighs (the HTML report opens with it and can switch)
+        #[arg(short, long, value_enum, default_value = "wall")]
+        mode: ModeArg,
+        /// Keep idle time (sleep, join, waiting for an event)
+        #[arg(long)]
+        idle: bool,
+        /// Title [default: the command line]
+        #[arg(long)]
+        title: Option<String>,
     },
     /// Run a workload at several thread counts: speedup against ideal, fitted scalability
     /// models, and where the lost time went at each count.
@@ -131,21 +185,11 @@ fn main() {
             title,
             command,
         } => {
-            let format = match (format, output.as_ref().and_then(|o| o.extension()).and_then(|e| e.to_str())) {
-                (Some(FormatArg::Svg), _) => Format::Svg,
-                (Some(FormatArg::Folded), _) => Format::Folded,
-                (Some(FormatArg::Json), _) => Format::Json,
-                (None, Some("svg")) | (None, None) => Format::Svg,
-                (None, Some("json")) => Format::Json,
-                (None, Some(_)) => Format::Folded,
+            let format = match format {
+                Some(f) => f.format(),
+                None => output.as_deref().map(|o| Format::from_path(o).unwrap_or(Format::Folded)).unwrap_or(Format::Svg),
             };
-            let output = output.unwrap_or_else(|| {
-                PathBuf::from(match format {
-                    Format::Svg => "profile.svg",
-                    Format::Folded => "profile.txt",
-                    Format::Json => "profile.json",
-                })
-            });
+            let output = output.unwrap_or_else(|| PathBuf::from(format.default_file()));
             record::run(&RecordOptions {
                 command,
                 pid,
@@ -158,16 +202,15 @@ fn main() {
                 mode: if no_waits {
                     Mode::Cpu
                 } else {
-                    match mode {
-                        ModeArg::Cpu => Mode::Cpu,
-                        ModeArg::Wait => Mode::Wait,
-                        ModeArg::Wall => Mode::Wall,
-                    }
+                    mode.mode()
                 },
                 idle,
                 off_cpu: !no_waits,
                 exact_waits,
             })
+        }
+        Cmd::Report { input, output, format, mode, idle, title } => {
+            ftprof::report::run(&input, output, format.map(FormatArg::format), mode.mode(), idle, title.as_deref())
         }
         Cmd::Dump { pid, native, json } => ftprof::dump::run(pid, native, json),
         Cmd::Scale(opts) => ftprof::scale::run(&opts),

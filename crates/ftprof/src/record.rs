@@ -516,6 +516,7 @@ pub fn run(opts: &RecordOptions) -> Result<i32> {
     out.write_all(&bytes).with_context(|| format!("writing {}", path.display()))?;
     eprint!("{}", flamegraph::summary_text(&profile));
     eprintln!("ftprof: wrote {}", path.display());
+    crate::report::how_to_open(opts.format);
     if let Some(t) = &attach {
         let how = match outcome.stop {
             profiler::StopReason::TargetExited => "the target exited during recording: the profile is partial",
@@ -768,14 +769,5 @@ fn build_profile(
 }
 
 fn render(profile: &Profile, opts: &RecordOptions) -> Result<Vec<u8>> {
-    let mut bytes = Vec::new();
-    match opts.format {
-        Format::Svg => {
-            let title = opts.title.clone().unwrap_or_else(|| format!("ftprof: {}", profile.target.command.join(" ")));
-            flamegraph::svg(profile, &title, opts.mode, opts.idle, &mut bytes)?
-        }
-        Format::Folded => bytes = flamegraph::folded(profile, opts.mode, opts.idle).into_bytes(),
-        Format::Json => flamegraph::json(profile, &mut bytes)?,
-    }
-    Ok(bytes)
+    flamegraph::render(profile, opts.format, opts.title.as_deref(), opts.mode, opts.idle)
 }

@@ -26,7 +26,7 @@ pub struct ScaleOptions {
     /// Runs per thread count (the median is used)
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=100))]
     pub repeat: u32,
-    /// Output directory (results.json, scaling.svg, breakdown.svg, diff.svg, flame-n*.svg, runs/)
+    /// Output directory (index.html, report-n*.html, results.json, scaling.svg, breakdown.svg, diff.svg, flame-n*.svg, runs/)
     #[arg(short, long, default_value = "scaling")]
     pub output: PathBuf,
     /// Weak scaling: every thread does the same work (speedup = N·T1/TN) [default: strong, T1/TN]
@@ -289,6 +289,10 @@ pub fn run(opts: &ScaleOptions) -> Result<i32> {
                 }
             }
         }
+    }
+    for (name, bytes) in flamegraph::html::scale_index(&result, &first_profiles, &title)? {
+        std::fs::write(out.join(&name), bytes)?;
+        written.push(name);
     }
     print!("{}", table(&result));
     println!("wrote {}: {}", out.display(), written.join(", "));

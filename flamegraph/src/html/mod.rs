@@ -1,0 +1,319 @@
+//! The self-contained HTML report: an interactive flamegraph (d3-flame-graph, vendored and
+//! inlined) switchable between wall, CPU and waiting time, coloured like the SVG, with search,
+//! click to zoom and a per-thread filter; the header of the recording; where thread time went
+//! and the sentence naming the largest loss; the top locks (sortable; clicking one highlights
+//! its stacks); the top waiting lines. The data travel as JSON in a
+//! `<script type="application/json">` block (`</` escaped); nothing is fetched when it opens.
+//!
+//! [`scale_index`] renders `ftprof scale`'s `index.html` from an `analysis::scaling::ScaleResult`.
+
+mod scale;
+
+pub use scale::scale_index;
+
+use analysis::{Category, FrameKind, Profile};
+use serde::Serialize;
+
+use crate::Mode;
+
+pub(crate) const D3: &str = include_str!("../../assets/d3.v7.9.2.min.js");
+pub(crate) const FLAMEGRAPH: &str = include_str!("../../assets/d3-flamegraph.v4.1.3.min.js");
+pub(crate) const FLAMEGRAPH_CSS: &str = include_str!("../../assets/d3-flamegraph.v4.1.3.css");
+const TEMPLATE: &str = include_str!("report.html");
+pub(crate) const STYLE: &str = include_str!("style.css");
+pub(crate) const COMMON_JS: &str = include_str!("common.js");
+const REPORT_JS: &str = include_str!("report.js");
+
+/// JSON for a `<script type="application/json">` block: `</` cannot close the element.
+pub(crate) fn script_json<T: Serialize>(v: &T) -> anyhow::Result<String> {
+    Ok(serde_json::to_string(v)?.replace("</", "<\\/").replace("<!--", "<\\!--"))
+}
+
+fn hex(c: inferno::flamegraph::color::Color) -> String {
+    format!("#{:02x}{:02x}{:02x}", c.r, c.g, c.b)
+}
+
+#[derive(Serialize)]
+pub(crate) struct CategoryInfo {
+    name: &'static str,
+    color: String,
+    on_cpu: bool,
+    contention: bool,
+    idle: bool,
+}
+
+pub(crate) fn categories() -> Vec<CategoryInfo> {
+    Category::ALL
+        .iter()
+        .map(|&c| CategoryInfo {
+            name: c.name(),
+            color: match c {
+                Category::Python => "#50a0e6".into(),
+                Category::Native => "#eb8c3c".into(),
+                _ => hex(crate::category_color(c)),
+            },
+            on_cpu: c.on_cpu(),
+            contention: c.is_contention(),
+            idle: c.is_idle(),
+        })
+        .collect()
+}
+
+fn kind_index(k: FrameKind, inlined: bool) -> u8 {
+    match k {
+        FrameKind::Thread => 0,
+        FrameKind::Python => 1,
+        FrameKind::Native if inlined => 6,
+        FrameKind::Native => 2,
+        FrameKind::Kernel => 3,
+        FrameKind::Marker => 4,
+        FrameKind::Wait => 5,
+    }
+}
+
+fn category_index(c: Category) -> u8 {
+    Category::ALL.iter().position(|&x| x == c).unwrap_or(0) as u8
+}
+
+#[derive(Serialize)]
+struct Header {
+    command: String,
+    python: String,
+    gil: String,
+    pid: u32,
+    duration_s: f64,
+    threads: usize,
+    samples: u64,
+    rate_hz: u64,
+    lost_records: u64,
+    wait_mode: String,
+    thread_time_us: u64,
+    notes: Vec<String>,
+}
+
+#[derive(Serialize)]
+struct LockRow {
+    kind: &'static str,
+    description: String,
+    /// The name of the wait leaf frame of this lock's stacks.
+    leaf: String,
+    total_us: u64,
+    waits: u64,
+    samples: u64,
+    max_us: u64,
+    mean_us: u64,
+    threads: usize,
+    top_lines: Vec<(String, u64)>,
+}
+
+#[derive(Serialize)]
+struct TimeRow {
+    category: &'static str,
+    time_us: u64,
+    share: f64,
+    contention: bool,
+}
+
+/// The report's data block (compact: frames and stacks as arrays).
+#[derive(Serialize)]
+pub(crate) struct ReportData {
+    title: String,
+    mode: &'static str,
+    idle: bool,
+    period_us: f64,
+    header: Header,
+    /// `[label, kind]`: kind 0 thread, 1 Python, 2 native, 3 kernel, 4 marker, 5 wait, 6 inlined.
+    frames: Vec<(String, u8)>,
+    /// `[tid, frames root→leaf, category, CPU samples, off-CPU µs]`.
+    stacks: Vec<(u32, Vec<u32>, u8, u64, u64)>,
+    categories: Vec<CategoryInfo>,
+    /// `[tid, label, thread time µs]`, busiest first.
+    threads: Vec<(u32, String, u64)>,
+    time: Vec<TimeRow>,
+    verdict: Option<String>,
+    locks: Vec<LockRow>,
+    lines: Vec<(String, u64, u64)>,
+}
+
+pub(crate) fn mode_name(m: Mode) -> &'static str {
+    match m {
+        Mode::Cpu => "cpu",
+        Mode::Wait => "wait",
+        Mode::Wall => "wall",
+    }
+}
+
+fn gil_state(p: &Profile) -> (String, String) {
+    match &p.target.python {
+        Some(py) => (
+            format!("CPython {}", py.version),
+            match (py.free_threaded, py.gil_enabled) {
+                (true, Some(false)) => "disabled (free-threaded build)",
+                (true, Some(true)) => "ENABLED at run time in a free-threaded build",
+                (true, None) => "free-threaded build (state unknown)",
+                (false, _) => "enabled (default build)",
+            }
+            .into(),
+        ),
+        None => ("no CPython runtime found".into(), "-".into()),
+    }
+}
+
+pub(crate) fn data(p: &Profile, title: &str, mode: Mode, idle: bool) -> ReportData {
+    let per = p.summary.period_us();
+    let (python, gil) = gil_state(p);
+    let s = &p.summary;
+    let mut notes = Vec::new();
+    for l in &s.lost {
+        notes.push(format!(
+            "the kernel dropped {} {} records between {:.1} s and {:.1} s",
+            l.count, l.ring, l.first_s, l.last_s
+        ));
+    }
+    if s.unobserved_us > 0 {
+        notes.push(format!(
+            "{:.1} ms of blocked time in threads no sample caught blocked: shown as [off-CPU, not observed]",
+            s.unobserved_us as f64 / 1000.0
+        ));
+    }
+    if p.target.partial {
+        notes.push("the target exited while ftprof was attached: the profile covers part of the period".into());
+    }
+    let mut per_thread: std::collections::HashMap<u32, f64> = Default::default();
+    for st in &p.stacks {
+        *per_thread.entry(st.thread).or_default() += st.time_us(per);
+    }
+    let mut threads: Vec<(u32, String, u64)> = p
+        .threads
+        .iter()
+        .filter_map(|t| {
+            let us = per_thread.get(&t.tid).copied()?;
+            let label = if t.name.is_empty() { format!("thread ({})", t.tid) } else { format!("{} ({})", t.name, t.tid) };
+            Some((t.tid, label, us.round() as u64))
+        })
+        .collect();
+    threads.sort_by(|a, b| b.2.cmp(&a.2).then(a.0.cmp(&b.0)));
+    ReportData {
+        title: title.to_string(),
+        mode: mode_name(mode),
+        idle,
+        period_us: per,
+        header: Header {
+            command: p.target.command.join(" "),
+            python,
+            gil,
+            pid: p.target.pid,
+            duration_s: s.duration_s,
+            threads: s.threads,
+            samples: s.samples,
+            rate_hz: s.rate_hz,
+            lost_records: s.lost_records,
+            wait_mode: s.wait_mode.clone(),
+            thread_time_us: s.thread_time_us,
+            notes,
+        },
+        frames: p.frames.iter().map(|f| (f.label(), kind_index(f.kind, f.inlined))).collect(),
+        stacks: p
+            .stacks
+            .iter()
+            .map(|st| (st.thread, st.frames.clone(), category_index(st.category), st.samples, st.wait_us))
+            .collect(),
+        categories: categories(),
+        threads,
+        time: s
+            .categories
+            .iter()
+            .map(|c| TimeRow {
+                category: c.category.name(),
+                time_us: c.time_us,
+                share: c.share,
+                contention: c.contention,
+            })
+            .collect(),
+        verdict: crate::largest_loss(p),
+        locks: p
+            .locks
+            .iter()
+            .map(|l| LockRow {
+                kind: l.kind.name(),
+                description: l.description.clone(),
+                leaf: format!("[{}: {}]", l.kind.name(), l.description),
+                total_us: l.total_us,
+                waits: l.waits,
+                samples: l.samples,
+                max_us: l.max_us,
+                mean_us: l.mean_us,
+                threads: l.threads.len(),
+                top_lines: l.top_lines.iter().map(|t| (t.line.clone(), t.time_us)).collect(),
+            })
+            .collect(),
+        lines: p.top_lines.iter().map(|l| (l.line.clone(), l.time_us, l.waits)).collect(),
+    }
+}
+
+/// Fill the page template: `{{NAME}}` placeholders, each used once.
+pub(crate) fn fill(template: &str, parts: &[(&str, &str)]) -> String {
+    let mut out = String::with_capacity(template.len() + parts.iter().map(|p| p.1.len()).sum::<usize>());
+    let mut rest = template;
+    while let Some(i) = rest.find("{{") {
+        out.push_str(&rest[..i]);
+        let end = rest[i..].find("}}").map(|e| i + e + 2).unwrap_or(rest.len());
+        let key = &rest[i + 2..end.saturating_sub(2).max(i + 2)];
+        match parts.iter().find(|p| p.0 == key) {
+            Some(p) => out.push_str(p.1),
+            None => out.push_str(&rest[i..end]),
+        }
+        rest = &rest[end..];
+    }
+    out.push_str(rest);
+    out
+}
+
+/// The HTML report of one profile; `mode` and `idle` are what it opens with.
+pub fn report(p: &Profile, title: &str, mode: Mode, idle: bool) -> anyhow::Result<String> {
+    let json = script_json(&data(p, title, mode, idle))?;
+    Ok(fill(
+        TEMPLATE,
+        &[
+            ("FLAMEGRAPH_CSS", FLAMEGRAPH_CSS),
+            ("STYLE", STYLE),
+            ("DATA", &json),
+            ("D3", D3),
+            ("FLAMEGRAPH", FLAMEGRAPH),
+            ("COMMON_JS", COMMON_JS),
+            ("REPORT_JS", REPORT_JS),
+        ],
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn data_block_cannot_close_its_script_element() {
+        let mut p = analysis::fixture::profile();
+        p.target.command = vec!["python".into(), "</script><script>alert(1)</script>".into()];
+        let html = report(&p, "t</script>", Mode::Wall, false).unwrap();
+        let start = html.find("id=\"ftprof-data\"").unwrap();
+        let block = &html[start..];
+        let end = block.find("</script>").unwrap();
+        let json = &block[block.find('>').unwrap() + 1..end];
+        let v: serde_json::Value = serde_json::from_str(json).unwrap();
+        assert_eq!(v["header"]["command"], "python </script><script>alert(1)</script>");
+        assert!(!html.contains("{{"), "every placeholder filled");
+        assert!(!html.contains("src=\"http") && !html.contains("href=\"http"), "nothing fetched");
+    }
+
+    #[test]
+    fn lock_rows_name_their_leaf_frames() {
+        let p = analysis::fixture::profile();
+        let d = data(&p, "t", Mode::Wait, false);
+        let leaves: std::collections::HashSet<&str> =
+            d.frames.iter().filter(|f| f.1 == 5).map(|f| f.0.as_str()).collect();
+        assert!(!d.locks.is_empty());
+        for l in d.locks.iter().filter(|l| l.waits > 0) {
+            assert!(leaves.contains(l.leaf.as_str()), "{} among {leaves:?}", l.leaf);
+        }
+    }
+}
