@@ -1,0 +1,221 @@
+// Drives Debian's chromium (headless, over the DevTools protocol with playwright-core) for the
+// report tests and benchmark. Usage (NODE_PATH = the node_modules of scripts/report-deps.sh):
+//   node check.cjs html REPORT.html SCREENSHOT.png      the HTML report, offline
+//   node check.cjs scale INDEX.html SCREENSHOT.png      ftprof scale's index.html, offline
+//   node check.cjs speedscope PROFILE.json SCREENSHOT.png   schema + speedscope's own app
+//   node check.cjs bench REPORT.html RUNS               render time of the HTML report
+//   node check.cjs shot PAGE.svg|html SCREENSHOT.png    a screenshot (charts)
+// Prints one JSON object on stdout; exits non-zero on a failed step.
+'use strict';
+const fs = require('fs');
+const path = require('path');
+const http = require('http');
+const { execSync } = require('child_process');
+const { chromium } = require('playwright-core');
+
+function chromiumPath() {
+  if (process.env.FTPROF_CHROMIUM) return process.env.FTPROF_CHROMIUM;
+  for (const name of ['chromium', 'chromium-browser']) {
+    try { return execSync(`command -v ${name}`, { shell: '/bin/sh' }).toString().trim(); } catch (e) { /* next */ }
+  }
+  throw new Error('chromium not found: run scripts/report-deps.sh');
+}
+
+async function launch() {
+  return chromium.launch({
+    executablePath: chromiumPath(),
+    headless: true,
+    // Root in containers needs --no-sandbox; the proxy makes any request that escapes the
+    // offline context fail instead of reaching a network.
+    args: ['--no-sandbox', '--disable-gpu', '--disable-dev-shm-usage', '--proxy-server=http://127.0.0.1:9', '--proxy-bypass-list=<-loopback>'],
+  });
+}
+
+// A page that records every request and page error.
+async function page(browser, opts) {
+  const context = await browser.newContext({ offline: !!opts.offline, viewport: { width: 1400, height: 1000 } });
+  const p = await context.newPage();
+  const log = { requests: [], errors: [], console: [] };
+  p.on('request', (r) => log.requests.push(r.url()));
+  p.on('pageerror', (e) => log.errors.push(String(e)));
+  p.on('console', (m) => { if (m.type() === 'error') log.console.push(m.text()); });
+  return { p, log, context };
+}
+
+const fileUrl = (f) => 'file://' + path.resolve(f);
+
+async function html(file, shot) {
+  const browser = await launch();
+  const { p, log } = await page(browser, { offline: true });
+  const out = { ok: false };
+  try {
+    const t0 = Date.now();
+    await p.goto(fileUrl(file), { waitUntil: 'load' });
+    await p.waitForSelector('body[data-rendered="1"]', { timeout: 20000 });
+    out.render_ms = Date.now() - t0;
+    out.frames_wall = await p.locator('#chart svg g').count();
+    await p.check('#mode-wait');
+    await p.waitForSelector('body[data-rendered="1"]', { timeout: 10000 });
+    out.view = await p.$eval('#chart svg g', (g) => g.getAttribute('name'));
+    out.frames_wait = await p.locator('#chart svg g').count();
+    out.wait_leaves = await p.$$eval('#chart svg g[name^="["]', (gs) => gs.map((g) => g.getAttribute('name')));
+    out.lock_rows = await p.$$eval('#locks tbody tr', (rs) => rs.map((r) => Array.from(r.cells).map((c) => c.textContent)));
+    out.time_rows = await p.$$eval('#time tbody tr', (rs) => rs.map((r) => r.cells[0].textContent));
+    out.verdict = await p.textContent('#verdict');
+    out.lines = await p.$$eval('#lines tbody tr', (rs) => rs.map((r) => r.cells[0].textContent));
+    // Sort by waits, then click the biggest lock: its stacks stay coloured, the rest greys out.
+    await p.click('#locks th[data-key="total_us"]');
+    out.sorted_first = await p.$eval('#locks tbody tr', (r) => r.cells[1].textContent);
+    const leaf = await p.$eval('#locks tbody tr', (r) => r.getAttribute('data-leaf'));
+    await p.click('#locks tbody tr >> nth=0');
+    await p.waitForSelector('#locks tbody tr.selected', { timeout: 5000 });
+    await p.waitForSelector('body[data-rendered="1"]', { timeout: 10000 });
+    out.clicked_leaf = leaf;
+    out.highlight = await p.$$eval('#chart svg g', (gs, leaf) => {
+      const fill = (g) => g.querySelector('rect').getAttribute('fill');
+      const lockG = gs.filter((g) => g.getAttribute('name') === leaf);
+      return { lock_frames: lockG.length, lock_fill: lockG.map(fill), greyed: gs.filter((g) => fill(g) === '#e6e6e6').length, total: gs.length };
+    }, leaf);
+    // Per-thread filter: the waiter thread alone.
+    out.threads = await p.$$eval('#thread option', (os) => os.map((o) => o.textContent));
+    await p.screenshot({ path: shot, fullPage: false });
+    const waiter = await p.$$eval('#thread option', (os) => (os.find((o) => o.textContent.startsWith('waiter')) || {}).value);
+    if (waiter) {
+      await p.selectOption('#thread', waiter);
+      await p.waitForSelector('body[data-rendered="1"]', { timeout: 10000 });
+      out.thread_filtered = await p.$$eval('#chart svg g', (gs) => gs.map((g) => g.getAttribute('name')).filter((n) => / \(\d+\)$/.test(n)));
+    }
+    // Search marks matching frames.
+    await p.fill('#search', 'lock_handoff');
+    out.search_hits = await p.$$eval('#chart svg g rect', (rs) => rs.filter((r) => r.getAttribute('fill') === '#e600e6').length);
+    out.ok = true;
+  } catch (e) {
+    out.failure = String(e);
+  }
+  out.requests = log.requests.filter((u) => u !== fileUrl(file));
+  out.errors = log.errors.concat(log.console);
+  await browser.close();
+  return out;
+}
+
+async function scale(file, shot) {
+  const browser = await launch();
+  const { p, log } = await page(browser, { offline: true });
+  const out = { ok: false };
+  try {
+    await p.goto(fileUrl(file), { waitUntil: 'load' });
+    await p.waitForSelector('body[data-rendered="1"]', { timeout: 20000 });
+    out.svgs = await p.locator('.chart-box svg').count();
+    out.points = await p.$$eval('#points tbody tr', (rs) => rs.map((r) => r.cells[0].textContent));
+    out.links = await p.$$eval('#points a', (as) => as.map((a) => a.getAttribute('href')));
+    out.diff_frames = await p.locator('#diff svg g').count();
+    out.fits = await p.$$eval('#fits li', (ls) => ls.map((l) => l.textContent));
+    await p.screenshot({ path: shot, fullPage: true });
+    out.ok = true;
+  } catch (e) {
+    out.failure = String(e);
+  }
+  out.requests = log.requests.filter((u) => u !== fileUrl(file));
+  out.errors = log.errors.concat(log.console);
+  await browser.close();
+  return out;
+}
+
+function serve(root, extra) {
+  return new Promise((resolve) => {
+    const types = { '.html': 'text/html', '.js': 'text/javascript', '.css': 'text/css', '.json': 'application/json', '.wasm': 'application/wasm', '.png': 'image/png', '.woff2': 'font/woff2', '.ico': 'image/x-icon', '.txt': 'text/plain' };
+    const server = http.createServer((req, res) => {
+      const u = decodeURIComponent(req.url.split('?')[0].split('#')[0]);
+      const f = u === '/profile.json' ? extra : path.join(root, path.normalize(u).replace(/^(\.\.[\/\\])+/, ''));
+      fs.readFile(f, (err, data) => {
+        if (err) { res.writeHead(404); res.end(); return; }
+        res.writeHead(200, { 'content-type': types[path.extname(f)] || 'application/octet-stream', 'access-control-allow-origin': '*' });
+        res.end(data);
+      });
+    });
+    server.listen(0, '127.0.0.1', () => resolve(server));
+  });
+}
+
+async function speedscope(file, shot) {
+  const out = { ok: false };
+  const release = path.join(path.dirname(require.resolve('speedscope/package.json')), 'dist', 'release');
+  // 1. speedscope's own schema.
+  const Ajv = require('ajv');
+  const schema = JSON.parse(fs.readFileSync(path.join(release, 'file-format-schema.json'), 'utf8'));
+  const ajv = new Ajv({ strict: false, allErrors: true });
+  const valid = ajv.validate(schema, JSON.parse(fs.readFileSync(file, 'utf8')));
+  out.schema_valid = valid;
+  out.schema_errors = valid ? [] : ajv.errors.slice(0, 5).map((e) => e.instancePath + ' ' + e.message);
+  // 2. speedscope's own app, served on 127.0.0.1.
+  const server = await serve(release, path.resolve(file));
+  const base = `http://127.0.0.1:${server.address().port}`;
+  const browser = await launch();
+  const { p, log } = await page(browser, { offline: false });
+  try {
+    await p.goto(`${base}/index.html#profileURL=${encodeURIComponent(base + '/profile.json')}`, { waitUntil: 'load' });
+    // Loaded: the flame chart canvas is there and the toolbar names the active profile.
+    await p.waitForFunction(() => document.querySelectorAll('canvas').length > 0 && /\(\d+\)/.test(document.body.innerText), null, { timeout: 30000 });
+    await p.waitForTimeout(500);
+    out.text = await p.evaluate(() => document.body.innerText);
+    out.title = await p.title();
+    // The profile selector lists every thread: open it.
+    const names = JSON.parse(fs.readFileSync(file, 'utf8')).profiles.map((x) => x.name);
+    try {
+      await p.getByText(names[0], { exact: false }).first().click({ timeout: 3000 });
+      await p.waitForTimeout(300);
+    } catch (e) { /* the selector may not open with one profile */ }
+    out.text_after = await p.evaluate(() => document.body.innerText);
+    await p.screenshot({ path: shot });
+    out.ok = true;
+  } catch (e) {
+    out.failure = String(e);
+    out.text = await p.evaluate(() => document.body.innerText).catch(() => '');
+  }
+  out.requests = log.requests.filter((u) => !u.startsWith(base));
+  out.errors = log.errors.concat(log.console);
+  await browser.close();
+  server.close();
+  return out;
+}
+
+async function bench(file, runs) {
+  const browser = await launch();
+  const out = { render_ms: [], script_ms: [] };
+  for (let i = 0; i < runs; i++) {
+    const { p, context } = await page(browser, { offline: true });
+    const t0 = Date.now();
+    await p.goto(fileUrl(file), { waitUntil: 'load' });
+    await p.waitForSelector('body[data-rendered="1"]', { timeout: 60000 });
+    out.render_ms.push(Date.now() - t0);
+    out.script_ms.push(await p.evaluate(() => window.ftprofRenderMs));
+    await context.close();
+  }
+  await browser.close();
+  out.ok = true;
+  return out;
+}
+
+async function shot(file, png) {
+  const browser = await launch();
+  const { p, log } = await page(browser, { offline: true });
+  await p.goto(fileUrl(file), { waitUntil: 'load' });
+  const box = await p.evaluate(() => { const s = document.querySelector('svg'); return s ? { w: s.width.baseVal.value, h: s.height.baseVal.value } : null; });
+  if (box) await p.setViewportSize({ width: Math.ceil(box.w), height: Math.ceil(box.h) });
+  await p.screenshot({ path: png });
+  await browser.close();
+  return { ok: true, box, requests: log.requests.filter((u) => u !== fileUrl(file)), errors: log.errors };
+}
+
+(async () => {
+  const [cmd, a, b] = process.argv.slice(2);
+  let out;
+  if (cmd === 'html') out = await html(a, b);
+  else if (cmd === 'scale') out = await scale(a, b);
+  else if (cmd === 'speedscope') out = await speedscope(a, b);
+  else if (cmd === 'bench') out = await bench(a, parseInt(b || '5', 10));
+  else if (cmd === 'shot') out = await shot(a, b);
+  else throw new Error('usage: check.cjs html|scale|speedscope|bench|shot FILE ARG');
+  process.stdout.write(JSON.stringify(out) + '\n');
+  process.exit(out.ok ? 0 : 1);
+})().catch((e) => { process.stdout.write(JSON.stringify({ ok: false, failure: String(e && e.stack || e) }) + '\n'); process.exit(1); });
