@@ -10,6 +10,8 @@ FTPROF_PYTHON_GIL=$(scripts/provision-python.sh gil)
 FTPROF_PYTHON_314_ROOT=$(scripts/provision-python.sh 3.14)
 FTPROF_PYTHON_315_ROOT=$(scripts/provision-python.sh 3.15)
 export FTPROF_PYTHON FTPROF_PYTHON_GIL FTPROF_PYTHON_314_ROOT FTPROF_PYTHON_315_ROOT
+# tests/report.rs: chromium and golang-go (apt), node packages (~/.cache/ftprof/node).
+scripts/report-deps.sh >/dev/null
 echo "test.sh: using $FTPROF_PYTHON, $FTPROF_PYTHON_GIL, python3.14 and python3.15 in $FTPROF_PYTHON_314_ROOT" >&2
 cargo build --workspace --all-targets
 log=$(mktemp)

@@ -27,7 +27,7 @@ async function launch() {
     headless: true,
     // Root in containers needs --no-sandbox; the proxy makes any request that escapes the
     // offline context fail instead of reaching a network.
-    args: ['--no-sandbox', '--disable-gpu', '--disable-dev-shm-usage', '--proxy-server=http://127.0.0.1:9', '--proxy-bypass-list=<-loopback>'],
+    args: ['--no-sandbox', '--disable-gpu', '--disable-dev-shm-usage', '--proxy-server=http://127.0.0.1:9'],
   });
 }
 

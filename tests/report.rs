@@ -1,0 +1,350 @@
+//! Reports and exports read by their real consumers: the HTML report in headless Chromium
+//! (offline, no request leaving the page), speedscope's own schema and app, `go tool pprof`,
+//! the Firefox Profiler's processed format. One lock hand-off recording (tests/workloads) is
+//! shared by the tests; tools come from scripts/report-deps.sh (installed when missing).
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+
+use common::*;
+use serde_json::Value;
+
+/// The lock hand-off recorded once as a JSON profile: (dir, json path, the lock's address, the
+/// workload's stdout).
+struct Recording {
+    _dir: tempfile::TempDir,
+    json: PathBuf,
+    lock: String,
+    waiter_tid: u64,
+}
+
+fn recording() -> &'static Recording {
+    static R: OnceLock<Recording> = OnceLock::new();
+    R.get_or_init(|| {
+        let dir = tempdir();
+        let json = dir.path().join("handoff.json");
+        let out = ftprof()
+            .args(["record", "--format", "json", "-o"])
+            .arg(&json)
+            .arg("--")
+            .arg(python())
+            .arg(workload("lock_handoff.py"))
+            .args(["lock", "6"])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "ftprof record failed: {}", String::from_utf8_lossy(&out.stderr));
+        let lock = printed(&out.stdout, "lock");
+        let waiter_tid = tids(&out.stdout)["waiter"];
+        Recording { _dir: dir, json, lock, waiter_tid }
+    })
+}
+
+fn profile() -> analysis::Profile {
+    ftprof::report::load(&recording().json).unwrap()
+}
+
+fn report(args: &[&str], out: &Path) -> String {
+    let o = ftprof().arg("report").arg(&recording().json).arg("-o").arg(out).args(args).output().unwrap();
+    let stderr = String::from_utf8_lossy(&o.stderr).into_owned();
+    assert!(o.status.success(), "ftprof report {args:?} failed: {stderr}");
+    assert!(out.is_file(), "{} written", out.display());
+    stderr
+}
+
+/// Where screenshots go (kept after the run).
+fn artifacts() -> PathBuf {
+    let d = root().join("target/test-artifacts/report");
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+fn node_modules() -> PathBuf {
+    static NM: OnceLock<PathBuf> = OnceLock::new();
+    NM.get_or_init(|| {
+        let out = Command::new("bash").arg(root().join("scripts/report-deps.sh")).output().unwrap();
+        assert!(out.status.success(), "scripts/report-deps.sh failed:\n{}", String::from_utf8_lossy(&out.stderr));
+        PathBuf::from(String::from_utf8(out.stdout).unwrap().trim())
+    })
+    .clone()
+}
+
+/// Run tests/browser/check.cjs (headless Chromium); its JSON result.
+fn browser(cmd: &str, file: &Path, arg: &str) -> Value {
+    let out = Command::new("node")
+        .env("NODE_PATH", node_modules())
+        .arg(root().join("tests/browser/check.cjs"))
+        .arg(cmd)
+        .arg(file)
+        .arg(arg)
+        .output()
+        .expect("run node (scripts/report-deps.sh installs it)");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let v: Value = serde_json::from_str(text.trim()).unwrap_or_else(|e| {
+        panic!("check.cjs {cmd}: no JSON ({e}): {text}\nstderr: {}", String::from_utf8_lossy(&out.stderr))
+    });
+    assert!(out.status.success() && v["ok"] == true, "check.cjs {cmd} failed: {v:#}");
+    assert_eq!(v["requests"], serde_json::json!([]), "no request may leave the page: {v:#}");
+    assert_eq!(v["errors"], serde_json::json!([]), "page errors: {v:#}");
+    v
+}
+
+fn strings(v: &Value) -> Vec<String> {
+    v.as_array().unwrap_or(&vec![]).iter().map(|x| x.as_str().map(String::from).unwrap_or_else(|| x.to_string())).collect()
+}
+
+#[test]
+fn html_report_opens_offline_and_shows_the_lock_in_the_waiting_view() {
+    let r = recording();
+    let dir = tempdir();
+    let html = dir.path().join("report.html");
+    let stderr = report(&[], &html);
+    assert!(stderr.contains("wrote"), "{stderr}");
+    let text = std::fs::read_to_string(&html).unwrap();
+    assert!(text.starts_with("<!DOCTYPE html>"), "the .html extension selects the HTML report");
+    let shot = artifacts().join("report-waiting-view.png");
+    let _ = std::fs::remove_file(&shot);
+    let v = browser("html", &html, shot.to_str().unwrap());
+    assert!(v["frames_wall"].as_u64().unwrap() > 10, "the flamegraph rendered: {v:#}");
+    assert_eq!(v["view"], "all — waiting time (the lock as the leaf)");
+    let leaf = format!("[lock: _thread.lock @ {}]", r.lock);
+    assert!(strings(&v["wait_leaves"]).contains(&leaf), "the waiting view has the lock leaf {leaf}: {v:#}");
+    let rows: Vec<Vec<String>> = v["lock_rows"].as_array().unwrap().iter().map(strings).collect();
+    let row = rows.iter().find(|r| r[1] == format!("_thread.lock @ {}", r_lock(r))).unwrap_or_else(|| panic!("{rows:?}"));
+    assert_eq!(row[0], "lock");
+    assert!(row[6].contains("lock_handoff.py"), "top lines: {row:?}");
+    assert_eq!(v["clicked_leaf"], leaf.as_str(), "the largest lock after sorting by total");
+    let hl = &v["highlight"];
+    assert!(hl["lock_frames"].as_u64().unwrap() >= 1 && hl["greyed"].as_u64().unwrap() >= 1, "{hl}");
+    assert!(strings(&hl["lock_fill"]).iter().all(|f| f != "#e6e6e6"), "the lock's own stacks stay coloured: {hl}");
+    assert!(v["verdict"].as_str().unwrap().contains("threading lock"), "{v:#}");
+    assert!(strings(&v["lines"]).iter().any(|l| l.contains("lock_handoff.py")));
+    assert!(strings(&v["threads"]).iter().any(|t| t.starts_with("waiter (")));
+    assert_eq!(strings(&v["thread_filtered"]), [format!("waiter ({})", r.waiter_tid)], "the thread filter");
+    assert!(std::fs::metadata(&shot).unwrap().len() > 10_000, "screenshot saved at {}", shot.display());
+}
+
+fn r_lock(row: &[String]) -> String {
+    row[1].rsplit(' ').next().unwrap_or("").to_string()
+}
+
+#[test]
+fn record_infers_html_from_the_extension() {
+    let dir = tempdir();
+    let html = dir.path().join("p.html");
+    let out = ftprof()
+        .args(["record", "-o"])
+        .arg(&html)
+        .arg("--")
+        .arg(python())
+        .arg(workload("lock_handoff.py"))
+        .args(["lock", "2"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let text = std::fs::read_to_string(&html).unwrap();
+    assert!(text.contains("id=\"ftprof-data\"") && text.contains("d3-flame-graph"));
+    let start = text.find("id=\"ftprof-data\">").unwrap() + "id=\"ftprof-data\">".len();
+    let end = start + text[start..].find("</script>").unwrap();
+    let data: Value = serde_json::from_str(&text[start..end]).unwrap();
+    assert!(data["header"]["command"].as_str().unwrap().contains("lock_handoff.py"));
+    assert!(data["stacks"].as_array().unwrap().len() > 3);
+}
+
+#[test]
+fn report_refuses_what_is_not_a_profile() {
+    let dir = tempdir();
+    let bad = dir.path().join("bad.json");
+    std::fs::write(&bad, "{\"hello\": 1}").unwrap();
+    let out = ftprof().arg("report").arg(&bad).arg("-o").arg(dir.path().join("x.html")).output().unwrap();
+    let msg = assert_one_line_error(&out, "not a JSON profile of ftprof");
+    assert!(msg.contains("--format json"), "{msg}");
+    let out = ftprof().arg("report").arg(dir.path().join("missing.json")).output().unwrap();
+    assert_one_line_error(&out, "cannot read");
+}
+
+/// Thread time per thread label `name (tid)` from ftprof's own totals.
+fn thread_times(p: &analysis::Profile) -> Vec<(String, f64)> {
+    let per = p.summary.period_us();
+    p.threads
+        .iter()
+        .map(|t| {
+            let us: f64 = p.stacks.iter().filter(|s| s.thread == t.tid).map(|s| s.time_us(per)).sum();
+            (format!("{} ({})", t.name, t.tid), us)
+        })
+        .filter(|t| t.1 > 0.0)
+        .collect()
+}
+
+#[test]
+fn speedscope_file_validates_and_loads_in_speedscope() {
+    let dir = tempdir();
+    let file = dir.path().join("handoff.speedscope.json");
+    report(&["--idle"], &file);
+    let p = profile();
+    let doc: Value = serde_json::from_slice(&std::fs::read(&file).unwrap()).unwrap();
+    let total: f64 =
+        doc["profiles"].as_array().unwrap().iter().flat_map(|x| x["weights"].as_array().unwrap()).map(|w| w.as_f64().unwrap()).sum();
+    let expected = p.summary.thread_time_us as f64;
+    assert!((total - expected).abs() <= 0.01 * expected, "speedscope total {total} µs vs ftprof {expected} µs");
+    let shot = artifacts().join("speedscope.png");
+    let v = browser("speedscope", &file, shot.to_str().unwrap());
+    assert_eq!(v["schema_valid"], true, "speedscope's file-format-schema.json: {v:#}");
+    let shown = v["text_after"].as_str().unwrap();
+    assert!(!shown.to_lowercase().contains("error"), "{shown}");
+    // speedscope lists every thread with its total weight (e.g. "1.95s"): ftprof's figures.
+    for (name, us) in thread_times(&p) {
+        let line = shown.lines().find(|l| l.contains(&name)).unwrap_or_else(|| panic!("{name} not in speedscope:\n{shown}"));
+        let s = line
+            .split_whitespace()
+            .last()
+            .and_then(|w| w.strip_suffix('s'))
+            .and_then(|w| {
+                w.strip_suffix('m').map(|ms| ms.parse::<f64>().ok().map(|x| x / 1e3)).unwrap_or_else(|| w.parse::<f64>().ok())
+            })
+            .unwrap_or_else(|| panic!("no total weight in speedscope's line {line:?}"));
+        assert!((s * 1e6 - us).abs() <= (0.01 * us).max(6_000.0), "{name}: speedscope {s} s, ftprof {us} µs");
+    }
+}
+
+/// `go tool pprof` figures: "12.5ms" → ns.
+fn duration_ns(s: &str) -> f64 {
+    let s = s.trim().trim_end_matches(',');
+    let (num, unit) = s.split_at(s.find(|c: char| c.is_ascii_alphabetic() || c == 'µ').unwrap_or(s.len()));
+    let n: f64 = num.parse().unwrap_or_else(|_| panic!("not a duration: {s}"));
+    n * match unit {
+        "ns" => 1.0,
+        "us" | "µs" => 1e3,
+        "ms" => 1e6,
+        "s" => 1e9,
+        "min" => 60e9,
+        "hrs" | "h" => 3600e9,
+        u => panic!("unit {u} in {s}"),
+    }
+}
+
+fn go_pprof(args: &[&str], file: &Path) -> String {
+    node_modules(); // installs golang-go when missing
+    let home = tempdir();
+    let out = Command::new("go")
+        .arg("tool")
+        .arg("pprof")
+        .args(args)
+        .arg(file)
+        .env("GOCACHE", home.path().join("cache"))
+        .env("GOPATH", home.path().join("gopath"))
+        .env("GOTOOLCHAIN", "local")
+        .env("GOFLAGS", "-mod=mod")
+        .output()
+        .expect("go (golang-go) runs");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(out.status.success(), "go tool pprof failed: {}", String::from_utf8_lossy(&out.stderr));
+    text
+}
+
+/// `(total, first row's function)` of `go tool pprof -top`.
+fn top(text: &str) -> (f64, String, f64) {
+    let showing = text.lines().find(|l| l.starts_with("Showing nodes accounting for")).unwrap_or_else(|| panic!("{text}"));
+    let total = showing.split(" of ").nth(1).and_then(|t| t.split_whitespace().next()).unwrap();
+    let header = text.lines().position(|l| l.trim_start().starts_with("flat")).unwrap();
+    let row = text.lines().nth(header + 1).unwrap();
+    let cols: Vec<&str> = row.split_whitespace().collect();
+    (duration_ns(total), cols[5..].join(" "), duration_ns(cols[0]))
+}
+
+#[test]
+fn pprof_reads_in_go_tool_pprof_with_ftprofs_top_function_and_totals() {
+    let dir = tempdir();
+    let file = dir.path().join("handoff.pb.gz");
+    report(&[], &file);
+    let p = profile();
+    // CPU: ftprof's CPU samples × period; the top function: the leaf with most CPU samples.
+    let (total, func, flat) = top(&go_pprof(&["-top", "-nodecount=5"], &file));
+    let cpu_ns = (p.summary.samples * p.summary.period_ns) as f64;
+    assert!((total - cpu_ns).abs() <= 0.01 * cpu_ns, "go tool pprof total {total} ns vs ftprof {cpu_ns} ns");
+    let mut leaves: std::collections::HashMap<String, u64> = Default::default();
+    for (s, frames) in p.iter_stacks() {
+        if let Some(f) = frames.last() {
+            let name = if f.kind == analysis::FrameKind::Python { f.name.clone() } else { f.label() };
+            *leaves.entry(name).or_default() += s.samples;
+        }
+    }
+    let max = *leaves.values().max().unwrap();
+    let expected: Vec<&String> = leaves.iter().filter(|(_, &v)| v == max).map(|(k, _)| k).collect();
+    assert!(expected.contains(&&func), "go tool pprof's top function {func:?}, ftprof's {expected:?}");
+    let want = (max * p.summary.period_ns) as f64;
+    assert!((flat - want).abs() <= 0.01 * want + 1e5, "flat {flat} vs {want}");
+    // Waiting (idle waits left out by default): the lock leaf on top, ftprof's lock total.
+    let (wait_total, wait_top, wait_flat) = top(&go_pprof(&["-top", "-nodecount=5", "-sample_index=wait"], &file));
+    let wait_ns: f64 = p.stacks.iter().filter(|s| !s.category.is_idle()).map(|s| s.wait_us as f64 * 1e3).sum();
+    assert!((wait_total - wait_ns).abs() <= 0.01 * wait_ns, "wait total {wait_total} vs {wait_ns}");
+    let lock = &p.locks[0];
+    if wait_top.starts_with("[lock: ") {
+        assert!(wait_top.contains(&recording().lock), "{wait_top}");
+        let lock_wait_ns = (lock.total_us - lock.spin_us) as f64 * 1e3;
+        assert!((wait_flat - lock_wait_ns).abs() <= 0.02 * lock_wait_ns + 1e6, "{wait_flat} vs {lock_wait_ns}");
+    } else {
+        // Runqueue time can outweigh the lock on a busy machine: then the lock is listed below.
+        let all = go_pprof(&["-top", "-sample_index=wait"], &file);
+        assert!(all.contains(&format!("[lock: _thread.lock @ {}]", recording().lock)), "{all}");
+    }
+
+    // The same file decoded with the checked-in prost types.
+    let m = flamegraph::pprof::read(&std::fs::read(&file).unwrap()).unwrap();
+    let s = |i: i64| m.string_table[i as usize].clone();
+    let types: Vec<(String, String)> = m.sample_type.iter().map(|v| (s(v.r#type), s(v.unit))).collect();
+    assert_eq!(types, [("cpu".into(), "nanoseconds".into()), ("wait".into(), "nanoseconds".into()), ("samples".into(), "count".into())]);
+    let count: i64 = m.sample.iter().map(|x| x.value[2]).sum();
+    assert_eq!(count as u64, p.summary.samples);
+    let label = |x: &flamegraph::pprof::proto::Sample, k: &str| {
+        x.label.iter().find(|l| s(l.key) == k).map(|l| s(l.str))
+    };
+    let waiter = format!("waiter ({})", recording().waiter_tid);
+    let locked: Vec<&flamegraph::pprof::proto::Sample> =
+        m.sample.iter().filter(|x| label(x, "lock").is_some_and(|l| l.contains(&recording().lock))).collect();
+    assert!(!locked.is_empty(), "samples labelled with the lock");
+    assert!(locked.iter().any(|x| label(x, "thread").as_deref() == Some(waiter.as_str()) && label(x, "category").as_deref() == Some("lock")));
+    let py_waiter = m.function.iter().find(|f| s(f.name) == "waiter").expect("the waiter function");
+    assert!(s(py_waiter.filename).ends_with("lock_handoff.py"));
+    assert_eq!(py_waiter.start_line as u64, line_of(&workload("lock_handoff.py"), "def waiter"));
+    let wait_line = line_of(&workload("lock_handoff.py"), "WAIT-LINE");
+    assert!(m.location.iter().any(|l| l.line.iter().any(|x| x.function_id == py_waiter.id && x.line as u64 == wait_line)));
+}
+
+#[test]
+fn firefox_profile_has_threads_categories_and_wait_markers() {
+    let dir = tempdir();
+    let file = dir.path().join("handoff.gecko.json");
+    let stderr = report(&[], &file);
+    assert!(stderr.contains("profiler.firefox.com") && stderr.contains("Load a profile from file"), "{stderr}");
+    let v: Value = serde_json::from_slice(&std::fs::read(&file).unwrap()).unwrap();
+    // What fxprof-processed-profile 0.8 writes.
+    assert_eq!(v["meta"]["version"], 24);
+    assert_eq!(v["meta"]["preprocessedProfileVersion"], 55);
+    let cats: Vec<String> = v["meta"]["categories"].as_array().unwrap().iter().map(|c| c["name"].as_str().unwrap().to_string()).collect();
+    for c in ["Python", "Native", "Kernel", "wait: lock", "wait: runqueue"] {
+        assert!(cats.contains(&c.to_string()), "{c} in {cats:?}");
+    }
+    let threads = v["threads"].as_array().unwrap();
+    let names: Vec<&str> = threads.iter().map(|t| t["name"].as_str().unwrap()).collect();
+    assert!(names.contains(&"holder") && names.contains(&"waiter"), "{names:?}");
+    let waiter = threads.iter().find(|t| t["name"] == "waiter").unwrap();
+    assert_eq!(waiter["tid"].as_u64().or_else(|| waiter["tid"].as_str().and_then(|t| t.parse().ok())), Some(recording().waiter_tid));
+    let strings = waiter["stringArray"].as_array().unwrap();
+    let markers = &waiter["markers"];
+    let data = markers["data"].as_array().unwrap();
+    let lock_marker = data
+        .iter()
+        .position(|d| d["type"] == "FtprofWait" && strings[d["lock"].as_u64().unwrap() as usize].as_str().unwrap().contains(&recording().lock))
+        .unwrap_or_else(|| panic!("a wait marker naming the lock: {markers:#}"));
+    let d = &data[lock_marker];
+    assert!(d["cause"]["stack"].is_u64(), "the marker carries the waiting stack");
+    let (start, end) = (markers["startTime"][lock_marker].as_f64().unwrap(), markers["endTime"][lock_marker].as_f64().unwrap());
+    assert!((end - start - d["total"].as_f64().unwrap()).abs() < 0.01, "interval = time waiting");
+    // CPU deltas make the CPU graph: the holder burned CPU.
+    let holder = threads.iter().find(|t| t["name"] == "holder").unwrap();
+    let deltas: f64 = holder["samples"]["threadCPUDelta"].as_array().unwrap().iter().filter_map(|x| x.as_f64()).sum();
+    assert!(deltas > 0.0, "{:#}", holder["samples"]);
+}
