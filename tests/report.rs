@@ -348,3 +348,41 @@ fn firefox_profile_has_threads_categories_and_wait_markers() {
     let deltas: f64 = holder["samples"]["threadCPUDelta"].as_array().unwrap().iter().filter_map(|x| x.as_f64()).sum();
     assert!(deltas > 0.0, "{:#}", holder["samples"]);
 }
+
+#[test]
+fn scale_index_has_readable_charts_the_diff_and_links_to_each_report() {
+    let dir = tempdir();
+    let out_dir = dir.path().join("out");
+    let out = ftprof()
+        .args(["scale", "-t", "1,2,4", "-o"])
+        .arg(&out_dir)
+        .arg("--")
+        .arg(python())
+        .arg(workload("scale_serialized.py"))
+        .args(["{n}", "1000000"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "ftprof scale failed: {}", String::from_utf8_lossy(&out.stderr));
+    for n in [1, 2, 4] {
+        assert!(out_dir.join(format!("report-n{n}.html")).is_file());
+    }
+    let shot = artifacts().join("scale-index.png");
+    let v = browser("scale", &out_dir.join("index.html"), shot.to_str().unwrap());
+    assert_eq!(strings(&v["links"]), ["report-n1.html", "report-n2.html", "report-n4.html"]);
+    assert!(strings(&v["points"])[0] == "1" && strings(&v["points"]).len() == 3, "{v:#}");
+    assert!(v["diff_frames"].as_u64().unwrap() > 5, "the differential flamegraph rendered: {v:#}");
+    assert!(strings(&v["fits"]).iter().any(|f| f.starts_with("Amdahl") || f.starts_with("USL")), "{v:#}");
+    let charts = v["charts"].as_array().unwrap();
+    assert_eq!(charts.len(), 2, "scaling and breakdown charts");
+    let command = format!("{} {} {{n}} 1000000", python().display(), workload("scale_serialized.py").display());
+    for (c, legend) in charts.iter().zip(["ideal (speedup = N)", "python"]) {
+        // Integer thread counts (1, 2, 4: a log₂ axis), nothing drawn outside the chart, the
+        // legend right of the plot, the whole command in the tooltip.
+        assert_eq!(strings(&c["x_labels"]), ["1", "2", "4"], "{c:#}");
+        assert_eq!(c["overflow"], serde_json::json!([]), "{c:#}");
+        let texts = c["texts"].as_array().unwrap();
+        let entry = texts.iter().find(|t| t[0] == legend).unwrap_or_else(|| panic!("legend {legend}: {c:#}"));
+        assert!(entry[1].as_f64().unwrap() > c["axis_right"].as_f64().unwrap(), "legend outside the plot: {c:#}");
+        assert!(c["tooltip"].as_str().unwrap().contains(&command), "{c:#}");
+    }
+}

@@ -110,6 +110,24 @@ async function scale(file, shot) {
     out.links = await p.$$eval('#points a', (as) => as.map((a) => a.getAttribute('href')));
     out.diff_frames = await p.locator('#diff svg g').count();
     out.fits = await p.$$eval('#fits li', (ls) => ls.map((l) => l.textContent));
+    // The charts as drawn: x tick labels (the lowest row of numbers), where the legend sits.
+    out.charts = await p.$$eval('.chart-box > svg', (svgs) => svgs.map((svg) => {
+      const o = svg.getBoundingClientRect();
+      const texts = Array.from(svg.querySelectorAll('text')).filter((t) => t.textContent.trim()).map((t) => { const b = t.getBoundingClientRect(); return { s: t.textContent.trim(), x: b.left - o.left, y: b.top - o.top, r: b.right - o.left, b: b.bottom - o.top }; });
+      const nums = texts.filter((t) => /^-?\d+(\.\d+)?$/.test(t.s));
+      const bottom = Math.max(...nums.map((t) => t.y));
+      const xLabels = nums.filter((t) => Math.abs(t.y - bottom) < 2).sort((a, b) => a.x - b.x);
+      const axisRight = Math.max(...xLabels.map((t) => t.r));
+      const titleEl = svg.querySelector('title');
+      return {
+        x_labels: xLabels.map((t) => t.s),
+        axis_right: axisRight,
+        texts: texts.map((t) => [t.s, Math.round(t.x), Math.round(t.r)]),
+        tooltip: titleEl ? titleEl.textContent : null,
+        width: svg.width.baseVal.value,
+        overflow: texts.filter((t) => t.r > svg.width.baseVal.value + 1 || t.x < -1).map((t) => t.s),
+      };
+    }));
     await p.screenshot({ path: shot, fullPage: true });
     out.ok = true;
   } catch (e) {
