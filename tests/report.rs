@@ -92,7 +92,11 @@ fn browser(cmd: &str, file: &Path, arg: &str) -> Value {
 }
 
 fn strings(v: &Value) -> Vec<String> {
-    v.as_array().unwrap_or(&vec![]).iter().map(|x| x.as_str().map(String::from).unwrap_or_else(|| x.to_string())).collect()
+    v.as_array()
+        .unwrap_or(&vec![])
+        .iter()
+        .map(|x| x.as_str().map(String::from).unwrap_or_else(|| x.to_string()))
+        .collect()
 }
 
 #[test]
@@ -112,7 +116,8 @@ fn html_report_opens_offline_and_shows_the_lock_in_the_waiting_view() {
     let leaf = format!("[lock: _thread.lock @ {}]", r.lock);
     assert!(strings(&v["wait_leaves"]).contains(&leaf), "the waiting view has the lock leaf {leaf}: {v:#}");
     let rows: Vec<Vec<String>> = v["lock_rows"].as_array().unwrap().iter().map(strings).collect();
-    let row = rows.iter().find(|r| r[1] == format!("_thread.lock @ {}", r_lock(r))).unwrap_or_else(|| panic!("{rows:?}"));
+    let row =
+        rows.iter().find(|r| r[1] == format!("_thread.lock @ {}", r_lock(r))).unwrap_or_else(|| panic!("{rows:?}"));
     assert_eq!(row[0], "lock");
     assert!(row[6].contains("lock_handoff.py"), "top lines: {row:?}");
     assert_eq!(v["clicked_leaf"], leaf.as_str(), "the largest lock after sorting by total");
@@ -185,8 +190,13 @@ fn speedscope_file_validates_and_loads_in_speedscope() {
     report(&["--idle"], &file);
     let p = profile();
     let doc: Value = serde_json::from_slice(&std::fs::read(&file).unwrap()).unwrap();
-    let total: f64 =
-        doc["profiles"].as_array().unwrap().iter().flat_map(|x| x["weights"].as_array().unwrap()).map(|w| w.as_f64().unwrap()).sum();
+    let total: f64 = doc["profiles"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|x| x["weights"].as_array().unwrap())
+        .map(|w| w.as_f64().unwrap())
+        .sum();
     let expected = p.summary.thread_time_us as f64;
     assert!((total - expected).abs() <= 0.01 * expected, "speedscope total {total} µs vs ftprof {expected} µs");
     let shot = artifacts().join("speedscope.png");
@@ -196,13 +206,16 @@ fn speedscope_file_validates_and_loads_in_speedscope() {
     assert!(!shown.to_lowercase().contains("error"), "{shown}");
     // speedscope lists every thread with its total weight (e.g. "1.95s"): ftprof's figures.
     for (name, us) in thread_times(&p) {
-        let line = shown.lines().find(|l| l.contains(&name)).unwrap_or_else(|| panic!("{name} not in speedscope:\n{shown}"));
+        let line =
+            shown.lines().find(|l| l.contains(&name)).unwrap_or_else(|| panic!("{name} not in speedscope:\n{shown}"));
         let s = line
             .split_whitespace()
             .last()
             .and_then(|w| w.strip_suffix('s'))
             .and_then(|w| {
-                w.strip_suffix('m').map(|ms| ms.parse::<f64>().ok().map(|x| x / 1e3)).unwrap_or_else(|| w.parse::<f64>().ok())
+                w.strip_suffix('m')
+                    .map(|ms| ms.parse::<f64>().ok().map(|x| x / 1e3))
+                    .unwrap_or_else(|| w.parse::<f64>().ok())
             })
             .unwrap_or_else(|| panic!("no total weight in speedscope's line {line:?}"));
         assert!((s * 1e6 - us).abs() <= (0.01 * us).max(6_000.0), "{name}: speedscope {s} s, ftprof {us} µs");
@@ -246,7 +259,8 @@ fn go_pprof(args: &[&str], file: &Path) -> String {
 
 /// `(total, first row's function)` of `go tool pprof -top`.
 fn top(text: &str) -> (f64, String, f64) {
-    let showing = text.lines().find(|l| l.starts_with("Showing nodes accounting for")).unwrap_or_else(|| panic!("{text}"));
+    let showing =
+        text.lines().find(|l| l.starts_with("Showing nodes accounting for")).unwrap_or_else(|| panic!("{text}"));
     let total = showing.split(" of ").nth(1).and_then(|t| t.split_whitespace().next()).unwrap();
     let header = text.lines().position(|l| l.trim_start().starts_with("flat")).unwrap();
     let row = text.lines().nth(header + 1).unwrap();
@@ -295,22 +309,34 @@ fn pprof_reads_in_go_tool_pprof_with_ftprofs_top_function_and_totals() {
     let m = flamegraph::pprof::read(&std::fs::read(&file).unwrap()).unwrap();
     let s = |i: i64| m.string_table[i as usize].clone();
     let types: Vec<(String, String)> = m.sample_type.iter().map(|v| (s(v.r#type), s(v.unit))).collect();
-    assert_eq!(types, [("cpu".into(), "nanoseconds".into()), ("wait".into(), "nanoseconds".into()), ("samples".into(), "count".into())]);
+    assert_eq!(
+        types,
+        [
+            ("cpu".into(), "nanoseconds".into()),
+            ("wait".into(), "nanoseconds".into()),
+            ("samples".into(), "count".into())
+        ]
+    );
     let count: i64 = m.sample.iter().map(|x| x.value[2]).sum();
     assert_eq!(count as u64, p.summary.samples);
-    let label = |x: &flamegraph::pprof::proto::Sample, k: &str| {
-        x.label.iter().find(|l| s(l.key) == k).map(|l| s(l.str))
-    };
+    let label =
+        |x: &flamegraph::pprof::proto::Sample, k: &str| x.label.iter().find(|l| s(l.key) == k).map(|l| s(l.str));
     let waiter = format!("waiter ({})", recording().waiter_tid);
     let locked: Vec<&flamegraph::pprof::proto::Sample> =
         m.sample.iter().filter(|x| label(x, "lock").is_some_and(|l| l.contains(&recording().lock))).collect();
     assert!(!locked.is_empty(), "samples labelled with the lock");
-    assert!(locked.iter().any(|x| label(x, "thread").as_deref() == Some(waiter.as_str()) && label(x, "category").as_deref() == Some("lock")));
+    assert!(locked
+        .iter()
+        .any(|x| label(x, "thread").as_deref() == Some(waiter.as_str())
+            && label(x, "category").as_deref() == Some("lock")));
     let py_waiter = m.function.iter().find(|f| s(f.name) == "waiter").expect("the waiter function");
     assert!(s(py_waiter.filename).ends_with("lock_handoff.py"));
     assert_eq!(py_waiter.start_line as u64, line_of(&workload("lock_handoff.py"), "def waiter"));
     let wait_line = line_of(&workload("lock_handoff.py"), "WAIT-LINE");
-    assert!(m.location.iter().any(|l| l.line.iter().any(|x| x.function_id == py_waiter.id && x.line as u64 == wait_line)));
+    assert!(m
+        .location
+        .iter()
+        .any(|l| l.line.iter().any(|x| x.function_id == py_waiter.id && x.line as u64 == wait_line)));
 }
 
 #[test]
@@ -323,7 +349,8 @@ fn firefox_profile_has_threads_categories_and_wait_markers() {
     // What fxprof-processed-profile 0.8 writes.
     assert_eq!(v["meta"]["version"], 24);
     assert_eq!(v["meta"]["preprocessedProfileVersion"], 55);
-    let cats: Vec<String> = v["meta"]["categories"].as_array().unwrap().iter().map(|c| c["name"].as_str().unwrap().to_string()).collect();
+    let cats: Vec<String> =
+        v["meta"]["categories"].as_array().unwrap().iter().map(|c| c["name"].as_str().unwrap().to_string()).collect();
     for c in ["Python", "Native", "Kernel", "wait: lock", "wait: runqueue"] {
         assert!(cats.contains(&c.to_string()), "{c} in {cats:?}");
     }
@@ -331,17 +358,24 @@ fn firefox_profile_has_threads_categories_and_wait_markers() {
     let names: Vec<&str> = threads.iter().map(|t| t["name"].as_str().unwrap()).collect();
     assert!(names.contains(&"holder") && names.contains(&"waiter"), "{names:?}");
     let waiter = threads.iter().find(|t| t["name"] == "waiter").unwrap();
-    assert_eq!(waiter["tid"].as_u64().or_else(|| waiter["tid"].as_str().and_then(|t| t.parse().ok())), Some(recording().waiter_tid));
+    assert_eq!(
+        waiter["tid"].as_u64().or_else(|| waiter["tid"].as_str().and_then(|t| t.parse().ok())),
+        Some(recording().waiter_tid)
+    );
     let strings = waiter["stringArray"].as_array().unwrap();
     let markers = &waiter["markers"];
     let data = markers["data"].as_array().unwrap();
     let lock_marker = data
         .iter()
-        .position(|d| d["type"] == "FtprofWait" && strings[d["lock"].as_u64().unwrap() as usize].as_str().unwrap().contains(&recording().lock))
+        .position(|d| {
+            d["type"] == "FtprofWait"
+                && strings[d["lock"].as_u64().unwrap() as usize].as_str().unwrap().contains(&recording().lock)
+        })
         .unwrap_or_else(|| panic!("a wait marker naming the lock: {markers:#}"));
     let d = &data[lock_marker];
     assert!(d["cause"]["stack"].is_u64(), "the marker carries the waiting stack");
-    let (start, end) = (markers["startTime"][lock_marker].as_f64().unwrap(), markers["endTime"][lock_marker].as_f64().unwrap());
+    let (start, end) =
+        (markers["startTime"][lock_marker].as_f64().unwrap(), markers["endTime"][lock_marker].as_f64().unwrap());
     assert!((end - start - d["total"].as_f64().unwrap()).abs() < 0.01, "interval = time waiting");
     // CPU deltas make the CPU graph: the holder burned CPU.
     let holder = threads.iter().find(|t| t["name"] == "holder").unwrap();

@@ -128,10 +128,16 @@ fn header_height(sub: &[String]) -> u32 {
     12 + TITLE_PX + 6 + sub.len() as u32 * (SUB_PX + 4) + 8
 }
 
-fn draw_header<DB: DrawingBackend>(area: &DrawingArea<DB, plotters::coord::Shift>, caption: &str, sub: &[String]) -> anyhow::Result<()> {
+fn draw_header<DB: DrawingBackend>(
+    area: &DrawingArea<DB, plotters::coord::Shift>,
+    caption: &str,
+    sub: &[String],
+) -> anyhow::Result<()> {
     let style = TextStyle::from(("sans-serif", TITLE_PX).into_font()).pos(Pos::new(HPos::Left, VPos::Top));
     area.draw(&Text::new(caption.to_string(), (15, 12), style)).map_err(err)?;
-    let small = TextStyle::from(("sans-serif", SUB_PX).into_font()).color(&RGBColor(90, 90, 90)).pos(Pos::new(HPos::Left, VPos::Top));
+    let small = TextStyle::from(("sans-serif", SUB_PX).into_font())
+        .color(&RGBColor(90, 90, 90))
+        .pos(Pos::new(HPos::Left, VPos::Top));
     for (i, l) in sub.iter().enumerate() {
         let y = 12 + TITLE_PX as i32 + 6 + i as i32 * (SUB_PX as i32 + 4);
         area.draw(&Text::new(l.clone(), (15, y), small.clone())).map_err(err)?;
@@ -139,7 +145,10 @@ fn draw_header<DB: DrawingBackend>(area: &DrawingArea<DB, plotters::coord::Shift
     Ok(())
 }
 
-fn draw_legend(area: &DrawingArea<SVGBackend, plotters::coord::Shift>, entries: &[(String, RGBColor, LegendShape)]) -> anyhow::Result<()> {
+fn draw_legend(
+    area: &DrawingArea<SVGBackend, plotters::coord::Shift>,
+    entries: &[(String, RGBColor, LegendShape)],
+) -> anyhow::Result<()> {
     let style = TextStyle::from(("sans-serif", 12).into_font()).pos(Pos::new(HPos::Left, VPos::Center));
     for (i, (label, color, shape)) in entries.iter().enumerate() {
         let y = 40 + i as i32 * 20;
@@ -193,15 +202,27 @@ pub fn scaling_svg(r: &ScaleResult, title: &str) -> anyhow::Result<String> {
     let max_n = ns.iter().copied().max().unwrap_or(1).max(1) as f64;
     let fx = move |n: f64| if log2 { n.max(1e-9).log2() } else { n };
     let (x_lo, x_hi) = if log2 { (-0.25, max_n.log2() + 0.25) } else { (0.0, max_n + (max_n * 0.04).max(0.4)) };
-    let step = if log2 { 1 } else { [1u32, 2, 5, 10, 20, 50, 100, 200, 500].into_iter().find(|s| max_n / *s as f64 <= 12.0).unwrap_or(1000) };
-    let max_s = r.points.iter().filter_map(|p| p.speedup_max.or(p.speedup)).fold(max_n.min(2.0 * r.points.iter().filter_map(|p| p.speedup_max.or(p.speedup)).fold(1.0, f64::max)), f64::max);
+    let step = if log2 {
+        1
+    } else {
+        [1u32, 2, 5, 10, 20, 50, 100, 200, 500].into_iter().find(|s| max_n / *s as f64 <= 12.0).unwrap_or(1000)
+    };
+    let max_s = r.points.iter().filter_map(|p| p.speedup_max.or(p.speedup)).fold(
+        max_n.min(2.0 * r.points.iter().filter_map(|p| p.speedup_max.or(p.speedup)).fold(1.0, f64::max)),
+        f64::max,
+    );
 
-    let mut legend: Vec<(String, RGBColor, LegendShape)> = vec![("ideal (speedup = N)".into(), RGBColor(128, 128, 128), LegendShape::Line(1))];
+    let mut legend: Vec<(String, RGBColor, LegendShape)> =
+        vec![("ideal (speedup = N)".into(), RGBColor(128, 128, 128), LegendShape::Line(1))];
     if let Some(u) = r.usl {
         legend.push((format!("USL fit: σ = {:.3}, κ = {:.4}", u.sigma, u.kappa), BLUE, LegendShape::Line(2)));
     }
     if let Some(a) = r.amdahl {
-        legend.push((format!("Amdahl fit: serial {:.3}", a.serial_fraction), RGBColor(0, 160, 0), LegendShape::Line(2)));
+        legend.push((
+            format!("Amdahl fit: serial {:.3}", a.serial_fraction),
+            RGBColor(0, 160, 0),
+            LegendShape::Line(2),
+        ));
     }
     legend.push(("measured (median, min–max)".into(), RED, LegendShape::Dot));
     let over = r.points.iter().any(|p| p.oversubscribed && p.speedup.is_some());
@@ -234,7 +255,18 @@ pub fn scaling_svg(r: &ScaleResult, title: &str) -> anyhow::Result<String> {
             .light_line_style(TRANSPARENT)
             .bold_line_style(BLACK.mix(0.08))
             .x_labels(if log2 { (max_n.log2() as usize + 1) * 4 } else { (max_n as usize / step as usize + 1) * 2 + 2 })
-            .x_label_formatter(&|x| if log2 { let s = int_label(*x, 1); if s.is_empty() { s } else { format!("{}", 1u64 << s.parse::<u32>().unwrap_or(0)) } } else { int_label(*x, step) })
+            .x_label_formatter(&|x| {
+                if log2 {
+                    let s = int_label(*x, 1);
+                    if s.is_empty() {
+                        s
+                    } else {
+                        format!("{}", 1u64 << s.parse::<u32>().unwrap_or(0))
+                    }
+                } else {
+                    int_label(*x, step)
+                }
+            })
             .y_labels(8)
             .y_label_formatter(&|y| format!("{y:.1}"))
             .x_desc(if log2 { "threads (N, log₂ scale)" } else { "threads (N)" })
@@ -249,11 +281,16 @@ pub fn scaling_svg(r: &ScaleResult, title: &str) -> anyhow::Result<String> {
         };
         chart.draw_series(LineSeries::new(ideal, RGBColor(128, 128, 128).stroke_width(1))).map_err(err)?;
         if let Some(u) = r.usl {
-            chart.draw_series(LineSeries::new(grid.iter().map(|&n| (fx(n), u.speedup(n))), BLUE.stroke_width(2))).map_err(err)?;
+            chart
+                .draw_series(LineSeries::new(grid.iter().map(|&n| (fx(n), u.speedup(n))), BLUE.stroke_width(2)))
+                .map_err(err)?;
         }
         if let Some(a) = r.amdahl {
             chart
-                .draw_series(LineSeries::new(grid.iter().map(|&n| (fx(n), a.speedup(n))), RGBColor(0, 160, 0).stroke_width(2)))
+                .draw_series(LineSeries::new(
+                    grid.iter().map(|&n| (fx(n), a.speedup(n))),
+                    RGBColor(0, 160, 0).stroke_width(2),
+                ))
                 .map_err(err)?;
         }
         let measured: Vec<_> = r.points.iter().filter(|p| p.speedup.is_some()).collect();
@@ -265,10 +302,20 @@ pub fn scaling_svg(r: &ScaleResult, title: &str) -> anyhow::Result<String> {
             }))
             .map_err(err)?;
         chart
-            .draw_series(measured.iter().filter(|p| !p.oversubscribed).map(|p| Circle::new((fx(p.threads as f64), p.speedup.unwrap_or(0.0)), 5, RED.filled())))
+            .draw_series(
+                measured
+                    .iter()
+                    .filter(|p| !p.oversubscribed)
+                    .map(|p| Circle::new((fx(p.threads as f64), p.speedup.unwrap_or(0.0)), 5, RED.filled())),
+            )
             .map_err(err)?;
         chart
-            .draw_series(measured.iter().filter(|p| p.oversubscribed).map(|p| Circle::new((fx(p.threads as f64), p.speedup.unwrap_or(0.0)), 6, RED.stroke_width(2))))
+            .draw_series(
+                measured
+                    .iter()
+                    .filter(|p| p.oversubscribed)
+                    .map(|p| Circle::new((fx(p.threads as f64), p.speedup.unwrap_or(0.0)), 6, RED.stroke_width(2))),
+            )
             .map_err(err)?;
         draw_legend(&side, &legend)?;
         root.present().map_err(err)?;
@@ -286,7 +333,8 @@ pub fn breakdown_svg(r: &ScaleResult, title: &str) -> anyhow::Result<String> {
         }
     }
     // Legend top to bottom in the order the bars stack, top first.
-    let legend: Vec<(String, RGBColor, LegendShape)> = cats.iter().rev().map(|c| (c.clone(), category_rgb(c), LegendShape::Box)).collect();
+    let legend: Vec<(String, RGBColor, LegendShape)> =
+        cats.iter().rev().map(|c| (c.clone(), category_rgb(c), LegendShape::Box)).collect();
     let legend_w = legend.iter().map(|l| text_w(&l.0, 12)).max().unwrap_or(60) + 50;
     let plot_w = (110 + 70 * n as u32).clamp(300, 900);
     let width = (plot_w + legend_w).max(480);
@@ -331,7 +379,11 @@ pub fn breakdown_svg(r: &ScaleResult, title: &str) -> anyhow::Result<String> {
                 .iter()
                 .enumerate()
                 .map(|(i, p)| {
-                    let below: f64 = cats.iter().take_while(|c| *c != cat).map(|c| p.categories.get(c).copied().unwrap_or(0.0) * 100.0).sum();
+                    let below: f64 = cats
+                        .iter()
+                        .take_while(|c| *c != cat)
+                        .map(|c| p.categories.get(c).copied().unwrap_or(0.0) * 100.0)
+                        .sum();
                     let h = p.categories.get(cat).copied().unwrap_or(0.0) * 100.0;
                     let x = i as f64 + 1.0;
                     Rectangle::new([(x - 0.3, below), (x + 0.3, below + h)], color.filled())

@@ -53,7 +53,8 @@ impl StaticSchemaMarker for WaitMarker {
     const DESCRIPTION: Option<&'static str> = Some("Off-CPU time of one stack (all its waits, laid end to end)");
     const CHART_LABEL: Option<&'static str> = Some("{marker.data.lock}");
     const TOOLTIP_LABEL: Option<&'static str> = Some("{marker.data.kind}: {marker.data.lock}");
-    const TABLE_LABEL: Option<&'static str> = Some("{marker.data.kind}: {marker.data.lock} ({marker.data.waits} waits)");
+    const TABLE_LABEL: Option<&'static str> =
+        Some("{marker.data.kind}: {marker.data.lock} ({marker.data.waits} waits)");
     const FIELDS: &'static [StaticSchemaMarkerField] = &[
         StaticSchemaMarkerField {
             key: "lock",
@@ -112,8 +113,14 @@ pub fn build(p: &Profile, mode: Mode, idle: bool) -> FxProfile {
         ReferenceTimestamp::from_millis_since_unix_epoch(0.0),
         SamplingInterval::from_nanos(period_ns),
     );
-    let kinds = [(FrameKind::Python, "Python", CategoryColor::Blue), (FrameKind::Native, "Native", CategoryColor::Orange), (FrameKind::Kernel, "Kernel", CategoryColor::Red), (FrameKind::Marker, "ftprof marker", CategoryColor::Gray)];
-    let kind_cat: Vec<(FrameKind, CategoryHandle)> = kinds.iter().map(|(k, n, c)| (*k, fx.add_category(n, *c))).collect();
+    let kinds = [
+        (FrameKind::Python, "Python", CategoryColor::Blue),
+        (FrameKind::Native, "Native", CategoryColor::Orange),
+        (FrameKind::Kernel, "Kernel", CategoryColor::Red),
+        (FrameKind::Marker, "ftprof marker", CategoryColor::Gray),
+    ];
+    let kind_cat: Vec<(FrameKind, CategoryHandle)> =
+        kinds.iter().map(|(k, n, c)| (*k, fx.add_category(n, *c))).collect();
     let wait_cat: Vec<(Category, CategoryHandle)> = Category::ALL
         .iter()
         .filter(|c| !matches!(c, Category::Python | Category::Native))
@@ -124,11 +131,8 @@ pub fn build(p: &Profile, mode: Mode, idle: bool) -> FxProfile {
     let process = fx.add_process(product, p.target.pid, Timestamp::from_nanos_since_reference(0));
     let per_us = p.summary.period_us();
     for t in &p.threads {
-        let stacks: Vec<&analysis::Stack> = p
-            .stacks
-            .iter()
-            .filter(|s| s.thread == t.tid && crate::weight(s, mode, idle, per_us) > 0)
-            .collect();
+        let stacks: Vec<&analysis::Stack> =
+            p.stacks.iter().filter(|s| s.thread == t.tid && crate::weight(s, mode, idle, per_us) > 0).collect();
         if stacks.is_empty() {
             continue;
         }
@@ -148,7 +152,11 @@ pub fn build(p: &Profile, mode: Mode, idle: bool) -> FxProfile {
                 let label = fx.intern_string(&f.label());
                 let frame = fx.intern_frame(
                     th,
-                    FrameInfo { frame: FxFrame::Label(label), category_pair: category.into(), flags: FrameFlags::empty() },
+                    FrameInfo {
+                        frame: FxFrame::Label(label),
+                        category_pair: category.into(),
+                        flags: FrameFlags::empty(),
+                    },
                 );
                 parent = Some(fx.intern_stack(th, parent, frame));
             }
@@ -162,10 +170,18 @@ pub fn build(p: &Profile, mode: Mode, idle: bool) -> FxProfile {
             cursor_ns += span;
             // Weight in sample periods, so the call tree adds CPU and waiting time alike.
             let weight = ((span as f64 / period_ns as f64).round() as i32).max(1);
-            fx.add_sample(th, Timestamp::from_nanos_since_reference(cursor_ns), parent, CpuDelta::from_nanos(cpu_ns), weight);
+            fx.add_sample(
+                th,
+                Timestamp::from_nanos_since_reference(cursor_ns),
+                parent,
+                CpuDelta::from_nanos(cpu_ns),
+                weight,
+            );
             if wait_ns > 0 {
                 let leaf = s.frames.last().map(|&f| &p.frames[f as usize]).filter(|f| f.kind == FrameKind::Wait);
-                let lock = leaf.map(|f| f.name.split_once(": ").map(|x| x.1).unwrap_or(&f.name).to_string()).unwrap_or_else(|| s.category.name().to_string());
+                let lock = leaf
+                    .map(|f| f.name.split_once(": ").map(|x| x.1).unwrap_or(&f.name).to_string())
+                    .unwrap_or_else(|| s.category.name().to_string());
                 let m = WaitMarker {
                     name: fx.intern_string(&format!("wait: {}", s.category.name())),
                     lock: fx.intern_string(&lock),
@@ -205,7 +221,8 @@ mod tests {
         write(&p, Mode::Wall, true, &mut bytes).unwrap();
         let v: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
         assert!(v["meta"]["version"].as_u64().is_some_and(|x| x > 0), "meta.version");
-        let cats: Vec<&str> = v["meta"]["categories"].as_array().unwrap().iter().map(|c| c["name"].as_str().unwrap()).collect();
+        let cats: Vec<&str> =
+            v["meta"]["categories"].as_array().unwrap().iter().map(|c| c["name"].as_str().unwrap()).collect();
         assert!(cats.contains(&"Python") && cats.contains(&"wait: lock"), "{cats:?}");
         let threads = v["threads"].as_array().unwrap();
         let names: Vec<&str> = threads.iter().map(|t| t["name"].as_str().unwrap()).collect();

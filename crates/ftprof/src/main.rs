@@ -187,7 +187,9 @@ fn main() {
         } => {
             let format = match format {
                 Some(f) => f.format(),
-                None => output.as_deref().map(|o| Format::from_path(o).unwrap_or(Format::Folded)).unwrap_or(Format::Svg),
+                None => {
+                    output.as_deref().map(|o| Format::from_path(o).unwrap_or(Format::Folded)).unwrap_or(Format::Svg)
+                }
             };
             let output = output.unwrap_or_else(|| PathBuf::from(format.default_file()));
             record::run(&RecordOptions {
@@ -199,11 +201,7 @@ fn main() {
                 rate_hz: rate,
                 stack_bytes: stack_size & !7,
                 title,
-                mode: if no_waits {
-                    Mode::Cpu
-                } else {
-                    mode.mode()
-                },
+                mode: if no_waits { Mode::Cpu } else { mode.mode() },
                 idle,
                 off_cpu: !no_waits,
                 exact_waits,

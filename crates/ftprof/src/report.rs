@@ -26,7 +26,9 @@ pub fn how_to_open(format: Format) {
         Format::Speedscope => {
             eprintln!("ftprof: to view it, open https://www.speedscope.app and drop the file on it (read in the browser), or run `speedscope FILE`")
         }
-        Format::Pprof => eprintln!("ftprof: to view it, `go tool pprof -http=: FILE`, or send it to Pyroscope (see the README)"),
+        Format::Pprof => {
+            eprintln!("ftprof: to view it, `go tool pprof -http=: FILE`, or send it to Pyroscope (see the README)")
+        }
         Format::Html => eprintln!("ftprof: open it in a browser (self-contained, works offline)"),
         _ => {}
     }

@@ -188,7 +188,8 @@ pub(crate) fn data(p: &Profile, title: &str, mode: Mode, idle: bool) -> ReportDa
         .iter()
         .filter_map(|t| {
             let us = per_thread.get(&t.tid).copied()?;
-            let label = if t.name.is_empty() { format!("thread ({})", t.tid) } else { format!("{} ({})", t.name, t.tid) };
+            let label =
+                if t.name.is_empty() { format!("thread ({})", t.tid) } else { format!("{} ({})", t.name, t.tid) };
             Some((t.tid, label, us.round() as u64))
         })
         .collect();

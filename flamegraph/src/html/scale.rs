@@ -131,7 +131,10 @@ pub fn scale_index(
     }
     if let Some(u) = r.usl {
         let peak = u.peak_threads.map(|p| format!(", peak at N ≈ {p:.1}")).unwrap_or_default();
-        fits.push(format!("USL: σ (contention) = {:.3}, κ (coherency) = {:.4}{peak} (RMSE {:.3})", u.sigma, u.kappa, u.rmse));
+        fits.push(format!(
+            "USL: σ (contention) = {:.3}, κ (coherency) = {:.4}{peak} (RMSE {:.3})",
+            u.sigma, u.kappa, u.rmse
+        ));
     }
     if let Some(n) = &r.fit_note {
         fits.push(n.clone());

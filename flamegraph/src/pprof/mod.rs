@@ -50,7 +50,8 @@ pub fn function_name(f: &Frame) -> String {
 pub fn message(p: &Profile, mode: Mode, idle: bool) -> proto::Profile {
     let mut st = Strings::new();
     let vt = |st: &mut Strings, t: &str, u: &str| proto::ValueType { r#type: st.id(t), unit: st.id(u) };
-    let sample_type = vec![vt(&mut st, "cpu", "nanoseconds"), vt(&mut st, "wait", "nanoseconds"), vt(&mut st, "samples", "count")];
+    let sample_type =
+        vec![vt(&mut st, "cpu", "nanoseconds"), vt(&mut st, "wait", "nanoseconds"), vt(&mut st, "samples", "count")];
     let period_ns = p.summary.period_ns as i64;
     let mut functions: Vec<proto::Function> = Vec::new();
     let mut function_ids: HashMap<(String, Option<String>), u64> = HashMap::new();
@@ -59,7 +60,9 @@ pub fn message(p: &Profile, mode: Mode, idle: bool) -> proto::Profile {
     let names: HashMap<u32, String> = p
         .threads
         .iter()
-        .map(|t| (t.tid, if t.name.is_empty() { format!("thread ({})", t.tid) } else { format!("{} ({})", t.name, t.tid) }))
+        .map(|t| {
+            (t.tid, if t.name.is_empty() { format!("thread ({})", t.tid) } else { format!("{} ({})", t.name, t.tid) })
+        })
         .collect();
     let (k_thread, k_category, k_lock) = (st.id("thread"), st.id("category"), st.id("lock"));
     let mut samples = Vec::new();
@@ -110,7 +113,12 @@ pub fn message(p: &Profile, mode: Mode, idle: bool) -> proto::Profile {
             location_id.push(id);
         }
         let mut label = vec![
-            proto::Label { key: k_thread, str: st.id(names.get(&s.thread).map(String::as_str).unwrap_or("?")), num: 0, num_unit: 0 },
+            proto::Label {
+                key: k_thread,
+                str: st.id(names.get(&s.thread).map(String::as_str).unwrap_or("?")),
+                num: 0,
+                num_unit: 0,
+            },
             proto::Label { key: k_category, str: st.id(s.category.name()), num: 0, num_unit: 0 },
         ];
         if let Some(leaf) = s.frames.last().map(|&f| &p.frames[f as usize]).filter(|f| f.kind == FrameKind::Wait) {
