@@ -206,8 +206,11 @@ fn speedscope_file_validates_and_loads_in_speedscope() {
     assert!(!shown.to_lowercase().contains("error"), "{shown}");
     // speedscope lists every thread with its total weight (e.g. "1.95s"): ftprof's figures.
     for (name, us) in thread_times(&p) {
-        let line =
-            shown.lines().find(|l| l.contains(&name)).unwrap_or_else(|| panic!("{name} not in speedscope:\n{shown}"));
+        // The selector's rows: "2\tholder (5183)\t1.95s" (the toolbar also names the active one).
+        let line = shown
+            .lines()
+            .find(|l| l.split('\t').nth(1) == Some(name.as_str()))
+            .unwrap_or_else(|| panic!("{name} not in speedscope's profile list:\n{shown}"));
         let s = line
             .split_whitespace()
             .last()

@@ -26,7 +26,7 @@ const REPORT_JS: &str = include_str!("report.js");
 
 /// JSON for a `<script type="application/json">` block: `</` cannot close the element.
 pub(crate) fn script_json<T: Serialize>(v: &T) -> anyhow::Result<String> {
-    Ok(serde_json::to_string(v)?.replace("</", "<\\/").replace("<!--", "<\\!--"))
+    Ok(serde_json::to_string(v)?.replace("</", "<\\/").replace("<!--", "\\u003c!--"))
 }
 
 fn hex(c: inferno::flamegraph::color::Color) -> String {
@@ -294,14 +294,14 @@ mod tests {
     #[test]
     fn data_block_cannot_close_its_script_element() {
         let mut p = analysis::fixture::profile();
-        p.target.command = vec!["python".into(), "</script><script>alert(1)</script>".into()];
+        p.target.command = vec!["python".into(), "</script><script>alert(1)</script><!--".into()];
         let html = report(&p, "t</script>", Mode::Wall, false).unwrap();
         let start = html.find("id=\"ftprof-data\"").unwrap();
         let block = &html[start..];
         let end = block.find("</script>").unwrap();
         let json = &block[block.find('>').unwrap() + 1..end];
         let v: serde_json::Value = serde_json::from_str(json).unwrap();
-        assert_eq!(v["header"]["command"], "python </script><script>alert(1)</script>");
+        assert_eq!(v["header"]["command"], "python </script><script>alert(1)</script><!--");
         assert!(!html.contains("{{"), "every placeholder filled");
         assert!(!html.contains("src=\"http") && !html.contains("href=\"http"), "nothing fetched");
     }
