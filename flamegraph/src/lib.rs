@@ -1,11 +1,16 @@
 //! # flamegraph — rendering
 //!
-//! Job: present a profile. Input: an `analysis::Profile`. Output: Brendan Gregg folded stacks
-//! ([`folded`]) and an interactive SVG flamegraph through inferno ([`svg`]), each weighted for a
-//! [`Mode`] (CPU samples, wait time, or both as wall-clock time), the JSON profile ([`json`]),
-//! the end-of-recording terminal summary ([`summary_text`]), differential flamegraphs
-//! ([`diff_svg`]) and the charts of `ftprof scale` ([`charts`]: speedup against ideal with fitted
-//! curves, time breakdown per thread count; input `analysis::scaling::ScaleResult`).
+//! Job: present a profile. Input: an `analysis::Profile` (for `ftprof scale`, an
+//! `analysis::scaling::ScaleResult` and the profile of each thread count). Output, one renderer
+//! per format, all of the same aggregated profile ([`render`] picks one by [`Format`]): Brendan
+//! Gregg folded stacks ([`folded`]) and an interactive SVG flamegraph through inferno ([`svg`]),
+//! each weighted for a [`Mode`] (CPU samples, wait time, or both as wall-clock time); the JSON
+//! profile ([`json`]); the self-contained HTML report ([`html`]: vendored d3 + d3-flame-graph,
+//! and `ftprof scale`'s `index.html`); speedscope's JSON ([`speedscope`]); the Firefox
+//! Profiler's processed profile ([`firefox`]); gzip-compressed pprof ([`pprof`]); the
+//! end-of-recording terminal summary ([`summary_text`]); differential flamegraphs ([`diff_svg`])
+//! and the charts of `ftprof scale` ([`charts`]: speedup against ideal with fitted curves, time
+//! breakdown per thread count).
 
 pub mod charts;
 pub mod firefox;
