@@ -471,3 +471,34 @@ fn describe(c: Category) -> &'static str {
         _ => "waiting",
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_json_profile_reads_back_into_the_same_model() {
+        let p = analysis::fixture::profile();
+        let mut text = Vec::new();
+        json(&p, &mut text).unwrap();
+        let back: Profile = serde_json::from_slice(&text).unwrap();
+        let back = back.loaded().unwrap();
+        assert_eq!(back.summary.period_ns, p.summary.period_ns, "the period is restored from rate_hz");
+        let mut again = Vec::new();
+        json(&back, &mut again).unwrap();
+        let (a, b) = (String::from_utf8(again).unwrap(), String::from_utf8(text.clone()).unwrap());
+        let diff: Vec<(&str, &str)> = a.lines().zip(b.lines()).filter(|(x, y)| x != y).take(5).collect();
+        assert!(diff.is_empty() && a.lines().count() == b.lines().count(), "written again differs: {diff:?}");
+        // Every renderer gives the same output from the read-back profile (inferno's SVG picks
+        // random shades, so it is left out).
+        for f in [Format::Folded, Format::Speedscope, Format::Pprof, Format::Html, Format::Firefox] {
+            let same =
+                render(&p, f, None, Mode::Wall, true).unwrap() == render(&back, f, None, Mode::Wall, true).unwrap();
+            assert!(same, "{f:?} differs after reading the JSON back");
+        }
+        let mut v: serde_json::Value = serde_json::from_slice(&text).unwrap();
+        v["schema_version"] = 1.into();
+        let old: Profile = serde_json::from_value(v).unwrap();
+        assert!(old.loaded().unwrap_err().contains("record it again"));
+    }
+}
