@@ -16,8 +16,11 @@ struct Cli {
 
 #[derive(Clone, Copy, ValueEnum)]
 enum FormatArg {
+    /// Interactive SVG flamegraph (inferno)
     Svg,
+    /// Folded stacks, one line per stack
     Folded,
+    /// ftprof's JSON profile (readable again by `ftprof report`)
     Json,
     /// Self-contained interactive report (flamegraph, where time went, top locks)
     Html,
