@@ -128,6 +128,7 @@ fn html_report_opens_offline_and_shows_the_lock_in_the_waiting_view() {
     assert!(strings(&v["lines"]).iter().any(|l| l.contains("lock_handoff.py")));
     assert!(strings(&v["threads"]).iter().any(|t| t.starts_with("waiter (")));
     assert_eq!(strings(&v["thread_filtered"]), [format!("waiter ({})", r.waiter_tid)], "the thread filter");
+    assert!(v["search_hits"].as_u64().unwrap() >= 1, "search marks the waiter's frames: {v:#}");
     assert!(std::fs::metadata(&shot).unwrap().len() > 10_000, "screenshot saved at {}", shot.display());
 }
 
