@@ -151,6 +151,12 @@ struct Interner<T> {
     list: Vec<Arc<T>>,
 }
 
+impl<T> Clone for Interner<T> {
+    fn clone(&self) -> Self {
+        Interner { ids: self.ids.clone(), list: self.list.clone() }
+    }
+}
+
 impl<T> Default for Interner<T> {
     fn default() -> Self {
         Interner { ids: HashMap::new(), list: Vec::new() }
@@ -209,8 +215,9 @@ fn py_key(s: &PyStack) -> PyKey {
     (frames, s.truncated, s.state)
 }
 
-/// See the module documentation.
-#[derive(Default)]
+/// See the module documentation. `Clone` lets a live view finish a copy while recording goes
+/// on (`ftprof top`).
+#[derive(Default, Clone)]
 pub struct Collector {
     keys: Interner<CompactKey>,
     addrs: Interner<Vec<u64>>,
