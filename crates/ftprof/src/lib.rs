@@ -11,3 +11,5 @@ pub mod dump;
 pub mod record;
 pub mod scale;
 pub mod snapshot;
+pub mod top;
+pub mod top_model;

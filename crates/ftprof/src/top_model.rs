@@ -306,8 +306,9 @@ impl Model {
                 let mut parts: Vec<(Category, f64)> =
                     cats.iter().filter(|(_, &v)| v > 0.0).map(|(&c, &v)| (c, v / denom)).collect();
                 parts.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
-                let running = parts.iter().filter(|(c, _)| c.on_cpu()).map(|p| p.1).sum();
-                let waiting = parts.iter().filter(|(c, _)| !c.on_cpu()).map(|p| p.1).sum();
+                // (`+ 0.0`: an empty f64 sum is -0.0.)
+                let running = parts.iter().filter(|(c, _)| c.on_cpu()).map(|p| p.1).sum::<f64>() + 0.0;
+                let waiting = parts.iter().filter(|(c, _)| !c.on_cpu()).map(|p| p.1).sum::<f64>() + 0.0;
                 let state = if !self.live.contains(&tid) {
                     "exited".to_string()
                 } else {
@@ -407,7 +408,7 @@ mod tests {
     }
 
     fn thread_frame(tid: u32) -> analysis::Frame {
-        analysis::Frame::simple(FrameKind::Thread, format!("t ({tid})"))
+        analysis::Frame { kind: FrameKind::Thread, name: format!("t ({tid})"), file: None, line: None, ..py("") }
     }
 
     /// A profile with `cpu` samples of main→hot on thread 1 and `wait_us` of main→waiter waiting
@@ -440,7 +441,11 @@ mod tests {
             ],
             locks: vec![analysis::LockStat {
                 kind: Category::Lock,
-                identity: Default::default(),
+                identity: analysis::LockIdentity {
+                    address: Some(0x10),
+                    type_name: Some("_thread.lock".into()),
+                    symbol: None,
+                },
                 description: "_thread.lock @ 0x10".into(),
                 waits: wait_us / 100,
                 samples: 0,
