@@ -416,8 +416,8 @@ fn draw(f: &mut Frame, model: &Model, view: &View, header: &Header, opts: &TopOp
         Table::new(
             rows,
             [
-                Constraint::Length(8),
-                Constraint::Length(16),
+                Constraint::Length(7),
+                Constraint::Length(14),
                 Constraint::Length(16),
                 Constraint::Length(5),
                 Constraint::Length(5),
@@ -490,8 +490,8 @@ fn draw(f: &mut Frame, model: &Model, view: &View, header: &Header, opts: &TopOp
                 Constraint::Length(8),
                 Constraint::Length(8),
                 Constraint::Length(16),
-                Constraint::Fill(1),
-                Constraint::Fill(1),
+                Constraint::Fill(3),
+                Constraint::Fill(2),
             ],
         )
         .header(Row::new(vec!["%WAIT", "WAITS", "WAIT s", "WAITS", "KIND", "LOCK", "TOP LINE"]).style(bold))
