@@ -73,10 +73,7 @@ fn pip_installed_wheel_puts_a_working_ftprof_on_path() {
     // The dev profile reuses the test build's compiled dependencies (a release build of the whole
     // tree takes many minutes on a small machine); packaging is the same as `--release`.
     run(
-        Command::new(maturin())
-            .current_dir(root())
-            .args(["build", "--profile", "dev", "--out"])
-            .arg(&wheels),
+        Command::new(maturin()).current_dir(root()).args(["build", "--profile", "dev", "--out"]).arg(&wheels),
         "maturin build",
     );
     let wheel = wheel_in(&wheels);

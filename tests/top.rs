@@ -111,8 +111,7 @@ fn attached_view_shows_hot_function_and_lock_and_q_leaves_target_running() {
     let started = Instant::now();
     start_top(&tmux, &format!("--pid {}", bg.pid()));
     let (_, first) = tmux.wait_for("first frame", Duration::from_secs(60), |s| s.contains(HEADER));
-    let (screen, after_first) =
-        tmux.wait_for("hot function and lock", Duration::from_secs(3), shows_function_and_lock);
+    let (screen, after_first) = tmux.wait_for("hot function and lock", Duration::from_secs(3), shows_function_and_lock);
     eprintln!(
         "top --pid: first frame {:.2} s after start, function and lock {:.2} s after the first frame",
         first.as_secs_f64(),
@@ -170,9 +169,8 @@ fn launched_view_ends_with_the_target_and_on_ctrl_c() {
         first.as_secs_f64(),
         shown.as_secs_f64()
     );
-    let (after, _) = tmux.wait_for("the shell after the target ended", Duration::from_secs(30), |s| {
-        s.contains("TOP-EXIT-")
-    });
+    let (after, _) =
+        tmux.wait_for("the shell after the target ended", Duration::from_secs(30), |s| s.contains("TOP-EXIT-"));
     assert!(after.contains("TOP-EXIT-0") && after.contains("the target ended (exit code 0)"), "{after}");
     assert!(!tmux.alternate_on() && !after.contains(HEADER), "{after}");
     drop(tmux);
@@ -180,9 +178,8 @@ fn launched_view_ends_with_the_target_and_on_ctrl_c() {
     // Ctrl-C: the view closes at once, the launched target is stopped.
     let tmux = Tmux::new(150, 40);
     start_top(&tmux, &format!("-- {} {} 120", py.display(), wl.display()));
-    let (screen, _) = tmux.wait_for("hot function", Duration::from_secs(60), |s| {
-        s.contains(HEADER) && s.contains("top_hot_function")
-    });
+    let (screen, _) = tmux
+        .wait_for("hot function", Duration::from_secs(60), |s| s.contains(HEADER) && s.contains("top_hot_function"));
     let pid: u32 = screen
         .split(HEADER)
         .nth(1)

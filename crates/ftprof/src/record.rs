@@ -601,9 +601,8 @@ pub(crate) fn preload(interp: &str) -> (Native, Vec<String>, symbolizer::kernel:
     native.set_separate_dwarf(false);
     native.preload_with(interp, &[analysis::EVAL_FRAME_FN], true);
     // The libraries it links (libc above all) appear in almost every stack.
-    for lib in symbolizer::native::ElfFile::open_shared(std::path::Path::new(interp))
-        .map(|e| e.needed())
-        .unwrap_or_default()
+    for lib in
+        symbolizer::native::ElfFile::open_shared(std::path::Path::new(interp)).map(|e| e.needed()).unwrap_or_default()
     {
         let found = ["/lib/x86_64-linux-gnu", "/usr/lib/x86_64-linux-gnu", "/lib64", "/usr/lib64", "/usr/lib", "/lib"]
             .iter()

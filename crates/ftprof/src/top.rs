@@ -394,10 +394,7 @@ fn draw(f: &mut Frame, model: &Model, view: &View, header: &Header, opts: &TopOp
     } else {
         format!("ftprof top — pid {} {}", header.pid, header.command)
     };
-    f.render_widget(
-        Paragraph::new(vec![Line::from(title).bold(), Line::from(counts), Line::from(status)]),
-        head,
-    );
+    f.render_widget(Paragraph::new(vec![Line::from(title).bold(), Line::from(counts), Line::from(status)]), head);
 
     let span = model.interval.elapsed_s;
     let rows = threads.iter().map(|t| {
@@ -462,10 +459,12 @@ fn draw(f: &mut Frame, model: &Model, view: &View, header: &Header, opts: &TopOp
             ])
             .style(bold),
         )
-        .block(Block::bordered().title(format!(
-            " functions by {} time (% of one CPU over the last interval; seconds overall) ",
-            m.name()
-        ))),
+        .block(
+            Block::bordered().title(format!(
+                " functions by {} time (% of one CPU over the last interval; seconds overall) ",
+                m.name()
+            )),
+        ),
         funcs,
     );
 

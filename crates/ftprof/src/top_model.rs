@@ -166,9 +166,11 @@ impl Totals {
                 continue;
             }
             // Own: the innermost Python function, else the innermost native or kernel one.
-            let own = frames.iter().rev().find(|f| f.kind == FrameKind::Python).or_else(|| {
-                frames.iter().rev().find(|f| matches!(f.kind, FrameKind::Native | FrameKind::Kernel))
-            });
+            let own = frames
+                .iter()
+                .rev()
+                .find(|f| f.kind == FrameKind::Python)
+                .or_else(|| frames.iter().rev().find(|f| matches!(f.kind, FrameKind::Native | FrameKind::Kernel)));
             let Some(own) = own else { continue };
             let own = label(own);
             let mut on_stack: HashSet<String> =
@@ -321,7 +323,8 @@ impl Model {
         rows
     }
 
-    /// The top `n` functions for `view` (rows with no time in the metric are left out).
+    /// The top `n` functions for `view` (rows with no time in the metric over the sorted window
+    /// are left out).
     pub fn function_rows(&self, view: &View, n: usize) -> Vec<FuncRow> {
         let mut by: HashMap<&str, FuncRow> = HashMap::new();
         let keep = |tid: u32| view.thread.is_none_or(|t| t == tid);
@@ -348,7 +351,10 @@ impl Model {
             SortKey::OwnOverall => r.overall.own.get(m),
             SortKey::TotalOverall => r.overall.total.get(m),
         };
-        let mut rows: Vec<FuncRow> = by.into_values().filter(|r| r.overall.total.get(m) > 0.0).collect();
+        // Sorted by the last interval: only what ran or waited in it; else all that ever did.
+        let shown =
+            |r: &FuncRow| if view.sort.interval() { r.interval.total.get(m) } else { r.overall.total.get(m) } > 0.0;
+        let mut rows: Vec<FuncRow> = by.into_values().filter(shown).collect();
         rows.sort_by(|a, b| key(b).total_cmp(&key(a)).then_with(|| a.label.cmp(&b.label)));
         rows.truncate(n);
         rows
@@ -517,6 +523,11 @@ mod tests {
         let rows = m.function_rows(&v, 10);
         assert_eq!(rows[0].label, "hot (app.py)");
         assert_eq!(rows[1].label, "waiter (app.py)");
+        // A function with nothing in the last interval is not listed when sorting by it.
+        let mut quiet = m.clone();
+        quiet.update(Totals::from_profile(&profile(900, 950_000, 0), 3.0), [1, 2]);
+        assert!(quiet.function_rows(&v, 10).is_empty());
+        assert!(!quiet.function_rows(&View { sort: SortKey::OwnOverall, ..v }, 10).is_empty());
         // Overall: waiter (950 ms) before hot (900 ms).
         v.sort = SortKey::OwnOverall;
         assert_eq!(m.function_rows(&v, 10)[0].label, "waiter (app.py)");
