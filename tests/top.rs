@@ -90,9 +90,18 @@ fn shows_function_and_lock(s: &str) -> bool {
     function && lock
 }
 
-/// `ftprof top …; echo TOP-EXIT-$?` typed into the shell.
+/// `ftprof top …; echo TOP-EXIT-"$?"` typed into the shell.
 fn start_top(tmux: &Tmux, args: &str) {
-    tmux.type_line(&format!("{} top {args}; echo TOP-EXIT-$?", env!("CARGO_BIN_EXE_ftprof")));
+    tmux.type_line(&format!("{} top {args}; echo TOP-EXIT-\"$?\"", env!("CARGO_BIN_EXE_ftprof")));
+}
+
+/// The exit status echoed after `ftprof top` returned (the typed command line, which shows
+/// `TOP-EXIT-"$?"`, does not count).
+fn top_exit(s: &str) -> Option<i32> {
+    s.match_indices("TOP-EXIT-").find_map(|(i, m)| {
+        let digits: String = s[i + m.len()..].chars().take_while(|c| c.is_ascii_digit()).collect();
+        digits.parse().ok()
+    })
 }
 
 /// The target's CPU time (user + system ticks) from /proc.
@@ -140,7 +149,8 @@ fn attached_view_shows_hot_function_and_lock_and_q_leaves_target_running() {
 
     let before_quit = cpu_ticks(bg.pid());
     tmux.key("q");
-    let (after, quit) = tmux.wait_for("the shell after q", Duration::from_secs(10), |s| s.contains("TOP-EXIT-0"));
+    let (after, quit) = tmux.wait_for("the shell after q", Duration::from_secs(10), |s| top_exit(s).is_some());
+    assert_eq!(top_exit(&after), Some(0), "{after}");
     eprintln!("q → shell prompt in {:.2} s", quit.as_secs_f64());
     assert!(!tmux.alternate_on(), "still on the alternate screen after q");
     assert!(!after.contains(HEADER), "the view is still on the screen:\n{after}");
@@ -170,8 +180,8 @@ fn launched_view_ends_with_the_target_and_on_ctrl_c() {
         shown.as_secs_f64()
     );
     let (after, _) =
-        tmux.wait_for("the shell after the target ended", Duration::from_secs(30), |s| s.contains("TOP-EXIT-"));
-    assert!(after.contains("TOP-EXIT-0") && after.contains("the target ended (exit code 0)"), "{after}");
+        tmux.wait_for("the shell after the target ended", Duration::from_secs(30), |s| top_exit(s).is_some());
+    assert!(top_exit(&after) == Some(0) && after.contains("the target ended (exit code 0)"), "{after}");
     assert!(!tmux.alternate_on() && !after.contains(HEADER), "{after}");
     drop(tmux);
 
@@ -187,8 +197,8 @@ fn launched_view_ends_with_the_target_and_on_ctrl_c() {
         .and_then(|p| p.parse().ok())
         .unwrap_or_else(|| panic!("no pid in the header:\n{screen}"));
     tmux.key("C-c");
-    let (after, _) = tmux.wait_for("the shell after Ctrl-C", Duration::from_secs(15), |s| s.contains("TOP-EXIT-"));
-    assert!(after.contains("TOP-EXIT-0"), "{after}");
+    let (after, _) = tmux.wait_for("the shell after Ctrl-C", Duration::from_secs(15), |s| top_exit(s).is_some());
+    assert_eq!(top_exit(&after), Some(0), "{after}");
     assert!(!tmux.alternate_on() && !after.contains(HEADER), "{after}");
     assert!(!std::path::Path::new(&format!("/proc/{pid}")).exists(), "the launched target {pid} still runs");
 }
