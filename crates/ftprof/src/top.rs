@@ -162,6 +162,9 @@ impl Sink for TopSink {
 /// Run `ftprof top`. Returns the exit code (the launched target's, 0 when attached).
 pub fn run(opts: &TopOptions) -> Result<i32> {
     use std::io::IsTerminal;
+    if opts.interval < Duration::from_millis(100) {
+        bail!("the refresh interval must be at least 0.1 s (each refresh rebuilds the profile)");
+    }
     if !std::io::stdout().is_terminal() {
         bail!("ftprof top needs a terminal; to write a profile to a file use ftprof record");
     }
