@@ -635,6 +635,36 @@ mod tests {
         c.key_id(SampleKey { pid: 1, tid, native: vec![leaf], on_cpu, ..Default::default() })
     }
 
+    /// A live view finishes copies while recording goes on: a copy sees everything so far, and
+    /// the recording ends as if no copy had been taken.
+    #[test]
+    fn finishing_a_copy_leaves_the_collector_unchanged() {
+        let feed = |c: &mut Collector, from: u64, to: u64| {
+            for i in from..to {
+                let k = key(c, 10, 0x1000 + (i % 3), true);
+                c.cpu_sample(k);
+                c.push_switch(1, 10, i * 1_000_000, true, false);
+                c.push_switch(1, 10, i * 1_000_000 + 400_000, false, false);
+            }
+            c.release(to * 1_000_000);
+        };
+        let (mut copied, mut plain) = (Collector::new(), Collector::new());
+        feed(&mut copied, 0, 50);
+        feed(&mut plain, 0, 50);
+        let mid = copied.clone().finish(50_000_000);
+        assert_eq!(mid.stats.cpu_samples, 50);
+        assert_eq!(mid.entries.iter().map(|e| e.samples).sum::<u64>(), 50);
+        assert_eq!(mid.blocked_us, 50 * 400);
+        feed(&mut copied, 50, 100);
+        feed(&mut plain, 50, 100);
+        let (a, b) = (copied.finish(100_000_000), plain.finish(100_000_000));
+        assert_eq!(a.stats, b.stats);
+        assert_eq!((a.blocked_us, a.runqueue_us, a.unobserved_us), (b.blocked_us, b.runqueue_us, b.unobserved_us));
+        let sum = |c: &Collection| c.entries.iter().map(|e| (e.samples, e.wait.time_us)).collect::<Vec<_>>();
+        assert_eq!(sum(&a), sum(&b));
+        assert_eq!(a.stats.cpu_samples, 100);
+    }
+
     #[test]
     fn identical_samples_share_one_entry() {
         let mut c = Collector::new();
