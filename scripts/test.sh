@@ -12,6 +12,13 @@ FTPROF_PYTHON_315_ROOT=$(scripts/provision-python.sh 3.15)
 export FTPROF_PYTHON FTPROF_PYTHON_GIL FTPROF_PYTHON_314_ROOT FTPROF_PYTHON_315_ROOT
 # tests/report.rs: chromium and golang-go (apt), node packages (~/.cache/ftprof/node).
 scripts/report-deps.sh >/dev/null
+# tests/top.rs drives `ftprof top` in tmux; tests/install.rs builds the wheel with maturin, which
+# it installs from PyPI into a virtual environment in ~/.cache/ftprof (needs python3 with venv).
+if ! command -v tmux >/dev/null; then
+    echo "test.sh: installing tmux" >&2
+    if [ "$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq tmux >&2
+    else sudo apt-get update -qq && sudo apt-get install -y -qq tmux >&2; fi
+fi
 echo "test.sh: using $FTPROF_PYTHON, $FTPROF_PYTHON_GIL, python3.14 and python3.15 in $FTPROF_PYTHON_314_ROOT" >&2
 cargo build --workspace --all-targets
 log=$(mktemp)

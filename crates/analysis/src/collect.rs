@@ -151,6 +151,12 @@ struct Interner<T> {
     list: Vec<Arc<T>>,
 }
 
+impl<T> Clone for Interner<T> {
+    fn clone(&self) -> Self {
+        Interner { ids: self.ids.clone(), list: self.list.clone() }
+    }
+}
+
 impl<T> Default for Interner<T> {
     fn default() -> Self {
         Interner { ids: HashMap::new(), list: Vec::new() }
@@ -209,8 +215,9 @@ fn py_key(s: &PyStack) -> PyKey {
     (frames, s.truncated, s.state)
 }
 
-/// See the module documentation.
-#[derive(Default)]
+/// See the module documentation. `Clone` lets a live view finish a copy while recording goes
+/// on (`ftprof top`).
+#[derive(Default, Clone)]
 pub struct Collector {
     keys: Interner<CompactKey>,
     addrs: Interner<Vec<u64>>,
@@ -626,6 +633,36 @@ mod tests {
 
     fn key(c: &mut Collector, tid: u32, leaf: u64, on_cpu: bool) -> u32 {
         c.key_id(SampleKey { pid: 1, tid, native: vec![leaf], on_cpu, ..Default::default() })
+    }
+
+    /// A live view finishes copies while recording goes on: a copy sees everything so far, and
+    /// the recording ends as if no copy had been taken.
+    #[test]
+    fn finishing_a_copy_leaves_the_collector_unchanged() {
+        let feed = |c: &mut Collector, from: u64, to: u64| {
+            for i in from..to {
+                let k = key(c, 10, 0x1000 + (i % 3), true);
+                c.cpu_sample(k);
+                c.push_switch(1, 10, i * 1_000_000, true, false);
+                c.push_switch(1, 10, i * 1_000_000 + 400_000, false, false);
+            }
+            c.release(to * 1_000_000);
+        };
+        let (mut copied, mut plain) = (Collector::new(), Collector::new());
+        feed(&mut copied, 0, 50);
+        feed(&mut plain, 0, 50);
+        let mid = copied.clone().finish(50_000_000);
+        assert_eq!(mid.stats.cpu_samples, 50);
+        assert_eq!(mid.entries.iter().map(|e| e.samples).sum::<u64>(), 50);
+        assert_eq!(mid.blocked_us, 50 * 400);
+        feed(&mut copied, 50, 100);
+        feed(&mut plain, 50, 100);
+        let (a, b) = (copied.finish(100_000_000), plain.finish(100_000_000));
+        assert_eq!(a.stats, b.stats);
+        assert_eq!((a.blocked_us, a.runqueue_us, a.unobserved_us), (b.blocked_us, b.runqueue_us, b.unobserved_us));
+        let sum = |c: &Collection| c.entries.iter().map(|e| (e.samples, e.wait.time_us)).collect::<Vec<_>>();
+        assert_eq!(sum(&a), sum(&b));
+        assert_eq!(a.stats.cpu_samples, 100);
     }
 
     #[test]

@@ -107,6 +107,7 @@ pub struct TrackerStats {
     pub out_of_order: u64,
 }
 
+#[derive(Clone)]
 struct Track<P> {
     state: ThreadState,
     observed: Option<Observed<P>>,
@@ -121,6 +122,7 @@ impl<P> Default for Track<P> {
 }
 
 /// Per-thread off-CPU state machine.
+#[derive(Clone)]
 pub struct OffCpuTracker<P> {
     threads: HashMap<u32, Track<P>>,
     done: Vec<Interval<P>>,

@@ -12,3 +12,5 @@ pub mod record;
 pub mod report;
 pub mod scale;
 pub mod snapshot;
+pub mod top;
+pub mod top_model;

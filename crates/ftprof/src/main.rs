@@ -138,6 +138,27 @@ enum Cmd {
     /// Run a workload at several thread counts: speedup against ideal, fitted scalability
     /// models, and where the lost time went at each count.
     Scale(ftprof::scale::ScaleOptions),
+    /// A live view of a running process (--pid) or a command: per-thread states, top functions
+    /// and top locks, refreshed every second (q quits; an attached process keeps running).
+    Top {
+        /// Watch this running process instead of launching a command
+        #[arg(short, long, value_name = "PID", conflicts_with = "command")]
+        pid: Option<u32>,
+        /// Samples per second of CPU time, per thread
+        #[arg(short, long, value_name = "HZ", default_value_t = 199, value_parser = clap::value_parser!(u64).range(1..=20000))]
+        rate: u64,
+        /// Seconds between refreshes
+        #[arg(short, long, value_name = "SECONDS", default_value = "1", value_parser = parse_seconds)]
+        interval: std::time::Duration,
+        /// The command to launch and watch, e.g. -- python3.13t app.py (its output is discarded)
+        #[arg(
+            required_unless_present = "pid",
+            trailing_var_arg = true,
+            allow_hyphen_values = true,
+            value_name = "COMMAND"
+        )]
+        command: Vec<OsString>,
+    },
     /// Print what every thread of a running process is doing now: state, what it waits on (and
     /// who holds it), its Python stack; detects deadlocks.
     Dump {
@@ -212,6 +233,9 @@ fn main() {
         }
         Cmd::Report { input, output, format, mode, idle, title } => {
             ftprof::report::run(&input, output, format.map(FormatArg::format), mode.mode(), idle, title.as_deref())
+        }
+        Cmd::Top { pid, rate, interval, command } => {
+            ftprof::top::run(&ftprof::top::TopOptions { command, pid, rate_hz: rate, interval })
         }
         Cmd::Dump { pid, native, json } => ftprof::dump::run(pid, native, json),
         Cmd::Scale(opts) => ftprof::scale::run(&opts),

@@ -131,7 +131,8 @@ struct Tick {
 
 /// Everything the recording loop touches while the target runs: it turns each record into
 /// interned keys at once (Python stack read, native stack unwound, stack copy dropped).
-struct Recorder {
+/// `ftprof top` drives one too, and builds a profile from a copy of it every second.
+pub(crate) struct Recorder {
     rate_hz: u64,
     stack_bytes: usize,
     off_cpu: bool,
@@ -164,7 +165,7 @@ struct Recorder {
 }
 
 impl Recorder {
-    fn new(opts: &RecordOptions, exhaustive: bool) -> Recorder {
+    pub(crate) fn new(opts: &RecordOptions, exhaustive: bool) -> Recorder {
         Recorder {
             rate_hz: opts.rate_hz.max(1),
             stack_bytes: opts.stack_bytes as usize,
@@ -533,6 +534,18 @@ pub fn run(opts: &RecordOptions) -> Result<i32> {
     })
 }
 
+/// The perf sampling set-up for `opts`.
+pub(crate) fn sampling_config(opts: &RecordOptions) -> SamplingConfig {
+    SamplingConfig {
+        rate_hz: opts.rate_hz,
+        stack_bytes: opts.stack_bytes,
+        // Switch-outs are sampled by the kernel only in the exhaustive mode; by default blocked
+        // threads are sampled from /proc by the tick (see `Recorder::sample_blocked`).
+        off_cpu: opts.off_cpu && opts.exact_waits,
+        ..Default::default()
+    }
+}
+
 /// Record `target` and build its profile (no output written). `interp` is the ELF holding the
 /// CPython runtime (its debug data is parsed while the target runs).
 pub fn record_profile(
@@ -540,14 +553,7 @@ pub fn record_profile(
     interp: &std::path::Path,
     opts: &RecordOptions,
 ) -> Result<(Profile, RecordingOutcome)> {
-    let cfg = SamplingConfig {
-        rate_hz: opts.rate_hz,
-        stack_bytes: opts.stack_bytes,
-        // Switch-outs are sampled by the kernel only in the exhaustive mode; by default blocked
-        // threads are sampled from /proc by the tick (see `Recorder::sample_blocked`).
-        off_cpu: opts.off_cpu && opts.exact_waits,
-        ..Default::default()
-    };
+    let cfg = sampling_config(opts);
 
     // Parse the interpreter's ELF and DWARF on the other core while the target runs.
     let interp = interp.canonicalize().unwrap_or(interp.to_path_buf()).to_string_lossy().into_owned();
@@ -559,29 +565,7 @@ pub fn record_profile(
         let param = libc::sched_param { sched_priority: 0 };
         // SAFETY: sched_setscheduler on the calling thread (0) with a valid parameter block.
         unsafe { libc::sched_setscheduler(0, libc::SCHED_IDLE, &param) };
-        let mut native = Native::new();
-        // Full DWARF (with a separate debug file's, e.g. a distribution's -dbg package) for the
-        // interpreter; only names from other modules' debug files.
-        native.set_separate_dwarf(false);
-        native.preload_with(&interp, &[analysis::EVAL_FRAME_FN], true);
-        // The libraries it links (libc above all) appear in almost every stack.
-        for lib in symbolizer::native::ElfFile::open_shared(std::path::Path::new(&interp))
-            .map(|e| e.needed())
-            .unwrap_or_default()
-        {
-            let found =
-                ["/lib/x86_64-linux-gnu", "/usr/lib/x86_64-linux-gnu", "/lib64", "/usr/lib64", "/usr/lib", "/lib"]
-                    .iter()
-                    .map(|d| std::path::Path::new(d).join(&lib))
-                    .find(|p| p.exists());
-            if let Some(path) = found.and_then(|p| p.canonicalize().ok()) {
-                native.preload_with(&path.to_string_lossy(), &[], false);
-            }
-        }
-        let opnames = symbolizer::python::opcodes::base_opnames_cached(std::path::Path::new(&interp), &cache_dir())
-            .unwrap_or_default();
-        let kallsyms = symbolizer::kernel::Kallsyms::load_cached(&cache_dir());
-        (native, opnames, kallsyms)
+        preload(&interp)
     });
     let mut rec = Recorder::new(opts, cfg.off_cpu);
     let outcome = profiler::record(target, &cfg, &STOP, &mut rec)?;
@@ -609,13 +593,80 @@ pub fn record_profile(
     Ok((profile, outcome))
 }
 
+/// What symbolization needs, parsed from the interpreter `interp` (canonical path): its ELF and
+/// DWARF indexes and those of the libraries it links, its opcode names, the kernel's symbols.
+pub(crate) fn preload(interp: &str) -> (Native, Vec<String>, symbolizer::kernel::Kallsyms) {
+    let mut native = Native::new();
+    // Full DWARF (with a separate debug file's, e.g. a distribution's -dbg package) for the
+    // interpreter; only names from other modules' debug files.
+    native.set_separate_dwarf(false);
+    native.preload_with(interp, &[analysis::EVAL_FRAME_FN], true);
+    // The libraries it links (libc above all) appear in almost every stack.
+    for lib in
+        symbolizer::native::ElfFile::open_shared(std::path::Path::new(interp)).map(|e| e.needed()).unwrap_or_default()
+    {
+        let found = ["/lib/x86_64-linux-gnu", "/usr/lib/x86_64-linux-gnu", "/lib64", "/usr/lib64", "/usr/lib", "/lib"]
+            .iter()
+            .map(|d| std::path::Path::new(d).join(&lib))
+            .find(|p| p.exists());
+        if let Some(path) = found.and_then(|p| p.canonicalize().ok()) {
+            native.preload_with(&path.to_string_lossy(), &[], false);
+        }
+    }
+    let opnames = symbolizer::python::opcodes::base_opnames_cached(std::path::Path::new(interp), &cache_dir())
+        .unwrap_or_default();
+    let kallsyms = symbolizer::kernel::Kallsyms::load_cached(&cache_dir());
+    (native, opnames, kallsyms)
+}
+
+impl Recorder {
+    /// Mappings seen so far (`ftprof top` hands new ones to its symbolizer).
+    pub(crate) fn mappings(&self) -> &[(u32, Mapping)] {
+        &self.mmaps
+    }
+
+    /// Threads alive now (seen and not exited), by TID.
+    pub(crate) fn live_threads(&self) -> Vec<u32> {
+        self.collector.live_thread_list().into_iter().map(|(_, tid)| tid).collect()
+    }
+
+    /// Records lost so far (samples' and switches' rings).
+    pub(crate) fn lost(&self) -> (u64, u64) {
+        (self.lost_samples.count, self.lost_switches.count)
+    }
+
+    /// Everything collected so far, with open intervals closed at `end`; recording goes on.
+    pub(crate) fn snapshot(&self, end: u64) -> analysis::collect::Collection {
+        self.collector.clone().finish(end)
+    }
+}
+
 /// Marker above the leaf of blocked time that no observation explains.
 const UNOBSERVED_MARKER: &str = "[off-CPU, not observed]";
 
 /// Symbolize, classify and aggregate everything collected.
 fn build_profile(
-    rec: Recorder,
+    mut rec: Recorder,
     mut native: Native,
+    opnames: Vec<String>,
+    kallsyms: &symbolizer::kernel::Kallsyms,
+    outcome: &RecordingOutcome,
+    opts: &RecordOptions,
+) -> Profile {
+    for (pid, m) in &rec.mmaps {
+        native.add_mapping(*pid, m.clone());
+    }
+    let end = rec.last_time.max(outcome.start_ns + outcome.duration.as_nanos() as u64);
+    let collection = std::mem::take(&mut rec.collector).finish(end);
+    profile_of(&rec, collection, &mut native, opnames, kallsyms, outcome, opts)
+}
+
+/// Symbolize, classify and aggregate `collection` (collected by `rec`, whose mappings `native`
+/// already has).
+pub(crate) fn profile_of(
+    rec: &Recorder,
+    collection: analysis::collect::Collection,
+    native: &mut Native,
     opnames: Vec<String>,
     kallsyms: &symbolizer::kernel::Kallsyms,
     outcome: &RecordingOutcome,
@@ -647,9 +698,6 @@ fn build_profile(
         attached,
         partial: attached && outcome.stop == profiler::StopReason::TargetExited,
     };
-    for (pid, m) in &rec.mmaps {
-        native.add_mapping(*pid, m.clone());
-    }
     let mut builder = ProfileBuilder::new(profiler::perf::sample_period_ns(opts.rate_hz));
     // The launched process's runtime module first: it decides "running Python" vs "native".
     let mut core: Vec<String> = rec
@@ -670,7 +718,6 @@ fn build_profile(
         // The Python thread name when there is one (3.13 does not pass it to the OS).
         builder.set_thread(*tid, *pid, rec.py_names.get(tid).unwrap_or(comm));
     }
-    let end = rec.last_time.max(outcome.start_ns + outcome.duration.as_nanos() as u64);
     let start_ns = rec.start_ns.max(outcome.start_ns);
     let lost_range = |ring: &str, l: &LostTally| {
         (l.count > 0).then(|| analysis::LostRange {
@@ -693,7 +740,6 @@ fn build_profile(
             rec.unwind_time.as_secs_f64()
         );
     }
-    let collection = rec.collector.finish(end);
     let t_sym = Instant::now();
     let mut symbolized = 0usize;
     if timing() {
