@@ -227,6 +227,9 @@ pub fn summary_text(p: &Profile) -> String {
         o += " (interrupted)";
     }
     o += "\n";
+    if let Some(g) = p.target.python.as_ref().and_then(|py| py.gil_reenabled.as_ref()) {
+        o += &format!("  {}\n", g.sentence());
+    }
     o += &format!(
         "  wall {:.2} s, threads {}, {} CPU samples at {} Hz, {} switch-outs, {} lost records\n",
         s.duration_s, s.threads, s.samples, s.rate_hz, s.switch_outs, s.lost_records

@@ -223,6 +223,7 @@ pub fn profile() -> Profile {
             free_threaded: true,
             gil_enabled: Some(false),
             runtime_module: RUNTIME.into(),
+            gil_reenabled: None,
         }),
         exit: Some("exited with status 0".into()),
         interrupted: false,

@@ -23,6 +23,7 @@
 
 pub mod collect;
 pub mod fixture;
+pub mod gil;
 pub mod merge;
 pub mod offcpu;
 pub mod profile;

@@ -157,6 +157,9 @@ pub struct PythonInfo {
     pub free_threaded: bool,
     pub gil_enabled: Option<bool>,
     pub runtime_module: String,
+    /// Free-threaded build whose GIL was found enabled during the recording (see [`crate::gil`]).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub gil_reenabled: Option<crate::gil::GilReenabled>,
 }
 
 #[derive(Clone, Debug, Default, Serialize)]

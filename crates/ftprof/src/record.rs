@@ -161,6 +161,8 @@ struct Recorder {
     /// Stacks unwound at drain time, and the time it took.
     unwound: u64,
     unwind_time: std::time::Duration,
+    /// The GIL turning on in a free-threaded target, and the module that did it.
+    gil_watch: crate::gil_watch::GilWatch,
 }
 
 impl Recorder {
@@ -198,6 +200,7 @@ impl Recorder {
             start_ns: 0,
             unwound: 0,
             unwind_time: std::time::Duration::ZERO,
+            gil_watch: Default::default(),
         }
     }
 
@@ -223,6 +226,7 @@ impl Recorder {
     }
 
     fn add_mapping(&mut self, pid: u32, m: Mapping) {
+        self.gil_watch.mapped(pid, &m.path);
         *self.mmap_count.entry(pid).or_default() += 1;
         self.unwinder.add_mapping(pid, m.clone());
         self.mmaps.push((pid, m));
@@ -319,6 +323,18 @@ impl Recorder {
         }
     }
 
+    /// Read the target's GIL state (free-threaded builds) every few milliseconds.
+    fn watch_gil(&mut self) {
+        let now = profiler::monotonic_ns();
+        let pid = self.gil_watch.pid;
+        if pid == 0 || !self.gil_watch.due(now) || self.python_process(pid).is_none() {
+            return;
+        }
+        if let Some(PyState::Located(p)) = self.py.get(&pid) {
+            self.gil_watch.check(p, now);
+        }
+    }
+
     /// Threads already blocked when ftprof attaches: their wait began before the first
     /// switch-out we can see, so take their stacks now (as if observed at a switch-out).
     fn snapshot_blocked_at_attach(&mut self, pid: u32) {
@@ -404,6 +420,7 @@ impl profiler::Sink for Recorder {
         let pid = pid as u32;
         self.start_ns = profiler::monotonic_ns();
         self.collector.thread_seen(pid, pid);
+        self.gil_watch.start(pid, self.attached, self.start_ns);
         if self.attached {
             // Mappings made before we arrived are not reported by perf: read them now that the
             // events are live (later ones arrive as mmap records).
@@ -456,6 +473,7 @@ impl profiler::Sink for Recorder {
     }
 
     fn tick(&mut self) -> std::time::Duration {
+        self.watch_gil();
         if self.off_cpu {
             // In the exhaustive mode switch-out samples give the stacks; the kernel's totals still
             // say how much of each interval was blocked and how much was waiting for a CPU.
@@ -628,6 +646,7 @@ fn build_profile(
             free_threaded: p.offsets.free_threaded,
             gil_enabled: rec.gil.get(&pid).copied().or_else(|| p.gil_enabled().ok()),
             runtime_module: p.module.clone(),
+            gil_reenabled: rec.gil_watch.result(),
         }),
         _ => None,
     };
