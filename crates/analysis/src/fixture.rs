@@ -80,6 +80,8 @@ pub fn input<'a>(tid: u32, native: &'a [Vec<NativeFrame>], observation: Observat
         alone: false,
         marker: None,
         syscall: None,
+        operand: None,
+        concurrent: true,
     }
 }
 

@@ -22,9 +22,11 @@
 //! share of thread time per category), serializable as the documented JSON profile.
 
 pub mod collect;
+pub mod concurrency;
 pub mod fixture;
 pub mod gil;
 pub mod merge;
+pub mod objects;
 pub mod offcpu;
 pub mod profile;
 pub mod scaling;

@@ -10,7 +10,7 @@ use crate::merge::{merge_stacks, MergeStatus};
 use crate::wait::{classify, Category, Evidence, LockIdentity};
 
 /// Version of the JSON profile layout (bump on incompatible changes).
-pub const SCHEMA_VERSION: u32 = 3;
+pub const SCHEMA_VERSION: u32 = 4;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, PartialOrd, Ord)]
 #[serde(rename_all = "lowercase")]
@@ -118,6 +118,11 @@ pub struct SampleInput<'a> {
     pub marker: Option<&'a str>,
     /// The system call a blocked thread was in, when read from `/proc` (no kernel stack).
     pub syscall: Option<u64>,
+    /// CPU samples: the object the innermost Python frame's instruction names.
+    pub operand: Option<&'a symbolizer::python::ObjectRef>,
+    /// CPU samples: taken while another thread of the process worked on the same object or
+    /// function (see `crate::concurrency`); refcount stalls without it are `atomic_refcount`.
+    pub concurrent: bool,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -432,6 +437,8 @@ impl ProfileBuilder {
             runtime_module: self.core_modules.first().map(String::as_str),
             opnames: &self.opnames,
             syscall: s.syscall,
+            operand: s.operand,
+            concurrent: s.concurrent,
         };
         let (category, identity) = classify(&evidence);
         if on_cpu {

@@ -163,6 +163,8 @@ struct Recorder {
     unwind_time: std::time::Duration,
     /// The GIL turning on in a free-threaded target, and the module that did it.
     gil_watch: crate::gil_watch::GilWatch,
+    /// Names the object a CPU sample's instruction works on (refcount stalls).
+    operands: symbolizer::python::OperandReader,
 }
 
 impl Recorder {
@@ -173,7 +175,12 @@ impl Recorder {
             off_cpu: opts.off_cpu,
             exhaustive,
             attached: opts.pid.is_some(),
-            collector: Collector::new(),
+            collector: {
+                let mut c = Collector::new();
+                // Two threads' samples this close were on CPUs at the same moment.
+                c.set_overlap_window(profiler::perf::sample_period_ns(opts.rate_hz.max(1)));
+                c
+            },
             unwinder: Native::new(),
             mmaps: Vec::new(),
             mmap_count: HashMap::new(),
@@ -201,6 +208,7 @@ impl Recorder {
             unwound: 0,
             unwind_time: std::time::Duration::ZERO,
             gil_watch: Default::default(),
+            operands: Default::default(),
         }
     }
 
@@ -259,10 +267,15 @@ impl Recorder {
         let refresh_names =
             !self.py_names.contains_key(&tid) && self.names_read_at.is_none_or(|t| t.elapsed().as_millis() >= 100);
         let mut names = None;
+        let mut operand = None;
+        let mut operands = std::mem::take(&mut self.operands);
         if let (Some(r), Some(p)) = (regs, self.python_process(pid)) {
             match p.stack_for_tid(tid) {
                 Ok(st) => python = st,
                 Err(_) => failed = true,
+            }
+            if on_cpu {
+                operand = python.as_ref().and_then(|st| operands.read(p, tid, st));
             }
             if parked_lookup {
                 parked = parked_addr(&r, stack).map(|a| p.probe_parked(tid, a));
@@ -274,6 +287,7 @@ impl Recorder {
                 names = Some(p.thread_names_by_tid());
             }
         }
+        self.operands = operands;
         self.gil_countdown = if refresh_gil { 64 } else { self.gil_countdown - 1 };
         if let Some(n) = names {
             self.py_names.extend(n);
@@ -306,6 +320,7 @@ impl Recorder {
             syscall,
             on_cpu,
             alone,
+            operand,
         })
     }
 
@@ -314,7 +329,7 @@ impl Recorder {
         match s.source {
             SampleSource::CpuClock => {
                 let k = self.key(s.pid, s.tid, s.regs, &s.stack, s.kernel_stack, false, None, true);
-                self.collector.cpu_sample(k);
+                self.collector.cpu_sample_at(k, s.time);
             }
             SampleSource::SwitchOut => {
                 let k = self.key(s.pid, s.tid, s.regs, &s.stack, Vec::new(), true, None, false);
@@ -568,6 +583,10 @@ pub fn record_profile(
 
     // Parse the interpreter's ELF and DWARF on the other core while the target runs.
     let interp = interp.canonicalize().unwrap_or(interp.to_path_buf()).to_string_lossy().into_owned();
+    // Opcode names (a cache file, or one run of the interpreter) name the objects that refcount
+    // stalls work on while the target runs.
+    let opnames_now = symbolizer::python::opcodes::base_opnames_cached(std::path::Path::new(&interp), &cache_dir())
+        .unwrap_or_default();
     let preload = std::thread::spawn(move || {
         // SCHED_IDLE: only use a CPU the target leaves idle, never delay the target (a nice-19
         // thread still runs whole slices before a woken target thread gets the CPU, which the
@@ -601,6 +620,7 @@ pub fn record_profile(
         (native, opnames, kallsyms)
     });
     let mut rec = Recorder::new(opts, cfg.off_cpu);
+    rec.operands = symbolizer::python::OperandReader::new(opnames_now);
     let outcome = profiler::record(target, &cfg, &STOP, &mut rec)?;
     if timing() {
         use nix::sys::resource::{getrusage, UsageWho};
@@ -711,7 +731,8 @@ fn build_profile(
             rec.unwind_time.as_secs_f64()
         );
     }
-    let collection = rec.collector.finish(end);
+    let mut collection = rec.collector.finish(end);
+    analysis::objects::settle_operands(&mut collection.entries);
     let t_sym = Instant::now();
     let mut symbolized = 0usize;
     if timing() {
@@ -736,28 +757,42 @@ fn build_profile(
             (EntryKind::Cpu, Some(&ip)) => native.symbolize(e.key.pid, ip, true),
             _ => Vec::new(),
         };
-        let observation = match e.kind {
-            EntryKind::Cpu => Observation::Cpu { samples: e.samples },
-            kind => Observation::OffCpu {
-                wait_us: e.wait.time_us,
-                waits: e.wait.waits,
-                max_us: e.wait.max_us,
-                preempted: matches!(kind, EntryKind::Preempted | EntryKind::Runqueue),
-            },
+        // CPU samples taken while another thread worked on the same thing, and the others.
+        let parts = match e.kind {
+            EntryKind::Cpu => vec![
+                (Observation::Cpu { samples: e.concurrent }, true),
+                (Observation::Cpu { samples: e.samples - e.concurrent }, false),
+            ],
+            kind => vec![(
+                Observation::OffCpu {
+                    wait_us: e.wait.time_us,
+                    waits: e.wait.waits,
+                    max_us: e.wait.max_us,
+                    preempted: matches!(kind, EntryKind::Preempted | EntryKind::Runqueue),
+                },
+                true,
+            )],
         };
-        builder.add(&SampleInput {
-            tid: e.key.tid,
-            native: &chains,
-            native_complete: e.key.native_complete,
-            python: e.python.as_ref(),
-            kernel: &kernel,
-            leaf_prev: &leaf_prev,
-            parked: e.key.parked.as_ref(),
-            observation,
-            alone: e.key.alone,
-            marker: (e.kind == EntryKind::Unobserved).then_some(UNOBSERVED_MARKER),
-            syscall: e.key.syscall,
-        });
+        for (observation, concurrent) in parts {
+            if observation == (Observation::Cpu { samples: 0 }) {
+                continue;
+            }
+            builder.add(&SampleInput {
+                tid: e.key.tid,
+                native: &chains,
+                native_complete: e.key.native_complete,
+                python: e.python.as_ref(),
+                kernel: &kernel,
+                leaf_prev: &leaf_prev,
+                parked: e.key.parked.as_ref(),
+                observation,
+                alone: e.key.alone,
+                marker: (e.kind == EntryKind::Unobserved).then_some(UNOBSERVED_MARKER),
+                syscall: e.key.syscall,
+                operand: e.key.operand.as_ref(),
+                concurrent,
+            });
+        }
     }
     if timing() {
         eprintln!(
