@@ -107,3 +107,122 @@ fn a_module_that_declares_py_mod_gil_is_no_false_report() {
     assert_eq!(py["gil_enabled"], false, "{py}");
     assert!(!stderr.contains("GIL re-enabled"), "{stderr}");
 }
+
+/// `ftprof record` of shared_values.py; returns the profile and the `object …` line it printed
+/// (type, rendering or address).
+fn record_values(mode: &str, threads: &str) -> (Profile, String, String) {
+    let (p, out) = record_json("shared_values.py", &[mode, threads, "2"], &["--rate", "499"]);
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    let object = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("object "))
+        .unwrap_or_else(|| panic!("no object line in {stdout}"))
+        .to_string();
+    (p, object, String::from_utf8_lossy(&out.stderr).to_string())
+}
+
+/// Thread time (µs) per wait leaf (without its category prefix) of refcount stalls, contended
+/// (`refcount`) or not (`atomic_refcount`), most first.
+fn refcount_leaves(p: &Profile) -> Vec<(String, f64)> {
+    let period_us = 1e6 / p.summary("rate_hz");
+    let frames = p.0["frames"].as_array().unwrap();
+    let mut by: std::collections::HashMap<String, f64> = Default::default();
+    for s in p.0["stacks"].as_array().unwrap() {
+        let cat = s["category"].as_str().unwrap();
+        if cat != "refcount" && cat != "atomic_refcount" {
+            continue;
+        }
+        let leaf = &frames[s["frames"].as_array().unwrap().last().unwrap().as_u64().unwrap() as usize];
+        let name = leaf["name"].as_str().unwrap();
+        let name = name.split_once(": ").map(|x| x.1).unwrap_or(name).to_string();
+        *by.entry(name).or_default() += s["samples"].as_f64().unwrap() * period_us;
+    }
+    let mut v: Vec<(String, f64)> = by.into_iter().collect();
+    v.sort_by(|a, b| b.1.total_cmp(&a.1));
+    v
+}
+
+fn contention_share(p: &Profile) -> f64 {
+    p.0["summary"]["categories"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| c["contention"].as_bool().unwrap())
+        .map(|c| c["share"].as_f64().unwrap())
+        .sum()
+}
+
+/// The refcount stalls of each workload are named after the object the workload printed: its
+/// type, its rendering (a `str`'s text) or address, and how the code reached it.
+#[test]
+fn refcount_stalls_name_the_object_type_and_rendering() {
+    for (mode, expected) in [
+        ("const", "str 'a string' (constant of `const_worker`)"),
+        ("local", "_thread._local @ {id} (global `tls`)"),
+        ("list", "list @ {id} (global `SHARED_LIST`)"),
+    ] {
+        let (p, object, stderr) = record_values(mode, "2");
+        let id = object.split_whitespace().last().unwrap().to_string();
+        let want = expected.replace("{id}", &id);
+        if mode == "const" {
+            assert_eq!(object, format!("str 'a string' {id}"));
+        } else {
+            assert!(object.starts_with(want.split(" @ ").next().unwrap()), "{object} vs {want}");
+        }
+        let leaves = refcount_leaves(&p);
+        let total: f64 = leaves.iter().map(|l| l.1).sum();
+        assert!(total > 0.0, "{mode}: no refcount stall seen\n{stderr}");
+        let (top, t) = &leaves[0];
+        assert_eq!(top, &want, "{mode}: refcount stalls by object: {leaves:?}");
+        assert!(t / total >= 0.5, "{mode}: {want} has only {:.0} % of the stalls: {leaves:?}", 100.0 * t / total);
+        // Where the stalls count as contention, the lock table has the object's address.
+        for l in p.0["locks"].as_array().unwrap().iter().filter(|l| l["description"] == want.as_str()) {
+            assert_eq!(l["identity"]["address"].as_u64().unwrap(), hex(&id), "{l}");
+            assert_eq!(l["identity"]["type_name"], want.split([' ']).next().unwrap(), "{l}");
+        }
+    }
+}
+
+/// One worker reading a global list the main thread created: its refcount updates are atomic but
+/// nobody else touches the list, so they are not contention. Two workers at once: contention on
+/// that list, the largest of all.
+#[test]
+fn one_worker_is_no_contention_two_workers_contend_on_the_list() {
+    let (one, object, stderr) = record_values("list", "1");
+    let id = object.split_whitespace().last().unwrap().to_string();
+    let want = format!("list @ {id} (global `SHARED_LIST`)");
+    let c = contention_share(&one);
+    assert!(c <= 0.05, "one worker: {:.1} % contention\n{stderr}", c * 100.0);
+    let leaves = refcount_leaves(&one);
+    assert_eq!(leaves.first().map(|l| l.0.as_str()), Some(want.as_str()), "{leaves:?}\n{stderr}");
+    assert!(!stderr.contains("lost to contention"), "{stderr}");
+
+    // Whether the two workers run at the same moment depends on the machine's load: up to three
+    // tries for them to overlap.
+    let mut tries = Vec::new();
+    let (two, stderr) = loop {
+        let (p, object, stderr) = record_values("list", "2");
+        let id = object.split_whitespace().last().unwrap().to_string();
+        let want = format!("list @ {id} (global `SHARED_LIST`)");
+        let on_list: f64 = p.0["locks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|l| l["kind"] == "refcount" && l["description"] == want.as_str())
+            .map(|l| l["total_us"].as_f64().unwrap())
+            .sum();
+        tries.push(on_list);
+        if on_list > 0.0 || tries.len() == 3 {
+            break ((p, want), stderr);
+        }
+    };
+    let (p, want) = two;
+    let cats = p.0["summary"]["categories"].as_array().unwrap();
+    let worst = cats.iter().find(|c| c["contention"].as_bool().unwrap()).unwrap_or_else(|| panic!("{stderr}"));
+    assert_eq!(worst["category"], "refcount", "largest contention: {worst}\n{stderr}");
+    let top = &p.0["locks"][0];
+    assert_eq!(top["kind"], "refcount", "{top}\n{stderr}");
+    assert_eq!(top["description"], want.as_str(), "{top}\n{stderr}");
+    assert_eq!(top["identity"]["type_name"], "list");
+    assert!(stderr.contains(&want), "{stderr}");
+}

@@ -740,6 +740,7 @@ mod tests {
             syscall: Some(202),
             on_cpu: true,
             alone: false,
+            operand: None,
         };
         let empty = SampleKey { pid: 3, tid: 4, on_cpu: true, ..Default::default() };
         let sibling = SampleKey { native: vec![0x11, 0x20, 0x30], ..full.clone() };

@@ -550,6 +550,8 @@ mod tests {
             runtime_module: Some("/usr/bin/python3.14"),
             opnames: &[],
             syscall: Some(202),
+            operand: None,
+            concurrent: true,
         })
     }
 
@@ -576,6 +578,8 @@ mod tests {
         preempted: bool,
         alone: bool,
         syscall: Option<u64>,
+        /// No other thread worked on the same object at the time.
+        uncontended: bool,
         /// Expected category and `LockIdentity::describe` of the identity (None: no identity).
         expect: (Category, Option<&'static str>),
     }
@@ -595,6 +599,7 @@ mod tests {
                 preempted: false,
                 alone: false,
                 syscall: None,
+                uncontended: false,
                 expect: (Category::Idle, None),
             }
         }
@@ -635,6 +640,8 @@ mod tests {
             runtime_module: Some(RUNTIME),
             opnames: &[],
             syscall: c.syscall,
+            operand: None,
+            concurrent: !c.uncontended,
         })
     }
 
@@ -655,6 +662,7 @@ mod tests {
             Case { name: "garbage collector", native: &["gc_collect_main", "_PyGC_Collect", EVAL], python: PY, expect: (Gc, None), ..Default::default() },
             Case { name: "refcount at the instruction before the leaf", native: &[EVAL], leaf_prev: &["_Py_atomic_add_ssize", "Py_INCREF"], python: PY, expect: (Refcount, Some("shared reference count")), ..Default::default() },
             Case { name: "refcount slow path", native: &["_Py_DecRefShared", EVAL], python: PY, expect: (Refcount, Some("shared reference count")), ..Default::default() },
+            Case { name: "refcount with nobody else on the object", native: &["_Py_DecRefShared", EVAL], python: PY, uncontended: true, expect: (AtomicRefcount, Some("shared reference count")), ..Default::default() },
             Case { name: "refcount alone in the process", native: &["_Py_DecRefShared", EVAL], python: PY, alone: true, expect: (Python, None), ..Default::default() },
             Case { name: "spinning for a PyMutex", native: &["sched_yield", "_PyMutex_LockSlow", "list_append", EVAL], libc: &["sched_yield"], python: PY, expect: (Spin, Some("list_append")), ..Default::default() },
             Case { name: "spinning seen in the kernel", native: &["_PyMutex_LockTimed", "dict_setitem", EVAL], kernel: &["__x64_sys_sched_yield"], python: PY, expect: (Spin, Some("dict_setitem")), ..Default::default() },
@@ -748,6 +756,8 @@ mod tests {
             runtime_module: Some(RUNTIME),
             opnames: &opnames,
             syscall: None,
+            operand: None,
+            concurrent: true,
         });
         assert_eq!(c, Category::Refcount);
         assert_eq!(id.unwrap().describe(), "shared refcount of local `shared`");
@@ -760,7 +770,12 @@ mod tests {
             type_name: type_name.map(Into::into),
             symbol: symbol.map(Into::into),
         };
-        assert_eq!(id(Some(0x10), Some("list"), Some("x")).describe(), "list @ 0x10");
+        // An object read from the target carries its full rendering (refcount stalls).
+        assert_eq!(
+            id(Some(0x10), Some("list"), Some("list @ 0x10 (global `x`)")).describe(),
+            "list @ 0x10 (global `x`)"
+        );
+        assert_eq!(id(Some(0x10), Some("list"), None).describe(), "list @ 0x10");
         assert_eq!(id(Some(0x10), None, Some("HEAD_LOCK")).describe(), "HEAD_LOCK @ 0x10");
         assert_eq!(id(Some(0x10), None, None).describe(), "PyMutex @ 0x10");
         assert_eq!(id(None, Some("PyThread lock"), None).describe(), "PyThread lock");
