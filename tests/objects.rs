@@ -226,3 +226,32 @@ fn one_worker_is_no_contention_two_workers_contend_on_the_list() {
     assert_eq!(top["identity"]["type_name"], "list");
     assert!(stderr.contains(&want), "{stderr}");
 }
+
+/// A thread waiting for the interpreter's global import lock (held by the main thread through
+/// `_imp.acquire_lock()`) is named from the per-version table, on both builds.
+#[test]
+fn internal_mutexes_are_named_import_lock() {
+    for py in [python(), python_gil()] {
+        let dir = tempdir();
+        let out_path = dir.path().join("p.json");
+        let out = ftprof()
+            .arg("record")
+            .args(["--format", "json", "-o"])
+            .arg(&out_path)
+            .arg("--")
+            .arg(&py)
+            .arg(workload("import_lock.py"))
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+        assert!(out.status.success(), "{stderr}");
+        let p: serde_json::Value = serde_json::from_slice(&std::fs::read(&out_path).unwrap()).unwrap();
+        let top = &p["locks"][0];
+        assert_eq!(top["kind"], "pymutex", "{top}\n{stderr}");
+        let d = top["description"].as_str().unwrap();
+        assert!(d.starts_with("import lock, PyInterpreterState+0x"), "{d}\n{stderr}");
+        assert!(top["total_us"].as_u64().unwrap() >= 700_000, "{top}");
+        let line = format!("waiter (import_lock.py:{})", line_of(&workload("import_lock.py"), "WAIT-LINE"));
+        assert_eq!(top["top_lines"][0]["line"], line.as_str(), "{top}");
+    }
+}
