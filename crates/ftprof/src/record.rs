@@ -274,7 +274,8 @@ impl Recorder {
                 Ok(st) => python = st,
                 Err(_) => failed = true,
             }
-            if on_cpu {
+            // Shared reference counts exist in free-threaded builds only.
+            if on_cpu && p.offsets.free_threaded {
                 operand = python.as_ref().and_then(|st| operands.read(p, tid, st));
             }
             if parked_lookup {

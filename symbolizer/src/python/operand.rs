@@ -61,13 +61,16 @@ impl ObjectRef {
     }
 }
 
+/// A global's value and whether it came from the builtins.
+type Global = (u64, bool);
+
 /// Reads [`ObjectRef`]s, with caches (constants forever, globals for [`GLOBALS_TTL`], renderings
 /// while the object's type is unchanged).
 #[derive(Default)]
 pub struct OperandReader {
     opnames: Vec<String>,
     consts: HashMap<(u64, u32), Option<(u64, String)>>,
-    globals: HashMap<(u64, u64), (Instant, Option<(u64, bool)>)>,
+    globals: HashMap<(u64, u64), (Instant, Option<Global>)>,
     renders: HashMap<u64, (u64, String, Option<String>)>,
 }
 
