@@ -37,4 +37,5 @@ pub use profile::{
     CategoryTime, Frame, FrameKind, LineStat, LockStat, LostRange, Observation, Profile, ProfileBuilder, PythonInfo,
     SampleInput, Stack, Summary, TargetInfo, ThreadInfo, SCHEMA_VERSION,
 };
+pub use symbolizer::python::ObjectRef;
 pub use wait::{classify, syscall_name, Category, Evidence, LockIdentity};
