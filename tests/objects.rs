@@ -85,6 +85,8 @@ fn the_import_that_reenabled_the_gil_is_named_with_its_time() {
     let g = &p.0["target"]["python"]["gil_reenabled"];
     assert_eq!(g["module"], "gilmod", "{g}");
     assert_eq!(g["at_start"], false, "{g}");
+    // Named from the module object in sys.modules too (its md_gil), not only from the mapping.
+    assert_eq!(g["module_confirmed"], true, "{g}");
     let t = g["clock_monotonic_s"].as_f64().unwrap();
     assert!(
         (t - before).abs() <= 0.1,
@@ -94,6 +96,34 @@ fn the_import_that_reenabled_the_gil_is_named_with_its_time() {
     assert!(g["remedy"].as_str().unwrap().contains("PYTHON_GIL=0"), "{g}");
     let line = stderr.lines().find(|l| l.contains("GIL re-enabled at")).unwrap_or_else(|| panic!("{stderr}"));
     assert!(line.contains("`gilmod`") && line.contains("PYTHON_GIL=0"), "{line}");
+}
+
+/// Attached after the import: the GIL is already on at ftprof's first look; the module is found
+/// among the loaded ones by its `md_gil`.
+#[test]
+fn attaching_after_the_import_names_the_module_that_needs_the_gil() {
+    let dir = tempdir();
+    build_extension(&python(), dir.path(), "gilmod", false);
+    let mut cmd = Command::new(python());
+    cmd.arg(workload("gil_import.py")).arg(dir.path()).args(["gilmod", "8"]);
+    cmd.stderr(std::process::Stdio::null()); // CPython's RuntimeWarning about the GIL
+    let mut bg = Background::spawn(cmd);
+    bg.wait_for("gil_enabled 1");
+    let out_path = dir.path().join("a.json");
+    let out = ftprof()
+        .args(["record", "--pid", &bg.pid().to_string(), "--duration", "1", "-f", "json", "-o"])
+        .arg(&out_path)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(out.status.success(), "{stderr}");
+    let p: serde_json::Value = serde_json::from_slice(&std::fs::read(&out_path).unwrap()).unwrap();
+    let g = &p["target"]["python"]["gil_reenabled"];
+    assert_eq!(g["at_start"], true, "{g}");
+    assert_eq!(g["module"], "gilmod", "{g}");
+    assert_eq!(g["module_confirmed"], true, "{g}");
+    assert!(g["module_path"].as_str().unwrap().ends_with(".so"), "{g}");
+    assert!(stderr.contains("GIL already enabled when ftprof started by extension module `gilmod`"), "{stderr}");
 }
 
 #[test]

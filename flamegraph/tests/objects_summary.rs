@@ -40,6 +40,8 @@ fn profile(contended: u64, uncontended: u64) -> analysis::Profile {
                 at_start: false,
                 module: Some("gilmod".into()),
                 module_path: None,
+                module_confirmed: true,
+                other_modules: Vec::new(),
                 cause: "the import of extension module `gilmod`, which does not declare Py_mod_gil".into(),
                 remedy: remedy(Some("gilmod")),
             }),

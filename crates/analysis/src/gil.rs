@@ -24,6 +24,13 @@ pub struct GilReenabled {
     /// Path of that module's shared object.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub module_path: Option<String>,
+    /// The module object in the target's `sys.modules` confirms it: an extension module whose
+    /// `md_gil` says it did not declare `Py_mod_gil = Py_MOD_GIL_NOT_USED`.
+    pub module_confirmed: bool,
+    /// Other extension modules in `sys.modules` without `Py_mod_gil` (each would have turned the
+    /// GIL on by itself).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub other_modules: Vec<String>,
     /// What turned it on, in words (`import of extension module `x``, `PYTHON_GIL=1`).
     pub cause: String,
     /// What to do about it.
@@ -38,7 +45,15 @@ impl GilReenabled {
         } else {
             format!("re-enabled at {:.2} s", self.time_s)
         };
-        format!("GIL {when} by {}: threads no longer run Python in parallel. Remedy: {}", self.cause, self.remedy)
+        let others = if self.other_modules.is_empty() {
+            String::new()
+        } else {
+            format!(" (also without Py_mod_gil: {})", self.other_modules.join(", "))
+        };
+        format!(
+            "GIL {when} by {}{others}: threads no longer run Python in parallel. Remedy: {}",
+            self.cause, self.remedy
+        )
     }
 }
 
@@ -89,10 +104,13 @@ mod tests {
             at_start: false,
             module: Some("gilmod".into()),
             module_path: None,
+            module_confirmed: true,
+            other_modules: vec!["other".into()],
             cause: "the import of extension module `gilmod` (no Py_mod_gil)".into(),
             remedy: remedy(Some("gilmod")),
         };
         let s = g.sentence();
         assert!(s.contains("re-enabled at 1.23 s") && s.contains("`gilmod`") && s.contains("PYTHON_GIL=0"), "{s}");
+        assert!(s.contains("(also without Py_mod_gil: other)"), "{s}");
     }
 }

@@ -6,6 +6,10 @@ use symbolizer::python::PyProcess;
 
 /// How often the GIL state is read (one chain of three 8-byte reads).
 const CHECK_EVERY_NS: u64 = 2_000_000;
+/// Once the GIL is on, how often `sys.modules` is searched for the module that needs it (the
+/// module is added there only after its initialisation), and how many times at most.
+const SCAN_EVERY_NS: u64 = 20_000_000;
+const MAX_SCANS: u32 = 250;
 
 /// See the module documentation.
 #[derive(Default)]
@@ -22,6 +26,8 @@ pub struct GilWatch {
     found: Option<GilReenabled>,
     /// The GIL went off again after being seen on (transient enables while importing).
     off_again: bool,
+    scans: u32,
+    last_scan_ns: u64,
 }
 
 impl GilWatch {
@@ -57,9 +63,46 @@ impl GilWatch {
             (_, true) if self.found.is_none() || (self.off_again && was == Some(false)) => {
                 self.off_again = false;
                 self.found = Some(self.describe(first, now_ns));
+                self.scans = 0;
+                self.last_scan_ns = 0;
             }
             _ => {}
         }
+        self.confirm(py, now_ns);
+    }
+
+    /// Name the module from the target's `sys.modules`: the extension module that has no
+    /// `Py_mod_gil` (preferring the one mapped last before the change).
+    fn confirm(&mut self, py: &PyProcess, now_ns: u64) {
+        let Some(found) = self.found.as_mut() else { return };
+        if found.module_confirmed
+            || found.cause.starts_with("PYTHON_GIL")
+            || self.scans >= MAX_SCANS
+            || now_ns < self.last_scan_ns + SCAN_EVERY_NS
+        {
+            return;
+        }
+        self.scans += 1;
+        self.last_scan_ns = now_ns;
+        let needing = py.modules_needing_gil();
+        let mapped = found.module.clone();
+        let leaf = |name: &str| name.rsplit('.').next().unwrap_or(name).to_string();
+        let best = needing
+            .iter()
+            .find(|(n, _)| mapped.as_deref() == Some(leaf(n).as_str()))
+            .or(if mapped.is_none() || found.at_start { needing.last() } else { None });
+        let Some((name, file)) = best.cloned() else { return };
+        found.module_confirmed = true;
+        found.other_modules = needing.iter().map(|(n, _)| n.clone()).filter(|n| *n != name).collect();
+        found.module_path = file.or(found.module_path.take());
+        if found.at_start {
+            found.cause =
+                format!("extension module `{name}`, which does not declare Py_mod_gil (loaded before ftprof started)");
+        } else {
+            found.cause = format!("the import of extension module `{name}`, which does not declare Py_mod_gil");
+        }
+        found.remedy = remedy(Some(&name));
+        found.module = Some(name);
     }
 
     fn describe(&self, first: bool, now_ns: u64) -> GilReenabled {
@@ -83,6 +126,8 @@ impl GilWatch {
             remedy: remedy(if forced { None } else { module.as_deref() }),
             module,
             module_path: path,
+            module_confirmed: false,
+            other_modules: Vec::new(),
             cause,
         }
     }
