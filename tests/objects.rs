@@ -49,8 +49,13 @@ fn build_extension(python: &Path, dir: &Path, name: &str, declares_no_gil: bool)
 /// `ftprof record --format json` of gil_import.py importing `module` from `dir`; returns the
 /// profile, ftprof's stderr, and the `import_at` times the workload printed.
 fn record_import(dir: &Path, module: &str) -> (Profile, String, (f64, f64), bool) {
+    record_import_env(dir, module, &[])
+}
+
+fn record_import_env(dir: &Path, module: &str, env: &[(&str, &str)]) -> (Profile, String, (f64, f64), bool) {
     let out_path = dir.join(format!("{module}.json"));
     let out = ftprof()
+        .envs(env.iter().copied())
         .arg("record")
         .args(["--format", "json", "-o"])
         .arg(&out_path)
@@ -96,6 +101,20 @@ fn the_import_that_reenabled_the_gil_is_named_with_its_time() {
     assert!(g["remedy"].as_str().unwrap().contains("PYTHON_GIL=0"), "{g}");
     let line = stderr.lines().find(|l| l.contains("GIL re-enabled at")).unwrap_or_else(|| panic!("{stderr}"));
     assert!(line.contains("`gilmod`") && line.contains("PYTHON_GIL=0"), "{line}");
+}
+
+/// `PYTHON_GIL=1`: on from the start, and said to be the environment's doing, not a module's.
+#[test]
+fn a_gil_forced_on_by_the_environment_is_not_blamed_on_a_module() {
+    let dir = tempdir();
+    build_extension(&python(), dir.path(), "nogilmod", true);
+    let (p, stderr, _, gil_on) = record_import_env(dir.path(), "nogilmod", &[("PYTHON_GIL", "1")]);
+    assert!(gil_on);
+    let g = &p.0["target"]["python"]["gil_reenabled"];
+    assert_eq!(g["at_start"], true, "{g}");
+    assert!(g.get("module").is_none(), "{g}");
+    assert!(g["cause"].as_str().unwrap().starts_with("PYTHON_GIL=1"), "{g}");
+    assert!(stderr.contains("GIL already enabled when ftprof started by PYTHON_GIL=1"), "{stderr}");
 }
 
 /// Attached after the import: the GIL is already on at ftprof's first look; the module is found
