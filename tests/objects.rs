@@ -209,6 +209,7 @@ fn refcount_stalls_name_the_object_type_and_rendering() {
         ("const", "str 'a string' (constant of `const_worker`)"),
         ("local", "_thread._local @ {id} (global `tls`)"),
         ("list", "list @ {id} (global `SHARED_LIST`)"),
+        ("attr", "list @ {id} (attribute `.items` of global `H`)"),
     ] {
         let (p, object, stderr) = record_values(mode, "2");
         let id = object.split_whitespace().last().unwrap().to_string();

@@ -588,6 +588,8 @@ pub fn record_profile(
     // stalls work on while the target runs.
     let opnames_now = symbolizer::python::opcodes::base_opnames_cached(std::path::Path::new(&interp), &cache_dir())
         .unwrap_or_default();
+    let caches_now = symbolizer::python::opcodes::inline_caches_cached(std::path::Path::new(&interp), &cache_dir())
+        .unwrap_or_default();
     let preload = std::thread::spawn(move || {
         // SCHED_IDLE: only use a CPU the target leaves idle, never delay the target (a nice-19
         // thread still runs whole slices before a woken target thread gets the CPU, which the
@@ -621,7 +623,7 @@ pub fn record_profile(
         (native, opnames, kallsyms)
     });
     let mut rec = Recorder::new(opts, cfg.off_cpu);
-    rec.operands = symbolizer::python::OperandReader::new(opnames_now);
+    rec.operands = symbolizer::python::OperandReader::new(opnames_now, caches_now);
     let outcome = profiler::record(target, &cfg, &STOP, &mut rec)?;
     if timing() {
         use nix::sys::resource::{getrusage, UsageWho};

@@ -14,7 +14,7 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use super::mem::field_u64;
-use super::{PyFrame, PyProcess, PyStack};
+use super::{CodeInfo, PyFrame, PyProcess, PyStack};
 
 /// `_PyInterpreterFrame.f_globals` and `.f_builtins`: the fourth and fifth words of the frame in
 /// 3.13 (`Include/internal/pycore_frame.h`: `f_executable, previous, f_funcobj, f_globals,
@@ -27,6 +27,15 @@ const FRAME_F_BUILTINS: u64 = 32;
 const FUNC_QUALNAME_AFTER_HEADER: u64 = 24;
 /// `PyCellObject.ob_ref`, right after the object header (`Include/cpython/cellobject.h`).
 const CELL_REF_AFTER_HEADER: u64 = 0;
+/// `PyTypeObject.tp_flags`, `.tp_dict` and `.tp_mro` relative to `.tp_name` (which
+/// `_Py_DebugOffsets` gives): the public struct of `Include/cpython/object.h`, the same after the
+/// object header in every build of 3.13–3.15 (`offsetof` against the 3.13.5 and 3.13.5t headers:
+/// 184/280/360 and 168/264/344 with `tp_name` at 40 and 24).
+const TP_FLAGS_AFTER_TP_NAME: u64 = 144;
+const TP_DICT_AFTER_TP_NAME: u64 = 240;
+const TP_MRO_AFTER_TP_NAME: u64 = 320;
+/// `Py_TPFLAGS_TYPE_SUBCLASS` (`Include/object.h`): the object is a class.
+const PY_TPFLAGS_TYPE_SUBCLASS: u64 = 1 << 31;
 /// A global's value is looked up again after this long (globals are rarely rebound).
 const GLOBALS_TTL: Duration = Duration::from_millis(100);
 /// Characters of a `str` shown.
@@ -69,43 +78,62 @@ type Global = (u64, bool);
 #[derive(Default)]
 pub struct OperandReader {
     opnames: Vec<String>,
+    /// Inline cache entries after each opcode (index = opcode).
+    caches: Vec<u8>,
+    previous: HashMap<(u64, u32), Option<(u8, u32)>>,
     consts: HashMap<(u64, u32), Option<(u64, String)>>,
     globals: HashMap<(u64, u64), (Instant, Option<Global>)>,
     renders: HashMap<u64, (u64, String, Option<String>)>,
 }
 
 impl OperandReader {
-    /// `opnames`: base opcode names of the target's CPython (index = opcode).
-    pub fn new(opnames: Vec<String>) -> OperandReader {
-        OperandReader { opnames, ..Default::default() }
+    /// `opnames`: base opcode names of the target's CPython (index = opcode); `caches`: the
+    /// inline cache entries after each opcode (empty: attributes are not named).
+    pub fn new(opnames: Vec<String>, caches: Vec<u8>) -> OperandReader {
+        OperandReader { opnames, caches, ..Default::default() }
     }
 
     /// The object the innermost Python frame of `stack` (just read for thread `tid`) is working
     /// on, when its instruction names one.
     pub fn read(&mut self, p: &mut PyProcess, tid: u32, stack: &PyStack) -> Option<ObjectRef> {
-        let (code, code_addr, instr) = stack.frames.iter().find_map(|f| match f {
-            PyFrame::Code { code, code_addr, instr, .. } => Some((code.clone(), *code_addr, *instr)),
+        let (code, code_addr, lasti, instr) = stack.frames.iter().find_map(|f| match f {
+            PyFrame::Code { code, code_addr, lasti, instr, .. } => Some((code.clone(), *code_addr, *lasti, *instr)),
             PyFrame::Entry => None,
         })?;
         let instr = instr?;
         let (op, arg) = ((instr & 0xff) as usize, (instr >> 8) as u32);
         let opname = self.opnames.get(op)?.clone();
-        let (obj, reached) = match opname.as_str() {
-            "LOAD_CONST" | "RETURN_CONST" => {
-                let hit = match self.consts.get(&(code_addr, arg)) {
-                    Some(c) => c.clone(),
-                    None => {
-                        let c =
-                            self.constant(p, code_addr, arg).map(|o| (o, format!("constant of `{}`", code.qualname)));
-                        if self.consts.len() > 100_000 {
-                            self.consts.clear();
-                        }
-                        self.consts.insert((code_addr, arg), c.clone());
-                        c
+        let (obj, reached) = if opname == "LOAD_ATTR" {
+            self.attribute(p, tid, &code, code_addr, lasti, arg)?
+        } else {
+            self.value_of(p, tid, &code, code_addr, &opname, arg)?
+        };
+        let (type_name, value) = self.render(p, obj)?;
+        Some(ObjectRef { addr: obj, type_name, value, reached })
+    }
+
+    /// The value an instruction that names its object (`opname` with `arg`) loads or stores.
+    fn value_of(
+        &mut self,
+        p: &mut PyProcess,
+        tid: u32,
+        code: &CodeInfo,
+        code_addr: u64,
+        opname: &str,
+        arg: u32,
+    ) -> Option<(u64, String)> {
+        Some(match opname {
+            "LOAD_CONST" | "RETURN_CONST" => match self.consts.get(&(code_addr, arg)) {
+                Some(c) => c.clone()?,
+                None => {
+                    let c = self.constant(p, code_addr, arg).map(|o| (o, format!("constant of `{}`", code.qualname)));
+                    if self.consts.len() > 100_000 {
+                        self.consts.clear();
                     }
-                };
-                hit?
-            }
+                    self.consts.insert((code_addr, arg), c.clone());
+                    c?
+                }
+            },
             "LOAD_GLOBAL" => {
                 let idx = (arg >> 1) as usize;
                 let name = code.names.get(idx)?.clone();
@@ -144,9 +172,95 @@ impl OperandReader {
                 (v, format!("closure variable `{}`", code.locals.get(arg as usize)?))
             }
             _ => return None,
-        };
-        let (type_name, value) = self.render(p, obj)?;
-        Some(ObjectRef { addr: obj, type_name, value, reached })
+        })
+    }
+
+    /// `LOAD_ATTR`: the attribute's value, when the instruction before it loaded the owner in a
+    /// way [`OperandReader::value_of`] can read (the owner is then on top of the value stack,
+    /// which 3.13 does not keep in the frame). Looked up like Python does for plain cases: a
+    /// module's dict; a class's dict and then its MRO; an instance's inline values, then its
+    /// class's MRO (methods).
+    fn attribute(
+        &mut self,
+        p: &mut PyProcess,
+        tid: u32,
+        code: &CodeInfo,
+        code_addr: u64,
+        lasti: u32,
+        arg: u32,
+    ) -> Option<(u64, String)> {
+        let name = code.names.get((arg >> 1) as usize)?.clone();
+        let (prev_op, prev_arg) = self.previous_instruction(p, code_addr, lasti)?;
+        let prev_name = self.opnames.get(prev_op as usize)?.clone();
+        let (owner, owner_reached) = self.value_of(p, tid, code, code_addr, &prev_name, prev_arg)?;
+        let o = p.offsets.clone();
+        let owner_type = p.mem.u64(owner.wrapping_add(o.ob_type)).ok()?;
+        let owner_type_name = p.type_name(owner_type).ok()?;
+        let flags = p.mem.u64(owner_type.wrapping_add(o.tp_name + TP_FLAGS_AFTER_TP_NAME)).ok()?;
+        if owner_type_name == "module" {
+            let dict = p.mem.u64(owner.wrapping_add(o.pyobject_size)).ok()?;
+            let v = p.dict_get_str(dict, &name)?;
+            return Some((v, format!("attribute `.{name}` of module {owner_reached}")));
+        }
+        if flags & PY_TPFLAGS_TYPE_SUBCLASS != 0 {
+            // The owner is a class.
+            let (v, cls) = self.class_attribute(p, owner, &name)?;
+            return Some((v, format!("in `{cls}.__dict__`, attribute `.{name}` of {owner_reached}")));
+        }
+        if let Some(v) = p.inline_attr(owner, &name) {
+            return Some((v, format!("attribute `.{name}` of {owner_reached}")));
+        }
+        let (v, cls) = self.class_attribute(p, owner_type, &name)?;
+        Some((v, format!("in `{cls}.__dict__`, attribute `.{name}` of {owner_reached}")))
+    }
+
+    /// `name` in the dicts of class `cls` and its MRO: the value and the class that has it.
+    fn class_attribute(&self, p: &PyProcess, cls: u64, name: &str) -> Option<(u64, String)> {
+        let o = &p.offsets;
+        let mro = p.mem.u64(cls.wrapping_add(o.tp_name + TP_MRO_AFTER_TP_NAME)).ok()?;
+        let n = p.mem.u64(mro.wrapping_add(o.tuple_ob_size)).ok()?.min(64);
+        let items = p.mem.read_vec(mro.wrapping_add(o.tuple_ob_item), n as usize * 8).ok()?;
+        items.chunks_exact(8).map(|c| field_u64(c, 0)).find_map(|k| {
+            let dict = p.mem.u64(k.wrapping_add(o.tp_name + TP_DICT_AFTER_TP_NAME)).ok().filter(|&d| d != 0)?;
+            let v = p.dict_get_str(dict, name)?;
+            Some((v, p.type_name(k).ok()?))
+        })
+    }
+
+    /// The instruction before the one at `lasti` (code units) of the code object at `code`:
+    /// `(opcode, oparg)`, decoded from the start with each instruction's inline cache entries
+    /// skipped (cached per instruction).
+    fn previous_instruction(&mut self, p: &PyProcess, code: u64, lasti: u32) -> Option<(u8, u32)> {
+        if let Some(v) = self.previous.get(&(code, lasti)) {
+            return *v;
+        }
+        let v = self.decode_previous(p, code, lasti);
+        if self.previous.len() > 100_000 {
+            self.previous.clear();
+        }
+        self.previous.insert((code, lasti), v);
+        v
+    }
+
+    fn decode_previous(&self, p: &PyProcess, code: u64, lasti: u32) -> Option<(u8, u32)> {
+        if self.caches.is_empty() || lasti == 0 || lasti > 1 << 16 {
+            return None;
+        }
+        let units = p.mem.read_vec(code.wrapping_add(p.offsets.code_co_code_adaptive), lasti as usize * 2).ok()?;
+        let (mut i, mut prev, mut ext) = (0usize, None, 0u32);
+        while i < lasti as usize {
+            let (op, a) = (units[2 * i], units[2 * i + 1] as u32);
+            let arg = (ext << 8) | a;
+            let name = self.opnames.get(op as usize).map(String::as_str);
+            if name == Some("EXTENDED_ARG") {
+                ext = arg;
+            } else {
+                ext = 0;
+                prev = Some((op, arg));
+            }
+            i += 1 + *self.caches.get(op as usize)? as usize;
+        }
+        (i == lasti as usize).then_some(prev).flatten()
     }
 
     /// `co_consts[i]` of the code object at `code`.
