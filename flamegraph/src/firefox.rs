@@ -30,7 +30,7 @@ fn color(c: Category) -> CategoryColor {
         Category::Pymutex | Category::StopTheWorld => CategoryColor::Purple,
         Category::Gil => CategoryColor::LightRed,
         Category::Spin => CategoryColor::Orange,
-        Category::Refcount => CategoryColor::Yellow,
+        Category::Refcount | Category::AtomicRefcount => CategoryColor::Yellow,
         Category::Gc => CategoryColor::Green,
         Category::Io => CategoryColor::LightBlue,
         Category::Runqueue => CategoryColor::Brown,

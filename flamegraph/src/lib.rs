@@ -169,6 +169,7 @@ pub(crate) fn category_color(c: Category) -> Color {
         Category::Gil => rgb(240, 60, 90),
         Category::Spin => rgb(250, 120, 40),
         Category::Refcount => rgb(245, 200, 40),
+        Category::AtomicRefcount => rgb(235, 225, 140),
         Category::Gc => rgb(110, 170, 90),
         Category::Io => rgb(90, 190, 190),
         Category::Runqueue => rgb(160, 160, 110),
@@ -299,6 +300,9 @@ pub fn summary_text(p: &Profile) -> String {
         o += " (interrupted)";
     }
     o += "\n";
+    if let Some(g) = p.target.python.as_ref().and_then(|py| py.gil_reenabled.as_ref()) {
+        o += &format!("  {}\n", g.sentence());
+    }
     o += &format!(
         "  wall {:.2} s, threads {}, {} CPU samples at {} Hz, {} switch-outs, {} lost records\n",
         s.duration_s, s.threads, s.samples, s.rate_hz, s.switch_outs, s.lost_records
@@ -372,6 +376,10 @@ pub fn summary_text(p: &Profile) -> String {
                     let line = l.top_lines.first().map(|t| format!(" at {}", t.line)).unwrap_or_default();
                     format!("  {}{line}, {}", l.description, counts(l))
                 }
+                None if c.category == Category::AtomicRefcount => match top_leaf(p, c.category) {
+                    Some((what, _)) => format!("  {what}  (no other thread on it at the time: not contention)"),
+                    None => String::new(),
+                },
                 None => String::new(),
             };
             o += &format!("    {:<17}{:>6.1} %{detail}{note}\n", c.category.name(), c.share * 100.0);
@@ -379,6 +387,13 @@ pub fn summary_text(p: &Profile) -> String {
     }
     if let Some(v) = largest_loss(p) {
         o += &format!("  => {v}\n");
+    }
+    if let Some(c) = s.categories.iter().find(|c| c.category == Category::AtomicRefcount && c.share >= 0.05) {
+        let what = top_leaf(p, c.category).map(|(w, _)| format!(", mostly {w}")).unwrap_or_default();
+        o += &format!(
+            "  => {:.0} % of thread time is atomic reference-count updates of objects owned by another thread{what}, with no other thread on them at the time: the cost of sharing them, not contention.\n",
+            c.share * 100.0
+        );
     }
     // Busiest threads, each with where most of its time went.
     let per = period_us(p);
@@ -450,6 +465,21 @@ pub fn largest_loss(p: &Profile) -> Option<String> {
     ))
 }
 
+/// The wait leaf (without its category prefix) with the most thread time in category `c`.
+fn top_leaf(p: &Profile, c: Category) -> Option<(String, f64)> {
+    let per = period_us(p);
+    let mut by: std::collections::HashMap<&str, f64> = Default::default();
+    for st in p.stacks.iter().filter(|st| st.category == c) {
+        let Some(&leaf) = st.frames.last() else { continue };
+        let f = &p.frames[leaf as usize];
+        if f.kind == analysis::FrameKind::Wait {
+            let name = f.name.split_once(": ").map(|x| x.1).unwrap_or(&f.name);
+            *by.entry(name).or_default() += st.time_us(per);
+        }
+    }
+    by.into_iter().max_by(|a, b| a.1.total_cmp(&b.1).then_with(|| b.0.cmp(a.0))).map(|(k, v)| (k.to_string(), v))
+}
+
 /// "12 waits, max 3.1 ms" for waits, "40 samples" for CPU time, both when both.
 fn counts(l: &analysis::LockStat) -> String {
     match (l.waits, l.samples) {
@@ -461,7 +491,7 @@ fn counts(l: &analysis::LockStat) -> String {
 
 fn describe(c: Category) -> &'static str {
     match c {
-        Category::Refcount => "threads updating the reference counts of shared objects",
+        Category::Refcount => "threads updating the reference counts of shared objects at the same time",
         Category::Spin => "threads spinning for a PyMutex held by another thread",
         Category::CriticalSection => "threads blocked on a shared object's lock (critical section)",
         Category::Lock => "threads blocked on a threading lock",

@@ -17,7 +17,9 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use symbolizer::python::{ParkedInfo, PyFrame, PyStack};
+use symbolizer::python::{ObjectRef, ParkedInfo, PyFrame, PyStack};
+
+use crate::concurrency::{Overlap, Touch};
 
 use crate::offcpu::{Interval, Observed, OffCpuTracker, ThreadState, TrackerStats};
 
@@ -42,6 +44,9 @@ pub struct SampleKey {
     pub on_cpu: bool,
     /// No other thread of the process was alive (nobody else could hold a lock).
     pub alone: bool,
+    /// CPU samples: the object the innermost Python frame's instruction names, read from the
+    /// target (`symbolizer::python::operand`).
+    pub operand: Option<ObjectRef>,
 }
 
 /// Off-CPU totals of one entry.
@@ -80,6 +85,10 @@ pub struct Entry {
     pub python: Option<PyStack>,
     /// CPU samples (kind `Cpu`).
     pub samples: u64,
+    /// Of `samples`, those taken while another thread of the process was on a CPU working on
+    /// the same object or function ([`crate::concurrency`]; all of them when samples were
+    /// counted without a time).
+    pub concurrent: u64,
     pub wait: WaitTotals,
 }
 
@@ -196,6 +205,7 @@ struct CompactKey {
     syscall: Option<u64>,
     on_cpu: bool,
     alone: bool,
+    operand: Option<u32>,
 }
 
 /// Python stacks are interned by the identity of their frames.
@@ -222,6 +232,11 @@ pub struct Collector {
     keys: Interner<CompactKey>,
     addrs: Interner<Vec<u64>>,
     parked: Interner<ParkedInfo>,
+    operands: Interner<ObjectRef>,
+    /// Per CPU key, samples with concurrency evidence (see [`crate::concurrency`]).
+    concurrent: HashMap<u32, u64>,
+    overlap: Option<Overlap>,
+    decided: Vec<(u32, bool)>,
     py_ids: HashMap<PyKey, u32>,
     py_list: Vec<PyStack>,
     cpu: HashMap<u32, u64>,
@@ -253,7 +268,19 @@ impl Collector {
 
     /// Intern a sample key.
     pub fn key_id(&mut self, key: SampleKey) -> u32 {
-        let SampleKey { pid, tid, mut native, native_complete, python, kernel, parked, syscall, on_cpu, alone } = key;
+        let SampleKey {
+            pid,
+            tid,
+            mut native,
+            native_complete,
+            python,
+            kernel,
+            parked,
+            syscall,
+            on_cpu,
+            alone,
+            operand,
+        } = key;
         let leaf = (!native.is_empty()).then(|| native.remove(0));
         let compact = CompactKey {
             pid,
@@ -267,6 +294,7 @@ impl Collector {
             syscall,
             on_cpu,
             alone,
+            operand: operand.map(|o| self.operands.id(o)),
         };
         self.keys.id(compact)
     }
@@ -288,6 +316,7 @@ impl Collector {
             syscall: k.syscall,
             on_cpu: k.on_cpu,
             alone: k.alone,
+            operand: k.operand.map(|o| self.operands.get(o).clone()),
         }
     }
 
@@ -296,9 +325,53 @@ impl Collector {
         (self.keys.list.len(), self.py_list.len())
     }
 
+    /// A CPU sample counted without its time: it counts as concurrent (see
+    /// [`Collector::cpu_sample_at`]).
     pub fn cpu_sample(&mut self, key: u32) {
         *self.cpu.entry(key).or_default() += 1;
+        *self.concurrent.entry(key).or_default() += 1;
         self.stats.cpu_samples += 1;
+    }
+
+    /// Decide concurrency of timed CPU samples: two samples of different threads of a process
+    /// within `window_ns` of each other, on the same object or function ([`crate::concurrency`]).
+    pub fn set_overlap_window(&mut self, window_ns: u64) {
+        self.overlap = Some(Overlap::new(window_ns));
+    }
+
+    /// A CPU sample taken at `time` (CLOCK_MONOTONIC ns); without
+    /// [`Collector::set_overlap_window`] it is counted as by [`Collector::cpu_sample`].
+    pub fn cpu_sample_at(&mut self, key: u32, time: u64) {
+        let touch = self.touch(key);
+        let Some(overlap) = self.overlap.as_mut() else { return self.cpu_sample(key) };
+        *self.cpu.entry(key).or_default() += 1;
+        self.stats.cpu_samples += 1;
+        overlap.push(time, key, touch, &mut self.decided);
+        self.count_decided();
+    }
+
+    fn count_decided(&mut self) {
+        for (key, concurrent) in self.decided.drain(..) {
+            if concurrent {
+                *self.concurrent.entry(key).or_default() += 1;
+            }
+        }
+    }
+
+    /// What the sample of `key` was working on.
+    fn touch(&self, key: u32) -> Touch {
+        let k = self.keys.get(key);
+        let code = k
+            .python
+            .and_then(|i| {
+                self.py_list[i as usize].frames.iter().find_map(|f| match f {
+                    PyFrame::Code { code_addr, .. } => Some(*code_addr),
+                    PyFrame::Entry => None,
+                })
+            })
+            .unwrap_or(0);
+        let object = k.operand.map(|o| self.operands.get(o).addr).unwrap_or(0);
+        Touch { pid: k.pid, tid: k.tid, object, code }
     }
 
     fn thread(&mut self, tid: u32, pid: u32) -> &mut ThreadTimes {
@@ -493,6 +566,10 @@ impl Collector {
 
     /// Close open intervals at `end` and return everything aggregated.
     pub fn finish(mut self, end: u64) -> Collection {
+        if let Some(mut o) = self.overlap.take() {
+            o.flush(&mut self.decided);
+            self.count_decided();
+        }
         self.release(u64::MAX);
         self.tracker.finish(end);
         self.absorb();
@@ -551,6 +628,7 @@ impl Collector {
                 python: py(&key, &self.py_list),
                 key,
                 samples: n,
+                concurrent: self.concurrent.get(&id).copied().unwrap_or(0).min(n),
                 wait: WaitTotals::default(),
             });
         }
@@ -567,6 +645,7 @@ impl Collector {
                 python: py(&key, &self.py_list),
                 key,
                 samples: 0,
+                concurrent: 0,
                 wait: WaitTotals {
                     time_us: (a.time_ns * ts / 1000.0).round() as u64,
                     waits: (a.count * cs).round().max(1.0) as u64,
@@ -586,6 +665,7 @@ impl Collector {
                     key: base.clone(),
                     python: None,
                     samples: 0,
+                    concurrent: 0,
                     wait: WaitTotals { time_us: t.runqueue_ns / 1000, waits: t.runqueue_count, max_us: 0, observed: 0 },
                 });
             }
@@ -596,6 +676,7 @@ impl Collector {
                     key: base,
                     python: None,
                     samples: 0,
+                    concurrent: 0,
                     wait: WaitTotals { time_us: t.blocked_ns / 1000, waits: t.blocked_count, max_us: 0, observed: 0 },
                 });
             }
@@ -696,6 +777,7 @@ mod tests {
             syscall: Some(202),
             on_cpu: true,
             alone: false,
+            operand: None,
         };
         let empty = SampleKey { pid: 3, tid: 4, on_cpu: true, ..Default::default() };
         let sibling = SampleKey { native: vec![0x11, 0x20, 0x30], ..full.clone() };

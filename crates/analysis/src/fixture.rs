@@ -80,6 +80,8 @@ pub fn input<'a>(tid: u32, native: &'a [Vec<NativeFrame>], observation: Observat
         alone: false,
         marker: None,
         syscall: None,
+        operand: None,
+        concurrent: true,
     }
 }
 
@@ -223,6 +225,7 @@ pub fn profile() -> Profile {
             free_threaded: true,
             gil_enabled: Some(false),
             runtime_module: RUNTIME.into(),
+            gil_reenabled: None,
         }),
         exit: Some("exited with status 0".into()),
         interrupted: false,

@@ -22,8 +22,11 @@
 //! share of thread time per category), serializable as the documented JSON profile.
 
 pub mod collect;
+pub mod concurrency;
 pub mod fixture;
+pub mod gil;
 pub mod merge;
+pub mod objects;
 pub mod offcpu;
 pub mod profile;
 pub mod scaling;
@@ -34,4 +37,5 @@ pub use profile::{
     CategoryTime, Frame, FrameKind, LineStat, LockStat, LostRange, Observation, Profile, ProfileBuilder, PythonInfo,
     SampleInput, Stack, Summary, TargetInfo, ThreadInfo, SCHEMA_VERSION,
 };
+pub use symbolizer::python::ObjectRef;
 pub use wait::{classify, syscall_name, Category, Evidence, LockIdentity};

@@ -10,7 +10,7 @@ use crate::merge::{merge_stacks, MergeStatus};
 use crate::wait::{classify, Category, Evidence, LockIdentity};
 
 /// Version of the JSON profile layout (bump on incompatible changes).
-pub const SCHEMA_VERSION: u32 = 3;
+pub const SCHEMA_VERSION: u32 = 4;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, PartialOrd, Ord)]
 #[serde(rename_all = "lowercase")]
@@ -122,6 +122,11 @@ pub struct SampleInput<'a> {
     pub marker: Option<&'a str>,
     /// The system call a blocked thread was in, when read from `/proc` (no kernel stack).
     pub syscall: Option<u64>,
+    /// CPU samples: the object the innermost Python frame's instruction names.
+    pub operand: Option<&'a symbolizer::python::ObjectRef>,
+    /// CPU samples: taken while another thread of the process worked on the same object or
+    /// function (see `crate::concurrency`); refcount stalls without it are `atomic_refcount`.
+    pub concurrent: bool,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -161,6 +166,9 @@ pub struct PythonInfo {
     pub free_threaded: bool,
     pub gil_enabled: Option<bool>,
     pub runtime_module: String,
+    /// Free-threaded build whose GIL was found enabled during the recording (see [`crate::gil`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gil_reenabled: Option<crate::gil::GilReenabled>,
 }
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
@@ -452,6 +460,8 @@ impl ProfileBuilder {
             runtime_module: self.core_modules.first().map(String::as_str),
             opnames: &self.opnames,
             syscall: s.syscall,
+            operand: s.operand,
+            concurrent: s.concurrent,
         };
         let (category, identity) = classify(&evidence);
         if on_cpu {

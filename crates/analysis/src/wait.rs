@@ -4,7 +4,7 @@
 use serde::{Deserialize, Serialize};
 use symbolizer::native::NativeFrame;
 use symbolizer::python::opcodes::describe_instr;
-use symbolizer::python::{ParkedInfo, PyFrame, PyStack};
+use symbolizer::python::{ObjectRef, ParkedInfo, PyFrame, PyStack};
 
 /// Where a thread's time went. The first five are on-CPU, the rest off-CPU.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -16,8 +16,12 @@ pub enum Category {
     Native,
     /// Running the garbage collector outside a stop-the-world pause.
     Gc,
-    /// On CPU, updating reference counts of objects shared between threads.
+    /// On CPU, updating reference counts of objects shared between threads while another thread
+    /// of the process works on the same object (contention).
     Refcount,
+    /// On CPU, atomic reference-count updates of objects owned by another thread, with no other
+    /// thread working on them at the time: the cost of sharing, not contention.
+    AtomicRefcount,
     /// On CPU, spinning in the PyMutex slow path (`sched_yield`) before parking.
     Spin,
     /// Blocked on an object's per-object lock (critical section).
@@ -44,11 +48,12 @@ pub enum Category {
 }
 
 impl Category {
-    pub const ALL: [Category; 15] = [
+    pub const ALL: [Category; 16] = [
         Category::Python,
         Category::Native,
         Category::Gc,
         Category::Refcount,
+        Category::AtomicRefcount,
         Category::Spin,
         Category::CriticalSection,
         Category::Lock,
@@ -68,6 +73,7 @@ impl Category {
             Category::Native => "native",
             Category::Gc => "gc",
             Category::Refcount => "refcount",
+            Category::AtomicRefcount => "atomic_refcount",
             Category::Spin => "spin",
             Category::CriticalSection => "critical_section",
             Category::Lock => "lock",
@@ -102,7 +108,15 @@ impl Category {
     }
 
     pub fn on_cpu(self) -> bool {
-        matches!(self, Category::Python | Category::Native | Category::Gc | Category::Refcount | Category::Spin)
+        matches!(
+            self,
+            Category::Python
+                | Category::Native
+                | Category::Gc
+                | Category::Refcount
+                | Category::AtomicRefcount
+                | Category::Spin
+        )
     }
 }
 
@@ -123,7 +137,9 @@ pub struct LockIdentity {
 impl LockIdentity {
     pub fn describe(&self) -> String {
         match (&self.type_name, self.address, &self.symbol) {
-            (Some(t), Some(a), _) => format!("{t} @ {a:#x}"),
+            // An object read from the target with its rendering (refcount stalls).
+            (Some(_), Some(_), Some(s)) => s.clone(),
+            (Some(t), Some(a), None) => format!("{t} @ {a:#x}"),
             (None, Some(a), Some(s)) => format!("{s} @ {a:#x}"),
             (None, Some(a), None) => format!("PyMutex @ {a:#x}"),
             (Some(t), None, _) => t.clone(),
@@ -154,6 +170,11 @@ pub struct Evidence<'a> {
     /// The system call a blocked thread is in (x86-64 number), when known without a kernel stack
     /// (`/proc/PID/task/TID/syscall`).
     pub syscall: Option<u64>,
+    /// CPU samples: the object the innermost Python frame's instruction names.
+    pub operand: Option<&'a ObjectRef>,
+    /// CPU samples: another thread of the process was on a CPU working on the same object (or
+    /// function) at that moment (`crate::concurrency`).
+    pub concurrent: bool,
 }
 
 /// Kernel entry names of the x86-64 system calls the classifier cares about.
@@ -330,8 +351,18 @@ pub fn classify(e: &Evidence) -> (Category, Option<LockIdentity>) {
     // The refcount slow paths, when the sample is in them (not in a deallocation they started).
     let leaf_chain = n.iter().take_while(|f| f.inlined).count() + 1;
     let in_refcount_fn = n.iter().take(leaf_chain).any(|f| REFCOUNT_FNS.iter().any(|b| is_named(fname(f), b)));
-    // Alone in its process, a thread's atomic refcount updates contend with nobody.
+    // Alone in its process, a thread's atomic refcount updates contend with nobody; with other
+    // threads, only those working on the same thing at the same moment make it contention.
     if (refcount_leaf || in_refcount_fn) && !e.alone {
+        let cat = if e.concurrent { Category::Refcount } else { Category::AtomicRefcount };
+        if let Some(o) = e.operand {
+            let id = LockIdentity {
+                address: Some(o.addr),
+                type_name: Some(o.type_name.clone()),
+                symbol: Some(o.describe()),
+            };
+            return (cat, Some(id));
+        }
         let what = e.python.and_then(|p| {
             p.frames.iter().find_map(|f| match f {
                 PyFrame::Code { code, instr: Some(i), .. } => describe_instr(*i, code, e.opnames),
@@ -342,7 +373,7 @@ pub fn classify(e: &Evidence) -> (Category, Option<LockIdentity>) {
             Some(w) => format!("shared refcount of {w}"),
             None => "shared reference count".into(),
         };
-        return (Category::Refcount, Some(LockIdentity { address: None, type_name: None, symbol: Some(symbol) }));
+        return (cat, Some(LockIdentity { address: None, type_name: None, symbol: Some(symbol) }));
     }
     if has(n, |x| STW_FNS.iter().any(|b| is_named(x, b))) {
         // A pause that stops no other thread is just the collector's work.
@@ -519,6 +550,8 @@ mod tests {
             runtime_module: Some("/usr/bin/python3.14"),
             opnames: &[],
             syscall: Some(202),
+            operand: None,
+            concurrent: true,
         })
     }
 
@@ -545,6 +578,8 @@ mod tests {
         preempted: bool,
         alone: bool,
         syscall: Option<u64>,
+        /// No other thread worked on the same object at the time.
+        uncontended: bool,
         /// Expected category and `LockIdentity::describe` of the identity (None: no identity).
         expect: (Category, Option<&'static str>),
     }
@@ -564,6 +599,7 @@ mod tests {
                 preempted: false,
                 alone: false,
                 syscall: None,
+                uncontended: false,
                 expect: (Category::Idle, None),
             }
         }
@@ -604,6 +640,8 @@ mod tests {
             runtime_module: Some(RUNTIME),
             opnames: &[],
             syscall: c.syscall,
+            operand: None,
+            concurrent: !c.uncontended,
         })
     }
 
@@ -624,6 +662,7 @@ mod tests {
             Case { name: "garbage collector", native: &["gc_collect_main", "_PyGC_Collect", EVAL], python: PY, expect: (Gc, None), ..Default::default() },
             Case { name: "refcount at the instruction before the leaf", native: &[EVAL], leaf_prev: &["_Py_atomic_add_ssize", "Py_INCREF"], python: PY, expect: (Refcount, Some("shared reference count")), ..Default::default() },
             Case { name: "refcount slow path", native: &["_Py_DecRefShared", EVAL], python: PY, expect: (Refcount, Some("shared reference count")), ..Default::default() },
+            Case { name: "refcount with nobody else on the object", native: &["_Py_DecRefShared", EVAL], python: PY, uncontended: true, expect: (AtomicRefcount, Some("shared reference count")), ..Default::default() },
             Case { name: "refcount alone in the process", native: &["_Py_DecRefShared", EVAL], python: PY, alone: true, expect: (Python, None), ..Default::default() },
             Case { name: "spinning for a PyMutex", native: &["sched_yield", "_PyMutex_LockSlow", "list_append", EVAL], libc: &["sched_yield"], python: PY, expect: (Spin, Some("list_append")), ..Default::default() },
             Case { name: "spinning seen in the kernel", native: &["_PyMutex_LockTimed", "dict_setitem", EVAL], kernel: &["__x64_sys_sched_yield"], python: PY, expect: (Spin, Some("dict_setitem")), ..Default::default() },
@@ -717,6 +756,8 @@ mod tests {
             runtime_module: Some(RUNTIME),
             opnames: &opnames,
             syscall: None,
+            operand: None,
+            concurrent: true,
         });
         assert_eq!(c, Category::Refcount);
         assert_eq!(id.unwrap().describe(), "shared refcount of local `shared`");
@@ -729,7 +770,12 @@ mod tests {
             type_name: type_name.map(Into::into),
             symbol: symbol.map(Into::into),
         };
-        assert_eq!(id(Some(0x10), Some("list"), Some("x")).describe(), "list @ 0x10");
+        // An object read from the target carries its full rendering (refcount stalls).
+        assert_eq!(
+            id(Some(0x10), Some("list"), Some("list @ 0x10 (global `x`)")).describe(),
+            "list @ 0x10 (global `x`)"
+        );
+        assert_eq!(id(Some(0x10), Some("list"), None).describe(), "list @ 0x10");
         assert_eq!(id(Some(0x10), None, Some("HEAD_LOCK")).describe(), "HEAD_LOCK @ 0x10");
         assert_eq!(id(Some(0x10), None, None).describe(), "PyMutex @ 0x10");
         assert_eq!(id(None, Some("PyThread lock"), None).describe(), "PyThread lock");

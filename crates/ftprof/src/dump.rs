@@ -98,6 +98,8 @@ pub fn collect(pid: u32, native_frames: bool) -> Result<Dump> {
                 runtime_module: Some(&target.runtime_module),
                 opnames: &opnames,
                 syscall: b.syscall,
+                operand: None,
+                concurrent: true,
             };
             let (c, id) = classify(&ev);
             wait = Some(c);

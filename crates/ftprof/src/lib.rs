@@ -8,6 +8,7 @@
 
 pub mod check;
 pub mod dump;
+pub mod gil_watch;
 pub mod record;
 pub mod report;
 pub mod scale;

@@ -162,6 +162,10 @@ pub(crate) struct Recorder {
     /// Stacks unwound at drain time, and the time it took.
     unwound: u64,
     unwind_time: std::time::Duration,
+    /// The GIL turning on in a free-threaded target, and the module that did it.
+    gil_watch: crate::gil_watch::GilWatch,
+    /// Names the object a CPU sample's instruction works on (refcount stalls).
+    operands: symbolizer::python::OperandReader,
 }
 
 impl Recorder {
@@ -172,7 +176,12 @@ impl Recorder {
             off_cpu: opts.off_cpu,
             exhaustive,
             attached: opts.pid.is_some(),
-            collector: Collector::new(),
+            collector: {
+                let mut c = Collector::new();
+                // Two threads' samples this close were on CPUs at the same moment.
+                c.set_overlap_window(profiler::perf::sample_period_ns(opts.rate_hz.max(1)));
+                c
+            },
             unwinder: Native::new(),
             mmaps: Vec::new(),
             mmap_count: HashMap::new(),
@@ -199,6 +208,8 @@ impl Recorder {
             start_ns: 0,
             unwound: 0,
             unwind_time: std::time::Duration::ZERO,
+            gil_watch: Default::default(),
+            operands: Default::default(),
         }
     }
 
@@ -224,6 +235,7 @@ impl Recorder {
     }
 
     fn add_mapping(&mut self, pid: u32, m: Mapping) {
+        self.gil_watch.mapped(pid, &m.path);
         *self.mmap_count.entry(pid).or_default() += 1;
         self.unwinder.add_mapping(pid, m.clone());
         self.mmaps.push((pid, m));
@@ -256,10 +268,16 @@ impl Recorder {
         let refresh_names =
             !self.py_names.contains_key(&tid) && self.names_read_at.is_none_or(|t| t.elapsed().as_millis() >= 100);
         let mut names = None;
+        let mut operand = None;
+        let mut operands = std::mem::take(&mut self.operands);
         if let (Some(r), Some(p)) = (regs, self.python_process(pid)) {
             match p.stack_for_tid(tid) {
                 Ok(st) => python = st,
                 Err(_) => failed = true,
+            }
+            // Shared reference counts exist in free-threaded builds only.
+            if on_cpu && p.offsets.free_threaded {
+                operand = python.as_ref().and_then(|st| operands.read(p, tid, st));
             }
             if parked_lookup {
                 parked = parked_addr(&r, stack).map(|a| p.probe_parked(tid, a));
@@ -271,6 +289,7 @@ impl Recorder {
                 names = Some(p.thread_names_by_tid());
             }
         }
+        self.operands = operands;
         self.gil_countdown = if refresh_gil { 64 } else { self.gil_countdown - 1 };
         if let Some(n) = names {
             self.py_names.extend(n);
@@ -303,6 +322,7 @@ impl Recorder {
             syscall,
             on_cpu,
             alone,
+            operand,
         })
     }
 
@@ -311,12 +331,24 @@ impl Recorder {
         match s.source {
             SampleSource::CpuClock => {
                 let k = self.key(s.pid, s.tid, s.regs, &s.stack, s.kernel_stack, false, None, true);
-                self.collector.cpu_sample(k);
+                self.collector.cpu_sample_at(k, s.time);
             }
             SampleSource::SwitchOut => {
                 let k = self.key(s.pid, s.tid, s.regs, &s.stack, Vec::new(), true, None, false);
                 self.collector.push_observe(s.tid, s.time, k, true, 0);
             }
+        }
+    }
+
+    /// Read the target's GIL state (free-threaded builds) every few milliseconds.
+    fn watch_gil(&mut self) {
+        let now = profiler::monotonic_ns();
+        let pid = self.gil_watch.pid;
+        if pid == 0 || !self.gil_watch.due(now) || self.python_process(pid).is_none() {
+            return;
+        }
+        if let Some(PyState::Located(p)) = self.py.get(&pid) {
+            self.gil_watch.check(p, now);
         }
     }
 
@@ -405,6 +437,7 @@ impl profiler::Sink for Recorder {
         let pid = pid as u32;
         self.start_ns = profiler::monotonic_ns();
         self.collector.thread_seen(pid, pid);
+        self.gil_watch.start(pid, self.attached, self.start_ns);
         if self.attached {
             // Mappings made before we arrived are not reported by perf: read them now that the
             // events are live (later ones arrive as mmap records).
@@ -457,6 +490,7 @@ impl profiler::Sink for Recorder {
     }
 
     fn tick(&mut self) -> std::time::Duration {
+        self.watch_gil();
         if self.off_cpu {
             // In the exhaustive mode switch-out samples give the stacks; the kernel's totals still
             // say how much of each interval was blocked and how much was waiting for a CPU.
@@ -557,6 +591,12 @@ pub fn record_profile(
 
     // Parse the interpreter's ELF and DWARF on the other core while the target runs.
     let interp = interp.canonicalize().unwrap_or(interp.to_path_buf()).to_string_lossy().into_owned();
+    // Opcode names (a cache file, or one run of the interpreter) name the objects that refcount
+    // stalls work on while the target runs.
+    let opnames_now = symbolizer::python::opcodes::base_opnames_cached(std::path::Path::new(&interp), &cache_dir())
+        .unwrap_or_default();
+    let caches_now = symbolizer::python::opcodes::inline_caches_cached(std::path::Path::new(&interp), &cache_dir())
+        .unwrap_or_default();
     let preload = std::thread::spawn(move || {
         // SCHED_IDLE: only use a CPU the target leaves idle, never delay the target (a nice-19
         // thread still runs whole slices before a woken target thread gets the CPU, which the
@@ -568,6 +608,7 @@ pub fn record_profile(
         preload(&interp)
     });
     let mut rec = Recorder::new(opts, cfg.off_cpu);
+    rec.operands = symbolizer::python::OperandReader::new(opnames_now, caches_now);
     let outcome = profiler::record(target, &cfg, &STOP, &mut rec)?;
     if timing() {
         use nix::sys::resource::{getrusage, UsageWho};
@@ -665,7 +706,7 @@ fn build_profile(
 /// already has).
 pub(crate) fn profile_of(
     rec: &Recorder,
-    collection: analysis::collect::Collection,
+    mut collection: analysis::collect::Collection,
     native: &mut Native,
     opnames: Vec<String>,
     kallsyms: &symbolizer::kernel::Kallsyms,
@@ -680,6 +721,7 @@ pub(crate) fn profile_of(
             free_threaded: p.offsets.free_threaded,
             gil_enabled: rec.gil.get(&pid).copied().or_else(|| p.gil_enabled().ok()),
             runtime_module: p.module.clone(),
+            gil_reenabled: rec.gil_watch.result(),
         }),
         _ => None,
     };
@@ -740,6 +782,7 @@ pub(crate) fn profile_of(
             rec.unwind_time.as_secs_f64()
         );
     }
+    analysis::objects::settle_operands(&mut collection.entries);
     let t_sym = Instant::now();
     let mut symbolized = 0usize;
     if timing() {
@@ -764,28 +807,42 @@ pub(crate) fn profile_of(
             (EntryKind::Cpu, Some(&ip)) => native.symbolize(e.key.pid, ip, true),
             _ => Vec::new(),
         };
-        let observation = match e.kind {
-            EntryKind::Cpu => Observation::Cpu { samples: e.samples },
-            kind => Observation::OffCpu {
-                wait_us: e.wait.time_us,
-                waits: e.wait.waits,
-                max_us: e.wait.max_us,
-                preempted: matches!(kind, EntryKind::Preempted | EntryKind::Runqueue),
-            },
+        // CPU samples taken while another thread worked on the same thing, and the others.
+        let parts = match e.kind {
+            EntryKind::Cpu => vec![
+                (Observation::Cpu { samples: e.concurrent }, true),
+                (Observation::Cpu { samples: e.samples - e.concurrent }, false),
+            ],
+            kind => vec![(
+                Observation::OffCpu {
+                    wait_us: e.wait.time_us,
+                    waits: e.wait.waits,
+                    max_us: e.wait.max_us,
+                    preempted: matches!(kind, EntryKind::Preempted | EntryKind::Runqueue),
+                },
+                true,
+            )],
         };
-        builder.add(&SampleInput {
-            tid: e.key.tid,
-            native: &chains,
-            native_complete: e.key.native_complete,
-            python: e.python.as_ref(),
-            kernel: &kernel,
-            leaf_prev: &leaf_prev,
-            parked: e.key.parked.as_ref(),
-            observation,
-            alone: e.key.alone,
-            marker: (e.kind == EntryKind::Unobserved).then_some(UNOBSERVED_MARKER),
-            syscall: e.key.syscall,
-        });
+        for (observation, concurrent) in parts {
+            if observation == (Observation::Cpu { samples: 0 }) {
+                continue;
+            }
+            builder.add(&SampleInput {
+                tid: e.key.tid,
+                native: &chains,
+                native_complete: e.key.native_complete,
+                python: e.python.as_ref(),
+                kernel: &kernel,
+                leaf_prev: &leaf_prev,
+                parked: e.key.parked.as_ref(),
+                observation,
+                alone: e.key.alone,
+                marker: (e.kind == EntryKind::Unobserved).then_some(UNOBSERVED_MARKER),
+                syscall: e.key.syscall,
+                operand: e.key.operand.as_ref(),
+                concurrent,
+            });
+        }
     }
     if timing() {
         eprintln!(

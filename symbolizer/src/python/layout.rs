@@ -69,6 +69,44 @@ const STW_EVENT: &str = "stop-the-world event";
 const TYPE_LOCK: &str = "type lock (TYPE_LOCK)";
 const HEAD_LOCK: &str = "interpreter list lock (HEAD_LOCK)";
 const RUNTIME_STW: &str = "global stop-the-world mutex";
+/// `interp->imports.lock`, the `_PyRecursiveMutex` of the global import lock (`pycore_import.h`).
+const IMPORT_LOCK: &str = "import lock";
+/// `interp->ceval.pending.mutex` (`pycore_ceval_state.h`): pending calls.
+const PENDING: &str = "pending-calls lock";
+/// `interp->code_state.mutex` (`pycore_code.h`): code-object constants and versions.
+const CODE_STATE: &str = "code objects lock";
+/// `interp->warnings.mutex` (`pycore_warnings.h`).
+const WARNINGS: &str = "warnings lock";
+/// `_PyRuntime.imports.extensions.mutex` (`pycore_import.h`): the cache of extension modules.
+const EXTENSIONS: &str = "extension modules cache lock";
+/// `_PyRuntime.unicode_state.ids.mutex` (`pycore_unicodeobject.h`): `_Py_Identifier` table.
+const IDS: &str = "identifier table lock";
+/// `_PyRuntime.audit_hooks.mutex` (`pycore_runtime.h`).
+const AUDIT: &str = "audit hooks lock";
+/// `_PyRuntime.allocators.mutex` (`pycore_pymem.h`).
+const ALLOCATORS: &str = "memory allocators lock";
+/// `_PyRuntime.atexit.mutex` (`pycore_atexit.h`).
+const ATEXIT: &str = "atexit lock";
+/// `_PyRuntime.ceval.sys_trace_profile_mutex` (`pycore_ceval_state.h`).
+const TRACE: &str = "sys.settrace/setprofile lock";
+/// `_PyRuntime.ceval.pending_mainthread.mutex` (`pycore_ceval_state.h`).
+const PENDING_MAIN: &str = "main-thread pending-calls lock";
+/// `_PyRuntime.xi.registry.mutex` (`pycore_crossinterp.h`).
+const XI: &str = "cross-interpreter data registry lock";
+/// 3.13 runtime-wide mutexes, the same offsets in both builds (`offsetof` against the 3.13.5 and
+/// 3.13.5t headers).
+const RUNTIME_313: &[(u64, u64, &str)] = &[
+    (624, 1, HEAD_LOCK),
+    (680, 1, XI),
+    (696, 1, ALLOCATORS),
+    (2_248, 1, ATEXIT),
+    (2_536, 1, EXTENSIONS),
+    (2_648, 1, PENDING_MAIN),
+    (9_872, 1, TRACE),
+    (10_328, 1, RUNTIME_STW),
+    (10_416, 1, AUDIT),
+    (10_448, 1, IDS),
+];
 
 /// 3.13.5 default build (headers installed by `scripts/provision-python.sh gil`).
 pub const PY313: Layout = Layout {
@@ -88,8 +126,16 @@ pub const PY313: Layout = Layout {
     owner_entry: 3,
     code_co_names: 32,
     unicode_state_bits: (2, 5, 6),
-    interp_mutexes: &[(10_728, 1, STW), (10_732, 1, STW_EVENT), (193_064, 1, TYPE_LOCK)],
-    runtime_mutexes: &[(624, 1, HEAD_LOCK), (10_328, 1, RUNTIME_STW)],
+    interp_mutexes: &[
+        (10_728, 1, STW),
+        (10_732, 1, STW_EVENT),
+        (193_064, 1, TYPE_LOCK),
+        (40, 1, PENDING),
+        (7_704, 1, IMPORT_LOCK),
+        (10_680, 1, WARNINGS),
+        (82_544, 1, CODE_STATE),
+    ],
+    runtime_mutexes: RUNTIME_313,
 };
 
 /// 3.13.5t (headers installed by `scripts/provision-python.sh`; also checked against DWARF).
@@ -113,11 +159,23 @@ pub const PY313T: Layout = Layout {
     interp_mutexes: &[
         (10_744, 1, STW),
         (10_748, 1, STW_EVENT),
-        (10_768, 1, "QSBR mutex"),
+        // `interp->qsbr.mutex` (`pycore_qsbr.h`: `struct _qsbr_shared` at 10_768, its `mutex`
+        // after `wr_seq, rd_seq, array, size`).
+        (10_800, 1, "QSBR mutex"),
         (17_304, 127, "weakref lock"),
         (196_152, 1, TYPE_LOCK),
+        (40, 1, PENDING),
+        (7_712, 1, IMPORT_LOCK),
+        (8_000, 1, "codec search-path lock"),
+        (10_696, 1, WARNINGS),
+        // `interp->brc.table`: 257 `_brc_bucket`s, each starting with its mutex (`pycore_brc.h`).
+        (11_136, 6_168, "biased-refcount queue lock"),
+        (20_088, 1, "function versions lock"),
+        (85_632, 1, CODE_STATE),
+        (85_748, 1, "MemoryError free-list lock"),
+        (85_764, 1, "delayed-free queue lock"),
     ],
-    runtime_mutexes: &[(624, 1, HEAD_LOCK), (10_328, 1, RUNTIME_STW)],
+    runtime_mutexes: RUNTIME_313,
 };
 
 /// 3.14.10 default build (Debian `libpython3.14-dev` 3.14.10-1).

@@ -11,6 +11,7 @@ pub mod mem;
 mod objects;
 pub mod offsets;
 pub mod opcodes;
+pub mod operand;
 #[cfg(test)]
 mod tests;
 
@@ -21,6 +22,7 @@ use std::sync::Arc;
 pub use layout::Layout;
 pub use mem::{FakeMemory, Mem, ReadMemory};
 pub use offsets::{DebugOffsets, OffsetsError};
+pub use operand::{ObjectRef, OperandReader};
 
 use crate::native::ElfFile;
 use mem::{field_i32, field_u64, field_u8};

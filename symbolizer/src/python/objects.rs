@@ -142,3 +142,47 @@ impl PyProcess {
         self.dict_get_str(md_dict, "_active")
     }
 }
+
+/// `PyModuleObject.md_def` and `.md_gil`, after the object header: `md_dict, md_def, md_state,
+/// md_weaklist, md_name, md_gil` (`Include/internal/pycore_moduleobject.h`, 3.13 and 3.14; 3.15
+/// renames `md_def` to `md_def_or_null`, same place). `md_gil` exists in free-threaded builds
+/// only; checked with `offsetof` against the 3.13.5t headers (72 with the 32-byte header).
+const MD_DEF_AFTER_HEADER: u64 = 8;
+const MD_GIL_AFTER_HEADER: u64 = 40;
+
+impl PyProcess {
+    /// Extension modules in `sys.modules` that did not declare `Py_mod_gil = Py_MOD_GIL_NOT_USED`
+    /// (their `md_gil` is `Py_MOD_GIL_USED`): each of them turned the GIL on when it was
+    /// imported into a free-threaded build. `(name, __file__)`, in `sys.modules` order; empty for
+    /// default builds.
+    pub fn modules_needing_gil(&self) -> Vec<(String, Option<String>)> {
+        let o = &self.offsets;
+        if !o.free_threaded {
+            return Vec::new();
+        }
+        let Ok(interp) = self.mem.u64(self.runtime.wrapping_add(o.runtime_interpreters_head)) else {
+            return Vec::new();
+        };
+        let Ok(modules) = self.mem.u64(interp.wrapping_add(o.interp_imports_modules)) else { return Vec::new() };
+        let mut out = Vec::new();
+        for (k, m) in self.dict_items(modules) {
+            if self.object_type_name(m).ok().as_deref() != Some("module") {
+                continue;
+            }
+            let def = self.mem.u64(m.wrapping_add(o.pyobject_size + MD_DEF_AFTER_HEADER)).unwrap_or(0);
+            let gil = self.mem.u64(m.wrapping_add(o.pyobject_size + MD_GIL_AFTER_HEADER)).unwrap_or(1);
+            if def == 0 || gil != 0 {
+                continue; // a Python module, or an extension that runs without the GIL
+            }
+            let Ok(name) = self.unicode(k) else { continue };
+            let file = self
+                .mem
+                .u64(m.wrapping_add(o.pyobject_size))
+                .ok()
+                .and_then(|d| self.dict_get_str(d, "__file__"))
+                .and_then(|f| self.unicode(f).ok());
+            out.push((name, file));
+        }
+        out
+    }
+}

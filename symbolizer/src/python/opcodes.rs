@@ -20,6 +20,14 @@ print("\n".join(base.get(n, n) for n in names))
 /// cannot be run. Only executables owned by root or by us are run: a profiler running with
 /// privileges must not execute another user's binary.
 pub fn base_opnames(interpreter: &Path) -> Option<Vec<String>> {
+    let text = run_script(interpreter, SCRIPT)?;
+    let names: Vec<String> = text.lines().map(str::to_string).collect();
+    (names.len() > 100).then_some(names)
+}
+
+/// Run `script` with the interpreter, if it may be run: only executables owned by root or by us
+/// (a profiler running with privileges must not execute another user's binary).
+fn run_script(interpreter: &Path, script: &str) -> Option<String> {
     use std::os::unix::fs::MetadataExt;
     let md = std::fs::metadata(interpreter).ok()?;
     let euid = unsafe { libc::geteuid() };
@@ -28,7 +36,7 @@ pub fn base_opnames(interpreter: &Path) -> Option<Vec<String>> {
         return None;
     }
     let out = Command::new(interpreter)
-        .args(["-I", "-S", "-c", SCRIPT])
+        .args(["-I", "-S", "-c", script])
         .env("PYTHON_GIL", "0")
         .stdin(std::process::Stdio::null())
         .output()
@@ -36,8 +44,7 @@ pub fn base_opnames(interpreter: &Path) -> Option<Vec<String>> {
     if !out.status.success() {
         return None;
     }
-    let names: Vec<String> = String::from_utf8(out.stdout).ok()?.lines().map(str::to_string).collect();
-    (names.len() > 100).then_some(names)
+    String::from_utf8(out.stdout).ok()
 }
 
 /// [`base_opnames`] through a cache file in `dir`, keyed by the interpreter's path, size and
@@ -61,6 +68,44 @@ pub fn base_opnames_cached(interpreter: &Path, dir: &Path) -> Option<Vec<String>
         let _ = std::fs::rename(&tmp, &file);
     }
     Some(names)
+}
+
+const CACHES_SCRIPT: &str = r#"
+import dis, opcode
+try:
+    import _opcode_metadata as m
+    spec = m._specializations
+except Exception:
+    spec = {}
+names = list(getattr(dis, "_all_opname", dis.opname))[:256]
+base = {s: b for b, subs in spec.items() for s in subs}
+c = getattr(opcode, "_inline_cache_entries", {})
+print("\n".join(str(c.get(base.get(n, n), 0)) for n in names))
+"#;
+
+/// Inline cache entries (code units) after each opcode (index = opcode), asked of the
+/// interpreter (`opcode._inline_cache_entries`) and cached in `dir` like [`base_opnames_cached`].
+pub fn inline_caches_cached(interpreter: &Path, dir: &Path) -> Option<Vec<u8>> {
+    use std::hash::{Hash, Hasher};
+    use std::os::unix::fs::MetadataExt;
+    let md = std::fs::metadata(interpreter).ok()?;
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    (interpreter, md.size(), md.mtime(), md.ino()).hash(&mut h);
+    let file = dir.join(format!("opcaches-{:016x}", h.finish()));
+    let parse = |text: &str| -> Option<Vec<u8>> {
+        let v: Vec<u8> = text.lines().map(|l| l.trim().parse().ok()).collect::<Option<_>>()?;
+        (v.len() > 100).then_some(v)
+    };
+    if let Some(v) = std::fs::read_to_string(&file).ok().as_deref().and_then(parse) {
+        return Some(v);
+    }
+    let text = run_script(interpreter, CACHES_SCRIPT)?;
+    let v = parse(&text)?;
+    let tmp = file.with_extension(format!("tmp{}", std::process::id()));
+    if std::fs::create_dir_all(dir).is_ok() && std::fs::write(&tmp, &text).is_ok() {
+        let _ = std::fs::rename(&tmp, &file);
+    }
+    Some(v)
 }
 
 /// What the instruction `instr` (`opcode | oparg << 8`) of a frame running `code` touches,

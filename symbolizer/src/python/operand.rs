@@ -1,0 +1,384 @@
+//! The object an instruction works on, read from the target while the sample is fresh: the
+//! value a refcount stall was updating, named by its type, a short safe rendering and how the
+//! instruction reached it (`str 'a string' (constant of `worker`)`, `list @ 0x… (global
+//! `SHARED`)`, `_thread._local @ 0x… (global `tls`)`).
+//!
+//! Only the innermost Python frame's current instruction is looked at, and only instructions
+//! whose operand names the object without the value stack: `LOAD_CONST` (`co_consts[i]`),
+//! `LOAD_GLOBAL` (the module's globals dict, then builtins), the `*_FAST` family (the local's
+//! current value) and `LOAD_DEREF` (the cell's contents). Values are read, never called: a
+//! `str` is copied (at most 40 characters shown), an `int` decoded, a function's `__qualname__`
+//! read; anything else is shown as `type @ address`.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use super::mem::field_u64;
+use super::{CodeInfo, PyFrame, PyProcess, PyStack};
+
+/// `_PyInterpreterFrame.f_globals` and `.f_builtins`: the fourth and fifth words of the frame in
+/// 3.13 (`Include/internal/pycore_frame.h`: `f_executable, previous, f_funcobj, f_globals,
+/// f_builtins, …`), 3.14 and 3.15 (`Include/internal/pycore_interpframe_structs.h`, same order,
+/// `_PyStackRef`s being one word). Checked with `offsetof` against the 3.13.5t headers.
+const FRAME_F_GLOBALS: u64 = 24;
+const FRAME_F_BUILTINS: u64 = 32;
+/// `PyFunctionObject.func_qualname`, after the object header: `_Py_COMMON_FIELDS(func_)` is
+/// `globals, builtins, name, qualname, …` (`Include/cpython/funcobject.h`, 3.13–3.15).
+const FUNC_QUALNAME_AFTER_HEADER: u64 = 24;
+/// `PyCellObject.ob_ref`, right after the object header (`Include/cpython/cellobject.h`).
+const CELL_REF_AFTER_HEADER: u64 = 0;
+/// `PyTypeObject.tp_flags`, `.tp_dict` and `.tp_mro` relative to `.tp_name` (which
+/// `_Py_DebugOffsets` gives): the public struct of `Include/cpython/object.h`, the same after the
+/// object header in every build of 3.13–3.15 (`offsetof` against the 3.13.5 and 3.13.5t headers:
+/// 184/280/360 and 168/264/344 with `tp_name` at 40 and 24).
+const TP_FLAGS_AFTER_TP_NAME: u64 = 144;
+const TP_DICT_AFTER_TP_NAME: u64 = 240;
+const TP_MRO_AFTER_TP_NAME: u64 = 320;
+/// `Py_TPFLAGS_TYPE_SUBCLASS` (`Include/object.h`): the object is a class.
+const PY_TPFLAGS_TYPE_SUBCLASS: u64 = 1 << 31;
+/// A global's value is looked up again after this long (globals are rarely rebound).
+const GLOBALS_TTL: Duration = Duration::from_millis(100);
+/// Characters of a `str` shown.
+const STR_CHARS: usize = 40;
+
+/// An object an instruction touched, as read from the target.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
+pub struct ObjectRef {
+    pub addr: u64,
+    /// `tp_name` of its type.
+    pub type_name: String,
+    /// A short rendering for values that have one: `'a string'`, `42`, `_DC.__init__` (a
+    /// function's qualified name), `Foo` (a class).
+    pub value: Option<String>,
+    /// How the instruction reached it: ``global `SHARED` ``, ``constant of `worker` ``,
+    /// ``local `x` ``, ``builtin `len` ``, ``closure variable `c` ``.
+    pub reached: String,
+}
+
+impl ObjectRef {
+    /// `str 'a string' (constant of `worker`)`, `list @ 0x7f… (global `SHARED`)`.
+    pub fn describe(&self) -> String {
+        let what = match &self.value {
+            Some(v) => format!("{} {v}", self.type_name),
+            None => format!("{} @ {:#x}", self.type_name, self.addr),
+        };
+        if self.reached.is_empty() {
+            what
+        } else {
+            format!("{what} ({})", self.reached)
+        }
+    }
+}
+
+/// A global's value and whether it came from the builtins.
+type Global = (u64, bool);
+
+/// Reads [`ObjectRef`]s, with caches (constants forever, globals for [`GLOBALS_TTL`], renderings
+/// while the object's type is unchanged).
+#[derive(Default)]
+pub struct OperandReader {
+    opnames: Vec<String>,
+    /// Inline cache entries after each opcode (index = opcode).
+    caches: Vec<u8>,
+    previous: HashMap<(u64, u32), Option<(u8, u32)>>,
+    consts: HashMap<(u64, u32), Option<(u64, String)>>,
+    globals: HashMap<(u64, u64), (Instant, Option<Global>)>,
+    renders: HashMap<u64, (u64, String, Option<String>)>,
+}
+
+impl OperandReader {
+    /// `opnames`: base opcode names of the target's CPython (index = opcode); `caches`: the
+    /// inline cache entries after each opcode (empty: attributes are not named).
+    pub fn new(opnames: Vec<String>, caches: Vec<u8>) -> OperandReader {
+        OperandReader { opnames, caches, ..Default::default() }
+    }
+
+    /// The object the innermost Python frame of `stack` (just read for thread `tid`) is working
+    /// on, when its instruction names one.
+    pub fn read(&mut self, p: &mut PyProcess, tid: u32, stack: &PyStack) -> Option<ObjectRef> {
+        let (code, code_addr, lasti, instr) = stack.frames.iter().find_map(|f| match f {
+            PyFrame::Code { code, code_addr, lasti, instr, .. } => Some((code.clone(), *code_addr, *lasti, *instr)),
+            PyFrame::Entry => None,
+        })?;
+        let instr = instr?;
+        let (op, arg) = ((instr & 0xff) as usize, (instr >> 8) as u32);
+        let opname = self.opnames.get(op)?.clone();
+        let (obj, reached) = if opname == "LOAD_ATTR" {
+            self.attribute(p, tid, &code, code_addr, lasti, arg)?
+        } else {
+            self.value_of(p, tid, &code, code_addr, &opname, arg)?
+        };
+        let (type_name, value) = self.render(p, obj)?;
+        Some(ObjectRef { addr: obj, type_name, value, reached })
+    }
+
+    /// The value an instruction that names its object (`opname` with `arg`) loads or stores.
+    fn value_of(
+        &mut self,
+        p: &mut PyProcess,
+        tid: u32,
+        code: &CodeInfo,
+        code_addr: u64,
+        opname: &str,
+        arg: u32,
+    ) -> Option<(u64, String)> {
+        Some(match opname {
+            "LOAD_CONST" | "RETURN_CONST" => match self.consts.get(&(code_addr, arg)) {
+                Some(c) => c.clone()?,
+                None => {
+                    let c = self.constant(p, code_addr, arg).map(|o| (o, format!("constant of `{}`", code.qualname)));
+                    if self.consts.len() > 100_000 {
+                        self.consts.clear();
+                    }
+                    self.consts.insert((code_addr, arg), c.clone());
+                    c?
+                }
+            },
+            "LOAD_GLOBAL" => {
+                let idx = (arg >> 1) as usize;
+                let name = code.names.get(idx)?.clone();
+                let frame = innermost_frame(p, tid, code_addr)?;
+                let globals = p.mem.u64(frame.wrapping_add(FRAME_F_GLOBALS)).ok()?;
+                let key = (globals, code_addr ^ ((idx as u64) << 48));
+                let now = Instant::now();
+                let found = match self.globals.get(&key) {
+                    Some((at, v)) if now.duration_since(*at) < GLOBALS_TTL => *v,
+                    _ => {
+                        let v = p.dict_get_str(globals, &name).map(|o| (o, false)).or_else(|| {
+                            let builtins = p.mem.u64(frame.wrapping_add(FRAME_F_BUILTINS)).ok()?;
+                            p.dict_get_str(builtins, &name).map(|o| (o, true))
+                        });
+                        if self.globals.len() > 100_000 {
+                            self.globals.clear();
+                        }
+                        self.globals.insert(key, (now, v));
+                        v
+                    }
+                };
+                let (obj, builtin) = found?;
+                (obj, format!("{} `{name}`", if builtin { "builtin" } else { "global" }))
+            }
+            "LOAD_FAST" | "LOAD_FAST_CHECK" | "LOAD_FAST_AND_CLEAR" | "LOAD_FAST_BORROW" | "STORE_FAST" => {
+                self.local(p, tid, code_addr, &code.locals, arg)?
+            }
+            "LOAD_FAST_LOAD_FAST"
+            | "LOAD_FAST_BORROW_LOAD_FAST_BORROW"
+            | "STORE_FAST_LOAD_FAST"
+            | "STORE_FAST_STORE_FAST" => self.local(p, tid, code_addr, &code.locals, arg >> 4)?,
+            "LOAD_DEREF" => {
+                let (cell, _) = self.local(p, tid, code_addr, &code.locals, arg)?;
+                let off = p.offsets.pyobject_size + CELL_REF_AFTER_HEADER;
+                let v = p.mem.u64(cell.wrapping_add(off)).ok().filter(|&v| v >= 4096)?;
+                (v, format!("closure variable `{}`", code.locals.get(arg as usize)?))
+            }
+            _ => return None,
+        })
+    }
+
+    /// `LOAD_ATTR`: the attribute's value, when the instruction before it loaded the owner in a
+    /// way [`OperandReader::value_of`] can read (the owner is then on top of the value stack,
+    /// which 3.13 does not keep in the frame). Looked up like Python does for plain cases: a
+    /// module's dict; a class's dict and then its MRO; an instance's inline values, then its
+    /// class's MRO (methods).
+    fn attribute(
+        &mut self,
+        p: &mut PyProcess,
+        tid: u32,
+        code: &CodeInfo,
+        code_addr: u64,
+        lasti: u32,
+        arg: u32,
+    ) -> Option<(u64, String)> {
+        let name = code.names.get((arg >> 1) as usize)?.clone();
+        let (prev_op, prev_arg) = self.previous_instruction(p, code_addr, lasti)?;
+        let prev_name = self.opnames.get(prev_op as usize)?.clone();
+        let (owner, owner_reached) = self.value_of(p, tid, code, code_addr, &prev_name, prev_arg)?;
+        let o = p.offsets.clone();
+        let owner_type = p.mem.u64(owner.wrapping_add(o.ob_type)).ok()?;
+        let owner_type_name = p.type_name(owner_type).ok()?;
+        let flags = p.mem.u64(owner_type.wrapping_add(o.tp_name + TP_FLAGS_AFTER_TP_NAME)).ok()?;
+        if owner_type_name == "module" {
+            let dict = p.mem.u64(owner.wrapping_add(o.pyobject_size)).ok()?;
+            let v = p.dict_get_str(dict, &name)?;
+            return Some((v, format!("attribute `.{name}` of module {owner_reached}")));
+        }
+        if flags & PY_TPFLAGS_TYPE_SUBCLASS != 0 {
+            // The owner is a class.
+            let (v, cls) = self.class_attribute(p, owner, &name)?;
+            return Some((v, format!("in `{cls}.__dict__`, attribute `.{name}` of {owner_reached}")));
+        }
+        if let Some(v) = p.inline_attr(owner, &name) {
+            return Some((v, format!("attribute `.{name}` of {owner_reached}")));
+        }
+        let (v, cls) = self.class_attribute(p, owner_type, &name)?;
+        Some((v, format!("in `{cls}.__dict__`, attribute `.{name}` of {owner_reached}")))
+    }
+
+    /// `name` in the dicts of class `cls` and its MRO: the value and the class that has it.
+    fn class_attribute(&self, p: &PyProcess, cls: u64, name: &str) -> Option<(u64, String)> {
+        let o = &p.offsets;
+        let mro = p.mem.u64(cls.wrapping_add(o.tp_name + TP_MRO_AFTER_TP_NAME)).ok()?;
+        let n = p.mem.u64(mro.wrapping_add(o.tuple_ob_size)).ok()?.min(64);
+        let items = p.mem.read_vec(mro.wrapping_add(o.tuple_ob_item), n as usize * 8).ok()?;
+        items.chunks_exact(8).map(|c| field_u64(c, 0)).find_map(|k| {
+            let dict = p.mem.u64(k.wrapping_add(o.tp_name + TP_DICT_AFTER_TP_NAME)).ok().filter(|&d| d != 0)?;
+            let v = p.dict_get_str(dict, name)?;
+            Some((v, p.type_name(k).ok()?))
+        })
+    }
+
+    /// The instruction before the one at `lasti` (code units) of the code object at `code`:
+    /// `(opcode, oparg)`, decoded from the start with each instruction's inline cache entries
+    /// skipped (cached per instruction).
+    fn previous_instruction(&mut self, p: &PyProcess, code: u64, lasti: u32) -> Option<(u8, u32)> {
+        if let Some(v) = self.previous.get(&(code, lasti)) {
+            return *v;
+        }
+        let v = self.decode_previous(p, code, lasti);
+        if self.previous.len() > 100_000 {
+            self.previous.clear();
+        }
+        self.previous.insert((code, lasti), v);
+        v
+    }
+
+    fn decode_previous(&self, p: &PyProcess, code: u64, lasti: u32) -> Option<(u8, u32)> {
+        if self.caches.is_empty() || lasti == 0 || lasti > 1 << 16 {
+            return None;
+        }
+        let units = p.mem.read_vec(code.wrapping_add(p.offsets.code_co_code_adaptive), lasti as usize * 2).ok()?;
+        let (mut i, mut prev, mut ext) = (0usize, None, 0u32);
+        while i < lasti as usize {
+            let (op, a) = (units[2 * i], units[2 * i + 1] as u32);
+            let arg = (ext << 8) | a;
+            let name = self.opnames.get(op as usize).map(String::as_str);
+            if name == Some("EXTENDED_ARG") {
+                ext = arg;
+            } else {
+                ext = 0;
+                prev = Some((op, arg));
+            }
+            i += 1 + *self.caches.get(op as usize)? as usize;
+        }
+        (i == lasti as usize).then_some(prev).flatten()
+    }
+
+    /// `co_consts[i]` of the code object at `code`.
+    fn constant(&self, p: &PyProcess, code: u64, i: u32) -> Option<u64> {
+        // `co_consts` is the word before `co_names` (`Include/cpython/code.h`, 3.13–3.15:
+        // `PyObject_VAR_HEAD; PyObject *co_consts; PyObject *co_names; …`).
+        let consts = p.mem.u64(code.wrapping_add(p.layout.code_co_names - 8)).ok()?;
+        let o = &p.offsets;
+        let n = p.mem.u64(consts.wrapping_add(o.tuple_ob_size)).ok()?;
+        if i as u64 >= n.min(1 << 20) {
+            return None;
+        }
+        p.mem.u64(consts.wrapping_add(o.tuple_ob_item).wrapping_add(8 * i as u64)).ok().filter(|&v| v >= 4096)
+    }
+
+    /// The current value of local `i` (tag bits of 3.14+ stack references stripped).
+    fn local(&self, p: &mut PyProcess, tid: u32, code: u64, names: &[String], i: u32) -> Option<(u64, String)> {
+        let name = names.get(i as usize)?;
+        let frame = innermost_frame(p, tid, code)?;
+        let slot = frame.wrapping_add(p.offsets.frame_localsplus).wrapping_add(8 * i as u64);
+        let v = p.mem.u64(slot).ok()? & !3;
+        (v >= 4096).then(|| (v, format!("local `{name}`")))
+    }
+
+    /// Type name and rendering of `obj`.
+    fn render(&mut self, p: &mut PyProcess, obj: u64) -> Option<(String, Option<String>)> {
+        let ty = p.mem.u64(obj.wrapping_add(p.offsets.ob_type)).ok()?;
+        if let Some((t, name, value)) = self.renders.get(&obj) {
+            if *t == ty {
+                return Some((name.clone(), value.clone()));
+            }
+        }
+        let (_, name) = p.object_with_type(obj)?;
+        let value = render_value(p, obj, &name);
+        if self.renders.len() > 100_000 {
+            self.renders.clear();
+        }
+        self.renders.insert(obj, (ty, name.clone(), value.clone()));
+        Some((name, value))
+    }
+}
+
+/// A short, safe rendering of values that have one.
+fn render_value(p: &PyProcess, obj: u64, type_name: &str) -> Option<String> {
+    match type_name {
+        "str" => p.unicode(obj).ok().map(|s| quote(&s)),
+        "int" => p.long_value(obj).map(|v| v.to_string()),
+        "function" => {
+            let q = p.mem.u64(obj.wrapping_add(p.offsets.pyobject_size + FUNC_QUALNAME_AFTER_HEADER)).ok()?;
+            p.unicode(q).ok()
+        }
+        "type" => p.type_name(obj).ok(),
+        _ => None,
+    }
+}
+
+/// `'text'`, escaped like `repr` and cut at [`STR_CHARS`] characters.
+pub fn quote(s: &str) -> String {
+    let mut out = String::from("'");
+    for (i, c) in s.chars().enumerate() {
+        if i == STR_CHARS {
+            out.push('…');
+            break;
+        }
+        match c {
+            '\'' => out.push_str("\\'"),
+            '\\' => out.push_str("\\\\"),
+            c if c.is_control() => out.extend(c.escape_default()),
+            c => out.push(c),
+        }
+    }
+    out.push('\'');
+    out
+}
+
+/// Address of thread `tid`'s innermost Python frame, if it still runs the code object `code`.
+fn innermost_frame(p: &mut PyProcess, tid: u32, code: u64) -> Option<u64> {
+    if !p.load_tstate(tid).ok()? {
+        return None;
+    }
+    let o = p.offsets.clone();
+    let mut frame = field_u64(&p.ts_buf, o.ts_current_frame);
+    for _ in 0..8 {
+        if frame == 0 {
+            return None;
+        }
+        let owner = p.mem.read_vec(frame.wrapping_add(o.frame_owner), 1).ok()?[0];
+        if owner < p.layout.owner_entry {
+            let exe = p.mem.u64(frame.wrapping_add(o.frame_executable)).ok()? & !3;
+            return (exe == code).then_some(frame);
+        }
+        frame = p.mem.u64(frame.wrapping_add(o.frame_previous)).ok()?;
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn strings_are_quoted_escaped_and_cut() {
+        assert_eq!(quote("a string"), "'a string'");
+        assert_eq!(quote("it's"), "'it\\'s'");
+        assert_eq!(quote("a\nb"), "'a\\nb'");
+        assert_eq!(quote(&"x".repeat(50)), format!("'{}…'", "x".repeat(40)));
+    }
+
+    #[test]
+    fn descriptions_name_type_value_and_path() {
+        let s = ObjectRef {
+            addr: 0x10,
+            type_name: "str".into(),
+            value: Some("'a string'".into()),
+            reached: "constant of `worker`".into(),
+        };
+        assert_eq!(s.describe(), "str 'a string' (constant of `worker`)");
+        let l = ObjectRef { addr: 0x7f00, type_name: "list".into(), value: None, reached: "global `SHARED`".into() };
+        assert_eq!(l.describe(), "list @ 0x7f00 (global `SHARED`)");
+    }
+}
