@@ -202,3 +202,37 @@ fn launched_view_ends_with_the_target_and_on_ctrl_c() {
     assert!(!tmux.alternate_on() && !after.contains(HEADER), "{after}");
     assert!(!std::path::Path::new(&format!("/proc/{pid}")).exists(), "the launched target {pid} still runs");
 }
+
+/// Processes whose command line contains `needle`.
+fn pids_with(needle: &str) -> Vec<u32> {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/cmdline"))
+                .map(|c| String::from_utf8_lossy(&c).replace('\0', " ").contains(needle))
+                .unwrap_or(false)
+        })
+        .collect()
+}
+
+#[test]
+fn a_closed_terminal_ends_the_view_and_detaches() {
+    // ssh dropped or tmux killed: the terminal hangs up; ftprof must end (not spin on end of
+    // file) and leave the attached target running.
+    let mut bg = Background::start(&python(), "top_lock.py", &[]);
+    bg.wait_for("ready");
+    let tmux = Tmux::new(140, 40);
+    let needle = format!("top --pid {}", bg.pid());
+    start_top(&tmux, &format!("--pid {}", bg.pid()));
+    tmux.wait_for("first frame", Duration::from_secs(60), |s| s.contains(HEADER));
+    assert_eq!(pids_with(&needle).len(), 1, "ftprof top is not running");
+    let _ = tmux.cmd().arg("kill-server").output();
+    let t0 = Instant::now();
+    while !pids_with(&needle).is_empty() {
+        assert!(t0.elapsed() < Duration::from_secs(10), "ftprof top still runs 10 s after its terminal closed");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(bg.child.try_wait().unwrap().is_none(), "the target exited with ftprof's terminal");
+}

@@ -54,6 +54,31 @@ fn install_signal_handlers() {
     }
 }
 
+enum Input {
+    Ready,
+    None,
+    HungUp,
+}
+
+/// Wait up to `timeout` for input on the terminal (standard input).
+fn wait_for_input(timeout: Duration) -> Input {
+    use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+    use std::os::fd::AsFd;
+    let stdin = std::io::stdin();
+    let mut fds = [PollFd::new(stdin.as_fd(), PollFlags::POLLIN)];
+    let ms = PollTimeout::try_from(timeout.as_millis().min(10_000) as u16).unwrap_or(PollTimeout::ZERO);
+    match poll(&mut fds, ms) {
+        Ok(0) => Input::None,
+        Ok(_) => match fds[0].revents() {
+            Some(r) if r.intersects(PollFlags::POLLHUP | PollFlags::POLLERR | PollFlags::POLLNVAL) => Input::HungUp,
+            Some(r) if r.contains(PollFlags::POLLIN) => Input::Ready,
+            _ => Input::None,
+        },
+        Err(nix::errno::Errno::EINTR) => Input::None,
+        Err(_) => Input::HungUp,
+    }
+}
+
 /// What the header shows besides the totals.
 #[derive(Clone, Debug, Default)]
 struct Header {
@@ -287,6 +312,7 @@ fn ui(terminal: &mut ratatui::DefaultTerminal, rx: &mpsc::Receiver<Msg>, opts: &
     let mut view = View::default();
     let mut header = Header::default();
     let mut dirty = true;
+    let mut buffered = false;
     loop {
         if SIGNALLED.load(Ordering::Relaxed) {
             return Ended::Quit("signalled");
@@ -315,9 +341,23 @@ fn ui(terminal: &mut ratatui::DefaultTerminal, rx: &mpsc::Receiver<Msg>, opts: &
             }
             dirty = false;
         }
-        match event::poll(Duration::from_millis(100)) {
-            Ok(true) => {}
-            Ok(false) => continue,
+        // Wait for input on the terminal ourselves: crossterm's reader loops forever on a
+        // terminal that has hung up (ssh dropped, tmux killed), so it is only asked once a key
+        // is there. A resize is picked up by the next draw (ratatui resizes as it draws).
+        // crossterm may hold events it has already read (several keys at once): those first.
+        if !buffered {
+            match wait_for_input(Duration::from_millis(100)) {
+                Input::HungUp => return Ended::Quit("the terminal closed"),
+                Input::None => continue,
+                Input::Ready => {}
+            }
+        }
+        match event::poll(Duration::ZERO) {
+            Ok(true) => buffered = true,
+            Ok(false) => {
+                buffered = false;
+                continue;
+            }
             Err(_) => return Ended::Quit("the terminal failed"),
         }
         let Ok(ev) = event::read() else { return Ended::Quit("the terminal failed") };
