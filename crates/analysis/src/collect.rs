@@ -193,9 +193,9 @@ struct CompactKey {
 }
 
 /// Python stacks are interned by the identity of their frames.
-type PyKey = (Vec<(usize, u32, u16, bool)>, bool, i32);
+pub(crate) type PyKey = (Vec<(usize, u32, u16, bool)>, bool, i32);
 
-fn py_key(s: &PyStack) -> PyKey {
+pub(crate) fn py_key(s: &PyStack) -> PyKey {
     let frames = s
         .frames
         .iter()
@@ -282,6 +282,11 @@ impl Collector {
             on_cpu: k.on_cpu,
             alone: k.alone,
         }
+    }
+
+    /// What the thread of key `id` was parked on, if anything.
+    pub fn parked_of(&self, id: u32) -> Option<&ParkedInfo> {
+        self.keys.list.get(id as usize).and_then(|k| k.parked).map(|p| self.parked.get(p))
     }
 
     /// Distinct keys and Python stacks kept so far.

@@ -21,6 +21,7 @@
 //! the thread was there, a per-lock table of [`LockStat`]s, [`ThreadInfo`], a [`Summary`] with the
 //! share of thread time per category), serializable as the documented JSON profile.
 
+pub mod blame;
 pub mod collect;
 pub mod fixture;
 pub mod merge;
