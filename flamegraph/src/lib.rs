@@ -32,6 +32,9 @@ pub enum Mode {
     Wait,
     /// CPU time and waits together (counts are microseconds of thread time).
     Wall,
+    /// Time others waited on each lock (µs), by the holder's stack: the lock as the root, then
+    /// the holding thread and its Python frames (see `analysis::blame`).
+    Blame,
 }
 
 fn clean(label: &str) -> String {
@@ -50,6 +53,7 @@ fn weight(s: &Stack, mode: Mode, idle: bool, period_us: f64) -> u64 {
         Mode::Wait if s.category.on_cpu() && !s.category.is_contention() => 0,
         Mode::Wait => s.time_us(period_us) as u64,
         Mode::Wall => s.time_us(period_us) as u64,
+        Mode::Blame => 0,
     }
 }
 
@@ -67,6 +71,12 @@ pub fn folded(p: &Profile, mode: Mode, idle: bool) -> String {
 pub fn folded_with(p: &Profile, mode: Mode, idle: bool, threads: bool) -> String {
     let per = period_us(p);
     let mut merged: std::collections::BTreeMap<String, u64> = Default::default();
+    if mode == Mode::Blame {
+        for (path, w) in analysis::blame::folded_lines(p) {
+            let path: Vec<String> = path.iter().map(|f| clean(f)).collect();
+            *merged.entry(path.join(";")).or_default() += w;
+        }
+    }
     for (s, frames) in p.iter_stacks() {
         let w = weight(s, mode, idle, per);
         if w == 0 {
@@ -128,6 +138,7 @@ pub fn svg(p: &Profile, title: &str, mode: Mode, idle: bool, out: &mut dyn Write
             Mode::Cpu => "no CPU samples",
             Mode::Wait => "no waiting recorded (no contention, or --idle not given)",
             Mode::Wall => "nothing recorded",
+            Mode::Blame => "no lock waits with a holder recorded",
         };
         text = format!("[{what}] 1\n");
     }
@@ -140,12 +151,18 @@ pub fn svg(p: &Profile, title: &str, mode: Mode, idle: bool, out: &mut dyn Write
             palette.insert(clean(&leaf.label()), category_color(s.category));
         }
     }
+    if mode == Mode::Blame {
+        for (i, l) in p.locks.iter().enumerate() {
+            palette.insert(clean(&analysis::blame::lock_root(p, i)), category_color(l.kind));
+        }
+    }
     let mut opts = Options::default();
     opts.title = title.to_string();
     let (unit, what) = match mode {
         Mode::Cpu => ("samples", format!("CPU samples at {} Hz", p.summary.rate_hz)),
         Mode::Wait => ("us", "waiting time (µs), the lock as the leaf".to_string()),
         Mode::Wall => ("us", "thread time (µs): running and waiting".to_string()),
+        Mode::Blame => ("us", "time others waited (µs) on each lock, by what its holder was doing".to_string()),
     };
     opts.subtitle = Some(format!(
         "{what} — {} threads, {:.1} s — blue: Python, orange: native, leaves in [..]: why threads waited",
@@ -310,10 +327,11 @@ pub fn summary_text(p: &Profile) -> String {
         let worst = s.categories.iter().find(|c| c.contention).expect("a contention category");
         let line = p.top_lines.first().map(|l| format!(", mostly at {}", l.line)).unwrap_or_default();
         o += &format!(
-            "  => {:.0} % of thread time is lost to contention; the largest part is {} ({:.0} %){line}.\n",
+            "  => {:.0} % of thread time is lost to contention; the largest part is {} ({:.0} %){line}.{}\n",
             contention * 100.0,
             describe(worst.category),
-            worst.share * 100.0
+            worst.share * 100.0,
+            holder_sentence(p, worst.category)
         );
     }
     // Busiest threads, each with where most of its time went.
@@ -351,8 +369,16 @@ pub fn summary_text(p: &Profile) -> String {
         o += "  top locks:\n";
         for l in p.locks.iter().take(5) {
             let counts = counts(l);
+            let held = l
+                .held_by
+                .first()
+                .map(|h| {
+                    let thread = if h.thread.is_empty() { String::new() } else { format!(" in {}", h.thread) };
+                    format!(", held by {}{thread} {} ({:.0} %)", h.line, ms(h.time_us), h.share * 100.0)
+                })
+                .unwrap_or_default();
             o += &format!(
-                "    {:<17}{:<44} {:>9} total, {counts}, threads {}\n",
+                "    {:<17}{:<44} {:>9} total, {counts}, threads {}{held}\n",
                 l.kind.name(),
                 l.description,
                 ms(l.total_us),
@@ -367,6 +393,26 @@ pub fn summary_text(p: &Profile) -> String {
         }
     }
     o
+}
+
+/// When the largest contention is waiting on a lock and one holder line caused most of that
+/// lock's waiting: " Threads waited 1.2 s on `_thread.lock @ 0x…`, held mostly at `f (x.py:8)` in
+/// `Thread-3 (42)`."
+fn holder_sentence(p: &Profile, worst: Category) -> String {
+    if !analysis::blame::is_blamed(worst) {
+        return String::new();
+    }
+    let Some(l) = p.locks.iter().find(|l| l.kind == worst) else { return String::new() };
+    match l.held_by.first() {
+        Some(h) if h.share >= 0.5 && !h.thread.is_empty() => format!(
+            " Threads waited {} on `{}`, held mostly at `{}` in `{}`.",
+            ms(l.total_us.saturating_sub(l.spin_us)),
+            l.description,
+            h.line,
+            h.thread
+        ),
+        _ => String::new(),
+    }
 }
 
 /// "12 waits, max 3.1 ms" for waits, "40 samples" for CPU time, both when both.

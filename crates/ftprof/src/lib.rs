@@ -8,6 +8,7 @@
 
 pub mod check;
 pub mod dump;
+pub mod holders;
 pub mod record;
 pub mod scale;
 pub mod snapshot;

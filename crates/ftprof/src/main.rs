@@ -29,6 +29,8 @@ enum ModeArg {
     Wait,
     /// Running and waiting time together
     Wall,
+    /// Time others waited on each lock, by what its holder was doing (the lock as the root)
+    Blame,
 }
 
 #[derive(Subcommand)]
@@ -146,6 +148,13 @@ fn main() {
                     Format::Json => "profile.json",
                 })
             });
+            if matches!(mode, ModeArg::Blame) && (no_waits || exact_waits) {
+                eprintln!(
+                    "ftprof: error: --mode blame needs the default sampled waits (drop --{})",
+                    if no_waits { "no-waits" } else { "exact-waits" }
+                );
+                std::process::exit(2);
+            }
             record::run(&RecordOptions {
                 command,
                 pid,
@@ -162,6 +171,7 @@ fn main() {
                         ModeArg::Cpu => Mode::Cpu,
                         ModeArg::Wait => Mode::Wait,
                         ModeArg::Wall => Mode::Wall,
+                        ModeArg::Blame => Mode::Blame,
                     }
                 },
                 idle,

@@ -158,6 +158,8 @@ struct Recorder {
     lost_samples: LostTally,
     lost_switches: LostTally,
     start_ns: u64,
+    /// Who held what blocked threads waited on (blame).
+    holders: crate::holders::HolderSampler,
     /// Stacks unwound at drain time, and the time it took.
     unwound: u64,
     unwind_time: std::time::Duration,
@@ -196,6 +198,7 @@ impl Recorder {
             lost_samples: LostTally::default(),
             lost_switches: LostTally::default(),
             start_ns: 0,
+            holders: crate::holders::HolderSampler::new(),
             unwound: 0,
             unwind_time: std::time::Duration::ZERO,
         }
@@ -360,6 +363,7 @@ impl Recorder {
         }
         // The context-switch counters are text to format: read them every 8th tick.
         let read_ctxt = self.tick.count % 8 == 1;
+        let mut waiters: Vec<(u32, crate::holders::Waiter)> = Vec::new();
         for (pid, tid) in self.collector.live_thread_list() {
             let t = profiler::monotonic_ns();
             let Some(st) = self.probe.schedstat(pid, tid) else { continue };
@@ -386,16 +390,35 @@ impl Recorder {
                 }
             };
             self.collector.observe_blocked(pid, tid, key, gap, continued);
+            if let Some(lock) = self.collector.parked_of(key).and_then(crate::holders::WaitedLock::from_parked) {
+                waiters.push((pid, crate::holders::Waiter { tid, lock, weight_ns: gap }));
+            }
             if let Some(track) = self.sched.get_mut(&tid) {
                 track.seen_blocked = Some((st.timeslices, key));
             }
         }
+        self.sample_holders(&waiters);
         let live = self.collector.live_threads().max(1) as f64;
         let rate = (self.rate_hz as f64).min(WAIT_CHECK_BUDGET / live);
         self.tick.min_rate = self.tick.min_rate.min(rate);
         self.tick.period = std::time::Duration::from_secs_f64(1.0 / rate);
         self.tick.next = now_i + self.tick.period;
         self.tick.period
+    }
+}
+
+impl Recorder {
+    /// Blame: find who holds what this tick's waiters wait on (see [`crate::holders`]).
+    fn sample_holders(&mut self, waiters: &[(u32, crate::holders::Waiter)]) {
+        let mut pids: Vec<u32> = waiters.iter().map(|w| w.0).collect();
+        pids.dedup();
+        for pid in pids {
+            let Some(PyState::Located(py)) = self.py.get_mut(&pid) else { continue };
+            let threads: Vec<u32> =
+                self.collector.live_thread_list().into_iter().filter(|t| t.0 == pid).map(|t| t.1).collect();
+            let ws: Vec<crate::holders::Waiter> = waiters.iter().filter(|w| w.0 == pid).map(|w| w.1).collect();
+            self.holders.sample(py, &threads, &ws);
+        }
     }
 }
 
@@ -693,6 +716,7 @@ fn build_profile(
         );
     }
     let collection = rec.collector.finish(end);
+    let blame = rec.holders.finish();
     let t_sym = Instant::now();
     let mut symbolized = 0usize;
     if timing() {
@@ -764,7 +788,11 @@ fn build_profile(
     }
     .into();
     sum.wait_rate_hz = (opts.off_cpu && !opts.exact_waits && wait_rate.is_finite()).then_some(wait_rate);
-    builder.finish(target_info)
+    let mut profile = builder.finish(target_info);
+    if opts.off_cpu && !opts.exact_waits {
+        analysis::blame::attach(&mut profile, &blame);
+    }
+    profile
 }
 
 fn render(profile: &Profile, opts: &RecordOptions) -> Result<Vec<u8>> {

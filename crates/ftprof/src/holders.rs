@@ -1,0 +1,244 @@
+//! Holder sampling for blame (`record`): at each wait-sampling tick, for the threads seen blocked
+//! on a lock, a critical section or a PyMutex, find the thread holding it — as `dump` does: for a
+//! critical section the thread whose active critical sections hold the object's mutex, for a
+//! `threading.Lock` the thread with a `with lock:` block open on it, for an `RLock` the owner it
+//! records — and read that thread's Python stack at the same instant. The observation, weighted
+//! like the waiter's own snapshot, goes to [`analysis::blame::BlameCollector`].
+//!
+//! Bounded cost: searching reads other threads' state from the target (a few `process_vm_readv`
+//! per thread), so it runs on a budget of [`SEARCH_BUDGET`] of one CPU (a token bucket refilled
+//! with wall time): per tick, each thread is read at most once, the last holder of a lock is tried
+//! first (one read when it still holds it), a lock whose holder was not found is backed off for
+//! up to 64 ticks, and waiters seen when the budget is spent are skipped (counted in
+//! `summary.blame.skipped`). Skipping does not depend on who holds the lock, so the split of the
+//! waiting time between holder stacks stays an unbiased estimate. Interpreter-internal PyMutexes
+//! record no owner: their waits are observed without a holder, at no cost.
+
+use std::collections::HashMap;
+use std::time::Instant;
+
+use analysis::blame::BlameCollector;
+use symbolizer::python::{ParkedInfo, PyProcess, PyStack};
+
+/// Share of one CPU that the holder search may use, on average.
+pub const SEARCH_BUDGET: f64 = 0.02;
+/// Most search time that may be spent in one burst (ns).
+const BURST_NS: f64 = 20e6;
+/// Longest back-off (ticks) of a lock whose holder was not found.
+const MAX_BACKOFF: u64 = 64;
+
+/// What a blocked thread waits on, as far as blame is concerned.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum WaitedLock {
+    /// A `_thread.lock` (object address).
+    Lock { obj: u64 },
+    /// A `_thread.RLock` parked on (3.14+): its owner is recorded in the object.
+    RLock { obj: u64 },
+    /// An object's critical section (object and its `ob_mutex`).
+    CriticalSection { obj: u64, mutex: u64 },
+    /// Another PyMutex (no owner recorded anywhere).
+    Internal { mutex: u64 },
+}
+
+impl WaitedLock {
+    pub fn from_parked(p: &ParkedInfo) -> Option<WaitedLock> {
+        if p.gil || p.stw_victim {
+            return None;
+        }
+        if let Some((obj, t)) = &p.lock_object {
+            return Some(if t == "_thread.RLock" { WaitedLock::RLock { obj: *obj } } else { WaitedLock::Lock { obj: *obj } });
+        }
+        if let Some((obj, _)) = &p.cs_object {
+            return Some(WaitedLock::CriticalSection { obj: *obj, mutex: p.addr });
+        }
+        Some(WaitedLock::Internal { mutex: p.addr })
+    }
+
+    /// The address the profile identifies the lock by (`LockIdentity::address`).
+    pub fn identity(&self) -> u64 {
+        match *self {
+            WaitedLock::Lock { obj } | WaitedLock::RLock { obj } | WaitedLock::CriticalSection { obj, .. } => obj,
+            WaitedLock::Internal { mutex } => mutex,
+        }
+    }
+}
+
+/// One thread seen waiting by a tick.
+#[derive(Clone, Copy, Debug)]
+pub struct Waiter {
+    pub tid: u32,
+    pub lock: WaitedLock,
+    /// The interval the tick's snapshot stands for.
+    pub weight_ns: u64,
+}
+
+/// What one thread was found holding during one tick.
+#[derive(Default)]
+struct Held {
+    critical: Option<Vec<u64>>,
+    with: Option<Vec<u64>>,
+}
+
+/// See the module documentation.
+pub struct HolderSampler {
+    pub collector: BlameCollector,
+    tokens_ns: f64,
+    refilled: Option<Instant>,
+    ticks: u64,
+    last_holder: HashMap<u64, u32>,
+    /// Per lock: consecutive searches that found no holder, and the tick before which it is
+    /// not searched again.
+    backoff: HashMap<u64, (u32, u64)>,
+    search_ns: u128,
+}
+
+impl Default for HolderSampler {
+    fn default() -> Self {
+        HolderSampler {
+            collector: BlameCollector::new(),
+            tokens_ns: BURST_NS,
+            refilled: None,
+            ticks: 0,
+            last_holder: HashMap::new(),
+            backoff: HashMap::new(),
+            search_ns: 0,
+        }
+    }
+}
+
+impl HolderSampler {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// One tick's waiters of one process; `threads`: the live threads of that process.
+    pub fn sample(&mut self, py: &mut PyProcess, threads: &[u32], waiters: &[Waiter]) {
+        self.ticks += 1;
+        let now = Instant::now();
+        if let Some(t) = self.refilled {
+            self.tokens_ns = (self.tokens_ns + now.duration_since(t).as_nanos() as f64 * SEARCH_BUDGET).min(BURST_NS);
+        }
+        self.refilled = Some(now);
+        if waiters.is_empty() {
+            return;
+        }
+        let start = Instant::now();
+        let mut groups: Vec<(WaitedLock, Vec<&Waiter>)> = Vec::new();
+        for w in waiters {
+            match groups.iter_mut().find(|(l, _)| *l == w.lock) {
+                Some((_, v)) => v.push(w),
+                None => groups.push((w.lock, vec![w])),
+            }
+        }
+        let mut held: HashMap<u32, Held> = HashMap::new();
+        let mut stacks: HashMap<u32, Option<PyStack>> = HashMap::new();
+        let mut idents: Option<HashMap<u64, u32>> = None;
+        for (lock, ws) in groups {
+            let id = lock.identity();
+            if let WaitedLock::Internal { .. } = lock {
+                for w in ws {
+                    self.collector.observe(w.tid, id, None, w.weight_ns);
+                }
+                continue;
+            }
+            let backed_off = self.backoff.get(&id).is_some_and(|&(_, until)| self.ticks < until);
+            if backed_off || self.spent(start) {
+                self.collector.stats.skipped += ws.len() as u64;
+                continue;
+            }
+            let waiting: Vec<u32> = ws.iter().map(|w| w.tid).collect();
+            let mut found = None;
+            let mut out_of_budget = false;
+            if let WaitedLock::RLock { obj } = lock {
+                let owner = py.rlock_owner(obj);
+                let map = idents.get_or_insert_with(|| {
+                    py.threads().unwrap_or_default().into_iter().map(|t| (t.thread_id, t.native_tid)).collect()
+                });
+                found = owner.and_then(|o| map.get(&o).copied()).filter(|h| !waiting.contains(h));
+            } else {
+                let first = self.last_holder.get(&id).copied();
+                let candidates = first.into_iter().chain(threads.iter().copied().filter(|&t| Some(t) != first));
+                for cand in candidates {
+                    if waiting.contains(&cand) {
+                        continue;
+                    }
+                    if self.spent(start) {
+                        out_of_budget = true;
+                        break;
+                    }
+                    let h = held.entry(cand).or_default();
+                    self.collector.stats.threads_scanned += 1;
+                    let holds = match lock {
+                        WaitedLock::CriticalSection { mutex, .. } => {
+                            h.critical.get_or_insert_with(|| py.critical_sections_held(cand)).contains(&mutex)
+                        }
+                        WaitedLock::Lock { obj } => h.with.get_or_insert_with(|| py.with_block_objects(cand)).contains(&obj),
+                        _ => false,
+                    };
+                    if holds {
+                        found = Some(cand);
+                        break;
+                    }
+                }
+            }
+            if out_of_budget {
+                self.collector.stats.skipped += ws.len() as u64;
+                continue;
+            }
+            match found {
+                Some(h) => {
+                    self.last_holder.insert(id, h);
+                    self.backoff.remove(&id);
+                    let stack = stacks.entry(h).or_insert_with(|| py.stack_for_tid(h).ok().flatten()).clone();
+                    for w in ws {
+                        self.collector.observe(w.tid, id, Some((h, stack.clone())), w.weight_ns);
+                    }
+                }
+                None => {
+                    self.last_holder.remove(&id);
+                    let e = self.backoff.entry(id).or_insert((0, 0));
+                    e.0 += 1;
+                    // The first miss is often a hand-over in progress: back off from the second.
+                    if e.0 >= 2 {
+                        e.1 = self.ticks + (1u64 << (e.0 - 1).min(6)).min(MAX_BACKOFF);
+                    }
+                    for w in ws {
+                        self.collector.observe(w.tid, id, None, w.weight_ns);
+                    }
+                }
+            }
+        }
+        let spent = start.elapsed();
+        self.search_ns += spent.as_nanos();
+        self.tokens_ns -= spent.as_nanos() as f64;
+        self.collector.stats.search_ms = self.search_ns as f64 / 1e6;
+    }
+
+    /// Whether this tick's search (begun at `start`) has used up the budget.
+    fn spent(&self, start: Instant) -> bool {
+        start.elapsed().as_nanos() as f64 >= self.tokens_ns
+    }
+
+    pub fn finish(self) -> analysis::blame::BlameData {
+        self.collector.finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn what_a_parked_thread_waits_on() {
+        let lock = ParkedInfo { addr: 0x1018, lock_object: Some((0x1000, "_thread.lock".into())), ..Default::default() };
+        assert_eq!(WaitedLock::from_parked(&lock), Some(WaitedLock::Lock { obj: 0x1000 }));
+        let cs = ParkedInfo { addr: 0x200a, cs_object: Some((0x2000, "dict".into())), ..Default::default() };
+        let w = WaitedLock::from_parked(&cs).unwrap();
+        assert_eq!(w, WaitedLock::CriticalSection { obj: 0x2000, mutex: 0x200a });
+        assert_eq!(w.identity(), 0x2000);
+        let gil = ParkedInfo { addr: 0x3000, gil: true, ..Default::default() };
+        assert_eq!(WaitedLock::from_parked(&gil), None);
+        let internal = ParkedInfo { addr: 0x4000, symbol: Some("_PyRuntime+0x40".into()), ..Default::default() };
+        assert_eq!(WaitedLock::from_parked(&internal).map(|w| w.identity()), Some(0x4000));
+    }
+}
