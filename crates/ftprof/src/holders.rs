@@ -30,8 +30,8 @@ const MAX_BACKOFF: u64 = 64;
 /// What a blocked thread waits on, as far as blame is concerned.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum WaitedLock {
-    /// A `_thread.lock` (object address).
-    Lock { obj: u64 },
+    /// A `_thread.lock` (object address, and its PyMutex).
+    Lock { obj: u64, mutex: u64 },
     /// A `_thread.RLock` parked on (3.14+): its owner is recorded in the object.
     RLock { obj: u64 },
     /// An object's critical section (object and its `ob_mutex`).
@@ -46,7 +46,7 @@ impl WaitedLock {
             return None;
         }
         if let Some((obj, t)) = &p.lock_object {
-            return Some(if t == "_thread.RLock" { WaitedLock::RLock { obj: *obj } } else { WaitedLock::Lock { obj: *obj } });
+            return Some(if t == "_thread.RLock" { WaitedLock::RLock { obj: *obj } } else { WaitedLock::Lock { obj: *obj, mutex: p.addr } });
         }
         if let Some((obj, _)) = &p.cs_object {
             return Some(WaitedLock::CriticalSection { obj: *obj, mutex: p.addr });
@@ -57,7 +57,7 @@ impl WaitedLock {
     /// The address the profile identifies the lock by (`LockIdentity::address`).
     pub fn identity(&self) -> u64 {
         match *self {
-            WaitedLock::Lock { obj } | WaitedLock::RLock { obj } | WaitedLock::CriticalSection { obj, .. } => obj,
+            WaitedLock::Lock { obj, .. } | WaitedLock::RLock { obj } | WaitedLock::CriticalSection { obj, .. } => obj,
             WaitedLock::Internal { mutex } => mutex,
         }
     }
@@ -90,6 +90,8 @@ pub struct HolderSampler {
     /// not searched again.
     backoff: HashMap<u64, (u32, u64)>,
     search_ns: u128,
+    /// What each thread was last seen waiting on.
+    last_wait: HashMap<u32, u64>,
 }
 
 impl Default for HolderSampler {
@@ -102,6 +104,7 @@ impl Default for HolderSampler {
             last_holder: HashMap::new(),
             backoff: HashMap::new(),
             search_ns: 0,
+            last_wait: HashMap::new(),
         }
     }
 }
@@ -111,8 +114,16 @@ impl HolderSampler {
         Self::default()
     }
 
-    /// One tick's waiters of one process; `threads`: the live threads of that process.
-    pub fn sample(&mut self, py: &mut PyProcess, threads: &[u32], waiters: &[Waiter]) {
+    /// One tick's waiters of one process; `threads`: the live threads of that process;
+    /// `woken_not_run(tid)`: whether a thread seen blocked by a tick has been woken since but has
+    /// not run yet (it may have been handed the lock it waited for).
+    pub fn sample(
+        &mut self,
+        py: &mut PyProcess,
+        threads: &[u32],
+        waiters: &[Waiter],
+        woken_not_run: &mut dyn FnMut(u32) -> bool,
+    ) {
         self.ticks += 1;
         let now = Instant::now();
         if let Some(t) = self.refilled {
@@ -159,7 +170,10 @@ impl HolderSampler {
                 let first = self.last_holder.get(&id).copied();
                 let candidates = first.into_iter().chain(threads.iter().copied().filter(|&t| Some(t) != first));
                 for cand in candidates {
-                    if waiting.contains(&cand) {
+                    // A thread waiting in `with lock:` has the lock's `__exit__` on its stack too;
+                    // a critical section being waited for is not active yet (its mutex is unset),
+                    // so there a waiter found holding it has just been handed it.
+                    if matches!(lock, WaitedLock::Lock { .. }) && waiting.contains(&cand) {
                         continue;
                     }
                     if self.spent(start) {
@@ -172,12 +186,50 @@ impl HolderSampler {
                         WaitedLock::CriticalSection { mutex, .. } => {
                             h.critical.get_or_insert_with(|| py.critical_sections_held(cand)).contains(&mutex)
                         }
-                        WaitedLock::Lock { obj } => h.with.get_or_insert_with(|| py.with_block_objects(cand)).contains(&obj),
+                        WaitedLock::Lock { obj, .. } => {
+                            h.with.get_or_insert_with(|| py.with_block_objects(cand)).contains(&obj)
+                        }
                         _ => false,
                     };
                     if holds {
                         found = Some(cand);
                         break;
+                    }
+                }
+                // Not found among the others, yet locked: PyMutex hands a lock over to a waiter
+                // that waited for more than 1 ms, which owns it from then on, before it has run
+                // (nothing records that yet, and on 3.13 the `with` block of a frame inside a C
+                // call is not visible). The owner is a thread last seen waiting on it that has
+                // been woken but has not run since (for a critical section, still inside
+                // `_PyCriticalSection_BeginSlow`).
+                let mutex = match lock {
+                    WaitedLock::Lock { mutex, .. } | WaitedLock::CriticalSection { mutex, .. } => Some(mutex),
+                    _ => None,
+                };
+                let mut byte = [0u8];
+                let locked = mutex.is_some_and(|m| py.mem.read(m, &mut byte).is_ok() && byte[0] & 1 != 0);
+                if found.is_none() && !out_of_budget && locked {
+                    let before = self.last_wait.iter().filter(|(_, &l)| l == id).map(|(&t, _)| t);
+                    let mut woken: Vec<u32> = waiting.iter().copied().chain(before).collect();
+                    woken.sort_unstable();
+                    woken.dedup();
+                    for cand in woken {
+                        if self.spent(start) {
+                            out_of_budget = true;
+                            break;
+                        }
+                        if !woken_not_run(cand) {
+                            continue;
+                        }
+                        self.collector.stats.threads_scanned += 1;
+                        let holds = match lock {
+                            WaitedLock::CriticalSection { .. } => py.critical_section_pending(cand),
+                            _ => true,
+                        };
+                        if holds {
+                            found = Some(cand);
+                            break;
+                        }
                     }
                 }
             }
@@ -208,6 +260,7 @@ impl HolderSampler {
                 }
             }
         }
+        self.last_wait.extend(waiters.iter().map(|w| (w.tid, w.lock.identity())));
         let spent = start.elapsed();
         self.search_ns += spent.as_nanos();
         self.tokens_ns -= spent.as_nanos() as f64;
@@ -231,7 +284,7 @@ mod tests {
     #[test]
     fn what_a_parked_thread_waits_on() {
         let lock = ParkedInfo { addr: 0x1018, lock_object: Some((0x1000, "_thread.lock".into())), ..Default::default() };
-        assert_eq!(WaitedLock::from_parked(&lock), Some(WaitedLock::Lock { obj: 0x1000 }));
+        assert_eq!(WaitedLock::from_parked(&lock), Some(WaitedLock::Lock { obj: 0x1000, mutex: 0x1018 }));
         let cs = ParkedInfo { addr: 0x200a, cs_object: Some((0x2000, "dict".into())), ..Default::default() };
         let w = WaitedLock::from_parked(&cs).unwrap();
         assert_eq!(w, WaitedLock::CriticalSection { obj: 0x2000, mutex: 0x200a });

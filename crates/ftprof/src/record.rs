@@ -417,7 +417,14 @@ impl Recorder {
             let threads: Vec<u32> =
                 self.collector.live_thread_list().into_iter().filter(|t| t.0 == pid).map(|t| t.1).collect();
             let ws: Vec<crate::holders::Waiter> = waiters.iter().filter(|w| w.0 == pid).map(|w| w.1).collect();
-            self.holders.sample(py, &threads, &ws);
+            // Woken since a tick saw it blocked, and not run since: it may have been handed a lock.
+            let (probe, sched) = (&mut self.probe, &self.sched);
+            let mut woken_not_run = |tid: u32| {
+                let Some((slices, _)) = sched.get(&tid).and_then(|t| t.seen_blocked) else { return false };
+                !matches!(crate::snapshot::thread_state(pid, tid), Some('S') | Some('D'))
+                    && probe.schedstat(pid, tid).is_some_and(|s| s.timeslices == slices)
+            };
+            self.holders.sample(py, &threads, &ws, &mut woken_not_run);
         }
     }
 }
