@@ -396,15 +396,17 @@ pub fn summary_text(p: &Profile) -> String {
 }
 
 /// When the largest contention is waiting on a lock and one holder line caused most of that
-/// lock's waiting: " Threads waited 1.2 s on `_thread.lock @ 0x…`, held mostly at `f (x.py:8)` in
+/// lock's waiting (not counting time the lock sat with a thread waiting for a CPU): " Threads waited 1.2 s on `_thread.lock @ 0x…`, held mostly at `f (x.py:8)` in
 /// `Thread-3 (42)`."
 fn holder_sentence(p: &Profile, worst: Category) -> String {
     if !analysis::blame::is_blamed(worst) {
         return String::new();
     }
     let Some(l) = p.locks.iter().find(|l| l.kind == worst) else { return String::new() };
-    match l.held_by.first() {
-        Some(h) if h.share >= 0.5 && !h.thread.is_empty() => format!(
+    // Time the lock sat with a thread waiting for a CPU is the machine's, not the holder's code.
+    let code: u64 = l.held_by.iter().filter(|h| h.line != analysis::blame::HANDED_OVER).map(|h| h.time_us).sum();
+    match l.held_by.iter().find(|h| !h.line.starts_with('[')) {
+        Some(h) if h.time_us as f64 >= 0.5 * code as f64 && !h.thread.is_empty() => format!(
             " Threads waited {} on `{}`, held mostly at `{}` in `{}`.",
             ms(l.total_us.saturating_sub(l.spin_us)),
             l.description,

@@ -21,7 +21,7 @@ deadline = time.monotonic() + seconds
 
 def slow_section():
     if mode == "lock":
-        return sum(range(1_500_000))  # SLOW-LINE
+        return sum(range(4_000_000))  # SLOW-LINE
     shared.update(big)  # UPDATE-LINE
 
 
@@ -30,9 +30,9 @@ def holder():
     while time.monotonic() < deadline:
         if mode == "lock":
             with lock:
-                slow_section()  # HOLD-LINE
+                slow_section()  # HOLD-LOCK
         else:
-            slow_section()  # HOLD-LINE
+            slow_section()  # HOLD-DICT
         time.sleep(0.0005)
 
 

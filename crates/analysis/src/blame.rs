@@ -28,6 +28,9 @@ use crate::wait::Category;
 pub const NOT_FOUND: &str = "[holder not found]";
 /// Marker of waiting time no holder observation covers.
 pub const NOT_SAMPLED: &str = "[holder not sampled]";
+/// Marker above the stack of a holder that had been handed the lock but had not run yet: the
+/// waiting it caused is the machine's CPU oversubscription, not the holder's code.
+pub const HANDED_OVER: &str = "[handed the lock, waiting for a CPU]";
 
 /// Counters of the holder sampling (in the JSON `summary.blame`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Serialize)]
@@ -51,6 +54,8 @@ struct ObsKey {
     lock: u64,
     /// Holder TID and its interned Python stack (`u32::MAX`: unreadable).
     holder: Option<(u32, u32)>,
+    /// The holder had been handed the lock and had not run since.
+    handed_over: bool,
 }
 
 /// Holder observations while recording (see the module documentation).
@@ -74,6 +79,8 @@ pub struct BlameObservation {
     pub holder: Option<u32>,
     /// The holder's Python stack at the observations.
     pub python: Option<PyStack>,
+    /// The holder had been handed the lock and had not run since (waiting for a CPU).
+    pub handed_over: bool,
     /// Sum of the observations' weights (ns).
     pub weight_ns: f64,
     pub count: u64,
@@ -92,12 +99,22 @@ impl BlameCollector {
     }
 
     /// Thread `waiter` was seen waiting on `lock` by a tick standing for `weight_ns`; `holder`:
-    /// the thread holding it at that moment and its Python stack then, when found.
-    pub fn observe(&mut self, waiter: u32, lock: u64, holder: Option<(u32, Option<PyStack>)>, weight_ns: u64) {
+    /// the thread holding it at that moment and its Python stack then, when found;
+    /// `handed_over`: the holder had been handed the lock by the previous holder and had not
+    /// run since (it was waiting for a CPU).
+    pub fn observe(
+        &mut self,
+        waiter: u32,
+        lock: u64,
+        holder: Option<(u32, Option<PyStack>)>,
+        handed_over: bool,
+        weight_ns: u64,
+    ) {
         let holder = holder.map(|(tid, py)| (tid, py.map(|p| self.python_id(p)).unwrap_or(u32::MAX)));
         self.stats.observations += 1;
         self.stats.holders_found += holder.is_some() as u64;
-        let e = self.obs.entry(ObsKey { waiter, lock, holder }).or_default();
+        let handed_over = handed_over && holder.is_some();
+        let e = self.obs.entry(ObsKey { waiter, lock, holder, handed_over }).or_default();
         e.0 += weight_ns as f64;
         e.1 += 1;
     }
@@ -127,11 +144,12 @@ impl BlameCollector {
                 lock: k.lock,
                 holder: k.holder.map(|h| h.0),
                 python: k.holder.and_then(|h| self.py_list.get(h.1 as usize).cloned()),
+                handed_over: k.handed_over,
                 weight_ns: w,
                 count: n,
             })
             .collect();
-        observations.sort_by_key(|o| (o.lock, o.waiter, o.holder));
+        observations.sort_by_key(|o| (o.lock, o.waiter, o.holder, o.handed_over));
         BlameData { observations, stats: self.stats }
     }
 }
@@ -145,7 +163,8 @@ pub struct BlameStack {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub holder: Option<u32>,
     /// Indexes into `Profile::frames`, root → leaf: the holder's thread frame, then its Python
-    /// frames; or one marker frame.
+    /// frames (then [`HANDED_OVER`] when it had not run since it was handed the lock); or one
+    /// marker frame.
     pub frames: Vec<u32>,
     /// Time others waited on the lock while its holder was here (µs, estimated).
     pub time_us: u64,
@@ -240,6 +259,9 @@ pub fn attach(p: &mut Profile, data: &BlameData) {
                 let mut ids = vec![intern(&mut frames, Frame::thread(thread_label(h)))];
                 let (py, _) = merge_stacks(&[], false, o.python.as_ref());
                 ids.extend(py.into_iter().filter(|f| f.kind == FrameKind::Python).map(|f| intern(&mut frames, f)));
+                if o.handed_over {
+                    ids.push(intern(&mut frames, Frame::marker(HANDED_OVER)));
+                }
                 ids
             }
             None => vec![intern(&mut frames, Frame::marker(NOT_FOUND))],
@@ -339,13 +361,13 @@ mod tests {
         let other = pystack(vec![code("other", APP, 30), code("holder", APP, 21)]);
         let mut c = BlameCollector::new();
         for _ in 0..3 {
-            c.observe(1, 0x1000, Some((3, Some(slow.clone()))), 10);
+            c.observe(1, 0x1000, Some((3, Some(slow.clone()))), false, 10);
         }
-        c.observe(1, 0x1000, Some((3, Some(other))), 10);
-        c.observe(2, 0x1000, Some((3, Some(slow))), 10);
-        c.observe(2, 0x1000, None, 10);
+        c.observe(1, 0x1000, Some((3, Some(other))), false, 10);
+        c.observe(2, 0x1000, Some((3, Some(slow))), false, 10);
+        c.observe(2, 0x1000, None, false, 10);
         // A lock nobody waited on in the profile (e.g. a Condition's waiter lock): ignored.
-        c.observe(2, 0x9999, None, 10);
+        c.observe(2, 0x9999, None, false, 10);
         attach(&mut p, &c.finish());
         p
     }
@@ -353,8 +375,7 @@ mod tests {
     #[test]
     fn waiting_time_is_split_between_holder_stacks() {
         let p = profile_with_blame();
-        let lines: Vec<(String, u64)> =
-            folded_lines(&p).into_iter().map(|(path, us)| (path.join(";"), us)).collect();
+        let lines: Vec<(String, u64)> = folded_lines(&p).into_iter().map(|(path, us)| (path.join(";"), us)).collect();
         assert_eq!(
             lines,
             vec![
@@ -394,8 +415,7 @@ mod tests {
         b.add(&SampleInput { parked: Some(&l), ..input(1, &n, off(4_000, 2, 3_000)) });
         let mut p = b.finish(TargetInfo::default());
         attach(&mut p, &BlameCollector::new().finish());
-        let lines: Vec<(String, u64)> =
-            folded_lines(&p).into_iter().map(|(path, us)| (path.join(";"), us)).collect();
+        let lines: Vec<(String, u64)> = folded_lines(&p).into_iter().map(|(path, us)| (path.join(";"), us)).collect();
         assert_eq!(lines, vec![("[lock: _thread.lock @ 0x1000];[holder not sampled]".to_string(), 4_000)]);
         assert_eq!(p.locks[0].held_by[0].line, NOT_SAMPLED);
     }
@@ -405,7 +425,7 @@ mod tests {
         let mut c = BlameCollector::new();
         let s = pystack(vec![code("slow", APP, 5)]);
         for _ in 0..1000 {
-            c.observe(1, 0x1000, Some((3, Some(s.clone()))), 10);
+            c.observe(1, 0x1000, Some((3, Some(s.clone()))), false, 10);
         }
         assert_eq!(c.distinct(), 1);
         let d = c.finish();

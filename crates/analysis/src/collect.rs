@@ -289,6 +289,11 @@ impl Collector {
         self.keys.list.get(id as usize).and_then(|k| k.parked).map(|p| self.parked.get(p))
     }
 
+    /// The Python stack of key `id`, if it has one.
+    pub fn python_of(&self, id: u32) -> Option<&PyStack> {
+        self.keys.list.get(id as usize).and_then(|k| k.python).and_then(|p| self.py_list.get(p as usize))
+    }
+
     /// Distinct keys and Python stacks kept so far.
     pub fn distinct(&self) -> (usize, usize) {
         (self.keys.list.len(), self.py_list.len())

@@ -18,7 +18,7 @@ use std::collections::HashMap;
 use std::time::Instant;
 
 use analysis::blame::BlameCollector;
-use symbolizer::python::{ParkedInfo, PyProcess, PyStack};
+use symbolizer::python::{ParkedInfo, PyFrame, PyProcess, PyStack};
 
 /// Share of one CPU that the holder search may use, on average.
 pub const SEARCH_BUDGET: f64 = 0.02;
@@ -46,7 +46,11 @@ impl WaitedLock {
             return None;
         }
         if let Some((obj, t)) = &p.lock_object {
-            return Some(if t == "_thread.RLock" { WaitedLock::RLock { obj: *obj } } else { WaitedLock::Lock { obj: *obj, mutex: p.addr } });
+            return Some(if t == "_thread.RLock" {
+                WaitedLock::RLock { obj: *obj }
+            } else {
+                WaitedLock::Lock { obj: *obj, mutex: p.addr }
+            });
         }
         if let Some((obj, _)) = &p.cs_object {
             return Some(WaitedLock::CriticalSection { obj: *obj, mutex: p.addr });
@@ -70,6 +74,16 @@ pub struct Waiter {
     pub lock: WaitedLock,
     /// The interval the tick's snapshot stands for.
     pub weight_ns: u64,
+    /// Where it waits: its innermost Python frame (see [`innermost`]).
+    pub at: Option<(u64, u32)>,
+}
+
+/// The innermost Python frame of a stack: code object address and instruction index.
+pub fn innermost(s: &PyStack) -> Option<(u64, u32)> {
+    s.frames.iter().find_map(|f| match f {
+        PyFrame::Code { code_addr, lasti, .. } => Some((*code_addr, *lasti)),
+        PyFrame::Entry => None,
+    })
 }
 
 /// What one thread was found holding during one tick.
@@ -148,7 +162,7 @@ impl HolderSampler {
             let id = lock.identity();
             if let WaitedLock::Internal { .. } = lock {
                 for w in ws {
-                    self.collector.observe(w.tid, id, None, w.weight_ns);
+                    self.collector.observe(w.tid, id, None, false, w.weight_ns);
                 }
                 continue;
             }
@@ -158,7 +172,11 @@ impl HolderSampler {
                 continue;
             }
             let waiting: Vec<u32> = ws.iter().map(|w| w.tid).collect();
+            // Where this lock's waiters wait: a thread there is acquiring it, not holding it.
+            let acquiring_at: Vec<(u64, u32)> = ws.iter().filter_map(|w| w.at).collect();
+            let mut acquiring = None;
             let mut found = None;
+            let mut handed_over = false;
             let mut out_of_budget = false;
             if let WaitedLock::RLock { obj } = lock {
                 let owner = py.rlock_owner(obj);
@@ -191,10 +209,24 @@ impl HolderSampler {
                         }
                         _ => false,
                     };
+                    if holds && matches!(lock, WaitedLock::Lock { .. }) {
+                        // `with lock:` pushes `__exit__` before it calls `__enter__`: a thread
+                        // still acquiring (woken, or spinning) has it on its stack too. It is
+                        // the holder only if nobody else is (it may have been handed the lock).
+                        let at = stacks.entry(cand).or_insert_with(|| py.stack_for_tid(cand).ok().flatten());
+                        if at.as_ref().and_then(innermost).is_some_and(|a| acquiring_at.contains(&a)) {
+                            acquiring = acquiring.or(Some(cand));
+                            continue;
+                        }
+                    }
                     if holds {
                         found = Some(cand);
                         break;
                     }
+                }
+                if !out_of_budget && found.is_none() && acquiring.is_some_and(|c| woken_not_run(c)) {
+                    found = acquiring;
+                    handed_over = true;
                 }
                 // Not found among the others, yet locked: PyMutex hands a lock over to a waiter
                 // that waited for more than 1 ms, which owns it from then on, before it has run
@@ -228,6 +260,7 @@ impl HolderSampler {
                         };
                         if holds {
                             found = Some(cand);
+                            handed_over = true;
                             break;
                         }
                     }
@@ -243,7 +276,7 @@ impl HolderSampler {
                     self.backoff.remove(&id);
                     let stack = stacks.entry(h).or_insert_with(|| py.stack_for_tid(h).ok().flatten()).clone();
                     for w in ws {
-                        self.collector.observe(w.tid, id, Some((h, stack.clone())), w.weight_ns);
+                        self.collector.observe(w.tid, id, Some((h, stack.clone())), handed_over, w.weight_ns);
                     }
                 }
                 None => {
@@ -255,7 +288,7 @@ impl HolderSampler {
                         e.1 = self.ticks + (1u64 << (e.0 - 1).min(6)).min(MAX_BACKOFF);
                     }
                     for w in ws {
-                        self.collector.observe(w.tid, id, None, w.weight_ns);
+                        self.collector.observe(w.tid, id, None, false, w.weight_ns);
                     }
                 }
             }
@@ -283,7 +316,8 @@ mod tests {
 
     #[test]
     fn what_a_parked_thread_waits_on() {
-        let lock = ParkedInfo { addr: 0x1018, lock_object: Some((0x1000, "_thread.lock".into())), ..Default::default() };
+        let lock =
+            ParkedInfo { addr: 0x1018, lock_object: Some((0x1000, "_thread.lock".into())), ..Default::default() };
         assert_eq!(WaitedLock::from_parked(&lock), Some(WaitedLock::Lock { obj: 0x1000, mutex: 0x1018 }));
         let cs = ParkedInfo { addr: 0x200a, cs_object: Some((0x2000, "dict".into())), ..Default::default() };
         let w = WaitedLock::from_parked(&cs).unwrap();

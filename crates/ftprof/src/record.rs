@@ -391,7 +391,8 @@ impl Recorder {
             };
             self.collector.observe_blocked(pid, tid, key, gap, continued);
             if let Some(lock) = self.collector.parked_of(key).and_then(crate::holders::WaitedLock::from_parked) {
-                waiters.push((pid, crate::holders::Waiter { tid, lock, weight_ns: gap }));
+                let at = self.collector.python_of(key).and_then(crate::holders::innermost);
+                waiters.push((pid, crate::holders::Waiter { tid, lock, weight_ns: gap, at }));
             }
             if let Some(track) = self.sched.get_mut(&tid) {
                 track.seen_blocked = Some((st.timeslices, key));
