@@ -96,6 +96,8 @@ struct Held {
 /// See the module documentation.
 pub struct HolderSampler {
     pub collector: BlameCollector,
+    /// `FTPROF_NO_BLAME` is set: no holder search (for measuring its cost).
+    pub disabled: bool,
     tokens_ns: f64,
     refilled: Option<Instant>,
     ticks: u64,
@@ -112,6 +114,7 @@ impl Default for HolderSampler {
     fn default() -> Self {
         HolderSampler {
             collector: BlameCollector::new(),
+            disabled: std::env::var_os("FTPROF_NO_BLAME").is_some(),
             tokens_ns: BURST_NS,
             refilled: None,
             ticks: 0,

@@ -410,7 +410,11 @@ impl Recorder {
 
 impl Recorder {
     /// Blame: find who holds what this tick's waiters wait on (see [`crate::holders`]).
+    /// `FTPROF_NO_BLAME=1` turns it off (to measure its cost).
     fn sample_holders(&mut self, waiters: &[(u32, crate::holders::Waiter)]) {
+        if self.holders.disabled {
+            return;
+        }
         let mut pids: Vec<u32> = waiters.iter().map(|w| w.0).collect();
         pids.dedup();
         for pid in pids {
