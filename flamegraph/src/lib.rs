@@ -369,9 +369,12 @@ pub fn summary_text(p: &Profile) -> String {
         o += "  top locks:\n";
         for l in p.locks.iter().take(5) {
             let counts = counts(l);
+            // The holder's code that caused most of the waiting (markers only when nothing else).
             let held = l
                 .held_by
-                .first()
+                .iter()
+                .find(|h| !h.line.starts_with('['))
+                .or(l.held_by.first())
                 .map(|h| {
                     let thread = if h.thread.is_empty() { String::new() } else { format!(" in {}", h.thread) };
                     format!(", held by {}{thread} {} ({:.0} %)", h.line, ms(h.time_us), h.share * 100.0)
