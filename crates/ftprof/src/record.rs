@@ -390,7 +390,9 @@ impl Recorder {
                 }
             };
             self.collector.observe_blocked(pid, tid, key, gap, continued);
-            if let Some(lock) = self.collector.parked_of(key).and_then(crate::holders::WaitedLock::from_parked) {
+            let notification = analysis::wait::is_notification_wait(self.collector.python_of(key));
+            let parked = self.collector.parked_of(key).filter(|_| !notification);
+            if let Some(lock) = parked.and_then(crate::holders::WaitedLock::from_parked) {
                 let at = self.collector.python_of(key).and_then(crate::holders::innermost);
                 waiters.push((pid, crate::holders::Waiter { tid, lock, weight_ns: gap, at }));
             }
