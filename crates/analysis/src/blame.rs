@@ -244,7 +244,9 @@ pub fn attach(p: &mut Profile, data: &BlameData) {
             format!("{name} ({tid})")
         }
     };
-    let mut agg: HashMap<(usize, Option<u32>, Vec<u32>), (f64, u64)> = HashMap::new();
+    // Per (lock, holder, frames): waiting time (µs) and observations.
+    type Agg = HashMap<(usize, Option<u32>, Vec<u32>), (f64, u64)>;
+    let mut agg: Agg = HashMap::new();
     let mut frames = std::mem::take(&mut p.frames);
     for o in &data.observations {
         let Some(&i) = by_addr.get(&o.lock) else { continue };

@@ -227,7 +227,7 @@ impl HolderSampler {
                         break;
                     }
                 }
-                if !out_of_budget && found.is_none() && acquiring.is_some_and(|c| woken_not_run(c)) {
+                if !out_of_budget && found.is_none() && acquiring.is_some_and(&mut *woken_not_run) {
                     found = acquiring;
                     handed_over = true;
                 }
