@@ -60,15 +60,18 @@ fn top_lock_row<'a>(stderr: &'a str, what: &str) -> &'a str {
 
 fn assert_mostly_under_slow_section(kind: &str, mode: &str) {
     let (folded, out) = record(mode, "3", &["--mode", "blame", "--format", "folded"], "blame.txt");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    let addr = printed(&out.stdout, mode);
+    check_blame(kind, mode, &folded, &String::from_utf8_lossy(&out.stderr), &String::from_utf8_lossy(&out.stdout));
+}
+
+/// `folded`: the blame flamegraph; `stderr`: ftprof's summary; `stdout`: the workload's.
+fn check_blame(kind: &str, mode: &str, folded: &str, stderr: &str, stdout: &str) {
+    let addr = printed(stdout.as_bytes(), mode);
     let (ty, hold, slow) = match mode {
         "lock" => ("_thread.lock", "HOLD-LOCK", "SLOW-LINE"),
         _ => ("dict", "HOLD-DICT", "UPDATE-LINE"),
     };
     let what = format!("{ty} @ {addr}");
-    let (total, handed, under) = blame_shares(&folded, &format!("[{kind}: {what}]"), hold);
+    let (total, handed, under) = blame_shares(folded, &format!("[{kind}: {what}]"), hold);
     // The waiters wait for most of the run; even starved of CPU on a loaded machine they wait
     // well over 100 ms in 3 s.
     assert!(total - handed >= 100_000, "{total} µs of waiting on {what}:\n{folded}\n{stderr}\n{stdout}");
@@ -77,8 +80,8 @@ fn assert_mostly_under_slow_section(kind: &str, mode: &str) {
     // (the machine's, not the holder's code) and is not counted here.
     let share = under as f64 / (total - handed) as f64;
     assert!(share >= 0.9, "{:.1} % of the waiting under slow_section at {hold}:\n{folded}\n{stderr}", share * 100.0);
-    let row = top_lock_row(&stderr, &what);
-    let holder = tids(&out.stdout)["Holder"];
+    let row = top_lock_row(stderr, &what);
+    let holder = tids(stdout.as_bytes())["Holder"];
     let held = format!("held by slow_section (blame.py:{}) in Holder ({holder})", line_of(&workload("blame.py"), slow));
     assert!(row.contains(&held), "{held:?} in the top-locks row: {row}");
 }
@@ -95,6 +98,25 @@ fn lock_waits_are_blamed_on_the_holders_slow_section() {
 #[test]
 fn critical_section_waits_are_blamed_on_the_dict_update() {
     assert_mostly_under_slow_section("critical_section", "dict");
+}
+
+/// Attached to a running process (`record --pid`): the same blame for the dict's critical section.
+#[test]
+fn blame_when_attached() {
+    let mut bg = Background::start(&python(), "blame.py", &["dict", "6"]);
+    bg.wait_for("ready");
+    let dir = tempdir();
+    let path = dir.path().join("blame.txt");
+    let out = ftprof()
+        .args(["record", "--mode", "blame", "--format", "folded", "--duration", "2.5", "-o"])
+        .arg(&path)
+        .args(["--pid", &bg.pid().to_string()])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "ftprof failed: {}", String::from_utf8_lossy(&out.stderr));
+    let stdout = bg.lines.join("\n");
+    let folded = std::fs::read_to_string(&path).unwrap();
+    check_blame("critical_section", "dict", &folded, &String::from_utf8_lossy(&out.stderr), &stdout);
 }
 
 /// The JSON profile: schema 4, `held_by` on the lock, blame stacks that add up to the lock's
