@@ -411,7 +411,10 @@ fn holder_sentence(p: &Profile, worst: Category) -> String {
     match l.held_by.iter().find(|h| !h.line.starts_with('[')) {
         Some(h) if h.time_us as f64 >= 0.5 * code as f64 && !h.thread.is_empty() => format!(
             " Threads waited {} on `{}`, held mostly at `{}` in `{}`.",
-            ms(l.total_us.saturating_sub(l.spin_us)),
+            match l.total_us.saturating_sub(l.spin_us) {
+                us if us >= 1_000_000 => format!("{:.1} s", us as f64 / 1e6),
+                us => ms(us),
+            },
             l.description,
             h.line,
             h.thread
