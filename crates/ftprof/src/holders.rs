@@ -26,6 +26,8 @@ pub const SEARCH_BUDGET: f64 = 0.02;
 const BURST_NS: f64 = 20e6;
 /// Longest back-off (ticks) of a lock whose holder was not found.
 const MAX_BACKOFF: u64 = 64;
+/// Locks whose last holder or back-off is remembered, at most (beyond, they are forgotten).
+const MAX_REMEMBERED: usize = 4096;
 
 /// What a blocked thread waits on, as far as blame is concerned.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -297,6 +299,18 @@ impl HolderSampler {
             }
         }
         self.last_wait.extend(waiters.iter().map(|w| (w.tid, w.lock.identity())));
+        // Programs that wait on many short-lived locks: keep these maps small (they only speed
+        // the search up).
+        if self.backoff.len() > MAX_REMEMBERED {
+            let now = self.ticks;
+            self.backoff.retain(|_, &mut (_, until)| until > now);
+        }
+        if self.last_holder.len() > MAX_REMEMBERED {
+            self.last_holder.clear();
+        }
+        if self.last_wait.len() > MAX_REMEMBERED {
+            self.last_wait.clear();
+        }
         let spent = start.elapsed();
         self.search_ns += spent.as_nanos();
         self.tokens_ns -= spent.as_nanos() as f64;
