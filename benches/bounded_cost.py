@@ -99,9 +99,11 @@ def run_variant(variant, py, ftprof, kind, threads, seconds, tmp, soak_every=Non
                            capture_output=True, text=True, check=True)
         res["ops"], _ = parse_workload(r.stdout)
         return res
-    if variant in ("ftprof", "per-task"):
+    if variant in ("ftprof", "per-task", "no-blame"):
         if variant == "per-task":
             env["FTPROF_PER_TASK_EVENTS"] = "1"
+        if variant == "no-blame":
+            env["FTPROF_NO_BLAME"] = "1"
         p = subprocess.Popen([ftprof, "record", "-o", out_json, "--"] + work, stdout=subprocess.PIPE,
                              stderr=subprocess.PIPE, text=True, env=env)
         watch = Watch(p.pid, soak_every)
@@ -126,6 +128,7 @@ def run_variant(variant, py, ftprof, kind, threads, seconds, tmp, soak_every=Non
     res["rss_mb"] = watch.peak / 1024
     s = json.load(open(out_json))["summary"]
     res["lost"] = s["lost_records"]
+    res["blame"] = s.get("blame")
     res["timing"] = err
     return res
 
@@ -144,6 +147,8 @@ def main():
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--only", default=",".join(WORKLOADS))
     ap.add_argument("--per-task", action="store_true", help="also run ftprof with per-task events")
+    ap.add_argument("--no-blame", action="store_true",
+                    help="also run ftprof without the holder search (FTPROF_NO_BLAME=1), to measure blame's cost")
     ap.add_argument("--soak", default="", help="SECONDS:THREADS,… long recordings (handoff) printing RSS")
     args = ap.parse_args()
     py = subprocess.run([os.path.join(ROOT, "scripts/provision-python.sh")], capture_output=True, text=True,
@@ -161,7 +166,8 @@ def main():
             print(f"    end: peak RSS {r['rss_mb']:.1f} MB, lost records {r['lost']}, "
                   f"done {r['after_exit_s']:.2f} s after the target exited\n")
         return
-    variants = ["bare", "ftprof", "ftprof --pid", "perf"] + (["per-task"] if args.per_task else [])
+    variants = ["bare", "ftprof", "ftprof --pid", "perf"] + (["per-task"] if args.per_task else []) + (
+        ["no-blame"] if args.no_blame else [])
     print(f"{'workload':11s} {'variant':13s} {'ops/s':>12s} {'ratio':>6s} {'RSS MB':>7s} {'lost':>5s} "
           f"{'after exit':>10s} {'unwind/s':>9s} {'symbolize/s':>11s}")
     for name in args.only.split(","):
@@ -181,6 +187,11 @@ def main():
                          f" {max(r['after_exit_s'] for r in rs):9.2f}s"
                          f" {unw or 0:9.0f} {sym or 0:11.0f}")
             print(line, flush=True)
+            b = rs[-1].get("blame")
+            if b:
+                print(f"{'':11s}   holder search (last run): {b['observations']} waiters looked at, "
+                      f"{b['holders_found']} holders found, {b['skipped']} skipped, {b['threads_scanned']} "
+                      f"threads read, {b['search_ms']:.0f} ms", flush=True)
         print()
 
 

@@ -83,6 +83,9 @@ impl Format {
 pub fn render(p: &Profile, format: Format, title: Option<&str>, mode: Mode, idle: bool) -> anyhow::Result<Vec<u8>> {
     let title = title.map(str::to_string).unwrap_or_else(|| format!("ftprof: {}", p.target.command.join(" ")));
     let mut bytes = Vec::new();
+    if mode == Mode::Blame && matches!(format, Format::Speedscope | Format::Firefox | Format::Pprof) {
+        anyhow::bail!("--mode blame is drawn as svg, folded or html; {format:?} files carry CPU and waiting time (use --mode wall, cpu or wait)");
+    }
     match format {
         Format::Svg => svg(p, &title, mode, idle, &mut bytes)?,
         Format::Folded => bytes = folded(p, mode, idle).into_bytes(),
@@ -104,6 +107,9 @@ pub enum Mode {
     Wait,
     /// CPU time and waits together (counts are microseconds of thread time).
     Wall,
+    /// Time others waited on each lock (µs), by the holder's stack: the lock as the root, then
+    /// the holding thread and its Python frames (see `analysis::blame`).
+    Blame,
 }
 
 fn clean(label: &str) -> String {
@@ -122,6 +128,7 @@ pub(crate) fn weight(s: &Stack, mode: Mode, idle: bool, period_us: f64) -> u64 {
         Mode::Wait if s.category.on_cpu() && !s.category.is_contention() => 0,
         Mode::Wait => s.time_us(period_us) as u64,
         Mode::Wall => s.time_us(period_us) as u64,
+        Mode::Blame => 0,
     }
 }
 
@@ -139,6 +146,12 @@ pub fn folded(p: &Profile, mode: Mode, idle: bool) -> String {
 pub fn folded_with(p: &Profile, mode: Mode, idle: bool, threads: bool) -> String {
     let per = period_us(p);
     let mut merged: std::collections::BTreeMap<String, u64> = Default::default();
+    if mode == Mode::Blame {
+        for (path, w) in analysis::blame::folded_lines(p) {
+            let path: Vec<String> = path.iter().map(|f| clean(f)).collect();
+            *merged.entry(path.join(";")).or_default() += w;
+        }
+    }
     for (s, frames) in p.iter_stacks() {
         let w = weight(s, mode, idle, per);
         if w == 0 {
@@ -201,6 +214,7 @@ pub fn svg(p: &Profile, title: &str, mode: Mode, idle: bool, out: &mut dyn Write
             Mode::Cpu => "no CPU samples",
             Mode::Wait => "no waiting recorded (no contention, or --idle not given)",
             Mode::Wall => "nothing recorded",
+            Mode::Blame => "no lock waits with a holder recorded",
         };
         text = format!("[{what}] 1\n");
     }
@@ -213,12 +227,18 @@ pub fn svg(p: &Profile, title: &str, mode: Mode, idle: bool, out: &mut dyn Write
             palette.insert(clean(&leaf.label()), category_color(s.category));
         }
     }
+    if mode == Mode::Blame {
+        for (i, l) in p.locks.iter().enumerate() {
+            palette.insert(clean(&analysis::blame::lock_root(p, i)), category_color(l.kind));
+        }
+    }
     let mut opts = Options::default();
     opts.title = title.to_string();
     let (unit, what) = match mode {
         Mode::Cpu => ("samples", format!("CPU samples at {} Hz", p.summary.rate_hz)),
         Mode::Wait => ("us", "waiting time (µs), the lock as the leaf".to_string()),
         Mode::Wall => ("us", "thread time (µs): running and waiting".to_string()),
+        Mode::Blame => ("us", "time others waited (µs) on each lock, by what its holder was doing".to_string()),
     };
     opts.subtitle = Some(format!(
         "{what} — {} threads, {:.1} s — blue: Python, orange: native, leaves in [..]: why threads waited",
@@ -430,8 +450,19 @@ pub fn summary_text(p: &Profile) -> String {
         o += "  top locks:\n";
         for l in p.locks.iter().take(5) {
             let counts = counts(l);
+            // The holder's code that caused most of the waiting (markers only when nothing else).
+            let held = l
+                .held_by
+                .iter()
+                .find(|h| !h.line.starts_with('['))
+                .or(l.held_by.first())
+                .map(|h| {
+                    let thread = if h.thread.is_empty() { String::new() } else { format!(" in {}", h.thread) };
+                    format!(", held by {}{thread} {} ({:.0} %)", h.line, ms(h.time_us), h.share * 100.0)
+                })
+                .unwrap_or_default();
             o += &format!(
-                "    {:<17}{:<44} {:>9} total, {counts}, threads {}\n",
+                "    {:<17}{:<44} {:>9} total, {counts}, threads {}{held}\n",
                 l.kind.name(),
                 l.description,
                 ms(l.total_us),
@@ -458,10 +489,11 @@ pub fn largest_loss(p: &Profile) -> Option<String> {
     let worst = s.categories.iter().find(|c| c.contention)?;
     let line = p.top_lines.first().map(|l| format!(", mostly at {}", l.line)).unwrap_or_default();
     Some(format!(
-        "{:.0} % of thread time is lost to contention; the largest part is {} ({:.0} %){line}.",
+        "{:.0} % of thread time is lost to contention; the largest part is {} ({:.0} %){line}.{}",
         contention * 100.0,
         describe(worst.category),
-        worst.share * 100.0
+        worst.share * 100.0,
+        holder_sentence(p, worst.category)
     ))
 }
 
@@ -478,6 +510,31 @@ fn top_leaf(p: &Profile, c: Category) -> Option<(String, f64)> {
         }
     }
     by.into_iter().max_by(|a, b| a.1.total_cmp(&b.1).then_with(|| b.0.cmp(a.0))).map(|(k, v)| (k.to_string(), v))
+}
+
+/// When the largest contention is waiting on a lock and one holder line caused most of that
+/// lock's waiting (not counting time the lock sat with a thread waiting for a CPU): " Threads waited 1.2 s on `_thread.lock @ 0x…`, held mostly at `f (x.py:8)` in
+/// `Thread-3 (42)`."
+fn holder_sentence(p: &Profile, worst: Category) -> String {
+    if !analysis::blame::is_blamed(worst) {
+        return String::new();
+    }
+    let Some(l) = p.locks.iter().find(|l| l.kind == worst) else { return String::new() };
+    // Time the lock sat with a thread waiting for a CPU is the machine's, not the holder's code.
+    let code: u64 = l.held_by.iter().filter(|h| h.line != analysis::blame::HANDED_OVER).map(|h| h.time_us).sum();
+    match l.held_by.iter().find(|h| !h.line.starts_with('[')) {
+        Some(h) if h.time_us as f64 >= 0.5 * code as f64 && !h.thread.is_empty() => format!(
+            " Threads waited {} on `{}`, held mostly at `{}` in `{}`.",
+            match l.total_us.saturating_sub(l.spin_us) {
+                us if us >= 1_000_000 => format!("{:.1} s", us as f64 / 1e6),
+                us => ms(us),
+            },
+            l.description,
+            h.line,
+            h.thread
+        ),
+        _ => String::new(),
+    }
 }
 
 /// "12 waits, max 3.1 ms" for waits, "40 samples" for CPU time, both when both.

@@ -56,6 +56,11 @@ fn folded_wall_threads_merged() {
 }
 
 #[test]
+fn folded_blame() {
+    check("folded_blame.txt", &flamegraph::folded(&analysis::fixture::profile(), Mode::Blame, false));
+}
+
+#[test]
 fn summary() {
     check("summary.txt", &flamegraph::summary_text(&analysis::fixture::profile()));
 }

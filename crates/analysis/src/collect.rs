@@ -209,9 +209,9 @@ struct CompactKey {
 }
 
 /// Python stacks are interned by the identity of their frames.
-type PyKey = (Vec<(usize, u32, u16, bool)>, bool, i32);
+pub(crate) type PyKey = (Vec<(usize, u32, u16, bool)>, bool, i32);
 
-fn py_key(s: &PyStack) -> PyKey {
+pub(crate) fn py_key(s: &PyStack) -> PyKey {
     let frames = s
         .frames
         .iter()
@@ -318,6 +318,16 @@ impl Collector {
             alone: k.alone,
             operand: k.operand.map(|o| self.operands.get(o).clone()),
         }
+    }
+
+    /// What the thread of key `id` was parked on, if anything.
+    pub fn parked_of(&self, id: u32) -> Option<&ParkedInfo> {
+        self.keys.list.get(id as usize).and_then(|k| k.parked).map(|p| self.parked.get(p))
+    }
+
+    /// The Python stack of key `id`, if it has one.
+    pub fn python_of(&self, id: u32) -> Option<&PyStack> {
+        self.keys.list.get(id as usize).and_then(|k| k.python).and_then(|p| self.py_list.get(p as usize))
     }
 
     /// Distinct keys and Python stacks kept so far.

@@ -96,8 +96,8 @@ pub fn off(wait_us: u64, waits: u64, max_us: u64) -> Observation {
 /// A fixed profile of three threads with one stack of every kind: Python and native CPU time,
 /// kernel frames, an unresolved runtime frame, a python/native mismatch, a lock wait with the
 /// spinning before it (claimed by the lock), spinning nobody parked after, a critical section,
-/// shared refcounts, a stop-the-world pause, sleep, I/O, an `Event.wait`, the runqueue and
-/// unobserved blocked time.
+/// shared refcounts, a stop-the-world pause, sleep, I/O, an `Event.wait`, the runqueue,
+/// unobserved blocked time, and the holders of the lock and the list (blame).
 pub fn profile() -> Profile {
     let mut b = ProfileBuilder::new(1_000_000_000 / RATE_HZ);
     b.set_core_modules(vec![RUNTIME.into()]);
@@ -217,7 +217,7 @@ pub fn profile() -> Profile {
     b.summary.sched_corrected_threads = 1;
     b.summary.lost_records = 2;
     b.summary.lost = vec![crate::LostRange { ring: "switches".into(), count: 2, first_s: 0.1, last_s: 0.2 }];
-    b.finish(TargetInfo {
+    let mut p = b.finish(TargetInfo {
         command: vec!["python".into(), "app.py".into()],
         pid: 100,
         python: Some(PythonInfo {
@@ -231,5 +231,18 @@ pub fn profile() -> Profile {
         interrupted: false,
         attached: false,
         partial: false,
-    })
+    });
+    // Blame: MainThread held worker-1's lock in `work` (3 ticks) and at `main` (1 tick, once
+    // handed the lock and not run yet); the list's holder was found once of two ticks.
+    let mut blame = crate::blame::BlameCollector::new();
+    for _ in 0..3 {
+        blame.observe(102, 0x7f10_0000_1000, Some((101, Some(work_py.clone()))), false, 4_000_000);
+    }
+    blame.observe(102, 0x7f10_0000_1000, Some((101, Some(main_py.clone()))), true, 4_000_000);
+    blame.observe(103, 0x7f20_0000_2000, Some((101, Some(work_py.clone()))), false, 4_000_000);
+    blame.observe(103, 0x7f20_0000_2000, None, false, 4_000_000);
+    blame.stats.threads_scanned = 9;
+    blame.stats.search_ms = 0.25;
+    crate::blame::attach(&mut p, &blame.finish());
+    p
 }

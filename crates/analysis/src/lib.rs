@@ -15,12 +15,16 @@
 //! waiting on a critical section, a thread lock, a PyMutex, stop-the-world, the GIL, or idle
 //! kinds) with the identity of the lock involved, and aggregates per stack and per lock.
 //!
+//! [`blame`] adds the holders' side: each lock's waiting time split between the stacks of the
+//! threads that held it (observations taken while recording), and per lock its top "held by" lines.
+//!
 //! Input: [`SampleInput`] (one per distinct key, with its weight: native inline chains from `symbolizer::native`, a
 //! `symbolizer::python::PyStack`, thread identity). Output: a [`Profile`] (interned [`Frame`]s,
 //! per-thread [`Stack`]s with CPU samples and off-CPU time, each with a [`Category`] saying why
 //! the thread was there, a per-lock table of [`LockStat`]s, [`ThreadInfo`], a [`Summary`] with the
 //! share of thread time per category), serializable as the documented JSON profile.
 
+pub mod blame;
 pub mod collect;
 pub mod concurrency;
 pub mod fixture;

@@ -10,7 +10,7 @@ use crate::merge::{merge_stacks, MergeStatus};
 use crate::wait::{classify, Category, Evidence, LockIdentity};
 
 /// Version of the JSON profile layout (bump on incompatible changes).
-pub const SCHEMA_VERSION: u32 = 4;
+pub const SCHEMA_VERSION: u32 = 5;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, PartialOrd, Ord)]
 #[serde(rename_all = "lowercase")]
@@ -51,6 +51,11 @@ pub struct Frame {
 impl Frame {
     pub fn marker(text: &str) -> Frame {
         Frame::simple(FrameKind::Marker, text.into())
+    }
+
+    /// A thread's root frame, labelled `name (TID)`.
+    pub fn thread(label: String) -> Frame {
+        Frame::simple(FrameKind::Thread, label)
     }
 
     fn simple(kind: FrameKind, name: String) -> Frame {
@@ -228,6 +233,10 @@ pub struct LockStat {
     pub threads: Vec<u32>,
     /// Where they waited, most time first (top 5).
     pub top_lines: Vec<LineStat>,
+    /// What the threads holding it were doing while others waited, most waiting time first
+    /// (top 5; see [`crate::blame`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub held_by: Vec<crate::blame::HeldBy>,
 }
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
@@ -274,6 +283,9 @@ pub struct Summary {
     /// `rate_hz`).
     #[serde(skip)]
     pub period_ns: u64,
+    /// Holder sampling counters, when blame was recorded (see [`crate::blame`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub blame: Option<crate::blame::BlameStats>,
 }
 
 impl Summary {
@@ -308,6 +320,10 @@ pub struct Profile {
     pub locks: Vec<LockStat>,
     /// Python lines where threads waited or spun (contention categories), most time first.
     pub top_lines: Vec<LineStat>,
+    /// The holders' side of lock waits: time others waited on each lock, by the holder's stack
+    /// (see [`crate::blame`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub blame: Vec<crate::blame::BlameStack>,
 }
 
 impl Profile {
@@ -639,6 +655,7 @@ impl ProfileBuilder {
                 mean_us: a.wait_us / a.waits.max(1),
                 threads: a.threads.into_iter().collect(),
                 top_lines: top(a.lines, 5),
+                held_by: Vec::new(),
             })
             .collect();
         locks.sort_by(|a, b| b.total_us.cmp(&a.total_us).then(a.description.cmp(&b.description)));
@@ -652,6 +669,7 @@ impl ProfileBuilder {
             stacks,
             locks,
             top_lines,
+            blame: Vec::new(),
         }
     }
 }

@@ -254,6 +254,12 @@ fn threading_wait(py: Option<&PyStack>) -> Option<Category> {
     found
 }
 
+/// Whether a lock wait with this Python stack is `threading` waiting for a notification or a
+/// thread (Condition/Event/Barrier wait, join): not contention, and nobody holds what it waits on.
+pub fn is_notification_wait(py: Option<&PyStack>) -> bool {
+    matches!(threading_wait(py), Some(Category::Idle | Category::Join))
+}
+
 const PARK: &str = "_PyParkingLot_Park";
 const LOCK_PATH: [&str; 9] = [
     "_PyMutex_LockTimed",

@@ -9,6 +9,7 @@
 pub mod check;
 pub mod dump;
 pub mod gil_watch;
+pub mod holders;
 pub mod record;
 pub mod report;
 pub mod scale;

@@ -52,6 +52,7 @@ impl ModeArg {
             ModeArg::Cpu => Mode::Cpu,
             ModeArg::Wait => Mode::Wait,
             ModeArg::Wall => Mode::Wall,
+            ModeArg::Blame => Mode::Blame,
         }
     }
 }
@@ -64,6 +65,8 @@ enum ModeArg {
     Wait,
     /// Running and waiting time together
     Wall,
+    /// Time others waited on each lock, by what its holder was doing (the lock as the root)
+    Blame,
 }
 
 #[derive(Subcommand)]
@@ -216,6 +219,13 @@ fn main() {
                 }
             };
             let output = output.unwrap_or_else(|| PathBuf::from(format.default_file()));
+            if matches!(mode, ModeArg::Blame) && (no_waits || exact_waits) {
+                eprintln!(
+                    "ftprof: error: --mode blame needs the default sampled waits (drop --{})",
+                    if no_waits { "no-waits" } else { "exact-waits" }
+                );
+                std::process::exit(2);
+            }
             record::run(&RecordOptions {
                 command,
                 pid,

@@ -159,6 +159,8 @@ pub(crate) struct Recorder {
     lost_samples: LostTally,
     lost_switches: LostTally,
     start_ns: u64,
+    /// Who held what blocked threads waited on (blame).
+    holders: crate::holders::HolderSampler,
     /// Stacks unwound at drain time, and the time it took.
     unwound: u64,
     unwind_time: std::time::Duration,
@@ -206,6 +208,7 @@ impl Recorder {
             lost_samples: LostTally::default(),
             lost_switches: LostTally::default(),
             start_ns: 0,
+            holders: crate::holders::HolderSampler::new(),
             unwound: 0,
             unwind_time: std::time::Duration::ZERO,
             gil_watch: Default::default(),
@@ -393,6 +396,7 @@ impl Recorder {
         }
         // The context-switch counters are text to format: read them every 8th tick.
         let read_ctxt = self.tick.count % 8 == 1;
+        let mut waiters: Vec<(u32, crate::holders::Waiter)> = Vec::new();
         for (pid, tid) in self.collector.live_thread_list() {
             let t = profiler::monotonic_ns();
             let Some(st) = self.probe.schedstat(pid, tid) else { continue };
@@ -419,16 +423,49 @@ impl Recorder {
                 }
             };
             self.collector.observe_blocked(pid, tid, key, gap, continued);
+            let notification = analysis::wait::is_notification_wait(self.collector.python_of(key));
+            let parked = self.collector.parked_of(key).filter(|_| !notification);
+            if let Some(lock) = parked.and_then(crate::holders::WaitedLock::from_parked) {
+                let at = self.collector.python_of(key).and_then(crate::holders::innermost);
+                waiters.push((pid, crate::holders::Waiter { tid, lock, weight_ns: gap, at }));
+            }
             if let Some(track) = self.sched.get_mut(&tid) {
                 track.seen_blocked = Some((st.timeslices, key));
             }
         }
+        self.sample_holders(&waiters);
         let live = self.collector.live_threads().max(1) as f64;
         let rate = (self.rate_hz as f64).min(WAIT_CHECK_BUDGET / live);
         self.tick.min_rate = self.tick.min_rate.min(rate);
         self.tick.period = std::time::Duration::from_secs_f64(1.0 / rate);
         self.tick.next = now_i + self.tick.period;
         self.tick.period
+    }
+}
+
+impl Recorder {
+    /// Blame: find who holds what this tick's waiters wait on (see [`crate::holders`]).
+    /// `FTPROF_NO_BLAME=1` turns it off (to measure its cost).
+    fn sample_holders(&mut self, waiters: &[(u32, crate::holders::Waiter)]) {
+        if self.holders.disabled {
+            return;
+        }
+        let mut pids: Vec<u32> = waiters.iter().map(|w| w.0).collect();
+        pids.dedup();
+        for pid in pids {
+            let Some(PyState::Located(py)) = self.py.get_mut(&pid) else { continue };
+            let threads: Vec<u32> =
+                self.collector.live_thread_list().into_iter().filter(|t| t.0 == pid).map(|t| t.1).collect();
+            let ws: Vec<crate::holders::Waiter> = waiters.iter().filter(|w| w.0 == pid).map(|w| w.1).collect();
+            // Woken since a tick saw it blocked, and not run since: it may have been handed a lock.
+            let (probe, sched) = (&mut self.probe, &self.sched);
+            let mut woken_not_run = |tid: u32| {
+                let Some((slices, _)) = sched.get(&tid).and_then(|t| t.seen_blocked) else { return false };
+                !matches!(crate::snapshot::thread_state(pid, tid), Some('S') | Some('D'))
+                    && probe.schedstat(pid, tid).is_some_and(|s| s.timeslices == slices)
+            };
+            self.holders.sample(py, &threads, &ws, &mut woken_not_run);
+        }
     }
 }
 
@@ -783,6 +820,7 @@ pub(crate) fn profile_of(
         );
     }
     analysis::objects::settle_operands(&mut collection.entries);
+    let blame = rec.holders.clone().finish();
     let t_sym = Instant::now();
     let mut symbolized = 0usize;
     if timing() {
@@ -868,7 +906,11 @@ pub(crate) fn profile_of(
     }
     .into();
     sum.wait_rate_hz = (opts.off_cpu && !opts.exact_waits && wait_rate.is_finite()).then_some(wait_rate);
-    builder.finish(target_info)
+    let mut profile = builder.finish(target_info);
+    if opts.off_cpu && !opts.exact_waits {
+        analysis::blame::attach(&mut profile, &blame);
+    }
+    profile
 }
 
 fn render(profile: &Profile, opts: &RecordOptions) -> Result<Vec<u8>> {

@@ -462,8 +462,10 @@ mod tests {
                 mean_us: 100,
                 threads: vec![2],
                 top_lines: vec![],
+                held_by: vec![],
             }],
             top_lines: vec![],
+            blame: vec![],
         }
     }
 

@@ -140,6 +140,7 @@ pub(crate) fn mode_name(m: Mode) -> &'static str {
         Mode::Cpu => "cpu",
         Mode::Wait => "wait",
         Mode::Wall => "wall",
+        Mode::Blame => "wait",
     }
 }
 

@@ -664,6 +664,20 @@ impl PyProcess {
         out
     }
 
+    /// Whether thread `tid` is entering a critical section: its innermost section is pushed but
+    /// its mutex not set yet (`_PyCriticalSection_BeginSlow` sets it once `PyMutex_Lock` returns).
+    /// Such a thread waits for the mutex or, if it is no longer asleep, has just been handed it.
+    pub fn critical_section_pending(&mut self, tid: u32) -> bool {
+        let l = self.layout;
+        if !self.offsets.free_threaded {
+            return false;
+        }
+        let Ok(true) = self.load_tstate(tid) else { return false };
+        let Some(&ts) = self.tstates.get(&tid) else { return false };
+        let c = self.mem.u64(ts.wrapping_add(l.ts_critical_section)).unwrap_or(0) & !3;
+        c != 0 && self.mem.u64(c.wrapping_add(l.cs_mutex)).is_ok_and(|m| m == 0)
+    }
+
     /// The thread state of `tid`, if it has been seen.
     pub fn tstate_of(&self, tid: u32) -> Option<u64> {
         self.tstates.get(&tid).copied()

@@ -576,6 +576,26 @@ fn critical_sections_held_are_read_from_the_thread_state() {
         img.mem.write_u64(TSTATE + layout.ts_critical_section, cs2 | 2);
         let mut p = img.process();
         assert_eq!(p.critical_sections_held(TID), vec![0xbbb0, 0xccc0, 0xaaa0], "{name}");
+        assert!(!p.critical_section_pending(TID), "{name}: the innermost section has its mutexes");
+    }
+}
+
+/// A thread inside `_PyCriticalSection_BeginSlow` has pushed its section (suspended while it
+/// parks: tag 1) before its mutex is set: pending, and holding nothing.
+#[test]
+fn a_critical_section_being_entered_is_pending() {
+    for (version, ft, fields, values) in VERSIONS.into_iter().filter(|v| v.1) {
+        let name = label(version, ft);
+        let mut img = Image::new(version, ft, fields, values);
+        let layout = *Layout::for_version((version >> 16) & 0xff, ft).unwrap();
+        let (held, entering) = (img.alloc(32), img.alloc(32));
+        img.mem.write_u64(held + layout.cs_mutex, 0xaaa0);
+        // `_PyCriticalSection_SuspendAll` tags every section it suspends as inactive.
+        img.mem.write_u64(entering, held | 1);
+        img.mem.write_u64(TSTATE + layout.ts_critical_section, entering | 1);
+        let mut p = img.process();
+        assert!(p.critical_section_pending(TID), "{name}");
+        assert_eq!(p.critical_sections_held(TID), Vec::<u64>::new(), "{name}: suspended while it parks");
     }
 }
 
@@ -721,6 +741,7 @@ mod props {
                 let p = &mut t.p;
                 let _ = p.stack_for_tid(TID);
                 let _ = p.critical_sections_held(TID);
+                let _ = p.critical_section_pending(TID);
                 let _ = p.probe_parked(TID, raw);
                 let _ = p.with_block_objects(TID);
                 let _ = p.rlock_being_acquired(TID);

@@ -1,0 +1,349 @@
+//! Holder sampling for blame (`record`): at each wait-sampling tick, for the threads seen blocked
+//! on a lock, a critical section or a PyMutex, find the thread holding it — as `dump` does: for a
+//! critical section the thread whose active critical sections hold the object's mutex, for a
+//! `threading.Lock` the thread with a `with lock:` block open on it, for an `RLock` the owner it
+//! records — and read that thread's Python stack at the same instant. The observation, weighted
+//! like the waiter's own snapshot, goes to [`analysis::blame::BlameCollector`].
+//!
+//! Bounded cost: searching reads other threads' state from the target (a few `process_vm_readv`
+//! per thread), so it runs on a budget of [`SEARCH_BUDGET`] of one CPU (a token bucket refilled
+//! with wall time): per tick, each thread is read at most once, the last holder of a lock is tried
+//! first (one read when it still holds it), a lock whose holder was not found is backed off for
+//! up to 64 ticks, and waiters seen when the budget is spent are skipped (counted in
+//! `summary.blame.skipped`). Skipping does not depend on who holds the lock, so the split of the
+//! waiting time between holder stacks stays an unbiased estimate. Interpreter-internal PyMutexes
+//! record no owner: their waits are observed without a holder, at no cost.
+
+use std::collections::HashMap;
+use std::time::Instant;
+
+use analysis::blame::BlameCollector;
+use symbolizer::python::{ParkedInfo, PyFrame, PyProcess, PyStack};
+
+/// Share of one CPU that the holder search may use, on average.
+pub const SEARCH_BUDGET: f64 = 0.02;
+/// Most search time that may be spent in one burst (ns).
+const BURST_NS: f64 = 20e6;
+/// Longest back-off (ticks) of a lock whose holder was not found.
+const MAX_BACKOFF: u64 = 64;
+/// Locks whose last holder or back-off is remembered, at most (beyond, they are forgotten).
+const MAX_REMEMBERED: usize = 4096;
+
+/// What a blocked thread waits on, as far as blame is concerned.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum WaitedLock {
+    /// A `_thread.lock` (object address, and its PyMutex).
+    Lock { obj: u64, mutex: u64 },
+    /// A `_thread.RLock` parked on (3.14+): its owner is recorded in the object.
+    RLock { obj: u64 },
+    /// An object's critical section (object and its `ob_mutex`).
+    CriticalSection { obj: u64, mutex: u64 },
+    /// Another PyMutex (no owner recorded anywhere).
+    Internal { mutex: u64 },
+}
+
+impl WaitedLock {
+    pub fn from_parked(p: &ParkedInfo) -> Option<WaitedLock> {
+        if p.gil || p.stw_victim {
+            return None;
+        }
+        if let Some((obj, t)) = &p.lock_object {
+            return Some(if t == "_thread.RLock" {
+                WaitedLock::RLock { obj: *obj }
+            } else {
+                WaitedLock::Lock { obj: *obj, mutex: p.addr }
+            });
+        }
+        if let Some((obj, _)) = &p.cs_object {
+            return Some(WaitedLock::CriticalSection { obj: *obj, mutex: p.addr });
+        }
+        Some(WaitedLock::Internal { mutex: p.addr })
+    }
+
+    /// The address the profile identifies the lock by (`LockIdentity::address`).
+    pub fn identity(&self) -> u64 {
+        match *self {
+            WaitedLock::Lock { obj, .. } | WaitedLock::RLock { obj } | WaitedLock::CriticalSection { obj, .. } => obj,
+            WaitedLock::Internal { mutex } => mutex,
+        }
+    }
+}
+
+/// One thread seen waiting by a tick.
+#[derive(Clone, Copy, Debug)]
+pub struct Waiter {
+    pub tid: u32,
+    pub lock: WaitedLock,
+    /// The interval the tick's snapshot stands for.
+    pub weight_ns: u64,
+    /// Where it waits: its innermost Python frame (see [`innermost`]).
+    pub at: Option<(u64, u32)>,
+}
+
+/// The innermost Python frame of a stack: code object address and instruction index.
+pub fn innermost(s: &PyStack) -> Option<(u64, u32)> {
+    s.frames.iter().find_map(|f| match f {
+        PyFrame::Code { code_addr, lasti, .. } => Some((*code_addr, *lasti)),
+        PyFrame::Entry => None,
+    })
+}
+
+/// What one thread was found holding during one tick.
+#[derive(Default)]
+struct Held {
+    critical: Option<Vec<u64>>,
+    with: Option<Vec<u64>>,
+}
+
+/// See the module documentation.
+#[derive(Clone)]
+pub struct HolderSampler {
+    pub collector: BlameCollector,
+    /// `FTPROF_NO_BLAME` is set: no holder search (for measuring its cost).
+    pub disabled: bool,
+    tokens_ns: f64,
+    refilled: Option<Instant>,
+    ticks: u64,
+    last_holder: HashMap<u64, u32>,
+    /// Per lock: consecutive searches that found no holder, and the tick before which it is
+    /// not searched again.
+    backoff: HashMap<u64, (u32, u64)>,
+    search_ns: u128,
+    /// What each thread was last seen waiting on.
+    last_wait: HashMap<u32, u64>,
+}
+
+impl Default for HolderSampler {
+    fn default() -> Self {
+        HolderSampler {
+            collector: BlameCollector::new(),
+            disabled: std::env::var_os("FTPROF_NO_BLAME").is_some(),
+            tokens_ns: BURST_NS,
+            refilled: None,
+            ticks: 0,
+            last_holder: HashMap::new(),
+            backoff: HashMap::new(),
+            search_ns: 0,
+            last_wait: HashMap::new(),
+        }
+    }
+}
+
+impl HolderSampler {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// One tick's waiters of one process; `threads`: the live threads of that process;
+    /// `woken_not_run(tid)`: whether a thread seen blocked by a tick has been woken since but has
+    /// not run yet (it may have been handed the lock it waited for).
+    pub fn sample(
+        &mut self,
+        py: &mut PyProcess,
+        threads: &[u32],
+        waiters: &[Waiter],
+        woken_not_run: &mut dyn FnMut(u32) -> bool,
+    ) {
+        self.ticks += 1;
+        let now = Instant::now();
+        if let Some(t) = self.refilled {
+            self.tokens_ns = (self.tokens_ns + now.duration_since(t).as_nanos() as f64 * SEARCH_BUDGET).min(BURST_NS);
+        }
+        self.refilled = Some(now);
+        if waiters.is_empty() {
+            return;
+        }
+        let start = Instant::now();
+        let mut groups: Vec<(WaitedLock, Vec<&Waiter>)> = Vec::new();
+        for w in waiters {
+            match groups.iter_mut().find(|(l, _)| *l == w.lock) {
+                Some((_, v)) => v.push(w),
+                None => groups.push((w.lock, vec![w])),
+            }
+        }
+        let mut held: HashMap<u32, Held> = HashMap::new();
+        let mut stacks: HashMap<u32, Option<PyStack>> = HashMap::new();
+        let mut idents: Option<HashMap<u64, u32>> = None;
+        for (lock, ws) in groups {
+            let id = lock.identity();
+            if let WaitedLock::Internal { .. } = lock {
+                for w in ws {
+                    self.collector.observe(w.tid, id, None, false, w.weight_ns);
+                }
+                continue;
+            }
+            let backed_off = self.backoff.get(&id).is_some_and(|&(_, until)| self.ticks < until);
+            if backed_off || self.spent(start) {
+                self.collector.stats.skipped += ws.len() as u64;
+                continue;
+            }
+            let waiting: Vec<u32> = ws.iter().map(|w| w.tid).collect();
+            // Where this lock's waiters wait: a thread there is acquiring it, not holding it.
+            let acquiring_at: Vec<(u64, u32)> = ws.iter().filter_map(|w| w.at).collect();
+            let mut acquiring = None;
+            let mut found = None;
+            let mut handed_over = false;
+            let mut out_of_budget = false;
+            if let WaitedLock::RLock { obj } = lock {
+                let owner = py.rlock_owner(obj);
+                let map = idents.get_or_insert_with(|| {
+                    py.threads().unwrap_or_default().into_iter().map(|t| (t.thread_id, t.native_tid)).collect()
+                });
+                found = owner.and_then(|o| map.get(&o).copied()).filter(|h| !waiting.contains(h));
+            } else {
+                let first = self.last_holder.get(&id).copied();
+                let candidates = first.into_iter().chain(threads.iter().copied().filter(|&t| Some(t) != first));
+                for cand in candidates {
+                    // A thread waiting in `with lock:` has the lock's `__exit__` on its stack too;
+                    // a critical section being waited for is not active yet (its mutex is unset),
+                    // so there a waiter found holding it has just been handed it.
+                    if matches!(lock, WaitedLock::Lock { .. }) && waiting.contains(&cand) {
+                        continue;
+                    }
+                    if self.spent(start) {
+                        out_of_budget = true;
+                        break;
+                    }
+                    let h = held.entry(cand).or_default();
+                    self.collector.stats.threads_scanned += 1;
+                    let holds = match lock {
+                        WaitedLock::CriticalSection { mutex, .. } => {
+                            h.critical.get_or_insert_with(|| py.critical_sections_held(cand)).contains(&mutex)
+                        }
+                        WaitedLock::Lock { obj, .. } => {
+                            h.with.get_or_insert_with(|| py.with_block_objects(cand)).contains(&obj)
+                        }
+                        _ => false,
+                    };
+                    if holds && matches!(lock, WaitedLock::Lock { .. }) {
+                        // `with lock:` pushes `__exit__` before it calls `__enter__`: a thread
+                        // still acquiring (woken, or spinning) has it on its stack too. It is
+                        // the holder only if nobody else is (it may have been handed the lock).
+                        let at = stacks.entry(cand).or_insert_with(|| py.stack_for_tid(cand).ok().flatten());
+                        if at.as_ref().and_then(innermost).is_some_and(|a| acquiring_at.contains(&a)) {
+                            acquiring = acquiring.or(Some(cand));
+                            continue;
+                        }
+                    }
+                    if holds {
+                        found = Some(cand);
+                        break;
+                    }
+                }
+                if !out_of_budget && found.is_none() && acquiring.is_some_and(&mut *woken_not_run) {
+                    found = acquiring;
+                    handed_over = true;
+                }
+                // Not found among the others, yet locked: PyMutex hands a lock over to a waiter
+                // that waited for more than 1 ms, which owns it from then on, before it has run
+                // (nothing records that yet, and on 3.13 the `with` block of a frame inside a C
+                // call is not visible). The owner is a thread last seen waiting on it that has
+                // been woken but has not run since (for a critical section, still inside
+                // `_PyCriticalSection_BeginSlow`).
+                let mutex = match lock {
+                    WaitedLock::Lock { mutex, .. } | WaitedLock::CriticalSection { mutex, .. } => Some(mutex),
+                    _ => None,
+                };
+                let mut byte = [0u8];
+                let locked = mutex.is_some_and(|m| py.mem.read(m, &mut byte).is_ok() && byte[0] & 1 != 0);
+                if found.is_none() && !out_of_budget && locked {
+                    let before = self.last_wait.iter().filter(|(_, &l)| l == id).map(|(&t, _)| t);
+                    let mut woken: Vec<u32> = waiting.iter().copied().chain(before).collect();
+                    woken.sort_unstable();
+                    woken.dedup();
+                    for cand in woken {
+                        if self.spent(start) {
+                            out_of_budget = true;
+                            break;
+                        }
+                        if !woken_not_run(cand) {
+                            continue;
+                        }
+                        self.collector.stats.threads_scanned += 1;
+                        let holds = match lock {
+                            WaitedLock::CriticalSection { .. } => py.critical_section_pending(cand),
+                            _ => true,
+                        };
+                        if holds {
+                            found = Some(cand);
+                            handed_over = true;
+                            break;
+                        }
+                    }
+                }
+            }
+            if out_of_budget {
+                self.collector.stats.skipped += ws.len() as u64;
+                continue;
+            }
+            match found {
+                Some(h) => {
+                    self.last_holder.insert(id, h);
+                    self.backoff.remove(&id);
+                    let stack = stacks.entry(h).or_insert_with(|| py.stack_for_tid(h).ok().flatten()).clone();
+                    for w in ws {
+                        self.collector.observe(w.tid, id, Some((h, stack.clone())), handed_over, w.weight_ns);
+                    }
+                }
+                None => {
+                    self.last_holder.remove(&id);
+                    let e = self.backoff.entry(id).or_insert((0, 0));
+                    e.0 += 1;
+                    // The first miss is often a hand-over in progress: back off from the second.
+                    if e.0 >= 2 {
+                        e.1 = self.ticks + (1u64 << (e.0 - 1).min(6)).min(MAX_BACKOFF);
+                    }
+                    for w in ws {
+                        self.collector.observe(w.tid, id, None, false, w.weight_ns);
+                    }
+                }
+            }
+        }
+        self.last_wait.extend(waiters.iter().map(|w| (w.tid, w.lock.identity())));
+        // Programs that wait on many short-lived locks: keep these maps small (they only speed
+        // the search up).
+        if self.backoff.len() > MAX_REMEMBERED {
+            let now = self.ticks;
+            self.backoff.retain(|_, &mut (_, until)| until > now);
+        }
+        if self.last_holder.len() > MAX_REMEMBERED {
+            self.last_holder.clear();
+        }
+        if self.last_wait.len() > MAX_REMEMBERED {
+            self.last_wait.clear();
+        }
+        let spent = start.elapsed();
+        self.search_ns += spent.as_nanos();
+        self.tokens_ns -= spent.as_nanos() as f64;
+        self.collector.stats.search_ms = self.search_ns as f64 / 1e6;
+    }
+
+    /// Whether this tick's search (begun at `start`) has used up the budget.
+    fn spent(&self, start: Instant) -> bool {
+        start.elapsed().as_nanos() as f64 >= self.tokens_ns
+    }
+
+    pub fn finish(self) -> analysis::blame::BlameData {
+        self.collector.finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn what_a_parked_thread_waits_on() {
+        let lock =
+            ParkedInfo { addr: 0x1018, lock_object: Some((0x1000, "_thread.lock".into())), ..Default::default() };
+        assert_eq!(WaitedLock::from_parked(&lock), Some(WaitedLock::Lock { obj: 0x1000, mutex: 0x1018 }));
+        let cs = ParkedInfo { addr: 0x200a, cs_object: Some((0x2000, "dict".into())), ..Default::default() };
+        let w = WaitedLock::from_parked(&cs).unwrap();
+        assert_eq!(w, WaitedLock::CriticalSection { obj: 0x2000, mutex: 0x200a });
+        assert_eq!(w.identity(), 0x2000);
+        let gil = ParkedInfo { addr: 0x3000, gil: true, ..Default::default() };
+        assert_eq!(WaitedLock::from_parked(&gil), None);
+        let internal = ParkedInfo { addr: 0x4000, symbol: Some("_PyRuntime+0x40".into()), ..Default::default() };
+        assert_eq!(WaitedLock::from_parked(&internal).map(|w| w.identity()), Some(0x4000));
+    }
+}

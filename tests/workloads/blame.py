@@ -1,0 +1,58 @@
+"""Blame: one thread (`Holder`) repeatedly holds a shared resource across `slow_section`, called
+from a known line, while three `Waiter-N` threads wait for it.
+
+    blame.py lock [SECONDS]   a threading.Lock held by `with lock:` around slow_section()
+    blame.py dict [SECONDS]   a dict's critical section, held by a long dict.update() inside
+                              slow_section while the waiters store into the same dict
+
+Prints `tid NAME N`, the shared object's address (`lock 0x…` or `dict 0x…`) and `ready`."""
+import sys
+import threading
+import time
+
+mode = sys.argv[1] if len(sys.argv) > 1 else "lock"
+seconds = float(sys.argv[2]) if len(sys.argv) > 2 else 2.0
+lock = threading.Lock()
+shared = {}
+big = {i: i for i in range(1_000_000)}
+print(f"{mode} {hex(id(lock if mode == 'lock' else shared))}\n", end="", flush=True)
+deadline = time.monotonic() + seconds
+
+
+def slow_section():
+    if mode == "lock":
+        return sum(range(4_000_000))  # SLOW-LINE
+    shared.update(big)  # UPDATE-LINE
+
+
+def holder():
+    print(f"tid Holder {threading.get_native_id()}\n", end="", flush=True)
+    while time.monotonic() < deadline:
+        if mode == "lock":
+            with lock:
+                slow_section()  # HOLD-LOCK
+        else:
+            slow_section()  # HOLD-DICT
+        time.sleep(0.0005)
+
+
+def waiter(n):
+    print(f"tid Waiter-{n} {threading.get_native_id()}\n", end="", flush=True)
+    i = 0
+    while time.monotonic() < deadline:
+        if mode == "lock":
+            with lock:  # WAIT-LINE
+                i += 1
+        else:
+            shared[-n] = i  # WAIT-LINE
+            i += 1
+        time.sleep(0.001)
+
+
+threads = [threading.Thread(target=holder, name="Holder")]
+threads += [threading.Thread(target=waiter, args=(n,), name=f"Waiter-{n}") for n in range(1, 4)]
+for t in threads:
+    t.start()
+print("ready\n", end="", flush=True)
+for t in threads:
+    t.join()
