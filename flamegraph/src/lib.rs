@@ -83,8 +83,8 @@ impl Format {
 pub fn render(p: &Profile, format: Format, title: Option<&str>, mode: Mode, idle: bool) -> anyhow::Result<Vec<u8>> {
     let title = title.map(str::to_string).unwrap_or_else(|| format!("ftprof: {}", p.target.command.join(" ")));
     let mut bytes = Vec::new();
-    if mode == Mode::Blame && matches!(format, Format::Speedscope | Format::Firefox | Format::Pprof) {
-        anyhow::bail!("--mode blame is drawn as svg, folded or html; {format:?} files carry CPU and waiting time (use --mode wall, cpu or wait)");
+    if mode == Mode::Blame && format == Format::Firefox {
+        anyhow::bail!("--mode blame is not written as a Firefox profile (its tracks are threads over time); use --format pprof, speedscope, html, svg or folded, or --mode wall, cpu or wait");
     }
     match format {
         Format::Svg => svg(p, &title, mode, idle, &mut bytes)?,

@@ -104,6 +104,8 @@ struct LockRow {
     mean_us: u64,
     threads: usize,
     top_lines: Vec<(String, u64)>,
+    /// The holder's top lines: `[line, holder thread, µs others waited, share 0..1]`.
+    held_by: Vec<(String, String, u64, f64)>,
 }
 
 #[derive(Serialize)]
@@ -126,6 +128,10 @@ pub(crate) struct ReportData {
     frames: Vec<(String, u8)>,
     /// `[tid, frames root→leaf, category, CPU samples, off-CPU µs]`.
     stacks: Vec<(u32, Vec<u32>, u8, u64, u64)>,
+    /// The blame stacks, in the shape of `stacks`: `[holder tid (0: none), frames root→leaf,
+    /// the lock's category, 0, µs others waited]`; the root frame is the lock (a wait frame,
+    /// labelled as the lock row's `leaf`), then the holder thread and its Python frames.
+    blame: Vec<(u32, Vec<u32>, u8, u64, u64)>,
     categories: Vec<CategoryInfo>,
     /// `[tid, label, thread time µs]`, busiest first.
     threads: Vec<(u32, String, u64)>,
@@ -140,7 +146,7 @@ pub(crate) fn mode_name(m: Mode) -> &'static str {
         Mode::Cpu => "cpu",
         Mode::Wait => "wait",
         Mode::Wall => "wall",
-        Mode::Blame => "wait",
+        Mode::Blame => "blame",
     }
 }
 
@@ -195,6 +201,8 @@ pub(crate) fn data(p: &Profile, title: &str, mode: Mode, idle: bool) -> ReportDa
         })
         .collect();
     threads.sort_by(|a, b| b.2.cmp(&a.2).then(a.0.cmp(&b.0)));
+    let mut frames: Vec<(String, u8)> = p.frames.iter().map(|f| (f.label(), kind_index(f.kind, f.inlined))).collect();
+    let blame = blame_stacks(p, &mut frames);
     ReportData {
         title: title.to_string(),
         mode: mode_name(mode),
@@ -214,12 +222,13 @@ pub(crate) fn data(p: &Profile, title: &str, mode: Mode, idle: bool) -> ReportDa
             thread_time_us: s.thread_time_us,
             notes,
         },
-        frames: p.frames.iter().map(|f| (f.label(), kind_index(f.kind, f.inlined))).collect(),
+        frames,
         stacks: p
             .stacks
             .iter()
             .map(|st| (st.thread, st.frames.clone(), category_index(st.category), st.samples, st.wait_us))
             .collect(),
+        blame,
         categories: categories(),
         threads,
         time: s
@@ -247,10 +256,36 @@ pub(crate) fn data(p: &Profile, title: &str, mode: Mode, idle: bool) -> ReportDa
                 mean_us: l.mean_us,
                 threads: l.threads.len(),
                 top_lines: l.top_lines.iter().map(|t| (t.line.clone(), t.time_us)).collect(),
+                held_by: l.held_by.iter().map(|h| (h.line.clone(), h.thread.clone(), h.time_us, h.share)).collect(),
             })
             .collect(),
         lines: p.top_lines.iter().map(|l| (l.line.clone(), l.time_us, l.waits)).collect(),
     }
+}
+
+/// `p.blame` as report stacks; each lock's root frame is the profile's wait frame of the same
+/// label when there is one, else one appended to `frames` (kind 5, wait).
+fn blame_stacks(p: &Profile, frames: &mut Vec<(String, u8)>) -> Vec<(u32, Vec<u32>, u8, u64, u64)> {
+    let mut roots: std::collections::HashMap<usize, u32> = Default::default();
+    p.blame
+        .iter()
+        .map(|b| {
+            let root = *roots.entry(b.lock).or_insert_with(|| {
+                let label = analysis::blame::lock_root(p, b.lock);
+                match frames.iter().position(|f| f.1 == 5 && f.0 == label) {
+                    Some(i) => i as u32,
+                    None => {
+                        frames.push((label, 5));
+                        frames.len() as u32 - 1
+                    }
+                }
+            });
+            let mut ids = Vec::with_capacity(b.frames.len() + 1);
+            ids.push(root);
+            ids.extend_from_slice(&b.frames);
+            (b.holder.unwrap_or(0), ids, category_index(p.locks[b.lock].kind), 0, b.time_us)
+        })
+        .collect()
 }
 
 /// Fill the page template: `{{NAME}}` placeholders, each used once.
@@ -317,5 +352,28 @@ mod tests {
         for l in d.locks.iter().filter(|l| l.waits > 0) {
             assert!(leaves.contains(l.leaf.as_str()), "{} among {leaves:?}", l.leaf);
         }
+    }
+
+    /// `--mode blame` opens the blame view; its stacks start at the lock's frame, labelled as the
+    /// lock row's leaf (what a click on the row highlights), and add up to the profile's blame.
+    #[test]
+    fn blame_stacks_start_at_their_lock_row() {
+        let p = analysis::fixture::profile();
+        let d = data(&p, "t", Mode::Blame, false);
+        assert_eq!(d.mode, "blame");
+        assert_eq!(d.blame.len(), p.blame.len());
+        assert_eq!(d.blame.iter().map(|b| b.4).sum::<u64>(), p.blame.iter().map(|b| b.time_us).sum::<u64>());
+        for (row, b) in d.blame.iter().zip(&p.blame) {
+            let root = &d.frames[row.1[0] as usize];
+            assert_eq!((root.0.as_str(), root.1), (d.locks[b.lock].leaf.as_str(), 5));
+            assert_eq!(&row.1[1..], &b.frames[..], "then the holder's frames, interned as the others");
+        }
+        // One frame per lock root at most, and none when the wait frame exists already.
+        assert!(d.frames.len() <= p.frames.len() + p.locks.len());
+        let roots: std::collections::HashSet<u32> = d.blame.iter().map(|b| b.1[0]).collect();
+        assert!(roots.len() <= p.locks.len());
+        let l = d.locks.iter().find(|l| !l.held_by.is_empty()).expect("a lock with a holder");
+        let h = &p.locks.iter().find(|x| x.description == l.description).unwrap().held_by[0];
+        assert_eq!(l.held_by[0], (h.line.clone(), h.thread.clone(), h.time_us, h.share));
     }
 }

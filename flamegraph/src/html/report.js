@@ -31,6 +31,7 @@
   F.legend(D, document.getElementById('legend'));
 
   function weight(st) {
+    if (state.mode === 'blame') return st[4];
     var c = D.categories[st[2]];
     if (!state.idle && c.idle) return 0;
     var cpu = st[3] * D.period_us, all = cpu + st[4];
@@ -39,13 +40,24 @@
     return all;
   }
   function leafName(st) { var f = st[1][st[1].length - 1]; return D.frames[f][0]; }
-  var modeText = { wall: 'thread time (running and waiting)', cpu: 'CPU time', wait: 'waiting time (the lock as the leaf)' };
+  // Blame stacks start at their lock (labelled as the lock row's leaf).
+  function rootName(st) { return D.frames[st[1][0]][0]; }
+  var modeText = {
+    wall: 'thread time (running and waiting)', cpu: 'CPU time', wait: 'waiting time (the lock as the leaf)',
+    blame: 'time others waited, by the lock\'s holder (the lock as the root)'
+  };
+  var emptyText = {
+    wait: ' (no waiting; tick "idle waits" to see sleeps and joins)',
+    blame: ' (no thread waited on a lock, critical section or PyMutex; the thread filter picks holders here)'
+  };
 
   var chartNode = document.getElementById('chart');
   var chart = null;
   function data() {
-    var stacks = state.thread === 'all' ? D.stacks : D.stacks.filter(function (s) { return String(s[0]) === state.thread; });
-    var mark = state.lock === null ? null : function (st) { return leafName(st) === state.lock; };
+    var all = state.mode === 'blame' ? D.blame : D.stacks;
+    var stacks = state.thread === 'all' ? all : all.filter(function (s) { return String(s[0]) === state.thread; });
+    var end = state.mode === 'blame' ? rootName : leafName;
+    var mark = state.lock === null ? null : function (st) { return end(st) === state.lock; };
     return F.tree(D, 'all — ' + modeText[state.mode], stacks, weight, mark);
   }
   // Rendered: the root frame spans the chart (d3 lays frames out on animation frames).
@@ -63,7 +75,7 @@
     chartNode.textContent = '';
     chart = null;
     if (!(root.value > 0)) {
-      chartNode.appendChild(el('div', { class: 'empty' }, 'Nothing recorded in this view' + (state.mode === 'wait' ? ' (no waiting; tick "idle waits" to see sleeps and joins)' : '') + '.'));
+      chartNode.appendChild(el('div', { class: 'empty' }, 'Nothing recorded in this view' + (emptyText[state.mode] || '') + '.'));
       document.body.setAttribute('data-rendered', '1');
       return;
     }
@@ -130,7 +142,7 @@
     var body = lt.querySelector('tbody');
     body.textContent = '';
     if (!locks.length) {
-      var tr0 = el('tr'); tr0.appendChild(el('td', { colspan: '7', class: 'empty' }, 'No lock or other contention site was seen.')); body.appendChild(tr0);
+      var tr0 = el('tr'); tr0.appendChild(el('td', { colspan: '8', class: 'empty' }, 'No lock or other contention site was seen.')); body.appendChild(tr0);
       return;
     }
     locks.forEach(function (l) {
@@ -143,6 +155,10 @@
       tr.appendChild(el('td', { class: 'num' }, l.waits ? F.fmtUs(l.max_us) : '—'));
       tr.appendChild(el('td', { class: 'num' }, String(l.threads)));
       tr.appendChild(el('td', { class: 'lines-cell' }, l.top_lines.slice(0, 3).map(function (x) { return x[0] + ' ' + F.fmtUs(x[1]); }).join('\n')));
+      // Held by: the holder's code that made the others wait, with that time and its share.
+      tr.appendChild(el('td', { class: 'lines-cell held-by' }, l.held_by.length ? l.held_by.slice(0, 3).map(function (h) {
+        return h[0] + (h[1] ? ' in ' + h[1] : '') + ' ' + F.fmtUs(h[2]) + ' (' + (100 * h[3]).toFixed(0) + ' %)';
+      }).join('\n') : '—'));
       tr.addEventListener('click', function () {
         state.lock = state.lock === l.leaf ? null : l.leaf;
         document.getElementById('clear-lock').hidden = state.lock === null;
