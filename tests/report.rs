@@ -73,12 +73,16 @@ fn node_modules() -> PathBuf {
 
 /// Run tests/browser/check.cjs (headless Chromium); its JSON result.
 fn browser(cmd: &str, file: &Path, arg: &str) -> Value {
+    browser_with(cmd, file, &[arg])
+}
+
+fn browser_with(cmd: &str, file: &Path, args: &[&str]) -> Value {
     let out = Command::new("node")
         .env("NODE_PATH", node_modules())
         .arg(root().join("tests/browser/check.cjs"))
         .arg(cmd)
         .arg(file)
-        .arg(arg)
+        .args(args)
         .output()
         .expect("run node (scripts/report-deps.sh installs it)");
     let text = String::from_utf8_lossy(&out.stdout);
@@ -318,7 +322,8 @@ fn pprof_reads_in_go_tool_pprof_with_ftprofs_top_function_and_totals() {
         [
             ("cpu".into(), "nanoseconds".into()),
             ("wait".into(), "nanoseconds".into()),
-            ("samples".into(), "count".into())
+            ("samples".into(), "count".into()),
+            ("blame".into(), "nanoseconds".into())
         ]
     );
     let count: i64 = m.sample.iter().map(|x| x.value[2]).sum();
@@ -423,4 +428,190 @@ fn scale_index_has_readable_charts_the_diff_and_links_to_each_report() {
         assert!(entry[1].as_f64().unwrap() > c["axis_right"].as_f64().unwrap(), "legend outside the plot: {c:#}");
         assert!(c["tooltip"].as_str().unwrap().contains(&command), "{c:#}");
     }
+}
+
+/// `tests/workloads/blame.py lock 3` recorded once as a JSON profile: `Holder` runs
+/// `slow_section` inside `with lock:` while three waiters queue for the lock.
+struct BlameRecording {
+    _dir: tempfile::TempDir,
+    json: PathBuf,
+    /// `_thread.lock @ 0x…`
+    lock: String,
+    holder: String,
+    /// `slow_section (blame.py:N)`
+    slow: String,
+}
+
+fn blame_recording() -> &'static BlameRecording {
+    static R: OnceLock<BlameRecording> = OnceLock::new();
+    R.get_or_init(|| {
+        let dir = tempdir();
+        let json = dir.path().join("blame.json");
+        let out = ftprof()
+            .args(["record", "--format", "json", "-o"])
+            .arg(&json)
+            .arg("--")
+            .arg(python())
+            .arg(workload("blame.py"))
+            .args(["lock", "3"])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "ftprof record failed: {}", String::from_utf8_lossy(&out.stderr));
+        let lock = format!("_thread.lock @ {}", printed(&out.stdout, "lock"));
+        let holder = format!("Holder ({})", tids(&out.stdout)["Holder"]);
+        let slow = format!("slow_section (blame.py:{})", line_of(&workload("blame.py"), "SLOW-LINE"));
+        BlameRecording { _dir: dir, json, lock, holder, slow }
+    })
+}
+
+/// `ftprof report blame.json --mode blame -o OUT`.
+fn blame_report(out: &Path) {
+    let o =
+        ftprof().arg("report").arg(&blame_recording().json).args(["--mode", "blame", "-o"]).arg(out).output().unwrap();
+    assert!(o.status.success(), "ftprof report --mode blame failed: {}", String::from_utf8_lossy(&o.stderr));
+    assert!(out.is_file(), "{} written", out.display());
+}
+
+/// The blame of `lock` in the recorded profile (µs) and the part handed over to a waiter that
+/// sat in the runqueue (the machine's, not the holder's code).
+fn blame_of(p: &analysis::Profile, lock: &str) -> (u64, u64) {
+    let i = p.locks.iter().position(|l| l.description == lock).unwrap_or_else(|| panic!("no lock {lock}"));
+    let handed = |b: &&analysis::blame::BlameStack| {
+        b.frames.last().is_some_and(|&f| p.frames[f as usize].name == analysis::blame::HANDED_OVER)
+    };
+    let of = || p.blame.iter().filter(|b| b.lock == i);
+    (of().map(|b| b.time_us).sum(), of().filter(handed).map(|b| b.time_us).sum())
+}
+
+#[test]
+fn html_blame_view_puts_the_holders_slow_section_under_the_lock() {
+    let r = blame_recording();
+    let dir = tempdir();
+    let html = dir.path().join("blame.html");
+    blame_report(&html);
+    let leaf = format!("[lock: {}]", r.lock);
+    let shot = artifacts().join("report-blame-view.png");
+    let v = browser_with("blame", &html, &[shot.to_str().unwrap(), &leaf]);
+    assert_eq!(v["checked"], "blame", "--mode blame opens the blame view: {v:#}");
+    assert!(v["view"].as_str().unwrap().contains("by the lock's holder"), "{v:#}");
+    let frames = v["frames"].as_array().unwrap();
+    let path = |f: &Value| strings(&f["path"]);
+    // slow_section, under the holder thread and its caller, under the lock.
+    let slow: Vec<&Value> = frames.iter().filter(|f| f["name"] == r.slow.as_str()).collect();
+    assert!(!slow.is_empty(), "{} in the blame view: {v:#}", r.slow);
+    assert!(
+        slow.iter().any(|f| {
+            let p = path(f);
+            p.contains(&leaf) && p.contains(&r.holder) && p.iter().any(|x| x.starts_with("holder (blame.py:"))
+        }),
+        "{} under {leaf} and {}: {slow:?}",
+        r.slow,
+        r.holder
+    );
+    // The held-by column of the lock's row names it with the waiting time and share it caused.
+    let rows: Vec<Vec<String>> = v["held_by"].as_array().unwrap().iter().map(strings).collect();
+    let row = rows.iter().find(|x| x[0] == leaf).unwrap_or_else(|| panic!("no row {leaf}: {rows:?}"));
+    let first = row[1].lines().next().unwrap_or("");
+    assert!(first.starts_with(&format!("{} in {} ", r.slow, r.holder)), "held by: {row:?}");
+    assert!(first.ends_with(" %)"), "with its share: {row:?}");
+    assert_eq!(v["held_by_header"], "held by");
+    // After the click: the lock's stacks stay coloured (slow_section among them), the others,
+    // if any, are grey; the view is still blame.
+    assert_eq!(v["checked_after_click"], "blame");
+    let hl = v["highlighted"].as_array().unwrap();
+    let under = |f: &&Value| f["name"] == leaf.as_str() || path(f).contains(&leaf);
+    let (mine, others): (Vec<&Value>, Vec<&Value>) = hl.iter().filter(|f| !path(f).is_empty()).partition(under);
+    assert!(mine.iter().any(|f| f["name"] == r.slow.as_str()), "{hl:?}");
+    assert!(mine.iter().all(|f| f["fill"] != "#e6e6e6"), "the lock's blame stacks stay coloured: {mine:?}");
+    assert!(others.iter().all(|f| f["fill"] == "#e6e6e6"), "the other locks' blame greys out: {others:?}");
+    assert!(std::fs::metadata(&shot).unwrap().len() > 10_000, "screenshot saved at {}", shot.display());
+}
+
+#[test]
+fn pprof_blame_sample_type_lists_slow_section_in_go_tool_pprof() {
+    let r = blame_recording();
+    let dir = tempdir();
+    let file = dir.path().join("blame.pb.gz");
+    blame_report(&file);
+    let p = ftprof::report::load(&r.json).unwrap();
+    let blame_ns = p.blame.iter().map(|b| b.time_us as f64 * 1e3).sum::<f64>();
+    assert!(blame_ns > 1e8, "the waiters waited over 100 ms: {blame_ns} ns");
+    let text = go_pprof(&["-top", "-sample_index=blame"], &file);
+    let (total, _, _) = top(&text);
+    assert!(
+        (total - blame_ns).abs() <= 0.01 * blame_ns,
+        "go tool pprof blame total {total} vs ftprof {blame_ns}\n{text}"
+    );
+    // slow_section is listed, with (nearly) all the waiting that was not a hand-over.
+    let row = text
+        .lines()
+        .find(|l| l.trim_end().ends_with(" slow_section"))
+        .unwrap_or_else(|| panic!("slow_section not in go tool pprof -sample_index=blame -top:\n{text}"));
+    let flat = duration_ns(row.split_whitespace().next().unwrap());
+    let (lock_us, handed_us) = blame_of(&p, &r.lock);
+    let code_ns = (lock_us - handed_us) as f64 * 1e3;
+    assert!(flat >= 0.8 * code_ns, "slow_section {flat} ns of the lock's {code_ns} ns:\n{text}");
+    // blame is the default sample type of a --mode blame file.
+    assert_eq!(top(&go_pprof(&["-top"], &file)).0, total);
+    // The lock frame is the root: -peek shows it calling the holder's frames.
+    let tree = go_pprof(&["-traces", "-sample_index=blame"], &file);
+    assert!(tree.contains(&format!("[lock: {}]", r.lock)), "{tree}");
+    // Labels: the lock and the holder thread.
+    let m = flamegraph::pprof::read(&std::fs::read(&file).unwrap()).unwrap();
+    let s = |i: i64| m.string_table[i as usize].clone();
+    let label =
+        |x: &flamegraph::pprof::proto::Sample, k: &str| x.label.iter().find(|l| s(l.key) == k).map(|l| s(l.str));
+    assert!(m.sample.iter().any(|x| x.value[3] > 0
+        && label(x, "lock") == Some(r.lock.clone())
+        && label(x, "holder") == Some(r.holder.clone())));
+    // CPU and waiting time are still in the file.
+    assert!(m.sample.iter().any(|x| x.value[0] > 0) && m.sample.iter().any(|x| x.value[1] > 0));
+}
+
+#[test]
+fn speedscope_blame_profiles_validate_and_load_in_speedscope() {
+    let r = blame_recording();
+    let dir = tempdir();
+    let file = dir.path().join("blame.speedscope.json");
+    blame_report(&file);
+    let p = ftprof::report::load(&r.json).unwrap();
+    let doc: Value = serde_json::from_slice(&std::fs::read(&file).unwrap()).unwrap();
+    let profiles = doc["profiles"].as_array().unwrap();
+    let name = format!("blame: {}", r.lock);
+    assert_eq!(profiles[0]["name"], name.as_str(), "the lock with the most blame opens first");
+    let weights: f64 = profiles[0]["weights"].as_array().unwrap().iter().map(|w| w.as_f64().unwrap()).sum();
+    assert_eq!(weights as u64, blame_of(&p, &r.lock).0);
+    let frames = doc["shared"]["frames"].as_array().unwrap();
+    let names = |sample: &Value| -> Vec<String> {
+        sample
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|i| frames[i.as_u64().unwrap() as usize]["name"].as_str().unwrap().into())
+            .collect()
+    };
+    let samples: Vec<Vec<String>> = profiles[0]["samples"].as_array().unwrap().iter().map(names).collect();
+    assert!(samples.iter().all(|s| s[0] == format!("[lock: {}]", r.lock)), "rooted at the lock: {samples:?}");
+    assert!(samples.iter().any(|s| s.get(1) == Some(&r.holder) && s.last() == Some(&r.slow)), "{samples:?}");
+    // The threads follow, weighted as in wall mode.
+    assert!(profiles.iter().any(|x| x["name"] == r.holder.as_str()));
+    let shot = artifacts().join("speedscope-blame.png");
+    let v = browser("speedscope", &file, shot.to_str().unwrap());
+    assert_eq!(v["schema_valid"], true, "speedscope's file-format-schema.json: {v:#}");
+    let shown = v["text_after"].as_str().unwrap();
+    assert!(shown.contains(&name) && !shown.to_lowercase().contains("error"), "{shown}");
+}
+
+#[test]
+fn firefox_refuses_blame_mode_in_one_line() {
+    let dir = tempdir();
+    let out = ftprof()
+        .arg("report")
+        .arg(&blame_recording().json)
+        .args(["--mode", "blame", "-o"])
+        .arg(dir.path().join("b.gecko.json"))
+        .output()
+        .unwrap();
+    let msg = assert_one_line_error(&out, "Firefox");
+    assert!(msg.contains("--format pprof"), "{msg}");
 }

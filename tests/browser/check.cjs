@@ -1,6 +1,8 @@
 // Drives Debian's chromium (headless, over the DevTools protocol with playwright-core) for the
 // report tests and benchmark. Usage (NODE_PATH = the node_modules of scripts/report-deps.sh):
 //   node check.cjs html REPORT.html SCREENSHOT.png      the HTML report, offline
+//   node check.cjs blame REPORT.html SCREENSHOT.png LEAF   a `--mode blame` report: the blame
+//                                                       view, the held-by column, a click on LEAF's row
 //   node check.cjs scale INDEX.html SCREENSHOT.png      ftprof scale's index.html, offline
 //   node check.cjs speedscope PROFILE.json SCREENSHOT.png   schema + speedscope's own app
 //   node check.cjs bench REPORT.html RUNS               render time of the HTML report
@@ -98,6 +100,45 @@ async function html(file, shot) {
   return out;
 }
 
+// The flamegraph's frames as drawn: name, fill, and the names of the frames above it (d3's data).
+async function drawnFrames(p) {
+  return p.$$eval('#chart svg g', (gs) => gs.map((g) => {
+    const d = d3.select(g).datum();
+    const path = [];
+    for (let n = d && d.parent; n; n = n.parent) path.push(n.data.name);
+    return { name: g.getAttribute('name'), fill: g.querySelector('rect').getAttribute('fill'), path: path };
+  }));
+}
+
+async function blame(file, shot, leaf) {
+  const browser = await launch();
+  const { p, log } = await page(browser, { offline: true });
+  const out = { ok: false };
+  try {
+    await p.goto(fileUrl(file), { waitUntil: 'load' });
+    await p.waitForSelector('body[data-rendered="1"]', { timeout: 20000 });
+    out.checked = await p.$eval('input[name=mode]:checked', (r) => r.value);
+    out.view = await p.$eval('#chart svg g', (g) => g.getAttribute('name'));
+    out.frames = await drawnFrames(p);
+    out.held_by = await p.$$eval('#locks tbody tr', (rs) => rs.map((r) => [r.getAttribute('data-leaf'), r.querySelector('td.held-by').textContent]));
+    out.held_by_header = await p.$eval('#locks thead th:nth-child(8)', (th) => th.textContent);
+    // Click the lock: its blame stacks stay coloured, the others grey out.
+    await p.click(`#locks tbody tr[data-leaf="${leaf.replace(/"/g, '\\"')}"]`);
+    await p.waitForSelector('#locks tbody tr.selected', { timeout: 5000 });
+    await p.waitForSelector('body[data-rendered="1"]', { timeout: 10000 });
+    out.checked_after_click = await p.$eval('input[name=mode]:checked', (r) => r.value);
+    out.highlighted = await drawnFrames(p);
+    await p.screenshot({ path: shot, fullPage: false });
+    out.ok = true;
+  } catch (e) {
+    out.failure = String(e);
+  }
+  out.requests = log.requests.filter((u) => u !== fileUrl(file));
+  out.errors = log.errors.concat(log.console);
+  await browser.close();
+  return out;
+}
+
 async function scale(file, shot) {
   const browser = await launch();
   const { p, log } = await page(browser, { offline: true });
@@ -173,7 +214,8 @@ async function speedscope(file, shot) {
   try {
     await p.goto(`${base}/index.html#profileURL=${encodeURIComponent(base + '/profile.json')}`, { waitUntil: 'load' });
     // Loaded: the flame chart canvas is there and the toolbar names the active profile.
-    await p.waitForFunction(() => document.querySelectorAll('canvas').length > 0 && /\(\d+\)/.test(document.body.innerText), null, { timeout: 30000 });
+    const first = JSON.parse(fs.readFileSync(file, 'utf8')).profiles[0].name;
+    await p.waitForFunction((first) => document.querySelectorAll('canvas').length > 0 && document.body.innerText.includes(first), first, { timeout: 30000 });
     await p.waitForTimeout(500);
     out.text = await p.evaluate(() => document.body.innerText);
     out.title = await p.title();
@@ -226,14 +268,15 @@ async function shot(file, png) {
 }
 
 (async () => {
-  const [cmd, a, b] = process.argv.slice(2);
+  const [cmd, a, b, c] = process.argv.slice(2);
   let out;
   if (cmd === 'html') out = await html(a, b);
+  else if (cmd === 'blame') out = await blame(a, b, c);
   else if (cmd === 'scale') out = await scale(a, b);
   else if (cmd === 'speedscope') out = await speedscope(a, b);
   else if (cmd === 'bench') out = await bench(a, parseInt(b || '5', 10));
   else if (cmd === 'shot') out = await shot(a, b);
-  else throw new Error('usage: check.cjs html|scale|speedscope|bench|shot FILE ARG');
+  else throw new Error('usage: check.cjs html|blame|scale|speedscope|bench|shot FILE ARG [LEAF]');
   process.stdout.write(JSON.stringify(out) + '\n');
   process.exit(out.ok ? 0 : 1);
 })().catch((e) => { process.stdout.write(JSON.stringify({ ok: false, failure: String(e && e.stack || e) }) + '\n'); process.exit(1); });
