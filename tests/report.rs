@@ -614,4 +614,18 @@ fn firefox_refuses_blame_mode_in_one_line() {
         .unwrap();
     let msg = assert_one_line_error(&out, "Firefox");
     assert!(msg.contains("--format pprof"), "{msg}");
+    // `record` refuses before it starts the target, not after a long recording.
+    let started = std::time::Instant::now();
+    let out = ftprof()
+        .args(["record", "--mode", "blame", "-o"])
+        .arg(dir.path().join("r.gecko.json"))
+        .arg("--")
+        .arg(python())
+        .arg(workload("blame.py"))
+        .args(["lock", "30"])
+        .output()
+        .unwrap();
+    assert_one_line_error(&out, "Firefox");
+    assert!(!String::from_utf8_lossy(&out.stdout).contains("ready"), "the target was not started");
+    assert!(started.elapsed().as_secs() < 20, "refused at once: {:?}", started.elapsed());
 }

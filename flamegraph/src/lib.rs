@@ -79,12 +79,14 @@ impl Format {
 }
 
 /// Render `p` in `format` (the one entry point `record` and `report` share). `title`: the
-/// flamegraph's title (default: the command line).
+/// flamegraph's title (default: the command line). `Mode::Blame` is refused for the Firefox
+/// Profiler only (pprof writes a `blame` sample type, speedscope `blame: <lock>` profiles, the
+/// HTML report opens on its blame view).
 pub fn render(p: &Profile, format: Format, title: Option<&str>, mode: Mode, idle: bool) -> anyhow::Result<Vec<u8>> {
     let title = title.map(str::to_string).unwrap_or_else(|| format!("ftprof: {}", p.target.command.join(" ")));
     let mut bytes = Vec::new();
-    if mode == Mode::Blame && format == Format::Firefox {
-        anyhow::bail!("--mode blame is not written as a Firefox profile (its tracks are threads over time); use --format pprof, speedscope, html, svg or folded, or --mode wall, cpu or wait");
+    if let Some(why) = unsupported(format, mode) {
+        anyhow::bail!("{why}");
     }
     match format {
         Format::Svg => svg(p, &title, mode, idle, &mut bytes)?,
@@ -96,6 +98,14 @@ pub fn render(p: &Profile, format: Format, title: Option<&str>, mode: Mode, idle
         Format::Pprof => pprof::write(p, mode, idle, &mut bytes)?,
     }
     Ok(bytes)
+}
+
+/// Why `format` cannot be written in `mode` (checked by [`render`], and by `record` before it
+/// starts); `None`: it can.
+pub fn unsupported(format: Format, mode: Mode) -> Option<&'static str> {
+    (mode == Mode::Blame && format == Format::Firefox).then_some(
+        "--mode blame is not written as a Firefox profile (its tracks are threads over time); use --format pprof, speedscope, html, svg or folded, or --mode wall, cpu or wait",
+    )
 }
 
 /// What the flamegraph weighs.

@@ -226,6 +226,10 @@ fn main() {
                 );
                 std::process::exit(2);
             }
+            if let Some(why) = flamegraph::unsupported(format, mode.mode()) {
+                eprintln!("ftprof: error: {why}");
+                std::process::exit(2);
+            }
             record::run(&RecordOptions {
                 command,
                 pid,

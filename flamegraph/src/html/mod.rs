@@ -1,8 +1,9 @@
 //! The self-contained HTML report: an interactive flamegraph (d3-flame-graph, vendored and
-//! inlined) switchable between wall, CPU and waiting time, coloured like the SVG, with search,
-//! click to zoom and a per-thread filter; the header of the recording; where thread time went
-//! and the sentence naming the largest loss; the top locks (sortable; clicking one highlights
-//! its stacks); the top waiting lines. The data travel as JSON in a
+//! inlined) switchable between wall, CPU and waiting time and blame (the lock as the root, then
+//! its holder's stacks, from `Profile::blame`), coloured like the SVG, with search, click to zoom
+//! and a per-thread filter; the header of the recording; where thread time went and the sentence
+//! naming the largest loss; the top locks with the lines holding them (sortable; clicking one
+//! highlights its stacks); the top waiting lines. The data travel as JSON in a
 //! `<script type="application/json">` block (`</` escaped); nothing is fetched when it opens.
 //!
 //! [`scale_index`] renders `ftprof scale`'s `index.html` from an `analysis::scaling::ScaleResult`.
