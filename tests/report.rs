@@ -430,8 +430,9 @@ fn scale_index_has_readable_charts_the_diff_and_links_to_each_report() {
     }
 }
 
-/// `tests/workloads/blame.py lock 3` recorded once as a JSON profile: `Holder` runs
-/// `slow_section` inside `with lock:` while three waiters queue for the lock.
+/// `tests/workloads/blame.py two 3` recorded once as a JSON profile: `Holder` runs
+/// `slow_section` inside `with lock:` while two waiters queue for the lock; `Holder-2` runs
+/// `other_section` inside `with lock2:` while the third waits for that one.
 struct BlameRecording {
     _dir: tempfile::TempDir,
     json: PathBuf,
@@ -440,6 +441,10 @@ struct BlameRecording {
     holder: String,
     /// `slow_section (blame.py:N)`
     slow: String,
+    lock2: String,
+    holder2: String,
+    /// `other_section (blame.py:N)`
+    other: String,
 }
 
 fn blame_recording() -> &'static BlameRecording {
@@ -453,14 +458,17 @@ fn blame_recording() -> &'static BlameRecording {
             .arg("--")
             .arg(python())
             .arg(workload("blame.py"))
-            .args(["lock", "3"])
+            .args(["two", "3"])
             .output()
             .unwrap();
         assert!(out.status.success(), "ftprof record failed: {}", String::from_utf8_lossy(&out.stderr));
-        let lock = format!("_thread.lock @ {}", printed(&out.stdout, "lock"));
+        let lock = format!("_thread.lock @ {}", printed(&out.stdout, "two"));
+        let lock2 = format!("_thread.lock @ {}", printed(&out.stdout, "lock2"));
         let holder = format!("Holder ({})", tids(&out.stdout)["Holder"]);
+        let holder2 = format!("Holder-2 ({})", tids(&out.stdout)["Holder-2"]);
         let slow = format!("slow_section (blame.py:{})", line_of(&workload("blame.py"), "SLOW-LINE"));
-        BlameRecording { _dir: dir, json, lock, holder, slow }
+        let other = format!("other_section (blame.py:{})", line_of(&workload("blame.py"), "OTHER-LINE"));
+        BlameRecording { _dir: dir, json, lock, holder, slow, lock2, holder2, other }
     })
 }
 
@@ -508,22 +516,32 @@ fn html_blame_view_puts_the_holders_slow_section_under_the_lock() {
         r.slow,
         r.holder
     );
-    // The held-by column of the lock's row names it with the waiting time and share it caused.
+    let leaf2 = format!("[lock: {}]", r.lock2);
+    assert!(
+        frames.iter().any(|f| f["name"] == r.other.as_str() && path(f).contains(&leaf2)),
+        "{} under {leaf2}: {v:#}",
+        r.other
+    );
+    // The held-by column of each lock's row names its holder's code with the waiting time and
+    // share it caused.
     let rows: Vec<Vec<String>> = v["held_by"].as_array().unwrap().iter().map(strings).collect();
-    let row = rows.iter().find(|x| x[0] == leaf).unwrap_or_else(|| panic!("no row {leaf}: {rows:?}"));
-    let first = row[1].lines().next().unwrap_or("");
-    assert!(first.starts_with(&format!("{} in {} ", r.slow, r.holder)), "held by: {row:?}");
-    assert!(first.ends_with(" %)"), "with its share: {row:?}");
+    for (leaf, line, holder) in [(&leaf, &r.slow, &r.holder), (&leaf2, &r.other, &r.holder2)] {
+        let row = rows.iter().find(|x| &x[0] == leaf).unwrap_or_else(|| panic!("no row {leaf}: {rows:?}"));
+        let first = row[1].lines().next().unwrap_or("");
+        assert!(first.starts_with(&format!("{line} in {holder} ")), "held by: {row:?}");
+        assert!(first.ends_with(" %)"), "with its share: {row:?}");
+    }
     assert_eq!(v["held_by_header"], "held by");
-    // After the click: the lock's stacks stay coloured (slow_section among them), the others,
-    // if any, are grey; the view is still blame.
+    // After the click: the lock's stacks stay coloured (slow_section among them), the other
+    // lock's (other_section) are grey; the view is still blame.
     assert_eq!(v["checked_after_click"], "blame");
     let hl = v["highlighted"].as_array().unwrap();
     let under = |f: &&Value| f["name"] == leaf.as_str() || path(f).contains(&leaf);
     let (mine, others): (Vec<&Value>, Vec<&Value>) = hl.iter().filter(|f| !path(f).is_empty()).partition(under);
     assert!(mine.iter().any(|f| f["name"] == r.slow.as_str()), "{hl:?}");
     assert!(mine.iter().all(|f| f["fill"] != "#e6e6e6"), "the lock's blame stacks stay coloured: {mine:?}");
-    assert!(others.iter().all(|f| f["fill"] == "#e6e6e6"), "the other locks' blame greys out: {others:?}");
+    assert!(others.iter().any(|f| f["name"] == r.other.as_str()), "{hl:?}");
+    assert!(others.iter().all(|f| f["fill"] == "#e6e6e6"), "the other lock's blame greys out: {others:?}");
     assert!(std::fs::metadata(&shot).unwrap().len() > 10_000, "screenshot saved at {}", shot.display());
 }
 
@@ -551,6 +569,10 @@ fn pprof_blame_sample_type_lists_slow_section_in_go_tool_pprof() {
     let (lock_us, handed_us) = blame_of(&p, &r.lock);
     let code_ns = (lock_us - handed_us) as f64 * 1e3;
     assert!(flat >= 0.8 * code_ns, "slow_section {flat} ns of the lock's {code_ns} ns:\n{text}");
+    assert!(text.lines().any(|l| l.trim_end().ends_with(" other_section")), "{text}");
+    // One lock's blame with -tagfocus: the second lock's holds other_section only.
+    let one = go_pprof(&["-top", "-sample_index=blame", &format!("-tagfocus=lock={}", r.lock2)], &file);
+    assert!(one.contains("other_section") && !one.contains("slow_section"), "{one}");
     // blame is the default sample type of a --mode blame file.
     assert_eq!(top(&go_pprof(&["-top"], &file)).0, total);
     // The lock frame is the root: -peek shows it calling the holder's frames.
@@ -577,10 +599,21 @@ fn speedscope_blame_profiles_validate_and_load_in_speedscope() {
     let p = ftprof::report::load(&r.json).unwrap();
     let doc: Value = serde_json::from_slice(&std::fs::read(&file).unwrap()).unwrap();
     let profiles = doc["profiles"].as_array().unwrap();
-    let name = format!("blame: {}", r.lock);
-    assert_eq!(profiles[0]["name"], name.as_str(), "the lock with the most blame opens first");
-    let weights: f64 = profiles[0]["weights"].as_array().unwrap().iter().map(|w| w.as_f64().unwrap()).sum();
-    assert_eq!(weights as u64, blame_of(&p, &r.lock).0);
+    // One profile per lock, the most blamed first (it opens).
+    let mut blame: Vec<(&str, f64)> = profiles[..2]
+        .iter()
+        .map(|x| {
+            (x["name"].as_str().unwrap(), x["weights"].as_array().unwrap().iter().map(|w| w.as_f64().unwrap()).sum())
+        })
+        .collect();
+    assert!(blame[0].1 >= blame[1].1, "{blame:?}");
+    blame.sort_by(|a, b| a.0.cmp(b.0));
+    let (name, name2) = (format!("blame: {}", r.lock), format!("blame: {}", r.lock2));
+    let mut want =
+        vec![(name.as_str(), blame_of(&p, &r.lock).0 as f64), (name2.as_str(), blame_of(&p, &r.lock2).0 as f64)];
+    want.sort_by(|a, b| a.0.cmp(b.0));
+    assert_eq!(blame, want);
+    let i = profiles.iter().position(|x| x["name"] == name.as_str()).unwrap();
     let frames = doc["shared"]["frames"].as_array().unwrap();
     let names = |sample: &Value| -> Vec<String> {
         sample
@@ -590,7 +623,7 @@ fn speedscope_blame_profiles_validate_and_load_in_speedscope() {
             .map(|i| frames[i.as_u64().unwrap() as usize]["name"].as_str().unwrap().into())
             .collect()
     };
-    let samples: Vec<Vec<String>> = profiles[0]["samples"].as_array().unwrap().iter().map(names).collect();
+    let samples: Vec<Vec<String>> = profiles[i]["samples"].as_array().unwrap().iter().map(names).collect();
     assert!(samples.iter().all(|s| s[0] == format!("[lock: {}]", r.lock)), "rooted at the lock: {samples:?}");
     assert!(samples.iter().any(|s| s.get(1) == Some(&r.holder) && s.last() == Some(&r.slow)), "{samples:?}");
     // The threads follow, weighted as in wall mode.
@@ -599,7 +632,7 @@ fn speedscope_blame_profiles_validate_and_load_in_speedscope() {
     let v = browser("speedscope", &file, shot.to_str().unwrap());
     assert_eq!(v["schema_valid"], true, "speedscope's file-format-schema.json: {v:#}");
     let shown = v["text_after"].as_str().unwrap();
-    assert!(shown.contains(&name) && !shown.to_lowercase().contains("error"), "{shown}");
+    assert!(shown.contains(&name) && shown.contains(&name2) && !shown.to_lowercase().contains("error"), "{shown}");
 }
 
 #[test]
