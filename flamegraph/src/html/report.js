@@ -71,6 +71,8 @@
   }
   function draw() {
     document.body.setAttribute('data-rendered', '0');
+    // Blame weighs lock waits only: idle waits do not apply.
+    document.getElementById('idle').disabled = state.mode === 'blame';
     var root = data();
     chartNode.textContent = '';
     chart = null;
