@@ -49,6 +49,12 @@ def main():
     print(f"recording: {args.seconds:.0f} s, {p['summary']['threads']} threads, {len(p['stacks'])} distinct stacks, "
           f"{len(p['frames'])} frames; JSON profile {os.path.getsize(js) / 1e6:.2f} MB")
     print(f"HTML report: {size / 1e6:.2f} MB (goal < 5 MB), written by `ftprof report` in {report_s:.2f} s")
+    text = open(html).read()
+    start = text.index('id="ftprof-data">') + len('id="ftprof-data">')
+    block = text[start:text.index("</script>", start)]
+    blame = json.dumps(json.loads(block)["blame"], separators=(",", ":"))
+    print(f"data block {len(block) / 1e6:.2f} MB, of which the blame stacks {len(blame) / 1e3:.1f} kB "
+          f"({len(p.get('blame', []))} distinct blame stacks)")
     print(f"open + render in headless Chromium: median {statistics.median(r['render_ms']):.0f} ms "
           f"(min {min(r['render_ms'])}, max {max(r['render_ms'])}; goal < 2000 ms); "
           f"page script to first drawn flamegraph: median {statistics.median(r['script_ms']):.0f} ms")
