@@ -66,7 +66,7 @@ fn wait_for_input(timeout: Duration) -> Input {
     use std::os::fd::AsFd;
     let stdin = std::io::stdin();
     let mut fds = [PollFd::new(stdin.as_fd(), PollFlags::POLLIN)];
-    let ms = PollTimeout::try_from(timeout.as_millis().min(10_000) as u16).unwrap_or(PollTimeout::ZERO);
+    let ms = PollTimeout::from(timeout.as_millis().min(10_000) as u16);
     match poll(&mut fds, ms) {
         Ok(0) => Input::None,
         Ok(_) => match fds[0].revents() {
