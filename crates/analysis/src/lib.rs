@@ -20,7 +20,11 @@
 //! per-thread [`Stack`]s with CPU samples and off-CPU time, each with a [`Category`] saying why
 //! the thread was there, a per-lock table of [`LockStat`]s, [`ThreadInfo`], a [`Summary`] with the
 //! share of thread time per category), serializable as the documented JSON profile.
+//!
+//! [`scaling`] turns `ftprof scale`'s runs into speedups, fits and the category whose thread time
+//! per unit of work grew most; [`baseline`] compares two such results (a regression verdict).
 
+pub mod baseline;
 pub mod collect;
 pub mod fixture;
 pub mod merge;

@@ -5,7 +5,11 @@
 //! * Amdahl, `S(N) = 1 / (s + (1 - s) / N)`: `1/S - 1/N = s · (1 - 1/N)`;
 //! * USL, `S(N) = N / (1 + σ(N - 1) + κN(N - 1))`: `N/S - 1 = σ(N - 1) + κN(N - 1)`.
 
-use serde::Serialize;
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::{Category, FrameKind, Profile};
 
 #[derive(Debug, thiserror::Error, PartialEq)]
 pub enum FitError {
@@ -165,6 +169,81 @@ mod tests {
         assert!((fit.sigma - 0.1).abs() < 0.05 && (fit.kappa - 0.005).abs() < 0.005, "{fit:?}");
     }
 
+    fn cats(v: &[(&str, f64)]) -> BTreeMap<String, f64> {
+        v.iter().map(|(k, t)| (k.to_string(), *t)).collect()
+    }
+
+    fn raw(threads: u32, secs: f64, us: &[(&str, f64)]) -> RawPoint {
+        let total: f64 = us.iter().map(|x| x.1).sum();
+        let sites = us
+            .iter()
+            .map(|(k, _)| (k.to_string(), Site { lock: None, line: Some(format!("work (w.py:{threads})")) }))
+            .collect();
+        RawPoint {
+            threads,
+            runs: vec![secs],
+            failed_runs: 0,
+            categories: us.iter().map(|(k, t)| (k.to_string(), t / total)).collect(),
+            category_us: cats(us),
+            sites,
+        }
+    }
+
+    #[test]
+    fn growth_per_unit_of_work_finds_a_cause_that_dominated_at_one_thread() {
+        // Weak scaling: refcount stalls are 60 % of thread time at N = 1 and still ~60 % at N = 2
+        // (its share barely moves), but per unit of work they went from 0.6 s to 1.8 s. Runqueue
+        // and join grew in share more than refcount did.
+        let p1 = raw(1, 1.0, &[("refcount", 600_000.0), ("python", 400_000.0), ("join", 1_000_000.0)]);
+        let p2 = raw(
+            2,
+            2.6,
+            &[("refcount", 3_600_000.0), ("python", 900_000.0), ("runqueue", 600_000.0), ("join", 2_600_000.0)],
+        );
+        let (points, ..) = analyse(vec![p1, p2], true, false, 2);
+        let shares = |p: &ScalePoint, c: &str| p.categories.get(c).copied().unwrap_or(0.0);
+        assert!(shares(&points[1], "refcount") - shares(&points[0], "refcount") < 0.2);
+        assert!((points[1].per_work_us["refcount"] - 1_800_000.0).abs() < 1e-6);
+        let g = largest_growth(&points).unwrap();
+        assert_eq!(g.category, "refcount");
+        assert!((g.growth_us - 1_200_000.0).abs() < 1e-6, "{g:?}");
+        assert!((g.runqueue_growth_us - 300_000.0).abs() < 1e-6);
+        assert_eq!(g.line.as_deref(), Some("work (w.py:2)"));
+        assert!(g.describe().contains("refcount (+1200 ms of thread time per unit of work"), "{}", g.describe());
+        // Strong scaling: the same numbers are per unit of work as they are.
+        let p1 = raw(1, 1.0, &[("lock", 0.0), ("python", 1_000_000.0)]);
+        let p2 = raw(2, 1.0, &[("lock", 900_000.0), ("python", 1_100_000.0), ("runqueue", 2_000_000.0)]);
+        let (points, ..) = analyse(vec![p1, p2], false, false, 2);
+        let g = largest_growth(&points).unwrap();
+        assert_eq!((g.category.as_str(), g.growth_us), ("lock", 900_000.0));
+    }
+
+    #[test]
+    fn no_growth_without_two_profiled_points_or_when_only_waiting_for_a_cpu_grew() {
+        let p1 = raw(1, 1.0, &[("python", 1_000_000.0)]);
+        assert!(largest_growth(&analyse(vec![p1.clone()], false, false, 2).0).is_none());
+        let mut p2 = raw(2, 1.0, &[("python", 900_000.0), ("runqueue", 500_000.0), ("idle", 100_000.0)]);
+        assert!(largest_growth(&analyse(vec![p1.clone(), p2.clone()], false, false, 2).0).is_none());
+        p2.category_us.clear();
+        assert!(largest_growth(&analyse(vec![p1, p2], false, false, 2).0).is_none());
+    }
+
+    #[test]
+    fn top_sites_name_the_largest_lock_and_the_hottest_line() {
+        let p = crate::fixture::profile();
+        let sites = top_sites(&p);
+        for l in &p.locks {
+            let s = &sites[l.kind.name()];
+            assert!(s.lock.is_some(), "{:?}", l.kind);
+        }
+        let biggest = p.locks.iter().max_by_key(|l| l.total_us).unwrap();
+        let s = &sites[biggest.kind.name()];
+        if p.locks.iter().filter(|l| l.kind == biggest.kind).count() == 1 {
+            assert_eq!(s.lock.as_deref(), Some(biggest.description.as_str()));
+        }
+        assert!(sites.get("python").is_some_and(|s| s.lock.is_none() && s.line.is_some()), "{sites:?}");
+    }
+
     #[test]
     fn degenerate_inputs_are_errors_not_nan() {
         assert_eq!(fit_usl(&[(1.0, 1.0)]), Err(FitError::TooFewPoints(3, 1)));
@@ -202,11 +281,165 @@ pub struct ScalePoint {
     pub oversubscribed: bool,
     /// Share of thread time per category (python, native, refcount, spin, lock, …), summed over
     /// the profiled runs; empty with `--no-profile`.
-    pub categories: std::collections::BTreeMap<String, f64>,
+    pub categories: BTreeMap<String, f64>,
+    /// Thread time per category (µs), mean over the profiled runs; empty with `--no-profile`.
+    pub category_us: BTreeMap<String, f64>,
+    /// Thread time per category per unit of work (µs): `category_us / N` for weak scaling (each
+    /// thread does one unit), as is for strong scaling (one unit in all). Compared across N, it
+    /// grows for whatever costs more as threads are added, even when it already dominated at N = 1.
+    pub per_work_us: BTreeMap<String, f64>,
+    /// The top lock and Python line of each category, from the first profiled run.
+    pub sites: BTreeMap<String, Site>,
+}
+
+/// Where one category's time went in a profile: its largest lock and its top Python line.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Site {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lock: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub line: Option<String>,
+}
+
+impl Site {
+    /// `_thread.lock @ 0x… at f (x.py:3)`, `at f (x.py:3)`, or empty.
+    pub fn describe(&self) -> String {
+        match (&self.lock, &self.line) {
+            (Some(l), Some(line)) => format!("{l} at {line}"),
+            (Some(l), None) => l.clone(),
+            (None, Some(line)) => format!("at {line}"),
+            (None, None) => String::new(),
+        }
+    }
+}
+
+/// Per category of a profile, its largest lock (with that lock's top line) and, for categories
+/// without locks, the Python line (innermost Python frame) with the most time in it.
+pub fn top_sites(p: &Profile) -> BTreeMap<String, Site> {
+    let mut out: BTreeMap<String, Site> = BTreeMap::new();
+    let mut best_lock: BTreeMap<&str, u64> = BTreeMap::new();
+    for l in &p.locks {
+        let name = l.kind.name();
+        if best_lock.get(name).is_none_or(|&t| l.total_us > t) {
+            best_lock.insert(name, l.total_us);
+            out.insert(
+                name.to_string(),
+                Site { lock: Some(l.description.clone()), line: l.top_lines.first().map(|t| t.line.clone()) },
+            );
+        }
+    }
+    let period_us = p.summary.period_us();
+    let mut lines: BTreeMap<(&str, String), f64> = BTreeMap::new();
+    for (s, frames) in p.iter_stacks() {
+        if let Some(f) = frames.iter().rev().find(|f| f.kind == FrameKind::Python) {
+            *lines.entry((s.category.name(), f.label())).or_default() += s.time_us(period_us);
+        }
+    }
+    let mut best_line: BTreeMap<&str, (f64, String)> = BTreeMap::new();
+    for ((cat, line), t) in lines {
+        if best_line.get(cat).is_none_or(|b| t > b.0) {
+            best_line.insert(cat, (t, line));
+        }
+    }
+    for (cat, (_, line)) in best_line {
+        let site = out.entry(cat.to_string()).or_default();
+        if site.line.is_none() {
+            site.line = Some(line);
+        }
+    }
+    out
+}
+
+/// The category whose thread time per unit of work grew most from the smallest to the largest
+/// thread count (see [`largest_growth`]).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Growth {
+    pub category: String,
+    pub from_threads: u32,
+    pub to_threads: u32,
+    /// Thread time in the category per unit of work (µs) at the two thread counts.
+    pub from_us: f64,
+    pub to_us: f64,
+    /// `to_us - from_us`.
+    pub growth_us: f64,
+    /// Its top lock and line at the larger thread count.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lock: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub line: Option<String>,
+    /// Growth of `runqueue` (waiting for a CPU) per unit of work (µs): never blamed on the
+    /// program, since other processes cause it too; reported beside.
+    pub runqueue_growth_us: f64,
+}
+
+impl Growth {
+    /// `lock (+350 ms per unit of work, 12 ms → 362 ms), mostly _thread.lock @ 0x… at f (x.py:3)`.
+    pub fn describe(&self) -> String {
+        let ms = |us: f64| format!("{:.0} ms", us / 1000.0);
+        let mut o = format!(
+            "{} (+{} of thread time per unit of work from N = {} to N = {}: {} → {})",
+            self.category,
+            ms(self.growth_us),
+            self.from_threads,
+            self.to_threads,
+            ms(self.from_us),
+            ms(self.to_us)
+        );
+        let site = Site { lock: self.lock.clone(), line: self.line.clone() }.describe();
+        if !site.is_empty() {
+            o += &format!(", mostly {site}");
+        }
+        o
+    }
+}
+
+/// Categories a scaling verdict may blame: what the program does (running, spinning, waiting on
+/// its locks, I/O, collecting), not waiting for a CPU (`runqueue`: other processes cause it too)
+/// nor the idle kinds (joins, sleeps, notifications: the consequence of other threads' work).
+pub fn blamable(category: &str) -> bool {
+    Category::ALL.iter().any(|c| c.name() == category && !c.is_idle() && *c != Category::Runqueue)
+}
+
+/// Thread time per unit of work: weak scaling does N units at N threads, strong scaling one.
+pub fn per_work(category_us: &BTreeMap<String, f64>, threads: u32, weak: bool) -> BTreeMap<String, f64> {
+    let units = if weak { threads.max(1) as f64 } else { 1.0 };
+    category_us.iter().map(|(k, v)| (k.clone(), v / units)).collect()
+}
+
+/// Between the smallest and the largest thread count that were profiled, the blamable category
+/// whose thread time per unit of work grew most (in absolute time, so a cause that already
+/// dominated at N = 1 and grows with N is found even when its share barely moves). `None` when
+/// fewer than two thread counts were profiled or no blamable category grew.
+pub fn largest_growth(points: &[ScalePoint]) -> Option<Growth> {
+    let profiled: Vec<&ScalePoint> = points.iter().filter(|p| !p.per_work_us.is_empty()).collect();
+    let (first, last) = (profiled.first()?, profiled.last()?);
+    if first.threads == last.threads {
+        return None;
+    }
+    let get = |p: &ScalePoint, c: &str| p.per_work_us.get(c).copied().unwrap_or(0.0);
+    let (category, growth_us) = Category::ALL
+        .iter()
+        .map(|c| c.name())
+        .filter(|c| blamable(c))
+        .map(|c| (c, get(last, c) - get(first, c)))
+        .filter(|(_, d)| *d > 0.0)
+        .max_by(|a, b| a.1.total_cmp(&b.1))?;
+    let site = last.sites.get(category).cloned().unwrap_or_default();
+    Some(Growth {
+        category: category.to_string(),
+        from_threads: first.threads,
+        to_threads: last.threads,
+        from_us: get(first, category),
+        to_us: get(last, category),
+        growth_us,
+        lock: site.lock,
+        line: site.line,
+        runqueue_growth_us: get(last, "runqueue") - get(first, "runqueue"),
+    })
 }
 
 /// What a scaling run measured.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Measure {
     /// "wall_time_s", or the metric's regular expression.
     pub what: String,
@@ -232,6 +465,26 @@ pub struct ScaleResult {
     /// Why no fit was made (fewer than three thread counts, …).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub fit_note: Option<String>,
+    /// The category whose thread time per unit of work grew most (profiled runs only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub growth: Option<Growth>,
+    /// The comparison with `--baseline` (see [`crate::baseline`]).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub baseline: Option<crate::baseline::Comparison>,
+}
+
+/// One thread count's measurements, as `analyse` takes them.
+#[derive(Clone, Debug, Default)]
+pub struct RawPoint {
+    pub threads: u32,
+    /// Each successful run's value.
+    pub runs: Vec<f64>,
+    pub failed_runs: u32,
+    /// Share of thread time per category over the profiled runs.
+    pub categories: BTreeMap<String, f64>,
+    /// Thread time per category (µs), mean over the profiled runs.
+    pub category_us: BTreeMap<String, f64>,
+    pub sites: BTreeMap<String, Site>,
 }
 
 fn median(v: &mut [f64]) -> f64 {
@@ -245,10 +498,9 @@ fn median(v: &mut [f64]) -> f64 {
 }
 
 /// Build the points (speedups relative to the smallest thread count) and the fits.
-/// `raw`: per thread count, the successful run values, failed runs and category shares.
-#[allow(clippy::type_complexity)]
+/// `raw`: per thread count, the successful run values, failed runs and what the profiles say.
 pub fn analyse(
-    raw: Vec<(u32, Vec<f64>, u32, std::collections::BTreeMap<String, f64>)>,
+    raw: Vec<RawPoint>,
     weak: bool,
     higher_is_better: bool,
     online_cpus: u32,
@@ -257,7 +509,7 @@ pub fn analyse(
     let as_time = |v: f64| if higher_is_better { 1.0 / v } else { v };
     let mut points: Vec<ScalePoint> = raw
         .into_iter()
-        .map(|(threads, mut runs, failed_runs, categories)| {
+        .map(|RawPoint { threads, mut runs, failed_runs, categories, category_us, sites }| {
             let ok = !runs.is_empty();
             let med = if ok { median(&mut runs) } else { f64::NAN };
             let (min, max) = runs.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), &v| (a.min(v), b.max(v)));
@@ -275,6 +527,9 @@ pub fn analyse(
                 efficiency: None,
                 oversubscribed: threads > online_cpus,
                 categories,
+                per_work_us: per_work(&category_us, threads, weak),
+                category_us,
+                sites,
             }
         })
         .collect();
