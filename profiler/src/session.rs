@@ -241,7 +241,12 @@ fn attach(
     // CPU-wide events when allowed (no cost per context switch of the target); else one event
     // per thread of the target.
     let (mut rings, mut filter, _events) = match open_rings(pid, cfg, false) {
-        Ok((rings, Some(filter))) => (rings, Some(filter), None),
+        Ok((rings, Some(mut filter))) => {
+            if cfg.follow_children {
+                filter.pids.extend(crate::threads::descendants(pid as u32));
+            }
+            (rings, Some(filter), None)
+        }
         Ok((_, None)) | Err(PerfError::Permission { .. }) => {
             let mut events = perf::ThreadEvents::open(pid, cfg)?;
             let rings = std::mem::take(&mut events.rings);

@@ -151,6 +151,16 @@ pub struct ThreadInfo {
     pub wait_us: u64,
 }
 
+/// A process followed with `--subprocesses`.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct ProcessInfo {
+    pub pid: u32,
+    /// Its command line (after its last `exec`).
+    pub command: String,
+    /// It ran CPython (a process without is skipped: none of its stacks are in the profile).
+    pub python: bool,
+}
+
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct PythonInfo {
     pub version: String,
@@ -257,6 +267,9 @@ pub struct Summary {
     pub thread_time_us: u64,
     /// Thread time per category, largest first.
     pub categories: Vec<CategoryTime>,
+    /// With `--subprocesses`: every process followed, the target first.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub processes: Vec<ProcessInfo>,
     /// CPU time one sample stands for (ns), as given to [`ProfileBuilder::new`]: the profile's
     /// totals and everything rendered from it use this one value (not in the JSON, which has
     /// `rate_hz`).
@@ -353,6 +366,8 @@ pub struct ProfileBuilder {
     /// Modules whose unresolved frames count as `unresolved_core`; the first is the runtime.
     core_modules: Vec<String>,
     opnames: Vec<String>,
+    /// Root frame label per process (`--subprocesses`).
+    process_roots: HashMap<u32, String>,
 }
 
 impl ProfileBuilder {
@@ -372,6 +387,7 @@ impl ProfileBuilder {
             summary: Summary::default(),
             core_modules: Vec::new(),
             opnames: Vec::new(),
+            process_roots: HashMap::new(),
         }
     }
 
@@ -384,6 +400,12 @@ impl ProfileBuilder {
     /// Base opcode names of the target's CPython (see `symbolizer::python::opcodes`).
     pub fn set_opnames(&mut self, opnames: Vec<String>) {
         self.opnames = opnames;
+    }
+
+    /// Root the stacks of process `pid`'s threads under a frame named `label`
+    /// (`process PID (command)`, with `--subprocesses`).
+    pub fn set_process(&mut self, pid: u32, label: &str) {
+        self.process_roots.insert(pid, label.to_string());
     }
 
     pub fn set_thread(&mut self, tid: u32, pid: u32, name: &str) {
@@ -550,14 +572,20 @@ impl ProfileBuilder {
             let name =
                 if t.name.is_empty() { format!("thread ({})", t.tid) } else { format!("{} ({})", t.name, t.tid) };
             let id = self.intern(Frame::simple(FrameKind::Thread, name));
-            thread_frame.insert(t.tid, id);
+            // With --subprocesses, the process's root frame comes first (also of kind `thread`:
+            // a root that merged views drop with the thread frames).
+            let root =
+                self.process_roots.get(&t.pid).cloned().map(|p| self.intern(Frame::simple(FrameKind::Thread, p)));
+            thread_frame.insert(t.tid, (root, id));
         }
         let mut per_cat: HashMap<Category, f64> = HashMap::new();
         let mut stacks: Vec<Stack> = std::mem::take(&mut self.stacks)
             .into_iter()
             .map(|((thread, ids, category), agg)| {
-                let mut frames = Vec::with_capacity(ids.len() + 1);
-                frames.push(thread_frame[&thread]);
+                let mut frames = Vec::with_capacity(ids.len() + 2);
+                let (root, thread_id) = thread_frame[&thread];
+                frames.extend(root);
+                frames.push(thread_id);
                 frames.extend(ids);
                 let st =
                     Stack { thread, frames, category, samples: agg.samples, wait_us: agg.wait_us, waits: agg.waits };

@@ -63,6 +63,10 @@ enum Cmd {
         /// Title of the flamegraph [default: the command line]
         #[arg(long)]
         title: Option<String>,
+        /// Follow child processes and execs of CPython interpreters (multiprocessing, process
+        /// pools, launchers): each process's threads under `process PID (command)`
+        #[arg(long)]
+        subprocesses: bool,
         /// Attach to this running process instead of launching a command
         #[arg(short, long, value_name = "PID", conflicts_with = "command")]
         pid: Option<u32>,
@@ -129,6 +133,7 @@ fn main() {
             rate,
             stack_size,
             title,
+            subprocesses,
             command,
         } => {
             let format = match (format, output.as_ref().and_then(|o| o.extension()).and_then(|e| e.to_str())) {
@@ -167,6 +172,7 @@ fn main() {
                 idle,
                 off_cpu: !no_waits,
                 exact_waits,
+                subprocesses,
             })
         }
         Cmd::Dump { pid, native, json } => ftprof::dump::run(pid, native, json),

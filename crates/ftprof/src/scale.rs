@@ -146,6 +146,7 @@ fn one_run(opts: &ScaleOptions, interp: &std::path::Path, n: u32, r: u32, re: Op
             off_cpu: true,
             exact_waits: false,
             title: None,
+            subprocesses: false,
         };
         let (profile, outcome) = record_profile(&Target::LaunchSpec(spec), interp, &ropts)?;
         let exit = match outcome.exit {
