@@ -7,7 +7,7 @@ import threading
 N = int(sys.argv[1])
 LOCKED = "--lock" in sys.argv[2:]
 TOTAL = 6_000_000
-CHUNK = 5_000
+CHUNK = 20_000
 LOCK = threading.Lock()
 
 
@@ -21,7 +21,7 @@ def work(count):
     total = 0
     for _ in range(count // CHUNK):
         if LOCKED:
-            with LOCK:
+            with LOCK:  # LOCK-LINE
                 total = chunk(total)
         else:
             total = chunk(total)

@@ -14,7 +14,7 @@ SHARED = [float(i) for i in range(8)]
 def work(count):
     total = 0.0
     for i in range(count):
-        total += SHARED[i & 7] + SHARED[(i + 3) & 7]
+        total += SHARED[i & 7] + SHARED[(i + 3) & 7]  # SHARED-LINE
     return total
 
 

@@ -708,6 +708,44 @@ mod tests {
     }
 
     #[test]
+    fn threads_of_followed_processes_are_rooted_under_their_process() {
+        let mut b = ProfileBuilder::new(1_000_000);
+        let n = runtime_stack(&[EVAL, "main"]);
+        let py = pystack(vec![code("work", APP, 3)]);
+        b.set_thread(11, 10, "MainThread");
+        b.set_thread(21, 20, "MainThread");
+        b.set_thread(22, 20, "worker");
+        b.set_process(10, "process 10 (python3.13t app.py)");
+        b.set_process(20, "process 20 (python3.13t -c spawn)");
+        for tid in [11, 21, 22] {
+            b.add(&SampleInput { python: Some(&py), ..input(tid, &n, cpu(1)) });
+        }
+        let p = b.finish(TargetInfo::default());
+        let roots: Vec<(u32, String, String)> = p
+            .iter_stacks()
+            .map(|(s, f)| (s.thread, f[0].name.clone(), f[1].name.clone()))
+            .collect::<std::collections::BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        assert_eq!(
+            roots,
+            [
+                (11, "process 10 (python3.13t app.py)".into(), "MainThread (11)".into()),
+                (21, "process 20 (python3.13t -c spawn)".into(), "MainThread (21)".into()),
+                (22, "process 20 (python3.13t -c spawn)".into(), "worker (22)".into()),
+            ]
+        );
+        for (_, f) in p.iter_stacks() {
+            assert_eq!((f[0].kind, f[1].kind), (FrameKind::Thread, FrameKind::Thread));
+        }
+        // Without set_process, the thread frame is the root (the default).
+        let mut b = ProfileBuilder::new(1_000_000);
+        b.add(&SampleInput { python: Some(&py), ..input(7, &n, cpu(1)) });
+        let p = b.finish(TargetInfo::default());
+        assert_eq!(p.iter_stacks().next().unwrap().1[0].name, "thread (7)");
+    }
+
+    #[test]
     fn waits_add_up_per_lock_with_max_and_mean() {
         let mut b = ProfileBuilder::new(1_000_000);
         let n = parked_stack();
