@@ -235,6 +235,26 @@ mod tests {
     use super::*;
 
     #[test]
+    fn descendants_include_grandchildren_and_not_the_process_itself() {
+        // A shell (child) that starts a sleep (grandchild) and waits for it.
+        let mut sh = std::process::Command::new("/bin/sh")
+            .args(["-c", "sleep 5 & echo $!; wait"])
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        std::io::BufRead::read_line(&mut std::io::BufReader::new(sh.stdout.take().unwrap()), &mut line).unwrap();
+        let grandchild: u32 = line.trim().parse().unwrap();
+        let me = std::process::id();
+        let d = descendants(me);
+        let _ = std::process::Command::new("kill").arg(grandchild.to_string()).status();
+        let _ = sh.wait();
+        assert!(d.contains(&sh.id()) && d.contains(&grandchild), "{d:?} lacks {} or {grandchild}", sh.id());
+        assert!(!d.contains(&me));
+        assert!(descendants(grandchild).is_empty());
+    }
+
+    #[test]
     fn parses_the_three_forms() {
         let (nr, r) = parse_syscall("202 0x7f00deadbee8 0x80 0x0 0x0 0x0 0x0 0x7ffd1000 0x7f0012345678\n").unwrap();
         assert_eq!(nr, Some(202));
