@@ -118,7 +118,8 @@ fn a_non_python_child_is_skipped_with_a_note() {
     assert!(stacks(&p).iter().all(|(_, f, ..)| root_pid(f) != Some(sh_pid)), "the shell's stacks are in the profile");
     assert!(p.0["threads"].as_array().unwrap().iter().all(|t| t["pid"].as_u64() != Some(sh_pid)));
     assert!(
-        stderr.contains("note: skipped 1 child process(es) without CPython") && stderr.contains("/bin/sh"),
+        stderr.contains("note: skipped 1 child process(es) where no CPython runtime was found")
+            && stderr.contains("/bin/sh"),
         "{stderr}"
     );
     check_pool(&p, &stderr);

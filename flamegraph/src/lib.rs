@@ -261,7 +261,7 @@ pub fn summary_text(p: &Profile) -> String {
             s.processes.iter().filter(|p| !p.python).map(|p| format!("{} ({})", p.pid, p.command)).collect();
         if !skipped.is_empty() {
             o += &format!(
-                "  note: skipped {} child process(es) without CPython (not in the profile): {}\n",
+                "  note: skipped {} child process(es) where no CPython runtime was found (not in the profile): {}\n",
                 skipped.len(),
                 skipped.join(", ")
             );

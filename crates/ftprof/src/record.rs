@@ -520,6 +520,7 @@ impl profiler::Sink for Recorder {
                     for m in inherited {
                         self.add_mapping(pid, m);
                     }
+                    self.note_process(pid);
                 }
                 self.collector.thread_seen(pid, tid)
             }
@@ -761,7 +762,16 @@ fn build_profile(
     // without a CPython runtime are skipped and listed.
     let mut skipped: std::collections::HashSet<u32> = Default::default();
     let mut processes = Vec::new();
-    for (p, rec_cmd) in &rec.processes {
+    let mut followed = rec.processes.clone();
+    if opts.subprocesses {
+        // A process known only from its threads (never sampled nor forked in view): its name.
+        for (p, comm) in rec.names.values() {
+            if !followed.iter().any(|(q, _)| q == p) {
+                followed.push((*p, comm.clone()));
+            }
+        }
+    }
+    for (p, rec_cmd) in &followed {
         let cmd = rec_cmd;
         let python = matches!(rec.py.get(p), Some(PyState::Located(_)));
         if !python && *p != pid {
