@@ -84,6 +84,12 @@ fn process_pool_with_spawn_workers_is_followed() {
 }
 
 #[test]
+fn process_pool_with_forkserver_workers_is_followed() {
+    // forkserver: the workers are forked by a server process the target started (grandchildren).
+    record_pool("forkserver");
+}
+
+#[test]
 fn folded_and_svg_outputs_root_threads_under_their_process() {
     let dir = tempdir();
     let folded = dir.path().join("p.txt");
@@ -103,6 +109,22 @@ fn folded_and_svg_outputs_root_threads_under_their_process() {
     let hot_roots: BTreeSet<&str> =
         text.lines().filter(|l| l.contains(";hot (process_pool.py:")).filter_map(|l| l.split(';').next()).collect();
     assert!(hot_roots.len() >= 2, "hot under {hot_roots:?}");
+
+    let svg = dir.path().join("p.svg");
+    let out = ftprof()
+        .args(["record", "--subprocesses", "-o"])
+        .arg(&svg)
+        .arg("--")
+        .arg(python())
+        .arg(workload(WL))
+        .arg("fork")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let text = std::fs::read_to_string(&svg).unwrap();
+    let roots: BTreeSet<&str> =
+        text.match_indices("<title>process ").filter_map(|(i, _)| text[i + 15..].split_whitespace().next()).collect();
+    assert!(roots.len() >= 3, "the parent and two workers as roots in the SVG: {roots:?}");
 }
 
 #[test]
