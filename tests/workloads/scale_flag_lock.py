@@ -1,34 +1,38 @@
-"""A fixed total amount of work split over N threads (N from the first argument). With `--lock`
-(the "new commit"), the hot loop takes one shared threading.Lock around each chunk of its work,
-which serialises the threads."""
+"""A fixed total amount of work split over N threads (N from the first argument): each step
+computes a little and then waits 2 ms as if for I/O. With `--lock` (the "new commit"), every step
+of the hot loop runs under one shared threading.Lock, held across the wait as a program holding
+a lock around I/O does: the threads are serialised. The wait keeps the effect visible when the
+machine's CPUs are busy with other work (threads waiting for a CPU rarely overlap otherwise)."""
 import sys
 import threading
+import time
 
 N = int(sys.argv[1])
 LOCKED = "--lock" in sys.argv[2:]
-TOTAL = 6_000_000
-CHUNK = 20_000
+STEPS = 300
+CHUNK = 8_000
 LOCK = threading.Lock()
 
 
-def chunk(total):
+def step(total):
     for i in range(CHUNK):
         total += i % 7
+    time.sleep(0.002)
     return total
 
 
 def work(count):
     total = 0
-    for _ in range(count // CHUNK):
+    for _ in range(count):
         if LOCKED:
             with LOCK:  # LOCK-LINE
-                total = chunk(total)
+                total = step(total)
         else:
-            total = chunk(total)
+            total = step(total)
     return total
 
 
-threads = [threading.Thread(target=work, args=(TOTAL // N,)) for _ in range(N)]
+threads = [threading.Thread(target=work, args=(STEPS // N,)) for _ in range(N)]
 for t in threads:
     t.start()
 for t in threads:

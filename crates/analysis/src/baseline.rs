@@ -6,8 +6,10 @@
 //!
 //! The decision rule, at each thread count N measured in both (above the smallest, whose speedup
 //! is 1 by definition):
-//! 1. each run's speedup is taken as an interval that includes the spread of its repeats at N and
-//!    at the smallest N (the speedup divides by the latter);
+//! 1. each run's speedup is taken as an interval: the range of its paired speedups (`ftprof scale`
+//!    interleaves the repeats, and each repeat at N is divided by the same repeat at the smallest
+//!    N, run close in time, so a load that drifts between repeats cancels out), or without pairs
+//!    the spread of its repeats at N widened by the spread at the smallest N;
 //! 2. the drop is *beyond the spread* when this run's interval lies entirely below the baseline's;
 //! 3. it must also exceed `tolerance` (relative; default 10 %), so that two runs whose repeats
 //!    happened to agree closely are not told apart by a few percent;
@@ -60,6 +62,8 @@ pub struct PointView {
     pub categories: BTreeMap<String, f64>,
     #[serde(default)]
     pub sites: BTreeMap<String, Site>,
+    #[serde(default)]
+    pub paired_speedups: Vec<f64>,
 }
 
 impl From<&ScalePoint> for PointView {
@@ -75,6 +79,7 @@ impl From<&ScalePoint> for PointView {
             speedup_max: p.speedup_max,
             categories: p.categories.clone(),
             sites: p.sites.clone(),
+            paired_speedups: p.paired_speedups.clone(),
         }
     }
 }
@@ -128,9 +133,16 @@ pub struct Comparison {
     pub message: String,
 }
 
-/// The speedup at `p` as an interval that also carries the spread at the smallest N `first`.
+/// The speedup at `p` as an interval: the range of the paired speedups (each repeat against the
+/// same repeat at the smallest N, run close in time) when there are at least two, else the range
+/// from the spread at N widened by the spread at the smallest N `first`.
 fn interval(first: &PointView, p: &PointView, higher_is_better: bool) -> Option<(f64, [f64; 2])> {
     let s = p.speedup?;
+    if p.paired_speedups.len() >= 2 {
+        let lo = p.paired_speedups.iter().copied().fold(f64::INFINITY, f64::min);
+        let hi = p.paired_speedups.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+        return Some((s, [lo.min(s), hi.max(s)]));
+    }
     let (lo, hi) = (p.speedup_min.unwrap_or(s), p.speedup_max.unwrap_or(s));
     let (m, a, b) = (first.median?, first.min.unwrap_or(first.median?), first.max.unwrap_or(first.median?));
     if !(m > 0.0 && a > 0.0 && b > 0.0) {
@@ -315,6 +327,7 @@ mod tests {
                 .iter()
                 .map(|(k, _)| (k.to_string(), Site { lock: None, line: Some(format!("work (bench.py:{})", k.len())) }))
                 .collect(),
+            paired_speedups: Vec::new(),
         }
     }
 
@@ -407,6 +420,21 @@ mod tests {
         assert_eq!(c.unmatched_threads, vec![4]);
         let r = c.points[0].speedup_range;
         assert!((r[0] - 100.0 / 101.0).abs() < 1e-9 && (r[1] - 1.1 * 100.0 / 99.0).abs() < 1e-9, "{r:?}");
+    }
+
+    #[test]
+    fn paired_speedups_cancel_a_load_that_drifted_between_repeats() {
+        // The machine got slower for the third repeat of both N (interleaved runs): the ranges
+        // of the unpaired values overlap, the pairs do not.
+        let mut base = run(&[1.0, 1.0, 1.6], &[0.55, 0.56, 0.9], &[("python", 0.9)]);
+        let mut now = run(&[1.0, 1.0, 1.6], &[0.95, 0.97, 1.55], &[("python", 0.5), ("lock", 0.4)]);
+        let c = compare(&now, &base, false, DEFAULT_TOLERANCE, "b");
+        assert!(!c.points[0].beyond_spread, "{:?}", c.points[0]);
+        base[1].paired_speedups = vec![1.0 / 0.55, 1.0 / 0.56, 1.6 / 0.9];
+        now[1].paired_speedups = vec![1.0 / 0.95, 1.0 / 0.97, 1.6 / 1.55];
+        let c = compare(&now, &base, false, DEFAULT_TOLERANCE, "b");
+        assert!(c.points[0].beyond_spread && c.points[0].regression, "{:?}", c.points[0]);
+        assert_eq!(c.points[0].grown[0].category, "lock");
     }
 
     #[test]

@@ -186,6 +186,7 @@ mod tests {
             categories: us.iter().map(|(k, t)| (k.to_string(), t / total)).collect(),
             category_us: cats(us),
             sites,
+            repeats: vec![Some(secs)],
         }
     }
 
@@ -216,6 +217,26 @@ mod tests {
         let (points, ..) = analyse(vec![p1, p2], false, false, 2);
         let g = largest_growth(&points).unwrap();
         assert_eq!((g.category.as_str(), g.growth_us), ("lock", 900_000.0));
+    }
+
+    #[test]
+    fn paired_speedups_divide_each_repeat_by_the_same_repeat_at_the_smallest_n() {
+        let mk = |threads, repeats: Vec<Option<f64>>| RawPoint {
+            threads,
+            runs: repeats.iter().flatten().copied().collect(),
+            repeats,
+            ..Default::default()
+        };
+        let raw = vec![mk(2, vec![Some(0.5), None, Some(1.0)]), mk(1, vec![Some(1.0), Some(1.2), Some(1.8)])];
+        let (points, ..) = analyse(raw.clone(), false, false, 2);
+        assert_eq!(points[1].paired_speedups, vec![2.0, 1.8]);
+        assert!(points[0].paired_speedups.iter().all(|&s| (s - 1.0).abs() < 1e-12));
+        let (points, ..) = analyse(raw, true, false, 2);
+        assert_eq!(points[1].paired_speedups, vec![4.0, 3.6]);
+        // One pair is no spread: left empty.
+        let (points, ..) =
+            analyse(vec![mk(1, vec![Some(1.0), None]), mk(2, vec![Some(0.5), Some(0.5)])], false, false, 2);
+        assert!(points[1].paired_speedups.is_empty());
     }
 
     #[test]
@@ -290,6 +311,10 @@ pub struct ScalePoint {
     pub per_work_us: BTreeMap<String, f64>,
     /// The top lock and Python line of each category, from the first profiled run.
     pub sites: BTreeMap<String, Site>,
+    /// The speedup of each repeat against the same repeat at the smallest N (`ftprof scale` runs
+    /// the repeats interleaved, so each pair ran close in time, under similar load); empty when
+    /// fewer than two repeats paired up.
+    pub paired_speedups: Vec<f64>,
 }
 
 /// Where one category's time went in a profile: its largest lock and its top Python line.
@@ -485,6 +510,9 @@ pub struct RawPoint {
     /// Thread time per category (µs), mean over the profiled runs.
     pub category_us: BTreeMap<String, f64>,
     pub sites: BTreeMap<String, Site>,
+    /// Each repeat's value in order (`None`: that run failed), for the paired speedups; may be
+    /// empty.
+    pub repeats: Vec<Option<f64>>,
 }
 
 fn median(v: &mut [f64]) -> f64 {
@@ -507,9 +535,12 @@ pub fn analyse(
 ) -> (Vec<ScalePoint>, Option<Amdahl>, Option<Usl>, Option<String>) {
     // Durations (lower is better) as they are; rates as 1/rate, so that one formula serves both.
     let as_time = |v: f64| if higher_is_better { 1.0 / v } else { v };
+    let mut raw = raw;
+    raw.sort_by_key(|p| p.threads);
+    let repeats: Vec<Vec<Option<f64>>> = raw.iter().map(|p| p.repeats.clone()).collect();
     let mut points: Vec<ScalePoint> = raw
         .into_iter()
-        .map(|RawPoint { threads, mut runs, failed_runs, categories, category_us, sites }| {
+        .map(|RawPoint { threads, mut runs, failed_runs, categories, category_us, sites, .. }| {
             let ok = !runs.is_empty();
             let med = if ok { median(&mut runs) } else { f64::NAN };
             let (min, max) = runs.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), &v| (a.min(v), b.max(v)));
@@ -530,10 +561,10 @@ pub fn analyse(
                 per_work_us: per_work(&category_us, threads, weak),
                 category_us,
                 sites,
+                paired_speedups: Vec::new(),
             }
         })
         .collect();
-    points.sort_by_key(|p| p.threads);
     // The baseline must be a usable number (a rate of 0 would make every speedup infinite).
     let base = points
         .iter()
@@ -541,6 +572,23 @@ pub fn analyse(
         .map(|p| (p.threads, as_time(p.median)))
         .filter(|(_, t1)| t1.is_finite() && *t1 > 0.0);
     if let Some((n1, t1)) = base {
+        // Paired speedups: repeat r at N against repeat r at the smallest N.
+        let first = points.iter().position(|p| !p.runs.is_empty()).unwrap_or(0);
+        for (i, p) in points.iter_mut().enumerate() {
+            let pairs: Vec<f64> = repeats[first]
+                .iter()
+                .zip(&repeats[i])
+                .filter_map(|(a, b)| {
+                    let (t1, tn) = (as_time((*a)?), as_time((*b)?));
+                    let w = weak && !higher_is_better;
+                    let s = if w { p.threads as f64 * t1 / tn } else { n1 as f64 * t1 / tn };
+                    (s.is_finite() && s > 0.0).then_some(s)
+                })
+                .collect();
+            if pairs.len() >= 2 {
+                p.paired_speedups = pairs;
+            }
+        }
         for p in points.iter_mut().filter(|p| !p.runs.is_empty()) {
             // Relative to the smallest thread count measured (normally 1).
             let threads = p.threads;

@@ -193,37 +193,6 @@ fn one_run(opts: &ScaleOptions, interp: &std::path::Path, n: u32, r: u32, re: Op
     Ok(Run { value, failure: None, profile })
 }
 
-/// Thread time per category (µs), mean over several profiles.
-fn category_mean_us(profiles: &[&Profile]) -> BTreeMap<String, f64> {
-    let mut us: BTreeMap<String, f64> = BTreeMap::new();
-    for p in profiles {
-        for c in &p.summary.categories {
-            *us.entry(c.category.name().to_string()).or_default() += c.time_us as f64;
-        }
-    }
-    for v in us.values_mut() {
-        *v /= profiles.len().max(1) as f64;
-    }
-    us
-}
-
-/// Share of thread time per category over several profiles.
-fn category_shares(profiles: &[&Profile]) -> BTreeMap<String, f64> {
-    let mut us: BTreeMap<String, f64> = BTreeMap::new();
-    for p in profiles {
-        for c in &p.summary.categories {
-            *us.entry(c.category.name().to_string()).or_default() += c.time_us as f64;
-        }
-    }
-    let total: f64 = us.values().sum();
-    if total > 0.0 {
-        for v in us.values_mut() {
-            *v /= total;
-        }
-    }
-    us
-}
-
 /// Run `ftprof scale`; returns the exit code.
 pub fn run(opts: &ScaleOptions) -> Result<i32> {
     if opts.threads.is_empty() {
@@ -271,37 +240,57 @@ pub fn run(opts: &ScaleOptions) -> Result<i32> {
     let mut raw: Vec<RawPoint> = Vec::new();
     let mut failures = Vec::new();
     let mut first_profiles: BTreeMap<u32, Profile> = BTreeMap::new();
-    for &n in &threads {
-        let mut values = Vec::new();
-        let mut failed = 0;
-        let mut profiles = Vec::new();
-        for r in 1..=opts.repeat {
+    // Repeats are interleaved (every N once, then again): runs of the same repeat ran close in
+    // time, under similar load from other processes, and their ratios are the paired speedups.
+    struct Acc {
+        repeats: Vec<Option<f64>>,
+        failed: u32,
+        /// Thread time per category summed over the profiled runs, and their number.
+        sums: BTreeMap<String, f64>,
+        profiled: usize,
+        first: Option<Profile>,
+    }
+    let mut acc: BTreeMap<u32, Acc> = threads
+        .iter()
+        .map(|&n| (n, Acc { repeats: Vec::new(), failed: 0, sums: BTreeMap::new(), profiled: 0, first: None }))
+        .collect();
+    for r in 1..=opts.repeat {
+        for &n in &threads {
+            let a = acc.get_mut(&n).expect("every thread count has an accumulator");
             bar.set_message(format!("N = {n}, run {r}"));
             let run = one_run(opts, &interp, n, r, re.as_ref())?;
             bar.inc(1);
             match (run.value, run.failure) {
-                (Some(v), _) => values.push(v),
+                (Some(v), _) => a.repeats.push(Some(v)),
                 (None, f) => {
-                    failed += 1;
+                    a.repeats.push(None);
+                    a.failed += 1;
                     let f = f.unwrap_or_default();
                     bar.println(format!("ftprof: {f}"));
                     failures.push(f);
                 }
             }
             if let Some(p) = run.profile {
-                profiles.push(p);
+                for c in &p.summary.categories {
+                    *a.sums.entry(c.category.name().to_string()).or_default() += c.time_us as f64;
+                }
+                a.profiled += 1;
+                a.first.get_or_insert(p);
             }
         }
-        let refs: Vec<&Profile> = profiles.iter().collect();
+    }
+    for (n, a) in acc {
+        let total: f64 = a.sums.values().sum();
         raw.push(RawPoint {
             threads: n,
-            runs: values,
-            failed_runs: failed,
-            categories: category_shares(&refs),
-            category_us: category_mean_us(&refs),
-            sites: profiles.first().map(top_sites).unwrap_or_default(),
+            runs: a.repeats.iter().flatten().copied().collect(),
+            failed_runs: a.failed,
+            categories: a.sums.iter().map(|(k, v)| (k.clone(), if total > 0.0 { v / total } else { 0.0 })).collect(),
+            category_us: a.sums.iter().map(|(k, v)| (k.clone(), v / a.profiled.max(1) as f64)).collect(),
+            sites: a.first.as_ref().map(top_sites).unwrap_or_default(),
+            repeats: a.repeats,
         });
-        if let Some(p) = profiles.into_iter().next() {
+        if let Some(p) = a.first {
             first_profiles.insert(n, p);
         }
     }
