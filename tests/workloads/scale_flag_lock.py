@@ -10,7 +10,7 @@ import time
 N = int(sys.argv[1])
 LOCKED = "--lock" in sys.argv[2:]
 STEPS = 300
-CHUNK = 8_000
+CHUNK = 2_000
 LOCK = threading.Lock()
 
 
