@@ -22,8 +22,18 @@ fn results(dir: &Path) -> Value {
     serde_json::from_slice(&std::fs::read(dir.join("results.json")).unwrap()).unwrap()
 }
 
+/// stdout and stderr, and the machine's load (these tests need CPUs that are not saturated by
+/// other work: threads that wait for a CPU most of the time rarely run at the same time, and
+/// neither contention nor parallel speedup can show).
 fn text(out: &Output) -> String {
-    format!("{}\n{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
+    let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    format!(
+        "{}\n{}\n(load average {}on {} CPUs)",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+        load.split_whitespace().take(3).map(|v| format!("{v} ")).collect::<String>(),
+        std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0)
+    )
 }
 
 #[test]
