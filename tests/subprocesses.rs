@@ -132,8 +132,11 @@ fn a_non_python_child_is_skipped_with_a_note() {
     let (p, out) = record_json(WL, &["fork", "--shell"], &["--subprocesses"]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     let procs = p.0["summary"]["processes"].as_array().unwrap();
-    let sh: Vec<&Value> =
-        procs.iter().filter(|e| e["command"].as_str().is_some_and(|c| c.starts_with("/bin/sh -c"))).collect();
+    // Its command line, or its name when it exited before ftprof read it.
+    let sh: Vec<&Value> = procs
+        .iter()
+        .filter(|e| e["command"].as_str().is_some_and(|c| c.starts_with("/bin/sh -c") || c == "sh"))
+        .collect();
     assert_eq!(sh.len(), 1, "{procs:?}");
     assert_eq!(sh[0]["python"], false);
     let sh_pid = sh[0]["pid"].as_u64().unwrap();
@@ -141,7 +144,7 @@ fn a_non_python_child_is_skipped_with_a_note() {
     assert!(p.0["threads"].as_array().unwrap().iter().all(|t| t["pid"].as_u64() != Some(sh_pid)));
     assert!(
         stderr.contains("note: skipped 1 child process(es) where no CPython runtime was found")
-            && stderr.contains("/bin/sh"),
+            && stderr.contains(&format!("{sh_pid} (")),
         "{stderr}"
     );
     check_pool(&p, &stderr);
@@ -184,4 +187,22 @@ fn attaching_follows_the_workers_already_running() {
     assert!(workers.len() >= 2 && !workers.contains(&target), "hot in {workers:?}: {stderr}");
     let (code, _) = bg.finish();
     assert_eq!(code, Some(0));
+}
+
+#[test]
+fn attaching_with_per_thread_events_says_children_are_not_followed() {
+    // FTPROF_PER_TASK_EVENTS: the fallback used without CAP_PERFMON (events on the target's own
+    // threads), which cannot see its children.
+    let mut bg = Background::start(&python(), WL, &["fork", "--wait-ready"]);
+    bg.wait_for("ready");
+    let dir = tempdir();
+    let out = ftprof()
+        .env("FTPROF_PER_TASK_EVENTS", "1")
+        .args(["record", "--subprocesses", "--pid", &bg.pid().to_string(), "--duration", "0.5", "-o"])
+        .arg(dir.path().join("a.json"))
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.contains("--subprocesses: child processes were not followed"), "{stderr}");
 }

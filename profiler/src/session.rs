@@ -65,6 +65,9 @@ pub struct RecordingOutcome {
     pub lost_switches: u64,
     /// User + system CPU seconds of the target and its threads (from `wait4`), when it exited.
     pub target_cpu_seconds: Option<f64>,
+    /// With [`SamplingConfig::follow_children`]: whether child processes were followed (not when
+    /// attaching with per-thread events, which only cover the target's own threads).
+    pub followed_children: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -222,6 +225,7 @@ pub fn record(
         lost: lost.samples,
         lost_switches: lost.switches,
         target_cpu_seconds: cpu,
+        followed_children: cfg.follow_children,
     })
 }
 
@@ -294,6 +298,7 @@ fn attach(
         lost: lost.samples,
         lost_switches: lost.switches,
         target_cpu_seconds: None,
+        followed_children: cfg.follow_children && filter.is_some(),
     })
 }
 

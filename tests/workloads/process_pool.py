@@ -22,7 +22,7 @@ def main():
     method = sys.argv[1] if len(sys.argv) > 1 else "spawn"
     rounds = 12 if "--wait-ready" in sys.argv else 4
     if "--shell" in sys.argv:
-        subprocess.run(["/bin/sh", "-c", "i=0; while [ $i -lt 150000 ]; do i=$((i+1)); done"], check=True)
+        subprocess.run(["/bin/sh", "-c", "i=0; while [ $i -lt 300000 ]; do i=$((i+1)); done"], check=True)
     with ProcessPoolExecutor(max_workers=2, mp_context=mp.get_context(method)) as ex:
         # Two tasks at once start both workers (spawn starts them on demand, one per task that
         # finds no idle worker); the hot tasks then go to both.

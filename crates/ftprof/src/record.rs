@@ -230,7 +230,8 @@ impl Recorder {
         if !self.subprocesses || self.processes.iter().any(|(p, _)| *p == pid) {
             return;
         }
-        self.processes.push((pid, crate::snapshot::cmdline(pid).join(" ")));
+        let cmd = crate::snapshot::cmdline(pid).join(" ");
+        self.processes.push((pid, cmd));
         if self.mmap_count.get(&pid).copied().unwrap_or(0) == 0 && !self.execed.contains(&pid) {
             if let Ok(maps) = symbolizer::python::read_maps(pid) {
                 for m in maps.into_iter().filter(|m| m.perms.contains('x')) {
@@ -242,15 +243,19 @@ impl Recorder {
 
     /// `--subprocesses`: process `pid` replaced its image: forget its mappings (the new ones
     /// arrive as mmap records), its CPython reader and its command line.
-    fn on_exec(&mut self, pid: u32) {
+    fn on_exec(&mut self, pid: u32, comm: &str) {
         self.execed.insert(pid);
         self.unwinder.remove_process(pid);
         self.mmaps.retain(|(p, _)| *p != pid);
         self.mmap_count.insert(pid, 0);
         self.py.insert(pid, PyState::Pending { mmaps_at_last_try: usize::MAX });
         self.gil.remove(&pid);
-        if let Some(e) = self.processes.iter_mut().find(|(p, _)| *p == pid) {
-            e.1 = crate::snapshot::cmdline(pid).join(" ");
+        // The command line of the new image; its name when it already exited.
+        let cmd = crate::snapshot::cmdline(pid).join(" ");
+        let cmd = if cmd.is_empty() { comm.to_string() } else { cmd };
+        match self.processes.iter_mut().find(|(p, _)| *p == pid) {
+            Some(e) => e.1 = cmd,
+            None => self.processes.push((pid, cmd)),
         }
     }
 
@@ -508,7 +513,7 @@ impl profiler::Sink for Recorder {
             }
             Record::Comm { pid, tid, name, exec } => {
                 if exec && self.subprocesses {
-                    self.on_exec(pid);
+                    self.on_exec(pid, &name);
                 }
                 self.names.insert(tid, (pid, name));
             }
@@ -608,6 +613,11 @@ pub fn run(opts: &RecordOptions) -> Result<i32> {
     out.write_all(&bytes).with_context(|| format!("writing {}", path.display()))?;
     eprint!("{}", flamegraph::summary_text(&profile));
     eprintln!("ftprof: wrote {}", path.display());
+    if opts.subprocesses && !outcome.followed_children {
+        eprintln!(
+            "ftprof: warning: --subprocesses: child processes were not followed (attaching without CPU-wide events; run as root or grant CAP_PERFMON)"
+        );
+    }
     if let Some(t) = &attach {
         let how = match outcome.stop {
             profiler::StopReason::TargetExited => "the target exited during recording: the profile is partial",
@@ -772,6 +782,14 @@ fn build_profile(
         }
     }
     for (p, rec_cmd) in &followed {
+        // Exited before its command line was read: the name of its main thread.
+        let named;
+        let rec_cmd = if rec_cmd.is_empty() {
+            named = rec.names.get(p).map(|(_, n)| n.clone()).unwrap_or_default();
+            &named
+        } else {
+            rec_cmd
+        };
         let cmd = rec_cmd;
         let python = matches!(rec.py.get(p), Some(PyState::Located(_)));
         if !python && *p != pid {
