@@ -245,6 +245,11 @@ mod tests {
         assert!(largest_growth(&analyse(vec![p1.clone()], false, false, 2).0).is_none());
         let mut p2 = raw(2, 1.0, &[("python", 900_000.0), ("runqueue", 500_000.0), ("idle", 100_000.0)]);
         assert!(largest_growth(&analyse(vec![p1.clone(), p2.clone()], false, false, 2).0).is_none());
+        // A growth within 2 % of all thread time per unit of work is noise.
+        let p3 = raw(2, 1.0, &[("python", 1_015_000.0), ("runqueue", 500_000.0)]);
+        assert!(largest_growth(&analyse(vec![p1.clone(), p3], false, false, 2).0).is_none());
+        let p4 = raw(2, 1.0, &[("python", 1_025_000.0), ("runqueue", 500_000.0)]);
+        assert_eq!(largest_growth(&analyse(vec![p1.clone(), p4], false, false, 2).0).unwrap().category, "python");
         p2.category_us.clear();
         assert!(largest_growth(&analyse(vec![p1, p2], false, false, 2).0).is_none());
     }
@@ -431,10 +436,15 @@ pub fn per_work(category_us: &BTreeMap<String, f64>, threads: u32, weak: bool) -
     category_us.iter().map(|(k, v)| (k.clone(), v / units)).collect()
 }
 
+/// A category's growth per unit of work counts only above this fraction of all thread time per
+/// unit of work at the smallest N: below it, it is within what repeated runs vary by.
+pub const MIN_GROWTH: f64 = 0.02;
+
 /// Between the smallest and the largest thread count that were profiled, the blamable category
 /// whose thread time per unit of work grew most (in absolute time, so a cause that already
 /// dominated at N = 1 and grows with N is found even when its share barely moves). `None` when
-/// fewer than two thread counts were profiled or no blamable category grew.
+/// fewer than two thread counts were profiled or no blamable category grew by more than
+/// [`MIN_GROWTH`].
 pub fn largest_growth(points: &[ScalePoint]) -> Option<Growth> {
     let profiled: Vec<&ScalePoint> = points.iter().filter(|p| !p.per_work_us.is_empty()).collect();
     let (first, last) = (profiled.first()?, profiled.last()?);
@@ -442,12 +452,13 @@ pub fn largest_growth(points: &[ScalePoint]) -> Option<Growth> {
         return None;
     }
     let get = |p: &ScalePoint, c: &str| p.per_work_us.get(c).copied().unwrap_or(0.0);
+    let floor = MIN_GROWTH * first.per_work_us.values().sum::<f64>();
     let (category, growth_us) = Category::ALL
         .iter()
         .map(|c| c.name())
         .filter(|c| blamable(c))
         .map(|c| (c, get(last, c) - get(first, c)))
-        .filter(|(_, d)| *d > 0.0)
+        .filter(|(_, d)| *d > 0.0 && *d > floor)
         .max_by(|a, b| a.1.total_cmp(&b.1))?;
     let site = last.sites.get(category).cloned().unwrap_or_default();
     Some(Growth {

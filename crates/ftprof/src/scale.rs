@@ -413,9 +413,16 @@ fn gate_reason(r: &ScaleResult) -> String {
                     let get = |p: &analysis::scaling::ScalePoint| p.per_work_us.get("runqueue").copied().unwrap_or(0.0);
                     let g = get(b) - get(a);
                     if g > 0.0 {
-                        format!("; no category of the program grew; {}", runqueue(g, a.threads, b.threads))
+                        format!(
+                            "; no category of the program grew by more than {:.0} % of the thread time per unit of work; {}",
+                            analysis::scaling::MIN_GROWTH * 100.0,
+                            runqueue(g, a.threads, b.threads)
+                        )
                     } else {
-                        "; no category grew per unit of work".into()
+                        format!(
+                            "; no category grew by more than {:.0} % of the thread time per unit of work",
+                            analysis::scaling::MIN_GROWTH * 100.0
+                        )
                     }
                 }
                 _ => String::new(),
