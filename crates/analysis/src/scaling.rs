@@ -185,6 +185,7 @@ mod tests {
             failed_runs: 0,
             categories: us.iter().map(|(k, t)| (k.to_string(), t / total)).collect(),
             category_us: cats(us),
+            category_se_us: BTreeMap::new(),
             sites,
             repeats: vec![Some(secs)],
         }
@@ -255,6 +256,34 @@ mod tests {
     }
 
     #[test]
+    fn a_growth_within_the_run_to_run_variation_is_not_named() {
+        let runs = |v: &[f64]| -> Vec<BTreeMap<String, f64>> { v.iter().map(|&x| cats(&[("python", x)])).collect() };
+        let (m, se) = mean_and_se(&runs(&[900_000.0, 1_000_000.0, 1_100_000.0]));
+        assert!((m["python"] - 1_000_000.0).abs() < 1e-6 && (se["python"] - 100_000.0 / 3f64.sqrt()).abs() < 1e-6);
+        assert!(mean_and_se(&runs(&[5.0])).1.is_empty());
+        let point = |threads, v: &[f64]| {
+            let (category_us, category_se_us) = mean_and_se(&runs(v));
+            RawPoint { threads, runs: vec![1.0], category_us, category_se_us, ..Default::default() }
+        };
+        // +100 ms on means that vary by ±100 ms run to run: noise.
+        let (pts, ..) = analyse(
+            vec![point(1, &[900_000.0, 1_000_000.0, 1_100_000.0]), point(2, &[1_000_000.0, 1_100_000.0, 1_200_000.0])],
+            false,
+            false,
+            2,
+        );
+        assert!(largest_growth(&pts).is_none());
+        // The same growth with tight runs: named.
+        let (pts, ..) = analyse(
+            vec![point(1, &[990_000.0, 1_000_000.0, 1_010_000.0]), point(2, &[1_090_000.0, 1_100_000.0, 1_110_000.0])],
+            false,
+            false,
+            2,
+        );
+        assert_eq!(largest_growth(&pts).unwrap().category, "python");
+    }
+
+    #[test]
     fn top_sites_name_the_largest_lock_and_the_hottest_line() {
         let p = crate::fixture::profile();
         let sites = top_sites(&p);
@@ -314,6 +343,9 @@ pub struct ScalePoint {
     /// thread does one unit), as is for strong scaling (one unit in all). Compared across N, it
     /// grows for whatever costs more as threads are added, even when it already dominated at N = 1.
     pub per_work_us: BTreeMap<String, f64>,
+    /// Standard error of `per_work_us` (µs) from the run-to-run variation of the profiled runs
+    /// (empty with a single profiled run).
+    pub per_work_se_us: BTreeMap<String, f64>,
     /// The top lock and Python line of each category, from the first profiled run.
     pub sites: BTreeMap<String, Site>,
     /// The speedup of each repeat against the same repeat at the smallest N (`ftprof scale` runs
@@ -436,9 +468,30 @@ pub fn per_work(category_us: &BTreeMap<String, f64>, threads: u32, weak: bool) -
     category_us.iter().map(|(k, v)| (k.clone(), v / units)).collect()
 }
 
-/// A category's growth per unit of work counts only above this fraction of all thread time per
-/// unit of work at the smallest N: below it, it is within what repeated runs vary by.
+/// A category's growth per unit of work counts only above this fraction of the program's own
+/// thread time per unit of work at the smallest N (its blamable categories), and above twice the
+/// standard error of the difference when the runs were repeated.
 pub const MIN_GROWTH: f64 = 0.02;
+
+/// Mean and standard error of each category's thread time over several runs (µs).
+pub fn mean_and_se(runs: &[BTreeMap<String, f64>]) -> (BTreeMap<String, f64>, BTreeMap<String, f64>) {
+    let n = runs.len() as f64;
+    let mut keys: Vec<&String> = runs.iter().flat_map(|r| r.keys()).collect();
+    keys.sort();
+    keys.dedup();
+    let mut mean = BTreeMap::new();
+    let mut se = BTreeMap::new();
+    for k in keys {
+        let v: Vec<f64> = runs.iter().map(|r| r.get(k).copied().unwrap_or(0.0)).collect();
+        let m = v.iter().sum::<f64>() / n;
+        mean.insert(k.clone(), m);
+        if runs.len() >= 2 {
+            let var = v.iter().map(|x| (x - m).powi(2)).sum::<f64>() / (n - 1.0);
+            se.insert(k.clone(), (var / n).sqrt());
+        }
+    }
+    (mean, se)
+}
 
 /// Between the smallest and the largest thread count that were profiled, the blamable category
 /// whose thread time per unit of work grew most (in absolute time, so a cause that already
@@ -452,13 +505,16 @@ pub fn largest_growth(points: &[ScalePoint]) -> Option<Growth> {
         return None;
     }
     let get = |p: &ScalePoint, c: &str| p.per_work_us.get(c).copied().unwrap_or(0.0);
-    let floor = MIN_GROWTH * first.per_work_us.values().sum::<f64>();
+    let se = |p: &ScalePoint, c: &str| p.per_work_se_us.get(c).copied().unwrap_or(0.0);
+    let own: f64 = first.per_work_us.iter().filter(|(c, _)| blamable(c)).map(|(_, v)| v).sum();
+    let floor = MIN_GROWTH * own;
     let (category, growth_us) = Category::ALL
         .iter()
         .map(|c| c.name())
         .filter(|c| blamable(c))
-        .map(|c| (c, get(last, c) - get(first, c)))
-        .filter(|(_, d)| *d > 0.0 && *d > floor)
+        .map(|c| (c, get(last, c) - get(first, c), 2.0 * se(last, c).hypot(se(first, c))))
+        .filter(|(_, d, noise)| *d > 0.0 && *d > floor && *d > *noise)
+        .map(|(c, d, _)| (c, d))
         .max_by(|a, b| a.1.total_cmp(&b.1))?;
     let site = last.sites.get(category).cloned().unwrap_or_default();
     Some(Growth {
@@ -520,6 +576,8 @@ pub struct RawPoint {
     pub categories: BTreeMap<String, f64>,
     /// Thread time per category (µs), mean over the profiled runs.
     pub category_us: BTreeMap<String, f64>,
+    /// Standard error of that mean (µs); empty with fewer than two profiled runs.
+    pub category_se_us: BTreeMap<String, f64>,
     pub sites: BTreeMap<String, Site>,
     /// Each repeat's value in order (`None`: that run failed), for the paired speedups; may be
     /// empty.
@@ -551,7 +609,7 @@ pub fn analyse(
     let repeats: Vec<Vec<Option<f64>>> = raw.iter().map(|p| p.repeats.clone()).collect();
     let mut points: Vec<ScalePoint> = raw
         .into_iter()
-        .map(|RawPoint { threads, mut runs, failed_runs, categories, category_us, sites, .. }| {
+        .map(|RawPoint { threads, mut runs, failed_runs, categories, category_us, category_se_us, sites, .. }| {
             let ok = !runs.is_empty();
             let med = if ok { median(&mut runs) } else { f64::NAN };
             let (min, max) = runs.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), &v| (a.min(v), b.max(v)));
@@ -570,6 +628,7 @@ pub fn analyse(
                 oversubscribed: threads > online_cpus,
                 categories,
                 per_work_us: per_work(&category_us, threads, weak),
+                per_work_se_us: per_work(&category_se_us, threads, weak),
                 category_us,
                 sites,
                 paired_speedups: Vec::new(),
