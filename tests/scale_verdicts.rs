@@ -76,7 +76,8 @@ fn fail_under_blames_the_cause_that_grows_per_unit_of_work_not_runqueue_or_join(
 
 fn flag_lock(dir: &Path, baseline: Option<&Path>, lock: bool) -> Output {
     let wl = workload("scale_flag_lock.py").to_string_lossy().into_owned();
-    let mut args = vec!["--threads", "1,2", "--repeat", "3"];
+    // Four interleaved repeats: four paired speedups per run.
+    let mut args = vec!["--threads", "1,2", "--repeat", "4"];
     let b;
     if let Some(p) = baseline {
         b = p.to_string_lossy().into_owned();

@@ -6,11 +6,14 @@
 //!
 //! The decision rule, at each thread count N measured in both (above the smallest, whose speedup
 //! is 1 by definition):
-//! 1. each run's speedup is taken as an interval: the range of its paired speedups (`ftprof scale`
-//!    interleaves the repeats, and each repeat at N is divided by the same repeat at the smallest
-//!    N, run close in time, so a load that drifts between repeats cancels out), or without pairs
-//!    the spread of its repeats at N widened by the spread at the smallest N;
-//! 2. the drop is *beyond the spread* when this run's interval lies entirely below the baseline's;
+//! 1. with at least two **paired speedups** in both runs (`ftprof scale` interleaves the repeats,
+//!    and each repeat at N is divided by the same repeat at the smallest N, run close in time, so
+//!    a load that drifts between repeats cancels out), the drop is *beyond the spread* when the
+//!    baseline's mean exceeds this run's by more than twice the standard error of the difference
+//!    (Welch);
+//! 2. without pairs, each speedup is an interval (the spread of the repeats at N widened by the
+//!    spread at the smallest N), and the drop is beyond the spread when this run's interval lies
+//!    entirely below the baseline's;
 //! 3. it must also exceed `tolerance` (relative; default 10 %), so that two runs whose repeats
 //!    happened to agree closely are not told apart by a few percent;
 //! 4. and, when both runs were profiled, some category of the program (anything but `runqueue` and
@@ -104,9 +107,15 @@ pub struct PointComparison {
     pub speedup_range: [f64; 2],
     pub baseline_speedup: f64,
     pub baseline_range: [f64; 2],
-    /// `1 - speedup / baseline_speedup` (negative: it scales better now).
+    /// `1 - speedup / baseline_speedup`, or of the paired means when both runs have them
+    /// (negative: it scales better now).
     pub drop: f64,
-    /// This run's interval lies entirely below the baseline's.
+    /// With paired speedups in both runs: their means and the margin the difference had to exceed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub paired: Option<PairedTest>,
+    /// The drop is beyond the spread of both runs: the baseline's paired mean exceeds this run's
+    /// by more than the margin, or (without pairs) this run's interval lies entirely below the
+    /// baseline's.
     pub beyond_spread: bool,
     /// Categories of the program whose share grew by at least [`GROWN_POINTS`], most first.
     pub grown: Vec<GrownCategory>,
@@ -115,6 +124,31 @@ pub struct PointComparison {
     pub regression: bool,
     /// Why this is or is not a regression, in words.
     pub reason: String,
+}
+
+/// The paired speedups of both runs compared: the difference of their means against twice its
+/// standard error (Welch).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct PairedTest {
+    pub mean: f64,
+    pub baseline_mean: f64,
+    /// `2 · sqrt(sd² / n + sd_baseline² / n_baseline)`.
+    pub margin: f64,
+}
+
+fn mean_sd(v: &[f64]) -> (f64, f64) {
+    let n = v.len() as f64;
+    let m = v.iter().sum::<f64>() / n;
+    (m, (v.iter().map(|x| (x - m).powi(2)).sum::<f64>() / (n - 1.0).max(1.0)).sqrt())
+}
+
+fn paired_test(now: &[f64], base: &[f64]) -> Option<PairedTest> {
+    if now.len() < 2 || base.len() < 2 {
+        return None;
+    }
+    let ((m, sd), (bm, bsd)) = (mean_sd(now), mean_sd(base));
+    let margin = 2.0 * (sd * sd / now.len() as f64 + bsd * bsd / base.len() as f64).sqrt();
+    Some(PairedTest { mean: m, baseline_mean: bm, margin })
 }
 
 /// The comparison written to `results.json` (`baseline`).
@@ -179,8 +213,11 @@ pub fn compare(
         else {
             continue;
         };
-        let drop = 1.0 - s / bs;
-        let beyond_spread = range[1] < brange[0];
+        let paired = paired_test(&p.paired_speedups, &b.paired_speedups);
+        let (drop, beyond_spread) = match &paired {
+            Some(t) => (1.0 - t.mean / t.baseline_mean, t.baseline_mean - t.mean > t.margin),
+            None => (1.0 - s / bs, range[1] < brange[0]),
+        };
         let share = |v: &PointView, c: &str| v.categories.get(c).copied().unwrap_or(0.0);
         let profiled = !p.categories.is_empty() && !b.categories.is_empty();
         let mut names: Vec<&String> = p.categories.keys().chain(b.categories.keys()).collect();
@@ -226,6 +263,7 @@ pub fn compare(
             baseline_speedup: bs,
             baseline_range: brange,
             drop,
+            paired,
             beyond_spread,
             grown,
             runqueue_growth,
@@ -259,7 +297,7 @@ fn message(c: &Comparison) -> String {
     }
     for p in &c.points {
         o += &format!(
-            "\n  N = {}: speedup {:.2} ({:.2}–{:.2}) vs {:.2} ({:.2}–{:.2}) in the baseline, {:+.0} %: {}{}",
+            "\n  N = {}: speedup {:.2} ({:.2}–{:.2}) vs {:.2} ({:.2}–{:.2}) in the baseline, {:+.0} %{}: {}{}",
             p.threads,
             p.speedup,
             p.speedup_range[0],
@@ -268,6 +306,10 @@ fn message(c: &Comparison) -> String {
             p.baseline_range[0],
             p.baseline_range[1],
             -p.drop * 100.0,
+            p.paired
+                .as_ref()
+                .map(|t| format!(" (paired means {:.2} vs {:.2}, margin {:.2})", t.mean, t.baseline_mean, t.margin))
+                .unwrap_or_default(),
             if p.regression { "a regression, " } else { "" },
             p.reason
         );
@@ -435,6 +477,14 @@ mod tests {
         let c = compare(&now, &base, false, DEFAULT_TOLERANCE, "b");
         assert!(c.points[0].beyond_spread && c.points[0].regression, "{:?}", c.points[0]);
         assert_eq!(c.points[0].grown[0].category, "lock");
+        let t = c.points[0].paired.as_ref().unwrap();
+        assert!(t.baseline_mean - t.mean > t.margin && t.margin > 0.0, "{t:?}");
+        assert!(c.message.contains("paired means"), "{}", c.message);
+        // Paired means within twice their standard error: not beyond the spread.
+        now[1].paired_speedups = vec![1.3, 1.9, 1.5];
+        base[1].paired_speedups = vec![1.8, 1.6, 2.0];
+        let c = compare(&now, &base, false, DEFAULT_TOLERANCE, "b");
+        assert!(!c.points[0].beyond_spread && !c.points[0].regression, "{:?}", c.points[0]);
     }
 
     #[test]
