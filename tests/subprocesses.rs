@@ -205,4 +205,7 @@ fn attaching_with_per_thread_events_says_children_are_not_followed() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{stderr}");
     assert!(stderr.contains("--subprocesses: child processes were not followed"), "{stderr}");
+    // Let it finish (killing the parent would leave its pool's workers behind).
+    let (code, _) = bg.finish();
+    assert_eq!(code, Some(0));
 }

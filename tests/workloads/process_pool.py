@@ -18,18 +18,34 @@ def hot(n):
     return total
 
 
+BARRIER = None
+
+
+def init(barrier):
+    global BARRIER
+    BARRIER = barrier
+
+
+def hot_task(n):
+    # Both workers start each pair of tasks together: neither can take every task while the
+    # other waits for a CPU.
+    BARRIER.wait(timeout=120)
+    return hot(n)
+
+
 def main():
     method = sys.argv[1] if len(sys.argv) > 1 else "spawn"
     rounds = 12 if "--wait-ready" in sys.argv else 4
     if "--shell" in sys.argv:
         subprocess.run(["/bin/sh", "-c", "i=0; while [ $i -lt 300000 ]; do i=$((i+1)); done"], check=True)
-    with ProcessPoolExecutor(max_workers=2, mp_context=mp.get_context(method)) as ex:
+    ctx = mp.get_context(method)
+    with ProcessPoolExecutor(max_workers=2, mp_context=ctx, initializer=init, initargs=(ctx.Barrier(2),)) as ex:
         # Two tasks at once start both workers (spawn starts them on demand, one per task that
         # finds no idle worker); the hot tasks then go to both.
         list(ex.map(time.sleep, [0.3, 0.3]))
         if "--wait-ready" in sys.argv:
             print("ready", flush=True)
-        futures = [ex.submit(hot, COUNT) for _ in range(rounds)]
+        futures = [ex.submit(hot_task, COUNT) for _ in range(rounds)]
         print(sum(f.result() for f in futures), flush=True)
 
 
