@@ -45,7 +45,7 @@ fn fail_under_blames_the_cause_that_grows_per_unit_of_work_not_runqueue_or_join(
     let dir = tempdir();
     let out = scale(
         dir.path(),
-        &["--weak", "--threads", "1,2", "--repeat", "3", "--fail-under", "0.95"],
+        &["--weak", "--threads", "1,2", "--repeat", "5", "--fail-under", "0.95"],
         &[&py(), &wl.to_string_lossy(), "{n}"],
     );
     let all = text(&out);
