@@ -236,3 +236,27 @@ fn a_closed_terminal_ends_the_view_and_detaches() {
     std::thread::sleep(Duration::from_millis(300));
     assert!(bg.child.try_wait().unwrap().is_none(), "the target exited with ftprof's terminal");
 }
+
+#[test]
+fn subprocesses_show_the_workers_hot_function() {
+    // A ProcessPoolExecutor whose 2 spawned workers run `hot`; the parent only waits. With
+    // --subprocesses the workers' function is among the top functions, and their threads are
+    // listed with the parent's.
+    let py = python();
+    let wl = workload("process_pool.py");
+    let tmux = Tmux::new(160, 45);
+    start_top(&tmux, &format!("--subprocesses -- {} {} spawn --rounds=400", py.display(), wl.display()));
+    let (screen, _) = tmux.wait_for("the workers' hot function", Duration::from_secs(90), |s| {
+        s.contains(HEADER) && s.lines().any(|l| l.contains("hot (process_pool.py)"))
+    });
+    eprintln!("{screen}");
+    tmux.key("q");
+    let (after, _) = tmux.wait_for("the shell after q", Duration::from_secs(30), |s| top_exit(s).is_some());
+    assert_eq!(top_exit(&after), Some(0), "{after}");
+    // Quitting stops the launched program with its worker processes (no orphans left running).
+    let t0 = Instant::now();
+    while !pids_with("process_pool.py spawn --rounds=400").is_empty() || !pids_with("tracker_fd=").is_empty() {
+        assert!(t0.elapsed() < Duration::from_secs(15), "the pool or its workers still run after q");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}

@@ -360,6 +360,19 @@ pub fn summary_text(p: &Profile) -> String {
         }
         _ => {}
     }
+    if !s.processes.is_empty() {
+        let python: Vec<String> = s.processes.iter().filter(|p| p.python).map(|p| p.pid.to_string()).collect();
+        o += &format!("  processes followed (--subprocesses): {} with CPython ({})\n", python.len(), python.join(", "));
+        let skipped: Vec<String> =
+            s.processes.iter().filter(|p| !p.python).map(|p| format!("{} ({})", p.pid, p.command)).collect();
+        if !skipped.is_empty() {
+            o += &format!(
+                "  note: skipped {} child process(es) where no CPython runtime was found (not in the profile): {}\n",
+                skipped.len(),
+                skipped.join(", ")
+            );
+        }
+    }
     if s.sched_corrected_threads > 0 {
         o += &format!(
             "  note: for {} thread(s) the kernel counted time blocked as time waiting for a CPU; their split follows ftprof's samples\n",

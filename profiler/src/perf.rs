@@ -27,6 +27,10 @@ pub struct SamplingConfig {
     /// at each sample. Exact off-CPU attribution, at a cost that grows with the switch rate.
     /// Needs kernel sampling.
     pub off_cpu: bool,
+    /// Also follow the target's child processes: when attaching, the processes it already
+    /// started (and theirs) are followed from the start; new ones are followed as they are
+    /// forked (CPU-wide events; inherited per-task events follow them anyway).
+    pub follow_children: bool,
 }
 
 impl Default for SamplingConfig {
@@ -37,6 +41,7 @@ impl Default for SamplingConfig {
             ring_pages: 1024,
             wake_every_sample: true,
             off_cpu: false,
+            follow_children: false,
         }
     }
 }

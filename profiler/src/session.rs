@@ -65,6 +65,9 @@ pub struct RecordingOutcome {
     pub lost_switches: u64,
     /// User + system CPU seconds of the target and its threads (from `wait4`), when it exited.
     pub target_cpu_seconds: Option<f64>,
+    /// With [`SamplingConfig::follow_children`]: whether child processes were followed (not when
+    /// attaching with per-thread events, which only cover the target's own threads).
+    pub followed_children: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -203,7 +206,13 @@ pub fn record(
             let since = *stop_seen.get_or_insert_with(Instant::now);
             let due = [1, 4, 7].get(escalation).map(|&s| Duration::from_secs(s));
             if due.is_some_and(|d| since.elapsed() >= d) {
-                let _ = kill(Pid::from_raw(pid), [Signal::SIGINT, Signal::SIGTERM, Signal::SIGKILL][escalation]);
+                let sig = [Signal::SIGINT, Signal::SIGTERM, Signal::SIGKILL][escalation];
+                // Its children too (a process pool's workers), as a Ctrl-C in the terminal
+                // would: the descendants first, then the target.
+                for child in crate::threads::descendants(pid as u32) {
+                    let _ = kill(Pid::from_raw(child as i32), sig);
+                }
+                let _ = kill(Pid::from_raw(pid), sig);
                 escalation += 1;
             }
         }
@@ -222,6 +231,7 @@ pub fn record(
         lost: lost.samples,
         lost_switches: lost.switches,
         target_cpu_seconds: cpu,
+        followed_children: cfg.follow_children,
     })
 }
 
@@ -241,7 +251,12 @@ fn attach(
     // CPU-wide events when allowed (no cost per context switch of the target); else one event
     // per thread of the target.
     let (mut rings, mut filter, _events) = match open_rings(pid, cfg, false) {
-        Ok((rings, Some(filter))) => (rings, Some(filter), None),
+        Ok((rings, Some(mut filter))) => {
+            if cfg.follow_children {
+                filter.pids.extend(crate::threads::descendants(pid as u32));
+            }
+            (rings, Some(filter), None)
+        }
         Ok((_, None)) | Err(PerfError::Permission { .. }) => {
             let mut events = perf::ThreadEvents::open(pid, cfg)?;
             let rings = std::mem::take(&mut events.rings);
@@ -289,6 +304,7 @@ fn attach(
         lost: lost.samples,
         lost_switches: lost.switches,
         target_cpu_seconds: None,
+        followed_children: cfg.follow_children && filter.is_some(),
     })
 }
 

@@ -83,6 +83,31 @@ pub fn parse_stat(text: &str) -> Option<ProcStat> {
     Some(ProcStat { state, ppid })
 }
 
+/// The live descendants of process `pid` (children, their children, …), from `/proc/*/stat`.
+pub fn descendants(pid: u32) -> Vec<u32> {
+    let mut parent_of: Vec<(u32, u32)> = Vec::new();
+    if let Ok(dir) = std::fs::read_dir("/proc") {
+        for e in dir.flatten() {
+            let Some(p) = e.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else { continue };
+            if let Some(st) = read_stat(p, None).filter(|s| s.state != 'Z') {
+                parent_of.push((p, st.ppid));
+            }
+        }
+    }
+    let mut out = Vec::new();
+    let mut frontier = vec![pid];
+    while let Some(p) = frontier.pop() {
+        for &(c, pp) in &parent_of {
+            if pp == p && c != pid && !out.contains(&c) {
+                out.push(c);
+                frontier.push(c);
+            }
+        }
+    }
+    out.sort_unstable();
+    out
+}
+
 /// `stat` of process `pid`, or of its thread `tid`.
 pub fn read_stat(pid: u32, tid: Option<u32>) -> Option<ProcStat> {
     let path = match tid {
@@ -208,6 +233,26 @@ impl ThreadProbe {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn descendants_include_grandchildren_and_not_the_process_itself() {
+        // A shell (child) that starts a sleep (grandchild) and waits for it.
+        let mut sh = std::process::Command::new("/bin/sh")
+            .args(["-c", "sleep 5 & echo $!; wait"])
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        std::io::BufRead::read_line(&mut std::io::BufReader::new(sh.stdout.take().unwrap()), &mut line).unwrap();
+        let grandchild: u32 = line.trim().parse().unwrap();
+        let me = std::process::id();
+        let d = descendants(me);
+        let _ = std::process::Command::new("kill").arg(grandchild.to_string()).status();
+        let _ = sh.wait();
+        assert!(d.contains(&sh.id()) && d.contains(&grandchild), "{d:?} lacks {} or {grandchild}", sh.id());
+        assert!(!d.contains(&me));
+        assert!(descendants(grandchild).is_empty());
+    }
 
     #[test]
     fn parses_the_three_forms() {

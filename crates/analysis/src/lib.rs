@@ -23,7 +23,11 @@
 //! per-thread [`Stack`]s with CPU samples and off-CPU time, each with a [`Category`] saying why
 //! the thread was there, a per-lock table of [`LockStat`]s, [`ThreadInfo`], a [`Summary`] with the
 //! share of thread time per category), serializable as the documented JSON profile.
+//!
+//! [`scaling`] turns `ftprof scale`'s runs into speedups, fits and the category whose thread time
+//! per unit of work grew most; [`baseline`] compares two such results (a regression verdict).
 
+pub mod baseline;
 pub mod blame;
 pub mod collect;
 pub mod concurrency;
@@ -38,8 +42,8 @@ pub mod wait;
 
 pub use merge::{merge_stacks, MergeStatus, EVAL_FRAME_FN};
 pub use profile::{
-    CategoryTime, Frame, FrameKind, LineStat, LockStat, LostRange, Observation, Profile, ProfileBuilder, PythonInfo,
-    SampleInput, Stack, Summary, TargetInfo, ThreadInfo, SCHEMA_VERSION,
+    CategoryTime, Frame, FrameKind, LineStat, LockStat, LostRange, Observation, ProcessInfo, Profile, ProfileBuilder,
+    PythonInfo, SampleInput, Stack, Summary, TargetInfo, ThreadInfo, SCHEMA_VERSION,
 };
 pub use symbolizer::python::ObjectRef;
 pub use wait::{classify, syscall_name, Category, Evidence, LockIdentity};

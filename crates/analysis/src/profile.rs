@@ -165,6 +165,16 @@ pub struct ThreadInfo {
     pub wait_us: u64,
 }
 
+/// A process followed with `--subprocesses`.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct ProcessInfo {
+    pub pid: u32,
+    /// Its command line (after its last `exec`).
+    pub command: String,
+    /// It ran CPython (a process without is skipped: none of its stacks are in the profile).
+    pub python: bool,
+}
+
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct PythonInfo {
     pub version: String,
@@ -278,6 +288,9 @@ pub struct Summary {
     pub thread_time_us: u64,
     /// Thread time per category, largest first.
     pub categories: Vec<CategoryTime>,
+    /// With `--subprocesses`: every process followed, the target first.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub processes: Vec<ProcessInfo>,
     /// CPU time one sample stands for (ns), as given to [`ProfileBuilder::new`]: the profile's
     /// totals and everything rendered from it use this one value (not in the JSON, which has
     /// `rate_hz`).
@@ -400,6 +413,8 @@ pub struct ProfileBuilder {
     /// Modules whose unresolved frames count as `unresolved_core`; the first is the runtime.
     core_modules: Vec<String>,
     opnames: Vec<String>,
+    /// Root frame label per process (`--subprocesses`).
+    process_roots: HashMap<u32, String>,
 }
 
 impl ProfileBuilder {
@@ -419,6 +434,7 @@ impl ProfileBuilder {
             summary: Summary::default(),
             core_modules: Vec::new(),
             opnames: Vec::new(),
+            process_roots: HashMap::new(),
         }
     }
 
@@ -431,6 +447,12 @@ impl ProfileBuilder {
     /// Base opcode names of the target's CPython (see `symbolizer::python::opcodes`).
     pub fn set_opnames(&mut self, opnames: Vec<String>) {
         self.opnames = opnames;
+    }
+
+    /// Root the stacks of process `pid`'s threads under a frame named `label`
+    /// (`process PID (command)`, with `--subprocesses`).
+    pub fn set_process(&mut self, pid: u32, label: &str) {
+        self.process_roots.insert(pid, label.to_string());
     }
 
     pub fn set_thread(&mut self, tid: u32, pid: u32, name: &str) {
@@ -599,14 +621,20 @@ impl ProfileBuilder {
             let name =
                 if t.name.is_empty() { format!("thread ({})", t.tid) } else { format!("{} ({})", t.name, t.tid) };
             let id = self.intern(Frame::simple(FrameKind::Thread, name));
-            thread_frame.insert(t.tid, id);
+            // With --subprocesses, the process's root frame comes first (also of kind `thread`:
+            // a root that merged views drop with the thread frames).
+            let root =
+                self.process_roots.get(&t.pid).cloned().map(|p| self.intern(Frame::simple(FrameKind::Thread, p)));
+            thread_frame.insert(t.tid, (root, id));
         }
         let mut per_cat: HashMap<Category, f64> = HashMap::new();
         let mut stacks: Vec<Stack> = std::mem::take(&mut self.stacks)
             .into_iter()
             .map(|((thread, ids, category), agg)| {
-                let mut frames = Vec::with_capacity(ids.len() + 1);
-                frames.push(thread_frame[&thread]);
+                let mut frames = Vec::with_capacity(ids.len() + 2);
+                let (root, thread_id) = thread_frame[&thread];
+                frames.extend(root);
+                frames.push(thread_id);
                 frames.extend(ids);
                 let st =
                     Stack { thread, frames, category, samples: agg.samples, wait_us: agg.wait_us, waits: agg.waits };
@@ -728,6 +756,44 @@ mod tests {
         assert_eq!(p.summary.categories.len(), 1);
         assert_eq!(p.summary.categories[0].category, Category::Python);
         assert_eq!(p.summary.thread_time_us, 11_000);
+    }
+
+    #[test]
+    fn threads_of_followed_processes_are_rooted_under_their_process() {
+        let mut b = ProfileBuilder::new(1_000_000);
+        let n = runtime_stack(&[EVAL, "main"]);
+        let py = pystack(vec![code("work", APP, 3)]);
+        b.set_thread(11, 10, "MainThread");
+        b.set_thread(21, 20, "MainThread");
+        b.set_thread(22, 20, "worker");
+        b.set_process(10, "process 10 (python3.13t app.py)");
+        b.set_process(20, "process 20 (python3.13t -c spawn)");
+        for tid in [11, 21, 22] {
+            b.add(&SampleInput { python: Some(&py), ..input(tid, &n, cpu(1)) });
+        }
+        let p = b.finish(TargetInfo::default());
+        let roots: Vec<(u32, String, String)> = p
+            .iter_stacks()
+            .map(|(s, f)| (s.thread, f[0].name.clone(), f[1].name.clone()))
+            .collect::<std::collections::BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        assert_eq!(
+            roots,
+            [
+                (11, "process 10 (python3.13t app.py)".into(), "MainThread (11)".into()),
+                (21, "process 20 (python3.13t -c spawn)".into(), "MainThread (21)".into()),
+                (22, "process 20 (python3.13t -c spawn)".into(), "worker (22)".into()),
+            ]
+        );
+        for (_, f) in p.iter_stacks() {
+            assert_eq!((f[0].kind, f[1].kind), (FrameKind::Thread, FrameKind::Thread));
+        }
+        // Without set_process, the thread frame is the root (the default).
+        let mut b = ProfileBuilder::new(1_000_000);
+        b.add(&SampleInput { python: Some(&py), ..input(7, &n, cpu(1)) });
+        let p = b.finish(TargetInfo::default());
+        assert_eq!(p.iter_stacks().next().unwrap().1[0].name, "thread (7)");
     }
 
     #[test]

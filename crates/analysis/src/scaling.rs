@@ -5,7 +5,11 @@
 //! * Amdahl, `S(N) = 1 / (s + (1 - s) / N)`: `1/S - 1/N = s · (1 - 1/N)`;
 //! * USL, `S(N) = N / (1 + σ(N - 1) + κN(N - 1))`: `N/S - 1 = σ(N - 1) + κN(N - 1)`.
 
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
+
+use crate::{Category, FrameKind, Profile};
 
 #[derive(Debug, thiserror::Error, PartialEq)]
 pub enum FitError {
@@ -165,6 +169,136 @@ mod tests {
         assert!((fit.sigma - 0.1).abs() < 0.05 && (fit.kappa - 0.005).abs() < 0.005, "{fit:?}");
     }
 
+    fn cats(v: &[(&str, f64)]) -> BTreeMap<String, f64> {
+        v.iter().map(|(k, t)| (k.to_string(), *t)).collect()
+    }
+
+    fn raw(threads: u32, secs: f64, us: &[(&str, f64)]) -> RawPoint {
+        let total: f64 = us.iter().map(|x| x.1).sum();
+        let sites = us
+            .iter()
+            .map(|(k, _)| (k.to_string(), Site { lock: None, line: Some(format!("work (w.py:{threads})")) }))
+            .collect();
+        RawPoint {
+            threads,
+            runs: vec![secs],
+            failed_runs: 0,
+            categories: us.iter().map(|(k, t)| (k.to_string(), t / total)).collect(),
+            category_us: cats(us),
+            category_se_us: BTreeMap::new(),
+            sites,
+            repeats: vec![Some(secs)],
+        }
+    }
+
+    #[test]
+    fn growth_per_unit_of_work_finds_a_cause_that_dominated_at_one_thread() {
+        // Weak scaling: refcount stalls are 60 % of thread time at N = 1 and still ~60 % at N = 2
+        // (its share barely moves), but per unit of work they went from 0.6 s to 1.8 s. Runqueue
+        // and join grew in share more than refcount did.
+        let p1 = raw(1, 1.0, &[("refcount", 600_000.0), ("python", 400_000.0), ("join", 1_000_000.0)]);
+        let p2 = raw(
+            2,
+            2.6,
+            &[("refcount", 3_600_000.0), ("python", 900_000.0), ("runqueue", 600_000.0), ("join", 2_600_000.0)],
+        );
+        let (points, ..) = analyse(vec![p1, p2], true, false, 2);
+        let shares = |p: &ScalePoint, c: &str| p.categories.get(c).copied().unwrap_or(0.0);
+        assert!(shares(&points[1], "refcount") - shares(&points[0], "refcount") < 0.2);
+        assert!((points[1].per_work_us["refcount"] - 1_800_000.0).abs() < 1e-6);
+        let g = largest_growth(&points).unwrap();
+        assert_eq!(g.category, "refcount");
+        assert!((g.growth_us - 1_200_000.0).abs() < 1e-6, "{g:?}");
+        assert!((g.runqueue_growth_us - 300_000.0).abs() < 1e-6);
+        assert_eq!(g.line.as_deref(), Some("work (w.py:2)"));
+        assert!(g.describe().contains("refcount (+1200 ms of thread time per unit of work"), "{}", g.describe());
+        // Strong scaling: the same numbers are per unit of work as they are.
+        let p1 = raw(1, 1.0, &[("lock", 0.0), ("python", 1_000_000.0)]);
+        let p2 = raw(2, 1.0, &[("lock", 900_000.0), ("python", 1_100_000.0), ("runqueue", 2_000_000.0)]);
+        let (points, ..) = analyse(vec![p1, p2], false, false, 2);
+        let g = largest_growth(&points).unwrap();
+        assert_eq!((g.category.as_str(), g.growth_us), ("lock", 900_000.0));
+    }
+
+    #[test]
+    fn paired_speedups_divide_each_repeat_by_the_same_repeat_at_the_smallest_n() {
+        let mk = |threads, repeats: Vec<Option<f64>>| RawPoint {
+            threads,
+            runs: repeats.iter().flatten().copied().collect(),
+            repeats,
+            ..Default::default()
+        };
+        let raw = vec![mk(2, vec![Some(0.5), None, Some(1.0)]), mk(1, vec![Some(1.0), Some(1.2), Some(1.8)])];
+        let (points, ..) = analyse(raw.clone(), false, false, 2);
+        assert_eq!(points[1].paired_speedups, vec![2.0, 1.8]);
+        assert!(points[0].paired_speedups.iter().all(|&s| (s - 1.0).abs() < 1e-12));
+        let (points, ..) = analyse(raw, true, false, 2);
+        assert_eq!(points[1].paired_speedups, vec![4.0, 3.6]);
+        // One pair is no spread: left empty.
+        let (points, ..) =
+            analyse(vec![mk(1, vec![Some(1.0), None]), mk(2, vec![Some(0.5), Some(0.5)])], false, false, 2);
+        assert!(points[1].paired_speedups.is_empty());
+    }
+
+    #[test]
+    fn no_growth_without_two_profiled_points_or_when_only_waiting_for_a_cpu_grew() {
+        let p1 = raw(1, 1.0, &[("python", 1_000_000.0)]);
+        assert!(largest_growth(&analyse(vec![p1.clone()], false, false, 2).0).is_none());
+        let mut p2 = raw(2, 1.0, &[("python", 900_000.0), ("runqueue", 500_000.0), ("idle", 100_000.0)]);
+        assert!(largest_growth(&analyse(vec![p1.clone(), p2.clone()], false, false, 2).0).is_none());
+        // A growth within 2 % of all thread time per unit of work is noise.
+        let p3 = raw(2, 1.0, &[("python", 1_015_000.0), ("runqueue", 500_000.0)]);
+        assert!(largest_growth(&analyse(vec![p1.clone(), p3], false, false, 2).0).is_none());
+        let p4 = raw(2, 1.0, &[("python", 1_025_000.0), ("runqueue", 500_000.0)]);
+        assert_eq!(largest_growth(&analyse(vec![p1.clone(), p4], false, false, 2).0).unwrap().category, "python");
+        p2.category_us.clear();
+        assert!(largest_growth(&analyse(vec![p1, p2], false, false, 2).0).is_none());
+    }
+
+    #[test]
+    fn a_growth_within_the_run_to_run_variation_is_not_named() {
+        let runs = |v: &[f64]| -> Vec<BTreeMap<String, f64>> { v.iter().map(|&x| cats(&[("python", x)])).collect() };
+        let (m, se) = mean_and_se(&runs(&[900_000.0, 1_000_000.0, 1_100_000.0]));
+        assert!((m["python"] - 1_000_000.0).abs() < 1e-6 && (se["python"] - 100_000.0 / 3f64.sqrt()).abs() < 1e-6);
+        assert!(mean_and_se(&runs(&[5.0])).1.is_empty());
+        let point = |threads, v: &[f64]| {
+            let (category_us, category_se_us) = mean_and_se(&runs(v));
+            RawPoint { threads, runs: vec![1.0], category_us, category_se_us, ..Default::default() }
+        };
+        // +100 ms on means that vary by ±100 ms run to run: noise.
+        let (pts, ..) = analyse(
+            vec![point(1, &[900_000.0, 1_000_000.0, 1_100_000.0]), point(2, &[1_000_000.0, 1_100_000.0, 1_200_000.0])],
+            false,
+            false,
+            2,
+        );
+        assert!(largest_growth(&pts).is_none());
+        // The same growth with tight runs: named.
+        let (pts, ..) = analyse(
+            vec![point(1, &[990_000.0, 1_000_000.0, 1_010_000.0]), point(2, &[1_090_000.0, 1_100_000.0, 1_110_000.0])],
+            false,
+            false,
+            2,
+        );
+        assert_eq!(largest_growth(&pts).unwrap().category, "python");
+    }
+
+    #[test]
+    fn top_sites_name_the_largest_lock_and_the_hottest_line() {
+        let p = crate::fixture::profile();
+        let sites = top_sites(&p);
+        for l in &p.locks {
+            let s = &sites[l.kind.name()];
+            assert!(s.lock.is_some(), "{:?}", l.kind);
+        }
+        let biggest = p.locks.iter().max_by_key(|l| l.total_us).unwrap();
+        let s = &sites[biggest.kind.name()];
+        if p.locks.iter().filter(|l| l.kind == biggest.kind).count() == 1 {
+            assert_eq!(s.lock.as_deref(), Some(biggest.description.as_str()));
+        }
+        assert!(sites.get("python").is_some_and(|s| s.lock.is_none() && s.line.is_some()), "{sites:?}");
+    }
+
     #[test]
     fn degenerate_inputs_are_errors_not_nan() {
         assert_eq!(fit_usl(&[(1.0, 1.0)]), Err(FitError::TooFewPoints(3, 1)));
@@ -202,7 +336,198 @@ pub struct ScalePoint {
     pub oversubscribed: bool,
     /// Share of thread time per category (python, native, refcount, spin, lock, …), summed over
     /// the profiled runs; empty with `--no-profile`.
-    pub categories: std::collections::BTreeMap<String, f64>,
+    pub categories: BTreeMap<String, f64>,
+    /// Thread time per category (µs), mean over the profiled runs; empty with `--no-profile`.
+    pub category_us: BTreeMap<String, f64>,
+    /// Thread time per category per unit of work (µs): `category_us / N` for weak scaling (each
+    /// thread does one unit), as is for strong scaling (one unit in all). Compared across N, it
+    /// grows for whatever costs more as threads are added, even when it already dominated at N = 1.
+    pub per_work_us: BTreeMap<String, f64>,
+    /// Standard error of `per_work_us` (µs) from the run-to-run variation of the profiled runs
+    /// (empty with a single profiled run).
+    pub per_work_se_us: BTreeMap<String, f64>,
+    /// The top lock and Python line of each category, from the first profiled run.
+    pub sites: BTreeMap<String, Site>,
+    /// The speedup of each repeat against the same repeat at the smallest N (`ftprof scale` runs
+    /// the repeats interleaved, so each pair ran close in time, under similar load); empty when
+    /// fewer than two repeats paired up.
+    pub paired_speedups: Vec<f64>,
+}
+
+/// Where one category's time went in a profile: its largest lock and its top Python line.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Site {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lock: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub line: Option<String>,
+}
+
+impl Site {
+    /// `_thread.lock @ 0x… at f (x.py:3)`, `at f (x.py:3)`, or empty.
+    pub fn describe(&self) -> String {
+        match (&self.lock, &self.line) {
+            (Some(l), Some(line)) => format!("{l} at {line}"),
+            (Some(l), None) => l.clone(),
+            (None, Some(line)) => format!("at {line}"),
+            (None, None) => String::new(),
+        }
+    }
+}
+
+/// Per category of a profile, its largest lock (with that lock's top line) and, for categories
+/// without locks, the Python line (innermost Python frame) with the most time in it.
+pub fn top_sites(p: &Profile) -> BTreeMap<String, Site> {
+    let mut out: BTreeMap<String, Site> = BTreeMap::new();
+    let mut best_lock: BTreeMap<&str, u64> = BTreeMap::new();
+    for l in &p.locks {
+        let name = l.kind.name();
+        if best_lock.get(name).is_none_or(|&t| l.total_us > t) {
+            best_lock.insert(name, l.total_us);
+            out.insert(
+                name.to_string(),
+                Site { lock: Some(l.description.clone()), line: l.top_lines.first().map(|t| t.line.clone()) },
+            );
+        }
+    }
+    let period_us = p.summary.period_us();
+    let mut lines: BTreeMap<(&str, String), f64> = BTreeMap::new();
+    for (s, frames) in p.iter_stacks() {
+        if let Some(f) = frames.iter().rev().find(|f| f.kind == FrameKind::Python) {
+            *lines.entry((s.category.name(), f.label())).or_default() += s.time_us(period_us);
+        }
+    }
+    let mut best_line: BTreeMap<&str, (f64, String)> = BTreeMap::new();
+    for ((cat, line), t) in lines {
+        if best_line.get(cat).is_none_or(|b| t > b.0) {
+            best_line.insert(cat, (t, line));
+        }
+    }
+    for (cat, (_, line)) in best_line {
+        let site = out.entry(cat.to_string()).or_default();
+        if site.line.is_none() {
+            site.line = Some(line);
+        }
+    }
+    out
+}
+
+/// The category whose thread time per unit of work grew most from the smallest to the largest
+/// thread count (see [`largest_growth`]).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Growth {
+    pub category: String,
+    pub from_threads: u32,
+    pub to_threads: u32,
+    /// Thread time in the category per unit of work (µs) at the two thread counts.
+    pub from_us: f64,
+    pub to_us: f64,
+    /// `to_us - from_us`.
+    pub growth_us: f64,
+    /// Its top lock and line at the larger thread count.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lock: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub line: Option<String>,
+    /// Growth of `runqueue` (waiting for a CPU) per unit of work (µs): never blamed on the
+    /// program, since other processes cause it too; reported beside.
+    pub runqueue_growth_us: f64,
+}
+
+impl Growth {
+    /// `lock (+350 ms per unit of work, 12 ms → 362 ms), mostly _thread.lock @ 0x… at f (x.py:3)`.
+    pub fn describe(&self) -> String {
+        let ms = |us: f64| format!("{:.0} ms", us / 1000.0);
+        let mut o = format!(
+            "{} (+{} of thread time per unit of work from N = {} to N = {}: {} → {})",
+            self.category,
+            ms(self.growth_us),
+            self.from_threads,
+            self.to_threads,
+            ms(self.from_us),
+            ms(self.to_us)
+        );
+        let site = Site { lock: self.lock.clone(), line: self.line.clone() }.describe();
+        if !site.is_empty() {
+            o += &format!(", mostly {site}");
+        }
+        o
+    }
+}
+
+/// Categories a scaling verdict may blame: what the program does (running, spinning, waiting on
+/// its locks, I/O, collecting), not waiting for a CPU (`runqueue`: other processes cause it too)
+/// nor the idle kinds (joins, sleeps, notifications: the consequence of other threads' work).
+pub fn blamable(category: &str) -> bool {
+    Category::ALL.iter().any(|c| c.name() == category && !c.is_idle() && *c != Category::Runqueue)
+}
+
+/// Thread time per unit of work: weak scaling does N units at N threads, strong scaling one.
+pub fn per_work(category_us: &BTreeMap<String, f64>, threads: u32, weak: bool) -> BTreeMap<String, f64> {
+    let units = if weak { threads.max(1) as f64 } else { 1.0 };
+    category_us.iter().map(|(k, v)| (k.clone(), v / units)).collect()
+}
+
+/// A category's growth per unit of work counts only above this fraction of the program's own
+/// thread time per unit of work at the smallest N (its blamable categories), and above twice the
+/// standard error of the difference when the runs were repeated.
+pub const MIN_GROWTH: f64 = 0.02;
+
+/// Mean and standard error of each category's thread time over several runs (µs).
+pub fn mean_and_se(runs: &[BTreeMap<String, f64>]) -> (BTreeMap<String, f64>, BTreeMap<String, f64>) {
+    let n = runs.len() as f64;
+    let mut keys: Vec<&String> = runs.iter().flat_map(|r| r.keys()).collect();
+    keys.sort();
+    keys.dedup();
+    let mut mean = BTreeMap::new();
+    let mut se = BTreeMap::new();
+    for k in keys {
+        let v: Vec<f64> = runs.iter().map(|r| r.get(k).copied().unwrap_or(0.0)).collect();
+        let m = v.iter().sum::<f64>() / n;
+        mean.insert(k.clone(), m);
+        if runs.len() >= 2 {
+            let var = v.iter().map(|x| (x - m).powi(2)).sum::<f64>() / (n - 1.0);
+            se.insert(k.clone(), (var / n).sqrt());
+        }
+    }
+    (mean, se)
+}
+
+/// Between the smallest and the largest thread count that were profiled, the blamable category
+/// whose thread time per unit of work grew most (in absolute time, so a cause that already
+/// dominated at N = 1 and grows with N is found even when its share barely moves). `None` when
+/// fewer than two thread counts were profiled or no blamable category grew by more than
+/// [`MIN_GROWTH`].
+pub fn largest_growth(points: &[ScalePoint]) -> Option<Growth> {
+    let profiled: Vec<&ScalePoint> = points.iter().filter(|p| !p.per_work_us.is_empty()).collect();
+    let (first, last) = (profiled.first()?, profiled.last()?);
+    if first.threads == last.threads {
+        return None;
+    }
+    let get = |p: &ScalePoint, c: &str| p.per_work_us.get(c).copied().unwrap_or(0.0);
+    let se = |p: &ScalePoint, c: &str| p.per_work_se_us.get(c).copied().unwrap_or(0.0);
+    let own: f64 = first.per_work_us.iter().filter(|(c, _)| blamable(c)).map(|(_, v)| v).sum();
+    let floor = MIN_GROWTH * own;
+    let (category, growth_us) = Category::ALL
+        .iter()
+        .map(|c| c.name())
+        .filter(|c| blamable(c))
+        .map(|c| (c, get(last, c) - get(first, c), 2.0 * se(last, c).hypot(se(first, c))))
+        .filter(|(_, d, noise)| *d > 0.0 && *d > floor && *d > *noise)
+        .map(|(c, d, _)| (c, d))
+        .max_by(|a, b| a.1.total_cmp(&b.1))?;
+    let site = last.sites.get(category).cloned().unwrap_or_default();
+    Some(Growth {
+        category: category.to_string(),
+        from_threads: first.threads,
+        to_threads: last.threads,
+        from_us: get(first, category),
+        to_us: get(last, category),
+        growth_us,
+        lock: site.lock,
+        line: site.line,
+        runqueue_growth_us: get(last, "runqueue") - get(first, "runqueue"),
+    })
 }
 
 /// What a scaling run measured.
@@ -232,6 +557,31 @@ pub struct ScaleResult {
     /// Why no fit was made (fewer than three thread counts, …).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub fit_note: Option<String>,
+    /// The category whose thread time per unit of work grew most (profiled runs only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub growth: Option<Growth>,
+    /// The comparison with `--baseline` (see [`crate::baseline`]).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub baseline: Option<crate::baseline::Comparison>,
+}
+
+/// One thread count's measurements, as `analyse` takes them.
+#[derive(Clone, Debug, Default)]
+pub struct RawPoint {
+    pub threads: u32,
+    /// Each successful run's value.
+    pub runs: Vec<f64>,
+    pub failed_runs: u32,
+    /// Share of thread time per category over the profiled runs.
+    pub categories: BTreeMap<String, f64>,
+    /// Thread time per category (µs), mean over the profiled runs.
+    pub category_us: BTreeMap<String, f64>,
+    /// Standard error of that mean (µs); empty with fewer than two profiled runs.
+    pub category_se_us: BTreeMap<String, f64>,
+    pub sites: BTreeMap<String, Site>,
+    /// Each repeat's value in order (`None`: that run failed), for the paired speedups; may be
+    /// empty.
+    pub repeats: Vec<Option<f64>>,
 }
 
 fn median(v: &mut [f64]) -> f64 {
@@ -245,19 +595,21 @@ fn median(v: &mut [f64]) -> f64 {
 }
 
 /// Build the points (speedups relative to the smallest thread count) and the fits.
-/// `raw`: per thread count, the successful run values, failed runs and category shares.
-#[allow(clippy::type_complexity)]
+/// `raw`: per thread count, the successful run values, failed runs and what the profiles say.
 pub fn analyse(
-    raw: Vec<(u32, Vec<f64>, u32, std::collections::BTreeMap<String, f64>)>,
+    raw: Vec<RawPoint>,
     weak: bool,
     higher_is_better: bool,
     online_cpus: u32,
 ) -> (Vec<ScalePoint>, Option<Amdahl>, Option<Usl>, Option<String>) {
     // Durations (lower is better) as they are; rates as 1/rate, so that one formula serves both.
     let as_time = |v: f64| if higher_is_better { 1.0 / v } else { v };
+    let mut raw = raw;
+    raw.sort_by_key(|p| p.threads);
+    let repeats: Vec<Vec<Option<f64>>> = raw.iter().map(|p| p.repeats.clone()).collect();
     let mut points: Vec<ScalePoint> = raw
         .into_iter()
-        .map(|(threads, mut runs, failed_runs, categories)| {
+        .map(|RawPoint { threads, mut runs, failed_runs, categories, category_us, category_se_us, sites, .. }| {
             let ok = !runs.is_empty();
             let med = if ok { median(&mut runs) } else { f64::NAN };
             let (min, max) = runs.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), &v| (a.min(v), b.max(v)));
@@ -275,10 +627,14 @@ pub fn analyse(
                 efficiency: None,
                 oversubscribed: threads > online_cpus,
                 categories,
+                per_work_us: per_work(&category_us, threads, weak),
+                per_work_se_us: per_work(&category_se_us, threads, weak),
+                category_us,
+                sites,
+                paired_speedups: Vec::new(),
             }
         })
         .collect();
-    points.sort_by_key(|p| p.threads);
     // The baseline must be a usable number (a rate of 0 would make every speedup infinite).
     let base = points
         .iter()
@@ -286,6 +642,23 @@ pub fn analyse(
         .map(|p| (p.threads, as_time(p.median)))
         .filter(|(_, t1)| t1.is_finite() && *t1 > 0.0);
     if let Some((n1, t1)) = base {
+        // Paired speedups: repeat r at N against repeat r at the smallest N.
+        let first = points.iter().position(|p| !p.runs.is_empty()).unwrap_or(0);
+        for (i, p) in points.iter_mut().enumerate() {
+            let pairs: Vec<f64> = repeats[first]
+                .iter()
+                .zip(&repeats[i])
+                .filter_map(|(a, b)| {
+                    let (t1, tn) = (as_time((*a)?), as_time((*b)?));
+                    let w = weak && !higher_is_better;
+                    let s = if w { p.threads as f64 * t1 / tn } else { n1 as f64 * t1 / tn };
+                    (s.is_finite() && s > 0.0).then_some(s)
+                })
+                .collect();
+            if pairs.len() >= 2 {
+                p.paired_speedups = pairs;
+            }
+        }
         for p in points.iter_mut().filter(|p| !p.runs.is_empty()) {
             // Relative to the smallest thread count measured (normally 1).
             let threads = p.threads;

@@ -102,6 +102,10 @@ enum Cmd {
         /// Title of the flamegraph [default: the command line]
         #[arg(long)]
         title: Option<String>,
+        /// Follow child processes and execs of CPython interpreters (multiprocessing, process
+        /// pools, launchers): each process's threads under `process PID (command)`
+        #[arg(long)]
+        subprocesses: bool,
         /// Attach to this running process instead of launching a command
         #[arg(short, long, value_name = "PID", conflicts_with = "command")]
         pid: Option<u32>,
@@ -153,6 +157,10 @@ enum Cmd {
         /// Seconds between refreshes
         #[arg(short, long, value_name = "SECONDS", default_value = "1", value_parser = parse_seconds)]
         interval: std::time::Duration,
+        /// Follow child processes and execs of CPython interpreters (multiprocessing,
+        /// ProcessPoolExecutor, launcher scripts); their threads are listed with the target's
+        #[arg(long)]
+        subprocesses: bool,
         /// The command to launch and watch, e.g. -- python3.13t app.py (its output is discarded)
         #[arg(
             required_unless_present = "pid",
@@ -210,6 +218,7 @@ fn main() {
             rate,
             stack_size,
             title,
+            subprocesses,
             command,
         } => {
             let format = match format {
@@ -243,13 +252,14 @@ fn main() {
                 idle,
                 off_cpu: !no_waits,
                 exact_waits,
+                subprocesses,
             })
         }
         Cmd::Report { input, output, format, mode, idle, title } => {
             ftprof::report::run(&input, output, format.map(FormatArg::format), mode.mode(), idle, title.as_deref())
         }
-        Cmd::Top { pid, rate, interval, command } => {
-            ftprof::top::run(&ftprof::top::TopOptions { command, pid, rate_hz: rate, interval })
+        Cmd::Top { pid, rate, interval, subprocesses, command } => {
+            ftprof::top::run(&ftprof::top::TopOptions { command, pid, rate_hz: rate, interval, subprocesses })
         }
         Cmd::Dump { pid, native, json } => ftprof::dump::run(pid, native, json),
         Cmd::Scale(opts) => ftprof::scale::run(&opts),

@@ -40,6 +40,9 @@ pub struct RecordOptions {
     /// instead of sampling blocked threads.
     pub exact_waits: bool,
     pub title: Option<String>,
+    /// Follow child processes and `exec`s (`--subprocesses`): each process gets its own CPython
+    /// reader and mappings, and its threads are rooted under `process PID (command)`.
+    pub subprocesses: bool,
 }
 
 /// Per-process Python state during recording.
@@ -168,6 +171,15 @@ pub(crate) struct Recorder {
     gil_watch: crate::gil_watch::GilWatch,
     /// Names the object a CPU sample's instruction works on (refcount stalls).
     operands: symbolizer::python::OperandReader,
+    /// `--subprocesses`; without it, only the target process's records are kept.
+    subprocesses: bool,
+    /// The process launched or attached to (known once started).
+    target: Option<u32>,
+    /// With `--subprocesses`: each followed process's command line (read when first seen, again
+    /// after an exec), in the order they were seen.
+    processes: Vec<(u32, String)>,
+    /// Processes that exec'd: their mappings come from mmap records, never from `/proc`.
+    execed: std::collections::HashSet<u32>,
 }
 
 impl Recorder {
@@ -213,6 +225,52 @@ impl Recorder {
             unwind_time: std::time::Duration::ZERO,
             gil_watch: Default::default(),
             operands: Default::default(),
+            subprocesses: opts.subprocesses,
+            target: None,
+            processes: Vec::new(),
+            execed: Default::default(),
+        }
+    }
+
+    /// Whether records of process `pid` are kept: the target's always, others' with
+    /// `--subprocesses`.
+    fn follows(&self, pid: u32) -> bool {
+        self.subprocesses || self.target.is_none_or(|t| t == pid)
+    }
+
+    /// `--subprocesses`: first sight of a process (forked, or found at attach): its command
+    /// line, and the mappings it has now when none were reported (a forked child inherits its
+    /// parent's without mmap records).
+    fn note_process(&mut self, pid: u32) {
+        if !self.subprocesses || self.processes.iter().any(|(p, _)| *p == pid) {
+            return;
+        }
+        let cmd = crate::snapshot::cmdline(pid).join(" ");
+        self.processes.push((pid, cmd));
+        if self.mmap_count.get(&pid).copied().unwrap_or(0) == 0 && !self.execed.contains(&pid) {
+            if let Ok(maps) = symbolizer::python::read_maps(pid) {
+                for m in maps.into_iter().filter(|m| m.perms.contains('x')) {
+                    self.add_mapping(pid, Mapping { start: m.start, end: m.end, pgoff: m.pgoff, path: m.path });
+                }
+            }
+        }
+    }
+
+    /// `--subprocesses`: process `pid` replaced its image: forget its mappings (the new ones
+    /// arrive as mmap records), its CPython reader and its command line.
+    fn on_exec(&mut self, pid: u32, comm: &str) {
+        self.execed.insert(pid);
+        self.unwinder.remove_process(pid);
+        self.mmaps.retain(|(p, _)| *p != pid);
+        self.mmap_count.insert(pid, 0);
+        self.py.insert(pid, PyState::Pending { mmaps_at_last_try: usize::MAX });
+        self.gil.remove(&pid);
+        // The command line of the new image; its name when it already exited.
+        let cmd = crate::snapshot::cmdline(pid).join(" ");
+        let cmd = if cmd.is_empty() { comm.to_string() } else { cmd };
+        match self.processes.iter_mut().find(|(p, _)| *p == pid) {
+            Some(e) => e.1 = cmd,
+            None => self.processes.push((pid, cmd)),
         }
     }
 
@@ -258,6 +316,7 @@ impl Recorder {
         syscall: Option<u64>,
         on_cpu: bool,
     ) -> u32 {
+        self.note_process(pid);
         if let std::collections::hash_map::Entry::Vacant(e) = self.names.entry(tid) {
             let comm = std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/comm")).unwrap_or_default();
             e.insert((pid, comm.trim().to_string()));
@@ -473,6 +532,7 @@ impl profiler::Sink for Recorder {
     fn started(&mut self, pid: i32) {
         let pid = pid as u32;
         self.start_ns = profiler::monotonic_ns();
+        self.target = Some(pid);
         self.collector.thread_seen(pid, pid);
         self.gil_watch.start(pid, self.attached, self.start_ns);
         if self.attached {
@@ -487,9 +547,32 @@ impl profiler::Sink for Recorder {
                 self.snapshot_blocked_at_attach(pid);
             }
         }
+        if self.subprocesses {
+            self.note_process(pid);
+            // Attached: the processes it started before we arrived (launched: none yet).
+            for child in profiler::threads::descendants(pid) {
+                self.note_process(child);
+                self.collector.thread_seen(child, child);
+                if self.attached && self.off_cpu {
+                    self.snapshot_blocked_at_attach(child);
+                }
+            }
+        }
     }
 
     fn record(&mut self, r: Record) {
+        let pid = match &r {
+            Record::Sample(s) => Some(s.pid),
+            Record::Mmap(m) => Some(m.pid),
+            Record::Switch { pid, .. }
+            | Record::Comm { pid, .. }
+            | Record::Fork { pid, .. }
+            | Record::Exit { pid, .. } => Some(*pid),
+            _ => None,
+        };
+        if pid.is_some_and(|p| !self.follows(p)) {
+            return;
+        }
         match r {
             Record::Sample(s) => self.on_sample(s),
             Record::Switch { pid, tid, time, out, preempt } => {
@@ -499,10 +582,24 @@ impl profiler::Sink for Recorder {
             Record::Mmap(m) if m.executable => {
                 self.add_mapping(m.pid, Mapping { start: m.start, end: m.start + m.len, pgoff: m.pgoff, path: m.path })
             }
-            Record::Comm { pid, tid, name, .. } => {
+            Record::Comm { pid, tid, name, exec } => {
+                if exec && self.subprocesses {
+                    self.on_exec(pid, &name);
+                }
                 self.names.insert(tid, (pid, name));
             }
-            Record::Fork { pid, tid, .. } => self.collector.thread_seen(pid, tid),
+            Record::Fork { pid, ppid, tid, .. } => {
+                if self.subprocesses && pid != ppid && self.mmap_count.get(&pid).copied().unwrap_or(0) == 0 {
+                    // A new process: it inherits its parent's mappings (no mmap records for them).
+                    let inherited: Vec<Mapping> =
+                        self.mmaps.iter().filter(|(p, _)| *p == ppid).map(|(_, m)| m.clone()).collect();
+                    for m in inherited {
+                        self.add_mapping(pid, m);
+                    }
+                    self.note_process(pid);
+                }
+                self.collector.thread_seen(pid, tid)
+            }
             Record::Exit { tid, time, .. } => {
                 self.collector.push_exit(tid, time);
                 self.probe.forget(tid);
@@ -589,6 +686,11 @@ pub fn run(opts: &RecordOptions) -> Result<i32> {
     eprint!("{}", flamegraph::summary_text(&profile));
     eprintln!("ftprof: wrote {}", path.display());
     crate::report::how_to_open(opts.format);
+    if opts.subprocesses && !outcome.followed_children {
+        eprintln!(
+            "ftprof: warning: --subprocesses: child processes were not followed (attaching without CPU-wide events; run as root or grant CAP_PERFMON)"
+        );
+    }
     if let Some(t) = &attach {
         let how = match outcome.stop {
             profiler::StopReason::TargetExited => "the target exited during recording: the profile is partial",
@@ -613,6 +715,7 @@ pub(crate) fn sampling_config(opts: &RecordOptions) -> SamplingConfig {
         // Switch-outs are sampled by the kernel only in the exhaustive mode; by default blocked
         // threads are sampled from /proc by the tick (see `Recorder::sample_blocked`).
         off_cpu: opts.off_cpu && opts.exact_waits,
+        follow_children: opts.subprocesses,
         ..Default::default()
     }
 }
@@ -793,7 +896,44 @@ pub(crate) fn profile_of(
     }
     builder.set_core_modules(core);
     builder.set_opnames(opnames);
-    for (tid, (pid, comm)) in &rec.names {
+    // --subprocesses: every process followed, rooted under `process PID (command)`; processes
+    // without a CPython runtime are skipped and listed.
+    let mut skipped: std::collections::HashSet<u32> = Default::default();
+    let mut processes = Vec::new();
+    let mut followed = rec.processes.clone();
+    if opts.subprocesses {
+        // A process known only from its threads (never sampled nor forked in view): its name.
+        for (p, comm) in rec.names.values() {
+            if !followed.iter().any(|(q, _)| q == p) {
+                followed.push((*p, comm.clone()));
+            }
+        }
+    }
+    for (p, rec_cmd) in &followed {
+        // Exited before its command line was read: the name of its main thread.
+        let named;
+        let rec_cmd = if rec_cmd.is_empty() {
+            named = rec.names.get(p).map(|(_, n)| n.clone()).unwrap_or_default();
+            &named
+        } else {
+            rec_cmd
+        };
+        let cmd = rec_cmd;
+        let python = matches!(rec.py.get(p), Some(PyState::Located(_)));
+        if !python && *p != pid {
+            skipped.insert(*p);
+        }
+        // The program's base name and its arguments, at most 80 characters.
+        let cmd = match cmd.split_once(' ') {
+            Some((argv0, rest)) => format!("{} {rest}", argv0.rsplit('/').next().unwrap_or(argv0)),
+            None => cmd.rsplit('/').next().unwrap_or(cmd).to_string(),
+        };
+        let short: String =
+            if cmd.chars().count() > 80 { cmd.chars().take(79).chain(std::iter::once('…')).collect() } else { cmd };
+        builder.set_process(*p, &format!("process {p} ({short})"));
+        processes.push(analysis::ProcessInfo { pid: *p, command: rec_cmd.clone(), python });
+    }
+    for (tid, (pid, comm)) in rec.names.iter().filter(|(_, (p, _))| !skipped.contains(p)) {
         // The Python thread name when there is one (3.13 does not pass it to the OS).
         builder.set_thread(*tid, *pid, rec.py_names.get(tid).unwrap_or(comm));
     }
@@ -830,7 +970,7 @@ pub(crate) fn profile_of(
             collection.entries.len()
         );
     }
-    for e in &collection.entries {
+    for e in collection.entries.iter().filter(|e| !skipped.contains(&e.key.pid)) {
         let kernel: Vec<String> = e
             .key
             .kernel
@@ -906,6 +1046,7 @@ pub(crate) fn profile_of(
     }
     .into();
     sum.wait_rate_hz = (opts.off_cpu && !opts.exact_waits && wait_rate.is_finite()).then_some(wait_rate);
+    sum.processes = processes;
     let mut profile = builder.finish(target_info);
     if opts.off_cpu && !opts.exact_waits {
         analysis::blame::attach(&mut profile, &blame);

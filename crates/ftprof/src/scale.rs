@@ -7,8 +7,9 @@ use std::os::fd::AsRawFd;
 use std::path::PathBuf;
 use std::time::Instant;
 
-use analysis::scaling::{analyse, Measure, ScaleResult};
-use analysis::{Category, Profile};
+use analysis::baseline::{self, BaselineFile, PointView};
+use analysis::scaling::{analyse, largest_growth, top_sites, Measure, RawPoint, ScaleResult};
+use analysis::Profile;
 use anyhow::{bail, Context, Result};
 use flamegraph::{Format, Mode};
 use profiler::{LaunchSpec, Target};
@@ -41,6 +42,13 @@ pub struct ScaleOptions {
     /// Exit with status 3 when the efficiency at the largest N is below EFF (0..1)
     #[arg(long, value_name = "EFF")]
     pub fail_under: Option<f64>,
+    /// Compare with an earlier run's results.json: exit with status 3 when the speedup at some N
+    /// dropped beyond the spread of both runs (see the README), naming what grew
+    #[arg(long, value_name = "RESULTS_JSON")]
+    pub baseline: Option<PathBuf>,
+    /// With --baseline: the smallest relative drop of speedup counted as a regression
+    #[arg(long, value_name = "FRACTION", default_value_t = baseline::DEFAULT_TOLERANCE, requires = "baseline", value_parser = parse_tolerance)]
+    pub tolerance: f64,
     /// Only time the runs; do not profile them (no breakdown or flamegraphs)
     #[arg(long)]
     pub no_profile: bool,
@@ -57,6 +65,43 @@ fn parse_threads(s: &str) -> Result<u32, String> {
         Ok(n) if n >= 1 => Ok(n),
         _ => Err(format!("'{s}' is not a thread count (a whole number ≥ 1, e.g. --threads 1,2,4)")),
     }
+}
+
+fn parse_tolerance(s: &str) -> Result<f64, String> {
+    match s.trim().parse::<f64>() {
+        Ok(v) if (0.0..1.0).contains(&v) => Ok(v),
+        _ => Err(format!("'{s}' is not a fraction between 0 and 1 (e.g. --tolerance 0.1 for 10 %)")),
+    }
+}
+
+/// Read and check `--baseline` before any run: a missing or foreign file is a one-line error.
+fn load_baseline(path: &std::path::Path, opts: &ScaleOptions) -> Result<BaselineFile> {
+    let text = std::fs::read_to_string(path).with_context(|| {
+        format!("cannot read the --baseline {}; give the results.json of an earlier ftprof scale run", path.display())
+    })?;
+    let b: BaselineFile = serde_json::from_str(&text).map_err(|e| {
+        anyhow::anyhow!(
+            "--baseline {} is not an ftprof scale results.json ({e}); give the results.json of an earlier run",
+            path.display()
+        )
+    })?;
+    let scaling = if opts.weak { "weak" } else { "strong" };
+    if b.scaling != scaling {
+        bail!(
+            "--baseline {} measured {} scaling, this run {scaling}: not comparable (use the same --weak setting)",
+            path.display(),
+            b.scaling
+        );
+    }
+    let what = opts.metric.clone().unwrap_or_else(|| "wall_time_s".into());
+    if b.measure.what != what || b.measure.higher_is_better != opts.higher_is_better {
+        bail!(
+            "--baseline {} measured {}, this run {what}: not comparable (use the same --metric and --higher-is-better)",
+            path.display(),
+            b.measure.what
+        );
+    }
+    Ok(b)
 }
 
 /// Exit code when `--fail-under` is not met.
@@ -101,6 +146,7 @@ fn one_run(opts: &ScaleOptions, interp: &std::path::Path, n: u32, r: u32, re: Op
             off_cpu: true,
             exact_waits: false,
             title: None,
+            subprocesses: false,
         };
         let (profile, outcome) = record_profile(&Target::LaunchSpec(spec), interp, &ropts)?;
         let exit = match outcome.exit {
@@ -147,23 +193,6 @@ fn one_run(opts: &ScaleOptions, interp: &std::path::Path, n: u32, r: u32, re: Op
     Ok(Run { value, failure: None, profile })
 }
 
-/// Share of thread time per category over several profiles.
-fn category_shares(profiles: &[&Profile]) -> BTreeMap<String, f64> {
-    let mut us: BTreeMap<String, f64> = BTreeMap::new();
-    for p in profiles {
-        for c in &p.summary.categories {
-            *us.entry(c.category.name().to_string()).or_default() += c.time_us as f64;
-        }
-    }
-    let total: f64 = us.values().sum();
-    if total > 0.0 {
-        for v in us.values_mut() {
-            *v /= total;
-        }
-    }
-    us
-}
-
 /// Run `ftprof scale`; returns the exit code.
 pub fn run(opts: &ScaleOptions) -> Result<i32> {
     if opts.threads.is_empty() {
@@ -186,6 +215,10 @@ pub fn run(opts: &ScaleOptions) -> Result<i32> {
             }
         }
     };
+    let baseline_file = match &opts.baseline {
+        Some(p) => Some((p.clone(), load_baseline(p, opts)?)),
+        None => None,
+    };
     std::fs::create_dir_all(opts.output.join("runs")).with_context(|| {
         format!("cannot create the output directory {}; choose another with -o", opts.output.display())
     })?;
@@ -204,39 +237,69 @@ pub fn run(opts: &ScaleOptions) -> Result<i32> {
             .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
             .progress_chars("=> "),
     );
-    let mut raw = Vec::new();
+    let mut raw: Vec<RawPoint> = Vec::new();
     let mut failures = Vec::new();
     let mut first_profiles: BTreeMap<u32, Profile> = BTreeMap::new();
-    for &n in &threads {
-        let mut values = Vec::new();
-        let mut failed = 0;
-        let mut profiles = Vec::new();
-        for r in 1..=opts.repeat {
+    // Repeats are interleaved (every N once, then again): runs of the same repeat ran close in
+    // time, under similar load from other processes, and their ratios are the paired speedups.
+    struct Acc {
+        repeats: Vec<Option<f64>>,
+        failed: u32,
+        /// Thread time per category of each profiled run.
+        profiled: Vec<BTreeMap<String, f64>>,
+        first: Option<Profile>,
+    }
+    let mut acc: BTreeMap<u32, Acc> = threads
+        .iter()
+        .map(|&n| (n, Acc { repeats: Vec::new(), failed: 0, profiled: Vec::new(), first: None }))
+        .collect();
+    for r in 1..=opts.repeat {
+        for &n in &threads {
+            let a = acc.get_mut(&n).expect("every thread count has an accumulator");
             bar.set_message(format!("N = {n}, run {r}"));
             let run = one_run(opts, &interp, n, r, re.as_ref())?;
             bar.inc(1);
             match (run.value, run.failure) {
-                (Some(v), _) => values.push(v),
+                (Some(v), _) => a.repeats.push(Some(v)),
                 (None, f) => {
-                    failed += 1;
+                    a.repeats.push(None);
+                    a.failed += 1;
                     let f = f.unwrap_or_default();
                     bar.println(format!("ftprof: {f}"));
                     failures.push(f);
                 }
             }
             if let Some(p) = run.profile {
-                profiles.push(p);
+                a.profiled.push(
+                    p.summary.categories.iter().map(|c| (c.category.name().to_string(), c.time_us as f64)).collect(),
+                );
+                a.first.get_or_insert(p);
             }
         }
-        let refs: Vec<&Profile> = profiles.iter().collect();
-        raw.push((n, values, failed, category_shares(&refs)));
-        if let Some(p) = profiles.into_iter().next() {
+    }
+    for (n, a) in acc {
+        let (category_us, category_se_us) = analysis::scaling::mean_and_se(&a.profiled);
+        let total: f64 = category_us.values().sum();
+        raw.push(RawPoint {
+            threads: n,
+            runs: a.repeats.iter().flatten().copied().collect(),
+            failed_runs: a.failed,
+            categories: category_us
+                .iter()
+                .map(|(k, v)| (k.clone(), if total > 0.0 { v / total } else { 0.0 }))
+                .collect(),
+            category_us,
+            category_se_us,
+            sites: a.first.as_ref().map(top_sites).unwrap_or_default(),
+            repeats: a.repeats,
+        });
+        if let Some(p) = a.first {
             first_profiles.insert(n, p);
         }
     }
     bar.finish_and_clear();
 
-    if raw.iter().all(|(_, v, _, _)| v.is_empty()) {
+    if raw.iter().all(|p| p.runs.is_empty()) {
         if re.is_some() && failures.iter().all(|f| f.contains("--metric")) {
             bail!(
                 "the --metric regex never matched the output of any run; check it against {}/runs/*.log",
@@ -245,9 +308,15 @@ pub fn run(opts: &ScaleOptions) -> Result<i32> {
         }
         bail!("every run failed; the first: {}", failures.first().map(String::as_str).unwrap_or("?"));
     }
-    let (points, amdahl, usl, fit_note) = analyse(raw, opts.weak, opts.higher_is_better && re.is_some(), cpus);
+    let higher_is_better = opts.higher_is_better && re.is_some();
+    let (points, amdahl, usl, fit_note) = analyse(raw, opts.weak, higher_is_better, cpus);
+    let growth = largest_growth(&points);
+    let comparison = baseline_file.as_ref().map(|(path, b)| {
+        let now: Vec<PointView> = points.iter().map(PointView::from).collect();
+        baseline::compare(&now, &b.points, higher_is_better, opts.tolerance, &path.display().to_string())
+    });
     let result = ScaleResult {
-        schema_version: 1,
+        schema_version: 2,
         command: command_line.clone(),
         scaling: if opts.weak { "weak" } else { "strong" }.into(),
         measure: match &opts.metric {
@@ -260,6 +329,8 @@ pub fn run(opts: &ScaleOptions) -> Result<i32> {
         amdahl,
         usl,
         fit_note,
+        growth,
+        baseline: comparison,
     };
 
     // Outputs.
@@ -300,42 +371,67 @@ pub fn run(opts: &ScaleOptions) -> Result<i32> {
         eprintln!("ftprof: failed run: {f}");
     }
 
+    let mut code = 0;
+    if let Some(c) = &result.baseline {
+        eprintln!("ftprof: {}", c.message);
+        if c.verdict == "regression" {
+            code = EXIT_FAIL_UNDER;
+        }
+    }
     if let Some(min_eff) = opts.fail_under {
         let Some(last) = result.points.iter().rev().find(|p| p.efficiency.is_some()) else {
             bail!("--fail-under: no thread count was measured");
         };
         let eff = last.efficiency.unwrap_or(0.0);
         if eff < min_eff {
-            let first = result.points.iter().find(|p| p.efficiency.is_some()).unwrap_or(last);
-            let why = growing_category(first, last)
-                .map(|(c, d)| {
-                    format!(
-                        "; the largest growing category is {c} (+{:.0} points of thread time from N = {} to N = {})",
-                        d * 100.0,
-                        first.threads,
-                        last.threads
-                    )
-                })
-                .unwrap_or_default();
-            eprintln!("ftprof: efficiency {eff:.2} at N = {} is below {min_eff:.2}{why}", last.threads);
-            return Ok(EXIT_FAIL_UNDER);
+            eprintln!(
+                "ftprof: efficiency {eff:.2} at N = {} is below {min_eff:.2}{}",
+                last.threads,
+                gate_reason(&result)
+            );
+            code = EXIT_FAIL_UNDER;
         }
     }
-    Ok(0)
+    Ok(code)
 }
 
-/// The category whose share grew most between two points (contention, runqueue and idle kinds).
-fn growing_category(a: &analysis::scaling::ScalePoint, b: &analysis::scaling::ScalePoint) -> Option<(String, f64)> {
-    Category::ALL
-        .iter()
-        .filter(|c| !matches!(c, Category::Python | Category::Native))
-        .map(|c| {
-            let name = c.name();
-            let d = b.categories.get(name).copied().unwrap_or(0.0) - a.categories.get(name).copied().unwrap_or(0.0);
-            (name.to_string(), d)
-        })
-        .filter(|(_, d)| *d > 0.0)
-        .max_by(|x, y| x.1.total_cmp(&y.1))
+/// Why `--fail-under` failed: the category whose thread time per unit of work grew most, with its
+/// lock and line; waiting for a CPU is said beside it, never blamed on the program.
+fn gate_reason(r: &ScaleResult) -> String {
+    let ms = |us: f64| format!("{:.0} ms", us / 1000.0);
+    let runqueue = |g: f64, from: u32, to: u32| {
+        format!(
+            "waiting for a CPU (runqueue) grew +{} per unit of work from N = {from} to N = {to}: other processes or more threads than CPUs",
+            ms(g)
+        )
+    };
+    match &r.growth {
+        Some(g) => {
+            let mut o = format!("; the largest growing category is {}", g.describe());
+            if g.runqueue_growth_us > g.growth_us {
+                o += &format!("; also {}", runqueue(g.runqueue_growth_us, g.from_threads, g.to_threads));
+            }
+            o
+        }
+        None => {
+            let profiled: Vec<_> = r.points.iter().filter(|p| !p.per_work_us.is_empty()).collect();
+            match (profiled.first(), profiled.last()) {
+                (Some(a), Some(b)) if a.threads != b.threads => {
+                    let get = |p: &analysis::scaling::ScalePoint| p.per_work_us.get("runqueue").copied().unwrap_or(0.0);
+                    let g = get(b) - get(a);
+                    if g > 0.0 {
+                        format!(
+                            "; no category of the program grew per unit of work beyond the variation between runs; {}",
+                            runqueue(g, a.threads, b.threads)
+                        )
+                    } else {
+                        "; no category grew per unit of work beyond the variation between runs".to_string()
+                    }
+                }
+                _ => String::new(),
+            }
+        }
+    }
 }
 
 /// The terminal table.
@@ -410,6 +506,19 @@ pub fn table(r: &ScaleResult) -> String {
     }
     if let Some(n) = &r.fit_note {
         o += &format!("{n}\n");
+    }
+    if let Some(g) = &r.growth {
+        o += &format!(
+            "growth: thread time per unit of work ({}) grew most in {}\n",
+            if r.scaling == "weak" { "÷ N: each thread does one unit" } else { "the whole run is one unit" },
+            g.describe()
+        );
+        if g.runqueue_growth_us > 0.0 {
+            o += &format!(
+                "        waiting for a CPU (runqueue) grew +{:.0} ms per unit of work (other processes, or more threads than CPUs)\n",
+                g.runqueue_growth_us / 1000.0
+            );
+        }
     }
     o
 }

@@ -35,6 +35,8 @@ pub struct TopOptions {
     pub rate_hz: u64,
     /// How often the view is refreshed.
     pub interval: Duration,
+    /// Follow child processes and `exec`s of CPython interpreters (as `record --subprocesses`).
+    pub subprocesses: bool,
 }
 
 /// Set by SIGTERM/SIGINT/SIGHUP (a Ctrl-C in the terminal arrives as a key instead).
@@ -126,6 +128,7 @@ impl TopSink {
             lost: lost_samples,
             lost_switches,
             target_cpu_seconds: None,
+            followed_children: self.opts.subprocesses,
         };
         let profile = record::profile_of(
             &self.rec,
@@ -216,6 +219,7 @@ pub fn run(opts: &TopOptions) -> Result<i32> {
         off_cpu: true,
         exact_waits: false,
         title: None,
+        subprocesses: opts.subprocesses,
     };
     let interp = interp.canonicalize().unwrap_or(interp).to_string_lossy().into_owned();
     let (native, opnames, kallsyms) = record::preload(&interp);
@@ -278,6 +282,11 @@ pub fn run(opts: &TopOptions) -> Result<i32> {
     let _ = recording.join();
     drop(devnull);
     let outcome = done.map_err(anyhow::Error::msg)?;
+    if opts.subprocesses && !outcome.followed_children {
+        eprintln!(
+            "ftprof top: warning: --subprocesses: child processes were not followed (attaching without CPU-wide events; run as root or grant CAP_PERFMON)"
+        );
+    }
     if let Some(t) = &attach {
         let how = match outcome.stop {
             profiler::StopReason::TargetExited => "the target exited",
