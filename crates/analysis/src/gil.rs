@@ -29,7 +29,7 @@ pub struct GilReenabled {
     pub module_confirmed: bool,
     /// Other extension modules in `sys.modules` without `Py_mod_gil` (each would have turned the
     /// GIL on by itself).
-    #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub other_modules: Vec<String>,
     /// What turned it on, in words (`import of extension module `x``, `PYTHON_GIL=1`).
     pub cause: String,

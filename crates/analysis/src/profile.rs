@@ -289,7 +289,7 @@ pub struct Summary {
     /// Thread time per category, largest first.
     pub categories: Vec<CategoryTime>,
     /// With `--subprocesses`: every process followed, the target first.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub processes: Vec<ProcessInfo>,
     /// CPU time one sample stands for (ns), as given to [`ProfileBuilder::new`]: the profile's
     /// totals and everything rendered from it use this one value (not in the JSON, which has
