@@ -87,6 +87,15 @@ mod tests {
     use super::*;
 
     #[test]
+    fn reads_back_from_json_without_its_optional_fields() {
+        let g = GilReenabled { module: Some("gilmod".into()), time_s: 1.5, ..Default::default() };
+        let text = serde_json::to_string(&g).unwrap();
+        assert!(!text.contains("other_modules"), "{text}");
+        let back: GilReenabled = serde_json::from_str(&text).unwrap();
+        assert_eq!(back, g);
+    }
+
+    #[test]
     fn extension_names_from_paths() {
         assert_eq!(extension_module_name("/tmp/x/gilmod.cpython-313t-x86_64-linux-gnu.so").as_deref(), Some("gilmod"));
         assert_eq!(extension_module_name("/p/_speedups.abi3.so").as_deref(), Some("_speedups"));
