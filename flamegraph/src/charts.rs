@@ -403,7 +403,7 @@ mod tests {
 
     #[test]
     fn long_titles_are_shortened_in_the_middle_and_wrapped() {
-        let t = "ftprof scale: /root/.cache/ftprof/cpython-3.13.5-ft/bin/python3.13t tests/workloads/scale_serialized.py {n} 2000000";
+        let t = "ftprof scale: /opt/venvs/app-build-cache/cpython-3.13.5-ft/bin/python3.13t tests/workloads/scale_serialized.py {n} 2000000";
         let s = shorten(t, 40);
         assert_eq!(s.chars().count(), 40);
         assert!(s.starts_with("ftprof scale:") && s.ends_with("2000000") && s.contains('…'));
