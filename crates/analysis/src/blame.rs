@@ -19,7 +19,7 @@ use std::collections::HashMap;
 use serde::{Deserialize, Serialize};
 use symbolizer::python::PyStack;
 
-use crate::collect::{py_key, PyKey};
+use crate::collect::PyInterner;
 use crate::merge::merge_stacks;
 use crate::profile::{Frame, FrameKind, Profile};
 use crate::wait::Category;
@@ -61,8 +61,7 @@ struct ObsKey {
 /// Holder observations while recording (see the module documentation).
 #[derive(Clone, Default)]
 pub struct BlameCollector {
-    py_ids: HashMap<PyKey, u32>,
-    py_list: Vec<PyStack>,
+    py: PyInterner,
     obs: HashMap<ObsKey, (f64, u64)>,
     pub stats: BlameStats,
 }
@@ -110,24 +109,13 @@ impl BlameCollector {
         handed_over: bool,
         weight_ns: u64,
     ) {
-        let holder = holder.map(|(tid, py)| (tid, py.map(|p| self.python_id(p)).unwrap_or(u32::MAX)));
+        let holder = holder.map(|(tid, py)| (tid, py.map(|p| self.py.id(p)).unwrap_or(u32::MAX)));
         self.stats.observations += 1;
         self.stats.holders_found += holder.is_some() as u64;
         let handed_over = handed_over && holder.is_some();
         let e = self.obs.entry(ObsKey { waiter, lock, holder, handed_over }).or_default();
         e.0 += weight_ns as f64;
         e.1 += 1;
-    }
-
-    fn python_id(&mut self, stack: PyStack) -> u32 {
-        let k = py_key(&stack);
-        if let Some(&id) = self.py_ids.get(&k) {
-            return id;
-        }
-        let id = self.py_list.len() as u32;
-        self.py_list.push(stack);
-        self.py_ids.insert(k, id);
-        id
     }
 
     /// Distinct observations kept so far.
@@ -143,7 +131,7 @@ impl BlameCollector {
                 waiter: k.waiter,
                 lock: k.lock,
                 holder: k.holder.map(|h| h.0),
-                python: k.holder.and_then(|h| self.py_list.get(h.1 as usize).cloned()),
+                python: k.holder.and_then(|h| self.py.get(h.1).cloned()),
                 handed_over: k.handed_over,
                 weight_ns: w,
                 count: n,

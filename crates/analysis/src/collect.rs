@@ -209,9 +209,9 @@ struct CompactKey {
 }
 
 /// Python stacks are interned by the identity of their frames.
-pub(crate) type PyKey = (Vec<(usize, u32, u16, bool)>, bool, i32);
+type PyKey = (Vec<(usize, u32, u16, bool)>, bool, i32);
 
-pub(crate) fn py_key(s: &PyStack) -> PyKey {
+fn py_key(s: &PyStack) -> PyKey {
     let frames = s
         .frames
         .iter()
@@ -223,6 +223,30 @@ pub(crate) fn py_key(s: &PyStack) -> PyKey {
         })
         .collect();
     (frames, s.truncated, s.state)
+}
+
+/// Python stacks stored once and referred to by index.
+#[derive(Clone, Default)]
+pub(crate) struct PyInterner {
+    ids: HashMap<PyKey, u32>,
+    list: Vec<PyStack>,
+}
+
+impl PyInterner {
+    pub(crate) fn id(&mut self, stack: PyStack) -> u32 {
+        let k = py_key(&stack);
+        if let Some(&id) = self.ids.get(&k) {
+            return id;
+        }
+        let id = self.list.len() as u32;
+        self.list.push(stack);
+        self.ids.insert(k, id);
+        id
+    }
+
+    pub(crate) fn get(&self, id: u32) -> Option<&PyStack> {
+        self.list.get(id as usize)
+    }
 }
 
 /// See the module documentation. `Clone` lets a live view finish a copy while recording goes
@@ -237,8 +261,7 @@ pub struct Collector {
     concurrent: HashMap<u32, u64>,
     overlap: Option<Overlap>,
     decided: Vec<(u32, bool)>,
-    py_ids: HashMap<PyKey, u32>,
-    py_list: Vec<PyStack>,
+    py: PyInterner,
     cpu: HashMap<u32, u64>,
     waits: HashMap<(u32, bool), WaitAgg>,
     threads: HashMap<u32, ThreadTimes>,
@@ -256,14 +279,7 @@ impl Collector {
 
     /// Intern a Python stack.
     pub fn python_id(&mut self, stack: PyStack) -> u32 {
-        let k = py_key(&stack);
-        if let Some(&id) = self.py_ids.get(&k) {
-            return id;
-        }
-        let id = self.py_list.len() as u32;
-        self.py_list.push(stack);
-        self.py_ids.insert(k, id);
-        id
+        self.py.id(stack)
     }
 
     /// Intern a sample key.
@@ -327,12 +343,12 @@ impl Collector {
 
     /// The Python stack of key `id`, if it has one.
     pub fn python_of(&self, id: u32) -> Option<&PyStack> {
-        self.keys.list.get(id as usize).and_then(|k| k.python).and_then(|p| self.py_list.get(p as usize))
+        self.keys.list.get(id as usize).and_then(|k| k.python).and_then(|p| self.py.get(p))
     }
 
     /// Distinct keys and Python stacks kept so far.
     pub fn distinct(&self) -> (usize, usize) {
-        (self.keys.list.len(), self.py_list.len())
+        (self.keys.list.len(), self.py.list.len())
     }
 
     /// A CPU sample counted without its time: it counts as concurrent (see
@@ -374,7 +390,7 @@ impl Collector {
         let code = k
             .python
             .and_then(|i| {
-                self.py_list[i as usize].frames.iter().find_map(|f| match f {
+                self.py.list[i as usize].frames.iter().find_map(|f| match f {
                     PyFrame::Code { code_addr, .. } => Some(*code_addr),
                     PyFrame::Entry => None,
                 })
@@ -635,7 +651,7 @@ impl Collector {
             let key = self.key(id);
             entries.push(Entry {
                 kind: EntryKind::Cpu,
-                python: py(&key, &self.py_list),
+                python: py(&key, &self.py.list),
                 key,
                 samples: n,
                 concurrent: self.concurrent.get(&id).copied().unwrap_or(0).min(n),
@@ -652,7 +668,7 @@ impl Collector {
             let (ts, cs) = if preempted { (1.0, 1.0) } else { scale.get(&key.tid).copied().unwrap_or((1.0, 1.0)) };
             entries.push(Entry {
                 kind: if preempted { EntryKind::Preempted } else { EntryKind::Blocked },
-                python: py(&key, &self.py_list),
+                python: py(&key, &self.py.list),
                 key,
                 samples: 0,
                 concurrent: 0,
