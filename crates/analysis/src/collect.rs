@@ -368,8 +368,11 @@ impl Collector {
     /// A CPU sample taken at `time` (CLOCK_MONOTONIC ns); without
     /// [`Collector::set_overlap_window`] it is counted as by [`Collector::cpu_sample`].
     pub fn cpu_sample_at(&mut self, key: u32, time: u64) {
+        if self.overlap.is_none() {
+            return self.cpu_sample(key);
+        }
         let touch = self.touch(key);
-        let Some(overlap) = self.overlap.as_mut() else { return self.cpu_sample(key) };
+        let overlap = self.overlap.as_mut().expect("checked");
         *self.cpu.entry(key).or_default() += 1;
         self.stats.cpu_samples += 1;
         overlap.push(time, key, touch, &mut self.decided);
