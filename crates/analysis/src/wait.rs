@@ -532,14 +532,7 @@ mod tests {
     fn stripped_stack() -> Vec<NativeFrame> {
         ["__futex_abstimed_wait_common", "[python3.14+0x74cb36]", "_PyParkingLot_Park", "[python3.14+0x5c497f]"]
             .iter()
-            .map(|n| NativeFrame {
-                function: Some(n.to_string()),
-                file: None,
-                line: None,
-                module: "/usr/bin/python3.14".into(),
-                module_offset: 0,
-                inlined: false,
-            })
+            .map(|n| NativeFrame { module_offset: 0, ..nf(n, "/usr/bin/python3.14") })
             .collect()
     }
 
