@@ -21,7 +21,7 @@ use symbolizer::python::PyStack;
 
 use crate::collect::PyInterner;
 use crate::merge::merge_stacks;
-use crate::profile::{Frame, FrameKind, Profile};
+use crate::profile::{thread_label, Frame, FrameKind, Profile};
 use crate::wait::Category;
 
 /// Marker of blame observations where no thread was found holding the lock.
@@ -224,13 +224,9 @@ pub fn attach(p: &mut Profile, data: &BlameData) {
             frames.len() as u32 - 1
         })
     };
-    let thread_label = |tid: u32| {
+    let holder_label = |tid: u32| {
         let name = p.threads.iter().find(|t| t.tid == tid).map(|t| t.name.as_str()).unwrap_or("");
-        if name.is_empty() {
-            format!("thread ({tid})")
-        } else {
-            format!("{name} ({tid})")
-        }
+        thread_label(name, tid)
     };
     // Per (lock, holder, frames): waiting time (µs) and observations.
     type Agg = HashMap<(usize, Option<u32>, Vec<u32>), (f64, u64)>;
@@ -246,7 +242,7 @@ pub fn attach(p: &mut Profile, data: &BlameData) {
         let time = us as f64 * o.weight_ns / total;
         let ids = match o.holder {
             Some(h) => {
-                let mut ids = vec![intern(&mut frames, Frame::thread(thread_label(h)))];
+                let mut ids = vec![intern(&mut frames, Frame::thread(holder_label(h)))];
                 let (py, _) = merge_stacks(&[], false, o.python.as_ref());
                 ids.extend(py.into_iter().filter(|f| f.kind == FrameKind::Python).map(|f| intern(&mut frames, f)));
                 if o.handed_over {
@@ -289,7 +285,7 @@ pub fn attach(p: &mut Profile, data: &BlameData) {
             .find(|f| matches!(f.kind, FrameKind::Python | FrameKind::Marker))
             .map(|f| f.label())
             .unwrap_or_else(|| "[no Python frame]".into());
-        let thread = b.holder.map(thread_label).unwrap_or_default();
+        let thread = b.holder.map(holder_label).unwrap_or_default();
         *held.entry(b.lock).or_default().entry((line, thread)).or_default() += b.time_us;
     }
     for (i, lines) in held {

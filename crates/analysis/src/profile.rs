@@ -53,7 +53,7 @@ impl Frame {
         Frame::simple(FrameKind::Marker, text.into())
     }
 
-    /// A thread's root frame, labelled `name (TID)`.
+    /// A thread's root frame, labelled `name (TID)` ([`thread_label`]).
     pub fn thread(label: String) -> Frame {
         Frame::simple(FrameKind::Thread, label)
     }
@@ -163,6 +163,15 @@ pub struct ThreadInfo {
     pub name: String,
     pub samples: u64,
     pub wait_us: u64,
+}
+
+/// A thread's label: `name (TID)`, or `thread (TID)` when it has no name.
+pub fn thread_label(name: &str, tid: u32) -> String {
+    if name.is_empty() {
+        format!("thread ({tid})")
+    } else {
+        format!("{name} ({tid})")
+    }
 }
 
 /// A process followed with `--subprocesses`.
@@ -618,9 +627,7 @@ impl ProfileBuilder {
         threads.sort_by_key(|t| t.tid);
         let mut thread_frame = HashMap::new();
         for t in &threads {
-            let name =
-                if t.name.is_empty() { format!("thread ({})", t.tid) } else { format!("{} ({})", t.name, t.tid) };
-            let id = self.intern(Frame::simple(FrameKind::Thread, name));
+            let id = self.intern(Frame::thread(thread_label(&t.name, t.tid)));
             // With --subprocesses, the process's root frame comes first (also of kind `thread`:
             // a root that merged views drop with the thread frames).
             let root =
