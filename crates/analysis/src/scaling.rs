@@ -642,6 +642,10 @@ pub fn analyse(
         .map(|p| (p.threads, as_time(p.median)))
         .filter(|(_, t1)| t1.is_finite() && *t1 > 0.0);
     if let Some((n1, t1)) = base {
+        // The speedup at `threads` of a run taking `tn` against one taking `t1` at the smallest
+        // N. With a rate, "weak" is already in the number: a total rate counts all work.
+        let w = weak && !higher_is_better;
+        let speedup = |threads: u32, t1: f64, tn: f64| if w { threads as f64 * t1 / tn } else { n1 as f64 * t1 / tn };
         // Paired speedups: repeat r at N against repeat r at the smallest N.
         let first = points.iter().position(|p| !p.runs.is_empty()).unwrap_or(0);
         for (i, p) in points.iter_mut().enumerate() {
@@ -649,9 +653,7 @@ pub fn analyse(
                 .iter()
                 .zip(&repeats[i])
                 .filter_map(|(a, b)| {
-                    let (t1, tn) = (as_time((*a)?), as_time((*b)?));
-                    let w = weak && !higher_is_better;
-                    let s = if w { p.threads as f64 * t1 / tn } else { n1 as f64 * t1 / tn };
+                    let s = speedup(p.threads, as_time((*a)?), as_time((*b)?));
                     (s.is_finite() && s > 0.0).then_some(s)
                 })
                 .collect();
@@ -663,10 +665,8 @@ pub fn analyse(
             // Relative to the smallest thread count measured (normally 1).
             let threads = p.threads;
             let rel = |v: f64| {
-                // With a rate, "weak" is already in the number: a total rate counts all work.
-                let w = weak && !higher_is_better;
                 let tn = as_time(v);
-                (tn > 0.0 && tn.is_finite()).then(|| if w { threads as f64 * t1 / tn } else { n1 as f64 * t1 / tn })
+                (tn > 0.0 && tn.is_finite()).then(|| speedup(threads, t1, tn))
             };
             p.speedup = rel(p.median);
             let (a, b) = (rel(p.min), rel(p.max));
