@@ -651,19 +651,28 @@ fn timing() -> bool {
     std::env::var_os("FTPROF_TIMING").is_some()
 }
 
-/// Run `ftprof record`. Returns the exit code ftprof should exit with (the target's).
-pub fn run(opts: &RecordOptions) -> Result<i32> {
-    let t0 = Instant::now();
-    let (interp, attach) = match opts.pid {
+/// The ELF holding the CPython runtime of the target: the running process `pid` (checked, and
+/// returned as the attach target) or else the interpreter `command` launches.
+pub(crate) fn resolve_interpreter(
+    pid: Option<u32>,
+    command: &[OsString],
+) -> Result<(PathBuf, Option<crate::check::AttachTarget>)> {
+    Ok(match pid {
         Some(pid) => {
             let t = crate::check::check_process(pid)?;
             (PathBuf::from(&t.runtime_module), Some(t))
         }
         None => {
-            let Interpreter::CPython { path, .. } = check_interpreter(&opts.command)?;
+            let Interpreter::CPython { path, .. } = check_interpreter(command)?;
             (path, None)
         }
-    };
+    })
+}
+
+/// Run `ftprof record`. Returns the exit code ftprof should exit with (the target's).
+pub fn run(opts: &RecordOptions) -> Result<i32> {
+    let t0 = Instant::now();
+    let (interp, attach) = resolve_interpreter(opts.pid, &opts.command)?;
     if timing() {
         eprintln!("ftprof timing: interpreter check {:?}", t0.elapsed());
     }

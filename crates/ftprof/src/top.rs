@@ -22,7 +22,6 @@ use ratatui::widgets::{Block, Paragraph, Row, Table};
 use ratatui::Frame;
 use symbolizer::native::Native;
 
-use crate::check::{check_interpreter, Interpreter};
 use crate::record::{self, RecordOptions, Recorder};
 use crate::top_model::{Metric, Model, SortKey, Totals, View};
 
@@ -196,16 +195,7 @@ pub fn run(opts: &TopOptions) -> Result<i32> {
     if !std::io::stdout().is_terminal() {
         bail!("ftprof top needs a terminal; to write a profile to a file use ftprof record");
     }
-    let (interp, attach) = match opts.pid {
-        Some(pid) => {
-            let t = crate::check::check_process(pid)?;
-            (PathBuf::from(&t.runtime_module), Some(t))
-        }
-        None => {
-            let Interpreter::CPython { path, .. } = check_interpreter(&opts.command)?;
-            (path, None)
-        }
-    };
+    let (interp, attach) = record::resolve_interpreter(opts.pid, &opts.command)?;
     let ropts = RecordOptions {
         command: opts.command.clone(),
         pid: opts.pid,
