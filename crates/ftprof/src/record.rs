@@ -506,15 +506,15 @@ impl Recorder {
     /// Blame: find who holds what this tick's waiters wait on (see [`crate::holders`]).
     /// `FTPROF_NO_BLAME=1` turns it off (to measure its cost).
     fn sample_holders(&mut self, waiters: &[(u32, crate::holders::Waiter)]) {
-        if self.holders.disabled {
+        if self.holders.disabled || waiters.is_empty() {
             return;
         }
         let mut pids: Vec<u32> = waiters.iter().map(|w| w.0).collect();
         pids.dedup();
+        let live = self.collector.live_thread_list();
         for pid in pids {
             let Some(PyState::Located(py)) = self.py.get_mut(&pid) else { continue };
-            let threads: Vec<u32> =
-                self.collector.live_thread_list().into_iter().filter(|t| t.0 == pid).map(|t| t.1).collect();
+            let threads: Vec<u32> = live.iter().filter(|t| t.0 == pid).map(|t| t.1).collect();
             let ws: Vec<crate::holders::Waiter> = waiters.iter().filter(|w| w.0 == pid).map(|w| w.1).collect();
             // Woken since a tick saw it blocked, and not run since: it may have been handed a lock.
             let (probe, sched) = (&mut self.probe, &self.sched);
