@@ -927,15 +927,14 @@ pub(crate) fn profile_of(
         } else {
             rec_cmd
         };
-        let cmd = rec_cmd;
         let python = matches!(rec.py.get(p), Some(PyState::Located(_)));
         if !python && *p != pid {
             skipped.insert(*p);
         }
         // The program's base name and its arguments, at most 80 characters.
-        let cmd = match cmd.split_once(' ') {
+        let cmd = match rec_cmd.split_once(' ') {
             Some((argv0, rest)) => format!("{} {rest}", argv0.rsplit('/').next().unwrap_or(argv0)),
-            None => cmd.rsplit('/').next().unwrap_or(cmd).to_string(),
+            None => rec_cmd.rsplit('/').next().unwrap_or(rec_cmd).to_string(),
         };
         let short: String =
             if cmd.chars().count() > 80 { cmd.chars().take(79).chain(std::iter::once('…')).collect() } else { cmd };
