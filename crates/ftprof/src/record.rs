@@ -318,8 +318,7 @@ impl Recorder {
     ) -> u32 {
         self.note_process(pid);
         if let std::collections::hash_map::Entry::Vacant(e) = self.names.entry(tid) {
-            let comm = std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/comm")).unwrap_or_default();
-            e.insert((pid, comm.trim().to_string()));
+            e.insert((pid, crate::snapshot::thread_name(pid, tid)));
         }
         let mut python = None;
         let mut parked = None;
