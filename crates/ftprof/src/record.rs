@@ -248,11 +248,7 @@ impl Recorder {
         let cmd = crate::snapshot::cmdline(pid).join(" ");
         self.processes.push((pid, cmd));
         if self.mmap_count.get(&pid).copied().unwrap_or(0) == 0 && !self.execed.contains(&pid) {
-            if let Ok(maps) = symbolizer::python::read_maps(pid) {
-                for m in maps.into_iter().filter(|m| m.perms.contains('x')) {
-                    self.add_mapping(pid, Mapping { start: m.start, end: m.end, pgoff: m.pgoff, path: m.path });
-                }
-            }
+            self.add_mappings_now(pid);
         }
     }
 
@@ -292,6 +288,15 @@ impl Recorder {
         match state {
             PyState::Located(p) => Some(p),
             PyState::Pending { .. } => None,
+        }
+    }
+
+    /// The executable mappings process `pid` has now (`/proc/PID/maps`).
+    fn add_mappings_now(&mut self, pid: u32) {
+        if let Ok(maps) = symbolizer::python::read_maps(pid) {
+            for m in maps.into_iter().filter(|m| m.perms.contains('x')) {
+                self.add_mapping(pid, Mapping { start: m.start, end: m.end, pgoff: m.pgoff, path: m.path });
+            }
         }
     }
 
@@ -537,11 +542,7 @@ impl profiler::Sink for Recorder {
         if self.attached {
             // Mappings made before we arrived are not reported by perf: read them now that the
             // events are live (later ones arrive as mmap records).
-            if let Ok(maps) = symbolizer::python::read_maps(pid) {
-                for m in maps.into_iter().filter(|m| m.perms.contains('x')) {
-                    self.add_mapping(pid, Mapping { start: m.start, end: m.end, pgoff: m.pgoff, path: m.path });
-                }
-            }
+            self.add_mappings_now(pid);
             if self.off_cpu {
                 self.snapshot_blocked_at_attach(pid);
             }
