@@ -709,11 +709,7 @@ pub fn run(opts: &RecordOptions) -> Result<i32> {
         eprintln!("ftprof: attached to pid {} for {:.1} s — {how}", t.pid, outcome.duration.as_secs_f64());
         return Ok(0);
     }
-    Ok(match outcome.exit {
-        Some(profiler::ExitStatus::Code(c)) => c,
-        Some(profiler::ExitStatus::Signal(s)) => 128 + s,
-        None => 0,
-    })
+    Ok(outcome.exit.map_or(0, profiler::ExitStatus::shell_code))
 }
 
 /// The perf sampling set-up for `opts`.

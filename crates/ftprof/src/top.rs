@@ -285,11 +285,7 @@ pub fn run(opts: &TopOptions) -> Result<i32> {
         eprintln!("ftprof top: pid {} watched for {:.1} s — {how}", t.pid, outcome.duration.as_secs_f64());
         return Ok(0);
     }
-    let code = match outcome.exit {
-        Some(profiler::ExitStatus::Code(c)) => c,
-        Some(profiler::ExitStatus::Signal(s)) => 128 + s,
-        None => 0,
-    };
+    let code = outcome.exit.map_or(0, profiler::ExitStatus::shell_code);
     let how = match outcome.exit {
         Some(profiler::ExitStatus::Signal(s)) => format!("killed by signal {s}"),
         _ => format!("exit code {code}"),
