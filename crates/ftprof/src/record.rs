@@ -248,11 +248,7 @@ impl Recorder {
         let cmd = crate::snapshot::cmdline(pid).join(" ");
         self.processes.push((pid, cmd));
         if self.mmap_count.get(&pid).copied().unwrap_or(0) == 0 && !self.execed.contains(&pid) {
-            if let Ok(maps) = symbolizer::python::read_maps(pid) {
-                for m in maps.into_iter().filter(|m| m.perms.contains('x')) {
-                    self.add_mapping(pid, Mapping { start: m.start, end: m.end, pgoff: m.pgoff, path: m.path });
-                }
-            }
+            self.add_mappings_now(pid);
         }
     }
 
@@ -295,6 +291,15 @@ impl Recorder {
         }
     }
 
+    /// The executable mappings process `pid` has now (`/proc/PID/maps`).
+    fn add_mappings_now(&mut self, pid: u32) {
+        if let Ok(maps) = symbolizer::python::read_maps(pid) {
+            for m in maps.into_iter().filter(|m| m.perms.contains('x')) {
+                self.add_mapping(pid, Mapping { start: m.start, end: m.end, pgoff: m.pgoff, path: m.path });
+            }
+        }
+    }
+
     fn add_mapping(&mut self, pid: u32, m: Mapping) {
         self.gil_watch.mapped(pid, &m.path);
         *self.mmap_count.entry(pid).or_default() += 1;
@@ -318,8 +323,7 @@ impl Recorder {
     ) -> u32 {
         self.note_process(pid);
         if let std::collections::hash_map::Entry::Vacant(e) = self.names.entry(tid) {
-            let comm = std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/comm")).unwrap_or_default();
-            e.insert((pid, comm.trim().to_string()));
+            e.insert((pid, crate::snapshot::thread_name(pid, tid)));
         }
         let mut python = None;
         let mut parked = None;
@@ -506,15 +510,15 @@ impl Recorder {
     /// Blame: find who holds what this tick's waiters wait on (see [`crate::holders`]).
     /// `FTPROF_NO_BLAME=1` turns it off (to measure its cost).
     fn sample_holders(&mut self, waiters: &[(u32, crate::holders::Waiter)]) {
-        if self.holders.disabled {
+        if self.holders.disabled || waiters.is_empty() {
             return;
         }
         let mut pids: Vec<u32> = waiters.iter().map(|w| w.0).collect();
         pids.dedup();
+        let live = self.collector.live_thread_list();
         for pid in pids {
             let Some(PyState::Located(py)) = self.py.get_mut(&pid) else { continue };
-            let threads: Vec<u32> =
-                self.collector.live_thread_list().into_iter().filter(|t| t.0 == pid).map(|t| t.1).collect();
+            let threads: Vec<u32> = live.iter().filter(|t| t.0 == pid).map(|t| t.1).collect();
             let ws: Vec<crate::holders::Waiter> = waiters.iter().filter(|w| w.0 == pid).map(|w| w.1).collect();
             // Woken since a tick saw it blocked, and not run since: it may have been handed a lock.
             let (probe, sched) = (&mut self.probe, &self.sched);
@@ -538,11 +542,7 @@ impl profiler::Sink for Recorder {
         if self.attached {
             // Mappings made before we arrived are not reported by perf: read them now that the
             // events are live (later ones arrive as mmap records).
-            if let Ok(maps) = symbolizer::python::read_maps(pid) {
-                for m in maps.into_iter().filter(|m| m.perms.contains('x')) {
-                    self.add_mapping(pid, Mapping { start: m.start, end: m.end, pgoff: m.pgoff, path: m.path });
-                }
-            }
+            self.add_mappings_now(pid);
             if self.off_cpu {
                 self.snapshot_blocked_at_attach(pid);
             }
@@ -651,19 +651,28 @@ fn timing() -> bool {
     std::env::var_os("FTPROF_TIMING").is_some()
 }
 
-/// Run `ftprof record`. Returns the exit code ftprof should exit with (the target's).
-pub fn run(opts: &RecordOptions) -> Result<i32> {
-    let t0 = Instant::now();
-    let (interp, attach) = match opts.pid {
+/// The ELF holding the CPython runtime of the target: the running process `pid` (checked, and
+/// returned as the attach target) or else the interpreter `command` launches.
+pub(crate) fn resolve_interpreter(
+    pid: Option<u32>,
+    command: &[OsString],
+) -> Result<(PathBuf, Option<crate::check::AttachTarget>)> {
+    Ok(match pid {
         Some(pid) => {
             let t = crate::check::check_process(pid)?;
             (PathBuf::from(&t.runtime_module), Some(t))
         }
         None => {
-            let Interpreter::CPython { path, .. } = check_interpreter(&opts.command)?;
+            let Interpreter::CPython { path, .. } = check_interpreter(command)?;
             (path, None)
         }
-    };
+    })
+}
+
+/// Run `ftprof record`. Returns the exit code ftprof should exit with (the target's).
+pub fn run(opts: &RecordOptions) -> Result<i32> {
+    let t0 = Instant::now();
+    let (interp, attach) = resolve_interpreter(opts.pid, &opts.command)?;
     if timing() {
         eprintln!("ftprof timing: interpreter check {:?}", t0.elapsed());
     }
@@ -700,11 +709,7 @@ pub fn run(opts: &RecordOptions) -> Result<i32> {
         eprintln!("ftprof: attached to pid {} for {:.1} s — {how}", t.pid, outcome.duration.as_secs_f64());
         return Ok(0);
     }
-    Ok(match outcome.exit {
-        Some(profiler::ExitStatus::Code(c)) => c,
-        Some(profiler::ExitStatus::Signal(s)) => 128 + s,
-        None => 0,
-    })
+    Ok(outcome.exit.map_or(0, profiler::ExitStatus::shell_code))
 }
 
 /// The perf sampling set-up for `opts`.
@@ -918,15 +923,14 @@ pub(crate) fn profile_of(
         } else {
             rec_cmd
         };
-        let cmd = rec_cmd;
         let python = matches!(rec.py.get(p), Some(PyState::Located(_)));
         if !python && *p != pid {
             skipped.insert(*p);
         }
         // The program's base name and its arguments, at most 80 characters.
-        let cmd = match cmd.split_once(' ') {
+        let cmd = match rec_cmd.split_once(' ') {
             Some((argv0, rest)) => format!("{} {rest}", argv0.rsplit('/').next().unwrap_or(argv0)),
-            None => cmd.rsplit('/').next().unwrap_or(cmd).to_string(),
+            None => rec_cmd.rsplit('/').next().unwrap_or(rec_cmd).to_string(),
         };
         let short: String =
             if cmd.chars().count() > 80 { cmd.chars().take(79).chain(std::iter::once('…')).collect() } else { cmd };

@@ -22,7 +22,6 @@ use ratatui::widgets::{Block, Paragraph, Row, Table};
 use ratatui::Frame;
 use symbolizer::native::Native;
 
-use crate::check::{check_interpreter, Interpreter};
 use crate::record::{self, RecordOptions, Recorder};
 use crate::top_model::{Metric, Model, SortKey, Totals, View};
 
@@ -196,16 +195,7 @@ pub fn run(opts: &TopOptions) -> Result<i32> {
     if !std::io::stdout().is_terminal() {
         bail!("ftprof top needs a terminal; to write a profile to a file use ftprof record");
     }
-    let (interp, attach) = match opts.pid {
-        Some(pid) => {
-            let t = crate::check::check_process(pid)?;
-            (PathBuf::from(&t.runtime_module), Some(t))
-        }
-        None => {
-            let Interpreter::CPython { path, .. } = check_interpreter(&opts.command)?;
-            (path, None)
-        }
-    };
+    let (interp, attach) = record::resolve_interpreter(opts.pid, &opts.command)?;
     let ropts = RecordOptions {
         command: opts.command.clone(),
         pid: opts.pid,
@@ -295,11 +285,7 @@ pub fn run(opts: &TopOptions) -> Result<i32> {
         eprintln!("ftprof top: pid {} watched for {:.1} s — {how}", t.pid, outcome.duration.as_secs_f64());
         return Ok(0);
     }
-    let code = match outcome.exit {
-        Some(profiler::ExitStatus::Code(c)) => c,
-        Some(profiler::ExitStatus::Signal(s)) => 128 + s,
-        None => 0,
-    };
+    let code = outcome.exit.map_or(0, profiler::ExitStatus::shell_code);
     let how = match outcome.exit {
         Some(profiler::ExitStatus::Signal(s)) => format!("killed by signal {s}"),
         _ => format!("exit code {code}"),
