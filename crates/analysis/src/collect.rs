@@ -265,6 +265,8 @@ pub struct Collector {
     cpu: HashMap<u32, u64>,
     waits: HashMap<(u32, bool), WaitAgg>,
     threads: HashMap<u32, ThreadTimes>,
+    /// Threads of each process seen and not exited (kept with `threads`: asked per sample).
+    live_by_pid: HashMap<u32, usize>,
     tracker: OffCpuTracker<u32>,
     /// Events waiting for [`Collector::release`], with their time and arrival order.
     pending: Vec<(u64, u64, Timed)>,
@@ -405,7 +407,13 @@ impl Collector {
 
     fn thread(&mut self, tid: u32, pid: u32) -> &mut ThreadTimes {
         let t = self.threads.entry(tid).or_default();
-        if pid != 0 {
+        if pid != 0 && t.pid != pid {
+            if !t.exited {
+                if let Some(n) = self.live_by_pid.get_mut(&t.pid) {
+                    *n -= 1;
+                }
+                *self.live_by_pid.entry(pid).or_default() += 1;
+            }
             t.pid = pid;
         }
         t
@@ -466,7 +474,7 @@ impl Collector {
 
     /// Threads of `pid` alive now.
     pub fn live_threads_of(&self, pid: u32) -> usize {
-        self.threads.values().filter(|t| !t.exited && t.pid == pid).count()
+        self.live_by_pid.get(&pid).copied().unwrap_or(0)
     }
 
     /// Threads alive now (seen and not exited).
@@ -542,6 +550,11 @@ impl Collector {
     pub fn exit(&mut self, tid: u32, time: u64) {
         self.tracker.exit(tid, time);
         if let Some(t) = self.threads.get_mut(&tid) {
+            if !t.exited {
+                if let Some(n) = self.live_by_pid.get_mut(&t.pid) {
+                    *n -= 1;
+                }
+            }
             t.exited = true;
         }
         self.absorb();
@@ -740,6 +753,21 @@ pub struct Collection {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn live_threads_per_process_follow_creation_and_exit() {
+        let mut c = Collector::new();
+        c.thread_seen(1, 10);
+        c.thread_seen(1, 11);
+        c.thread_seen(2, 20);
+        c.thread_seen(1, 10); // seen again: counted once
+        assert_eq!((c.live_threads_of(1), c.live_threads_of(2), c.live_threads_of(3)), (2, 1, 0));
+        c.exit(11, 5);
+        c.exit(11, 6); // a second exit record changes nothing
+        c.exit(99, 7); // never seen
+        assert_eq!((c.live_threads_of(1), c.live_threads_of(2)), (1, 1));
+        assert_eq!(c.live_threads(), 2);
+    }
 
     fn key(c: &mut Collector, tid: u32, leaf: u64, on_cpu: bool) -> u32 {
         c.key_id(SampleKey { pid: 1, tid, native: vec![leaf], on_cpu, ..Default::default() })
