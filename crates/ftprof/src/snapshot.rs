@@ -9,11 +9,6 @@ pub fn thread_state(pid: u32, tid: u32) -> Option<char> {
     profiler::threads::read_stat(pid, Some(tid)).map(|s| s.state)
 }
 
-/// Process state letter.
-pub fn process_state(pid: u32) -> Option<char> {
-    profiler::threads::read_stat(pid, None).map(|s| s.state)
-}
-
 /// Thread name (`comm`).
 pub fn thread_name(pid: u32, tid: u32) -> String {
     std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/comm")).map(|s| s.trim().to_string()).unwrap_or_default()
