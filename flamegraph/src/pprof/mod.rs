@@ -94,6 +94,17 @@ impl Locations {
         self.ids.insert(key, id);
         id
     }
+
+    /// The locations of a stack of `p.frames` indices (root first), leaf first as pprof wants
+    /// them, thread frames left out.
+    fn stack(&mut self, st: &mut Strings, p: &Profile, frames: &[u32]) -> Vec<u64> {
+        frames
+            .iter()
+            .rev()
+            .filter(|&&fi| p.frames[fi as usize].kind != FrameKind::Thread)
+            .map(|&fi| self.id(st, Key::Frame(fi), || frame_info(&p.frames[fi as usize])))
+            .collect()
+    }
 }
 
 struct FrameInfo {
@@ -152,13 +163,7 @@ pub fn message(p: &Profile, mode: Mode, idle: bool) -> proto::Profile {
         if cpu == 0 && wait == 0 {
             continue;
         }
-        let location_id: Vec<u64> = s
-            .frames
-            .iter()
-            .rev()
-            .filter(|&&fi| p.frames[fi as usize].kind != FrameKind::Thread)
-            .map(|&fi| locs.id(&mut st, Key::Frame(fi), || frame_info(&p.frames[fi as usize])))
-            .collect();
+        let location_id = locs.stack(&mut st, p, &s.frames);
         let mut labels = vec![
             label(k_thread, st.id(names.get(&s.thread).map(String::as_str).unwrap_or("?"))),
             label(k_category, st.id(s.category.name())),
@@ -173,13 +178,7 @@ pub fn message(p: &Profile, mode: Mode, idle: bool) -> proto::Profile {
     if matches!(mode, Mode::Wall | Mode::Blame) {
         for b in &p.blame {
             // Leaf first: the holder's innermost frame (or a marker), ..., the lock.
-            let mut location_id: Vec<u64> = b
-                .frames
-                .iter()
-                .rev()
-                .filter(|&&fi| p.frames[fi as usize].kind != FrameKind::Thread)
-                .map(|&fi| locs.id(&mut st, Key::Frame(fi), || frame_info(&p.frames[fi as usize])))
-                .collect();
+            let mut location_id = locs.stack(&mut st, p, &b.frames);
             location_id.push(locs.id(&mut st, Key::Lock(b.lock), || {
                 let name = analysis::blame::lock_root(p, b.lock);
                 FrameInfo { system_name: name.clone(), name, file: None, start_line: 0, line: 0 }
