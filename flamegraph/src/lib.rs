@@ -202,7 +202,7 @@ pub(crate) fn category_color(c: Category) -> Color {
     }
 }
 
-fn frame_color(kind: FrameKind, inlined: bool) -> Color {
+pub(crate) fn frame_color(kind: FrameKind, inlined: bool) -> Color {
     match kind {
         FrameKind::Thread => rgb(200, 200, 200),
         FrameKind::Python => rgb(80, 160, 230),

@@ -49,8 +49,8 @@ pub(crate) fn categories() -> Vec<CategoryInfo> {
         .map(|&c| CategoryInfo {
             name: c.name(),
             color: match c {
-                Category::Python => "#50a0e6".into(),
-                Category::Native => "#eb8c3c".into(),
+                Category::Python => hex(crate::frame_color(FrameKind::Python, false)),
+                Category::Native => hex(crate::frame_color(FrameKind::Native, false)),
                 _ => hex(crate::category_color(c)),
             },
             on_cpu: c.on_cpu(),
