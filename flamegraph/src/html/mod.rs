@@ -196,9 +196,7 @@ pub(crate) fn data(p: &Profile, title: &str, mode: Mode, idle: bool) -> ReportDa
         .iter()
         .filter_map(|t| {
             let us = per_thread.get(&t.tid).copied()?;
-            let label =
-                if t.name.is_empty() { format!("thread ({})", t.tid) } else { format!("{} ({})", t.name, t.tid) };
-            Some((t.tid, label, us.round() as u64))
+            Some((t.tid, crate::thread_label(t), us.round() as u64))
         })
         .collect();
     threads.sort_by(|a, b| b.2.cmp(&a.2).then(a.0.cmp(&b.0)));

@@ -143,13 +143,7 @@ pub fn message(p: &Profile, mode: Mode, idle: bool) -> proto::Profile {
     let period_ns = p.summary.period_ns as i64;
     let mut locs =
         Locations { functions: Vec::new(), function_ids: HashMap::new(), locations: Vec::new(), ids: HashMap::new() };
-    let names: HashMap<u32, String> = p
-        .threads
-        .iter()
-        .map(|t| {
-            (t.tid, if t.name.is_empty() { format!("thread ({})", t.tid) } else { format!("{} ({})", t.name, t.tid) })
-        })
-        .collect();
+    let names: HashMap<u32, String> = p.threads.iter().map(|t| (t.tid, crate::thread_label(t))).collect();
     let (k_thread, k_category, k_lock, k_holder) = (st.id("thread"), st.id("category"), st.id("lock"), st.id("holder"));
     let label = |key: i64, str: i64| proto::Label { key, str, num: 0, num_unit: 0 };
     let mut samples = Vec::new();
