@@ -211,7 +211,17 @@ pub(crate) fn category_color(c: Category) -> Color {
     }
 }
 
-pub(crate) fn frame_color(kind: FrameKind, inlined: bool) -> Color {
+/// Colour of a category in the legends and charts: on-CPU Python and native time as their
+/// frames, the waits as [`category_color`].
+pub(crate) fn legend_color(c: Category) -> Color {
+    match c {
+        Category::Python => frame_color(FrameKind::Python, false),
+        Category::Native => frame_color(FrameKind::Native, false),
+        _ => category_color(c),
+    }
+}
+
+fn frame_color(kind: FrameKind, inlined: bool) -> Color {
     match kind {
         FrameKind::Thread => rgb(200, 200, 200),
         FrameKind::Python => rgb(80, 160, 230),

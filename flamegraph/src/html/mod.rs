@@ -48,11 +48,7 @@ pub(crate) fn categories() -> Vec<CategoryInfo> {
         .iter()
         .map(|&c| CategoryInfo {
             name: c.name(),
-            color: match c {
-                Category::Python => hex(crate::frame_color(FrameKind::Python, false)),
-                Category::Native => hex(crate::frame_color(FrameKind::Native, false)),
-                _ => hex(crate::category_color(c)),
-            },
+            color: hex(crate::legend_color(c)),
             on_cpu: c.on_cpu(),
             contention: c.is_contention(),
             idle: c.is_idle(),
