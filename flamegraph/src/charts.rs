@@ -10,17 +10,13 @@ use plotters::prelude::*;
 use plotters::style::text_anchor::{HPos, Pos, VPos};
 
 fn category_rgb(name: &str) -> RGBColor {
-    let c = Category::ALL.iter().find(|c| c.name() == name).copied();
-    let col = match c {
-        Some(Category::Python) => (80, 160, 230),
-        Some(Category::Native) => (235, 140, 60),
-        Some(c) => {
-            let k = super::category_color(c);
-            (k.r, k.g, k.b)
+    match Category::ALL.iter().find(|c| c.name() == name) {
+        Some(&c) => {
+            let k = super::legend_color(c);
+            RGBColor(k.r, k.g, k.b)
         }
-        None => (150, 150, 150),
-    };
-    RGBColor(col.0, col.1, col.2)
+        None => RGBColor(150, 150, 150),
+    }
 }
 
 fn err(e: impl std::fmt::Display) -> anyhow::Error {

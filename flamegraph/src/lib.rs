@@ -178,6 +178,15 @@ pub fn folded_with(p: &Profile, mode: Mode, idle: bool, threads: bool) -> String
     out
 }
 
+/// A thread as the reports name it: `name (tid)`, or `thread (tid)` when it has no name.
+pub(crate) fn thread_label(t: &analysis::ThreadInfo) -> String {
+    if t.name.is_empty() {
+        format!("thread ({})", t.tid)
+    } else {
+        format!("{} ({})", t.name, t.tid)
+    }
+}
+
 fn rgb(r: u8, g: u8, b: u8) -> Color {
     Color { r, g, b }
 }
@@ -199,6 +208,16 @@ pub(crate) fn category_color(c: Category) -> Color {
         Category::Join => rgb(215, 215, 215),
         Category::Sleep => rgb(200, 200, 180),
         _ => rgb(180, 180, 180),
+    }
+}
+
+/// Colour of a category in the legends and charts: on-CPU Python and native time as their
+/// frames, the waits as [`category_color`].
+pub(crate) fn legend_color(c: Category) -> Color {
+    match c {
+        Category::Python => frame_color(FrameKind::Python, false),
+        Category::Native => frame_color(FrameKind::Native, false),
+        _ => category_color(c),
     }
 }
 

@@ -48,11 +48,7 @@ pub(crate) fn categories() -> Vec<CategoryInfo> {
         .iter()
         .map(|&c| CategoryInfo {
             name: c.name(),
-            color: match c {
-                Category::Python => "#50a0e6".into(),
-                Category::Native => "#eb8c3c".into(),
-                _ => hex(crate::category_color(c)),
-            },
+            color: hex(crate::legend_color(c)),
             on_cpu: c.on_cpu(),
             contention: c.is_contention(),
             idle: c.is_idle(),
@@ -196,9 +192,7 @@ pub(crate) fn data(p: &Profile, title: &str, mode: Mode, idle: bool) -> ReportDa
         .iter()
         .filter_map(|t| {
             let us = per_thread.get(&t.tid).copied()?;
-            let label =
-                if t.name.is_empty() { format!("thread ({})", t.tid) } else { format!("{} ({})", t.name, t.tid) };
-            Some((t.tid, label, us.round() as u64))
+            Some((t.tid, crate::thread_label(t), us.round() as u64))
         })
         .collect();
     threads.sort_by(|a, b| b.2.cmp(&a.2).then(a.0.cmp(&b.0)));

@@ -94,6 +94,17 @@ impl Locations {
         self.ids.insert(key, id);
         id
     }
+
+    /// The locations of a stack of `p.frames` indices (root first), leaf first as pprof wants
+    /// them, thread frames left out.
+    fn stack(&mut self, st: &mut Strings, p: &Profile, frames: &[u32]) -> Vec<u64> {
+        frames
+            .iter()
+            .rev()
+            .filter(|&&fi| p.frames[fi as usize].kind != FrameKind::Thread)
+            .map(|&fi| self.id(st, Key::Frame(fi), || frame_info(&p.frames[fi as usize])))
+            .collect()
+    }
 }
 
 struct FrameInfo {
@@ -132,13 +143,7 @@ pub fn message(p: &Profile, mode: Mode, idle: bool) -> proto::Profile {
     let period_ns = p.summary.period_ns as i64;
     let mut locs =
         Locations { functions: Vec::new(), function_ids: HashMap::new(), locations: Vec::new(), ids: HashMap::new() };
-    let names: HashMap<u32, String> = p
-        .threads
-        .iter()
-        .map(|t| {
-            (t.tid, if t.name.is_empty() { format!("thread ({})", t.tid) } else { format!("{} ({})", t.name, t.tid) })
-        })
-        .collect();
+    let names: HashMap<u32, String> = p.threads.iter().map(|t| (t.tid, crate::thread_label(t))).collect();
     let (k_thread, k_category, k_lock, k_holder) = (st.id("thread"), st.id("category"), st.id("lock"), st.id("holder"));
     let label = |key: i64, str: i64| proto::Label { key, str, num: 0, num_unit: 0 };
     let mut samples = Vec::new();
@@ -152,13 +157,7 @@ pub fn message(p: &Profile, mode: Mode, idle: bool) -> proto::Profile {
         if cpu == 0 && wait == 0 {
             continue;
         }
-        let location_id: Vec<u64> = s
-            .frames
-            .iter()
-            .rev()
-            .filter(|&&fi| p.frames[fi as usize].kind != FrameKind::Thread)
-            .map(|&fi| locs.id(&mut st, Key::Frame(fi), || frame_info(&p.frames[fi as usize])))
-            .collect();
+        let location_id = locs.stack(&mut st, p, &s.frames);
         let mut labels = vec![
             label(k_thread, st.id(names.get(&s.thread).map(String::as_str).unwrap_or("?"))),
             label(k_category, st.id(s.category.name())),
@@ -173,13 +172,7 @@ pub fn message(p: &Profile, mode: Mode, idle: bool) -> proto::Profile {
     if matches!(mode, Mode::Wall | Mode::Blame) {
         for b in &p.blame {
             // Leaf first: the holder's innermost frame (or a marker), ..., the lock.
-            let mut location_id: Vec<u64> = b
-                .frames
-                .iter()
-                .rev()
-                .filter(|&&fi| p.frames[fi as usize].kind != FrameKind::Thread)
-                .map(|&fi| locs.id(&mut st, Key::Frame(fi), || frame_info(&p.frames[fi as usize])))
-                .collect();
+            let mut location_id = locs.stack(&mut st, p, &b.frames);
             location_id.push(locs.id(&mut st, Key::Lock(b.lock), || {
                 let name = analysis::blame::lock_root(p, b.lock);
                 FrameInfo { system_name: name.clone(), name, file: None, start_line: 0, line: 0 }

@@ -20,7 +20,10 @@ print("\n".join(base.get(n, n) for n in names))
 /// cannot be run. Only executables owned by root or by us are run: a profiler running with
 /// privileges must not execute another user's binary.
 pub fn base_opnames(interpreter: &Path) -> Option<Vec<String>> {
-    let text = run_script(interpreter, SCRIPT)?;
+    parse_opnames(&run_script(interpreter, SCRIPT)?)
+}
+
+fn parse_opnames(text: &str) -> Option<Vec<String>> {
     let names: Vec<String> = text.lines().map(str::to_string).collect();
     (names.len() > 100).then_some(names)
 }
@@ -50,24 +53,29 @@ fn run_script(interpreter: &Path, script: &str) -> Option<String> {
 /// [`base_opnames`] through a cache file in `dir`, keyed by the interpreter's path, size and
 /// modification time (starting Python costs ~20 ms).
 pub fn base_opnames_cached(interpreter: &Path, dir: &Path) -> Option<Vec<String>> {
+    cached(interpreter, dir, "opnames", SCRIPT, parse_opnames)
+}
+
+/// What `script` prints, parsed by `parse`, through a cache file `{prefix}-{key}` in `dir`, keyed
+/// by the interpreter's path, size, modification time and inode. The script's output is stored,
+/// and a cache file that does not parse is replaced.
+fn cached<T>(interpreter: &Path, dir: &Path, prefix: &str, script: &str, parse: fn(&str) -> Option<T>) -> Option<T> {
     use std::hash::{Hash, Hasher};
     use std::os::unix::fs::MetadataExt;
     let md = std::fs::metadata(interpreter).ok()?;
     let mut h = std::collections::hash_map::DefaultHasher::new();
     (interpreter, md.size(), md.mtime(), md.ino()).hash(&mut h);
-    let file = dir.join(format!("opnames-{:016x}", h.finish()));
-    if let Ok(text) = std::fs::read_to_string(&file) {
-        let names: Vec<String> = text.lines().map(str::to_string).collect();
-        if names.len() > 100 {
-            return Some(names);
-        }
+    let file = dir.join(format!("{prefix}-{:016x}", h.finish()));
+    if let Some(v) = std::fs::read_to_string(&file).ok().as_deref().and_then(parse) {
+        return Some(v);
     }
-    let names = base_opnames(interpreter)?;
+    let text = run_script(interpreter, script)?;
+    let v = parse(&text)?;
     let tmp = file.with_extension(format!("tmp{}", std::process::id()));
-    if std::fs::create_dir_all(dir).is_ok() && std::fs::write(&tmp, names.join("\n")).is_ok() {
+    if std::fs::create_dir_all(dir).is_ok() && std::fs::write(&tmp, &text).is_ok() {
         let _ = std::fs::rename(&tmp, &file);
     }
-    Some(names)
+    Some(v)
 }
 
 const CACHES_SCRIPT: &str = r#"
@@ -86,26 +94,10 @@ print("\n".join(str(c.get(base.get(n, n), 0)) for n in names))
 /// Inline cache entries (code units) after each opcode (index = opcode), asked of the
 /// interpreter (`opcode._inline_cache_entries`) and cached in `dir` like [`base_opnames_cached`].
 pub fn inline_caches_cached(interpreter: &Path, dir: &Path) -> Option<Vec<u8>> {
-    use std::hash::{Hash, Hasher};
-    use std::os::unix::fs::MetadataExt;
-    let md = std::fs::metadata(interpreter).ok()?;
-    let mut h = std::collections::hash_map::DefaultHasher::new();
-    (interpreter, md.size(), md.mtime(), md.ino()).hash(&mut h);
-    let file = dir.join(format!("opcaches-{:016x}", h.finish()));
-    let parse = |text: &str| -> Option<Vec<u8>> {
+    cached(interpreter, dir, "opcaches", CACHES_SCRIPT, |text| {
         let v: Vec<u8> = text.lines().map(|l| l.trim().parse().ok()).collect::<Option<_>>()?;
         (v.len() > 100).then_some(v)
-    };
-    if let Some(v) = std::fs::read_to_string(&file).ok().as_deref().and_then(parse) {
-        return Some(v);
-    }
-    let text = run_script(interpreter, CACHES_SCRIPT)?;
-    let v = parse(&text)?;
-    let tmp = file.with_extension(format!("tmp{}", std::process::id()));
-    if std::fs::create_dir_all(dir).is_ok() && std::fs::write(&tmp, &text).is_ok() {
-        let _ = std::fs::rename(&tmp, &file);
-    }
-    Some(v)
+    })
 }
 
 /// What the instruction `instr` (`opcode | oparg << 8`) of a frame running `code` touches,
