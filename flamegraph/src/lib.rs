@@ -180,11 +180,7 @@ pub fn folded_with(p: &Profile, mode: Mode, idle: bool, threads: bool) -> String
 
 /// A thread as the reports name it: `name (tid)`, or `thread (tid)` when it has no name.
 pub(crate) fn thread_label(t: &analysis::ThreadInfo) -> String {
-    if t.name.is_empty() {
-        format!("thread ({})", t.tid)
-    } else {
-        format!("{} ({})", t.name, t.tid)
-    }
+    analysis::profile::thread_label(&t.name, t.tid)
 }
 
 fn rgb(r: u8, g: u8, b: u8) -> Color {
