@@ -205,6 +205,10 @@ fn main() {
             std::process::exit(2);
         }
     };
+    if let Some(why) = profiler::access::privilege().refusal() {
+        eprintln!("ftprof: error: {why}");
+        std::process::exit(2);
+    }
     let result = match cli.cmd {
         Cmd::Record {
             output,

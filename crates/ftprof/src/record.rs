@@ -180,6 +180,10 @@ pub(crate) struct Recorder {
     processes: Vec<(u32, String)>,
     /// Processes that exec'd: their mappings come from mmap records, never from `/proc`.
     execed: std::collections::HashSet<u32>,
+    /// With privileges the caller lacks: whether each process seen may be observed
+    /// (`profiler::access`), and the refusals to report.
+    access: HashMap<u32, bool>,
+    refused: Vec<(u32, String)>,
 }
 
 impl Recorder {
@@ -229,20 +233,98 @@ impl Recorder {
             target: None,
             processes: Vec::new(),
             execed: Default::default(),
+            access: HashMap::new(),
+            refused: Vec::new(),
+        }
+    }
+
+    /// Whether process `pid` may be observed: always, unless ftprof runs with privileges its
+    /// caller lacks; then the caller must be able to trace it (`profiler::access::check`),
+    /// decided before anything of it is read and remembered.
+    fn admitted(&mut self, pid: u32) -> bool {
+        if !profiler::access::is_elevated() {
+            return true;
+        }
+        if let Some(&ok) = self.access.get(&pid) {
+            return ok;
+        }
+        let ok = self.recheck(pid);
+        self.access.insert(pid, ok);
+        ok
+    }
+
+    /// Check process `pid` again (its credentials can change at an exec); on a refusal, forget
+    /// everything read of it and stop observing it.
+    fn recheck(&mut self, pid: u32) -> bool {
+        let Err(e) = profiler::access::check(pid) else { return true };
+        let why = match e {
+            profiler::access::AccessError::Gone(_) => {
+                format!("process {pid} exited before ftprof could check that you may trace it; its records were dropped")
+            }
+            e => e.to_string(),
+        };
+        self.refused.push((pid, why));
+        self.access.insert(pid, false);
+        self.forget_process(pid);
+        false
+    }
+
+    /// Drop what was read of process `pid`'s image: mappings, CPython reader, GIL state.
+    fn forget_process_image(&mut self, pid: u32) {
+        self.unwinder.remove_process(pid);
+        self.mmaps.retain(|(p, _)| *p != pid);
+        self.mmap_count.insert(pid, 0);
+        self.py.insert(pid, PyState::Pending { mmaps_at_last_try: usize::MAX });
+        self.gil.remove(&pid);
+    }
+
+    /// Stop observing process `pid` (the caller may not trace it): forget its image and end its
+    /// threads.
+    fn forget_process(&mut self, pid: u32) {
+        self.forget_process_image(pid);
+        self.py.remove(&pid);
+        let now = profiler::monotonic_ns();
+        for (p, tid) in self.collector.live_thread_list() {
+            if p == pid {
+                self.collector.push_exit(tid, now);
+            }
+        }
+    }
+
+    /// Processes that were not observed because the caller may not trace them, with why.
+    pub(crate) fn refused(&self) -> &[(u32, String)] {
+        &self.refused
+    }
+
+    /// With privileges the caller lacks: check every process about to be read at this tick
+    /// again (an exec can make one set-id), before its threads are read.
+    fn recheck_live(&mut self) {
+        if !profiler::access::is_elevated() {
+            return;
+        }
+        let mut pids: Vec<u32> = self.collector.live_thread_list().into_iter().map(|(p, _)| p).collect();
+        pids.sort_unstable();
+        pids.dedup();
+        for pid in pids {
+            // A process that exited meanwhile has nothing left to read.
+            let denied = matches!(profiler::access::check(pid), Err(profiler::access::AccessError::Denied { .. }));
+            if denied && self.access.get(&pid) != Some(&false) {
+                self.recheck(pid);
+            }
         }
     }
 
     /// Whether records of process `pid` are kept: the target's always, others' with
     /// `--subprocesses`.
-    fn follows(&self, pid: u32) -> bool {
-        self.subprocesses || self.target.is_none_or(|t| t == pid)
+    fn follows(&mut self, pid: u32) -> bool {
+        (self.subprocesses || self.target.is_none_or(|t| t == pid)) && self.admitted(pid)
     }
 
     /// `--subprocesses`: first sight of a process (forked, or found at attach): its command
     /// line, and the mappings it has now when none were reported (a forked child inherits its
     /// parent's without mmap records).
     fn note_process(&mut self, pid: u32) {
-        if !self.subprocesses || self.processes.iter().any(|(p, _)| *p == pid) {
+        if !self.subprocesses || self.processes.iter().any(|(p, _)| *p == pid) || !self.admitted(pid) {
             return;
         }
         let cmd = crate::snapshot::cmdline(pid).join(" ");
@@ -256,11 +338,10 @@ impl Recorder {
     /// arrive as mmap records), its CPython reader and its command line.
     fn on_exec(&mut self, pid: u32, comm: &str) {
         self.execed.insert(pid);
-        self.unwinder.remove_process(pid);
-        self.mmaps.retain(|(p, _)| *p != pid);
-        self.mmap_count.insert(pid, 0);
-        self.py.insert(pid, PyState::Pending { mmaps_at_last_try: usize::MAX });
-        self.gil.remove(&pid);
+        self.forget_process_image(pid);
+        if profiler::access::is_elevated() && !self.recheck(pid) {
+            return;
+        }
         // The command line of the new image; its name when it already exited.
         let cmd = crate::snapshot::cmdline(pid).join(" ");
         let cmd = if cmd.is_empty() { comm.to_string() } else { cmd };
@@ -444,6 +525,7 @@ impl Recorder {
         if now_i < self.tick.next {
             return self.tick.next - now_i;
         }
+        self.recheck_live();
         let now = profiler::monotonic_ns();
         let gap = if self.tick.last_ns == 0 { self.tick.period.as_nanos() as u64 } else { now - self.tick.last_ns };
         self.tick.last_ns = now;
@@ -537,6 +619,9 @@ impl profiler::Sink for Recorder {
         let pid = pid as u32;
         self.start_ns = profiler::monotonic_ns();
         self.target = Some(pid);
+        if !self.admitted(pid) {
+            return;
+        }
         self.collector.thread_seen(pid, pid);
         self.gil_watch.start(pid, self.attached, self.start_ns);
         if self.attached {
@@ -551,6 +636,9 @@ impl profiler::Sink for Recorder {
             self.note_process(pid);
             // Attached: the processes it started before we arrived (launched: none yet).
             for child in profiler::threads::descendants(pid) {
+                if !self.admitted(child) {
+                    continue;
+                }
                 self.note_process(child);
                 self.collector.thread_seen(child, child);
                 if self.attached && self.off_cpu {
@@ -637,7 +725,18 @@ impl profiler::Sink for Recorder {
 
 /// ftprof's cache directory (`$FTPROF_CACHE`, else `~/.cache/ftprof`), shared with the
 /// CPython provisioning script.
+///
+/// With privileges its caller lacks (`profiler::access`), ftprof ignores these variables and uses
+/// the caller's home directory from the password database.
 pub fn cache_dir() -> PathBuf {
+    if let Some(caller) = profiler::access::privilege().elevated() {
+        let home = nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(caller.uid))
+            .ok()
+            .flatten()
+            .map(|u| u.dir)
+            .unwrap_or_else(|| PathBuf::from("/nonexistent"));
+        return home.join(".cache").join("ftprof");
+    }
     if let Some(d) = std::env::var_os("FTPROF_CACHE") {
         return PathBuf::from(d);
     }
@@ -755,6 +854,9 @@ pub fn record_profile(
     let mut rec = Recorder::new(opts, cfg.off_cpu);
     rec.operands = symbolizer::python::OperandReader::new(opnames_now, caches_now);
     let outcome = profiler::record(target, &cfg, &STOP, &mut rec)?;
+    for (_, why) in rec.refused() {
+        eprintln!("ftprof: warning: not observed: {why}");
+    }
     if timing() {
         use nix::sys::resource::{getrusage, UsageWho};
         let ru = getrusage(UsageWho::RUSAGE_SELF).expect("getrusage(RUSAGE_SELF) cannot fail");

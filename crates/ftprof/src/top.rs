@@ -247,6 +247,7 @@ pub fn run(opts: &TopOptions) -> Result<i32> {
         let mut sink = sink;
         let r = profiler::record(&target, &cfg, &STOP, &mut sink).map_err(|e| format!("{e:#}"));
         let _ = tx.send(Msg::Done(r));
+        sink.rec.refused().iter().map(|(_, why)| why.clone()).collect::<Vec<String>>()
     });
 
     let mut terminal = ratatui::init();
@@ -269,7 +270,10 @@ pub fn run(opts: &TopOptions) -> Result<i32> {
             }
         }
     };
-    let _ = recording.join();
+    // Printed once the terminal is restored.
+    for why in recording.join().unwrap_or_default() {
+        eprintln!("ftprof top: warning: not observed: {why}");
+    }
     drop(devnull);
     let outcome = done.map_err(anyhow::Error::msg)?;
     if opts.subprocesses && !outcome.followed_children {
