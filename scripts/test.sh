@@ -19,8 +19,8 @@ if ! command -v tmux >/dev/null; then
     if [ "$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq tmux >&2
     else sudo apt-get update -qq && sudo apt-get install -y -qq tmux >&2; fi
 fi
-# tests/privilege.rs: setcap (libcap2-bin), useradd (passwd) and setpriv (util-linux).
-for tool in setcap:libcap2-bin useradd:passwd setpriv:util-linux; do
+# tests/privilege.rs: setcap (libcap2-bin), useradd (passwd), setpriv (util-linux), script (bsdutils).
+for tool in setcap:libcap2-bin useradd:passwd setpriv:util-linux script:bsdutils; do
     if ! command -v "${tool%%:*}" >/dev/null && [ ! -x "/usr/sbin/${tool%%:*}" ]; then
         echo "test.sh: installing ${tool#*:}" >&2
         if [ "$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq "${tool#*:}" >&2

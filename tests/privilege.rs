@@ -30,7 +30,11 @@ fn user(name: &'static str) -> User {
             .args(["--system", "--no-create-home", "--shell", "/usr/sbin/nologin", name])
             .output()
             .expect("run useradd (the passwd package)");
-        assert!(out.status.success(), "useradd {name} failed (the tests need root): {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "useradd {name} failed (the tests need root): {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
     let uid = String::from_utf8(id("-u").stdout).unwrap().trim().parse().unwrap();
     User { name, uid }
@@ -162,11 +166,16 @@ fn root_and_other_users_processes_are_refused() {
             .unwrap();
         assert_refused(&format!("record --pid of {whose} process"), &out, pid, Some(&file));
 
-        let out = as_user(&s.a, &s.ftprof_caps)
-            .args(["top", "--pid", &pid.to_string()])
-            .stdin(Stdio::null())
-            .output()
-            .unwrap();
+        // `top` needs a terminal: run it in one (util-linux `script`), its output read from there.
+        let line = format!(
+            "setpriv --reuid {0} --regid {0} --clear-groups -- {1} top --pid {pid}",
+            s.a.name,
+            s.ftprof_caps.display()
+        );
+        let out =
+            Command::new("script").args(["-q", "-e", "-c", &line, "/dev/null"]).stdin(Stdio::null()).output().unwrap();
+        let screen = String::from_utf8_lossy(&out.stdout).replace('\r', "");
+        let out = Output { status: out.status, stdout: Vec::new(), stderr: screen.into_bytes() };
         assert_refused(&format!("top --pid of {whose} process"), &out, pid, None);
     }
 }
@@ -255,7 +264,8 @@ fn subprocesses_that_are_not_the_callers_are_not_followed() {
     assert_eq!(kids.len(), 2, "{:?}", parent.lines);
     let (suid_child, own_child) = (kids[0], kids[1]);
     assert_eq!(
-        suid_child.1, 0,
+        suid_child.1,
+        0,
         "the set-uid copy did not run with effective uid 0 (is {} on a nosuid filesystem?)",
         suid.0.display()
     );

@@ -83,9 +83,15 @@ impl fmt::Display for Denial {
                 uid.fs
             ),
             Denial::OtherGroup { gid } => {
-                write!(f, "it runs with other group ids (gids {}/{}/{}/{}) than yours", gid.real, gid.effective, gid.saved, gid.fs)
+                write!(
+                    f,
+                    "it runs with other group ids (gids {}/{}/{}/{}) than yours",
+                    gid.real, gid.effective, gid.saved, gid.fs
+                )
             }
-            Denial::NotDumpable => f.write_str("it is not dumpable (a set-user-ID or set-group-ID program, or it turned tracing off)"),
+            Denial::NotDumpable => {
+                f.write_str("it is not dumpable (a set-user-ID or set-group-ID program, or it turned tracing off)")
+            }
             Denial::OtherUserNamespace => f.write_str("it runs in a user namespace that is not yours or below yours"),
         }
     }
@@ -133,7 +139,8 @@ pub fn privilege_of(uid: Ids, gid: Ids, at_secure: bool, cap_eff: u64, userns: (
     }
     let caller = Caller { uid: uid.real, gid: gid.real, userns };
     if cap_eff != 0 {
-        let why = format!("it runs with capabilities {} that user {} does not have", cap_names(cap_eff), user_name(uid.real));
+        let why =
+            format!("it runs with capabilities {} that user {} does not have", cap_names(cap_eff), user_name(uid.real));
         return Privilege::Elevated { caller, why };
     }
     if at_secure {
@@ -400,7 +407,9 @@ mod tests {
 
     #[test]
     fn at_secure_from_auxv() {
-        let pairs = |v: &[(u64, u64)]| v.iter().flat_map(|(k, x)| k.to_ne_bytes().into_iter().chain(x.to_ne_bytes())).collect::<Vec<u8>>();
+        let pairs = |v: &[(u64, u64)]| {
+            v.iter().flat_map(|(k, x)| k.to_ne_bytes().into_iter().chain(x.to_ne_bytes())).collect::<Vec<u8>>()
+        };
         assert_eq!(parse_at_secure(&pairs(&[(6, 4096), (23, 1), (0, 0)])), Some(true));
         assert_eq!(parse_at_secure(&pairs(&[(6, 4096), (23, 0), (0, 0)])), Some(false));
         assert_eq!(parse_at_secure(&pairs(&[(6, 4096), (0, 0)])), None);

@@ -256,14 +256,14 @@ impl Recorder {
     /// Check process `pid` again (its credentials can change at an exec); on a refusal, forget
     /// everything read of it and stop observing it.
     fn recheck(&mut self, pid: u32) -> bool {
-        let Err(e) = profiler::access::check(pid) else { return true };
-        let why = match e {
-            profiler::access::AccessError::Gone(_) => {
-                format!("process {pid} exited before ftprof could check that you may trace it; its records were dropped")
-            }
-            e => e.to_string(),
+        let e = match profiler::access::check(pid) {
+            // Gone: nothing of it can be read any more; its records come from events the kernel
+            // keeps only while the caller may trace the process (a set-id exec removes them, and
+            // launched programs run with no_new_privs).
+            Ok(()) | Err(profiler::access::AccessError::Gone(_)) => return true,
+            Err(e) => e,
         };
-        self.refused.push((pid, why));
+        self.refused.push((pid, e.to_string()));
         self.access.insert(pid, false);
         self.forget_process(pid);
         false

@@ -209,7 +209,8 @@ impl PyProcess {
                             .is_some_and(|io| io.kind() == std::io::ErrorKind::PermissionDenied)
                     });
                     if denied && unreadable.is_none() {
-                        unreadable = Some(PyError::Unreadable { path: m.path.clone(), error: e.root_cause().to_string() });
+                        unreadable =
+                            Some(PyError::Unreadable { path: m.path.clone(), error: e.root_cause().to_string() });
                     }
                     continue;
                 }
