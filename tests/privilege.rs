@@ -216,22 +216,28 @@ fn own_processes_and_launched_programs_are_profiled() {
     assert!(json.contains("parent_loop"), "the launched program's profile has its frames");
 }
 
-/// A set-user-ID-root copy of the interpreter that only user `a`'s group may run, removed on
-/// drop. Its processes run with effective uid 0 and are not dumpable.
-struct SetUidPython(PathBuf);
+/// A copy of the interpreter beside it (so it finds its standard library), owned by `owner`
+/// with `mode`, removed on drop.
+struct InterpreterCopy(PathBuf);
 
-impl SetUidPython {
-    fn new(s: &Stage) -> SetUidPython {
-        let p = s.python.with_file_name(format!("python-setuid-{}", std::process::id()));
+impl InterpreterCopy {
+    fn new(s: &Stage, name: &str, owner: &str, mode: u32) -> InterpreterCopy {
+        let p = s.python.with_file_name(format!("python-{name}-{}", std::process::id()));
         std::fs::copy(&s.python, &p).unwrap();
-        let st = Command::new("chown").arg(format!("root:{}", s.a.name)).arg(&p).status().unwrap();
+        let st = Command::new("chown").arg(owner).arg(&p).status().unwrap();
         assert!(st.success());
-        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o4750)).unwrap();
-        SetUidPython(p)
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(mode)).unwrap();
+        InterpreterCopy(p)
+    }
+
+    /// Set-user-ID root, runnable only by user `a`'s group: its processes run with effective
+    /// uid 0 and are not dumpable.
+    fn setuid_root(s: &Stage) -> InterpreterCopy {
+        InterpreterCopy::new(s, "setuid", &format!("root:{}", s.a.name), 0o4750)
     }
 }
 
-impl Drop for SetUidPython {
+impl Drop for InterpreterCopy {
     fn drop(&mut self) {
         let _ = std::fs::remove_file(&self.0);
     }
@@ -257,7 +263,7 @@ fn kill(pids: &[(u32, u32)]) {
 #[test]
 fn subprocesses_that_are_not_the_callers_are_not_followed() {
     let s = stage();
-    let suid = SetUidPython::new(s);
+    let suid = InterpreterCopy::setuid_root(s);
     // Attached: the user's own process started a set-uid child (root, not dumpable) and an own one.
     let parent = tree(Some(&s.a), "30", &[&suid.0, &s.python]);
     let kids = children(&parent.lines);
@@ -340,4 +346,46 @@ fn a_set_uid_installation_is_refused() {
     assert!(stderr.contains("set-user-ID") && stderr.contains("sudo"), "{stderr}");
     assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
     assert!(!stdout.contains("parent_loop"), "{stdout}");
+}
+
+#[test]
+fn an_unreadable_interpreter_is_named_as_a_permission_problem() {
+    let s = stage();
+    // Executable but not readable by its user: the kernel runs it, ftprof cannot read the ELF.
+    let hidden = InterpreterCopy::new(s, "unreadable", "root:root", 0o711);
+    let dir = out_dir(&s.a);
+    let file = dir.path().join("launched.json");
+    let out = as_user(&s.a, &s.ftprof_caps)
+        .args(["record", "-o"])
+        .arg(&file)
+        .arg("--")
+        .arg(&hidden.0)
+        .arg(s.workloads.join("priv_tree.py"))
+        .arg("1")
+        .output()
+        .unwrap();
+    let (_, stderr) = text(&out);
+    assert!(!out.status.success(), "{stderr}");
+    assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
+    assert!(
+        stderr.contains(&format!("cannot read {}", hidden.0.display())) && stderr.contains("ermission denied"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("not a CPython"), "{stderr}");
+
+    // Attached: the user's own process runs that interpreter.
+    let mut cmd = as_user(&s.a, &hidden.0);
+    cmd.arg(s.workloads.join("priv_tree.py")).arg("60");
+    let mut target = Background::spawn(cmd);
+    target.wait_for("ready");
+    let out = as_user(&s.a, &s.ftprof_caps).args(["dump", "--pid", &target.pid().to_string()]).output().unwrap();
+    let (_, stderr) = text(&out);
+    assert!(!out.status.success(), "{stderr}");
+    assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
+    assert!(
+        stderr.contains(&format!("cannot read its interpreter file {}", hidden.0.display()))
+            && stderr.contains("ermission denied"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("not a CPython"), "{stderr}");
 }
