@@ -8,11 +8,8 @@
 
 pub mod check;
 pub mod dump;
-pub mod gil_watch;
-pub mod holders;
 pub mod record;
 pub mod report;
 pub mod scale;
-pub mod snapshot;
 pub mod top;
 pub mod top_model;
