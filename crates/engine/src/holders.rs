@@ -304,7 +304,9 @@ impl HolderSampler {
                 WaitedLock::CriticalSection { mutex, .. } => {
                     h.critical.get_or_insert_with(|| py.critical_sections_held(cand)).contains(&mutex)
                 }
-                WaitedLock::Lock { obj, .. } => h.with.get_or_insert_with(|| py.with_block_objects(cand)).contains(&obj),
+                WaitedLock::Lock { obj, .. } => {
+                    h.with.get_or_insert_with(|| py.with_block_objects(cand)).contains(&obj)
+                }
                 _ => false,
             };
             if holds && matches!(lock, WaitedLock::Lock { .. }) {

@@ -87,7 +87,8 @@ pub struct EngineConfig {
     pub subprocesses: bool,
     /// The target was running before recording began (attach), rather than launched.
     pub attached: bool,
-    /// The command as launched (empty when attached: it is read from `/proc`).
+    /// The command as launched (empty when attached: it is read from `/proc` when recording
+    /// starts).
     pub command: Vec<String>,
 }
 
@@ -261,3 +262,6 @@ impl MemorySource for LiveMemory {
         profiler::threads::read_stack(pid, sp, len)
     }
 }
+
+#[cfg(test)]
+mod tests;

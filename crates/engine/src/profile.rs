@@ -178,7 +178,7 @@ fn target_info(rec: &Recorder, run: &Run) -> TargetInfo {
         }),
         _ => None,
     };
-    let command = if rec.cfg.command.is_empty() { crate::procfs::cmdline(pid) } else { rec.cfg.command.clone() };
+    let command = rec.cfg.command.clone();
     let attached = rec.cfg.attached;
     TargetInfo {
         command,
@@ -270,7 +270,10 @@ fn lost_ranges(rec: &Recorder, start_ns: u64) -> Vec<analysis::LostRange> {
             last_s: l.last.saturating_sub(start_ns) as f64 / 1e9,
         })
     };
-    [lost_range("samples", &rec.lost_samples), lost_range("switches", &rec.lost_switches)].into_iter().flatten().collect()
+    [lost_range("samples", &rec.lost_samples), lost_range("switches", &rec.lost_switches)]
+        .into_iter()
+        .flatten()
+        .collect()
 }
 
 /// Symbolize each entry of `collection` (but those of `skipped` processes) and add it.

@@ -485,6 +485,10 @@ impl profiler::Sink for Recorder {
         let pid = pid as u32;
         self.start_ns = profiler::monotonic_ns();
         self.target = Some(pid);
+        if self.cfg.command.is_empty() {
+            // Attached: the command line, read while the process surely exists.
+            self.cfg.command = self.threads.cmdline(pid);
+        }
         self.collector.thread_seen(pid, pid);
         self.gil_watch.start(pid, self.cfg.attached, self.start_ns);
         if self.cfg.attached {
@@ -677,4 +681,3 @@ pub fn cache_dir() -> PathBuf {
 pub(crate) fn timing() -> bool {
     std::env::var_os("FTPROF_TIMING").is_some()
 }
-

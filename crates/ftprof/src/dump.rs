@@ -164,11 +164,7 @@ type ParkedOn = HashMap<u32, (symbolizer::python::ParkedInfo, Option<(u64, u32)>
 /// Who holds what the waiting threads wait on: the holder search of `record`
 /// ([`engine::holders`]) on this one snapshot, without its budget. `parked_on`: each blocked
 /// thread's parked-on lock and its innermost Python frame.
-fn find_holders(
-    py: &mut PyProcess,
-    threads: &mut [ThreadDump],
-    parked_on: &ParkedOn,
-) {
+fn find_holders(py: &mut PyProcess, threads: &mut [ThreadDump], parked_on: &ParkedOn) {
     let mut waiters = Vec::new();
     for t in threads.iter_mut() {
         if !matches!(t.wait, Some(Category::Lock) | Some(Category::CriticalSection)) {
