@@ -227,8 +227,8 @@ pub fn check_process(pid: u32) -> Result<AttachTarget> {
         Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => return Err(permission_hint(pid, "reading")),
         Err(_) => bail!("process {pid} has no executable (a kernel thread?); give the PID of a Python process"),
     };
-    let comm = crate::snapshot::thread_name(pid, pid);
-    let command = crate::snapshot::cmdline(pid);
+    let comm = engine::procfs::thread_name(pid, pid);
+    let command = engine::procfs::cmdline(pid);
     let too_old = |v: (u64, u64)| {
         anyhow::anyhow!(
             "process {pid} ({exe}) runs CPython {}.{}, which is not supported: ftprof needs CPython 3.13 or newer",
