@@ -403,6 +403,10 @@ const REFCOUNT_MACHINERY: [&str; 24] = [
     "_Py_IsOwnedByCurrentThread",
 ];
 
+/// The try-incref family by prefix (`_Py_TryIncref`, `_Py_TryIncrefFast`, `_Py_TryIncRefShared`,
+/// `_Py_TryXGetRef`, … differ between versions).
+const TRY_INCREF_PREFIXES: [&str; 3] = ["_Py_TryIncref", "_Py_TryIncRef", "_Py_TryXGet"];
+
 /// The atomic instructions of a shared refcount update (the sampled instruction, or the one
 /// before it when the cost skids onto the next).
 fn is_refcount_atomic(x: &str) -> bool {
@@ -431,8 +435,10 @@ fn refcount(e: &Evidence) -> Option<(Category, Option<LockIdentity>)> {
     }
     let n = &e.native;
     let chain = || e.leaf_prev.iter().chain(leaf_chain(n));
-    let in_machinery = chain().any(|f| REFCOUNT_MACHINERY.iter().any(|b| is_named(fname(f), b)))
-        || leaf_chain(n).any(|f| REFCOUNT_FNS.iter().any(|b| is_named(fname(f), b)));
+    let in_machinery = chain().any(|f| {
+        let x = fname(f);
+        REFCOUNT_MACHINERY.iter().any(|b| is_named(x, b)) || TRY_INCREF_PREFIXES.iter().any(|p| x.starts_with(p))
+    }) || leaf_chain(n).any(|f| REFCOUNT_FNS.iter().any(|b| is_named(fname(f), b)));
     if !in_machinery {
         return None;
     }
@@ -782,6 +788,7 @@ mod tests {
             Case { name: "refcount contention on the atomic add of Py_INCREF", native: &["_Py_atomic_add_ssize", "Py_INCREF", EVAL], inlined: 2, python: PY, object: Some(false), expect: (Refcount, Some(SHARED)), ..Default::default() },
             Case { name: "refcount contention on the ownership check", native: &["_Py_ThreadId", "_Py_IsOwnedByCurrentThread", "Py_DECREF", EVAL], inlined: 3, python: PY, object: Some(false), expect: (Refcount, Some(SHARED)), ..Default::default() },
             Case { name: "refcount contention on the ob_ref_shared load of _Py_TryIncrefFast", native: &["_Py_atomic_load_uint32_relaxed", "_Py_TryIncrefFast", "_Py_TryIncrefCompare", EVAL], inlined: 3, python: PY, object: Some(false), expect: (Refcount, Some(SHARED)), ..Default::default() },
+            Case { name: "refcount contention in _Py_TryIncref (3.13's type lookup)", native: &["_Py_TryIncrefFast", "_Py_TryIncref", "_PyType_LookupRef", EVAL], inlined: 2, python: PY, object: Some(false), expect: (Refcount, Some(SHARED)), ..Default::default() },
             Case { name: "refcount contention in _Py_TryIncRefShared's CAS", native: &["_Py_atomic_compare_exchange_ssize", "_Py_TryIncRefShared", EVAL], inlined: 2, python: PY, object: Some(false), expect: (Refcount, Some(SHARED)), ..Default::default() },
             Case { name: "refcount contention skidded past the load", native: &[EVAL], leaf_prev: &["_Py_atomic_load_ssize_relaxed", "_Py_TryIncRefShared"], python: PY, object: Some(false), expect: (Refcount, Some(SHARED)), ..Default::default() },
             Case { name: "refcount contention in _Py_DecRefShared (a real function)", native: &["_Py_atomic_load_ssize_relaxed", "_Py_DecRefShared", EVAL], inlined: 1, python: PY, object: Some(false), expect: (Refcount, Some(SHARED)), ..Default::default() },
