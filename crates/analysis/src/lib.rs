@@ -32,6 +32,7 @@ pub mod blame;
 pub mod collect;
 pub mod concurrency;
 pub mod fixture;
+pub mod gain;
 pub mod gil;
 pub mod merge;
 pub mod objects;

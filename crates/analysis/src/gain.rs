@@ -1,0 +1,280 @@
+//! Predicted gain: how much faster the recorded run would have finished had one contention (a
+//! category, or one lock or object) not been there — computed from the recording, from the time
+//! the waits or stalls cost on the critical path, not from their share of thread time.
+//!
+//! # The model
+//!
+//! For each thread `i` of the recording, from its stacks:
+//!
+//! - `cpu_i`: its CPU time (samples × period, every on-CPU category, stalls included);
+//! - `wait_i`: its time blocked on anything but a notification or a join (locks, critical
+//!   sections, I/O, sleeps, …) — time it needed, not time it waited for others to finish;
+//! - `runq_i`: its time runnable but not running (no CPU free);
+//! - `xc_i`, `xw_i`: the part of `cpu_i` and `wait_i` the contention stands for (its CPU
+//!   samples — refcount stalls, spins — and its off-CPU waits).
+//!
+//! Each thread ran for `cpu_i + wait_i + runq_i`; when it was runnable it got a CPU a fraction
+//! `a_i = cpu_i / (cpu_i + runq_i)` of the time (the machine's load, and the target's own
+//! threads beyond the CPUs). The run took `W = max(max_i (cpu_i + runq_i + wait_i), Σ cpu_i / N)`
+//! — its longest thread, or its CPU time spread over the `N` CPUs it could use (the machine's
+//! CPUs, at most one per thread) when that is longer. Without the contention:
+//!
+//! `W' = max(max_i ((cpu_i − xc_i) / a_i + wait_i − xw_i), Σ (cpu_i − xc_i) / N)`
+//!
+//! and the gain is `W / W'` (the same work in less time, or `W / W'` times the throughput).
+//!
+//! # Assumptions (where the prediction can be wrong)
+//!
+//! - Removing the contention removes exactly its sampled time: the threads then do the same
+//!   work, and nothing else slows down in its place (a lock removed can uncover contention on
+//!   the next shared thing; the prediction is then too high).
+//! - The waits are on the critical path: a thread that waits and then has nothing to do anyway
+//!   (a consumer waiting on a lock its producer holds) gains nothing; the model sees the longest
+//!   thread only, so it is right when the threads do similar work.
+//! - A refcount stall's cost is the time of the samples in the refcount machinery. Cache-line
+//!   bouncing also slows other instructions that touch the object's line (its type lookup,
+//!   neighbouring fields), which are sampled as ordinary Python time: for refcount contention
+//!   the prediction is a lower bound.
+//! - Each thread gets a CPU as often as before when it is runnable (the machine's other load does
+//!   not change); removing waits makes the threads want more CPU at once, which the `N` CPUs
+//!   bound (a lock that serialised the work on a machine with one free CPU gains nothing).
+//!
+//! The interval is the sampling error of the contention's time: with `n` samples and observed
+//! waits behind it, its time is known to about `±2/√n` (relative), and the gain is computed at
+//! both ends.
+
+use std::collections::HashMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::profile::Profile;
+use crate::wait::Category;
+
+/// A predicted gain: the factor by which the run would be faster (1.0: none), with an interval.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Gain {
+    pub factor: f64,
+    pub low: f64,
+    pub high: f64,
+}
+
+/// One thread's time in a recording (µs), and the part of it one contention stands for.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct ThreadTime {
+    pub cpu_us: f64,
+    pub wait_us: f64,
+    pub runqueue_us: f64,
+    pub removed_cpu_us: f64,
+    pub removed_wait_us: f64,
+}
+
+/// What is removed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Target {
+    /// Every sample and wait of a category.
+    Category(Category),
+    /// One lock or object: the lock table's `kind` and `description`.
+    Lock { kind: Category, description: String },
+}
+
+impl Target {
+    fn matches(&self, category: Category, frame_names: &[&str]) -> bool {
+        match self {
+            Target::Category(c) => *c == category,
+            Target::Lock { kind, description } => {
+                *kind == category && {
+                    let want = format!("{}: {description}", kind.name());
+                    frame_names.iter().rev().take(3).any(|n| *n == want)
+                }
+            }
+        }
+    }
+}
+
+/// The gain of removing each thread's `removed_*` time from a run whose threads spent
+/// `threads`, with `evidence` samples and observed waits behind the removed time, on a machine
+/// of `cpus` CPUs (`None`: one per thread). `None` when the run has no thread time.
+pub fn predict(threads: &[ThreadTime], evidence: u64, cpus: Option<usize>) -> Option<Gain> {
+    let factor = factor_at(threads, 1.0, cpus)?;
+    let rel = 2.0 / (evidence.max(1) as f64).sqrt();
+    let low = factor_at(threads, (1.0 - rel).max(0.0), cpus)?;
+    let high = factor_at(threads, 1.0 + rel, cpus)?;
+    Some(Gain { factor, low: low.min(factor), high: high.max(factor) })
+}
+
+/// Threads shorter than this share of the longest are left out of the CPU count (a main thread
+/// that only starts and joins the workers).
+const ACTIVE_SHARE: f64 = 0.05;
+
+/// The gain with the removed time scaled by `scale`.
+fn factor_at(threads: &[ThreadTime], scale: f64, cpus: Option<usize>) -> Option<f64> {
+    let busy = |t: &ThreadTime| t.cpu_us + t.wait_us;
+    let longest = threads.iter().map(busy).fold(0.0, f64::max);
+    if longest <= 0.0 {
+        return None;
+    }
+    let active = threads.iter().filter(|t| t.cpu_us >= ACTIVE_SHARE * longest).count().max(1);
+    let n = cpus.map_or(active, |c| c.clamp(1, active)) as f64;
+    let removed_cpu = |t: &ThreadTime, k: f64| (t.removed_cpu_us * k).min(t.cpu_us);
+    let removed_wait = |t: &ThreadTime, k: f64| (t.removed_wait_us * k).min(t.wait_us);
+    let wall = |k: f64| {
+        let own = threads
+            .iter()
+            .map(|t| {
+                let cpu = t.cpu_us - removed_cpu(t, k);
+                let share = if t.cpu_us > 0.0 { t.cpu_us / (t.cpu_us + t.runqueue_us) } else { 1.0 };
+                cpu / share + t.wait_us - removed_wait(t, k)
+            })
+            .fold(0.0, f64::max);
+        let cpu: f64 = threads.iter().map(|t| t.cpu_us - removed_cpu(t, k)).sum();
+        own.max(cpu / n)
+    };
+    let (before, after) = (wall(0.0), wall(scale));
+    if after <= 0.0 {
+        return Some(f64::INFINITY);
+    }
+    Some(before / after)
+}
+
+/// Categories whose off-CPU time a thread needs for its own work (the rest is waiting for
+/// others: joins, notifications) — `runqueue` is counted apart.
+fn needed_wait(c: Category) -> bool {
+    !c.on_cpu() && !matches!(c, Category::Join | Category::Idle | Category::Runqueue)
+}
+
+/// Each thread's time in `p`, with the part `target` stands for; and the number of samples and
+/// observed waits behind that part.
+pub fn thread_times(p: &Profile, target: &Target) -> (Vec<ThreadTime>, u64) {
+    let period_us = p.summary.period_us();
+    let mut by: HashMap<u32, ThreadTime> = HashMap::new();
+    let mut evidence = 0;
+    for s in &p.stacks {
+        let t = by.entry(s.thread).or_default();
+        let names: Vec<&str> =
+            s.frames.iter().filter_map(|&f| p.frames.get(f as usize)).map(|f| f.name.as_str()).collect();
+        let hit = target.matches(s.category, &names);
+        let cpu = s.samples as f64 * period_us;
+        let off = s.wait_us as f64;
+        t.cpu_us += cpu;
+        if s.category == Category::Runqueue {
+            t.runqueue_us += off;
+        } else if needed_wait(s.category) {
+            t.wait_us += off;
+        }
+        if hit {
+            t.removed_cpu_us += cpu;
+            if needed_wait(s.category) {
+                t.removed_wait_us += off;
+            }
+            evidence += s.samples + s.waits.max(u64::from(s.wait_us > 0));
+        }
+    }
+    let mut v: Vec<(u32, ThreadTime)> = by.into_iter().collect();
+    v.sort_by_key(|x| x.0);
+    (v.into_iter().map(|x| x.1).collect(), evidence)
+}
+
+/// The predicted gain of removing `target` from the run recorded in `p`, on a machine of `cpus`
+/// CPUs (`None`: one per thread).
+pub fn gain(p: &Profile, target: &Target, cpus: Option<usize>) -> Option<Gain> {
+    let (threads, evidence) = thread_times(p, target);
+    if evidence == 0 {
+        return None;
+    }
+    predict(&threads, evidence, cpus)
+}
+
+/// The contention categories and the locks/objects of `p` with their predicted gains, largest
+/// first (at most `n`).
+pub fn top_gains(p: &Profile, n: usize, cpus: Option<usize>) -> Vec<(Target, Gain)> {
+    let mut out: Vec<(Target, Gain)> = Vec::new();
+    for c in &p.summary.categories {
+        if c.contention && c.time_us > 0 {
+            let t = Target::Category(c.category);
+            if let Some(g) = gain(p, &t, cpus) {
+                out.push((t, g));
+            }
+        }
+    }
+    for l in &p.locks {
+        if !l.kind.is_contention() {
+            continue;
+        }
+        let t = Target::Lock { kind: l.kind, description: l.description.clone() };
+        if let Some(g) = gain(p, &t, cpus) {
+            out.push((t, g));
+        }
+    }
+    out.sort_by(|a, b| b.1.factor.total_cmp(&a.1.factor));
+    out.truncate(n);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn t(cpu: f64, wait: f64, runq: f64, xc: f64, xw: f64) -> ThreadTime {
+        ThreadTime { cpu_us: cpu, wait_us: wait, runqueue_us: runq, removed_cpu_us: xc, removed_wait_us: xw }
+    }
+
+    fn close(a: f64, b: f64) -> bool {
+        (a - b).abs() < 1e-9
+    }
+
+    /// Table: threads, CPUs, expected factor (exact).
+    #[test]
+    fn gain_table() {
+        #[rustfmt::skip]
+        let cases: Vec<(&str, Vec<ThreadTime>, Option<usize>, f64)> = vec![
+            ("nothing removed", vec![t(100.0, 0.0, 0.0, 0.0, 0.0), t(100.0, 0.0, 0.0, 0.0, 0.0)], Some(2), 1.0),
+            // Two workers blocked half their time on a lock that serialises them, two CPUs:
+            // without it both run at once, twice as fast.
+            ("serialised by a lock, two CPUs", vec![t(50.0, 50.0, 0.0, 0.0, 50.0), t(50.0, 50.0, 0.0, 0.0, 50.0)], Some(2), 2.0),
+            // The same on one CPU: the CPU was the limit, not the lock.
+            ("serialised by a lock, one CPU", vec![t(50.0, 50.0, 0.0, 0.0, 50.0), t(50.0, 50.0, 0.0, 0.0, 50.0)], Some(1), 1.0),
+            // On-CPU stalls of 25 % on both threads, two CPUs fully used: 4/3 faster.
+            ("refcount stalls, CPU-bound", vec![t(100.0, 0.0, 0.0, 25.0, 0.0), t(100.0, 0.0, 0.0, 25.0, 0.0)], Some(2), 100.0 / 75.0),
+            // A machine loaded by others: each thread got a CPU a third of the time; removing a
+            // third of the CPU work removes about a third of the wall time.
+            ("stalls on a loaded machine", vec![t(100.0, 0.0, 200.0, 33.0, 0.0), t(100.0, 0.0, 200.0, 33.0, 0.0), t(100.0, 0.0, 200.0, 33.0, 0.0)], Some(2), 300.0 / 201.0),
+            // Waits of a thread that is not the longest: no gain.
+            ("waits off the critical path", vec![t(10.0, 40.0, 0.0, 0.0, 40.0), t(100.0, 0.0, 0.0, 0.0, 0.0)], Some(2), 1.0),
+            // A main thread that only joins is left out of the CPU count: one worker, one CPU.
+            ("main thread joining", vec![t(100.0, 0.0, 0.0, 20.0, 0.0), t(1.0, 0.0, 0.0, 0.0, 0.0)], Some(2), 101.0 / 81.0),
+            // Unknown CPU count: one per active thread.
+            ("CPUs unknown", vec![t(50.0, 50.0, 0.0, 0.0, 50.0), t(50.0, 50.0, 0.0, 0.0, 50.0)], None, 2.0),
+        ];
+        let mut failures = Vec::new();
+        for (name, threads, cpus, want) in &cases {
+            let g = predict(threads, 100, *cpus).unwrap();
+            if !close(g.factor, *want) {
+                failures.push(format!("{name}: expected {want}, got {g:?}"));
+            }
+            if !(g.low <= g.factor && g.factor <= g.high) {
+                failures.push(format!("{name}: interval {g:?} does not hold the factor"));
+            }
+        }
+        assert!(failures.is_empty(), "{}", failures.join("\n"));
+    }
+
+    #[test]
+    fn the_interval_narrows_with_more_evidence() {
+        let threads = [t(100.0, 0.0, 0.0, 25.0, 0.0), t(100.0, 0.0, 0.0, 25.0, 0.0)];
+        let few = predict(&threads, 4, Some(2)).unwrap();
+        let many = predict(&threads, 400, Some(2)).unwrap();
+        assert!(close(few.factor, many.factor));
+        assert!(few.high - few.low > many.high - many.low, "{few:?} vs {many:?}");
+        // 4 samples: ±100 %: from no gain to removing twice the time.
+        assert!(close(few.low, 1.0), "{few:?}");
+        assert!(close(few.high, 2.0), "{few:?}");
+        // 400 samples: ±10 %.
+        assert!(close(many.low, 100.0 / 77.5) && close(many.high, 100.0 / 72.5), "{many:?}");
+    }
+
+    #[test]
+    fn an_empty_run_has_no_prediction() {
+        assert_eq!(predict(&[], 10, Some(2)), None);
+        assert_eq!(predict(&[t(0.0, 0.0, 0.0, 0.0, 0.0)], 10, Some(2)), None);
+    }
+}
