@@ -19,10 +19,13 @@ fn main() {
         eprintln!("gain: cannot read {path}: {e}");
         std::process::exit(1)
     });
-    let p: Profile = serde_json::from_slice::<Profile>(&bytes).map_err(|e| e.to_string()).and_then(Profile::loaded).unwrap_or_else(|e| {
-        eprintln!("gain: {path}: {e}");
-        std::process::exit(1)
-    });
+    let p: Profile = serde_json::from_slice::<Profile>(&bytes)
+        .map_err(|e| e.to_string())
+        .and_then(Profile::loaded)
+        .unwrap_or_else(|e| {
+            eprintln!("gain: {path}: {e}");
+            std::process::exit(1)
+        });
     let cpus = std::thread::available_parallelism().map(|c| c.get()).ok();
     for (t, g) in top_gains(&p, n, cpus) {
         let (kind, what) = match &t {

@@ -493,7 +493,7 @@ pub fn table(r: &ScaleResult) -> String {
             u.kappa,
             match u.peak_threads {
                 Some(n) => format!("throughput peaks at N ≈ {n:.1}"),
-                None => "no peak (κ ≤ 0)".into(),
+                None => "no peak (κ = 0)".into(),
             }
         );
     }
