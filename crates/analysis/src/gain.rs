@@ -13,24 +13,30 @@
 //! - `xc_i`, `xw_i`: the part of `cpu_i` and `wait_i` the contention stands for (its CPU
 //!   samples — refcount stalls, spins — and its off-CPU waits).
 //!
-//! Each thread ran for `cpu_i + wait_i + runq_i`; when it was runnable it got a CPU a fraction
-//! `a_i = cpu_i / (cpu_i + runq_i)` of the time (the machine's load, and the target's own
-//! threads beyond the CPUs). The run took `W = max(max_i (cpu_i + runq_i + wait_i), Σ cpu_i / N)`
-//! — its longest thread, or its CPU time spread over the `N` CPUs it could use (the machine's
-//! CPUs, at most one per thread) when that is longer. Without the contention:
+//! Each thread was active for `T_i = cpu_i / a_i + wait_i`, where `a_i = cpu_i / (cpu_i + runq_i)`
+//! is how often it got a CPU when it was runnable (the machine's load, and the target's own threads
+//! beyond the CPUs). Without the contention the same work takes it
+//! `T'_i = (cpu_i − xc_i) / a_i + wait_i − xw_i`, so it works `g_i = T_i / T'_i` times faster.
+//! The run's throughput is the threads' work together, each weighed by the work it did (its CPU
+//! time outside the contention, `w_i = cpu_i − xc_i`):
 //!
-//! `W' = max(max_i ((cpu_i − xc_i) / a_i + wait_i − xw_i), Σ (cpu_i − xc_i) / N)`
+//! `gain = min(Σ w_i g_i, N · W) / Σ w_i`
 //!
-//! and the gain is `W / W'` (the same work in less time, or `W / W'` times the throughput).
+//! where the bound `N · W` is the CPU time the `N` CPUs it could use (the machine's CPUs, at most
+//! one per thread) offer in the run's wall time `W = max_i (cpu_i + wait_i + runq_i)`: removing
+//! waits makes the threads want more CPU at once, and a lock that serialised the work on a
+//! machine with one CPU gains nothing. The factor is a throughput gain (work per second); for a
+//! fixed amount of work split evenly between the threads it is also the wall-time gain.
 //!
 //! # Assumptions (where the prediction can be wrong)
 //!
 //! - Removing the contention removes exactly its sampled time: the threads then do the same
 //!   work, and nothing else slows down in its place (a lock removed can uncover contention on
 //!   the next shared thing; the prediction is then too high).
-//! - The waits are on the critical path: a thread that waits and then has nothing to do anyway
-//!   (a consumer waiting on a lock its producer holds) gains nothing; the model sees the longest
-//!   thread only, so it is right when the threads do similar work.
+//! - The waits are on the threads' own path: a thread that waits and then has nothing to do anyway
+//!   (a consumer waiting on a lock its producer holds) gains nothing in truth, but the model
+//!   credits it. A thread that holds a lock across a sleep or I/O loses nothing while others wait
+//!   on it; its sleep stays.
 //! - A refcount stall's cost is the time of the samples in the refcount machinery. Cache-line
 //!   bouncing also slows other instructions that touch the object's line (its type lookup,
 //!   neighbouring fields), which are sampled as ordinary Python time: for refcount contention
@@ -108,32 +114,34 @@ const ACTIVE_SHARE: f64 = 0.05;
 
 /// The gain with the removed time scaled by `scale`.
 fn factor_at(threads: &[ThreadTime], scale: f64, cpus: Option<usize>) -> Option<f64> {
-    let busy = |t: &ThreadTime| t.cpu_us + t.wait_us;
-    let longest = threads.iter().map(busy).fold(0.0, f64::max);
+    let longest = threads.iter().map(|t| t.cpu_us + t.wait_us).fold(0.0, f64::max);
     if longest <= 0.0 {
         return None;
     }
     let active = threads.iter().filter(|t| t.cpu_us >= ACTIVE_SHARE * longest).count().max(1);
     let n = cpus.map_or(active, |c| c.clamp(1, active)) as f64;
-    let removed_cpu = |t: &ThreadTime, k: f64| (t.removed_cpu_us * k).min(t.cpu_us);
-    let removed_wait = |t: &ThreadTime, k: f64| (t.removed_wait_us * k).min(t.wait_us);
-    let wall = |k: f64| {
-        let own = threads
-            .iter()
-            .map(|t| {
-                let cpu = t.cpu_us - removed_cpu(t, k);
-                let share = if t.cpu_us > 0.0 { t.cpu_us / (t.cpu_us + t.runqueue_us) } else { 1.0 };
-                cpu / share + t.wait_us - removed_wait(t, k)
-            })
-            .fold(0.0, f64::max);
-        let cpu: f64 = threads.iter().map(|t| t.cpu_us - removed_cpu(t, k)).sum();
-        own.max(cpu / n)
-    };
-    let (before, after) = (wall(0.0), wall(scale));
-    if after <= 0.0 {
-        return Some(f64::INFINITY);
+    let wall = threads.iter().map(|t| t.cpu_us + t.wait_us + t.runqueue_us).fold(0.0, f64::max);
+    let (mut work, mut faster) = (0.0, 0.0);
+    for t in threads {
+        let xc = (t.removed_cpu_us * scale).min(t.cpu_us);
+        let xw = (t.removed_wait_us * scale).min(t.wait_us);
+        let share = if t.cpu_us > 0.0 { t.cpu_us / (t.cpu_us + t.runqueue_us) } else { 1.0 };
+        let before = t.cpu_us / share + t.wait_us;
+        let after = (t.cpu_us - xc) / share + t.wait_us - xw;
+        let w = t.cpu_us - xc;
+        if after <= 0.0 {
+            if w > 0.0 || xc > 0.0 || xw > 0.0 {
+                return Some(f64::INFINITY);
+            }
+            continue;
+        }
+        work += w;
+        faster += w * before / after;
     }
-    Some(before / after)
+    if work <= 0.0 {
+        return Some(1.0);
+    }
+    Some(faster.min(n * wall) / work)
 }
 
 /// Categories whose off-CPU time a thread needs for its own work (the rest is waiting for
@@ -238,10 +246,14 @@ mod tests {
             // A machine loaded by others: each thread got a CPU a third of the time; removing a
             // third of the CPU work removes about a third of the wall time.
             ("stalls on a loaded machine", vec![t(100.0, 0.0, 200.0, 33.0, 0.0), t(100.0, 0.0, 200.0, 33.0, 0.0), t(100.0, 0.0, 200.0, 33.0, 0.0)], Some(2), 300.0 / 201.0),
-            // Waits of a thread that is not the longest: no gain.
-            ("waits off the critical path", vec![t(10.0, 40.0, 0.0, 0.0, 40.0), t(100.0, 0.0, 0.0, 0.0, 0.0)], Some(2), 1.0),
+            // One thread waits 80 % of its time: it would do 5 times the work, weighed by the
+            // work it does against the other thread's.
+            ("waits of one thread", vec![t(10.0, 40.0, 0.0, 0.0, 40.0), t(100.0, 0.0, 0.0, 0.0, 0.0)], Some(2), 150.0 / 110.0),
+            // One CPU bounds it: ten times the work of a thread that waited on a lock most of the
+            // time cannot exceed what the CPU offers.
+            ("bounded by the CPU", vec![t(10.0, 90.0, 0.0, 0.0, 90.0), t(80.0, 0.0, 20.0, 0.0, 0.0)], Some(1), 100.0 / 90.0),
             // A main thread that only joins is left out of the CPU count: one worker, one CPU.
-            ("main thread joining", vec![t(100.0, 0.0, 0.0, 20.0, 0.0), t(1.0, 0.0, 0.0, 0.0, 0.0)], Some(2), 101.0 / 81.0),
+            ("main thread joining", vec![t(100.0, 0.0, 0.0, 20.0, 0.0), t(1.0, 0.0, 0.0, 0.0, 0.0)], Some(2), 100.0 / 81.0),
             // Unknown CPU count: one per active thread.
             ("CPUs unknown", vec![t(50.0, 50.0, 0.0, 0.0, 50.0), t(50.0, 50.0, 0.0, 0.0, 50.0)], None, 2.0),
         ];
