@@ -62,12 +62,13 @@ def gain_tool():
 
 
 def iterations(py, kind, mode, threads, seconds):
+    """The run's rate: iterations per second of the threads' time not spent waiting for a CPU."""
     out = subprocess.run([py, PAIRS, kind, mode, str(threads), str(seconds)], check=True, capture_output=True, text=True).stdout
-    return int(out.split("iterations")[1].split()[0])
+    return float(out.split("rate")[1].split()[0])
 
 
-def predicted(fp, tool, py, kind, seconds, tmp):
-    path = os.path.join(tmp, f"{kind}.json")
+def predicted(fp, tool, py, kind, seconds, tmp, r):
+    path = os.path.join(tmp, f"{kind}-{r}.json")
     subprocess.run([fp, "record", "--format", "json", "-o", path, "--", py, PAIRS, kind, "shared", "2", str(seconds)],
                    check=True, capture_output=True)
     lines = subprocess.run([tool, path], check=True, capture_output=True, text=True).stdout.splitlines()
@@ -82,12 +83,15 @@ def main():
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--seconds", type=float, default=1.0)
     ap.add_argument("--kinds", default=",".join(KINDS))
+    ap.add_argument("--keep", help="keep the recorded profiles in this directory")
     a = ap.parse_args()
     py, fp, tool = python(), ftprof(), gain_tool()
     kinds = a.kinds.split(",")
     measured = {k: [] for k in kinds}
     preds = {k: [] for k in kinds}
-    with tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory() as scratch:
+        tmp = a.keep or scratch
+        os.makedirs(tmp, exist_ok=True)
         for r in range(a.rounds):
             for k in kinds:
                 s1 = iterations(py, k, "shared", 1, a.seconds)
@@ -95,10 +99,10 @@ def main():
                 s2 = iterations(py, k, "shared", 2, a.seconds)
                 p2 = iterations(py, k, "private", 2, a.seconds)
                 m = (p2 / s2) / (p1 / s1)
-                g = predicted(fp, tool, py, k, a.seconds, tmp)
+                g = predicted(fp, tool, py, k, a.seconds, tmp, r)
                 measured[k].append(m)
                 preds[k].append(g)
-                print(f"round {r + 1} {k}: measured {m:.2f} (1 thread {s1}/{p1}, 2 threads {s2}/{p2}), "
+                print(f"round {r + 1} {k}: measured {m:.2f} (1 thread {s1:.0f}/{p1:.0f}, 2 threads {s2:.0f}/{p2:.0f}), "
                       f"predicted {g['factor']:.2f} [{g['low']:.2f}, {g['high']:.2f}] removing {g['target']}",
                       file=sys.stderr, flush=True)
     print(f"| pair | contention | predicted gain [interval] (removed) | measured gain (rounds' range) | error | within ±25 % |")

@@ -2,7 +2,10 @@
 KIND has a `shared` variant (one object shared by every thread: contended) and a `private` one
 (one object per thread: the fix), running the same bytecode on the same kind of object, so that
 on one thread both do the same work. Usage: gain_pairs.py KIND shared|private THREADS SECONDS.
-Prints `iterations N` (all threads together) at the end.
+Prints `iterations N` (all threads together) and `rate R` at the end: each thread's iterations
+per second of its time not spent waiting for a CPU (its wall time less its run delay from
+/proc/self/task/TID/schedstat), summed over the threads — the throughput the threads would have
+had on a machine with no other load (this host is shared and noisy).
 
 Kinds: list (refcount of a list read in a loop), staticmethod (a class's staticmethod called in a
 loop), tls (a threading.local read in a loop), logdebug (a disabled Logger.debug), counter (an
@@ -51,7 +54,20 @@ def make(kind, i):
     raise SystemExit(f"unknown kind {kind}")
 
 
+def run_delay_s():
+    """This thread's time runnable but waiting for a CPU, so far (s)."""
+    with open(f"/proc/self/task/{threading.get_native_id()}/schedstat") as f:
+        return int(f.read().split()[1]) / 1e9
+
+
 def work(kind, obj, deadline, out):
+    t0, d0 = time.monotonic(), run_delay_s()
+    n = work_loop(kind, obj, deadline)
+    t1, d1 = time.monotonic(), run_delay_s()
+    out.append((n, max(t1 - t0 - (d1 - d0), 1e-3)))
+
+
+def work_loop(kind, obj, deadline):
     n = 0
     if kind == "counter":
         obj.count = 0
@@ -100,7 +116,7 @@ def work(kind, obj, deadline, out):
             n += 1
             continue
         n += BATCH
-    out.append(n)
+    return n
 
 
 shared = make(KIND, 0)
@@ -112,4 +128,5 @@ for t in threads:
     t.start()
 for t in threads:
     t.join()
-print(f"iterations {sum(out)}")
+print(f"iterations {sum(n for n, _ in out)}")
+print(f"rate {sum(n / t for n, t in out):.1f}")
