@@ -195,7 +195,8 @@ fn int_label(x: f64, step: u32) -> String {
 /// N) stay visible, and so do the measured ones.
 fn speedup_axis_max(r: &ScaleResult) -> f64 {
     let max_n = r.points.iter().map(|p| p.threads).max().unwrap_or(1).max(1) as f64;
-    r.points.iter().filter_map(|p| p.speedup_max.or(p.speedup)).fold(max_n, f64::max)
+    let predicted = r.points.iter().filter_map(|p| p.without.map(|w| w.high)).filter(|h| h.is_finite());
+    r.points.iter().filter_map(|p| p.speedup_max.or(p.speedup)).chain(predicted).fold(max_n, f64::max)
 }
 
 /// Speedup vs threads: the ideal line, measured medians with their spread, fitted curves.
@@ -225,6 +226,10 @@ pub fn scaling_svg(r: &ScaleResult, title: &str) -> anyhow::Result<String> {
         ));
     }
     legend.push(("measured (median, min–max)".into(), RED, LegendShape::Dot));
+    let without: Vec<_> = r.points.iter().filter_map(|p| Some((p.threads, p.without?))).collect();
+    if let (Some(c), false) = (&r.without, without.is_empty()) {
+        legend.push((format!("predicted without {c}"), RGBColor(230, 140, 0), LegendShape::Dot));
+    }
     let over = r.points.iter().any(|p| p.oversubscribed && p.speedup.is_some());
     if over {
         legend.push((format!("oversubscribed (N > {} CPUs)", r.online_cpus), RED, LegendShape::Ring));
@@ -291,6 +296,22 @@ pub fn scaling_svg(r: &ScaleResult, title: &str) -> anyhow::Result<String> {
                     grid.iter().map(|&n| (fx(n), a.speedup(n))),
                     RGBColor(0, 160, 0).stroke_width(2),
                 ))
+                .map_err(err)?;
+        }
+        if !without.is_empty() {
+            let orange = RGBColor(230, 140, 0);
+            chart
+                .draw_series(LineSeries::new(
+                    without.iter().map(|(n, g)| (fx(*n as f64), g.factor)),
+                    orange.stroke_width(1),
+                ))
+                .map_err(err)?;
+            chart
+                .draw_series(
+                    without.iter().map(|(n, g)| {
+                        ErrorBar::new_vertical(fx(*n as f64), g.low, g.factor, g.high, orange.filled(), 6)
+                    }),
+                )
                 .map_err(err)?;
         }
         let measured: Vec<_> = r.points.iter().filter(|p| p.speedup.is_some()).collect();

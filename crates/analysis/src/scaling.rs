@@ -212,6 +212,40 @@ mod tests {
         ScalePoint { threads, speedup: Some(speedup), oversubscribed: threads > cpus, ..Default::default() }
     }
 
+    #[test]
+    fn the_curve_without_the_top_contention() {
+        use crate::gain::Gain;
+        let g = |f: f64| Gain { factor: f, low: f - 0.1, high: f + 0.1 };
+        let mut pts = vec![point(1, 1.0, 4), point(2, 1.2, 4), point(4, 1.5, 4)];
+        pts[2].speedup = None;
+        let gains: BTreeMap<u32, Gain> = [(1, g(1.0)), (2, g(1.5)), (4, g(2.0))].into();
+        predict_without(&mut pts, &gains);
+        assert_eq!(pts[0].without, Some(Gain { factor: 1.0, low: 0.9, high: 1.1 }));
+        let w = pts[1].without.unwrap();
+        assert!((w.factor - 1.8).abs() < 1e-9 && (w.low - 1.68).abs() < 1e-9 && (w.high - 1.92).abs() < 1e-9, "{w:?}");
+        assert_eq!(pts[2].without, None, "no speedup measured at 4");
+        // Contention already at the baseline: relative to the baseline without it.
+        let gains: BTreeMap<u32, Gain> = [(1, g(1.2)), (2, g(1.8))].into();
+        predict_without(&mut pts, &gains);
+        assert!((pts[0].without.unwrap().factor - 1.0).abs() < 1e-9);
+        assert!((pts[1].without.unwrap().factor - 1.8).abs() < 1e-9);
+    }
+
+    #[test]
+    fn the_top_contention_is_what_grew_else_the_largest_at_the_largest_n() {
+        let mut a = point(1, 1.0, 4);
+        a.category_us = cats(&[("python", 10.0)]);
+        let mut b = point(2, 1.2, 4);
+        b.category_us = cats(&[("python", 10.0), ("lock", 3.0), ("refcount", 5.0), ("runqueue", 50.0)]);
+        let pts = [a, b];
+        assert_eq!(top_contention(&pts, None), Some(Category::Refcount));
+        let grew = Growth { category: "lock".into(), ..Default::default() };
+        assert_eq!(top_contention(&pts, Some(&grew)), Some(Category::Lock));
+        let grew = Growth { category: "python".into(), ..Default::default() };
+        assert_eq!(top_contention(&pts, Some(&grew)), Some(Category::Refcount));
+        assert_eq!(top_contention(&pts[..1], None), None);
+    }
+
     /// The case: `--threads 1,2,4` on 2 CPUs gave an exact USL fit of three points (one
     /// oversubscribed) with κ < 0, and a serial fraction above 1.
     #[test]
@@ -428,6 +462,46 @@ pub struct ScalePoint {
     /// the repeats interleaved, so each pair ran close in time, under similar load); empty when
     /// fewer than two repeats paired up.
     pub paired_speedups: Vec<f64>,
+    /// The speedup predicted without the run's top contention ([`ScaleResult::without`]), with
+    /// its interval (see [`crate::gain`] and [`predict_without`]); profiled points only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub without: Option<crate::gain::Gain>,
+}
+
+/// The contention category whose removal `scale` predicts: the one that grew most with N when
+/// it is contention, else the largest contention category at the largest profiled N.
+pub fn top_contention(points: &[ScalePoint], growth: Option<&Growth>) -> Option<Category> {
+    let by_name = |n: &str| Category::ALL.into_iter().find(|c| c.name() == n);
+    if let Some(c) = growth.and_then(|g| by_name(&g.category)).filter(|c| c.is_contention()) {
+        return Some(c);
+    }
+    let last = points.iter().rev().find(|p| !p.category_us.is_empty())?;
+    last.category_us
+        .iter()
+        .filter_map(|(k, v)| Some((by_name(k)?, *v)))
+        .filter(|(c, v)| c.is_contention() && *v > 0.0)
+        .max_by(|a, b| a.1.total_cmp(&b.1))
+        .map(|x| x.0)
+}
+
+/// Each point's speedup without the contention, from the predicted gain at each N (`gains`,
+/// throughput factors of the profiled run at that N): `S'(N) = S(N) · g(N) / g(N₀)`, relative
+/// to the smallest N without the contention too (it may cost there already). Points without a
+/// speedup or a gain get none.
+pub fn predict_without(points: &mut [ScalePoint], gains: &BTreeMap<u32, crate::gain::Gain>) {
+    let Some(base) = points.iter().find(|p| p.speedup.is_some()).map(|p| p.threads) else { return };
+    let g0 = gains.get(&base).map_or(1.0, |g| g.factor);
+    if !(g0.is_finite() && g0 > 0.0) {
+        return;
+    }
+    for p in points.iter_mut() {
+        p.without = match (p.speedup, gains.get(&p.threads)) {
+            (Some(s), Some(g)) => {
+                Some(crate::gain::Gain { factor: s * g.factor / g0, low: s * g.low / g0, high: s * g.high / g0 })
+            }
+            _ => None,
+        };
+    }
 }
 
 /// Where one category's time went in a profile: its largest lock and its top Python line.
@@ -490,7 +564,7 @@ pub fn top_sites(p: &Profile) -> BTreeMap<String, Site> {
 
 /// The category whose thread time per unit of work grew most from the smallest to the largest
 /// thread count (see [`largest_growth`]).
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct Growth {
     pub category: String,
     pub from_threads: u32,
@@ -639,6 +713,9 @@ pub struct ScaleResult {
     /// The comparison with `--baseline` (see [`crate::baseline`]).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub baseline: Option<crate::baseline::Comparison>,
+    /// The contention category the points' `without` speedups remove ([`top_contention`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub without: Option<String>,
 }
 
 /// One thread count's measurements, as `analyse` takes them.
@@ -708,6 +785,7 @@ pub fn analyse(
                 category_us,
                 sites,
                 paired_speedups: Vec::new(),
+                without: None,
             }
         })
         .collect();
