@@ -84,11 +84,30 @@ def main():
     ap.add_argument("--seconds", type=float, default=1.0)
     ap.add_argument("--kinds", default=",".join(KINDS))
     ap.add_argument("--keep", help="keep the recorded profiles in this directory")
+    ap.add_argument("--from-log", help="no runs: the measured gains from this log (this script's stderr) and the "
+                    "predictions again from the profiles kept in --keep (after a change of the model)")
     a = ap.parse_args()
-    py, fp, tool = python(), ftprof(), gain_tool()
+    tool = gain_tool()
     kinds = a.kinds.split(",")
     measured = {k: [] for k in kinds}
     preds = {k: [] for k in kinds}
+    if a.from_log:
+        for line in open(a.from_log):
+            if not line.startswith("round "):
+                continue
+            head, rest = line.split(":", 1)
+            r, k = int(head.split()[1]), head.split()[2]
+            if k not in measured:
+                continue
+            measured[k].append(float(rest.split()[1]))
+            lines = subprocess.run([tool, os.path.join(a.keep, f"{k}-{r - 1}.json")], check=True,
+                                   capture_output=True, text=True).stdout.splitlines()
+            cats = [json.loads(l) for l in lines if json.loads(l)["kind"] == "category"]
+            preds[k].append(cats[0] if cats else {"factor": 1.0, "low": 1.0, "high": 1.0, "target": "none"})
+        a.rounds = max(len(v) for v in measured.values())
+        table(kinds, measured, preds, a)
+        return
+    py, fp = python(), ftprof()
     with tempfile.TemporaryDirectory() as scratch:
         tmp = a.keep or scratch
         os.makedirs(tmp, exist_ok=True)
@@ -105,6 +124,10 @@ def main():
                 print(f"round {r + 1} {k}: measured {m:.2f} (1 thread {s1:.0f}/{p1:.0f}, 2 threads {s2:.0f}/{p2:.0f}), "
                       f"predicted {g['factor']:.2f} [{g['low']:.2f}, {g['high']:.2f}] removing {g['target']}",
                       file=sys.stderr, flush=True)
+    table(kinds, measured, preds, a)
+
+
+def table(kinds, measured, preds, a):
     print(f"| pair | contention | predicted gain [interval] (removed) | measured gain (rounds' range) | error | within ±25 % |")
     print("|---|---|---|---|---|---|")
     within = 0

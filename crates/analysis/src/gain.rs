@@ -13,20 +13,21 @@
 //! - `xc_i`, `xw_i`: the part of `cpu_i` and `wait_i` the contention stands for (its CPU
 //!   samples — refcount stalls, spins — and its off-CPU waits).
 //!
-//! Each thread was active for `T_i = cpu_i / a_i + wait_i`, where `a_i = cpu_i / (cpu_i + runq_i)`
-//! is how often it got a CPU when it was runnable (the machine's load, and the target's own threads
-//! beyond the CPUs). Without the contention the same work takes it
-//! `T'_i = (cpu_i − xc_i) / a_i + wait_i − xw_i`, so it works `g_i = T_i / T'_i` times faster.
-//! The run's throughput is the threads' work together, each weighed by the work it did (its CPU
-//! time outside the contention, `w_i = cpu_i − xc_i`):
+//! Each thread was active for `T_i = cpu_i / a_i + wait_i`. When the process has more running
+//! threads than CPUs, `a_i = cpu_i / (cpu_i + runq_i)` is how often the thread got a CPU when it
+//! was runnable, and its CPU time stretches by `1 / a_i`; otherwise its time waiting for a CPU is
+//! the machine's other load, not the program's, and is left out (`a_i = 1`). Without the
+//! contention the same work takes it `T'_i = (cpu_i − xc_i) / a_i + wait_i − xw_i`, so it works
+//! `g_i = T_i / T'_i` times faster. The run's throughput is the threads' work together, each
+//! weighed by the work it did (its CPU time outside the contention, `w_i = cpu_i − xc_i`):
 //!
 //! `gain = min(Σ w_i g_i, N · W) / Σ w_i`
 //!
 //! where the bound `N · W` is the CPU time the `N` CPUs it could use (the machine's CPUs, at most
-//! one per thread) offer in the run's wall time `W = max_i (cpu_i + wait_i + runq_i)`: removing
-//! waits makes the threads want more CPU at once, and a lock that serialised the work on a
-//! machine with one CPU gains nothing. The factor is a throughput gain (work per second); for a
-//! fixed amount of work split evenly between the threads it is also the wall-time gain.
+//! one per thread) offer in the run's wall time `W = max_i T_i`: removing waits makes the threads
+//! want more CPU at once, and a lock that serialised the work on a machine with one CPU gains
+//! nothing. The factor is a throughput gain (work per second); for a fixed amount of work split
+//! evenly between the threads it is also the wall-time gain.
 //!
 //! # Assumptions (where the prediction can be wrong)
 //!
@@ -41,9 +42,9 @@
 //!   bouncing also slows other instructions that touch the object's line (its type lookup,
 //!   neighbouring fields), which are sampled as ordinary Python time: for refcount contention
 //!   the prediction is a lower bound.
-//! - Each thread gets a CPU as often as before when it is runnable (the machine's other load does
-//!   not change); removing waits makes the threads want more CPU at once, which the `N` CPUs
-//!   bound (a lock that serialised the work on a machine with one free CPU gains nothing).
+//! - The prediction is for the program on its CPUs: time other processes took from it (waiting for
+//!   a CPU while it had no more threads than CPUs) is left out, so on a loaded machine the gain
+//!   seen can be smaller.
 //!
 //! The interval is the sampling error of the contention's time: with `n` samples and observed
 //! waits behind it, its time is known to about `±2/√n` (relative), and the gain is computed at
@@ -120,14 +121,23 @@ fn factor_at(threads: &[ThreadTime], scale: f64, cpus: Option<usize>) -> Option<
     }
     let active = threads.iter().filter(|t| t.cpu_us >= ACTIVE_SHARE * longest).count().max(1);
     let n = cpus.map_or(active, |c| c.clamp(1, active)) as f64;
-    let wall = threads.iter().map(|t| t.cpu_us + t.wait_us + t.runqueue_us).fold(0.0, f64::max);
+    // More threads than CPUs: waiting for a CPU is the program's own; else the machine's.
+    let oversubscribed = cpus.is_some_and(|c| active > c);
+    let share = |t: &ThreadTime| {
+        if oversubscribed && t.cpu_us > 0.0 {
+            t.cpu_us / (t.cpu_us + t.runqueue_us)
+        } else {
+            1.0
+        }
+    };
+    let wall = threads.iter().map(|t| t.cpu_us / share(t) + t.wait_us).fold(0.0, f64::max);
     let (mut work, mut faster) = (0.0, 0.0);
     for t in threads {
         let xc = (t.removed_cpu_us * scale).min(t.cpu_us);
         let xw = (t.removed_wait_us * scale).min(t.wait_us);
-        let share = if t.cpu_us > 0.0 { t.cpu_us / (t.cpu_us + t.runqueue_us) } else { 1.0 };
-        let before = t.cpu_us / share + t.wait_us;
-        let after = (t.cpu_us - xc) / share + t.wait_us - xw;
+        let a = share(t);
+        let before = t.cpu_us / a + t.wait_us;
+        let after = (t.cpu_us - xc) / a + t.wait_us - xw;
         let w = t.cpu_us - xc;
         if after <= 0.0 {
             if w > 0.0 || xc > 0.0 || xw > 0.0 {
@@ -243,15 +253,18 @@ mod tests {
             ("serialised by a lock, one CPU", vec![t(50.0, 50.0, 0.0, 0.0, 50.0), t(50.0, 50.0, 0.0, 0.0, 50.0)], Some(1), 1.0),
             // On-CPU stalls of 25 % on both threads, two CPUs fully used: 4/3 faster.
             ("refcount stalls, CPU-bound", vec![t(100.0, 0.0, 0.0, 25.0, 0.0), t(100.0, 0.0, 0.0, 25.0, 0.0)], Some(2), 100.0 / 75.0),
-            // A machine loaded by others: each thread got a CPU a third of the time; removing a
-            // third of the CPU work removes about a third of the wall time.
-            ("stalls on a loaded machine", vec![t(100.0, 0.0, 200.0, 33.0, 0.0), t(100.0, 0.0, 200.0, 33.0, 0.0), t(100.0, 0.0, 200.0, 33.0, 0.0)], Some(2), 300.0 / 201.0),
+            // Three threads on two CPUs, each got a CPU a third of the time; removing a third of
+            // the CPU work removes about a third of the wall time.
+            ("stalls on an oversubscribed machine", vec![t(100.0, 0.0, 200.0, 33.0, 0.0), t(100.0, 0.0, 200.0, 33.0, 0.0), t(100.0, 0.0, 200.0, 33.0, 0.0)], Some(2), 300.0 / 201.0),
             // One thread waits 80 % of its time: it would do 5 times the work, weighed by the
             // work it does against the other thread's.
             ("waits of one thread", vec![t(10.0, 40.0, 0.0, 0.0, 40.0), t(100.0, 0.0, 0.0, 0.0, 0.0)], Some(2), 150.0 / 110.0),
             // One CPU bounds it: ten times the work of a thread that waited on a lock most of the
             // time cannot exceed what the CPU offers.
             ("bounded by the CPU", vec![t(10.0, 90.0, 0.0, 0.0, 90.0), t(80.0, 0.0, 20.0, 0.0, 0.0)], Some(1), 100.0 / 90.0),
+            // Two threads on two CPUs of a machine loaded by others (runqueue): that time is the
+            // machine's, left out: a lock wait of 40 on a path of 60 is three times the work.
+            ("lock waits on a machine loaded by others", vec![t(20.0, 40.0, 40.0, 0.0, 40.0), t(20.0, 40.0, 40.0, 0.0, 40.0)], Some(2), 3.0),
             // A main thread that only joins is left out of the CPU count: one worker, one CPU.
             ("main thread joining", vec![t(100.0, 0.0, 0.0, 20.0, 0.0), t(1.0, 0.0, 0.0, 0.0, 0.0)], Some(2), 100.0 / 81.0),
             // Unknown CPU count: one per active thread.
