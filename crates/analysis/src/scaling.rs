@@ -183,7 +183,8 @@ mod tests {
     #[test]
     fn fits_are_physical() {
         #[rustfmt::skip]
-        let cases: Vec<(&str, Vec<(f64, f64)>, Option<f64>, Option<(f64, f64)>)> = vec![
+        type Case = (&'static str, Vec<(f64, f64)>, Option<f64>, Option<(f64, f64)>);
+        let cases: Vec<Case> = vec![
             // Superlinear: unconstrained fits give a negative serial fraction and σ < 0.
             ("superlinear", vec![(1.0, 1.0), (2.0, 2.2), (4.0, 4.6), (8.0, 9.0)], Some(0.0), Some((0.0, 0.0))),
             // Slower with more threads than one thread alone: the serial fraction caps at 1.
