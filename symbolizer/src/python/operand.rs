@@ -314,7 +314,7 @@ const OB_REF_LOCAL_BEFORE_OB_TYPE: u64 = 12;
 const IMMORTAL_REFCNT_LOCAL: u32 = u32::MAX;
 
 /// Whether a free-threaded object is immortal (its local count is `_Py_IMMORTAL_REFCNT_LOCAL`).
-fn is_immortal(p: &PyProcess, obj: u64) -> bool {
+pub(crate) fn is_immortal(p: &PyProcess, obj: u64) -> bool {
     if !p.offsets.free_threaded || p.offsets.ob_type < OB_REF_LOCAL_BEFORE_OB_TYPE {
         return false;
     }
