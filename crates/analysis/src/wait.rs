@@ -428,7 +428,8 @@ fn leaf_chain<'a>(n: &'a [&'a NativeFrame]) -> impl Iterator<Item = &'a NativeFr
 /// - Otherwise only the atomic update itself is evidence: a shared refcount update with no
 ///   other thread on the object ([`Category::AtomicRefcount`]), or contention when concurrent
 ///   but the object is unknown. Loads and branches of an uncontended incref are ordinary work.
-/// - An immortal object's refcount is never written: no stall on it.
+/// - An immortal object's refcount is never written: when the instruction names one, the object
+///   of the stall is unknown (only the atomic update itself is then evidence).
 fn refcount(e: &Evidence) -> Option<(Category, Option<LockIdentity>)> {
     if e.alone {
         return None;
@@ -444,14 +445,16 @@ fn refcount(e: &Evidence) -> Option<(Category, Option<LockIdentity>)> {
     }
     let atomic = chain().any(|f| is_refcount_atomic(fname(f)))
         || leaf_chain(n).any(|f| REFCOUNT_FNS.iter().any(|b| is_named(fname(f), b)));
-    let cat = match e.operand {
-        Some(o) if o.immortal => return None,
+    // An immortal object's count is never written: the instruction's operand is not what the
+    // stall was on (another object of the same instruction, e.g. a method's `self`).
+    let operand = e.operand.filter(|o| !o.immortal);
+    let cat = match operand {
         Some(_) if e.concurrent => Category::Refcount,
         _ if !atomic => return None,
         _ if e.concurrent => Category::Refcount,
         _ => Category::AtomicRefcount,
     };
-    if let Some(o) = e.operand {
+    if let Some(o) = operand {
         let id =
             LockIdentity { address: Some(o.addr), type_name: Some(o.type_name.clone()), symbol: Some(o.describe()) };
         return Some((cat, Some(id)));
@@ -795,6 +798,7 @@ mod tests {
             Case { name: "uncontended header load is ordinary work", native: &["_Py_atomic_load_uint32_relaxed", "Py_INCREF", EVAL], inlined: 2, python: PY, object: Some(false), uncontended: true, expect: (Python, None), ..Default::default() },
             Case { name: "uncontended atomic add is the cost of sharing", native: &["_Py_atomic_add_ssize", "Py_INCREF", EVAL], inlined: 2, python: PY, object: Some(false), uncontended: true, expect: (AtomicRefcount, Some(SHARED)), ..Default::default() },
             Case { name: "an immortal object's refcount is never written", native: &["_Py_atomic_load_uint32_relaxed", "Py_INCREF", EVAL], inlined: 2, python: PY, object: Some(true), expect: (Python, None), ..Default::default() },
+            Case { name: "an atomic add under an immortal operand is on another object", native: &["_Py_atomic_add_ssize", "Py_INCREF", EVAL], inlined: 2, python: PY, object: Some(true), uncontended: true, expect: (AtomicRefcount, Some("shared reference count")), ..Default::default() },
             Case { name: "header load with the object unknown is no evidence", native: &["_Py_atomic_load_uint32_relaxed", "Py_INCREF", EVAL], inlined: 2, python: PY, expect: (Python, None), ..Default::default() },
             Case { name: "Py_DECREF's caller frame is not the machinery", native: &["list_dealloc", "_Py_Dealloc", EVAL], inlined: 0, python: PY, object: Some(false), expect: (Python, None), ..Default::default() },
             // Spinning: the loads and CAS of the slow path between yields, as well as the yield.
