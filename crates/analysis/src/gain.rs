@@ -297,6 +297,65 @@ mod tests {
         assert!(close(many.low, 100.0 / 77.5) && close(many.high, 100.0 / 72.5), "{many:?}");
     }
 
+    /// Thread times read from a profile: each thread's CPU samples and waits by category, and
+    /// the part one lock (matched by its leaf frame `kind: description`) or one category stands
+    /// for.
+    #[test]
+    fn thread_times_and_gains_from_a_profile() {
+        use crate::profile::{Frame, FrameKind, Stack};
+        let mut p = Profile::default();
+        p.summary.period_ns = 1_000_000; // 1 ms per sample
+        let frame = |kind, name: &str| Frame {
+            kind,
+            name: name.into(),
+            file: None,
+            line: None,
+            start_line: None,
+            module: None,
+            offset: None,
+            inlined: false,
+        };
+        p.frames = vec![
+            frame(FrameKind::Thread, "w1 (1)"),
+            frame(FrameKind::Thread, "w2 (2)"),
+            frame(FrameKind::Python, "work"),
+            frame(FrameKind::Wait, "lock: _thread.lock @ 0x10"),
+            frame(FrameKind::Wait, "lock: _thread.lock @ 0x20"),
+        ];
+        let stack = |thread: u32, frames: Vec<u32>, category, samples, wait_us, waits| Stack {
+            thread,
+            frames,
+            category,
+            samples,
+            wait_us,
+            waits,
+        };
+        p.stacks = vec![
+            stack(1, vec![0, 2], Category::Python, 50, 0, 0),
+            stack(1, vec![0, 2, 3], Category::Lock, 0, 40_000, 20),
+            stack(1, vec![0, 2, 4], Category::Lock, 0, 10_000, 5),
+            stack(2, vec![1, 2], Category::Python, 50, 0, 0),
+            stack(2, vec![1, 2, 3], Category::Lock, 0, 40_000, 20),
+            stack(2, vec![1, 2], Category::Runqueue, 0, 30_000, 3),
+            stack(2, vec![1, 2], Category::Join, 0, 99_000, 1),
+        ];
+        let one = Target::Lock { kind: Category::Lock, description: "_thread.lock @ 0x10".into() };
+        let (threads, evidence) = thread_times(&p, &one);
+        assert_eq!(evidence, 40);
+        assert_eq!(threads[0], t(50_000.0, 50_000.0, 0.0, 0.0, 40_000.0));
+        // Joins are not needed waits; the runqueue is kept apart.
+        assert_eq!(threads[1], t(50_000.0, 40_000.0, 30_000.0, 0.0, 40_000.0));
+        // Two CPUs, no more threads than CPUs: thread 1 gets 100/60, thread 2 90/50, equal work.
+        let g = gain(&p, &one, Some(2)).unwrap();
+        assert!(close(g.factor, (100.0 / 60.0 + 90.0 / 50.0) / 2.0), "{g:?}");
+        let all = gain(&p, &Target::Category(Category::Lock), Some(2)).unwrap();
+        assert!(all.factor > g.factor, "{all:?} vs {g:?}");
+        assert_eq!(thread_times(&p, &Target::Category(Category::Lock)).1, 45);
+        // Nothing of it in the profile: no prediction.
+        let none = Target::Lock { kind: Category::Lock, description: "_thread.lock @ 0x30".into() };
+        assert_eq!(gain(&p, &none, Some(2)), None);
+    }
+
     #[test]
     fn an_empty_run_has_no_prediction() {
         assert_eq!(predict(&[], 10, Some(2)), None);
