@@ -448,6 +448,10 @@ mod tests {
         // Superlinear points above the ideal stay visible.
         assert_eq!(speedup_axis_max(&result(&[(1, 1.0), (2, 2.5)])), 2.5);
         assert_eq!(speedup_axis_max(&result(&[])), 1.0);
+        // The curve predicted without the top contention stays visible too.
+        let mut r = result(&[(1, 1.0), (2, 1.1)]);
+        r.points[1].without = Some(analysis::gain::Gain { factor: 2.4, low: 2.2, high: 2.6 });
+        assert_eq!(speedup_axis_max(&r), 2.6);
     }
 
     #[test]
