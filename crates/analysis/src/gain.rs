@@ -104,8 +104,15 @@ impl Target {
 pub fn predict(threads: &[ThreadTime], evidence: u64, cpus: Option<usize>) -> Option<Gain> {
     let factor = factor_at(threads, 1.0, cpus)?;
     let rel = 2.0 / (evidence.max(1) as f64).sqrt();
-    let low = factor_at(threads, (1.0 - rel).max(0.0), cpus)?;
-    let high = factor_at(threads, 1.0 + rel, cpus)?;
+    let low = factor_at(threads, (1.0 - rel).max(0.0), cpus).unwrap_or(factor);
+    // The high end removes at most 99 % of a thread's CPU time (the interval stays finite).
+    let most = threads
+        .iter()
+        .filter(|t| t.removed_cpu_us > 0.0)
+        .map(|t| 0.99 * t.cpu_us / t.removed_cpu_us)
+        .fold(f64::INFINITY, f64::min)
+        .max(1.0);
+    let high = factor_at(threads, (1.0 + rel).min(most), cpus).unwrap_or(factor);
     Some(Gain { factor, low: low.min(factor), high: high.max(factor) })
 }
 
@@ -139,17 +146,16 @@ fn factor_at(threads: &[ThreadTime], scale: f64, cpus: Option<usize>) -> Option<
         let before = t.cpu_us / a + t.wait_us;
         let after = (t.cpu_us - xc) / a + t.wait_us - xw;
         let w = t.cpu_us - xc;
-        if after <= 0.0 {
-            if w > 0.0 || xc > 0.0 || xw > 0.0 {
-                return Some(f64::INFINITY);
-            }
+        // A thread with no work left outside the contention adds none to weigh.
+        if w <= 0.0 || after <= 0.0 {
             continue;
         }
         work += w;
         faster += w * before / after;
     }
+    // All the work was the contention: the gain is not bounded by anything the run shows.
     if work <= 0.0 {
-        return Some(1.0);
+        return None;
     }
     Some(faster.min(n * wall) / work)
 }
@@ -360,5 +366,17 @@ mod tests {
     fn an_empty_run_has_no_prediction() {
         assert_eq!(predict(&[], 10, Some(2)), None);
         assert_eq!(predict(&[t(0.0, 0.0, 0.0, 0.0, 0.0)], 10, Some(2)), None);
+        // Nothing but the contention: unbounded, so no prediction.
+        assert_eq!(predict(&[t(100.0, 0.0, 0.0, 100.0, 0.0)], 10, Some(2)), None);
+    }
+
+    /// With one sample the interval is wide, but finite (results.json cannot hold infinities):
+    /// the high end removes at most 99 % of a thread's CPU time.
+    #[test]
+    fn intervals_are_finite_with_little_evidence() {
+        let threads = [t(100.0, 0.0, 0.0, 40.0, 0.0), t(100.0, 0.0, 0.0, 40.0, 0.0)];
+        let g = predict(&threads, 1, Some(2)).unwrap();
+        assert!(close(g.factor, 100.0 / 60.0), "{g:?}");
+        assert!(g.low == 1.0 && g.high.is_finite() && g.high >= g.factor, "{g:?}");
     }
 }
