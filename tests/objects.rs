@@ -305,3 +305,76 @@ fn internal_mutexes_are_named_import_lock() {
         assert_eq!(top["top_lines"][0]["line"], line.as_str(), "{top}");
     }
 }
+
+/// `ftprof record` of shared_calls.py MODE with two threads, up to three tries for the workers
+/// to run at the same moment (the machine's load decides); returns the profile, the shared
+/// object's address (`0x…`), the refcount-contention time on it (µs) and ftprof's stderr.
+fn record_calls(mode: &str, object_type: &str) -> (Profile, String, f64, String) {
+    let mut tries = Vec::new();
+    loop {
+        let (p, out) = record_json("shared_calls.py", &[mode, "2", "2"], &["--rate", "499"]);
+        let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+        let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+        let id = stdout
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("object {object_type} ")))
+            .unwrap_or_else(|| panic!("no object line in {stdout}"))
+            .to_string();
+        let prefix = format!("{object_type} @ {id} ");
+        let on_it: f64 = p.0["locks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|l| l["kind"] == "refcount" && l["description"].as_str().unwrap().starts_with(&prefix))
+            .map(|l| l["total_us"].as_f64().unwrap())
+            .sum();
+        tries.push(on_it);
+        if on_it > 0.0 || tries.len() == 3 {
+            return (p, id, on_it, stderr);
+        }
+    }
+}
+
+/// A shared `staticmethod` called in a loop from two threads: its refcount is contended, and
+/// most of those samples land on the header loads of `_Py_TryIncrefFast`/`_Py_TryIncRefShared`
+/// (the type lookup's try-incref), not on an atomic add. Refcount contention on the
+/// staticmethod object is the top evidence (the largest refcount entry of the lock table).
+#[test]
+fn a_shared_staticmethod_is_the_top_refcount_contention_wherever_samples_land() {
+    let (p, id, on_it, stderr) = record_calls("staticmethod", "staticmethod");
+    assert!(on_it > 0.0, "no refcount contention on staticmethod @ {id}\n{stderr}");
+    let top = p.0["locks"].as_array().unwrap().iter().find(|l| l["kind"] == "refcount").unwrap();
+    let want = format!("staticmethod @ {id} (in `Shared.__dict__`, attribute `.add` of global `Shared`)");
+    assert_eq!(top["description"], want.as_str(), "{top}\n{stderr}");
+    assert_eq!(top["identity"]["address"].as_u64().unwrap(), hex(&id));
+    assert!(stderr.contains(&want), "{stderr}");
+    // The evidence includes samples inside the try-incref family (loads before any atomic).
+    let frames = p.0["frames"].as_array().unwrap();
+    let in_try_incref: f64 = p.0["stacks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|s| s["category"] == "refcount")
+        .filter(|s| {
+            s["frames"].as_array().unwrap().iter().any(|f| {
+                let n = frames[f.as_u64().unwrap() as usize]["name"].as_str().unwrap_or("");
+                n.starts_with("_Py_TryIncref") || n.starts_with("_Py_TryIncRef")
+            })
+        })
+        .map(|s| s["samples"].as_f64().unwrap())
+        .sum();
+    assert!(in_try_incref > 0.0, "no refcount sample inside _Py_TryIncref*\n{stderr}");
+}
+
+/// A disabled `log.debug()` in a loop on two threads (CPython gh-155106): the shared `Logger`
+/// (and its `_tls`) come out as refcount contention, not as "no other thread on it".
+#[test]
+fn a_disabled_log_debug_on_two_threads_is_refcount_contention_on_the_logger() {
+    let (p, id, on_it, stderr) = record_calls("logdebug", "Logger");
+    assert!(on_it > 0.0, "no refcount contention on Logger @ {id}\n{stderr}");
+    let cats = p.0["summary"]["categories"].as_array().unwrap();
+    let share = |c: &str| cats.iter().find(|x| x["category"] == c).map(|x| x["share"].as_f64().unwrap()).unwrap_or(0.0);
+    assert!(share("refcount") > 0.0, "{stderr}");
+    let worst = cats.iter().find(|c| c["contention"].as_bool().unwrap()).unwrap_or_else(|| panic!("{stderr}"));
+    assert_eq!(worst["category"], "refcount", "largest contention: {worst}\n{stderr}");
+}

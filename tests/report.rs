@@ -414,7 +414,13 @@ fn scale_index_has_readable_charts_the_diff_and_links_to_each_report() {
     assert_eq!(strings(&v["links"]), ["report-n1.html", "report-n2.html", "report-n4.html"]);
     assert!(strings(&v["points"])[0] == "1" && strings(&v["points"]).len() == 3, "{v:#}");
     assert!(v["diff_frames"].as_u64().unwrap() > 5, "the differential flamegraph rendered: {v:#}");
-    assert!(strings(&v["fits"]).iter().any(|f| f.starts_with("Amdahl") || f.starts_with("USL")), "{v:#}");
+    // A fit, or why there is none (1, 2, 4 on 2 CPUs: only N = 2 besides the baseline).
+    assert!(
+        strings(&v["fits"])
+            .iter()
+            .any(|f| f.starts_with("Amdahl") || f.starts_with("USL") || f.starts_with("no Amdahl fit")),
+        "{v:#}"
+    );
     let charts = v["charts"].as_array().unwrap();
     assert_eq!(charts.len(), 2, "scaling and breakdown charts");
     let command = format!("{} {} {{n}} 1000000", python().display(), workload("scale_serialized.py").display());

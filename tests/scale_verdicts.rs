@@ -65,9 +65,14 @@ fn fail_under_blames_the_cause_that_grows_per_unit_of_work_not_runqueue_or_join(
     let g = &r["growth"];
     assert!(g["category"] == "refcount" || g["category"] == "python", "{g}");
     assert!(g["line"].as_str().is_some_and(|l| l.contains(&line)), "{g}");
-    // Present at N = 1, and grown at N = 2, per unit of work.
+    // Grown at N = 2, per unit of work. Contended refcounts (another thread on the list at the
+    // same time) exist only from N = 2 (at N = 1 the updates are `atomic_refcount`); the Python
+    // time of the line is there at N = 1 already.
     let (from, to) = (g["from_us"].as_f64().unwrap(), g["to_us"].as_f64().unwrap());
-    assert!(from > 0.0 && to > from, "{g}");
+    assert!(to > from, "{g}");
+    if g["category"] == "python" {
+        assert!(from > 0.0, "{g}");
+    }
     for p in r["points"].as_array().unwrap() {
         assert!(p["per_work_us"].as_object().is_some_and(|m| !m.is_empty()), "{p}");
     }

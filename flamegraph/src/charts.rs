@@ -191,6 +191,15 @@ fn int_label(x: f64, step: u32) -> String {
     }
 }
 
+/// The largest speedup the chart shows: the ideal line's points (speedup = N at every measured
+/// N) stay visible, and so do the measured ones.
+fn speedup_axis_max(r: &ScaleResult) -> f64 {
+    let max_n = r.points.iter().map(|p| p.threads).max().unwrap_or(1).max(1) as f64;
+    // The predicted curve's points; its intervals are clipped at the top instead.
+    let predicted = r.points.iter().filter_map(|p| p.without.map(|w| w.factor)).filter(|h| h.is_finite());
+    r.points.iter().filter_map(|p| p.speedup_max.or(p.speedup)).chain(predicted).fold(max_n, f64::max)
+}
+
 /// Speedup vs threads: the ideal line, measured medians with their spread, fitted curves.
 pub fn scaling_svg(r: &ScaleResult, title: &str) -> anyhow::Result<String> {
     let ns: Vec<u32> = r.points.iter().map(|p| p.threads).collect();
@@ -203,10 +212,7 @@ pub fn scaling_svg(r: &ScaleResult, title: &str) -> anyhow::Result<String> {
     } else {
         [1u32, 2, 5, 10, 20, 50, 100, 200, 500].into_iter().find(|s| max_n / *s as f64 <= 12.0).unwrap_or(1000)
     };
-    let max_s = r.points.iter().filter_map(|p| p.speedup_max.or(p.speedup)).fold(
-        max_n.min(2.0 * r.points.iter().filter_map(|p| p.speedup_max.or(p.speedup)).fold(1.0, f64::max)),
-        f64::max,
-    );
+    let max_s = speedup_axis_max(r);
 
     let mut legend: Vec<(String, RGBColor, LegendShape)> =
         vec![("ideal (speedup = N)".into(), RGBColor(128, 128, 128), LegendShape::Line(1))];
@@ -221,6 +227,10 @@ pub fn scaling_svg(r: &ScaleResult, title: &str) -> anyhow::Result<String> {
         ));
     }
     legend.push(("measured (median, min–max)".into(), RED, LegendShape::Dot));
+    let without: Vec<_> = r.points.iter().filter_map(|p| Some((p.threads, p.without?))).collect();
+    if let (Some(c), false) = (&r.without, without.is_empty()) {
+        legend.push((format!("predicted without {c}"), RGBColor(230, 140, 0), LegendShape::Dot));
+    }
     let over = r.points.iter().any(|p| p.oversubscribed && p.speedup.is_some());
     if over {
         legend.push((format!("oversubscribed (N > {} CPUs)", r.online_cpus), RED, LegendShape::Ring));
@@ -287,6 +297,20 @@ pub fn scaling_svg(r: &ScaleResult, title: &str) -> anyhow::Result<String> {
                     grid.iter().map(|&n| (fx(n), a.speedup(n))),
                     RGBColor(0, 160, 0).stroke_width(2),
                 ))
+                .map_err(err)?;
+        }
+        if !without.is_empty() {
+            let orange = RGBColor(230, 140, 0);
+            chart
+                .draw_series(LineSeries::new(
+                    without.iter().map(|(n, g)| (fx(*n as f64), g.factor)),
+                    orange.stroke_width(1),
+                ))
+                .map_err(err)?;
+            chart
+                .draw_series(without.iter().map(|(n, g)| {
+                    ErrorBar::new_vertical(fx(*n as f64), g.low, g.factor, g.high.min(y_top), orange.filled(), 6)
+                }))
                 .map_err(err)?;
         }
         let measured: Vec<_> = r.points.iter().filter(|p| p.speedup.is_some()).collect();
@@ -407,6 +431,26 @@ mod tests {
         assert!(lines.len() <= 3 && lines.iter().all(|l| l.chars().count() <= 50), "{lines:?}");
         assert_eq!(lines.join(" ").replace(' ', ""), t.replace(' ', ""));
         assert_eq!(wrap("a b", 10, 3), ["a b"]);
+    }
+
+    #[test]
+    fn the_speedup_axis_keeps_the_ideal_points_and_the_measured_ones() {
+        let result = |pts: &[(u32, f64)]| ScaleResult {
+            points: pts
+                .iter()
+                .map(|&(threads, s)| analysis::scaling::ScalePoint { threads, speedup: Some(s), ..Default::default() })
+                .collect(),
+            ..Default::default()
+        };
+        // The case: 1, 2, 4 threads that barely scale; the axis used to stop at 2.5.
+        assert_eq!(speedup_axis_max(&result(&[(1, 1.0), (2, 0.9), (4, 1.2)])), 4.0);
+        // Superlinear points above the ideal stay visible.
+        assert_eq!(speedup_axis_max(&result(&[(1, 1.0), (2, 2.5)])), 2.5);
+        assert_eq!(speedup_axis_max(&result(&[])), 1.0);
+        // The curve predicted without the top contention stays visible too.
+        let mut r = result(&[(1, 1.0), (2, 1.1)]);
+        r.points[1].without = Some(analysis::gain::Gain { factor: 2.4, low: 2.2, high: 60.0 });
+        assert_eq!(speedup_axis_max(&r), 2.4);
     }
 
     #[test]

@@ -525,7 +525,7 @@ pub fn largest_loss(p: &Profile) -> Option<String> {
         return None;
     }
     let worst = s.categories.iter().find(|c| c.contention)?;
-    let line = p.top_lines.first().map(|l| format!(", mostly at {}", l.line)).unwrap_or_default();
+    let line = top_line_of(p, worst.category).map(|l| format!(", mostly at {l}")).unwrap_or_default();
     Some(format!(
         "{:.0} % of thread time is lost to contention; the largest part is {} ({:.0} %){line}.{}",
         contention * 100.0,
@@ -533,6 +533,19 @@ pub fn largest_loss(p: &Profile) -> Option<String> {
         worst.share * 100.0,
         holder_sentence(p, worst.category)
     ))
+}
+
+/// The line with the most time in category `c`: its locks' (and objects') top lines summed, so a
+/// sentence about one category never names the line of another.
+fn top_line_of(p: &Profile, c: Category) -> Option<String> {
+    let mut by: std::collections::BTreeMap<&str, u64> = Default::default();
+    for l in p.locks.iter().filter(|l| l.kind == c) {
+        for t in &l.top_lines {
+            *by.entry(t.line.as_str()).or_default() += t.time_us;
+        }
+    }
+    // Most time first; equal times by name, for a stable answer.
+    by.into_iter().max_by(|a, b| a.1.cmp(&b.1).then_with(|| b.0.cmp(a.0))).map(|(l, _)| l.to_string())
 }
 
 /// The wait leaf (without its category prefix) with the most thread time in category `c`.
@@ -600,6 +613,106 @@ fn describe(c: Category) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    use analysis::blame::HeldBy;
+    use analysis::{CategoryTime, LineStat, LockIdentity, LockStat};
+
+    fn line(l: &str, time_us: u64) -> LineStat {
+        LineStat { line: l.into(), time_us, waits: 1 }
+    }
+
+    fn lock(
+        kind: Category,
+        description: &str,
+        total_us: u64,
+        lines: &[(&str, u64)],
+        held_by: &[(&str, u64)],
+    ) -> LockStat {
+        LockStat {
+            kind,
+            identity: LockIdentity { address: Some(0x10), type_name: Some(description.into()), symbol: None },
+            description: description.into(),
+            waits: 10,
+            samples: 0,
+            total_us,
+            spin_us: 0,
+            max_us: 1000,
+            mean_us: 100,
+            threads: vec![1, 2],
+            top_lines: lines.iter().map(|&(l, t)| line(l, t)).collect(),
+            held_by: held_by
+                .iter()
+                .map(|&(l, t)| HeldBy {
+                    line: l.into(),
+                    thread: "Thread-1 (11)".into(),
+                    time_us: t,
+                    share: t as f64 / total_us as f64,
+                })
+                .collect(),
+        }
+    }
+
+    /// The real server's case: the largest contention is a threading lock waited on at
+    /// task.py:66/:107, but the top waiting line of all categories is a dict critical section at
+    /// `LogRecord.__init__`. Each sentence of the summary that names a line names the line of
+    /// the thing it talks about.
+    fn server_profile() -> Profile {
+        let mut p = Profile::default();
+        p.summary.period_ns = 5_000_000;
+        p.summary.rate_hz = 199;
+        p.summary.categories = vec![
+            CategoryTime { category: Category::Lock, time_us: 1_600_000, share: 0.16, contention: true },
+            CategoryTime { category: Category::CriticalSection, time_us: 1_200_000, share: 0.12, contention: true },
+            CategoryTime { category: Category::Python, time_us: 7_200_000, share: 0.72, contention: false },
+        ];
+        p.locks = vec![
+            lock(
+                Category::Lock,
+                "_thread.lock @ 0x7f01",
+                1_000_000,
+                &[("add_task (task.py:66)", 700_000), ("get (task.py:107)", 300_000)],
+                &[("add_task (task.py:113)", 900_000)],
+            ),
+            lock(
+                Category::CriticalSection,
+                "dict @ 0x7f02",
+                1_200_000,
+                &[("LogRecord.__init__ (__init__.py:363)", 1_200_000)],
+                &[],
+            ),
+            lock(Category::Lock, "_thread.lock @ 0x7f03", 600_000, &[("get (task.py:107)", 600_000)], &[]),
+        ];
+        p.top_lines = vec![
+            line("LogRecord.__init__ (__init__.py:363)", 1_200_000),
+            line("get (task.py:107)", 900_000),
+            line("add_task (task.py:66)", 700_000),
+        ];
+        p
+    }
+
+    #[test]
+    fn the_headline_names_the_top_line_of_its_category() {
+        let p = server_profile();
+        let s = largest_loss(&p).unwrap();
+        // task.py:107 (300 + 600 ms over two locks) before task.py:66 (700 ms).
+        assert!(
+            s.contains("the largest part is threads blocked on a threading lock (16 %), mostly at get (task.py:107)."),
+            "{s}"
+        );
+        assert!(!s.contains("__init__.py:363"), "{s}");
+        // Its second sentence names the holder's line of that category's top lock.
+        assert!(s.contains("Threads waited 1.0 s on `_thread.lock @ 0x7f01`, held mostly at `add_task (task.py:113)` in `Thread-1 (11)`."), "{s}");
+    }
+
+    #[test]
+    fn each_category_row_names_the_line_of_its_own_top_lock() {
+        let text = summary_text(&server_profile());
+        let row = |c: &str| {
+            text.lines().find(|l| l.trim_start().starts_with(c)).unwrap_or_else(|| panic!("no {c} row in {text}"))
+        };
+        assert!(row("lock ").contains("_thread.lock @ 0x7f01 at add_task (task.py:66)"), "{text}");
+        assert!(row("critical_section").contains("dict @ 0x7f02 at LogRecord.__init__ (__init__.py:363)"), "{text}");
+    }
 
     #[test]
     fn the_json_profile_reads_back_into_the_same_model() {

@@ -14,7 +14,13 @@ fn profile(contended: u64, uncontended: u64) -> analysis::Profile {
     let py = pystack(vec![code("worker", "/app/w.py", 12)]);
     let prev = [inlined("_Py_atomic_add_ssize"), inlined("Py_INCREF"), nf(EVAL, RUNTIME)];
     let n = vec![vec![nf(EVAL, RUNTIME)]];
-    let list = ObjectRef { addr: 0x7f00, type_name: "list".into(), value: None, reached: "global `SHARED`".into() };
+    let list = ObjectRef {
+        addr: 0x7f00,
+        type_name: "list".into(),
+        value: None,
+        reached: "global `SHARED`".into(),
+        immortal: false,
+    };
     for (samples, concurrent) in [(contended, true), (uncontended, false)] {
         if samples > 0 {
             b.add(&SampleInput {

@@ -401,7 +401,8 @@ impl Collector {
                 })
             })
             .unwrap_or(0);
-        let object = k.operand.map(|o| self.operands.get(o).addr).unwrap_or(0);
+        // An immortal object is nobody's contention: the function decides instead.
+        let object = k.operand.map(|o| self.operands.get(o)).filter(|o| !o.immortal).map_or(0, |o| o.addr);
         Touch { pid: k.pid, tid: k.tid, object, code }
     }
 

@@ -1,15 +1,25 @@
 //! Contention means concurrency: which CPU samples ran while another thread of the same process
-//! was on a CPU *touching the same thing* at the same moment.
+//! was on a CPU *touching the same thing* at the same time.
 //!
 //! A refcount update on an object another thread owns is an atomic instruction whether or not
 //! anyone else touches the object; it only becomes contention (the cache line bouncing between
 //! cores) when other threads update the same object at the same time. Each CPU sample says which
 //! thread was on which CPU at its time, and what the thread was working on: the object its
 //! current instruction names (see `symbolizer::python::operand`) and the function (code object)
-//! it was running. A sample is *concurrent* when another thread of its process has a sample
-//! within one sampling period of it (CPU-wide sampling takes one sample per CPU per period, so
-//! a thread running on another CPU at that moment has one there) on the same object, or, when
-//! the object is not known, in the same function.
+//! it was running.
+//!
+//! "At the same time" is decided over a window, not by two samples landing within one sampling
+//! period: a thread that touches an object in a loop spends a few per cent of its time on it, so
+//! at 199 Hz two threads hammering one object rarely have samples on it within the same 5 ms. A
+//! sample of thread A on object O is *concurrent* when another thread B of its process
+//!
+//! - was on a CPU at that moment: B has a sample (on anything) within [`Overlap::new`]'s
+//!   `window_ns` (one sampling period; CPU-wide sampling takes one sample per CPU per period,
+//!   so a thread running on another CPU then has one there), and
+//! - was working on O in the same tens of milliseconds: B has a sample on O within
+//!   [`OBJECT_WINDOW_NS`] of it, an estimate of B's rate of touches on O around that moment.
+//!
+//! When the object is not known, the same function within one period counts instead.
 //!
 //! Samples arrive ring by ring (per CPU), so slightly out of time order: they are held for a
 //! short horizon before they are decided.
@@ -28,20 +38,40 @@ pub struct Touch {
 }
 
 impl Touch {
-    fn overlaps(&self, other: &Touch) -> bool {
-        self.pid == other.pid
-            && self.tid != other.tid
-            && ((self.object != 0 && self.object == other.object)
-                || ((self.object == 0 || other.object == 0) && self.code != 0 && self.code == other.code))
+    fn same_object(&self, other: &Touch) -> bool {
+        self.object != 0 && self.object == other.object
+    }
+
+    fn same_code_without_object(&self, other: &Touch) -> bool {
+        (self.object == 0 || other.object == 0) && self.code != 0 && self.code == other.code
     }
 }
+
+/// How far apart in time two threads' samples on one object may be for the threads to count as
+/// working on it at the same time (either side).
+pub const OBJECT_WINDOW_NS: u64 = 50_000_000;
 
 #[derive(Clone)]
 struct Held {
     time: u64,
     key: u32,
     touch: Touch,
-    concurrent: bool,
+    /// Other threads on a CPU at that moment.
+    on_cpu: Vec<u32>,
+    /// Other threads working on the same object (or function) around that moment.
+    on_it: Vec<u32>,
+}
+
+impl Held {
+    fn concurrent(&self) -> bool {
+        self.on_it.iter().any(|t| self.on_cpu.contains(t))
+    }
+}
+
+fn note(v: &mut Vec<u32>, tid: u32) {
+    if !v.contains(&tid) {
+        v.push(tid);
+    }
 }
 
 /// How long samples are held for out-of-order arrivals from other CPUs' rings (they are drained
@@ -52,39 +82,51 @@ const REORDER_NS: u64 = 50_000_000;
 #[derive(Clone)]
 pub struct Overlap {
     window_ns: u64,
+    object_window_ns: u64,
     held: VecDeque<Held>,
     latest: u64,
 }
 
 impl Overlap {
-    /// `window_ns`: how close in time two samples must be (one sampling period).
+    /// `window_ns`: how close in time two samples must be for their threads to have been on CPUs
+    /// at the same moment (one sampling period).
     pub fn new(window_ns: u64) -> Overlap {
-        Overlap { window_ns, held: VecDeque::new(), latest: 0 }
+        Overlap { window_ns, object_window_ns: OBJECT_WINDOW_NS.max(window_ns), held: VecDeque::new(), latest: 0 }
     }
 
     /// Add a sample of key `key`; returns the samples decided now, as `(key, concurrent)`.
     pub fn push(&mut self, time: u64, key: u32, touch: Touch, out: &mut Vec<(u32, bool)>) {
-        let mut concurrent = false;
-        if touch.code != 0 || touch.object != 0 {
-            for h in self.held.iter_mut() {
-                if h.time.abs_diff(time) <= self.window_ns && touch.overlaps(&h.touch) {
-                    h.concurrent = true;
-                    concurrent = true;
+        let mut me = Held { time, key, touch, on_cpu: Vec::new(), on_it: Vec::new() };
+        for h in self.held.iter_mut() {
+            if h.touch.pid != touch.pid || h.touch.tid == touch.tid {
+                continue;
+            }
+            let dt = h.time.abs_diff(time);
+            if dt <= self.window_ns {
+                note(&mut me.on_cpu, h.touch.tid);
+                note(&mut h.on_cpu, touch.tid);
+                if touch.same_code_without_object(&h.touch) {
+                    note(&mut me.on_it, h.touch.tid);
+                    note(&mut h.on_it, touch.tid);
                 }
             }
+            if dt <= self.object_window_ns && touch.same_object(&h.touch) {
+                note(&mut me.on_it, h.touch.tid);
+                note(&mut h.on_it, touch.tid);
+            }
         }
-        self.held.push_back(Held { time, key, touch, concurrent });
+        self.held.push_back(me);
         self.latest = self.latest.max(time);
-        let horizon = self.latest.saturating_sub(self.window_ns + REORDER_NS);
+        let horizon = self.latest.saturating_sub(self.object_window_ns + REORDER_NS);
         while self.held.front().is_some_and(|h| h.time < horizon) {
             let h = self.held.pop_front().expect("checked");
-            out.push((h.key, h.concurrent));
+            out.push((h.key, h.concurrent()));
         }
     }
 
     /// Decide every sample still held.
     pub fn flush(&mut self, out: &mut Vec<(u32, bool)>) {
-        out.extend(self.held.drain(..).map(|h| (h.key, h.concurrent)));
+        out.extend(self.held.drain(..).map(|h| (h.key, h.concurrent())));
     }
 }
 
@@ -120,6 +162,14 @@ mod tests {
         // Thread 11's sample arrives first although it is later (another CPU's ring).
         let s = [(12 * MS, 2, t(11, 0xa0, 0xc1)), (10 * MS, 1, t(10, 0xa0, 0xc0))];
         assert_eq!(run(&s), vec![(1, true), (2, true)]);
+        // 40 ms apart, each thread on a CPU at the other's moment (samples on other things).
+        let s = [
+            (10 * MS, 1, t(10, 0xa0, 0xc0)),
+            (11 * MS, 3, t(11, 0xb0, 0xc1)),
+            (50 * MS, 2, t(11, 0xa0, 0xc1)),
+            (51 * MS, 4, t(10, 0xb1, 0xc0)),
+        ];
+        assert_eq!(run(&s), vec![(1, true), (2, true), (3, false), (4, false)]);
     }
 
     #[test]
@@ -127,7 +177,7 @@ mod tests {
         let s = [
             (10 * MS, 1, t(10, 0xa0, 0xc0)),
             (11 * MS, 2, t(11, 0xb0, 0xc0)), // another object
-            (30 * MS, 3, t(12, 0xa0, 0xc0)), // 20 ms later
+            (90 * MS, 3, t(12, 0xa0, 0xc0)), // 80 ms later
             (10 * MS, 4, Touch { pid: 2, tid: 13, object: 0xa0, code: 0xc0 }), // another process
             (10 * MS, 5, t(10, 0xa0, 0xc0)), // the same thread
         ];
@@ -147,6 +197,44 @@ mod tests {
         o.push(0, 1, t(10, 0xa0, 0xc0), &mut out);
         assert!(out.is_empty());
         o.push(100 * MS, 2, t(10, 0xa0, 0xc0), &mut out);
+        assert!(out.is_empty());
+        o.push(101 * MS, 3, t(10, 0xa0, 0xc0), &mut out);
         assert_eq!(out, vec![(1, false)]);
+    }
+
+    /// Two threads that each spend a few per cent of their samples on one object, both on CPUs
+    /// the whole time: their samples on it rarely fall within one period of each other, but
+    /// within the same tens of milliseconds they do.
+    #[test]
+    fn two_threads_on_one_object_in_the_same_tens_of_milliseconds_are_concurrent() {
+        // Threads 10 and 11 sample every 5 ms, each on the object once every 30 ms, 15 ms apart.
+        let mut s = Vec::new();
+        for i in 0..60u64 {
+            let t0 = i * 5 * MS;
+            let a_on = i % 6 == 0;
+            let b_on = i % 6 == 3;
+            s.push((t0, if a_on { 1 } else { 0 }, t(10, if a_on { 0xa0 } else { 0xb0 + i }, 0xc0)));
+            s.push((t0 + MS, if b_on { 2 } else { 0 }, t(11, if b_on { 0xa0 } else { 0xd0 + i }, 0xc1)));
+        }
+        let out = run(&s);
+        let on_object: Vec<_> = out.iter().filter(|o| o.0 != 0).collect();
+        assert_eq!(on_object.len(), 20);
+        assert!(on_object.iter().all(|o| o.1), "{on_object:?}");
+    }
+
+    /// The other thread touched the object nearby but was off CPU at that moment (preempted,
+    /// blocked): no contention then.
+    #[test]
+    fn a_thread_off_cpu_at_the_moment_does_not_count() {
+        let s = [
+            (0, 2, t(11, 0xa0, 0xc1)),
+            (30 * MS, 1, t(10, 0xa0, 0xc0)),
+            // Thread 11 has no sample within a period of 30 ms.
+            (31 * MS, 3, t(12, 0xe0, 0xc2)),
+        ];
+        assert_eq!(run(&s), vec![(1, false), (2, false), (3, false)]);
+        // With a sample of thread 11 (on something else) at 31 ms, it was on a CPU: concurrent.
+        let s = [(0, 2, t(11, 0xa0, 0xc1)), (30 * MS, 1, t(10, 0xa0, 0xc0)), (31 * MS, 3, t(11, 0xe0, 0xc2))];
+        assert_eq!(run(&s), vec![(1, true), (2, false), (3, false)]);
     }
 }

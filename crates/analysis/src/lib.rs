@@ -25,13 +25,15 @@
 //! share of thread time per category), serializable as the documented JSON profile.
 //!
 //! [`scaling`] turns `ftprof scale`'s runs into speedups, fits and the category whose thread time
-//! per unit of work grew most; [`baseline`] compares two such results (a regression verdict).
+//! per unit of work grew most; [`baseline`] compares two such results (a regression verdict);
+//! [`gain`] predicts what removing one contention (a category, a lock, an object) would gain.
 
 pub mod baseline;
 pub mod blame;
 pub mod collect;
 pub mod concurrency;
 pub mod fixture;
+pub mod gain;
 pub mod gil;
 pub mod merge;
 pub mod objects;

@@ -93,6 +93,7 @@ mod tests {
                     type_name: "list".into(),
                     value: None,
                     reached: reached.into(),
+                    immortal: false,
                 }),
                 ..Default::default()
             },

@@ -4,6 +4,13 @@
 //! Both models are fitted on their linearised forms, which are exact for data that follow them:
 //! * Amdahl, `S(N) = 1 / (s + (1 - s) / N)`: `1/S - 1/N = s · (1 - 1/N)`;
 //! * USL, `S(N) = N / (1 + σ(N - 1) + κN(N - 1))`: `N/S - 1 = σ(N - 1) + κN(N - 1)`.
+//!
+//! The fits are physical: the serial fraction is kept in [0, 1] and σ, κ ≥ 0 (least squares
+//! under those bounds). Points with more threads than CPUs (oversubscribed) are left out — their
+//! speedup is bounded by the CPUs, not by the program — and a model is fitted only when more
+//! points than it has parameters determine it (the point at the smallest N is the baseline, a
+//! speedup of 1 by definition): Amdahl from two other thread counts, the USL from three.
+//! Otherwise the fit is absent and [`analyse`] says why.
 
 use std::collections::BTreeMap;
 
@@ -19,6 +26,8 @@ pub enum FitError {
     BadPoint(f64, f64),
     #[error("the fit is degenerate (all points carry the same information)")]
     Degenerate,
+    #[error("{model} has {params} parameter(s): it needs {needed} thread counts besides the baseline within the CPUs to be determined, got {got}")]
+    Undetermined { model: &'static str, params: usize, needed: usize, got: usize },
 }
 
 /// Fitted Amdahl's law.
@@ -86,7 +95,7 @@ pub fn fit_amdahl(points: &[(f64, f64)]) -> Result<Amdahl, FitError> {
     if sxx <= f64::EPSILON {
         return Err(FitError::Degenerate);
     }
-    let serial_fraction = sxy / sxx;
+    let serial_fraction = (sxy / sxx).clamp(0.0, 1.0);
     let mut a = Amdahl { serial_fraction, rmse: 0.0 };
     a.rmse = rmse(points, |n| a.speedup(n));
     Ok(a)
@@ -109,8 +118,18 @@ pub fn fit_usl(points: &[(f64, f64)]) -> Result<Usl, FitError> {
     if det.abs() <= 1e-12 * (a11 * a22).max(1.0) {
         return Err(FitError::Degenerate);
     }
-    let sigma = (b1 * a22 - b2 * a12) / det;
-    let kappa = (a11 * b2 - a12 * b1) / det;
+    // Least squares under σ, κ ≥ 0: the unconstrained optimum when it is feasible, else the
+    // best of the boundaries (one parameter at 0, the other fitted alone and kept ≥ 0).
+    let (mut sigma, mut kappa) = ((b1 * a22 - b2 * a12) / det, (a11 * b2 - a12 * b1) / det);
+    if sigma < 0.0 || kappa < 0.0 {
+        let sse = |sg: f64, kp: f64| {
+            points.iter().map(|&(n, s)| (n / s - 1.0 - sg * (n - 1.0) - kp * n * (n - 1.0)).powi(2)).sum::<f64>()
+        };
+        let only_sigma = ((b1 / a11).max(0.0), 0.0);
+        let only_kappa = (0.0, (b2 / a22).max(0.0));
+        (sigma, kappa) =
+            if sse(only_sigma.0, only_sigma.1) <= sse(only_kappa.0, only_kappa.1) { only_sigma } else { only_kappa };
+    }
     let peak_threads = (kappa > 1e-12 && sigma < 1.0).then(|| ((1.0 - sigma) / kappa).sqrt());
     let mut u = Usl { sigma, kappa, peak_threads, rmse: 0.0 };
     u.rmse = rmse(points, |n| u.speedup(n));
@@ -158,6 +177,98 @@ mod tests {
             let fit = fit_amdahl(&pts).unwrap();
             assert!((fit.serial_fraction - s).abs() < 1e-3, "{} vs {s}", fit.serial_fraction);
         }
+    }
+
+    /// Physical fits: table of points and the expected parameters (None: no fit).
+    #[test]
+    fn fits_are_physical() {
+        #[rustfmt::skip]
+        type Case = (&'static str, Vec<(f64, f64)>, Option<f64>, Option<(f64, f64)>);
+        let cases: Vec<Case> = vec![
+            // Superlinear: unconstrained fits give a negative serial fraction and σ < 0.
+            ("superlinear", vec![(1.0, 1.0), (2.0, 2.2), (4.0, 4.6), (8.0, 9.0)], Some(0.0), Some((0.0, 0.0))),
+            // Slower with more threads than one thread alone: the serial fraction caps at 1.
+            ("retrograde", vec![(1.0, 1.0), (2.0, 0.6), (4.0, 0.5)], Some(1.0), None),
+            // Retrograde with σ alone: κ would be negative unconstrained.
+            ("σ only", vec![(1.0, 1.0), (2.0, 1.6), (4.0, 2.4), (8.0, 3.3)], None, None),
+        ];
+        for (name, pts, amdahl, usl) in cases {
+            let a = fit_amdahl(&pts).unwrap();
+            assert!((0.0..=1.0).contains(&a.serial_fraction), "{name}: {a:?}");
+            if let Some(want) = amdahl {
+                assert!((a.serial_fraction - want).abs() < 1e-9, "{name}: {a:?}");
+            }
+            let u = fit_usl(&pts).unwrap();
+            assert!(u.sigma >= 0.0 && u.kappa >= 0.0, "{name}: {u:?}");
+            if let Some((sg, kp)) = usl {
+                assert!((u.sigma - sg).abs() < 1e-9 && (u.kappa - kp).abs() < 1e-9, "{name}: {u:?}");
+            }
+        }
+        // The constrained USL is the best fit on its boundary: σ alone here.
+        let u = fit_usl(&[(1.0, 1.0), (2.0, 2.0 / 1.3), (4.0, 4.0 / 1.9), (8.0, 8.0 / 3.1)]).unwrap();
+        assert!((u.sigma - 0.3).abs() < 1e-3 && u.kappa.abs() < 1e-3, "{u:?}");
+    }
+
+    fn point(threads: u32, speedup: f64, cpus: u32) -> ScalePoint {
+        ScalePoint { threads, speedup: Some(speedup), oversubscribed: threads > cpus, ..Default::default() }
+    }
+
+    #[test]
+    fn the_curve_without_the_top_contention() {
+        use crate::gain::Gain;
+        let g = |f: f64| Gain { factor: f, low: f - 0.1, high: f + 0.1 };
+        let mut pts = vec![point(1, 1.0, 4), point(2, 1.2, 4), point(4, 1.5, 4)];
+        pts[2].speedup = None;
+        let gains: BTreeMap<u32, Gain> = [(1, g(1.0)), (2, g(1.5)), (4, g(2.0))].into();
+        predict_without(&mut pts, &gains);
+        assert_eq!(pts[0].without, Some(Gain { factor: 1.0, low: 0.9, high: 1.1 }));
+        let w = pts[1].without.unwrap();
+        assert!((w.factor - 1.8).abs() < 1e-9 && (w.low - 1.68).abs() < 1e-9 && (w.high - 1.92).abs() < 1e-9, "{w:?}");
+        assert_eq!(pts[2].without, None, "no speedup measured at 4");
+        // Contention already at the baseline: relative to the baseline without it.
+        let gains: BTreeMap<u32, Gain> = [(1, g(1.2)), (2, g(1.8))].into();
+        predict_without(&mut pts, &gains);
+        assert!((pts[0].without.unwrap().factor - 1.0).abs() < 1e-9);
+        assert!((pts[1].without.unwrap().factor - 1.8).abs() < 1e-9);
+    }
+
+    #[test]
+    fn the_top_contention_is_what_grew_else_the_largest_at_the_largest_n() {
+        let mut a = point(1, 1.0, 4);
+        a.category_us = cats(&[("python", 10.0)]);
+        let mut b = point(2, 1.2, 4);
+        b.category_us = cats(&[("python", 10.0), ("lock", 3.0), ("refcount", 5.0), ("runqueue", 50.0)]);
+        let pts = [a, b];
+        assert_eq!(top_contention(&pts, None), Some(Category::Refcount));
+        let grew = Growth { category: "lock".into(), ..Default::default() };
+        assert_eq!(top_contention(&pts, Some(&grew)), Some(Category::Lock));
+        let grew = Growth { category: "python".into(), ..Default::default() };
+        assert_eq!(top_contention(&pts, Some(&grew)), Some(Category::Refcount));
+        assert_eq!(top_contention(&pts[..1], None), None);
+    }
+
+    /// The case: `--threads 1,2,4` on 2 CPUs gave an exact USL fit of three points (one
+    /// oversubscribed) with κ < 0, and a serial fraction above 1.
+    #[test]
+    fn oversubscribed_points_are_left_out_and_undetermined_fits_are_absent_with_a_reason() {
+        let pts = [point(1, 1.0, 2), point(2, 0.9, 2), point(4, 1.2, 2)];
+        let (a, u, note) = fits(&pts);
+        assert!(a.is_none() && u.is_none(), "{a:?} {u:?}");
+        let note = note.unwrap();
+        assert!(note.contains("no Amdahl fit: Amdahl's law has 1 parameter(s): it needs 2 thread counts besides the baseline within the CPUs to be determined, got 1"), "{note}");
+        assert!(note.contains("no USL fit"), "{note}");
+        assert!(note.contains("N = 4 left out of the fits (more threads than CPUs)"), "{note}");
+        // Three thread counts within 16 CPUs: Amdahl yes, the USL (two parameters) not yet.
+        let pts = [point(1, 1.0, 16), point(2, 1.8, 16), point(4, 3.0, 16)];
+        let (a, u, note) = fits(&pts);
+        assert!(a.is_some() && u.is_none());
+        assert!(note.unwrap().starts_with("no USL fit: the USL has 2 parameter(s): it needs 3"));
+        let pts = [point(1, 1.0, 16), point(2, 1.8, 16), point(4, 3.0, 16), point(8, 4.5, 16), point(32, 2.0, 16)];
+        let (a, u, note) = fits(&pts);
+        assert!(a.is_some() && u.is_some() && note.is_none(), "{note:?}");
+        // The oversubscribed point does not pull the fit down: the same fit without it.
+        let (a2, u2, _) = fits(&pts[..4]);
+        assert_eq!((a, u), (a2, u2));
     }
 
     #[test]
@@ -314,7 +425,7 @@ mod tests {
 }
 
 /// One thread count of `ftprof scale`.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct ScalePoint {
     pub threads: u32,
     /// Each successful run's value: wall time in seconds, or the metric.
@@ -352,6 +463,46 @@ pub struct ScalePoint {
     /// the repeats interleaved, so each pair ran close in time, under similar load); empty when
     /// fewer than two repeats paired up.
     pub paired_speedups: Vec<f64>,
+    /// The speedup predicted without the run's top contention ([`ScaleResult::without`]), with
+    /// its interval (see [`crate::gain`] and [`predict_without`]); profiled points only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub without: Option<crate::gain::Gain>,
+}
+
+/// The contention category whose removal `scale` predicts: the one that grew most with N when
+/// it is contention, else the largest contention category at the largest profiled N.
+pub fn top_contention(points: &[ScalePoint], growth: Option<&Growth>) -> Option<Category> {
+    let by_name = |n: &str| Category::ALL.into_iter().find(|c| c.name() == n);
+    if let Some(c) = growth.and_then(|g| by_name(&g.category)).filter(|c| c.is_contention()) {
+        return Some(c);
+    }
+    let last = points.iter().rev().find(|p| !p.category_us.is_empty())?;
+    last.category_us
+        .iter()
+        .filter_map(|(k, v)| Some((by_name(k)?, *v)))
+        .filter(|(c, v)| c.is_contention() && *v > 0.0)
+        .max_by(|a, b| a.1.total_cmp(&b.1))
+        .map(|x| x.0)
+}
+
+/// Each point's speedup without the contention, from the predicted gain at each N (`gains`,
+/// throughput factors of the profiled run at that N): `S'(N) = S(N) · g(N) / g(N₀)`, relative
+/// to the smallest N without the contention too (it may cost there already). Points without a
+/// speedup or a gain get none.
+pub fn predict_without(points: &mut [ScalePoint], gains: &BTreeMap<u32, crate::gain::Gain>) {
+    let Some(base) = points.iter().find(|p| p.speedup.is_some()).map(|p| p.threads) else { return };
+    let g0 = gains.get(&base).map_or(1.0, |g| g.factor);
+    if !(g0.is_finite() && g0 > 0.0) {
+        return;
+    }
+    for p in points.iter_mut() {
+        p.without = match (p.speedup, gains.get(&p.threads)) {
+            (Some(s), Some(g)) => {
+                Some(crate::gain::Gain { factor: s * g.factor / g0, low: s * g.low / g0, high: s * g.high / g0 })
+            }
+            _ => None,
+        };
+    }
 }
 
 /// Where one category's time went in a profile: its largest lock and its top Python line.
@@ -414,7 +565,7 @@ pub fn top_sites(p: &Profile) -> BTreeMap<String, Site> {
 
 /// The category whose thread time per unit of work grew most from the smallest to the largest
 /// thread count (see [`largest_growth`]).
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct Growth {
     pub category: String,
     pub from_threads: u32,
@@ -531,7 +682,7 @@ pub fn largest_growth(points: &[ScalePoint]) -> Option<Growth> {
 }
 
 /// What a scaling run measured.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct Measure {
     /// "wall_time_s", or the metric's regular expression.
     pub what: String,
@@ -540,7 +691,7 @@ pub struct Measure {
 }
 
 /// The result of `ftprof scale` (written as `results.json`).
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct ScaleResult {
     pub schema_version: u32,
     pub command: Vec<String>,
@@ -563,6 +714,9 @@ pub struct ScaleResult {
     /// The comparison with `--baseline` (see [`crate::baseline`]).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub baseline: Option<crate::baseline::Comparison>,
+    /// The contention category the points' `without` speedups remove ([`top_contention`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub without: Option<String>,
 }
 
 /// One thread count's measurements, as `analyse` takes them.
@@ -632,6 +786,7 @@ pub fn analyse(
                 category_us,
                 sites,
                 paired_speedups: Vec::new(),
+                without: None,
             }
         })
         .collect();
@@ -681,10 +836,40 @@ pub fn analyse(
             p.efficiency = p.speedup.map(|s| s / p.threads as f64);
         }
     }
-    let pts: Vec<(f64, f64)> = points.iter().filter_map(|p| Some((p.threads as f64, p.speedup?))).collect();
-    match (fit_amdahl(&pts), fit_usl(&pts)) {
-        (Ok(a), Ok(u)) => (points, Some(a), Some(u), None),
-        (Ok(a), Err(e)) => (points, Some(a), None, Some(format!("no USL fit: {e}"))),
-        (Err(e), _) => (points, None, None, Some(format!("no fit: {e}"))),
+    let (amdahl, usl, note) = fits(&points);
+    (points, amdahl, usl, note)
+}
+
+/// The fits of measured points: the oversubscribed ones left out, each model only when enough
+/// points determine it; the note says which fit is missing and why.
+pub fn fits(points: &[ScalePoint]) -> (Option<Amdahl>, Option<Usl>, Option<String>) {
+    let pts: Vec<(f64, f64)> =
+        points.iter().filter(|p| !p.oversubscribed).filter_map(|p| Some((p.threads as f64, p.speedup?))).collect();
+    let left_out: Vec<String> =
+        points.iter().filter(|p| p.oversubscribed && p.speedup.is_some()).map(|p| p.threads.to_string()).collect();
+    let mut ns: Vec<f64> = pts.iter().map(|p| p.0).collect();
+    ns.sort_by(f64::total_cmp);
+    ns.dedup();
+    // Thread counts besides the baseline (the smallest N, a speedup of 1 by definition).
+    let informative = ns.len().saturating_sub(1);
+    let determined = |model: &'static str, params: usize| {
+        if informative > params {
+            Ok(())
+        } else {
+            Err(FitError::Undetermined { model, params, needed: params + 1, got: informative })
+        }
+    };
+    let amdahl = determined("Amdahl's law", 1).and_then(|_| fit_amdahl(&pts));
+    let usl = determined("the USL", 2).and_then(|_| fit_usl(&pts));
+    let mut why = Vec::new();
+    if let Err(e) = &amdahl {
+        why.push(format!("no Amdahl fit: {e}"));
     }
+    if let Err(e) = &usl {
+        why.push(format!("no USL fit: {e}"));
+    }
+    if !why.is_empty() && !left_out.is_empty() {
+        why.push(format!("N = {} left out of the fits (more threads than CPUs)", left_out.join(", ")));
+    }
+    (amdahl.ok(), usl.ok(), (!why.is_empty()).then(|| why.join("; ")))
 }

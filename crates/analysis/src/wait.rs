@@ -340,46 +340,13 @@ pub fn classify(e: &Evidence) -> (Category, Option<LockIdentity>) {
     if yielding && !e.alone && has(n, |x| LOCK_PATH.iter().any(|b| is_named(x, b)) || x == PARK) {
         return spin(e);
     }
-    let refcount_leaf = e.leaf_prev.iter().chain(n.iter().take(4).copied()).any(|f| {
-        let x = fname(f);
-        x == "_Py_atomic_add_ssize"
-            || x == "_Py_atomic_add_uint32"
-            || x.starts_with("_Py_atomic_compare_exchange_ssize")
-    }) && e.leaf_prev.iter().chain(n.iter().take(6).copied()).any(|f| {
-        let x = fname(f);
-        x == "Py_INCREF"
-            || x == "Py_DECREF"
-            || x == "Py_XINCREF"
-            || x == "Py_XDECREF"
-            || x == "_Py_NewRef"
-            || x == "_Py_XNewRef"
-    });
-    // The refcount slow paths, when the sample is in them (not in a deallocation they started).
-    let leaf_chain = n.iter().take_while(|f| f.inlined).count() + 1;
-    let in_refcount_fn = n.iter().take(leaf_chain).any(|f| REFCOUNT_FNS.iter().any(|b| is_named(fname(f), b)));
-    // Alone in its process, a thread's atomic refcount updates contend with nobody; with other
-    // threads, only those working on the same thing at the same moment make it contention.
-    if (refcount_leaf || in_refcount_fn) && !e.alone {
-        let cat = if e.concurrent { Category::Refcount } else { Category::AtomicRefcount };
-        if let Some(o) = e.operand {
-            let id = LockIdentity {
-                address: Some(o.addr),
-                type_name: Some(o.type_name.clone()),
-                symbol: Some(o.describe()),
-            };
-            return (cat, Some(id));
-        }
-        let what = e.python.and_then(|p| {
-            p.frames.iter().find_map(|f| match f {
-                PyFrame::Code { code, instr: Some(i), .. } => describe_instr(*i, code, e.opnames),
-                _ => None,
-            })
-        });
-        let symbol = match what {
-            Some(w) => format!("shared refcount of {w}"),
-            None => "shared reference count".into(),
-        };
-        return (cat, Some(LockIdentity { address: None, type_name: None, symbol: Some(symbol) }));
+    // Spinning on the loads before the compare-and-swap of the PyMutex slow path: on a CPU in
+    // the slow path (entered only once the fast path's CAS failed), between two yields.
+    if !e.alone && in_lock_slow_path(n) {
+        return spin(e);
+    }
+    if let Some(r) = refcount(e) {
+        return r;
     }
     if has(n, |x| STW_FNS.iter().any(|b| is_named(x, b))) {
         // A pause that stops no other thread is just the collector's work.
@@ -403,6 +370,142 @@ pub fn classify(e: &Evidence) -> (Category, Option<LockIdentity>) {
     } else {
         (Category::Native, None)
     }
+}
+
+/// The functions of the refcount machinery: the inline chain of `Py_INCREF`/`Py_DECREF` and
+/// their variants, the try-incref family of the free-threaded build, and the shared-refcount
+/// slow paths (3.13–3.15). The `ob_ref_local`/`ob_ref_shared` loads and atomics are inlined
+/// into these, so a sample on any of their instructions has one of these in its chain.
+const REFCOUNT_MACHINERY: [&str; 24] = [
+    "Py_INCREF",
+    "Py_DECREF",
+    "Py_XINCREF",
+    "Py_XDECREF",
+    "_Py_NewRef",
+    "_Py_XNewRef",
+    "Py_NewRef",
+    "Py_XNewRef",
+    "Py_INCREF_MORTAL",
+    "Py_DECREF_MORTAL",
+    "_Py_INCREF_MORTAL",
+    "_Py_DECREF_MORTAL",
+    "_Py_DECREF_NO_DEALLOC",
+    "_Py_DECREF_SPECIALIZED",
+    "_Py_TryIncrefFast",
+    "_Py_TryIncRefShared",
+    "_Py_TryIncrefCompare",
+    "_Py_TryIncrefCompareStackRef",
+    "_Py_TryXGetRef",
+    "_Py_TryXGetStackRef",
+    "_Py_IncRefShared",
+    "_Py_DecRefShared",
+    "_Py_DecRefSharedDebug",
+    "_Py_IsOwnedByCurrentThread",
+];
+
+/// The try-incref family by prefix (`_Py_TryIncref`, `_Py_TryIncrefFast`, `_Py_TryIncRefShared`,
+/// `_Py_TryXGetRef`, … differ between versions).
+const TRY_INCREF_PREFIXES: [&str; 3] = ["_Py_TryIncref", "_Py_TryIncRef", "_Py_TryXGet"];
+
+/// The atomic instructions of a shared refcount update (the sampled instruction, or the one
+/// before it when the cost skids onto the next).
+fn is_refcount_atomic(x: &str) -> bool {
+    x == "_Py_atomic_add_ssize" || x == "_Py_atomic_add_uint32" || x.starts_with("_Py_atomic_compare_exchange_ssize")
+}
+
+/// The leaf's inline chain: the innermost frames up to and including the first real function.
+fn leaf_chain<'a>(n: &'a [&'a NativeFrame]) -> impl Iterator<Item = &'a NativeFrame> + 'a {
+    let len = n.iter().take_while(|f| f.inlined).count() + 1;
+    n.iter().take(len).copied()
+}
+
+/// A refcount stall: a CPU sample whose instruction (or the one before it) is inside the
+/// refcount machinery, in a process with other threads.
+///
+/// - Another thread on the same object in the same window (`e.concurrent`) and the object is
+///   known and mortal: contention ([`Category::Refcount`]), wherever in the machinery the sample
+///   landed (the header load, the ownership check, the atomic).
+/// - Otherwise only the atomic update itself is evidence: a shared refcount update with no
+///   other thread on the object ([`Category::AtomicRefcount`]), or contention when concurrent
+///   but the object is unknown. Loads and branches of an uncontended incref are ordinary work.
+/// - An immortal object's refcount is never written: when the instruction names one, the object
+///   of the stall is unknown (only the atomic update itself is then evidence).
+fn refcount(e: &Evidence) -> Option<(Category, Option<LockIdentity>)> {
+    if e.alone {
+        return None;
+    }
+    let n = &e.native;
+    let chain = || e.leaf_prev.iter().chain(leaf_chain(n));
+    let in_machinery = chain().any(|f| {
+        let x = fname(f);
+        REFCOUNT_MACHINERY.iter().any(|b| is_named(x, b)) || TRY_INCREF_PREFIXES.iter().any(|p| x.starts_with(p))
+    }) || leaf_chain(n).any(|f| REFCOUNT_FNS.iter().any(|b| is_named(fname(f), b)));
+    if !in_machinery {
+        return None;
+    }
+    let atomic = chain().any(|f| is_refcount_atomic(fname(f)))
+        || leaf_chain(n).any(|f| REFCOUNT_FNS.iter().any(|b| is_named(fname(f), b)));
+    // An immortal object's count is never written: the instruction's operand is not what the
+    // stall was on (another object of the same instruction, e.g. a method's `self`).
+    let operand = e.operand.filter(|o| !o.immortal);
+    let cat = match operand {
+        Some(_) if e.concurrent => Category::Refcount,
+        _ if !atomic => return None,
+        _ if e.concurrent => Category::Refcount,
+        _ => Category::AtomicRefcount,
+    };
+    if let Some(o) = operand {
+        let id =
+            LockIdentity { address: Some(o.addr), type_name: Some(o.type_name.clone()), symbol: Some(o.describe()) };
+        return Some((cat, Some(id)));
+    }
+    let what = e.python.and_then(|p| {
+        p.frames.iter().find_map(|f| match f {
+            PyFrame::Code { code, instr: Some(i), .. } => describe_instr(*i, code, e.opnames),
+            _ => None,
+        })
+    });
+    let symbol = match what {
+        Some(w) => format!("shared refcount of {w}"),
+        None => "shared reference count".into(),
+    };
+    Some((cat, Some(LockIdentity { address: None, type_name: None, symbol: Some(symbol) })))
+}
+
+/// The slow paths of the PyMutex, entered only after the fast path's compare-and-swap failed:
+/// the lock was held. `_PyMutex_LockTimed` counts only when a slow entry (or the inline fast
+/// path that falls into it) called it: `threading.Lock.acquire` calls it directly, and its
+/// first CAS is the uncontended fast path.
+const SLOW_ENTRIES: [&str; 5] = [
+    "_PyMutex_LockSlow",
+    "_PyCriticalSection_BeginSlow",
+    "_PyCriticalSection2_BeginSlow",
+    "_PyRawMutex_LockSlow",
+    "_PyRecursiveMutex_Lock",
+];
+const FAST_PATHS: [&str; 6] = [
+    "PyMutex_Lock",
+    "_PyMutex_Lock",
+    "PyMutex_LockFast",
+    "_PyCriticalSection_Begin",
+    "_PyCriticalSection2_Begin",
+    "PyMutex_LockFlags",
+];
+
+/// A CPU sample in the PyMutex slow path's loop (loads, CAS), outside a yield.
+fn in_lock_slow_path(n: &[&NativeFrame]) -> bool {
+    let chain: Vec<&NativeFrame> = leaf_chain(n).collect();
+    let leaf_fn = chain.last().map(|f| fname(f)).unwrap_or("");
+    if SLOW_ENTRIES.iter().any(|b| is_named(leaf_fn, b)) {
+        return true;
+    }
+    if !is_named(leaf_fn, "_PyMutex_LockTimed") {
+        return false;
+    }
+    // The callers of `_PyMutex_LockTimed`: its caller's inline chain and the real function.
+    let callers = &n[chain.len().min(n.len())..];
+    let caller_chain = callers.iter().take(callers.iter().take_while(|f| f.inlined).count() + 1);
+    caller_chain.into_iter().any(|f| SLOW_ENTRIES.iter().chain(FAST_PATHS.iter()).any(|b| is_named(fname(f), b)))
 }
 
 /// A thread yielding in the PyMutex slow path: spinning, unless it is re-taking a Condition's or
@@ -556,7 +659,7 @@ mod tests {
 
     use std::sync::Arc;
 
-    use symbolizer::python::CodeInfo;
+    use symbolizer::python::{CodeInfo, ObjectRef};
 
     use crate::fixture::{code, nf, EXT, LIBC, RUNTIME};
 
@@ -579,6 +682,10 @@ mod tests {
         syscall: Option<u64>,
         /// No other thread worked on the same object at the time.
         uncontended: bool,
+        /// The innermost `inlined` native frames are inlined into the next one.
+        inlined: usize,
+        /// The operand object `list @ 0xa0 (global `SHARED`)`: Some(immortal).
+        object: Option<bool>,
         /// Expected category and `LockIdentity::describe` of the identity (None: no identity).
         expect: (Category, Option<&'static str>),
     }
@@ -599,6 +706,8 @@ mod tests {
                 alone: false,
                 syscall: None,
                 uncontended: false,
+                inlined: 0,
+                object: None,
                 expect: (Category::Idle, None),
             }
         }
@@ -618,7 +727,19 @@ mod tests {
                 RUNTIME
             }
         };
-        let native: Vec<NativeFrame> = c.native.iter().map(|n| nf(n, module(n))).collect();
+        let native: Vec<NativeFrame> = c
+            .native
+            .iter()
+            .enumerate()
+            .map(|(i, n)| NativeFrame { inlined: i < c.inlined, ..nf(n, module(n)) })
+            .collect();
+        let operand = c.object.map(|immortal| ObjectRef {
+            addr: 0xa0,
+            type_name: "list".into(),
+            value: None,
+            reached: "global `SHARED`".into(),
+            immortal,
+        });
         let leaf_prev: Vec<NativeFrame> =
             c.leaf_prev.iter().map(|n| NativeFrame { inlined: true, ..nf(n, RUNTIME) }).collect();
         let kernel: Vec<String> = c.kernel.iter().map(|k| k.to_string()).collect();
@@ -639,7 +760,7 @@ mod tests {
             runtime_module: Some(RUNTIME),
             opnames: &[],
             syscall: c.syscall,
-            operand: None,
+            operand: operand.as_ref(),
             concurrent: !c.uncontended,
         })
     }
@@ -652,6 +773,7 @@ mod tests {
     fn cases() -> Vec<Case> {
         use Category::*;
         const PY: &[(&str, &str)] = &[("work", APP)];
+        const SHARED: &str = "list @ 0xa0 (global `SHARED`)";
         const PARKED: &[&str] = &["__futex_abstimed_wait_common", "_PyParkingLot_Park", "_PyMutex_LockTimed"];
         vec![
             // On CPU.
@@ -663,6 +785,28 @@ mod tests {
             Case { name: "refcount slow path", native: &["_Py_DecRefShared", EVAL], python: PY, expect: (Refcount, Some("shared reference count")), ..Default::default() },
             Case { name: "refcount with nobody else on the object", native: &["_Py_DecRefShared", EVAL], python: PY, uncontended: true, expect: (AtomicRefcount, Some("shared reference count")), ..Default::default() },
             Case { name: "refcount alone in the process", native: &["_Py_DecRefShared", EVAL], python: PY, alone: true, expect: (Python, None), ..Default::default() },
+            // Refcount stalls wherever the sample lands in the machinery (skid): the header load,
+            // the ownership check, the try-incref family, the atomic.
+            Case { name: "refcount contention on the ob_ref_local load of Py_INCREF", native: &["_Py_atomic_load_uint32_relaxed", "Py_INCREF", EVAL], inlined: 2, python: PY, object: Some(false), expect: (Refcount, Some(SHARED)), ..Default::default() },
+            Case { name: "refcount contention on the atomic add of Py_INCREF", native: &["_Py_atomic_add_ssize", "Py_INCREF", EVAL], inlined: 2, python: PY, object: Some(false), expect: (Refcount, Some(SHARED)), ..Default::default() },
+            Case { name: "refcount contention on the ownership check", native: &["_Py_ThreadId", "_Py_IsOwnedByCurrentThread", "Py_DECREF", EVAL], inlined: 3, python: PY, object: Some(false), expect: (Refcount, Some(SHARED)), ..Default::default() },
+            Case { name: "refcount contention on the ob_ref_shared load of _Py_TryIncrefFast", native: &["_Py_atomic_load_uint32_relaxed", "_Py_TryIncrefFast", "_Py_TryIncrefCompare", EVAL], inlined: 3, python: PY, object: Some(false), expect: (Refcount, Some(SHARED)), ..Default::default() },
+            Case { name: "refcount contention in _Py_TryIncref (3.13's type lookup)", native: &["_Py_TryIncrefFast", "_Py_TryIncref", "_PyType_LookupRef", EVAL], inlined: 2, python: PY, object: Some(false), expect: (Refcount, Some(SHARED)), ..Default::default() },
+            Case { name: "refcount contention in _Py_TryIncRefShared's CAS", native: &["_Py_atomic_compare_exchange_ssize", "_Py_TryIncRefShared", EVAL], inlined: 2, python: PY, object: Some(false), expect: (Refcount, Some(SHARED)), ..Default::default() },
+            Case { name: "refcount contention skidded past the load", native: &[EVAL], leaf_prev: &["_Py_atomic_load_ssize_relaxed", "_Py_TryIncRefShared"], python: PY, object: Some(false), expect: (Refcount, Some(SHARED)), ..Default::default() },
+            Case { name: "refcount contention in _Py_DecRefShared (a real function)", native: &["_Py_atomic_load_ssize_relaxed", "_Py_DecRefShared", EVAL], inlined: 1, python: PY, object: Some(false), expect: (Refcount, Some(SHARED)), ..Default::default() },
+            Case { name: "uncontended header load is ordinary work", native: &["_Py_atomic_load_uint32_relaxed", "Py_INCREF", EVAL], inlined: 2, python: PY, object: Some(false), uncontended: true, expect: (Python, None), ..Default::default() },
+            Case { name: "uncontended atomic add is the cost of sharing", native: &["_Py_atomic_add_ssize", "Py_INCREF", EVAL], inlined: 2, python: PY, object: Some(false), uncontended: true, expect: (AtomicRefcount, Some(SHARED)), ..Default::default() },
+            Case { name: "an immortal object's refcount is never written", native: &["_Py_atomic_load_uint32_relaxed", "Py_INCREF", EVAL], inlined: 2, python: PY, object: Some(true), expect: (Python, None), ..Default::default() },
+            Case { name: "an atomic add under an immortal operand is on another object", native: &["_Py_atomic_add_ssize", "Py_INCREF", EVAL], inlined: 2, python: PY, object: Some(true), uncontended: true, expect: (AtomicRefcount, Some("shared reference count")), ..Default::default() },
+            Case { name: "header load with the object unknown is no evidence", native: &["_Py_atomic_load_uint32_relaxed", "Py_INCREF", EVAL], inlined: 2, python: PY, expect: (Python, None), ..Default::default() },
+            Case { name: "Py_DECREF's caller frame is not the machinery", native: &["list_dealloc", "_Py_Dealloc", EVAL], inlined: 0, python: PY, object: Some(false), expect: (Python, None), ..Default::default() },
+            // Spinning: the loads and CAS of the slow path between yields, as well as the yield.
+            Case { name: "spinning on the load before the CAS", native: &["_Py_atomic_load_uint8_relaxed", "_PyMutex_LockTimed", "PyMutex_Lock", "list_append", EVAL], inlined: 1, python: PY, expect: (Spin, Some("list_append")), ..Default::default() },
+            Case { name: "spinning on the CAS of a critical section's slow path", native: &["_Py_atomic_compare_exchange_uint8", "_PyMutex_LockTimed", "_PyCriticalSection_BeginSlow", "dict_setitem", EVAL], inlined: 1, python: PY, expect: (Spin, Some("dict_setitem")), ..Default::default() },
+            Case { name: "spinning in the critical section's slow entry", native: &["_PyCriticalSection_BeginSlow", "_PyCriticalSection_Begin", "list_append", EVAL], inlined: 0, python: PY, expect: (Spin, Some("list_append")), ..Default::default() },
+            Case { name: "threading.Lock's fast path is no spin", native: &["_Py_atomic_compare_exchange_uint8", "_PyMutex_LockTimed", "lock_PyThread_acquire_lock", EVAL], inlined: 1, python: PY, expect: (Python, None), ..Default::default() },
+            Case { name: "slow path alone in the process is no spin", native: &["_Py_atomic_load_uint8_relaxed", "_PyMutex_LockTimed", "PyMutex_Lock", "list_append", EVAL], inlined: 1, python: PY, alone: true, expect: (Python, None), ..Default::default() },
             Case { name: "spinning for a PyMutex", native: &["sched_yield", "_PyMutex_LockSlow", "list_append", EVAL], libc: &["sched_yield"], python: PY, expect: (Spin, Some("list_append")), ..Default::default() },
             Case { name: "spinning seen in the kernel", native: &["_PyMutex_LockTimed", "dict_setitem", EVAL], kernel: &["__x64_sys_sched_yield"], python: PY, expect: (Spin, Some("dict_setitem")), ..Default::default() },
             Case { name: "spinning with no taker found", native: &["_Py_yield", "_PyParkingLot_Park"], expect: (Spin, Some("PyMutex")), ..Default::default() },

@@ -302,8 +302,21 @@ pub fn run(opts: &ScaleOptions) -> Result<i32> {
         bail!("every run failed; the first: {}", failures.first().map(String::as_str).unwrap_or("?"));
     }
     let higher_is_better = opts.higher_is_better && re.is_some();
-    let (points, amdahl, usl, fit_note) = analyse(raw, opts.weak, higher_is_better, cpus);
+    let (mut points, amdahl, usl, fit_note) = analyse(raw, opts.weak, higher_is_better, cpus);
     let growth = largest_growth(&points);
+    // The curve without the top contention: its predicted gain in each profiled run.
+    let without = analysis::scaling::top_contention(&points, growth.as_ref());
+    if let Some(c) = without {
+        let gains: BTreeMap<u32, analysis::gain::Gain> = first_profiles
+            .iter()
+            .map(|(&n, p)| {
+                let g = analysis::gain::gain(p, &analysis::gain::Target::Category(c), Some(cpus as usize));
+                // No sample of it at that N: nothing to remove there.
+                (n, g.unwrap_or(analysis::gain::Gain { factor: 1.0, low: 1.0, high: 1.0 }))
+            })
+            .collect();
+        analysis::scaling::predict_without(&mut points, &gains);
+    }
     let comparison = baseline_file.as_ref().map(|(path, b)| {
         let now: Vec<PointView> = points.iter().map(PointView::from).collect();
         baseline::compare(&now, &b.points, higher_is_better, opts.tolerance, &path.display().to_string())
@@ -324,6 +337,7 @@ pub fn run(opts: &ScaleOptions) -> Result<i32> {
         fit_note,
         growth,
         baseline: comparison,
+        without: without.map(|c| c.name().to_string()),
     };
 
     // Outputs.
@@ -486,7 +500,7 @@ pub fn table(r: &ScaleResult) -> String {
             u.kappa,
             match u.peak_threads {
                 Some(n) => format!("throughput peaks at N ≈ {n:.1}"),
-                None => "no peak (κ ≤ 0)".into(),
+                None => "no peak (κ = 0)".into(),
             }
         );
     }
@@ -499,6 +513,22 @@ pub fn table(r: &ScaleResult) -> String {
     }
     if let Some(n) = &r.fit_note {
         o += &format!("{n}\n");
+    }
+    if let Some(c) = &r.without {
+        let at: Vec<String> = r
+            .points
+            .iter()
+            .filter_map(|p| {
+                let w = p.without?;
+                Some(format!(
+                    "N = {}: {:.2} [{:.2}, {:.2}] (measured {:.2})",
+                    p.threads, w.factor, w.low, w.high, p.speedup?
+                ))
+            })
+            .collect();
+        if !at.is_empty() {
+            o += &format!("predicted speedup without {c} (see README, Predicted gain): {}\n", at.join(", "));
+        }
     }
     if let Some(g) = &r.growth {
         o += &format!(

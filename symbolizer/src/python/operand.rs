@@ -53,6 +53,8 @@ pub struct ObjectRef {
     /// How the instruction reached it: ``global `SHARED` ``, ``constant of `worker` ``,
     /// ``local `x` ``, ``builtin `len` ``, ``closure variable `c` ``.
     pub reached: String,
+    /// Its reference count is immortal (never written: no refcount stall on it).
+    pub immortal: bool,
 }
 
 impl ObjectRef {
@@ -109,7 +111,8 @@ impl OperandReader {
             self.value_of(p, tid, &code, code_addr, &opname, arg)?
         };
         let (type_name, value) = self.render(p, obj)?;
-        Some(ObjectRef { addr: obj, type_name, value, reached })
+        let immortal = is_immortal(p, obj);
+        Some(ObjectRef { addr: obj, type_name, value, reached, immortal })
     }
 
     /// The value an instruction that names its object (`opname` with `arg`) loads or stores.
@@ -303,6 +306,23 @@ impl OperandReader {
     }
 }
 
+/// `ob_ref_local` of the free-threaded object header, relative to `ob_type`: the header is
+/// `ob_tid` (8), padding (2), `ob_mutex` (1), `ob_gc_bits` (1), `ob_ref_local` (4),
+/// `ob_ref_shared` (8), `ob_type` (`Include/object.h`, 3.13–3.15 with `Py_GIL_DISABLED`).
+const OB_REF_LOCAL_BEFORE_OB_TYPE: u64 = 12;
+/// `_Py_IMMORTAL_REFCNT_LOCAL`: the local count of an immortal object (3.13–3.15).
+const IMMORTAL_REFCNT_LOCAL: u32 = u32::MAX;
+
+/// Whether a free-threaded object is immortal (its local count is `_Py_IMMORTAL_REFCNT_LOCAL`).
+pub(crate) fn is_immortal(p: &PyProcess, obj: u64) -> bool {
+    if !p.offsets.free_threaded || p.offsets.ob_type < OB_REF_LOCAL_BEFORE_OB_TYPE {
+        return false;
+    }
+    let at = obj.wrapping_add(p.offsets.ob_type - OB_REF_LOCAL_BEFORE_OB_TYPE);
+    let mut b = [0u8; 4];
+    p.mem.read(at, &mut b).is_ok() && u32::from_le_bytes(b) == IMMORTAL_REFCNT_LOCAL
+}
+
 /// A short, safe rendering of values that have one.
 fn render_value(p: &PyProcess, obj: u64, type_name: &str) -> Option<String> {
     match type_name {
@@ -376,9 +396,16 @@ mod tests {
             type_name: "str".into(),
             value: Some("'a string'".into()),
             reached: "constant of `worker`".into(),
+            immortal: false,
         };
         assert_eq!(s.describe(), "str 'a string' (constant of `worker`)");
-        let l = ObjectRef { addr: 0x7f00, type_name: "list".into(), value: None, reached: "global `SHARED`".into() };
+        let l = ObjectRef {
+            addr: 0x7f00,
+            type_name: "list".into(),
+            value: None,
+            reached: "global `SHARED`".into(),
+            immortal: false,
+        };
         assert_eq!(l.describe(), "list @ 0x7f00 (global `SHARED`)");
     }
 }

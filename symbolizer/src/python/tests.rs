@@ -473,6 +473,27 @@ fn frame_walk_code_objects_and_lines_per_version() {
     }
 }
 
+/// Immortal objects (local count `_Py_IMMORTAL_REFCNT_LOCAL`) are told apart from mortal ones in
+/// every free-threaded layout: their refcount is never written, so no stall is blamed on them.
+#[test]
+fn immortal_objects_are_recognised_in_free_threaded_builds() {
+    for (version, ft, fields, values) in VERSIONS {
+        let name = label(version, ft);
+        let mut img = Image::new(version, ft, fields, values);
+        let ty = img.type_object("str");
+        let (mortal, immortal) = (img.object(ty, 16), img.object(ty, 16));
+        let ob_ref_local = img.v("pyobject.ob_type").saturating_sub(12);
+        if ft {
+            img.mem.write(mortal + ob_ref_local, &3u32.to_le_bytes());
+            img.mem.write(immortal + ob_ref_local, &u32::MAX.to_le_bytes());
+        }
+        let p = img.process();
+        assert!(!super::operand::is_immortal(&p, mortal), "{name}");
+        // Default builds: no shared refcounts, nothing read.
+        assert_eq!(super::operand::is_immortal(&p, immortal), ft, "{name}");
+    }
+}
+
 #[test]
 fn thread_local_bytecode_copies_are_followed_in_free_threaded_314_and_315() {
     for (version, ft, fields, values) in VERSIONS.into_iter().filter(|v| v.1 && v.0 >= 0x030e0000) {
