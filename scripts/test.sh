@@ -20,6 +20,9 @@ if ! command -v tmux >/dev/null; then
     else sudo apt-get update -qq && sudo apt-get install -y -qq tmux >&2; fi
 fi
 echo "test.sh: using $FTPROF_PYTHON, $FTPROF_PYTHON_GIL, python3.14 and python3.15 in $FTPROF_PYTHON_314_ROOT" >&2
+# Formatting and lints first: they fail fast and need no interpreter.
+cargo fmt --all -- --check
+cargo clippy --workspace --all-targets -- -D warnings
 cargo build --workspace --all-targets
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT

@@ -46,20 +46,34 @@ fn svg_text(path: &Path) -> String {
 #[test]
 fn embarrassingly_parallel_workload_scales() {
     let wl = workload("scale_parallel.py").to_string_lossy().into_owned();
-    // Three runs of ~1 s per point: single short runs vary by ±20 % on a busy 2-core machine.
-    let (out, dir) =
-        scale(&["--threads", "1,2", "--repeat", "3", "--fail-under", "0.65"], &[&py(), &wl, "{n}", "15000000"]);
+    let (out, dir) = scale(&["--threads", "1,2", "--repeat", "3"], &[&py(), &wl, "{n}", "15000000"]);
     assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
     let r = results(&dir);
     assert_eq!(r["scaling"], "strong");
     let (p1, p2) = (point(&r, 1), point(&r, 2));
+    // The wall-clock efficiency depends on how many CPUs other work leaves free (0.58 to 0.92 at
+    // N = 2 on a 2-core machine, depending on its load), so it is not asserted. What holds on any
+    // machine: the threads share nothing, so no time goes to contention at either N ...
+    const CONTENTION: [&str; 8] =
+        ["refcount", "atomic_refcount", "spin", "critical_section", "lock", "pymutex", "stop_the_world", "gil"];
+    for p in [&p1, &p2] {
+        let c: f64 = CONTENTION.iter().map(|k| p["categories"][k].as_f64().unwrap_or(0.0)).sum();
+        assert!(c < 0.05, "contention share {:.1} % at N = {}: {}", c * 100.0, p["threads"], p["categories"]);
+    }
+    // ... and one unit of work costs as much CPU time at N = 2 as at N = 1 (a busy machine
+    // delays the threads — runqueue time — but does not make the work itself bigger). Margin:
+    // CPU frequency and cache effects of a second running thread, measured within ±15 %.
+    let cpu =
+        |p: &Value| ["python", "native", "gc"].iter().map(|k| p["per_work_us"][k].as_f64().unwrap_or(0.0)).sum::<f64>();
+    let ratio = cpu(&p2) / cpu(&p1);
+    assert!(
+        (0.7..=1.4).contains(&ratio),
+        "CPU time per unit of work at N = 2 vs N = 1: {ratio:.2} ({:.0} µs vs {:.0} µs)",
+        cpu(&p2),
+        cpu(&p1)
+    );
     let eff = p2["efficiency"].as_f64().unwrap();
-    // On 2 cores shared with ftprof's own threads and with other work, N = 2 does not reach the
-    // ideal: measured 0.75–0.92 here (0.755 once with the spreads of that run at 0.05 and 0.03,
-    // so a bound derived from the spread alone was not enough). 0.70 still separates it clearly
-    // from a workload serialised on one lock (≤ 0.6, see below).
-    let (s1, s2) = (p1["spread"].as_f64().unwrap(), p2["spread"].as_f64().unwrap());
-    assert!(eff >= 0.70, "efficiency {eff} at N = 2, below 0.70 (spreads {s1:.2} at N = 1, {s2:.2} at N = 2)");
+    assert!(eff > 0.0 && eff <= 1.2, "efficiency {eff}");
     let table = String::from_utf8_lossy(&out.stdout);
     assert!(table.contains("speedup") && table.contains("efficiency"), "{table}");
 }
