@@ -1,6 +1,6 @@
 //! End-to-end tests of bounded-cost collection: many threads and high switch rates (launched and
 //! attached) lose no records and keep every thread; the sampled off-CPU view agrees with the
-//! exhaustive reference mode; machine load does not show up as contention.
+//! exact reference mode (`--exact-waits`); machine load does not show up as contention.
 //! (Speed and memory goals are measured by benches/bounded_cost.py, not here.)
 
 mod common;
@@ -111,17 +111,17 @@ fn many_threads_attached_lose_nothing_and_keep_every_thread() {
     assert!(target.wait().unwrap().success(), "the target keeps running after ftprof detaches");
 }
 
-/// The default (sampled) off-CPU view and the exhaustive reference (a stack at every
+/// The default (sampled) off-CPU view and the exact reference (a stack at every
 /// switch-out) agree on the lock's share and the waiting line of an 8-thread lock hand-off.
 #[test]
-fn sampled_waits_agree_with_the_exhaustive_reference() {
+fn sampled_waits_agree_with_the_exact_reference() {
     let (sampled, _) = record_contention(&[], "handoff", 8, "3");
     let (exact, _) = record_contention(&["--exact-waits"], "handoff", 8, "3");
-    assert_eq!(exact.0["summary"]["wait_mode"], "exhaustive");
+    assert_eq!(exact.0["summary"]["wait_mode"], "exact");
     // (runqueue is not compared: a stack at every switch-out slows the target's scheduling
-    // down, which the exhaustive run's own runqueue share shows.)
+    // down, which the exact run's own runqueue share shows.)
     let (a, b) = (category_share(&sampled, "lock"), category_share(&exact, "lock"));
-    assert!((a - b).abs() <= 0.05, "lock: sampled {:.1} % vs exhaustive {:.1} %", a * 100.0, b * 100.0);
+    assert!((a - b).abs() <= 0.05, "lock: sampled {:.1} % vs exact {:.1} %", a * 100.0, b * 100.0);
     let top = |p: &Profile| p.0["top_lines"][0]["line"].as_str().unwrap().to_string();
     assert_eq!(top(&sampled), top(&exact));
     assert!(top(&sampled).starts_with("handoff (contention.py:"), "{}", top(&sampled));

@@ -349,10 +349,10 @@ impl PidFilter {
 }
 
 /// The rings for `pid`: CPU-wide with a filter when allowed and nothing needs per-task events
-/// (the exhaustive switch-out sampling does), else per-task (launch: inherited from `pid`;
+/// (sampling every switch-out does), else per-task (launch: inherited from `pid`;
 /// attach: `None` — the caller opens per-thread events).
 fn open_rings(pid: i32, cfg: &SamplingConfig, launch: bool) -> Result<(Vec<Ring>, Option<PidFilter>), PerfError> {
-    if !cfg.off_cpu && std::env::var_os("FTPROF_PER_TASK_EVENTS").is_none() {
+    if !cfg.switch_samples && std::env::var_os("FTPROF_PER_TASK_EVENTS").is_none() {
         match perf::open_cpu_wide_rings(cfg) {
             Ok(rings) => {
                 let pids = [pid as u32].into_iter().collect();
