@@ -79,7 +79,7 @@ fn embarrassingly_parallel_workload_scales() {
 }
 
 #[test]
-fn workload_serialised_on_one_lock_does_not_scale_and_lock_grows() {
+fn workload_serialised_on_one_lock_gate_agrees_and_charts_are_written() {
     let wl = workload("scale_serialized.py").to_string_lossy().into_owned();
     let (out, dir) = scale(&["--threads", "1,2", "--fail-under", "0.7"], &[&py(), &wl, "{n}"]);
     let stderr = String::from_utf8_lossy(&out.stderr);
