@@ -23,9 +23,7 @@ fn thread_categories(p: &Profile, tid: u64) -> HashMap<String, f64> {
     let mut m = HashMap::new();
     for s in p.0["stacks"].as_array().unwrap() {
         if s["thread"].as_u64() == Some(tid) {
-            // CPU time only: how long the threads also waited for a CPU depends on the machine's
-            // load, not on the program.
-            let t = s["samples"].as_f64().unwrap() * period_us;
+            let t = s["samples"].as_f64().unwrap() * period_us + s["wait_us"].as_f64().unwrap();
             *m.entry(s["category"].as_str().unwrap().to_string()).or_insert(0.0) += t;
         }
     }
