@@ -28,6 +28,9 @@ for tool in setcap:libcap2-bin useradd:passwd setpriv:util-linux script:bsdutils
     fi
 done
 echo "test.sh: using $FTPROF_PYTHON, $FTPROF_PYTHON_GIL, python3.14 and python3.15 in $FTPROF_PYTHON_314_ROOT" >&2
+# Formatting and lints first: they fail fast and need no interpreter.
+cargo fmt --all -- --check
+cargo clippy --workspace --all-targets -- -D warnings
 cargo build --workspace --all-targets
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT

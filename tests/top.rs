@@ -203,17 +203,37 @@ fn launched_view_ends_with_the_target_and_on_ctrl_c() {
     assert!(!std::path::Path::new(&format!("/proc/{pid}")).exists(), "the launched target {pid} still runs");
 }
 
-/// Processes whose command line contains `needle`.
-fn pids_with(needle: &str) -> Vec<u32> {
-    std::fs::read_dir("/proc")
-        .unwrap()
-        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
-        .filter(|pid| {
-            std::fs::read(format!("/proc/{pid}/cmdline"))
-                .map(|c| String::from_utf8_lossy(&c).replace('\0', " ").contains(needle))
-                .unwrap_or(false)
-        })
-        .collect()
+/// The child processes of `pid` and theirs, recursively (`/proc/PID/task/*/children`).
+fn descendants(pid: u32) -> Vec<u32> {
+    let mut out = Vec::new();
+    let mut todo = vec![pid];
+    while let Some(p) = todo.pop() {
+        let Ok(tasks) = std::fs::read_dir(format!("/proc/{p}/task")) else { continue };
+        for t in tasks.filter_map(|e| e.ok()) {
+            let children = std::fs::read_to_string(t.path().join("children")).unwrap_or_default();
+            for c in children.split_whitespace().filter_map(|c| c.parse::<u32>().ok()) {
+                out.push(c);
+                todo.push(c);
+            }
+        }
+    }
+    out
+}
+
+/// Whether process `pid` still exists (and is not a zombie).
+fn alive(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .is_ok_and(|s| s.rsplit_once(')').and_then(|(_, r)| r.split_whitespace().next()) != Some("Z"))
+}
+
+/// The `ftprof top` process started by [`start_top`] in `tmux`'s pane (the shell's child).
+fn top_pid(tmux: &Tmux) -> u32 {
+    let shell: u32 = tmux.run(&["display-message", "-p", "-t", "top", "#{pane_pid}"]).trim().parse().unwrap();
+    let children = descendants(shell);
+    *children
+        .iter()
+        .find(|p| std::fs::read(format!("/proc/{p}/cmdline")).is_ok_and(|c| c.split(|&b| b == 0).any(|a| a == b"top")))
+        .unwrap_or_else(|| panic!("no ftprof top among the pane's processes {children:?}"))
 }
 
 #[test]
@@ -223,13 +243,12 @@ fn a_closed_terminal_ends_the_view_and_detaches() {
     let mut bg = Background::start(&python(), "top_lock.py", &[]);
     bg.wait_for("ready");
     let tmux = Tmux::new(140, 40);
-    let needle = format!("top --pid {}", bg.pid());
     start_top(&tmux, &format!("--pid {}", bg.pid()));
     tmux.wait_for("first frame", Duration::from_secs(60), |s| s.contains(HEADER));
-    assert_eq!(pids_with(&needle).len(), 1, "ftprof top is not running");
+    let top = top_pid(&tmux);
     let _ = tmux.cmd().arg("kill-server").output();
     let t0 = Instant::now();
-    while !pids_with(&needle).is_empty() {
+    while alive(top) {
         assert!(t0.elapsed() < Duration::from_secs(10), "ftprof top still runs 10 s after its terminal closed");
         std::thread::sleep(Duration::from_millis(100));
     }
@@ -250,12 +269,15 @@ fn subprocesses_show_the_workers_hot_function() {
         s.contains(HEADER) && s.lines().any(|l| l.contains("hot (process_pool.py)"))
     });
     eprintln!("{screen}");
+    // The launched program and its workers (ftprof top's descendants).
+    let launched = descendants(top_pid(&tmux));
+    assert!(launched.len() >= 3, "the pool's parent and 2 workers: {launched:?}");
     tmux.key("q");
     let (after, _) = tmux.wait_for("the shell after q", Duration::from_secs(30), |s| top_exit(s).is_some());
     assert_eq!(top_exit(&after), Some(0), "{after}");
     // Quitting stops the launched program with its worker processes (no orphans left running).
     let t0 = Instant::now();
-    while !pids_with("process_pool.py spawn --rounds=400").is_empty() || !pids_with("tracker_fd=").is_empty() {
+    while launched.iter().any(|&p| alive(p)) {
         assert!(t0.elapsed() < Duration::from_secs(15), "the pool or its workers still run after q");
         std::thread::sleep(Duration::from_millis(200));
     }

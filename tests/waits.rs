@@ -133,7 +133,7 @@ fn top_locks_list_the_dict_and_the_lock_with_their_types() {
     );
 }
 
-/// Share of all thread time spent in `cats` with `line` as the innermost Python frame.
+/// Share of the threads' CPU time spent in `cats` with `line` as the innermost Python frame.
 fn share_at_line(p: &Profile, cats: &[&str], line: &str) -> f64 {
     let period_us = 1e6 / p.summary("rate_hz");
     let frames = p.0["frames"].as_array().unwrap();
@@ -147,7 +147,9 @@ fn share_at_line(p: &Profile, cats: &[&str], line: &str) -> f64 {
     let mut at = 0.0;
     let mut total = 0.0;
     for s in p.0["stacks"].as_array().unwrap() {
-        let t = s["samples"].as_f64().unwrap() * period_us + s["wait_us"].as_f64().unwrap();
+        // CPU time only: how long the threads also waited for a CPU depends on the machine's
+        // load, not on the program.
+        let t = s["samples"].as_f64().unwrap() * period_us;
         total += t;
         let innermost = s["frames"].as_array().unwrap().iter().rev().find_map(label);
         if cats.contains(&s["category"].as_str().unwrap()) && innermost.as_deref() == Some(line) {

@@ -366,7 +366,8 @@ pub fn summary_text(p: &Profile) -> String {
             o += "
 ";
         }
-        "exhaustive" => {
+        // "exhaustive": the same mode, as earlier versions of ftprof named it.
+        "exact" | "exhaustive" => {
             o += &format!(
                 "  off-CPU: {} intervals, each with its stack (--exact-waits)
 ",

@@ -5,7 +5,7 @@
 //! existing pid, opens `perf_event_open` sessions (cpu-clock sampling with user registers and a
 //! user-stack copy: one CPU-wide event per CPU filtered to the target's processes when permitted,
 //! else per-task events inherited by every thread the target creates; with
-//! [`SamplingConfig::off_cpu`], also a sample at every switch-out), and drains the ring buffers
+//! [`SamplingConfig::switch_samples`], also a sample at every switch-out), and drains the ring buffers
 //! continuously. [`threads`] reads what a blocked thread is doing, and its scheduler accounting,
 //! from `/proc` without stopping it.
 //!

@@ -26,7 +26,7 @@ pub struct SamplingConfig {
     /// a stack copy, and record every switch-in/out (`PERF_RECORD_SWITCH`), waking the reader
     /// at each sample. Exact off-CPU attribution, at a cost that grows with the switch rate.
     /// Needs kernel sampling.
-    pub off_cpu: bool,
+    pub switch_samples: bool,
     /// Also follow the target's child processes: when attaching, the processes it already
     /// started (and theirs) are followed from the start; new ones are followed as they are
     /// forked (CPU-wide events; inherited per-task events follow them anyway).
@@ -40,7 +40,7 @@ impl Default for SamplingConfig {
             stack_bytes: 16 * 1024,
             ring_pages: 1024,
             wake_every_sample: true,
-            off_cpu: false,
+            switch_samples: false,
             follow_children: false,
         }
     }
@@ -344,7 +344,7 @@ pub fn open_process_rings(pid: i32, cfg: &SamplingConfig, enable_on_exec: bool) 
             }
             r => rings.push(r?),
         }
-        if cfg.off_cpu && !user_only {
+        if cfg.switch_samples && !user_only {
             let mut attr = switch_attr(cfg, enable_on_exec);
             rings.push(Ring::open(&mut attr, pid, cpu as i32, cfg.ring_pages, SampleSource::SwitchOut)?);
         }
@@ -387,7 +387,7 @@ impl ThreadEvents {
                 done.insert(tid);
                 for cpu in online_cpus() {
                     for switch in [false, true] {
-                        if switch && (!cfg.off_cpu || user_only) {
+                        if switch && (!cfg.switch_samples || user_only) {
                             continue;
                         }
                         let mut attr = if switch { switch_attr(cfg, false) } else { cpu_clock_attr(cfg, false) };

@@ -1,5 +1,6 @@
 """Two threads hammer one shared dict (copying it holds its critical section for a while), then
-one threading.Lock (held for a little work). Prints `dict 0x…` and `lock 0x…`."""
+one threading.Lock (held for a little work), each for DURATION/2 s of its own CPU time (a busy
+machine stretches the run, not the work). Prints `dict 0x…` and `lock 0x…`."""
 import sys
 import threading
 import time
@@ -9,17 +10,20 @@ shared = {i: i for i in range(20000)}
 lock = threading.Lock()
 print(f"dict {hex(id(shared))}\n", end="", flush=True)
 print(f"lock {hex(id(lock))}\n", end="", flush=True)
-start = time.monotonic()
-half = start + DURATION / 2
-stop = start + DURATION
+# Both threads have started before either works.
+ready = threading.Barrier(2)
 
 
 def worker(k):
+    ready.wait()
+    start = time.thread_time()
+    half = start + DURATION / 2
+    stop = start + DURATION
     n = 0
-    while time.monotonic() < half:
+    while time.thread_time() < half:
         snapshot = shared.copy()  # DICT-LINE: holds the dict's critical section
         shared[k] = len(snapshot)
-    while time.monotonic() < stop:
+    while time.thread_time() < stop:
         with lock:  # LOCK-LINE
             n += sum(range(30000))
 

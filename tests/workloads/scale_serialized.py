@@ -8,9 +8,12 @@ N = int(sys.argv[1]) if len(sys.argv) > 1 else int(os.environ.get("FTPROF_THREAD
 TOTAL = int(sys.argv[2]) if len(sys.argv) > 2 else 6_000_000
 CHUNK = 20_000
 lock = threading.Lock()
+# Every thread has started before any works: each finds the lock held by another.
+start = threading.Barrier(N)
 
 
 def work(count):
+    start.wait()
     total = 0
     for _ in range(count // CHUNK):
         with lock:

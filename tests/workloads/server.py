@@ -1,11 +1,21 @@
 """A long-running process for attach tests: a thread burns CPU in `hot_loop`, another sleeps in a
-loop; exits with status 0 after SECONDS (default 8). Prints `ready` and each thread's TID."""
+loop; exits with status 0 after SECONDS (default 8), or at once on SIGUSR1. Prints `ready` and
+each thread's TID."""
+import signal
 import sys
 import threading
 import time
 
 SECONDS = float(sys.argv[1]) if len(sys.argv) > 1 else 8.0
 stop = time.monotonic() + SECONDS
+
+
+def finish_now(*_):
+    global stop
+    stop = 0
+
+
+signal.signal(signal.SIGUSR1, finish_now)
 
 
 def hot_loop():

@@ -69,7 +69,7 @@ pub enum EntryKind {
     Cpu,
     /// Observed blocked intervals.
     Blocked,
-    /// Observed preempted intervals (exhaustive mode: a yield in a spin loop is told apart).
+    /// Observed preempted intervals (exact mode: a yield in a spin loop is told apart).
     Preempted,
     /// Preempted intervals without a stack: exact runqueue time.
     Runqueue,
@@ -150,7 +150,7 @@ struct ThreadTimes {
 enum Timed {
     Switch { pid: u32, tid: u32, out: bool, preempted: bool },
     Exit { tid: u32 },
-    Observe { tid: u32, key: u32, exhaustive: bool, gap_ns: u64 },
+    Observe { tid: u32, key: u32, exact: bool, gap_ns: u64 },
     Lost,
 }
 
@@ -427,8 +427,8 @@ impl Collector {
     }
 
     /// Queue an observation (see [`Collector::observe`]).
-    pub fn push_observe(&mut self, tid: u32, time: u64, key: u32, exhaustive: bool, gap_ns: u64) {
-        self.push(time, Timed::Observe { tid, key, exhaustive, gap_ns });
+    pub fn push_observe(&mut self, tid: u32, time: u64, key: u32, exact: bool, gap_ns: u64) {
+        self.push(time, Timed::Observe { tid, key, exact, gap_ns });
     }
 
     /// Queue a thread exit.
@@ -459,7 +459,7 @@ impl Collector {
             match ev {
                 Timed::Switch { pid, tid, out, preempted } => self.switch(pid, tid, time, out, preempted),
                 Timed::Exit { tid } => self.exit(tid, time),
-                Timed::Observe { tid, key, exhaustive, gap_ns } => self.observe(tid, time, key, exhaustive, gap_ns),
+                Timed::Observe { tid, key, exact, gap_ns } => self.observe(tid, time, key, exact, gap_ns),
                 Timed::Lost => self.lost_switches(),
             }
         }
@@ -500,10 +500,10 @@ impl Collector {
         self.absorb();
     }
 
-    /// An observation of a thread off CPU: `exhaustive` for a sample at the switch-out itself,
+    /// An observation of a thread off CPU: `exact` for a sample at the switch-out itself,
     /// else a tick's snapshot with `gap_ns` since the previous tick.
-    pub fn observe(&mut self, tid: u32, time: u64, key: u32, exhaustive: bool, gap_ns: u64) {
-        self.tracker.observe(tid, Observed { time, payload: key, exhaustive, gap_ns });
+    pub fn observe(&mut self, tid: u32, time: u64, key: u32, exact: bool, gap_ns: u64) {
+        self.tracker.observe(tid, Observed { time, payload: key, exact, gap_ns });
     }
 
     /// Sampled mode: thread `tid` was seen blocked by a tick that stands for `gap_ns`;

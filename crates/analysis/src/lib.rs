@@ -1,4 +1,4 @@
-//! # analysis — the engine and the decisions
+//! # analysis — the collector and the decisions (the engine, `crates/engine`, drives them)
 //!
 //! Job, while recording: [`collect`] reduces each drained sample (unwound native addresses, the
 //! Python stack read from the target) to an interned [`collect::SampleKey`] with a count, and

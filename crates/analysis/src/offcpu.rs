@@ -5,7 +5,7 @@
 //! whether it was preempted (still runnable) or blocked are exact. What the thread was blocked
 //! *on* comes from observations, which are either
 //!
-//! * **exhaustive**: a sample taken at every switch-out (`--exact-waits`); it arrives just before
+//! * **exact**: a sample taken at every switch-out (`--exact-waits`); it arrives just before
 //!   or just after its switch-out record and belongs to the interval that record starts; or
 //! * **sampled**: a snapshot of a blocked thread taken at a periodic tick (wall-clock sampling).
 //!   A tick sees an interval of length `d` with probability `min(1, d / gap)` (`gap` = time since
@@ -22,7 +22,7 @@
 
 use std::collections::HashMap;
 
-/// An exhaustive observation and its switch-out record are emitted by the same scheduler call:
+/// An exact observation and its switch-out record are emitted by the same scheduler call:
 /// they pair when they are at most this far apart.
 pub const PAIR_WINDOW_NS: u64 = 50_000;
 
@@ -43,7 +43,7 @@ pub struct Observed<P> {
     pub time: u64,
     pub payload: P,
     /// Taken at the switch-out itself (every interval gets one) rather than by a periodic tick.
-    pub exhaustive: bool,
+    pub exact: bool,
     /// Sampled observations: time since the previous tick (the sampling interval it stands for).
     pub gap_ns: u64,
 }
@@ -88,7 +88,7 @@ impl<P> Interval<P> {
     pub fn weight(&self) -> Weight {
         let d = self.duration_ns();
         match &self.observed {
-            Some(o) if !o.exhaustive && o.gap_ns > d => {
+            Some(o) if !o.exact && o.gap_ns > d => {
                 Weight { time_ns: o.gap_ns as f64, count: o.gap_ns as f64 / d.max(1) as f64 }
             }
             _ => Weight { time_ns: d as f64, count: 1.0 },
@@ -111,7 +111,7 @@ pub struct TrackerStats {
 struct Track<P> {
     state: ThreadState,
     observed: Option<Observed<P>>,
-    /// An exhaustive observation that arrived before its switch-out record.
+    /// An exact observation that arrived before its switch-out record.
     early: Option<Observed<P>>,
 }
 
@@ -196,8 +196,8 @@ impl<P> OffCpuTracker<P> {
                     t.observed = Some(obs);
                 }
             }
-            // An exhaustive observation can precede its switch-out record.
-            ThreadState::On { .. } | ThreadState::Unknown if obs.exhaustive => {
+            // An exact observation can precede its switch-out record.
+            ThreadState::On { .. } | ThreadState::Unknown if obs.exact => {
                 if t.early.replace(obs).is_some() {
                     self.stats.unmatched_observations += 1;
                 }
@@ -270,7 +270,7 @@ impl<P> OffCpuTracker<P> {
 #[cfg(test)]
 mod tests {
     //! Timelines: one character per microsecond. `=` running, `_` blocked, `-` preempted
-    //! (runnable), `*` blocked and observed by a tick at that moment, `x` exit. An exhaustive
+    //! (runnable), `*` blocked and observed by a tick at that moment, `x` exit. An exact
     //! observation is given separately as a time.
 
     use super::*;
@@ -321,9 +321,7 @@ mod tests {
             match e {
                 Ev::Out(t, p) => tr.switch_out(1, t, p),
                 Ev::In(t) => tr.switch_in(1, t),
-                Ev::Obs(t, p) => {
-                    tr.observe(1, Observed { time: t, payload: p, exhaustive: false, gap_ns: gap_us * US })
-                }
+                Ev::Obs(t, p) => tr.observe(1, Observed { time: t, payload: p, exact: false, gap_ns: gap_us * US }),
                 Ev::Exit(t) => tr.exit(1, t),
             }
         }
@@ -383,7 +381,7 @@ mod tests {
     fn observation_while_running_is_not_attached() {
         let mut tr: OffCpuTracker<&str> = OffCpuTracker::new();
         tr.switch_in(1, 0);
-        tr.observe(1, Observed { time: 5, payload: "late", exhaustive: false, gap_ns: 10 });
+        tr.observe(1, Observed { time: 5, payload: "late", exact: false, gap_ns: 10 });
         tr.switch_out(1, 10, false);
         tr.switch_in(1, 20);
         let iv = tr.take_intervals();
@@ -392,9 +390,9 @@ mod tests {
     }
 
     #[test]
-    fn exhaustive_sample_before_or_after_its_switch_record() {
+    fn exact_sample_before_or_after_its_switch_record() {
         let mut tr = OffCpuTracker::new();
-        let obs = |t, p| Observed { time: t, payload: p, exhaustive: true, gap_ns: 0 };
+        let obs = |t, p| Observed { time: t, payload: p, exact: true, gap_ns: 0 };
         tr.switch_in(7, 0);
         // Sample first, record 300 ns later.
         tr.observe(7, obs(1_000, "before"));
@@ -413,10 +411,10 @@ mod tests {
     }
 
     #[test]
-    fn exhaustive_sample_too_far_from_the_record_is_not_paired() {
+    fn exact_sample_too_far_from_the_record_is_not_paired() {
         let mut tr = OffCpuTracker::new();
         tr.switch_in(7, 0);
-        tr.observe(7, Observed { time: 1_000, payload: "stale", exhaustive: true, gap_ns: 0 });
+        tr.observe(7, Observed { time: 1_000, payload: "stale", exact: true, gap_ns: 0 });
         tr.switch_out(7, 1_000 + PAIR_WINDOW_NS + 1, false);
         tr.switch_in(7, 200_000);
         let iv = tr.take_intervals();
@@ -463,7 +461,7 @@ mod tests {
     fn assumed_blocked_thread_closes_at_its_first_switch_in() {
         let mut tr: OffCpuTracker<&str> = OffCpuTracker::new();
         tr.assume_blocked(4, 100);
-        tr.observe(4, Observed { time: 100, payload: "attach snapshot", exhaustive: true, gap_ns: 0 });
+        tr.observe(4, Observed { time: 100, payload: "attach snapshot", exact: true, gap_ns: 0 });
         tr.switch_in(4, 900);
         let iv = tr.take_intervals();
         assert_eq!((iv[0].start, iv[0].end), (100, 900));
@@ -496,7 +494,7 @@ mod tests {
                 next_tick += gap;
             }
             if next_tick < t + d {
-                tr.observe(1, Observed { time: next_tick, payload: 0, exhaustive: false, gap_ns: gap });
+                tr.observe(1, Observed { time: next_tick, payload: 0, exact: false, gap_ns: gap });
             }
             t += d;
             truth += d;

@@ -277,12 +277,12 @@ pub struct Summary {
     /// Off-CPU intervals (switch-outs), from the switch records (exact unless records were lost).
     pub switch_outs: u64,
     /// How off-CPU stacks were taken: `sampled` (blocked threads snapshotted by a periodic
-    /// tick), `exhaustive` (a stack at every switch-out) or `off`.
+    /// tick), `exact` (`--exact-waits`: a stack at every switch-out) or `off`.
     pub wait_mode: String,
     /// Sampled mode: ticks per second (per thread) actually used, lowest over the recording.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub wait_rate_hz: Option<f64>,
-    /// Off-CPU intervals that got a stack (all of them in exhaustive mode).
+    /// Off-CPU intervals that got a stack (all of them with exact waits).
     pub observed_waits: u64,
     /// Blocked time (µs) of threads none of whose intervals got a stack (`[not observed]`).
     pub unobserved_us: u64,

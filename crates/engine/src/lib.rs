@@ -53,7 +53,7 @@ pub enum Waits {
     #[default]
     Sampled,
     /// A stack at every switch-out (the kernel samples each one): exact wait counts, at a cost
-    /// that grows with the switch rate. The profile calls this wait mode `exhaustive`.
+    /// that grows with the switch rate.
     Exact,
 }
 
@@ -68,7 +68,7 @@ impl Waits {
         match self {
             Waits::Off => "off",
             Waits::Sampled => "sampled",
-            Waits::Exact => "exhaustive",
+            Waits::Exact => "exact",
         }
     }
 }
@@ -112,7 +112,7 @@ impl EngineConfig {
         profiler::SamplingConfig {
             rate_hz: self.rate_hz,
             stack_bytes: self.stack_bytes,
-            off_cpu: self.waits == Waits::Exact,
+            switch_samples: self.waits == Waits::Exact,
             follow_children: self.subprocesses,
             ..Default::default()
         }

@@ -1,6 +1,6 @@
 //! What a thread of a live process is doing right now, read from `/proc` without stopping it.
-//! The parsing lives in `profiler::threads` (shared with `record`); these are the few readers
-//! `dump` and the attach checks need.
+//! The parsing lives in `profiler::threads`; these are the few readers that [`crate::ProcThreads`]
+//! (the live `ThreadSource`), `dump` and the attach checks need.
 
 pub use profiler::threads::{parked_addr, Blocked};
 

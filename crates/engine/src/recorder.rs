@@ -692,14 +692,20 @@ pub fn record(
         .unwrap_or_default();
     let caches_now = symbolizer::python::opcodes::inline_caches_cached(std::path::Path::new(&interp), &cache_dir())
         .unwrap_or_default();
+    // The preload thread's TID while it runs at idle priority, and whether the recording ended.
+    let idle = std::sync::Arc::new(std::sync::Mutex::new((None::<i32>, false)));
+    let idle_in = idle.clone();
     let preload = std::thread::spawn(move || {
         // SCHED_IDLE: only use a CPU the target leaves idle, never delay the target (a nice-19
         // thread still runs whole slices before a woken target thread gets the CPU, which the
-        // target would see as runqueue time). Starved for a whole recording, it needs ~50 ms
-        // (the ELF and DWARF indexes; compilation units are parsed lazily) once the target exits.
-        let param = libc::sched_param { sched_priority: 0 };
-        // SAFETY: sched_setscheduler on the calling thread (0) with a valid parameter block.
-        unsafe { libc::sched_setscheduler(0, libc::SCHED_IDLE, &param) };
+        // target would see as runqueue time). Once the recording ends it runs at normal priority
+        // again (`ftprof` then waits for it).
+        if let Ok(mut g) = idle_in.lock() {
+            if !g.1 {
+                set_scheduler(0, libc::SCHED_IDLE);
+                g.0 = Some(nix::unistd::gettid().as_raw());
+            }
+        }
         crate::preload(&interp)
     });
     rec.operands = symbolizer::python::OperandReader::new(opnames_now, caches_now);
@@ -722,6 +728,12 @@ pub fn record(
             rec.py_errors
         );
     }
+    if let Ok(mut g) = idle.lock() {
+        g.1 = true;
+        if let Some(tid) = g.0 {
+            set_scheduler(tid, libc::SCHED_OTHER);
+        }
+    }
     let t_post = Instant::now();
     let mut symbols = preload.join().unwrap_or_default();
     if timing() {
@@ -731,6 +743,14 @@ pub fn record(
     let collection = std::mem::take(&mut rec.collector).finish(end);
     let profile = crate::profile_of(&rec, collection, &mut symbols, Some(&outcome));
     Ok((profile, outcome))
+}
+
+/// Set the scheduling policy of thread `tid` (0: the calling thread), priority 0.
+fn set_scheduler(tid: i32, policy: libc::c_int) {
+    let param = libc::sched_param { sched_priority: 0 };
+    // SAFETY: sched_setscheduler on one of our own threads with a valid parameter block; a
+    // failure leaves its policy as it was.
+    unsafe { libc::sched_setscheduler(tid, policy, &param) };
 }
 
 impl Recorder {

@@ -152,10 +152,10 @@ fn other_processes_are_kept_only_with_subprocesses() {
 #[test]
 fn wait_modes_name_the_profile_and_the_sampling() {
     for (w, name, kernel_switches) in
-        [(Waits::Off, "off", false), (Waits::Sampled, "sampled", false), (Waits::Exact, "exhaustive", true)]
+        [(Waits::Off, "off", false), (Waits::Sampled, "sampled", false), (Waits::Exact, "exact", true)]
     {
         let cfg = EngineConfig { waits: w, ..Default::default() };
         assert_eq!(w.name(), name);
-        assert_eq!(cfg.sampling().off_cpu, kernel_switches, "{w:?}");
+        assert_eq!(cfg.sampling().switch_samples, kernel_switches, "{w:?}");
     }
 }

@@ -197,17 +197,7 @@ pub fn run(opts: &ScaleOptions) -> Result<i32> {
         })?),
         None => None,
     };
-    let first = substitute(&opts.command, opts.threads[0]);
-    let Interpreter::CPython { path: interp, .. } = if !opts.no_profile {
-        check_interpreter(&first)?
-    } else {
-        match profiler::launch::resolve_command(&first[0]) {
-            Some(p) => Interpreter::CPython { path: p, version: None },
-            None => {
-                bail!("command not found: {} (check the spelling, or give a full path)", first[0].to_string_lossy())
-            }
-        }
-    };
+    let interp = interpreter(opts)?;
     let baseline_file = match &opts.baseline {
         Some(p) => Some((p.clone(), load_baseline(p, opts)?)),
         None => None,
@@ -223,75 +213,7 @@ pub fn run(opts: &ScaleOptions) -> Result<i32> {
         eprintln!("ftprof: warning: {n} threads > {cpus} online CPUs: that point is oversubscribed");
     }
     let command_line: Vec<String> = opts.command.iter().map(|a| a.to_string_lossy().into_owned()).collect();
-
-    let bar = indicatif::ProgressBar::new((threads.len() as u32 * opts.repeat) as u64);
-    bar.set_style(
-        indicatif::ProgressStyle::with_template("{spinner} [{bar:30}] {pos}/{len} runs  {msg}")
-            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
-            .progress_chars("=> "),
-    );
-    let mut raw: Vec<RawPoint> = Vec::new();
-    let mut failures = Vec::new();
-    let mut first_profiles: BTreeMap<u32, Profile> = BTreeMap::new();
-    // Repeats are interleaved (every N once, then again): runs of the same repeat ran close in
-    // time, under similar load from other processes, and their ratios are the paired speedups.
-    struct Acc {
-        repeats: Vec<Option<f64>>,
-        failed: u32,
-        /// Thread time per category of each profiled run.
-        profiled: Vec<BTreeMap<String, f64>>,
-        first: Option<Profile>,
-    }
-    let mut acc: BTreeMap<u32, Acc> = threads
-        .iter()
-        .map(|&n| (n, Acc { repeats: Vec::new(), failed: 0, profiled: Vec::new(), first: None }))
-        .collect();
-    for r in 1..=opts.repeat {
-        for &n in &threads {
-            let a = acc.get_mut(&n).expect("every thread count has an accumulator");
-            bar.set_message(format!("N = {n}, run {r}"));
-            let run = one_run(opts, &interp, n, r, re.as_ref())?;
-            bar.inc(1);
-            match (run.value, run.failure) {
-                (Some(v), _) => a.repeats.push(Some(v)),
-                (None, f) => {
-                    a.repeats.push(None);
-                    a.failed += 1;
-                    let f = f.unwrap_or_default();
-                    bar.println(format!("ftprof: {f}"));
-                    failures.push(f);
-                }
-            }
-            if let Some(p) = run.profile {
-                a.profiled.push(
-                    p.summary.categories.iter().map(|c| (c.category.name().to_string(), c.time_us as f64)).collect(),
-                );
-                a.first.get_or_insert(p);
-            }
-        }
-    }
-    for (n, a) in acc {
-        let (category_us, category_se_us) = analysis::scaling::mean_and_se(&a.profiled);
-        let total: f64 = category_us.values().sum();
-        raw.push(RawPoint {
-            threads: n,
-            runs: a.repeats.iter().flatten().copied().collect(),
-            failed_runs: a.failed,
-            categories: category_us
-                .iter()
-                .map(|(k, v)| (k.clone(), if total > 0.0 { v / total } else { 0.0 }))
-                .collect(),
-            category_us,
-            category_se_us,
-            sites: a.first.as_ref().map(top_sites).unwrap_or_default(),
-            repeats: a.repeats,
-        });
-        if let Some(p) = a.first {
-            first_profiles.insert(n, p);
-        }
-    }
-    bar.finish_and_clear();
-
+    let (raw, failures, first_profiles) = run_all(opts, &interp, &threads, re.as_ref())?;
     if raw.iter().all(|p| p.runs.is_empty()) {
         if re.is_some() && failures.iter().all(|f| f.contains("--metric")) {
             bail!(
@@ -339,18 +261,123 @@ pub fn run(opts: &ScaleOptions) -> Result<i32> {
         baseline: comparison,
         without: without.map(|c| c.name().to_string()),
     };
-
-    // Outputs.
-    let out = &opts.output;
     let title = format!("ftprof scale: {}", command_line.join(" "));
+    let written = write_outputs(opts, &result, &first_profiles, &title)?;
+    print!("{}", table(&result));
+    println!("wrote {}: {}", opts.output.display(), written.join(", "));
+    for f in &failures {
+        eprintln!("ftprof: failed run: {f}");
+    }
+    gates(opts, &result)
+}
+
+/// The interpreter the command runs (checked when profiling), or the command's program.
+fn interpreter(opts: &ScaleOptions) -> Result<PathBuf> {
+    let first = substitute(&opts.command, opts.threads[0]);
+    let Interpreter::CPython { path, .. } = if !opts.no_profile {
+        check_interpreter(&first)?
+    } else {
+        match profiler::launch::resolve_command(&first[0]) {
+            Some(p) => Interpreter::CPython { path: p, version: None },
+            None => {
+                bail!("command not found: {} (check the spelling, or give a full path)", first[0].to_string_lossy())
+            }
+        }
+    };
+    Ok(path)
+}
+
+/// Every run: the measurements per thread count, the failed runs, the first profile per N.
+type Runs = (Vec<RawPoint>, Vec<String>, BTreeMap<u32, Profile>);
+
+/// Run the command `opts.repeat` times at each thread count, with a progress bar. Repeats are
+/// interleaved (every N once, then again): runs of the same repeat ran close in time, under
+/// similar load from other processes, and their ratios are the paired speedups.
+fn run_all(opts: &ScaleOptions, interp: &std::path::Path, threads: &[u32], re: Option<&regex::Regex>) -> Result<Runs> {
+    let bar = indicatif::ProgressBar::new((threads.len() as u32 * opts.repeat) as u64);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{spinner} [{bar:30}] {pos}/{len} runs  {msg}")
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+            .progress_chars("=> "),
+    );
+    let mut failures = Vec::new();
+    struct Acc {
+        repeats: Vec<Option<f64>>,
+        failed: u32,
+        /// Thread time per category of each profiled run.
+        profiled: Vec<BTreeMap<String, f64>>,
+        first: Option<Profile>,
+    }
+    let mut acc: BTreeMap<u32, Acc> = threads
+        .iter()
+        .map(|&n| (n, Acc { repeats: Vec::new(), failed: 0, profiled: Vec::new(), first: None }))
+        .collect();
+    for r in 1..=opts.repeat {
+        for &n in threads {
+            let a = acc.get_mut(&n).expect("every thread count has an accumulator");
+            bar.set_message(format!("N = {n}, run {r}"));
+            let run = one_run(opts, interp, n, r, re)?;
+            bar.inc(1);
+            match (run.value, run.failure) {
+                (Some(v), _) => a.repeats.push(Some(v)),
+                (None, f) => {
+                    a.repeats.push(None);
+                    a.failed += 1;
+                    let f = f.unwrap_or_default();
+                    bar.println(format!("ftprof: {f}"));
+                    failures.push(f);
+                }
+            }
+            if let Some(p) = run.profile {
+                a.profiled.push(
+                    p.summary.categories.iter().map(|c| (c.category.name().to_string(), c.time_us as f64)).collect(),
+                );
+                a.first.get_or_insert(p);
+            }
+        }
+    }
+    let mut raw = Vec::new();
+    let mut first_profiles = BTreeMap::new();
+    for (n, a) in acc {
+        let (category_us, category_se_us) = analysis::scaling::mean_and_se(&a.profiled);
+        let total: f64 = category_us.values().sum();
+        raw.push(RawPoint {
+            threads: n,
+            runs: a.repeats.iter().flatten().copied().collect(),
+            failed_runs: a.failed,
+            categories: category_us
+                .iter()
+                .map(|(k, v)| (k.clone(), if total > 0.0 { v / total } else { 0.0 }))
+                .collect(),
+            category_us,
+            category_se_us,
+            sites: a.first.as_ref().map(top_sites).unwrap_or_default(),
+            repeats: a.repeats,
+        });
+        if let Some(p) = a.first {
+            first_profiles.insert(n, p);
+        }
+    }
+    bar.finish_and_clear();
+    Ok((raw, failures, first_profiles))
+}
+
+/// results.json, the charts, the flamegraphs and the HTML index; returns the files written.
+fn write_outputs(
+    opts: &ScaleOptions,
+    result: &ScaleResult,
+    first_profiles: &BTreeMap<u32, Profile>,
+    title: &str,
+) -> Result<Vec<String>> {
+    let out = &opts.output;
     let mut written = vec!["results.json".to_string()];
-    std::fs::write(out.join("results.json"), serde_json::to_string_pretty(&result)? + "\n")?;
-    std::fs::write(out.join("scaling.svg"), flamegraph::charts::scaling_svg(&result, &title)?)?;
+    std::fs::write(out.join("results.json"), serde_json::to_string_pretty(result)? + "\n")?;
+    std::fs::write(out.join("scaling.svg"), flamegraph::charts::scaling_svg(result, title)?)?;
     written.push("scaling.svg".into());
     if !opts.no_profile {
-        std::fs::write(out.join("breakdown.svg"), flamegraph::charts::breakdown_svg(&result, &title)?)?;
+        std::fs::write(out.join("breakdown.svg"), flamegraph::charts::breakdown_svg(result, title)?)?;
         written.push("breakdown.svg".into());
-        for (n, p) in &first_profiles {
+        for (n, p) in first_profiles {
             let mut svg = Vec::new();
             if flamegraph::svg(p, &format!("{title} — N = {n}"), Mode::Wall, false, &mut svg).is_ok() {
                 std::fs::write(out.join(format!("flame-n{n}.svg")), svg)?;
@@ -368,16 +395,16 @@ pub fn run(opts: &ScaleOptions) -> Result<i32> {
             }
         }
     }
-    for (name, bytes) in flamegraph::html::scale_index(&result, &first_profiles, &title)? {
+    for (name, bytes) in flamegraph::html::scale_index(result, first_profiles, title)? {
         std::fs::write(out.join(&name), bytes)?;
         written.push(name);
     }
-    print!("{}", table(&result));
-    println!("wrote {}: {}", out.display(), written.join(", "));
-    for f in &failures {
-        eprintln!("ftprof: failed run: {f}");
-    }
+    Ok(written)
+}
 
+/// `--baseline` and `--fail-under`: the exit code (0, or [`EXIT_FAIL_UNDER`]), with the reasons
+/// on stderr.
+fn gates(opts: &ScaleOptions, result: &ScaleResult) -> Result<i32> {
     let mut code = 0;
     if let Some(c) = &result.baseline {
         eprintln!("ftprof: {}", c.message);
@@ -394,7 +421,7 @@ pub fn run(opts: &ScaleOptions) -> Result<i32> {
             eprintln!(
                 "ftprof: efficiency {eff:.2} at N = {} is below {min_eff:.2}{}",
                 last.threads,
-                gate_reason(&result)
+                gate_reason(result)
             );
             code = EXIT_FAIL_UNDER;
         }

@@ -400,6 +400,19 @@ fn draw(f: &mut Frame, model: &Model, view: &View, header: &Header, opts: &TopOp
     f.render_widget(Paragraph::new(vec![Line::from(title).bold(), Line::from(counts), Line::from(status)]), head);
 
     let span = model.interval.elapsed_s;
+    draw_threads(f, thr, &threads, span);
+    draw_functions(f, funcs, model, view, span);
+    draw_locks(f, locks, model, view, span);
+    f.render_widget(
+        Paragraph::new(
+            "q quit  m metric (c cpu, w wait, a wall)  s sort  p pause  t next thread  0 all threads".reversed(),
+        ),
+        foot,
+    );
+}
+
+/// The threads table: state, running and waiting shares, categories of the last interval.
+fn draw_threads(f: &mut Frame, thr: ratatui::layout::Rect, threads: &[crate::top_model::ThreadRow], span: f64) {
     let rows = threads.iter().map(|t| {
         let parts: Vec<String> = t.parts.iter().take(5).map(|(c, s)| format!("{} {}", c.name(), pct(*s))).collect();
         Row::new(vec![
@@ -428,7 +441,11 @@ fn draw(f: &mut Frame, model: &Model, view: &View, header: &Header, opts: &TopOp
         .block(Block::bordered().title(format!(" threads (last {span:.1} s) "))),
         thr,
     );
+}
 
+/// The functions table, by the view's metric and sort order.
+fn draw_functions(f: &mut Frame, funcs: ratatui::layout::Rect, model: &Model, view: &View, span: f64) {
+    let bold = Style::default().add_modifier(Modifier::BOLD);
     let m = view.metric;
     let n = funcs.height.saturating_sub(3) as usize;
     let rows = model.function_rows(view, n).into_iter().map(|r| {
@@ -470,7 +487,11 @@ fn draw(f: &mut Frame, model: &Model, view: &View, header: &Header, opts: &TopOp
         ),
         funcs,
     );
+}
 
+/// The locks table: waiting time in the last interval and overall.
+fn draw_locks(f: &mut Frame, locks: ratatui::layout::Rect, model: &Model, view: &View, span: f64) {
+    let bold = Style::default().add_modifier(Modifier::BOLD);
     let n = locks.height.saturating_sub(3) as usize;
     let rows = model.lock_rows(view, n).into_iter().map(|l| {
         Row::new(vec![
@@ -499,11 +520,5 @@ fn draw(f: &mut Frame, model: &Model, view: &View, header: &Header, opts: &TopOp
         .header(Row::new(vec!["%WAIT", "WAITS", "WAIT s", "WAITS", "KIND", "LOCK", "TOP LINE"]).style(bold))
         .block(Block::bordered().title(" locks (last interval | overall) ")),
         locks,
-    );
-    f.render_widget(
-        Paragraph::new(
-            "q quit  m metric (c cpu, w wait, a wall)  s sort  p pause  t next thread  0 all threads".reversed(),
-        ),
-        foot,
     );
 }
