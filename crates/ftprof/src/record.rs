@@ -1055,7 +1055,7 @@ pub(crate) fn profile_of(
     if opts.off_cpu && !opts.exact_waits {
         analysis::blame::attach(&mut profile, &blame);
     }
-    profile
+    profile.with_findings()
 }
 
 fn render(profile: &Profile, opts: &RecordOptions) -> Result<Vec<u8>> {
