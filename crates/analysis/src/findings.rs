@@ -8,7 +8,9 @@
 //! tried against the rows in order and claimed by the first row one of whose alternatives it
 //! matches; the claimed stacks of one row are grouped per object (the wait leaf: the lock, the
 //! object whose reference count stalled); a group above the row's `min_share` of all thread time,
-//! seen on at least `min_threads` threads, is a finding. Contention that no row claims is still
+//! seen on at least `min_threads` threads, is a finding. Shares are of the active thread time
+//! ([`active_us`]: all thread time but the idle kinds and the runqueue, which machine load
+//! decides); a group of shared-refcount stalls counts only if some of them were contended. Contention that no row claims is still
 //! reported, per object, with guidance for its category (`generic: true`).
 //!
 //! Right or silent: a row only applies to the builds and versions it names (`build`,
@@ -43,7 +45,7 @@ pub const PITFALLS_JSON: &str = include_str!("../data/pitfalls.json");
 /// Share of a lock's waiting time its top holder line must have for `held_by` evidence.
 pub const HOLDER_MIN_SHARE: f64 = 0.25;
 
-/// Share of all thread time that contention no row explains must reach to be reported.
+/// Share of active thread time that contention no row explains must reach to be reported.
 pub const GENERIC_MIN_SHARE: f64 = 0.03;
 
 /// Predicted throughput gain if a finding's contention were removed: `factor` (e.g. 1.3 = 30 %
@@ -176,7 +178,7 @@ pub struct Finding {
     /// Where the threads lost the time, when the site is elsewhere (the holder's line).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub waited_at: Option<String>,
-    /// Share of all thread time, 0..1.
+    /// Share of the active thread time ([`active_us`]), 0..1.
     pub share: f64,
     pub time_us: u64,
     /// Threads with time in the evidence.
@@ -371,7 +373,16 @@ impl<'a> Group<'a> {
         self.stacks.push(v.index);
     }
 
+    /// Uncontended shared refcounts count only next to contended ones on the same object (two
+    /// threads on it at the same time at least once).
+    fn contended(&self) -> bool {
+        !self.per_cat.contains_key(&Category::AtomicRefcount) || self.per_cat.contains_key(&Category::Refcount)
+    }
+
     fn category(&self) -> Category {
+        if self.per_cat.contains_key(&Category::AtomicRefcount) {
+            return Category::Refcount;
+        }
         let mut v: Vec<_> = self.per_cat.iter().collect();
         v.sort_by(|a, b| b.1.total_cmp(a.1).then(a.0.cmp(b.0)));
         *v[0].0
@@ -409,6 +420,17 @@ fn generic_remedy(c: Category, free_threaded: Option<bool>) -> &'static str {
     }
 }
 
+/// Thread time (µs) the threads were active: all but the idle kinds (sleep, join, idle) and the
+/// runqueue (waiting for a CPU, which machine load decides). Findings' shares are of this.
+pub fn active_us(p: &Profile) -> f64 {
+    p.summary
+        .categories
+        .iter()
+        .filter(|c| !c.category.is_idle() && c.category != Category::Runqueue)
+        .map(|c| c.time_us as f64)
+        .sum()
+}
+
 /// The findings of a finished profile, best first (see the module documentation).
 pub fn derive(p: &Profile) -> Vec<Finding> {
     derive_with(p, pitfalls())
@@ -416,7 +438,7 @@ pub fn derive(p: &Profile) -> Vec<Finding> {
 
 /// [`derive`] with a given table.
 pub fn derive_with(p: &Profile, table: &[Pitfall]) -> Vec<Finding> {
-    let total = p.summary.thread_time_us as f64;
+    let total = active_us(p);
     if total <= 0.0 {
         return Vec::new();
     }
@@ -424,6 +446,8 @@ pub fn derive_with(p: &Profile, table: &[Pitfall]) -> Vec<Finding> {
     let views = views(p);
     let mut claimed = vec![false; views.len()];
     let mut out = Vec::new();
+    // Per finding, the innermost Python lines of its stacks.
+    let mut lines: Vec<BTreeSet<String>> = Vec::new();
     for row in table.iter().filter(|r| target.applies(r)) {
         // Per object, the stacks this row claims.
         let mut groups: Vec<(String, Group)> = Vec::new();
@@ -447,7 +471,7 @@ pub fn derive_with(p: &Profile, table: &[Pitfall]) -> Vec<Finding> {
         }
         for (key, g) in groups {
             let share = g.time_us / total;
-            if share < row.min_share || g.threads.len() < row.min_threads.unwrap_or(1) {
+            if share < row.min_share || g.threads.len() < row.min_threads.unwrap_or(1) || !g.contended() {
                 continue;
             }
             for &i in &g.stacks {
@@ -462,7 +486,21 @@ pub fn derive_with(p: &Profile, table: &[Pitfall]) -> Vec<Finding> {
                 (Category::StopTheWorld, _) => "stop-the-world pauses".into(),
                 _ => key,
             };
+            lines.push(g.lines.keys().map(|k| k.0.clone()).collect());
             out.push(finding(p, &target, row, category, object, share, &g));
+        }
+    }
+    // Spinning before parking belongs to the lock parked on at the same line (as in the lock
+    // table): fold unclaimed spin stacks into the finding that has their line.
+    for v in views.iter().filter(|v| v.category == Category::Spin) {
+        if claimed[v.index] {
+            continue;
+        }
+        let Some(label) = v.python.map(Frame::label) else { continue };
+        if let Some(i) = lines.iter().position(|l| l.contains(&label)) {
+            claimed[v.index] = true;
+            out[i].time_us += v.time_us.round() as u64;
+            out[i].share = out[i].time_us as f64 / total;
         }
     }
     // Contention no row explains, per object.
@@ -519,7 +557,7 @@ fn finding(
     let waited = g.top_line();
     let threads = g.threads.len();
     let mut evidence = format!(
-        "{} of thread time in {} on {object}{}, {threads} thread{}",
+        "{} of active thread time in {} on {object}{}, {threads} thread{}",
         percent(share),
         category.name(),
         waited.as_ref().map(|w| format!(" at {}", w.0)).unwrap_or_default(),

@@ -4,7 +4,7 @@
 
 use super::*;
 use crate::blame::HeldBy;
-use crate::profile::{LockStat, PythonInfo, Stack, Summary, TargetInfo};
+use crate::profile::{CategoryTime, LockStat, PythonInfo, Stack, Summary, TargetInfo};
 use crate::wait::LockIdentity;
 
 const APP: &str = "/srv/app/app.py";
@@ -105,6 +105,11 @@ impl P {
         let (samples, wait_us) = if s.cat.on_cpu() { (s.ms, 0) } else { (0, s.ms * 1000) };
         self.p.stacks.push(Stack { thread: s.thread, frames: ids, category: s.cat, samples, wait_us, waits: 1 });
         self.p.summary.thread_time_us += s.ms * 1000;
+        let cats = &mut self.p.summary.categories;
+        match cats.iter_mut().find(|c| c.category == s.cat) {
+            Some(c) => c.time_us += s.ms * 1000,
+            None => cats.push(CategoryTime { category: s.cat, time_us: s.ms * 1000, share: 0.0, contention: false }),
+        }
         self
     }
 
@@ -508,7 +513,14 @@ fn the_fixture_profile_has_its_findings() {
     let got: Vec<(&str, &str)> = f.iter().map(|f| (f.id.as_str(), f.site.as_deref().unwrap_or(""))).collect();
     assert_eq!(
         got,
-        [("lock-held-across-work", "work (app.py:12)"), ("shared-container-writes", "append_all (app.py:25)")],
+        [
+            ("lock-held-across-work", "work (app.py:12)"),
+            ("shared-container-writes", "append_all (app.py:25)"),
+            ("generic-spin", "append_all (app.py:26)")
+        ],
         "{f:#?}"
     );
+    // The lock's finding includes the spinning before parking at the same line (5 samples).
+    assert_eq!(f[0].time_us, 35_000);
+    assert_eq!(f[2].object, "list_extend");
 }
