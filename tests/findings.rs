@@ -44,8 +44,14 @@ fn row(id: &str) -> Value {
 /// The bad variant shows finding `id` at the line marked `marker` (a file:line in its site),
 /// with the row's remedy, within three recordings; returns the finding.
 fn bad_shows(id: &str, marker: &str) -> Value {
-    let line = line_of(&workload("pitfalls.py"), marker);
-    let want_site = format!("(pitfalls.py:{line})");
+    bad_shows_in(id, &workload("pitfalls.py"), marker)
+}
+
+/// [`bad_shows`] for a site in `file`.
+fn bad_shows_in(id: &str, file: &std::path::Path, marker: &str) -> Value {
+    let line = line_of(file, marker);
+    let base = file.file_name().unwrap().to_string_lossy().to_string();
+    let want_site = format!("({base}:{line})");
     let remedy = row(id)["remedy"].as_str().unwrap().to_string();
     let mut seen = Vec::new();
     for attempt in 0..3 {
@@ -56,7 +62,7 @@ fn bad_shows(id: &str, marker: &str) -> Value {
             assert!(f["remedy"].as_str().unwrap().starts_with(&remedy), "{f:#}");
             assert!(f["citation"].as_str().is_some_and(|c| !c.is_empty()), "{f:#}");
             assert_eq!(f["line"].as_u64(), Some(line), "{f:#}");
-            assert!(f["file"].as_str().unwrap().ends_with("tests/workloads/pitfalls.py"), "{f:#}");
+            assert_eq!(std::path::Path::new(f["file"].as_str().unwrap()), file, "{f:#}");
             // The terminal summary ends with "what to do", naming it with its line and remedy.
             let what = summary.split("what to do").nth(1).unwrap_or_else(|| panic!("no what to do:\n{summary}"));
             let title = f["title"].as_str().unwrap();
@@ -97,6 +103,14 @@ pair!(type_lookup_lock, "type-lookup-lock", "getattr(v, f\"visit_");
 pair!(closure_cell, "closure-cell", "a = items; b = items");
 pair!(shared_random, "shared-random", "random.random()  # BAD-LINE");
 pair!(lru_cache, "lru-cache", "cached_square(i & 15)  # BAD-LINE");
+/// Records created on every thread: the site is the `sys.modules` lookup in `LogRecord.__init__`.
+#[test]
+fn logging_record() {
+    let out = Command::new(python()).args(["-c", "import logging; print(logging.__file__)"]).output().unwrap();
+    let file = std::path::PathBuf::from(String::from_utf8(out.stdout).unwrap().trim());
+    bad_shows_in("logging-record", &file, "asyncio = sys.modules.get('asyncio')");
+    fixed_is_clean("logging-record");
+}
 pair!(logging_handler_lock, "logging-handler-lock", "log.info(\"item %d\", i)");
 pair!(list_arithmetic, "list-arithmetic", "acc += x * 2.0");
 pair!(shared_mutable, "shared-mutable", "a = SHARED_LIST; b = SHARED_LIST");

@@ -3,7 +3,7 @@
 
 Usage: pitfalls.py ROW bad|fixed [threads] [seconds]
 ROW: shared-constant threading-local class-static-method generated-init type-lookup-lock
-     closure-cell shared-random lru-cache logging-handler-lock logging-under-lock
+     closure-cell shared-random lru-cache logging-record logging-handler-lock logging-under-lock
      lock-held-across-work list-arithmetic shared-mutable shared-container-writes
      stop-the-world-gc tracemalloc
 Each bad variant's hot line is marked `# BAD-LINE`; the lock-held-across-work and
@@ -194,6 +194,16 @@ def stream_logger(name):
 SHARED_LOG = stream_logger("shared")
 
 
+def logging_record():
+    # Every thread has its own logger and handler: only the records' creation is shared.
+    log = stream_logger(f"own-{threading.get_native_id()}")
+
+    def step():
+        for i in range(200):
+            log.info("item %d", i)  # BAD-LINE
+    until_deadline(step)
+
+
 def logging_handler_lock():
     log = SHARED_LOG if BAD else stream_logger(f"own-{threading.get_native_id()}")  # fixed: own handler
 
@@ -313,6 +323,7 @@ ROWS = {
     "closure-cell": closure_cell,
     "shared-random": shared_random,
     "lru-cache": lru_cache,
+    "logging-record": logging_record,
     "logging-handler-lock": logging_handler_lock,
     "logging-under-lock": logging_under_lock,
     "lock-held-across-work": lock_held_across_work,
@@ -325,6 +336,11 @@ ROWS = {
 
 if ROW == "stop-the-world-gc" and not BAD:
     gc.disable()  # the remedy taken to its end: no collections while the threads run
+if ROW.startswith("logging-") and not BAD:
+    # The logging remedies include not looking up multiprocessing and asyncio in sys.modules
+    # for every record (LogRecord.__init__).
+    logging.logMultiprocessing = False
+    logging.logAsyncioTasks = False
 if ROW == "tracemalloc" and BAD:
     tracemalloc.start()
 work = ROWS[ROW]
