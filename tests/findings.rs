@@ -115,8 +115,8 @@ pair!(logging_handler_lock, "logging-handler-lock", "log.info(\"item %d\", i)");
 pair!(list_arithmetic, "list-arithmetic", "acc += x * 2.0");
 pair!(shared_mutable, "shared-mutable", "a = SHARED_LIST; b = SHARED_LIST");
 pair!(shared_container_writes, "shared-container-writes", "d[i & 255] = me");
-pair!(stop_the_world_gc, "stop-the-world-gc", "keep.append([i, [i]])");
-pair!(tracemalloc, "tracemalloc", "keep.append(str(i) * 2)");
+pair!(stop_the_world_gc, "stop-the-world-gc", "keep = [[i, [i]] for i in range(2_000)]");
+pair!(tracemalloc, "tracemalloc", "keep = [str(i) * 2 for i in range(2_000)]");
 
 /// The lock's holder logs inside the lock: the finding's site is in logging (where the holder
 /// was), and it says where the threads waited.
@@ -131,14 +131,14 @@ fn logging_under_lock() {
 #[test]
 fn lock_held_across_work() {
     let f = bad_shows("lock-held-across-work", "return sum(range(20_000))  # HOLD-LINE");
-    let wait_line = line_of(&workload("pitfalls.py"), "with app_lock:  # BAD-LINE");
+    let wait_line = line_of(&workload("pitfalls.py"), "with app_lock:  # WAIT-LINE");
     assert!(f["waited_at"].as_str().unwrap().ends_with(&format!("(pitfalls.py:{wait_line})")), "{f:#}");
     fixed_is_clean("lock-held-across-work");
 }
 
 /// `bad_shows` for rows whose site is the holder's line inside the standard library.
 fn bad_shows_holder(id: &str) -> Value {
-    let wait_line = line_of(&workload("pitfalls.py"), "with app_lock:  # BAD-LINE");
+    let wait_line = line_of(&workload("pitfalls.py"), "with app_lock:  # LOG-WAIT-LINE");
     let mut seen = Vec::new();
     for _ in 0..3 {
         let (p, _) = record(id, "bad", 2, "1.5");

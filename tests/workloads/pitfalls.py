@@ -6,8 +6,9 @@ ROW: shared-constant threading-local class-static-method generated-init type-loo
      closure-cell shared-random lru-cache logging-record logging-handler-lock logging-under-lock
      lock-held-across-work list-arithmetic shared-mutable shared-container-writes
      stop-the-world-gc tracemalloc
-Each bad variant's hot line is marked `# BAD-LINE`; the lock-held-across-work and
-logging-under-lock holders' lines `# HOLD-LINE`."""
+Each bad variant's hot line is marked `# BAD-LINE`; lock-held-across-work's waiting line
+`# WAIT-LINE` and its holder's `# HOLD-LINE`; logging-under-lock's `# LOG-WAIT-LINE` and
+`# LOG-HOLD-LINE`."""
 import collections
 import dataclasses
 import functools
@@ -224,9 +225,9 @@ def logging_under_lock():
         global total
         for i in range(50):
             if BAD:
-                with app_lock:  # BAD-LINE
+                with app_lock:  # LOG-WAIT-LINE
                     total += 1
-                    log.warning("queue depth %d", total)  # HOLD-LINE
+                    log.warning("queue depth %d", total)  # LOG-HOLD-LINE
             else:
                 with app_lock:
                     total += 1
@@ -244,7 +245,7 @@ def lock_held_across_work():
         global total
         for _ in range(20):
             if BAD:
-                with app_lock:  # BAD-LINE
+                with app_lock:  # WAIT-LINE
                     total += slow_work()
             else:
                 x = slow_work()
@@ -300,17 +301,13 @@ def shared_container_writes():
 
 def stop_the_world_gc():
     def step():
-        keep = []
-        for i in range(2_000):
-            keep.append([i, [i]])  # BAD-LINE
+        keep = [[i, [i]] for i in range(2_000)]  # BAD-LINE
     until_deadline(step)
 
 
 def tracemalloc_row():
     def step():
-        keep = []
-        for i in range(2_000):
-            keep.append(str(i) * 2)  # BAD-LINE
+        keep = [str(i) * 2 for i in range(2_000)]  # BAD-LINE
     until_deadline(step)
 
 

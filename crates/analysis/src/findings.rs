@@ -30,6 +30,9 @@
 //! | `python_functions` | a substring of the innermost Python frame's qualname |
 //! | `held_by` | the lock's main holder (its top "held by" line, at least [`HOLDER_MIN_SHARE`] of the waiting) contains one of these (`""`: any holder) |
 //! | `source` | `gil_reenabled`: only when the profile says the GIL was turned back on |
+//!
+//! A row with `one_finding: true` makes all its evidence one finding (named after the object with
+//! the most time) instead of one per object.
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::OnceLock;
@@ -104,6 +107,10 @@ pub struct Pitfall {
     pub min_share: f64,
     #[serde(default)]
     pub min_threads: Option<usize>,
+    /// All the row's evidence is one finding (its object: the one with the most time), instead
+    /// of one per object: for pitfalls spread over several objects (a classmethod, its class).
+    #[serde(default)]
+    pub one_finding: bool,
     pub remedy: String,
     #[serde(default)]
     pub fixed_in: Option<FixedIn>,
@@ -358,6 +365,8 @@ struct Group<'a> {
     lines: HashMap<(String, Option<String>, Option<u32>), f64>,
     holder: Option<&'a crate::blame::HeldBy>,
     stacks: Vec<usize>,
+    /// Per object (wait leaf): time.
+    objects: HashMap<String, f64>,
 }
 
 impl<'a> Group<'a> {
@@ -371,6 +380,13 @@ impl<'a> Group<'a> {
             *self.lines.entry((f.label(), f.file.clone(), f.line)).or_default() += v.time_us;
         }
         self.stacks.push(v.index);
+        *self.objects.entry(v.object.unwrap_or(v.category.name()).to_string()).or_default() += v.time_us;
+    }
+
+    fn top_object(&self) -> Option<String> {
+        let mut v: Vec<_> = self.objects.iter().collect();
+        v.sort_by(|a, b| b.1.total_cmp(a.1).then(a.0.cmp(b.0)));
+        v.first().map(|(k, _)| (*k).clone())
     }
 
     /// Uncontended shared refcounts count only next to contended ones on the same object (two
@@ -455,7 +471,7 @@ pub fn derive_with(p: &Profile, table: &[Pitfall]) -> Vec<Finding> {
             if !row.when.iter().any(|e| matches(p, e, v)) {
                 continue;
             }
-            let per_object = !matches!(v.category, Category::StopTheWorld | Category::Gil);
+            let per_object = !row.one_finding && !matches!(v.category, Category::StopTheWorld | Category::Gil);
             let key = if per_object { v.object.unwrap_or(v.category.name()).to_string() } else { String::new() };
             let g = match groups.iter().position(|(k, _)| *k == key) {
                 Some(i) => &mut groups[i].1,
@@ -484,6 +500,7 @@ pub fn derive_with(p: &Profile, table: &[Pitfall]) -> Vec<Finding> {
                     None => "the GIL".into(),
                 },
                 (Category::StopTheWorld, _) => "stop-the-world pauses".into(),
+                _ if row.one_finding => g.top_object().unwrap_or_default(),
                 _ => key,
             };
             lines.push(g.lines.keys().map(|k| k.0.clone()).collect());
@@ -533,6 +550,7 @@ pub fn derive_with(p: &Profile, table: &[Pitfall]) -> Vec<Finding> {
             python_max: None,
             min_share: GENERIC_MIN_SHARE,
             min_threads: None,
+            one_finding: false,
             remedy: generic_remedy(category, target.free_threaded).into(),
             fixed_in: None,
             citation: String::new(),

@@ -178,10 +178,13 @@ const MAX_SOURCE_BYTES: u64 = 2 << 20;
 /// Per source file (by path), per line, per category: thread time at that innermost Python line.
 fn line_times(p: &Profile) -> Vec<(String, std::collections::BTreeMap<u32, std::collections::BTreeMap<u8, f64>>, f64)> {
     let per = p.summary.period_us();
-    let mut files: std::collections::HashMap<&str, (std::collections::BTreeMap<u32, std::collections::BTreeMap<u8, f64>>, f64)> =
-        Default::default();
+    let mut files: std::collections::HashMap<
+        &str,
+        (std::collections::BTreeMap<u32, std::collections::BTreeMap<u8, f64>>, f64),
+    > = Default::default();
     for st in &p.stacks {
-        let Some(f) = st.frames.iter().rev().filter_map(|&i| p.frames.get(i as usize)).find(|f| f.kind == FrameKind::Python)
+        let Some(f) =
+            st.frames.iter().rev().filter_map(|&i| p.frames.get(i as usize)).find(|f| f.kind == FrameKind::Python)
         else {
             continue;
         };
@@ -234,11 +237,7 @@ fn finding_rows(p: &Profile, sources: &[SourceFile]) -> Vec<FindingRow> {
             id: f.id.clone(),
             title: f.title.clone(),
             site: f.site.clone(),
-            source: f
-                .file
-                .as_deref()
-                .and_then(|file| sources.iter().position(|s| s.path == file))
-                .zip(f.line),
+            source: f.file.as_deref().and_then(|file| sources.iter().position(|s| s.path == file)).zip(f.line),
             evidence: f.evidence.clone(),
             remedy: f.remedy.clone(),
             citation: f.citation.clone(),

@@ -502,7 +502,14 @@ fn each_object_is_its_own_finding_and_a_stack_counts_once() {
     assert_eq!(f[0].time_us, 80_000);
     assert!((f[0].share - 80.0 / 720.0).abs() < 1e-9);
     assert_eq!(f[0].file.as_deref(), Some(APP));
-    assert_eq!(f[0].line, Some(12));
+    assert_eq!(f[0].line, Some(12)); // A one-finding row: a classmethod and its class are one finding, named after the larger.
+    let p =
+        refcount(P::new("3.13.1", true), "classmethod @ 0x1 (in `C.__dict__`, attribute `.m` of global `C`)", 2, 20);
+    let p = refcount(p, "type C (global `C`)", 2, 12).work(1, 500);
+    let f = derive(&p.p);
+    assert_eq!(f.len(), 1, "{f:#?}");
+    assert_eq!((f[0].id.as_str(), f[0].time_us), ("class-static-method", 64_000));
+    assert!(f[0].object.starts_with("classmethod @ 0x1"), "{}", f[0].object);
 }
 
 /// The synthetic profile of the golden files: its critical section, lock and refcount stalls.
