@@ -684,13 +684,13 @@ fn html_findings_are_anchored_in_the_source_view() {
             .unwrap();
         assert!(out.status.success(), "ftprof record failed: {}", String::from_utf8_lossy(&out.stderr));
         let p = ftprof::report::load(&json).unwrap();
-        if p.findings.first().is_some_and(|f| f.id == "lock-held-across-work") {
-            found = Some(p);
+        if let Some(i) = p.findings.iter().position(|f| f.id == "lock-held-across-work") {
+            found = Some((p, i));
             break;
         }
     }
-    let p = found.expect("the lock held across slow work is the top finding in one of three recordings");
-    let f = &p.findings[0];
+    let (p, index) = found.expect("the lock held across slow work is a finding in one of three recordings");
+    let f = &p.findings[index];
     let hold = line_of(&workload("pitfalls.py"), "return sum(range(20_000))  # HOLD-LINE");
     assert_eq!(f.line, Some(hold as u32), "{f:?}");
     let html = dir.path().join("report.html");
@@ -698,10 +698,10 @@ fn html_findings_are_anchored_in_the_source_view() {
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let shot = artifacts().join("report-findings-source.png");
     let _ = std::fs::remove_file(&shot);
-    let v = browser("findings", &html, shot.to_str().unwrap());
+    let v = browser_with("findings", &html, &[shot.to_str().unwrap(), &index.to_string()]);
     let ids: Vec<String> =
         v["findings"].as_array().unwrap().iter().map(|x| x[0].as_str().unwrap().to_string()).collect();
-    assert_eq!(ids[0], "lock-held-across-work", "{v:#}");
+    assert_eq!(ids[index], "lock-held-across-work", "{v:#}");
     assert!(strings(&v["sources"]).iter().any(|s| s.starts_with("pitfalls.py — ")), "{v:#}");
     // Finding → source: its line, with its mark, showing the code of that line.
     assert_eq!(v["target"]["line"], hold.to_string(), "{v:#}");

@@ -331,11 +331,16 @@ fn any_in(patterns: &[String], text: &str) -> bool {
     patterns.iter().any(|p| text.contains(p.as_str()))
 }
 
-/// The main holder of the lock a stack waited on, when it holds at least [`HOLDER_MIN_SHARE`].
+/// The main holder of the lock a stack waited on: its top holder line that is code (not a
+/// marker), when it has at least [`HOLDER_MIN_SHARE`] of the waiting.
 fn main_holder<'a>(p: &'a Profile, v: &View) -> Option<&'a crate::blame::HeldBy> {
     let object = v.object?;
     let lock = p.locks.iter().find(|l| l.kind == v.category && l.description == object)?;
-    lock.held_by.first().filter(|h| h.share >= HOLDER_MIN_SHARE && !h.thread.is_empty())
+    // Markers (`[handed the lock, waiting for a CPU]`, `[holder not found]`) are not code.
+    lock.held_by
+        .iter()
+        .find(|h| !h.line.starts_with('[') && !h.thread.is_empty())
+        .filter(|h| h.share >= HOLDER_MIN_SHARE)
 }
 
 fn matches(p: &Profile, e: &Evidence, v: &View) -> bool {

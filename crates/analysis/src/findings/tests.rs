@@ -459,6 +459,20 @@ fn silent_without_the_evidence() {
     // The GIL row needs the GIL to have been turned back on.
     let p = waits(P::new("3.13.1", true), Category::Gil, "GIL", ("crunch", APP, 70), &[], 2, 50).work(1, 500);
     assert_eq!(ids(&p), ["generic-gil"]);
+    // A marker before the holder's code does not hide it.
+    let mut p = waits(P::new("3.13.1", true), Category::Lock, "_thread.lock @ 0x7f0b", ("w", APP, 48), &[], 2, 50)
+        .lock(Category::Lock, "_thread.lock @ 0x7f0b", Some(("slow (app.py:24)", 0.4)))
+        .work(1, 500);
+    p.p.locks[0].held_by.insert(
+        0,
+        HeldBy {
+            line: "[handed the lock, waiting for a CPU]".into(),
+            thread: "Holder (9)".into(),
+            time_us: 1,
+            share: 0.5,
+        },
+    );
+    assert_eq!(ids(&p), ["lock-held-across-work"]);
     // A lock without a main holder is not "held across slow work".
     let p = waits(P::new("3.13.1", true), Category::Lock, "_thread.lock @ 0x7f0b", ("w", APP, 48), &[], 2, 50)
         .lock(Category::Lock, "_thread.lock @ 0x7f0b", Some(("slow (app.py:24)", 0.1)))
