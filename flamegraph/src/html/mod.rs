@@ -175,13 +175,14 @@ struct SourceFile {
 const MAX_SOURCES: usize = 40;
 const MAX_SOURCE_BYTES: u64 = 2 << 20;
 
-/// Per source file (by path), per line, per category: thread time at that innermost Python line.
-fn line_times(p: &Profile) -> Vec<(String, std::collections::BTreeMap<u32, std::collections::BTreeMap<u8, f64>>, f64)> {
+/// Per line, per category index: thread time (µs).
+type LineCats = std::collections::BTreeMap<u32, std::collections::BTreeMap<u8, f64>>;
+
+/// Per source file (by path), per line, per category: thread time at that innermost Python line;
+/// with the file's total.
+fn line_times(p: &Profile) -> Vec<(String, LineCats, f64)> {
     let per = p.summary.period_us();
-    let mut files: std::collections::HashMap<
-        &str,
-        (std::collections::BTreeMap<u32, std::collections::BTreeMap<u8, f64>>, f64),
-    > = Default::default();
+    let mut files: std::collections::HashMap<&str, (LineCats, f64)> = Default::default();
     for st in &p.stacks {
         let Some(f) =
             st.frames.iter().rev().filter_map(|&i| p.frames.get(i as usize)).find(|f| f.kind == FrameKind::Python)
@@ -460,8 +461,7 @@ mod tests {
         let at20 = &s.lines[1].1;
         assert!(at20.contains(&(category_index(Category::Lock), 30_000)), "{at20:?}");
         assert!(at20.contains(&(category_index(Category::Spin), 5_000)), "{at20:?}");
-        let f: Vec<(&str, Option<(usize, u32)>, &str)> =
-            d.findings.iter().map(|f| (f.id.as_str(), f.source, f.leaf.as_str())).collect();
+        let f: Vec<_> = d.findings.iter().map(|f| (f.id.as_str(), f.source, f.leaf.as_str())).collect();
         assert_eq!(
             f,
             [
