@@ -260,10 +260,12 @@ SHARED_FLOATS = [i + 0.5 for i in range(1_000)]
 def list_arithmetic():
     data = SHARED_FLOATS if BAD else [x + 0.0 for x in SHARED_FLOATS]  # fixed: this thread's floats
 
+    two = float("2")  # this thread's own (a float constant is shared too, see shared-constant)
+
     def step():
         acc = 0.0
         for x in data:
-            acc += x * 2.0  # BAD-LINE
+            acc += x * two  # BAD-LINE
     until_deadline(step)
 
 

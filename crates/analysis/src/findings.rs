@@ -8,7 +8,7 @@
 //! tried against the rows in order and claimed by the first row one of whose alternatives it
 //! matches; the claimed stacks of one row are grouped per object (the wait leaf: the lock, the
 //! object whose reference count stalled); a group above the row's `min_share` of all thread time,
-//! seen on at least `min_threads` threads, is a finding. Shares are of the active thread time
+//! seen on at least `min_threads` threads (each with 10 % of the group's time), is a finding. Shares are of the active thread time
 //! ([`active_us`]: all thread time but the idle kinds and the runqueue, which machine load
 //! decides); a group of shared-refcount stalls counts only if some of them were contended. Contention that no row claims is still
 //! reported, per object, with guidance for its category (`generic: true`).
@@ -47,6 +47,9 @@ pub const PITFALLS_JSON: &str = include_str!("../data/pitfalls.json");
 
 /// Share of a lock's waiting time its top holder line must have for `held_by` evidence.
 pub const HOLDER_MIN_SHARE: f64 = 0.25;
+
+/// Share of a group's time a thread must have to count towards `min_threads`.
+pub const PARTICIPANT_MIN_SHARE: f64 = 0.1;
 
 /// Share of active thread time that contention no row explains must reach to be reported.
 pub const GENERIC_MIN_SHARE: f64 = 0.03;
@@ -372,6 +375,8 @@ struct Group<'a> {
     stacks: Vec<usize>,
     /// Per object (wait leaf): time.
     objects: HashMap<String, f64>,
+    /// Per thread: time.
+    per_thread: HashMap<u32, f64>,
 }
 
 impl<'a> Group<'a> {
@@ -385,7 +390,18 @@ impl<'a> Group<'a> {
             *self.lines.entry((f.label(), f.file.clone(), f.line)).or_default() += v.time_us;
         }
         self.stacks.push(v.index);
+        *self.per_thread.entry(v.thread).or_default() += v.time_us;
         *self.objects.entry(v.object.unwrap_or(v.category.name()).to_string()).or_default() += v.time_us;
+    }
+
+    /// Threads with at least [`PARTICIPANT_MIN_SHARE`] of the group's time: a thread with a few
+    /// pauses at start-up does not make one worker's pauses a two-thread affair.
+    fn participants(&self) -> usize {
+        let mut per: HashMap<u32, f64> = HashMap::new();
+        for (t, us) in &self.per_thread {
+            *per.entry(*t).or_default() += us;
+        }
+        per.values().filter(|&&us| us >= PARTICIPANT_MIN_SHARE * self.time_us).count()
     }
 
     fn top_object(&self) -> Option<String> {
@@ -492,7 +508,7 @@ pub fn derive_with(p: &Profile, table: &[Pitfall]) -> Vec<Finding> {
         }
         for (key, g) in groups {
             let share = g.time_us / total;
-            if share < row.min_share || g.threads.len() < row.min_threads.unwrap_or(1) || !g.contended() {
+            if share < row.min_share || g.participants() < row.min_threads.unwrap_or(1) || !g.contended() {
                 continue;
             }
             for &i in &g.stacks {
@@ -527,7 +543,9 @@ pub fn derive_with(p: &Profile, table: &[Pitfall]) -> Vec<Finding> {
     }
     // Contention no row explains, per object.
     let mut groups: Vec<((Category, String), Group)> = Vec::new();
-    for v in views.iter().filter(|v| !claimed[v.index] && v.category.is_contention()) {
+    // `PyEvent_WaitTimed` is a notification (a thread start handshake, `Event`-like), not a lock.
+    let notification = |v: &View| v.object.is_some_and(|o| o.starts_with("PyEvent"));
+    for v in views.iter().filter(|v| !claimed[v.index] && v.category.is_contention() && !notification(v)) {
         let key = (v.category, v.object.unwrap_or(v.category.name()).to_string());
         match groups.iter().position(|(k, _)| *k == key) {
             Some(i) => groups[i].1.add(v),
@@ -543,7 +561,7 @@ pub fn derive_with(p: &Profile, table: &[Pitfall]) -> Vec<Finding> {
         // Contention needs two threads at once: refcounts and pauses are seen on both; a lock's
         // waiter may be alone (its holder does not wait), but then the lock has a holder.
         let min_threads = if matches!(category, Category::Refcount | Category::StopTheWorld) { 2 } else { 1 };
-        if share < GENERIC_MIN_SHARE || g.threads.len() < min_threads {
+        if share < GENERIC_MIN_SHARE || g.participants() < min_threads {
             continue;
         }
         let row = Pitfall {

@@ -435,6 +435,28 @@ fn silent_without_the_evidence() {
     let obj = "str 'a string' (constant of `hot`)";
     // One thread: no contention to speak of.
     assert!(ids(&refcount(P::new("3.13.1", true), obj, 1, 50).work(1, 500)).is_empty());
+    // One worker's pauses, and the main thread's few at start-up: one participant.
+    let p = waits(
+        P::new("3.13.1", true),
+        Category::StopTheWorld,
+        "stop-the-world (paused thread)",
+        ("alloc", APP, 60),
+        &[],
+        1,
+        200,
+    );
+    let p = p.add(S {
+        thread: 7,
+        cat: Category::StopTheWorld,
+        py: ("<module>", APP, 1),
+        native: &[],
+        object: Some("stop-the-world (paused thread)"),
+        ms: 10,
+    });
+    assert!(ids(&p.work(1, 500)).is_empty());
+    // A thread-start handshake is not contention.
+    let p = waits(P::new("3.13.1", true), Category::Pymutex, "PyEvent_WaitTimed @ 0x1", ("start", APP, 3), &[], 1, 100);
+    assert!(ids(&p.work(1, 500)).is_empty());
     // Below the threshold: 2 × 5 ms of 1010 ms.
     assert!(ids(&refcount(P::new("3.13.1", true), obj, 2, 5).work(1, 1000)).is_empty());
     // Uncontended shared refcounts are not contention.
