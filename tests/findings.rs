@@ -127,7 +127,7 @@ fn logging_handler_lock() {
     bad_shows_at("logging-handler-lock", &file, i as u64 + 1);
     fixed_is_clean("logging-handler-lock");
 }
-pair!(list_arithmetic, "list-arithmetic", "acc += x * two");
+pair!(list_arithmetic, "list-arithmetic", "for x in data: acc += x * two");
 pair!(shared_mutable, "shared-mutable", "a = SHARED_LIST; b = SHARED_LIST");
 pair!(shared_container_writes, "shared-container-writes", "d[i & 255] = me");
 pair!(stop_the_world_gc, "stop-the-world-gc", "keep = [[i, [i]] for i in range(2_000)]");

@@ -152,14 +152,15 @@ def closure_cell():
 
 def shared_random():
     rng = random.Random()
+    mine = rng.random  # this thread's bound method (not the type's shared descriptor)
 
-    def step():
+    def step(mine=mine):
         if BAD:
             for _ in range(5_000):
                 random.random()  # BAD-LINE
         else:
             for _ in range(5_000):
-                rng.random()
+                mine()
     until_deadline(step)
 
 
@@ -264,8 +265,7 @@ def list_arithmetic():
 
     def step():
         acc = 0.0
-        for x in data:
-            acc += x * two  # BAD-LINE
+        for x in data: acc += x * two  # BAD-LINE
     until_deadline(step)
 
 
@@ -292,7 +292,7 @@ def shared_container_writes():
     d = SHARED_DICT if BAD else {}  # fixed: this thread's dict, merged at the end
     me = threading.get_native_id()
 
-    def step():
+    def step(d=d, me=me):  # (locals, not closure variables)
         for i in range(5_000):
             d[i & 255] = me  # BAD-LINE
     until_deadline(step)

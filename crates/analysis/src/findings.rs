@@ -300,6 +300,18 @@ struct View<'a> {
 }
 
 impl<'a> View<'a> {
+    /// The Python frame that names the line: the innermost one, or for generated code (a file
+    /// `<string>`, as dataclasses and namedtuple make) the first caller with a real file.
+    fn site_frame(&self) -> Option<&'a Frame> {
+        let pseudo = |f: &Frame| f.file.as_deref().is_none_or(|p| p.starts_with('<'));
+        match self.python {
+            Some(f) if pseudo(f) => {
+                self.frames.iter().rev().find(|g| g.kind == FrameKind::Python && !pseudo(g)).copied().or(Some(f))
+            }
+            other => other,
+        }
+    }
+
     fn object_type(&self) -> Option<&'a str> {
         self.object.and_then(|o| o.split_whitespace().next())
     }
@@ -334,16 +346,19 @@ fn any_in(patterns: &[String], text: &str) -> bool {
     patterns.iter().any(|p| text.contains(p.as_str()))
 }
 
-/// The main holder of the lock a stack waited on: its top holder line that is code (not a
-/// marker), when it has at least [`HOLDER_MIN_SHARE`] of the waiting.
-fn main_holder<'a>(p: &'a Profile, v: &View) -> Option<&'a crate::blame::HeldBy> {
+/// The holder lines (code, not markers such as `[holder not found]`) of the lock a stack waited
+/// on that contain one of `patterns`, when together they have at least [`HOLDER_MIN_SHARE`] of
+/// the waiting; the first (the largest) stands for them.
+fn main_holder<'a>(p: &'a Profile, v: &View, patterns: &[String]) -> Option<&'a crate::blame::HeldBy> {
     let object = v.object?;
     let lock = p.locks.iter().find(|l| l.kind == v.category && l.description == object)?;
-    // Markers (`[handed the lock, waiting for a CPU]`, `[holder not found]`) are not code.
-    lock.held_by
+    let code: Vec<_> = lock
+        .held_by
         .iter()
-        .find(|h| !h.line.starts_with('[') && !h.thread.is_empty())
-        .filter(|h| h.share >= HOLDER_MIN_SHARE)
+        .filter(|h| !h.line.starts_with('[') && !h.thread.is_empty() && any_in(patterns, &h.line))
+        .collect();
+    let share: f64 = code.iter().map(|h| h.share).sum();
+    code.first().copied().filter(|_| share >= HOLDER_MIN_SHARE)
 }
 
 fn matches(p: &Profile, e: &Evidence, v: &View) -> bool {
@@ -360,7 +375,7 @@ fn matches(p: &Profile, e: &Evidence, v: &View) -> bool {
         && (e.python_files.is_empty()
             || v.python.and_then(|f| f.file.as_deref()).is_some_and(|f| any_in(&e.python_files, f)))
         && (e.python_functions.is_empty() || v.python.is_some_and(|f| any_in(&e.python_functions, &f.name)))
-        && e.held_by.as_ref().is_none_or(|pats| main_holder(p, v).is_some_and(|h| any_in(pats, &h.line)))
+        && e.held_by.as_ref().is_none_or(|pats| main_holder(p, v, pats).is_some())
 }
 
 /// Time of one group of claimed stacks.
@@ -377,6 +392,10 @@ struct Group<'a> {
     objects: HashMap<String, f64>,
     /// Per thread: time.
     per_thread: HashMap<u32, f64>,
+    /// Stop-the-world: the paused threads' lines (the site when no other line is known), and
+    /// their time.
+    victim_lines: HashMap<(String, Option<String>, Option<u32>), f64>,
+    paused_us: f64,
 }
 
 impl<'a> Group<'a> {
@@ -386,8 +405,14 @@ impl<'a> Group<'a> {
             self.threads.insert(v.thread);
         }
         *self.per_cat.entry(v.category).or_default() += v.time_us;
-        if let Some(f) = v.python {
-            *self.lines.entry((f.label(), f.file.clone(), f.line)).or_default() += v.time_us;
+        if let Some(f) = v.site_frame() {
+            // A paused thread is a victim: the line is where the collections were asked for.
+            let victim = v.category == Category::StopTheWorld && v.object.is_some_and(|o| o.contains("paused thread"));
+            let lines = if victim { &mut self.victim_lines } else { &mut self.lines };
+            *lines.entry((f.label(), f.file.clone(), f.line)).or_default() += v.time_us;
+            if victim {
+                self.paused_us += v.time_us;
+            }
         }
         self.stacks.push(v.index);
         *self.per_thread.entry(v.thread).or_default() += v.time_us;
@@ -402,6 +427,12 @@ impl<'a> Group<'a> {
             *per.entry(*t).or_default() += us;
         }
         per.values().filter(|&&us| us >= PARTICIPANT_MIN_SHARE * self.time_us).count()
+    }
+
+    /// Stop-the-world pauses count when they stopped other threads (at least 10 % of the
+    /// group's time is paused threads): a lone thread's own collections are its own work.
+    fn stopped_others(&self) -> bool {
+        !self.per_cat.contains_key(&Category::StopTheWorld) || self.paused_us >= 0.1 * self.time_us
     }
 
     fn top_object(&self) -> Option<String> {
@@ -427,7 +458,8 @@ impl<'a> Group<'a> {
 
     /// The line with the most time: `(label, file, line)`.
     fn top_line(&self) -> Option<(String, Option<String>, Option<u32>)> {
-        let mut v: Vec<_> = self.lines.iter().collect();
+        let lines = if self.lines.is_empty() { &self.victim_lines } else { &self.lines };
+        let mut v: Vec<_> = lines.iter().collect();
         v.sort_by(|a, b| b.1.total_cmp(a.1).then(a.0.cmp(b.0)));
         v.first().map(|(k, _)| (*k).clone())
     }
@@ -501,14 +533,18 @@ pub fn derive_with(p: &Profile, table: &[Pitfall]) -> Vec<Finding> {
                     &mut groups.last_mut().unwrap().1
                 }
             };
-            if g.holder.is_none() && row.when.iter().any(|e| e.held_by.is_some()) {
-                g.holder = main_holder(p, v);
+            if g.holder.is_none() {
+                g.holder = row.when.iter().filter_map(|e| e.held_by.as_ref()).find_map(|pats| main_holder(p, v, pats));
             }
             g.add(v);
         }
         for (key, g) in groups {
             let share = g.time_us / total;
-            if share < row.min_share || g.participants() < row.min_threads.unwrap_or(1) || !g.contended() {
+            if share < row.min_share
+                || g.participants() < row.min_threads.unwrap_or(1)
+                || !g.contended()
+                || !g.stopped_others()
+            {
                 continue;
             }
             for &i in &g.stacks {
@@ -561,7 +597,7 @@ pub fn derive_with(p: &Profile, table: &[Pitfall]) -> Vec<Finding> {
         // Contention needs two threads at once: refcounts and pauses are seen on both; a lock's
         // waiter may be alone (its holder does not wait), but then the lock has a holder.
         let min_threads = if matches!(category, Category::Refcount | Category::StopTheWorld) { 2 } else { 1 };
-        if share < GENERIC_MIN_SHARE || g.participants() < min_threads {
+        if share < GENERIC_MIN_SHARE || g.participants() < min_threads || !g.stopped_others() {
             continue;
         }
         let row = Pitfall {

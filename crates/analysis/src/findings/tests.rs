@@ -454,6 +454,17 @@ fn silent_without_the_evidence() {
         ms: 10,
     });
     assert!(ids(&p.work(1, 500)).is_empty());
+    // Two threads' own collections, nobody else paused: their own work, not a finding.
+    let p = waits(
+        P::new("3.13.1", true),
+        Category::StopTheWorld,
+        "stop-the-world (collecting thread's pause)",
+        ("alloc", APP, 60),
+        &[],
+        2,
+        200,
+    );
+    assert!(ids(&p.work(1, 500)).is_empty());
     // A thread-start handshake is not contention.
     let p = waits(P::new("3.13.1", true), Category::Pymutex, "PyEvent_WaitTimed @ 0x1", ("start", APP, 3), &[], 1, 100);
     assert!(ids(&p.work(1, 500)).is_empty());
