@@ -263,7 +263,7 @@ def list_arithmetic():
 
     two = float("2")  # this thread's own (a float constant is shared too, see shared-constant)
 
-    def step():
+    def step(data=data, two=two):  # (locals, not closure variables)
         acc = 0.0
         for x in data: acc += x * two  # BAD-LINE
     until_deadline(step)

@@ -581,7 +581,16 @@ pub fn derive_with(p: &Profile, table: &[Pitfall]) -> Vec<Finding> {
     let mut groups: Vec<((Category, String), Group)> = Vec::new();
     // `PyEvent_WaitTimed` is a notification (a thread start handshake, `Event`-like), not a lock.
     let notification = |v: &View| v.object.is_some_and(|o| o.starts_with("PyEvent"));
-    for v in views.iter().filter(|v| !claimed[v.index] && v.category.is_contention() && !notification(v)) {
+    // A free-threaded build's GIL that did not stay on was on while an extension module
+    // initialised: transient, not the program's.
+    let transient_gil = |v: &View| {
+        v.category == Category::Gil
+            && p.target.python.as_ref().is_some_and(|py| py.free_threaded && py.gil_reenabled.is_none())
+    };
+    for v in views
+        .iter()
+        .filter(|v| !claimed[v.index] && v.category.is_contention() && !notification(v) && !transient_gil(v))
+    {
         let key = (v.category, v.object.unwrap_or(v.category.name()).to_string());
         match groups.iter().position(|(k, _)| *k == key) {
             Some(i) => groups[i].1.add(v),
