@@ -238,7 +238,9 @@ def logging_under_lock():
 
 
 def slow_work():
-    return sum(range(20_000))  # HOLD-LINE
+    x = 0; i = 0
+    while i < 20_000: x += i; i += 1  # HOLD-LINE
+    return x
 
 
 def lock_held_across_work():
@@ -309,7 +311,7 @@ def stop_the_world_gc():
 
 def tracemalloc_row():
     def step():
-        keep = [str(i) * 2 for i in range(2_000)]  # BAD-LINE
+        keep = [i * 1.5 for i in range(2_000)]  # BAD-LINE
     until_deadline(step)
 
 
