@@ -44,7 +44,7 @@ fn row(id: &str) -> Value {
 }
 
 /// The bad variant shows finding `id` at the line marked `marker` (a file:line in its site),
-/// with the row's remedy, within three recordings; returns the finding.
+/// with the row's remedy, within [`ATTEMPTS`] recordings; returns the finding.
 fn bad_shows(id: &str, marker: &str) -> Value {
     bad_shows_in(id, &workload("pitfalls.py"), marker)
 }
@@ -210,8 +210,8 @@ fn logging_file() -> std::path::PathBuf {
 fn bad_shows_holder(id: &str) -> Value {
     let wait_line = line_of(&workload("pitfalls.py"), "with app_lock:  # LOG-WAIT-LINE");
     let mut seen = Vec::new();
-    for _ in 0..3 {
-        let (p, _) = record(id, "bad", 2, "1.5");
+    for _ in 0..ATTEMPTS {
+        let (p, _) = record(id, "bad", 2, "2");
         if let Some(f) = findings(&p).iter().find(|f| f["id"] == id) {
             assert!(f["waited_at"].as_str().unwrap().ends_with(&format!("(pitfalls.py:{wait_line})")), "{f:#}");
             assert!(f["remedy"].as_str().unwrap().starts_with(row(id)["remedy"].as_str().unwrap()), "{f:#}");
@@ -219,7 +219,7 @@ fn bad_shows_holder(id: &str) -> Value {
         }
         seen.push(ids(&p));
     }
-    panic!("{id}: no such finding in three recordings; findings seen: {seen:?}");
+    panic!("{id}: no such finding in {ATTEMPTS} recordings; findings seen: {seen:?}");
 }
 
 /// Programs that scale: none has a finding.
