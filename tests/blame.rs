@@ -125,7 +125,7 @@ fn blame_when_attached() {
 fn json_has_held_by_and_blame_stacks() {
     let (text, out) = record("lock", "2", &["--format", "json"], "p.json");
     let p: serde_json::Value = serde_json::from_str(&text).unwrap();
-    assert_eq!(p["schema_version"], 5);
+    assert_eq!(p["schema_version"], analysis::SCHEMA_VERSION);
     let addr = hex(&printed(&out.stdout, "lock"));
     let locks = p["locks"].as_array().unwrap();
     let (i, l) = locks

@@ -668,3 +668,63 @@ fn firefox_refuses_blame_mode_in_one_line() {
     assert!(!String::from_utf8_lossy(&out.stdout).contains("ready"), "the target was not started");
     assert!(started.elapsed().as_secs() < 20, "refused at once: {:?}", started.elapsed());
 }
+
+/// The Findings panel and the source view in Chromium: a lock held across slow work
+/// (pitfalls.py), its finding anchored on the holder's line of the program's source, linked both
+/// ways with the flamegraph. Screenshot: target/test-artifacts/report/report-findings-source.png.
+#[test]
+fn html_findings_are_anchored_in_the_source_view() {
+    let dir = tempdir();
+    let json = dir.path().join("p.json");
+    let mut found = None;
+    // Sampling on a loaded machine: up to three recordings for the finding to show.
+    for _ in 0..3 {
+        let out = ftprof()
+            .args(["record", "--rate", "999", "--format", "json", "-o"])
+            .arg(&json)
+            .arg("--")
+            .arg(python())
+            .arg(workload("pitfalls.py"))
+            .args(["lock-held-across-work", "bad", "2", "1.5"])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "ftprof record failed: {}", String::from_utf8_lossy(&out.stderr));
+        let p = ftprof::report::load(&json).unwrap();
+        if let Some(i) = p.findings.iter().position(|f| f.id == "lock-held-across-work") {
+            found = Some((p, i));
+            break;
+        }
+    }
+    let (p, index) = found.expect("the lock held across slow work is a finding in one of three recordings");
+    let f = &p.findings[index];
+    let hold = line_of(&workload("pitfalls.py"), "while i < 20_000: x += i; i += 1  # HOLD-LINE");
+    assert_eq!(f.line, Some(hold as u32), "{f:?}");
+    let html = dir.path().join("report.html");
+    let o = ftprof().arg("report").arg(&json).arg("-o").arg(&html).output().unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let shot = artifacts().join("report-findings-source.png");
+    let _ = std::fs::remove_file(&shot);
+    let v = browser_with("findings", &html, &[shot.to_str().unwrap(), &index.to_string()]);
+    let ids: Vec<String> =
+        v["findings"].as_array().unwrap().iter().map(|x| x[0].as_str().unwrap().to_string()).collect();
+    assert_eq!(ids[index], "lock-held-across-work", "{v:#}");
+    assert!(strings(&v["sources"]).iter().any(|s| s.starts_with("pitfalls.py — ")), "{v:#}");
+    // Finding → source: its line, with its mark, showing the code of that line.
+    assert_eq!(v["target"]["line"], hold.to_string(), "{v:#}");
+    assert!(v["target"]["code"].as_str().unwrap().contains("while i < 20_000: x += i; i += 1"), "{v:#}");
+    assert!(strings(&v["target"]["marks"]).contains(&f.title), "{v:#}");
+    // Finding → flamegraph: its stacks stay coloured, the others grey out.
+    let hl = &v["highlight"];
+    assert!(hl["leaf_frames"].as_u64().unwrap() >= 1 && hl["greyed"].as_u64().unwrap() >= 1, "{hl}");
+    assert!(strings(&hl["leaf_fill"]).iter().all(|c| c != "#e6e6e6"), "{hl}");
+    assert_eq!(v["mark_selects"], "lock-held-across-work", "the source mark leads back to its finding");
+    // Source → flamegraph: a hot line searches its frames.
+    let line = v["source_click"]["line"].as_str().unwrap();
+    assert!(v["source_click"]["box"].as_str().unwrap().ends_with(&format!(":{line}\\)")), "{v:#}");
+    assert!(v["search_hits"].as_u64().unwrap() >= 1, "{v:#}");
+    // Flamegraph → source: a Python frame shows its line.
+    let frame = v["clicked_frame"].as_str().expect("a Python frame with a line in the flamegraph");
+    let want = frame.rsplit(':').next().unwrap().trim_end_matches(')');
+    assert_eq!(v["frame_target"], want, "{v:#}");
+    assert!(std::fs::metadata(&shot).unwrap().len() > 10_000, "screenshot at {}", shot.display());
+}

@@ -120,6 +120,9 @@ fn baseline_flags_a_lock_added_to_the_hot_loop_and_not_the_noise_between_equal_r
     assert!(all.contains("SCALING REGRESSION"), "{all}");
     let grew = all.lines().find(|l| l.contains("share of thread time grew:")).unwrap_or("");
     assert!(grew.contains("lock ") && grew.contains(&line), "names lock and {line}: {all}");
+    // The message ends with the top finding of the largest thread count: what to change, where.
+    let finding = all.lines().find(|l| l.contains("; top finding: ")).unwrap_or_else(|| panic!("no finding: {all}"));
+    assert!(finding.contains("(scale_flag_lock.py:") && finding.contains("— do: "), "{finding}");
     let r = results(&new_dir);
     let c = &r["baseline"];
     assert_eq!(c["verdict"], "regression", "{c}");

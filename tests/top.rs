@@ -130,6 +130,11 @@ fn attached_view_shows_hot_function_and_lock_and_q_leaves_target_running() {
     assert!(screen.contains("CPython 3.13") || screen.contains("CPython 3.1"), "{screen}");
     assert!(screen.contains("free-threaded"), "{screen}");
     assert!(tmux.alternate_on(), "the view is not on the alternate screen");
+    // The header names the top finding of the recording so far, with its line.
+    let (found, _) = tmux.wait_for("the top finding", Duration::from_secs(15), |s| {
+        s.lines().any(|l| l.contains("top finding: ") && l.contains("(top_lock.py:"))
+    });
+    eprintln!("{}", found.lines().find(|l| l.contains("top finding: ")).unwrap_or(""));
 
     // A resize redraws the view at the new size.
     tmux.run(&["resize-window", "-t", "top", "-x", "110", "-y", "35"]);

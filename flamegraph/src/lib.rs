@@ -515,6 +515,44 @@ pub fn summary_text(p: &Profile) -> String {
             o += &format!("    {:>9}  {}\n", ms(l.time_us), l.line);
         }
     }
+    o += &what_to_do(p, 3);
+    o
+}
+
+/// A finding's predicted gain in words (`predicted gain ×1.30 (1.20–1.45)`), when predicted.
+pub fn gain_text(f: &analysis::findings::Finding) -> Option<String> {
+    f.predicted_gain.map(|g| format!("predicted gain ×{:.2} ({:.2}–{:.2})", g.factor, g.low, g.high))
+}
+
+/// One line naming a finding: `title at site` (the line to change).
+pub fn finding_line(f: &analysis::findings::Finding) -> String {
+    match &f.site {
+        Some(s) => format!("{} at {s}", f.title),
+        None => f.title.clone(),
+    }
+}
+
+/// The closing "what to do" section: the top `n` findings (best first), each with its line,
+/// evidence and remedy.
+pub fn what_to_do(p: &Profile, n: usize) -> String {
+    if p.findings.is_empty() {
+        return "  what to do: nothing to change for scaling — no known pitfall matched and no contention reached 3 % of thread time\n".into();
+    }
+    let mut o = format!(
+        "  what to do ({} of {} finding{}, best first):\n",
+        n.min(p.findings.len()),
+        p.findings.len(),
+        if p.findings.len() == 1 { "" } else { "s" }
+    );
+    for (i, f) in p.findings.iter().take(n).enumerate() {
+        let gain = gain_text(f).map(|g| format!(" — {g}")).unwrap_or_default();
+        o += &format!("    {}. {}{gain}\n", i + 1, finding_line(f));
+        o += &format!("       evidence: {}\n", f.evidence);
+        o += &format!("       do: {}\n", f.remedy);
+        if let Some(c) = &f.citation {
+            o += &format!("       see: {c}\n");
+        }
+    }
     o
 }
 

@@ -7,6 +7,7 @@
 //   node check.cjs speedscope PROFILE.json SCREENSHOT.png   schema + speedscope's own app
 //   node check.cjs bench REPORT.html RUNS               render time of the HTML report
 //   node check.cjs shot PAGE.svg|html SCREENSHOT.png    a screenshot (charts)
+//   node check.cjs findings REPORT.html SCREENSHOT.png [N]  the Findings panel and the source view (finding N)
 // Prints one JSON object on stdout; exits non-zero on a failed step.
 'use strict';
 const fs = require('fs');
@@ -256,6 +257,67 @@ async function bench(file, runs) {
   return out;
 }
 
+// The Findings panel and the source view: a click on the first finding shows its line (with its
+// mark) in the source view and greys out the other stacks; a click on a hot source line searches
+// its frames in the flamegraph; a click on a Python frame of the flamegraph shows its line.
+async function findings(file, shot, index) {
+  const n = parseInt(index || '0', 10);
+  const browser = await launch();
+  const { p, log } = await page(browser, { offline: true });
+  const out = { ok: false };
+  try {
+    await p.goto(fileUrl(file), { waitUntil: 'load' });
+    await p.waitForSelector('body[data-rendered="1"]', { timeout: 20000 });
+    out.findings = await p.$$eval('#findings li', (ls) => ls.map((l) => [l.getAttribute('data-id'), l.textContent]));
+    out.sources = await p.$$eval('#source-file option', (os) => os.map((o) => o.textContent));
+    const first = await p.evaluate((n) => JSON.parse(document.getElementById('ftprof-data').textContent).findings[n], n);
+    out.first = first;
+    await p.click(`#findings li >> nth=${n}`);
+    await p.waitForSelector('#findings li.selected', { timeout: 5000 });
+    await p.waitForSelector('body[data-rendered="1"]', { timeout: 10000 });
+    out.target = await p.$eval('#source tr.target', (r) => ({ line: r.getAttribute('data-line'), marks: Array.from(r.querySelectorAll('.fmark')).map((m) => m.textContent), code: r.querySelector('td.code').firstChild.textContent }));
+    out.highlight = await p.$$eval('#chart svg g', (gs, leaf) => {
+      const fill = (g) => g.querySelector('rect').getAttribute('fill');
+      const mine = gs.filter((g) => g.getAttribute('name') === leaf);
+      return { leaf_frames: mine.length, leaf_fill: mine.map(fill), greyed: gs.filter((g) => fill(g) === '#e6e6e6').length, total: gs.length };
+    }, first.leaf);
+    await p.locator('#findings-section').scrollIntoViewIfNeeded();
+    await p.screenshot({ path: shot, fullPage: true });
+    // The mark on the source line leads back to its finding.
+    await p.click('#source tr.target .fmark');
+    out.mark_selects = await p.$eval('#findings li.selected', (l) => l.getAttribute('data-id'));
+    // A hot source line → its frames in the flamegraph.
+    // (the finding's own line: it has time)
+    const hot = await p.$eval('#source tr.target.hot', (r) => r.getAttribute('data-line'));
+    await p.click('#source tr.target.hot');
+    out.source_click = { line: hot, search: await p.getAttribute('body', 'data-source-search'), box: await p.inputValue('#search') };
+    out.search_hits = await p.$$eval('#chart svg g rect', (rs) => rs.filter((r) => r.getAttribute('fill') === '#e600e6').length);
+    // A Python frame of the flamegraph (of a file the source view shows) → its line there.
+    const names = await p.$$eval('#source-file option', (os) => os.map((o) => o.textContent.split(' — ')[0]));
+    const frame = await p.$$eval('#chart svg g', (gs, [cur, names]) => {
+      const g = gs.find((g) => {
+        const m = /\(([^():]+):(\d+)\)$/.exec(g.getAttribute('name') || '');
+        return m && m[2] !== cur && names.filter((n) => n === m[1]).length === 1;
+      });
+      return g ? g.getAttribute('name') : null;
+    }, [out.target.line, names]);
+    out.clicked_frame = frame;
+    if (frame) {
+      await p.click(`#chart svg g[name="${frame.replace(/"/g, '\\"')}"] rect`, { force: true });
+      await p.waitForSelector('body[data-rendered="1"]', { timeout: 10000 });
+      out.frame_target = await p.$eval('#source tr.target', (r) => r.getAttribute('data-line'));
+      out.frame_file = await p.$eval('#source-file', (s) => s.options[s.selectedIndex].textContent);
+    }
+    out.ok = true;
+  } catch (e) {
+    out.failure = String(e);
+  }
+  out.requests = log.requests.filter((u) => u !== fileUrl(file));
+  out.errors = log.errors.concat(log.console);
+  await browser.close();
+  return out;
+}
+
 async function shot(file, png) {
   const browser = await launch();
   const { p, log } = await page(browser, { offline: true });
@@ -276,7 +338,8 @@ async function shot(file, png) {
   else if (cmd === 'speedscope') out = await speedscope(a, b);
   else if (cmd === 'bench') out = await bench(a, parseInt(b || '5', 10));
   else if (cmd === 'shot') out = await shot(a, b);
-  else throw new Error('usage: check.cjs html|blame|scale|speedscope|bench|shot FILE ARG [LEAF]');
+  else if (cmd === 'findings') out = await findings(a, b, c);
+  else throw new Error('usage: check.cjs html|blame|scale|speedscope|bench|shot|findings FILE ARG [LEAF]');
   process.stdout.write(JSON.stringify(out) + '\n');
   process.exit(out.ok ? 0 : 1);
 })().catch((e) => { process.stdout.write(JSON.stringify({ ok: false, failure: String(e && e.stack || e) }) + '\n'); process.exit(1); });

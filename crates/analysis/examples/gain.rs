@@ -26,11 +26,12 @@ fn main() {
             eprintln!("gain: {path}: {e}");
             std::process::exit(1)
         });
-    let cpus = std::thread::available_parallelism().map(|c| c.get()).ok();
+    let cpus = p.summary.cpus.or_else(|| std::thread::available_parallelism().map(|c| c.get()).ok());
     for (t, g) in top_gains(&p, n, cpus) {
         let (kind, what) = match &t {
             Target::Category(c) => ("category", c.name().to_string()),
             Target::Lock { kind, description } => ("lock", format!("{}: {description}", kind.name())),
+            Target::Stacks(v) => ("stacks", format!("{} stacks", v.len())),
         };
         println!(
             "{}",

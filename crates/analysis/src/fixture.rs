@@ -244,5 +244,5 @@ pub fn profile() -> Profile {
     blame.stats.threads_scanned = 9;
     blame.stats.search_ms = 0.25;
     crate::blame::attach(&mut p, &blame.finish());
-    p
+    p.with_findings()
 }

@@ -82,11 +82,14 @@ pub enum Target {
     Category(Category),
     /// One lock or object: the lock table's `kind` and `description`.
     Lock { kind: Category, description: String },
+    /// The profile's stacks at these indices (a finding's evidence).
+    Stacks(Vec<usize>),
 }
 
 impl Target {
-    fn matches(&self, category: Category, frame_names: &[&str]) -> bool {
+    fn matches(&self, stack: usize, category: Category, frame_names: &[&str]) -> bool {
         match self {
+            Target::Stacks(v) => v.contains(&stack),
             Target::Category(c) => *c == category,
             Target::Lock { kind, description } => {
                 *kind == category && {
@@ -172,11 +175,11 @@ pub fn thread_times(p: &Profile, target: &Target) -> (Vec<ThreadTime>, u64) {
     let period_us = p.summary.period_us();
     let mut by: HashMap<u32, ThreadTime> = HashMap::new();
     let mut evidence = 0;
-    for s in &p.stacks {
+    for (i, s) in p.stacks.iter().enumerate() {
         let t = by.entry(s.thread).or_default();
         let names: Vec<&str> =
             s.frames.iter().filter_map(|&f| p.frames.get(f as usize)).map(|f| f.name.as_str()).collect();
-        let hit = target.matches(s.category, &names);
+        let hit = target.matches(i, s.category, &names);
         let cpu = s.samples as f64 * period_us;
         let off = s.wait_us as f64;
         t.cpu_us += cpu;

@@ -32,6 +32,7 @@ pub mod baseline;
 pub mod blame;
 pub mod collect;
 pub mod concurrency;
+pub mod findings;
 pub mod fixture;
 pub mod gain;
 pub mod gil;

@@ -10,7 +10,7 @@ use crate::merge::{merge_stacks, MergeStatus};
 use crate::wait::{classify, Category, Evidence, LockIdentity};
 
 /// Version of the JSON profile layout (bump on incompatible changes).
-pub const SCHEMA_VERSION: u32 = 5;
+pub const SCHEMA_VERSION: u32 = 6;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, PartialOrd, Ord)]
 #[serde(rename_all = "lowercase")]
@@ -261,6 +261,9 @@ pub struct LockStat {
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct Summary {
     pub duration_s: f64,
+    /// CPUs online on the machine it was recorded on (predicted gains depend on it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpus: Option<usize>,
     pub rate_hz: u64,
     /// CPU samples.
     pub samples: u64,
@@ -346,6 +349,10 @@ pub struct Profile {
     /// (see [`crate::blame`]).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub blame: Vec<crate::blame::BlameStack>,
+    /// Known pitfalls (and unexplained contention) recognised in this profile, best first, each
+    /// with its remedy (see [`crate::findings`]; filled in by [`Profile::with_findings`]).
+    #[serde(default)]
+    pub findings: Vec<crate::findings::Finding>,
 }
 
 impl Profile {
@@ -366,6 +373,13 @@ impl Profile {
             return Err(format!("this JSON profile is damaged: a stack names frame {bad} of {}", self.frames.len()));
         }
         Ok(self)
+    }
+
+    /// The profile with its [`Profile::findings`] derived (call once the profile is complete,
+    /// blame attached).
+    pub fn with_findings(mut self) -> Profile {
+        self.findings = crate::findings::derive(&self);
+        self
     }
 
     /// `(thread label, frames root→leaf, samples)` for each stack.
@@ -705,6 +719,7 @@ impl ProfileBuilder {
             locks,
             top_lines,
             blame: Vec::new(),
+            findings: Vec::new(),
         }
     }
 }

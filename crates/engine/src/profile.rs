@@ -158,11 +158,12 @@ pub fn profile_of(
     let wait_rate = rec.tick.min_rate;
     sum.wait_rate_hz = (waits == Waits::Sampled && wait_rate.is_finite()).then_some(wait_rate);
     sum.processes = processes;
+    sum.cpus = Some(profiler::perf::online_cpus().len().max(1));
     let mut profile = builder.finish(target_info);
     if waits == Waits::Sampled {
         analysis::blame::attach(&mut profile, &blame);
     }
-    profile
+    profile.with_findings()
 }
 
 /// The target: its command, its CPython, how it ended.

@@ -268,7 +268,7 @@ pub fn run(opts: &ScaleOptions) -> Result<i32> {
     for f in &failures {
         eprintln!("ftprof: failed run: {f}");
     }
-    gates(opts, &result)
+    gates(opts, &result, &first_profiles)
 }
 
 /// The interpreter the command runs (checked when profiling), or the command's program.
@@ -403,11 +403,14 @@ fn write_outputs(
 }
 
 /// `--baseline` and `--fail-under`: the exit code (0, or [`EXIT_FAIL_UNDER`]), with the reasons
-/// on stderr.
-fn gates(opts: &ScaleOptions, result: &ScaleResult) -> Result<i32> {
+/// on stderr, each naming the top finding of the profile at the largest thread count (what to
+/// change).
+fn gates(opts: &ScaleOptions, result: &ScaleResult, first_profiles: &BTreeMap<u32, Profile>) -> Result<i32> {
+    let finding = first_profiles.values().next_back().and_then(|p| p.findings.first()).map(finding_clause);
+    let finding = finding.unwrap_or_default();
     let mut code = 0;
     if let Some(c) = &result.baseline {
-        eprintln!("ftprof: {}", c.message);
+        eprintln!("ftprof: {}{}", c.message, if c.verdict == "regression" { finding.as_str() } else { "" });
         if c.verdict == "regression" {
             code = EXIT_FAIL_UNDER;
         }
@@ -419,7 +422,7 @@ fn gates(opts: &ScaleOptions, result: &ScaleResult) -> Result<i32> {
         let eff = last.efficiency.unwrap_or(0.0);
         if eff < min_eff {
             eprintln!(
-                "ftprof: efficiency {eff:.2} at N = {} is below {min_eff:.2}{}",
+                "ftprof: efficiency {eff:.2} at N = {} is below {min_eff:.2}{}{finding}",
                 last.threads,
                 gate_reason(result)
             );
@@ -427,6 +430,11 @@ fn gates(opts: &ScaleOptions, result: &ScaleResult) -> Result<i32> {
         }
     }
     Ok(code)
+}
+
+/// `; top finding: TITLE at LINE (EVIDENCE) — do: REMEDY` for the gate messages.
+fn finding_clause(f: &analysis::findings::Finding) -> String {
+    format!("; top finding: {} ({}) — do: {}", flamegraph::finding_line(f), f.evidence, f.remedy)
 }
 
 /// Why `--fail-under` failed: the category whose thread time per unit of work grew most, with its

@@ -87,6 +87,8 @@ struct Header {
     command: String,
     python: String,
     lost: u64,
+    /// The top finding of the recording so far (cumulative), with its remedy.
+    finding: Option<String>,
 }
 
 enum Msg {
@@ -130,6 +132,10 @@ impl TopSink {
             command: profile.target.command.join(" "),
             python,
             lost: lost_samples + lost_switches,
+            finding: profile
+                .findings
+                .first()
+                .map(|f| format!("top finding: {} — do: {}", flamegraph::finding_line(f), f.remedy)),
         };
         let totals = Totals::from_profile(&profile, profile.summary.duration_s);
         let _ = self.tx.send(Msg::Update(Box::new((totals, self.rec.live_threads(), header))));
@@ -364,7 +370,7 @@ fn draw(f: &mut Frame, model: &Model, view: &View, header: &Header, opts: &TopOp
     let threads = model.thread_rows();
     let thread_h = (threads.len() as u16 + 3).min(12);
     let [head, thr, funcs, locks, foot] = Layout::vertical([
-        Constraint::Length(3),
+        Constraint::Length(4),
         Constraint::Length(thread_h),
         Constraint::Min(6),
         Constraint::Length(8),
@@ -397,7 +403,11 @@ fn draw(f: &mut Frame, model: &Model, view: &View, header: &Header, opts: &TopOp
     } else {
         format!("ftprof top — pid {} {}", header.pid, header.command)
     };
-    f.render_widget(Paragraph::new(vec![Line::from(title).bold(), Line::from(counts), Line::from(status)]), head);
+    let finding = header.finding.clone().unwrap_or_else(|| "top finding: none so far".into());
+    f.render_widget(
+        Paragraph::new(vec![Line::from(title).bold(), Line::from(counts), Line::from(status), Line::from(finding)]),
+        head,
+    );
 
     let span = model.interval.elapsed_s;
     draw_threads(f, thr, &threads, span);

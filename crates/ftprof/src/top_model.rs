@@ -466,6 +466,7 @@ mod tests {
             }],
             top_lines: vec![],
             blame: vec![],
+            findings: vec![],
         }
     }
 

@@ -136,6 +136,117 @@ pub(crate) struct ReportData {
     verdict: Option<String>,
     locks: Vec<LockRow>,
     lines: Vec<(String, u64, u64)>,
+    /// The profile's findings, best first.
+    findings: Vec<FindingRow>,
+    /// The program's source files with time on their lines (the source view).
+    sources: Vec<SourceFile>,
+}
+
+/// One finding of the Findings panel.
+#[derive(Serialize)]
+struct FindingRow {
+    id: String,
+    title: String,
+    site: Option<String>,
+    /// Index into `sources` and the line, when the site's file is shown.
+    source: Option<(usize, u32)>,
+    evidence: String,
+    remedy: String,
+    citation: Option<String>,
+    gain: Option<String>,
+    generic: bool,
+    /// The wait leaf of its stacks (`[category: object]`), to highlight them in the flamegraph.
+    leaf: String,
+}
+
+/// A source file of the program with the time spent on its lines.
+#[derive(Serialize)]
+struct SourceFile {
+    path: String,
+    /// The base name, as in frame labels (`app.py`).
+    name: String,
+    text: Vec<String>,
+    /// `[line, [[category index, µs], …]]`: thread time whose innermost Python frame was at
+    /// that line, by category.
+    lines: Vec<(u32, Vec<(u8, u64)>)>,
+}
+
+/// Most files the source view embeds, and the largest.
+const MAX_SOURCES: usize = 40;
+const MAX_SOURCE_BYTES: u64 = 2 << 20;
+
+/// Per line, per category index: thread time (µs).
+type LineCats = std::collections::BTreeMap<u32, std::collections::BTreeMap<u8, f64>>;
+
+/// Per source file (by path), per line, per category: thread time at that innermost Python line;
+/// with the file's total.
+fn line_times(p: &Profile) -> Vec<(String, LineCats, f64)> {
+    let per = p.summary.period_us();
+    let mut files: std::collections::HashMap<&str, (LineCats, f64)> = Default::default();
+    for st in &p.stacks {
+        let Some(f) =
+            st.frames.iter().rev().filter_map(|&i| p.frames.get(i as usize)).find(|f| f.kind == FrameKind::Python)
+        else {
+            continue;
+        };
+        let (Some(file), Some(line)) = (f.file.as_deref(), f.line) else { continue };
+        let t = st.time_us(per);
+        if t <= 0.0 || st.category.is_idle() {
+            continue;
+        }
+        let e = files.entry(file).or_default();
+        *e.0.entry(line).or_default().entry(category_index(st.category)).or_default() += t;
+        e.1 += t;
+    }
+    let mut v: Vec<_> = files.into_iter().map(|(f, (l, t))| (f.to_string(), l, t)).collect();
+    v.sort_by(|a, b| b.2.total_cmp(&a.2).then(a.0.cmp(&b.0)));
+    v
+}
+
+/// The source view's files: those with time on their lines that can be read here (the report is
+/// rendered where the program ran), busiest first; a finding's file always comes first.
+fn sources(p: &Profile) -> Vec<SourceFile> {
+    let mut times = line_times(p);
+    // Files with a finding first (in the findings' order), then by time.
+    let rank = |path: &str| p.findings.iter().position(|f| f.file.as_deref() == Some(path)).unwrap_or(usize::MAX);
+    times.sort_by_key(|t| rank(&t.0));
+    let mut out = Vec::new();
+    for (path, lines, _) in times {
+        if out.len() >= MAX_SOURCES {
+            break;
+        }
+        let readable = std::fs::metadata(&path).map(|m| m.is_file() && m.len() <= MAX_SOURCE_BYTES).unwrap_or(false);
+        let Some(text) = readable.then(|| std::fs::read(&path).ok()).flatten() else { continue };
+        let text: Vec<String> = String::from_utf8_lossy(&text).lines().map(str::to_string).collect();
+        out.push(SourceFile {
+            name: path.rsplit('/').next().unwrap_or(&path).to_string(),
+            path,
+            text,
+            lines: lines
+                .into_iter()
+                .map(|(l, cats)| (l, cats.into_iter().map(|(c, us)| (c, us.round() as u64)).collect()))
+                .collect(),
+        });
+    }
+    out
+}
+
+fn finding_rows(p: &Profile, sources: &[SourceFile]) -> Vec<FindingRow> {
+    p.findings
+        .iter()
+        .map(|f| FindingRow {
+            id: f.id.clone(),
+            title: f.title.clone(),
+            site: f.site.clone(),
+            source: f.file.as_deref().and_then(|file| sources.iter().position(|s| s.path == file)).zip(f.line),
+            evidence: f.evidence.clone(),
+            remedy: f.remedy.clone(),
+            citation: f.citation.clone(),
+            gain: crate::gain_text(f),
+            generic: f.generic,
+            leaf: format!("[{}: {}]", f.category.name(), f.object),
+        })
+        .collect()
 }
 
 pub(crate) fn mode_name(m: Mode) -> &'static str {
@@ -198,6 +309,7 @@ pub(crate) fn data(p: &Profile, title: &str, mode: Mode, idle: bool) -> ReportDa
     threads.sort_by(|a, b| b.2.cmp(&a.2).then(a.0.cmp(&b.0)));
     let mut frames: Vec<(String, u8)> = p.frames.iter().map(|f| (f.label(), kind_index(f.kind, f.inlined))).collect();
     let blame = blame_stacks(p, &mut frames);
+    let sources = sources(p);
     ReportData {
         title: title.to_string(),
         mode: mode_name(mode),
@@ -255,6 +367,8 @@ pub(crate) fn data(p: &Profile, title: &str, mode: Mode, idle: bool) -> ReportDa
             })
             .collect(),
         lines: p.top_lines.iter().map(|l| (l.line.clone(), l.time_us, l.waits)).collect(),
+        findings: finding_rows(p, &sources),
+        sources,
     }
 }
 
@@ -321,6 +435,46 @@ pub fn report(p: &Profile, title: &str, mode: Mode, idle: bool) -> anyhow::Resul
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The Findings panel's rows point into the source view, whose file is the program's own
+    /// (read where the report is made), with per-line time by category.
+    #[test]
+    fn findings_are_anchored_on_their_source_lines() {
+        let dir = std::env::temp_dir().join(format!("ftprof-src-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let app = dir.join("app.py");
+        std::fs::write(&app, (1..=60).map(|i| format!("line_{i} = {i}\n")).collect::<String>()).unwrap();
+        let mut p = analysis::fixture::profile();
+        for f in p.frames.iter_mut().filter(|f| f.file.as_deref() == Some("/opt/app/app.py")) {
+            f.file = Some(app.to_string_lossy().into());
+        }
+        let p = p.with_findings();
+        let d = data(&p, "t", Mode::Wall, false);
+        std::fs::remove_dir_all(&dir).unwrap();
+        // threading.py of the fixture does not exist here: only app.py is embedded.
+        assert_eq!(d.sources.len(), 1);
+        let s = &d.sources[0];
+        assert_eq!((s.name.as_str(), s.text.len(), s.text[11].as_str()), ("app.py", 60, "line_12 = 12"));
+        let lines: Vec<u32> = s.lines.iter().map(|l| l.0).collect();
+        assert_eq!(lines, [12, 20, 25, 26, 30, 50]);
+        // Line 20: the lock wait (30 ms), its spinning (5 samples × 1 ms) and the runqueue.
+        let at20 = &s.lines[1].1;
+        assert!(at20.contains(&(category_index(Category::Lock), 30_000)), "{at20:?}");
+        assert!(at20.contains(&(category_index(Category::Spin), 5_000)), "{at20:?}");
+        let f: Vec<_> = d.findings.iter().map(|f| (f.id.as_str(), f.source, f.leaf.as_str())).collect();
+        assert_eq!(
+            f,
+            [
+                ("lock-held-across-work", Some((0, 12)), "[lock: _thread.lock @ 0x7f1000001000]"),
+                ("shared-container-writes", Some((0, 25)), "[critical_section: list @ 0x7f2000002000]"),
+                ("generic-spin", Some((0, 26)), "[spin: list_extend]")
+            ]
+        );
+        // Each finding's leaf is the wait leaf of its stacks in the flamegraph.
+        for r in &d.findings {
+            assert!(d.frames.iter().any(|(label, kind)| *kind == 5 && *label == r.leaf), "{}", r.leaf);
+        }
+    }
 
     #[test]
     fn data_block_cannot_close_its_script_element() {

@@ -97,7 +97,8 @@
       .setLabelHandler(function (d) {
         return d.data.name + ' — ' + F.fmtUs(d.value) + ' (' + (100 * d.value / total).toFixed(2) + ' %)';
       })
-      .setDetailsElement(document.getElementById('details'));
+      .setDetailsElement(document.getElementById('details'))
+      .onClick(function (d) { if (d && d.data && d.data.name) window.ftprofFrameToSource(d.data.name); });
     d3.select(chartNode).datum(root).call(chart);
     var term = document.getElementById('search').value;
     if (term) chart.search(term);
@@ -187,6 +188,128 @@
     tr.appendChild(el('td', { class: 'num' }, String(l[2])));
     lb.appendChild(tr);
   });
+
+  // Findings: each with its line (a link into the source view) and its stacks (highlighted in
+  // the flamegraph through their wait leaf).
+  var srcSel = document.getElementById('source-file');
+  var srcNode = document.getElementById('source');
+  var fl = document.getElementById('findings');
+  function showFinding(i) {
+    var f = D.findings[i];
+    fl.querySelectorAll('li').forEach(function (li, j) { li.classList.toggle('selected', j === i); });
+    if (f.source) showSource(f.source[0], f.source[1], false);
+    var hasLeaf = D.stacks.some(function (st) { return leafName(st) === f.leaf; });
+    state.lock = hasLeaf ? f.leaf : null;
+    document.getElementById('clear-lock').hidden = state.lock === null;
+    renderLocks();
+    draw();
+  }
+  if (!D.findings.length) {
+    fl.appendChild(el('li', { class: 'empty' }, 'Nothing to change for scaling: no known pitfall matched and no contention reached 3 % of the active thread time.'));
+  }
+  D.findings.forEach(function (f, i) {
+    var li = el('li', { id: 'finding-' + i, 'data-id': f.id });
+    var head = el('div');
+    head.appendChild(el('span', { class: 'ftitle' + (f.generic ? ' generic' : '') }, f.title));
+    if (f.site) { head.appendChild(document.createTextNode(' at ')); head.appendChild(el('span', { class: 'fsite' }, f.site)); }
+    if (f.gain) head.appendChild(document.createTextNode(' — ' + f.gain));
+    li.appendChild(head);
+    li.appendChild(el('div', { class: 'fremedy' }, f.remedy));
+    li.appendChild(el('div', { class: 'fevidence' }, f.evidence));
+    if (f.citation) li.appendChild(el('div', { class: 'fcite' }, 'see: ' + f.citation));
+    li.addEventListener('click', function () { showFinding(i); });
+    fl.appendChild(li);
+  });
+
+  // Source view: per line, thread time by category (innermost Python frame), the findings on it.
+  var catByIndex = D.categories;
+  D.sources.forEach(function (f, i) { srcSel.appendChild(el('option', { value: String(i) }, f.name + ' — ' + f.path)); });
+  var currentSource = -1;
+  function lineId(fi, n) { return 'src-' + fi + '-' + n; }
+  function renderSource(fi) {
+    currentSource = fi;
+    srcSel.value = String(fi);
+    srcNode.textContent = '';
+    var f = D.sources[fi];
+    if (!f) { srcNode.appendChild(el('div', { class: 'empty' }, 'No source file of the program could be read where this report was made.')); return; }
+    document.getElementById('source-path').textContent = f.path;
+    var per = {};
+    f.lines.forEach(function (l) { per[l[0]] = l[1]; });
+    var marks = {};
+    D.findings.forEach(function (g, gi) { if (g.source && g.source[0] === fi) (marks[g.source[1]] = marks[g.source[1]] || []).push(gi); });
+    var max = 1;
+    f.lines.forEach(function (l) { var t = l[1].reduce(function (a, c) { return a + c[1]; }, 0); if (t > max) max = t; });
+    var table = el('table'), body = el('tbody');
+    f.text.forEach(function (code, k) {
+      var n = k + 1, cats = per[n] || [];
+      var cpu = 0, wait = 0, cont = 0;
+      cats.forEach(function (c) {
+        var info = catByIndex[c[0]];
+        if (info.on_cpu && !info.contention) cpu += c[1]; else wait += c[1];
+        if (info.contention) cont += c[1];
+      });
+      var tr = el('tr', { id: lineId(fi, n), 'data-line': String(n) });
+      tr.appendChild(el('td', { class: 'ln' }, String(n)));
+      tr.appendChild(el('td', { class: 't', title: 'CPU (running)' }, cpu ? F.fmtUs(cpu) : ''));
+      tr.appendChild(el('td', { class: 't', title: 'waiting, stalls and contention' }, wait ? F.fmtUs(wait) : ''));
+      tr.appendChild(el('td', { class: 't', title: 'of which contention' }, cont ? F.fmtUs(cont) : ''));
+      var bars = el('td', { class: 'bars' });
+      cats.forEach(function (c) {
+        var b = el('span', { class: 'bar', title: catByIndex[c[0]].name + ' ' + F.fmtUs(c[1]) });
+        b.style.width = Math.max(1, 150 * c[1] / max) + 'px';
+        b.style.background = catByIndex[c[0]].color;
+        bars.appendChild(b);
+      });
+      tr.appendChild(bars);
+      var td = el('td', { class: 'code' }, code);
+      (marks[n] || []).forEach(function (gi) {
+        var m = el('span', { class: 'fmark', 'data-finding': String(gi), title: D.findings[gi].remedy }, D.findings[gi].title);
+        m.addEventListener('click', function (e) { e.stopPropagation(); showFinding(gi); document.getElementById('finding-' + gi).scrollIntoView({ behavior: 'instant', block: 'center' }); });
+        td.appendChild(m);
+        tr.classList.add('has-finding');
+      });
+      tr.appendChild(td);
+      if (cats.length) {
+        tr.classList.add('hot');
+        tr.addEventListener('click', function () { findInFlamegraph(f.name, n); });
+      }
+      body.appendChild(tr);
+    });
+    table.appendChild(body);
+    srcNode.appendChild(table);
+  }
+  // Show line n of source fi (scrolled to within the source box; the page scrolls only when
+  // `page`).
+  function showSource(fi, n, page) {
+    if (fi !== currentSource) renderSource(fi);
+    srcNode.querySelectorAll('tr.target').forEach(function (t) { t.classList.remove('target'); });
+    var row = document.getElementById(lineId(fi, n));
+    if (!row) return;
+    row.classList.add('target');
+    srcNode.scrollTop = Math.max(0, row.offsetTop - srcNode.clientHeight / 2);
+    if (page) document.getElementById('source-section').scrollIntoView({ behavior: 'instant', block: 'start' });
+  }
+  // A source line → its frames in the flamegraph (search marks them).
+  function findInFlamegraph(name, n) {
+    var term = '\\(' + name.replace(/[.*+?^${}()|[\]\\]/g, '\\$&') + ':' + n + '\\)';
+    var box = document.getElementById('search');
+    box.value = term;
+    if (chart) chart.search(term);
+    document.body.setAttribute('data-source-search', term);
+    document.getElementById('flame-section').scrollIntoView({ behavior: 'instant', block: 'start' });
+  }
+  // A Python frame of the flamegraph → its line in the source view.
+  window.ftprofFrameToSource = function (label) {
+    var m = /\(([^():]+):(\d+)\)$/.exec(label || '');
+    if (!m) return false;
+    var fi = D.sources.findIndex(function (s) { return s.name === m[1]; });
+    if (fi < 0) return false;
+    // Zooming clicks stay on the flamegraph: the source view follows without moving the page.
+    showSource(fi, parseInt(m[2], 10), false);
+    return true;
+  };
+  srcSel.addEventListener('change', function () { renderSource(parseInt(srcSel.value, 10)); });
+  renderSource(D.findings.length && D.findings[0].source ? D.findings[0].source[0] : 0);
 
   draw();
 })();
