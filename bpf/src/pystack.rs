@@ -1,0 +1,343 @@
+//! Python stacks read at the sample instant (`src/bpf/pystack.bpf.c`).
+
+use std::collections::VecDeque;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
+use std::sync::{Arc, Mutex};
+
+use libbpf_rs::{MapCore, MapFlags, Object, RingBuffer, RingBufferBuilder};
+use symbolizer::python::{PyFrame, PyProcess, PyStack};
+
+use crate::loader::{self, Pod, ProgStats, Refusal};
+
+static OBJECT: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/pystack.bpf.o"));
+
+/// Frames one record can hold (`PY_MAX_FRAMES` in src/bpf/pystack.h).
+pub const MAX_FRAMES: usize = 128;
+const FRAME_BUF: u64 = 256;
+const TRUNCATED: u32 = 1;
+const READ_ERROR: u32 = 2;
+const NO_TSTATE: u32 = 4;
+
+/// Where the program finds the fields, for one process. Mirrors `struct py_offsets`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PyOffsets {
+    pub ts_current_frame: u64,
+    pub ts_base_frame: u64,
+    pub frame_previous: u32,
+    pub frame_executable: u32,
+    pub frame_instr_ptr: u32,
+    pub frame_owner: u32,
+    pub frame_tlbc_index: u32,
+    pub frame_read_len: u32,
+    pub max_depth: u32,
+    pub _pad: u32,
+}
+// SAFETY: repr(C) integers only; every bit pattern is valid.
+unsafe impl Pod for PyOffsets {}
+
+impl PyOffsets {
+    /// The offsets of `proc`'s CPython, from its `_Py_DebugOffsets` (the symbolizer's one layout
+    /// source); `None` when a field lies past what the program reads per frame.
+    pub fn of(proc: &PyProcess, max_depth: u32) -> Option<PyOffsets> {
+        let o = &proc.offsets;
+        let fields = [o.frame_previous, o.frame_executable, o.frame_instr_ptr, o.frame_owner];
+        let tlbc = o.frame_tlbc_index;
+        let end = fields.iter().map(|f| f + 8).chain(tlbc.map(|t| t + 4)).max()?;
+        if end > FRAME_BUF {
+            return None;
+        }
+        Some(PyOffsets {
+            ts_current_frame: o.ts_current_frame,
+            ts_base_frame: o.ts_base_frame.unwrap_or(u64::MAX),
+            frame_previous: o.frame_previous as u32,
+            frame_executable: o.frame_executable as u32,
+            frame_instr_ptr: o.frame_instr_ptr as u32,
+            frame_owner: o.frame_owner as u32,
+            frame_tlbc_index: tlbc.map(|t| t as u32).unwrap_or(u32::MAX),
+            // Only up to the owner byte may be past the last 8-byte field.
+            frame_read_len: end.max(o.frame_owner + 1) as u32,
+            max_depth: max_depth.min(MAX_FRAMES as u32),
+            _pad: 0,
+        })
+    }
+}
+
+/// One frame as the program read it. Mirrors `struct py_frame`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PyRawFrame {
+    pub executable: u64,
+    pub instr_ptr: u64,
+    pub tlbc_index: i32,
+    pub owner: u8,
+    pub _pad: [u8; 3],
+}
+// SAFETY: repr(C) integers only; every bit pattern is valid.
+unsafe impl Pod for PyRawFrame {}
+
+/// The header of `struct py_sample`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+struct RawHeader {
+    time: u64,
+    tid: u32,
+    tgid: u32,
+    user_ip: u64,
+    user_sp: u64,
+    tstate: u64,
+    depth: u32,
+    flags: u32,
+}
+// SAFETY: repr(C) integers only; every bit pattern is valid.
+unsafe impl Pod for RawHeader {}
+
+/// One thread's Python frame chain at one sample instant.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PySample {
+    /// CLOCK_MONOTONIC ns, read by the program just before perf takes its sample time.
+    pub time_ns: u64,
+    pub tid: u32,
+    pub tgid: u32,
+    /// The thread's user ip and sp (at its last kernel entry when sampled in the kernel).
+    pub user_ip: u64,
+    pub user_sp: u64,
+    /// The thread state the walk started from (0 when the thread has none in the map).
+    pub tstate: u64,
+    /// Innermost first.
+    pub frames: Vec<PyRawFrame>,
+    /// The depth limit was reached with frames left.
+    pub truncated: bool,
+    /// A frame could not be read: the chain ends early.
+    pub read_error: bool,
+    /// The thread has no thread state in the map (not a Python thread, or not registered yet).
+    pub no_tstate: bool,
+}
+
+impl PySample {
+    /// Parse one ring record; `None` when it is shorter than its header says.
+    pub fn parse(b: &[u8]) -> Option<PySample> {
+        let h = RawHeader::from_bytes(b)?;
+        let hdr = std::mem::size_of::<RawHeader>();
+        let fsz = std::mem::size_of::<PyRawFrame>();
+        let depth = (h.depth as usize).min(MAX_FRAMES);
+        let frames = (0..depth)
+            .map(|i| PyRawFrame::from_bytes(b.get(hdr + i * fsz..hdr + (i + 1) * fsz)?))
+            .collect::<Option<Vec<_>>>()?;
+        Some(PySample {
+            time_ns: h.time,
+            tid: h.tid,
+            tgid: h.tgid,
+            user_ip: h.user_ip,
+            user_sp: h.user_sp,
+            tstate: h.tstate,
+            frames,
+            truncated: h.flags & TRUNCATED != 0,
+            read_error: h.flags & READ_ERROR != 0,
+            no_tstate: h.flags & NO_TSTATE != 0,
+        })
+    }
+
+    /// The stack as the symbolizer shows it: code objects named (cached and checked by the
+    /// symbolizer), entry frames kept. A frame that is not a code object ends it (truncated).
+    pub fn to_stack(&self, proc: &mut PyProcess) -> PyStack {
+        let mut stack = PyStack { frames: Vec::new(), truncated: self.truncated || self.read_error, state: -1 };
+        for f in &self.frames {
+            match proc.frame_from_raw(f.executable, f.instr_ptr, f.tlbc_index, f.owner) {
+                Ok(Some(frame)) => stack.frames.push(frame),
+                Ok(None) => {}
+                Err(_) => {
+                    stack.truncated = true;
+                    break;
+                }
+            }
+        }
+        stack
+    }
+
+    /// Qualified names of the Python frames, innermost first (entry frames left out).
+    pub fn names(&self, proc: &mut PyProcess) -> Vec<String> {
+        self.to_stack(proc)
+            .frames
+            .iter()
+            .filter_map(|f| match f {
+                PyFrame::Code { code, .. } => Some(code.qualname.clone()),
+                PyFrame::Entry => None,
+            })
+            .collect()
+    }
+}
+
+/// Which of `pending` (one thread's records, oldest first) belongs to the perf sample taken at
+/// `time_ns` with user registers (`ip`, `sp`): the newest record taken at or before the sample
+/// whose registers match, no older than `window_ns`. Records older than the match are stale
+/// (their perf samples were lost or filtered) and are dropped with it.
+pub fn join_sample(pending: &mut VecDeque<PySample>, time_ns: u64, ip: u64, sp: u64, window_ns: u64) -> Option<PySample> {
+    let idx = pending.iter().rposition(|s| {
+        s.time_ns <= time_ns && time_ns - s.time_ns <= window_ns && s.user_ip == ip && s.user_sp == sp
+    })?;
+    let found = pending.remove(idx);
+    pending.drain(..idx);
+    found
+}
+
+/// The loaded stack-walking program and its maps and ring.
+pub struct PyStacks {
+    obj: Object,
+    ring: RingBuffer<'static>,
+    queue: Arc<Mutex<VecDeque<PySample>>>,
+}
+
+impl PyStacks {
+    /// Load and verify the program. It runs once attached to sampling events
+    /// ([`PyStacks::attach`]), for the processes given to [`PyStacks::set_process`].
+    pub fn load() -> Result<PyStacks, Refusal> {
+        let obj = loader::load("pystack", OBJECT, |_| {})?;
+        let queue: Arc<Mutex<VecDeque<PySample>>> = Arc::default();
+        let ring = {
+            let map = obj
+                .maps()
+                .find(|m| m.name() == "py_samples")
+                .ok_or_else(|| Refusal::Map { map: "py_samples".into(), reason: "not in the object".into() })?;
+            let q = queue.clone();
+            let mut b = RingBufferBuilder::new();
+            b.add(&map, move |data: &[u8]| {
+                if let (Some(s), Ok(mut q)) = (PySample::parse(data), q.lock()) {
+                    q.push_back(s);
+                }
+                0
+            })
+            .map_err(|e| Refusal::Map { map: "py_samples".into(), reason: e.to_string() })?;
+            b.build().map_err(|e| Refusal::Map { map: "py_samples".into(), reason: e.to_string() })?
+        };
+        Ok(PyStacks { obj, ring, queue })
+    }
+
+    fn map(&self, name: &str) -> Result<libbpf_rs::Map<'_>, Refusal> {
+        self.obj
+            .maps()
+            .find(|m| m.name() == name)
+            .ok_or_else(|| Refusal::Map { map: name.into(), reason: "not in the object".into() })
+    }
+
+    fn update(&self, map: &str, key: &[u8], value: &[u8]) -> Result<(), Refusal> {
+        self.map(map)?
+            .update(key, value, MapFlags::ANY)
+            .map_err(|e| Refusal::Map { map: map.into(), reason: e.to_string() })
+    }
+
+    /// Attach the program to a sampling perf event (`PERF_EVENT_IOC_SET_BPF`); it stays attached
+    /// until the event is closed, and is inherited with it. The event is not enabled here.
+    pub fn attach(&self, perf_fd: BorrowedFd<'_>) -> Result<(), Refusal> {
+        let prog = self.obj.progs().next().ok_or_else(|| Refusal::Attach {
+            program: "ftprof_pystack".into(),
+            reason: "not in the object".into(),
+        })?;
+        // SAFETY: SET_BPF takes a program descriptor by value; both descriptors are live.
+        let rc = unsafe { perf_event_open_sys::ioctls::SET_BPF(perf_fd.as_raw_fd(), prog.as_fd().as_raw_fd() as u32) };
+        if rc < 0 {
+            return Err(Refusal::Attach {
+                program: "ftprof_pystack".into(),
+                reason: format!("PERF_EVENT_IOC_SET_BPF: {}", std::io::Error::last_os_error()),
+            });
+        }
+        Ok(())
+    }
+
+    /// Walk the stacks of process `tgid`'s threads with these offsets.
+    pub fn set_process(&self, tgid: u32, offsets: &PyOffsets) -> Result<(), Refusal> {
+        self.update("py_procs", tgid.as_bytes(), offsets.as_bytes())
+    }
+
+    pub fn forget_process(&self, tgid: u32) -> Result<(), Refusal> {
+        let _ = self.map("py_procs")?.delete(tgid.as_bytes());
+        Ok(())
+    }
+
+    /// Thread `tid`'s `PyThreadState*` (keep current: a new thread, or a thread state reused).
+    pub fn set_thread(&self, tid: u32, tstate: u64) -> Result<(), Refusal> {
+        self.update("py_threads", tid.as_bytes(), tstate.as_bytes())
+    }
+
+    pub fn forget_thread(&self, tid: u32) -> Result<(), Refusal> {
+        let _ = self.map("py_threads")?.delete(tid.as_bytes());
+        Ok(())
+    }
+
+    /// Register every thread state of `proc` (its thread list, read by the symbolizer).
+    pub fn sync_threads(&self, proc: &PyProcess) -> Result<usize, Refusal> {
+        let threads = proc.threads().map_err(|e| Refusal::Map { map: "py_threads".into(), reason: e.to_string() })?;
+        for t in &threads {
+            self.set_thread(t.native_tid, t.tstate)?;
+        }
+        Ok(threads.len())
+    }
+
+    /// Every record the ring holds now, oldest first.
+    pub fn drain(&self) -> Vec<PySample> {
+        let _ = self.ring.consume();
+        self.queue.lock().map(|mut q| q.drain(..).collect()).unwrap_or_default()
+    }
+
+    /// Records the ring had no room for.
+    pub fn lost(&self) -> u64 {
+        self.map("py_lost")
+            .ok()
+            .and_then(|m| m.lookup(0u32.as_bytes(), MapFlags::ANY).ok().flatten())
+            .and_then(|v| u64::from_bytes(&v))
+            .unwrap_or(0)
+    }
+
+    /// Runs and run time of the program (counted while a [`crate::StatsGuard`] is held).
+    pub fn prog_stats(&self) -> Vec<ProgStats> {
+        loader::prog_stats(&self.obj)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rec(time: u64, ip: u64, sp: u64) -> PySample {
+        PySample { time_ns: time, tid: 7, user_ip: ip, user_sp: sp, ..Default::default() }
+    }
+
+    #[test]
+    fn layouts_match_the_c_structs() {
+        assert_eq!(std::mem::size_of::<PyOffsets>(), 2 * 8 + 8 * 4);
+        assert_eq!(std::mem::size_of::<PyRawFrame>(), 24);
+        assert_eq!(std::mem::size_of::<RawHeader>(), 48);
+    }
+
+    #[test]
+    fn parse_reads_the_frames_the_header_counts() {
+        let h = RawHeader { time: 5, tid: 7, tgid: 6, user_ip: 1, user_sp: 2, tstate: 3, depth: 2, flags: TRUNCATED };
+        let f1 = PyRawFrame { executable: 0x10, instr_ptr: 0x20, tlbc_index: 0, owner: 0, _pad: [0; 3] };
+        let f2 = PyRawFrame { executable: 0, instr_ptr: 0, tlbc_index: 0, owner: 3, _pad: [0; 3] };
+        let mut b = h.as_bytes().to_vec();
+        b.extend_from_slice(f1.as_bytes());
+        b.extend_from_slice(f2.as_bytes());
+        let s = PySample::parse(&b).unwrap();
+        assert_eq!((s.time_ns, s.tid, s.tgid, s.tstate), (5, 7, 6, 3));
+        assert_eq!(s.frames, vec![f1, f2]);
+        assert!(s.truncated && !s.read_error && !s.no_tstate);
+        // A record cut short is refused, not read past its end.
+        assert_eq!(PySample::parse(&b[..b.len() - 1]), None);
+        assert_eq!(PySample::parse(&b[..10]), None);
+    }
+
+    #[test]
+    fn join_takes_the_matching_record_and_drops_older_ones() {
+        let mut q: VecDeque<PySample> = [rec(100, 1, 1), rec(200, 2, 2), rec(300, 3, 3), rec(400, 4, 4)].into();
+        // The sample at 310 with registers (3, 3): record 300; 100 and 200 are stale.
+        assert_eq!(join_sample(&mut q, 310, 3, 3, 1_000).map(|s| s.time_ns), Some(300));
+        assert_eq!(q.iter().map(|s| s.time_ns).collect::<Vec<_>>(), vec![400]);
+        // Registers that match no record, a record after the sample, one outside the window.
+        assert_eq!(join_sample(&mut q, 450, 9, 9, 1_000), None);
+        assert_eq!(join_sample(&mut q, 399, 4, 4, 1_000), None);
+        assert_eq!(join_sample(&mut q, 5_000, 4, 4, 1_000), None);
+        assert_eq!(q.len(), 1);
+        assert_eq!(join_sample(&mut q, 400, 4, 4, 0).map(|s| s.time_ns), Some(400));
+        assert!(q.is_empty());
+    }
+}

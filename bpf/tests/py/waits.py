@@ -1,0 +1,88 @@
+"""Known-truth waits for bpf/tests/offcpu.rs: a waiter thread blocks on a lock (or an object's
+critical section) that another thread holds, ROUNDS times, and measures its own time inside
+each blocking call.
+
+Usage: waits.py lock|cs ROUNDS HOLD_S
+Prints "ready", waits for a line on stdin, runs, then prints one JSON line:
+{"waiter_tid", "addr_obj" (id of the lock or list), "count", "wait_s" (sum of measured calls)}.
+"""
+import json
+import sys
+import threading
+import time
+
+mode, rounds, hold = sys.argv[1], int(sys.argv[2]), float(sys.argv[3])
+lock = threading.Lock()
+held = threading.Event()
+done = threading.Event()
+result = {}
+
+
+def lock_holder():
+    for _ in range(rounds):
+        lock.acquire()
+        held.set()
+        time.sleep(hold)
+        lock.release()
+        done.wait()
+        done.clear()
+
+
+def lock_waiter():
+    total = 0.0
+    for _ in range(rounds):
+        held.wait()
+        held.clear()
+        t0 = time.perf_counter()
+        lock.acquire()
+        total += time.perf_counter() - t0
+        lock.release()
+        done.set()
+    result.update(waiter_tid=threading.get_native_id(), addr_obj=id(lock), count=rounds, wait_s=total)
+
+
+# Critical sections: list.sort holds the list's per-object mutex while it calls the key function
+# for every item and sorts; list.append from another thread waits for it.
+items = list(range(int(hold * 4_000_000)))
+started = [0]
+
+
+def key(x, started=started):
+    started[0] = 1
+    return -x
+
+
+def cs_holder():
+    for _ in range(rounds):
+        held.wait()
+        held.clear()
+        items.sort(key=key)
+        done.wait()
+        done.clear()
+
+
+def cs_waiter():
+    total = 0.0
+    for _ in range(rounds):
+        started[0] = 0
+        held.set()
+        while not started[0]:
+            pass
+        t0 = time.perf_counter()
+        items.append(0)
+        total += time.perf_counter() - t0
+        items.pop()
+        done.set()
+    result.update(waiter_tid=threading.get_native_id(), addr_obj=id(items), count=rounds, wait_s=total)
+
+
+print("ready", flush=True)
+sys.stdin.readline()
+pair = (lock_holder, lock_waiter) if mode == "lock" else (cs_holder, cs_waiter)
+threads = [threading.Thread(target=f) for f in pair]
+for t in threads:
+    t.start()
+for t in threads:
+    t.join()
+print(json.dumps(result), flush=True)
+sys.stdin.readline()
