@@ -169,13 +169,17 @@ impl PySample {
 }
 
 /// Which of `pending` (one thread's records, oldest first) belongs to the perf sample taken at
-/// `time_ns` with user registers (`ip`, `sp`): the newest record taken at or before the sample
-/// whose registers match, no older than `window_ns`. Records older than the match are stale
-/// (their perf samples were lost or filtered) and are dropped with it.
+/// `time_ns` with user registers (`ip`, `sp`): the record with the same registers nearest in
+/// time, within `window_ns` either side (perf reads its sample time a few µs before the program
+/// runs, on the same clock). Records older than the match are stale (their perf samples were
+/// lost or filtered) and are dropped with it.
 pub fn join_sample(pending: &mut VecDeque<PySample>, time_ns: u64, ip: u64, sp: u64, window_ns: u64) -> Option<PySample> {
-    let idx = pending.iter().rposition(|s| {
-        s.time_ns <= time_ns && time_ns - s.time_ns <= window_ns && s.user_ip == ip && s.user_sp == sp
-    })?;
+    let idx = pending
+        .iter()
+        .enumerate()
+        .filter(|(_, s)| s.user_ip == ip && s.user_sp == sp && s.time_ns.abs_diff(time_ns) <= window_ns)
+        .min_by_key(|(_, s)| s.time_ns.abs_diff(time_ns))?
+        .0;
     let found = pending.remove(idx);
     pending.drain(..idx);
     found
@@ -329,15 +333,20 @@ mod tests {
     #[test]
     fn join_takes_the_matching_record_and_drops_older_ones() {
         let mut q: VecDeque<PySample> = [rec(100, 1, 1), rec(200, 2, 2), rec(300, 3, 3), rec(400, 4, 4)].into();
-        // The sample at 310 with registers (3, 3): record 300; 100 and 200 are stale.
-        assert_eq!(join_sample(&mut q, 310, 3, 3, 1_000).map(|s| s.time_ns), Some(300));
+        // The sample at 296 (perf's time precedes the program's) with registers (3, 3): record
+        // 300; 100 and 200 are stale.
+        assert_eq!(join_sample(&mut q, 296, 3, 3, 50).map(|s| s.time_ns), Some(300));
         assert_eq!(q.iter().map(|s| s.time_ns).collect::<Vec<_>>(), vec![400]);
-        // Registers that match no record, a record after the sample, one outside the window.
-        assert_eq!(join_sample(&mut q, 450, 9, 9, 1_000), None);
-        assert_eq!(join_sample(&mut q, 399, 4, 4, 1_000), None);
-        assert_eq!(join_sample(&mut q, 5_000, 4, 4, 1_000), None);
+        // Registers that match no record, a record outside the window either side.
+        assert_eq!(join_sample(&mut q, 400, 9, 9, 50), None);
+        assert_eq!(join_sample(&mut q, 300, 4, 4, 50), None);
+        assert_eq!(join_sample(&mut q, 500, 4, 4, 50), None);
         assert_eq!(q.len(), 1);
-        assert_eq!(join_sample(&mut q, 400, 4, 4, 0).map(|s| s.time_ns), Some(400));
+        assert_eq!(join_sample(&mut q, 410, 4, 4, 10).map(|s| s.time_ns), Some(400));
         assert!(q.is_empty());
+        // Two records with the same registers (a tight loop): the nearest one.
+        let mut q: VecDeque<PySample> = [rec(100, 1, 1), rec(190, 1, 1), rec(260, 1, 1)].into();
+        assert_eq!(join_sample(&mut q, 185, 1, 1, 100).map(|s| s.time_ns), Some(190));
+        assert_eq!(q.iter().map(|s| s.time_ns).collect::<Vec<_>>(), vec![260]);
     }
 }

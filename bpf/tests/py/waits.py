@@ -2,10 +2,16 @@
 critical section) that another thread holds, ROUNDS times, and measures its own time inside
 each blocking call.
 
+Every round blocks exactly once, whatever the load: the holder keeps the lock (or the list's
+critical section) until the waiter has parked on it, which it sees in the mutex's "has parked"
+bit (_Py_HAS_PARKED, 2). The mutex's offset in the object comes from the test (the symbolizer's
+layout tables) on the "go" line.
+
 Usage: waits.py lock|cs ROUNDS HOLD_S
-Prints "ready", waits for a line on stdin, runs, then prints one JSON line:
+Prints "ready", waits for "go OFFSET" on stdin, runs, then prints one JSON line:
 {"waiter_tid", "addr_obj" (id of the lock or list), "count", "wait_s" (sum of measured calls)}.
 """
+import ctypes
 import json
 import sys
 import threading
@@ -16,6 +22,14 @@ lock = threading.Lock()
 held = threading.Event()
 done = threading.Event()
 result = {}
+PARKED = 2
+mutex = None  # ctypes view of the mutex byte, set from the "go" line
+
+
+def wait_parked(pause):
+    while not mutex.value & PARKED:
+        if pause:
+            time.sleep(0.0005)
 
 
 def lock_holder():
@@ -23,6 +37,7 @@ def lock_holder():
         lock.acquire()
         held.set()
         time.sleep(hold)
+        wait_parked(True)
         lock.release()
         done.wait()
         done.clear()
@@ -48,7 +63,11 @@ started = [0]
 
 
 def key(x, started=started):
-    started[0] = 1
+    if not started[0]:
+        started[0] = 1
+        # Spin (no sleep: a thread that detaches suspends its critical sections) until the
+        # waiter is parked on the list's mutex.
+        wait_parked(False)
     return -x
 
 
@@ -77,7 +96,8 @@ def cs_waiter():
 
 
 print("ready", flush=True)
-sys.stdin.readline()
+offset = int(sys.stdin.readline().split()[1])
+mutex = ctypes.c_uint8.from_address(id(lock if mode == "lock" else items) + offset)
 pair = (lock_holder, lock_waiter) if mode == "lock" else (cs_holder, cs_waiter)
 threads = [threading.Thread(target=f) for f in pair]
 for t in threads:

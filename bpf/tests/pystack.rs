@@ -1,0 +1,110 @@
+//! The Python-stack program on a real free-threaded CPython: a thread spinning in a known
+//! function (bpf/tests/py/spin.py), sampled by ftprof's own perf events (inherited per-CPU
+//! cpu-clock events, as `record` opens them) with the program attached. The frames read in the
+//! kernel at each sample must be the frames the symbolizer reads from the process, and every
+//! perf sample of the thread must join its record.
+
+mod common;
+
+use std::collections::VecDeque;
+use std::time::{Duration, Instant};
+
+use bpf::{join_sample, PyOffsets, PyStacks};
+use common::Workload;
+use profiler::perf::open_process_rings;
+use profiler::{Record, SampleSource, SamplingConfig};
+use symbolizer::python::{PyFrame, PyProcess};
+
+#[test]
+fn frames_at_the_sample_instant_are_the_symbolizers_frames() {
+    let stacks = PyStacks::load().unwrap_or_else(|e| panic!("{e}"));
+    let mut w = Workload::start("spin.py", &[]);
+    let pid = w.pid();
+    let mut py = PyProcess::locate(pid).expect("locate the workload's runtime");
+    stacks.set_process(pid, &PyOffsets::of(&py, 128).expect("offsets fit")).unwrap();
+    // Opened on the process before its worker thread exists: the thread is sampled by the
+    // inherited copies of the events, which must carry the program too.
+    let cfg = SamplingConfig { rate_hz: 499, stack_bytes: 64, ring_pages: 64, ..Default::default() };
+    let mut rings = open_process_rings(pid as i32, &cfg, false).expect("open the sampling events");
+    for r in rings.iter().filter(|r| r.source() == SampleSource::CpuClock) {
+        stacks.attach(r.as_fd()).unwrap_or_else(|e| panic!("{e}"));
+    }
+    for r in &rings {
+        r.enable().unwrap();
+    }
+    w.send("go");
+    let line = w.line();
+    let tid: u32 = line.strip_prefix("tid ").and_then(|t| t.parse().ok()).expect("tid line");
+    assert!(stacks.sync_threads(&py).unwrap() >= 2, "main and worker thread states");
+    // Samples taken before the thread was registered carry no frames (said by `no_tstate`).
+    let synced = bpf::now_ns();
+
+    // The symbolizer's own walk of the thread (its frames do not change while it spins).
+    let own = py.stack_for_tid(tid).unwrap().expect("the worker has a thread state");
+    let own_names: Vec<String> = names(&own.frames);
+    assert_eq!(&own_names[..4], ["spin", "level3", "level2", "level1"], "{own_names:?}");
+
+    let mut records: VecDeque<_> = VecDeque::new();
+    let mut samples = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while records.len() < 50 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+        for r in &mut rings {
+            r.drain(&mut |rec| {
+                if let Record::Sample(s) = rec {
+                    if s.tid == tid && s.source == SampleSource::CpuClock && s.time > synced {
+                        samples.push(s);
+                    }
+                }
+            });
+        }
+        records.extend(stacks.drain().into_iter().filter(|s| s.tid == tid && s.time_ns > synced));
+    }
+    assert!(records.len() >= 50, "only {} records for the spinning thread in 60 s", records.len());
+    assert_eq!(stacks.lost(), 0, "records lost in the ring");
+
+    for r in &records {
+        assert!(!r.read_error && !r.no_tstate && !r.truncated, "{r:?}");
+        let stack = r.to_stack(&mut py);
+        assert!(!stack.truncated);
+        assert_eq!(names(&stack.frames), own_names, "frames read in BPF vs the symbolizer");
+        let addrs = |f: &[PyFrame]| f.iter().filter_map(code_addr).collect::<Vec<_>>();
+        assert_eq!(addrs(&stack.frames), addrs(&own.frames));
+    }
+
+    // Every perf sample of the thread finds its record (same thread, same user registers, taken
+    // within 200 µs of it: perf reads its time a few µs before the program runs).
+    let mut joined = 0;
+    let total = samples.len();
+    let mut pending = records.clone();
+    for s in &samples {
+        let regs = s.regs.expect("user registers");
+        if join_sample(&mut pending, s.time, regs.ip, regs.sp, 200_000).is_some() {
+            joined += 1;
+        }
+    }
+    eprintln!("{} records, {total} perf samples of the thread, {joined} joined", records.len());
+    assert!(total > 0);
+    // Samples whose records were drained after the loop ended may lack theirs: only the
+    // samples taken before the last record drained are required to join.
+    let last = records.back().unwrap().time_ns;
+    let required = samples.iter().filter(|s| s.time + 200_000 <= last).count();
+    assert!(joined >= required, "{joined} of {required} samples joined their record");
+}
+
+fn names(frames: &[PyFrame]) -> Vec<String> {
+    frames
+        .iter()
+        .filter_map(|f| match f {
+            PyFrame::Code { code, .. } => Some(code.qualname.clone()),
+            PyFrame::Entry => None,
+        })
+        .collect()
+}
+
+fn code_addr(f: &PyFrame) -> Option<u64> {
+    match f {
+        PyFrame::Code { code_addr, .. } => Some(*code_addr),
+        PyFrame::Entry => None,
+    }
+}
