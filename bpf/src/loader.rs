@@ -27,9 +27,9 @@ const CAP_BPF: u32 = 39;
 /// Whether this process may load and attach the programs: root, or CAP_BPF and CAP_PERFMON in
 /// its effective set; and a kernel with BTF. The `Err` says why not, in one line.
 pub fn check_permitted() -> Result<(), Refusal> {
-    let status = std::fs::read_to_string("/proc/self/status")
-        .map_err(|e| Refusal::NotPermitted(format!("cannot read /proc/self/status ({e})")))?;
-    let caps = cap_eff(&status).ok_or_else(|| Refusal::NotPermitted("no CapEff in /proc/self/status".into()))?;
+    let status = std::fs::read_to_string("/proc/thread-self/status")
+        .map_err(|e| Refusal::NotPermitted(format!("cannot read /proc/thread-self/status ({e})")))?;
+    let caps = cap_eff(&status).ok_or_else(|| Refusal::NotPermitted("no CapEff in /proc/thread-self/status".into()))?;
     if let Some(missing) = missing_caps(caps) {
         let who = if nix::unistd::geteuid().is_root() { "root without" } else { "not root, and" };
         return Err(Refusal::NotPermitted(format!("{who} {missing}")));
@@ -63,7 +63,8 @@ pub(crate) fn cap_eff(status: &str) -> Option<u64> {
 /// CLOCK_MONOTONIC now, in ns: the clock of the programs' timestamps (`bpf_ktime_get_ns`) and of
 /// ftprof's perf samples.
 pub fn now_ns() -> u64 {
-    let t = nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC).unwrap_or(nix::sys::time::TimeSpec::new(0, 0));
+    let t =
+        nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC).unwrap_or(nix::sys::time::TimeSpec::new(0, 0));
     (t.tv_sec() as u64).saturating_mul(1_000_000_000).saturating_add(t.tv_nsec() as u64)
 }
 
@@ -88,7 +89,8 @@ pub(crate) fn reason_from_log(log: &[String], fallback: &str) -> String {
             return format!("verifier: {}", lines[i - 1]);
         }
     }
-    let libbpf = lines.iter().rev().find(|l| l.starts_with("libbpf:") && !l.contains("-- BEGIN") && !l.contains("-- END"));
+    let libbpf =
+        lines.iter().rev().find(|l| l.starts_with("libbpf:") && !l.contains("-- BEGIN") && !l.contains("-- END"));
     match libbpf {
         Some(l) => format!("{fallback} ({})", l.trim_start_matches("libbpf:").trim()),
         None => fallback.to_owned(),
@@ -96,7 +98,11 @@ pub(crate) fn reason_from_log(log: &[String], fallback: &str) -> String {
 }
 
 /// Open and load one embedded object; every program in it must pass the verifier.
-pub(crate) fn load(name: &str, bytes: &[u8], setup: impl FnOnce(&mut libbpf_rs::OpenObject)) -> Result<Object, Refusal> {
+pub(crate) fn load(
+    name: &str,
+    bytes: &[u8],
+    setup: impl FnOnce(&mut libbpf_rs::OpenObject),
+) -> Result<Object, Refusal> {
     check_permitted()?;
     libbpf_rs::set_print(Some((PrintLevel::Debug, log_line)));
     if let Ok(mut log) = LOG.lock() {
@@ -180,7 +186,9 @@ pub(crate) unsafe trait Pod: Copy + Default {
         }
         let mut v = Self::default();
         // SAFETY: every bit pattern is a valid Self (trait contract); the source holds enough bytes.
-        unsafe { std::ptr::copy_nonoverlapping(b.as_ptr(), &mut v as *mut Self as *mut u8, std::mem::size_of::<Self>()) };
+        unsafe {
+            std::ptr::copy_nonoverlapping(b.as_ptr(), &mut v as *mut Self as *mut u8, std::mem::size_of::<Self>())
+        };
         Some(v)
     }
 }

@@ -269,7 +269,8 @@ impl OffCpu {
     pub fn forget_thread(&self, tid: u32) -> Result<(), Refusal> {
         let _ = self.map("threads")?.delete(tid.as_bytes());
         let waits = self.map("waits")?;
-        let keys: Vec<Vec<u8>> = waits.keys().filter(|k| RawWaitKey::from_bytes(k).is_some_and(|k| k.tid == tid)).collect();
+        let keys: Vec<Vec<u8>> =
+            waits.keys().filter(|k| RawWaitKey::from_bytes(k).is_some_and(|k| k.tid == tid)).collect();
         for k in keys {
             let _ = waits.delete(&k);
         }

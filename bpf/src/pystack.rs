@@ -173,7 +173,13 @@ impl PySample {
 /// time, within `window_ns` either side (perf reads its sample time a few µs before the program
 /// runs, on the same clock). Records older than the match are stale (their perf samples were
 /// lost or filtered) and are dropped with it.
-pub fn join_sample(pending: &mut VecDeque<PySample>, time_ns: u64, ip: u64, sp: u64, window_ns: u64) -> Option<PySample> {
+pub fn join_sample(
+    pending: &mut VecDeque<PySample>,
+    time_ns: u64,
+    ip: u64,
+    sp: u64,
+    window_ns: u64,
+) -> Option<PySample> {
     let idx = pending
         .iter()
         .enumerate()
@@ -233,10 +239,11 @@ impl PyStacks {
     /// Attach the program to a sampling perf event (`PERF_EVENT_IOC_SET_BPF`); it stays attached
     /// until the event is closed, and is inherited with it. The event is not enabled here.
     pub fn attach(&self, perf_fd: BorrowedFd<'_>) -> Result<(), Refusal> {
-        let prog = self.obj.progs().next().ok_or_else(|| Refusal::Attach {
-            program: "ftprof_pystack".into(),
-            reason: "not in the object".into(),
-        })?;
+        let prog = self
+            .obj
+            .progs()
+            .next()
+            .ok_or_else(|| Refusal::Attach { program: "ftprof_pystack".into(), reason: "not in the object".into() })?;
         // SAFETY: SET_BPF takes a program descriptor by value; both descriptors are live.
         let rc = unsafe { perf_event_open_sys::ioctls::SET_BPF(perf_fd.as_raw_fd(), prog.as_fd().as_raw_fd() as u32) };
         if rc < 0 {

@@ -29,6 +29,7 @@ fn programs_load_and_attach() {
 /// Run `waits.py MODE` under the off-CPU programs; returns (measured s, BPF blocked s at the
 /// lock, wait count at the lock, waiter's runnable s, rounds).
 fn measure(mode: &str, rounds: u32, hold_s: f64) -> (f64, f64, u64, f64, u64) {
+    let stats = bpf::StatsGuard::enable().unwrap_or_else(|e| panic!("{e}"));
     let off = OffCpu::start().unwrap_or_else(|e| panic!("{e}"));
     let mut w = Workload::start("waits.py", &[mode, &rounds.to_string(), &hold_s.to_string()]);
     off.add_target(w.pid()).unwrap();
@@ -69,6 +70,12 @@ fn measure(mode: &str, rounds: u32, hold_s: f64) -> (f64, f64, u64, f64, u64) {
         t.runq_max_ns as f64 / 1e9,
         t.oncpu_ns as f64 / 1e9,
     );
+    // The programs' own cost (kernel-measured run time, BPF_ENABLE_STATS).
+    for p in off.prog_stats() {
+        assert!(p.run_cnt > 0, "{} never ran", p.name);
+        eprintln!("cost: {} ran {} times, {:.0} ns per run", p.name, p.run_cnt, p.ns_per_run().unwrap());
+    }
+    drop(stats);
     // Inside a call the waiter is always in one of the three states, which the programs
     // account for its whole life (it was created after the target was added).
     let whole = (t.blocked_ns + t.runq_ns + t.oncpu_ns) as f64 / 1e9;
@@ -96,4 +103,62 @@ fn lock_wait_is_the_waiters_own_measurement() {
 #[test]
 fn critical_section_wait_is_the_waiters_own_measurement() {
     check("cs", 5, 0.1);
+}
+
+/// Without CAP_BPF, CAP_PERFMON and CAP_SYS_ADMIN (dropped from this thread's effective set:
+/// capabilities are per thread) the programs are refused with the one-line reason, never
+/// loaded half-way.
+#[test]
+fn refused_without_privileges_with_a_one_line_reason() {
+    let refusal = std::thread::spawn(|| {
+        drop_bpf_capabilities();
+        let refusal = OffCpu::start().err().expect("loading must be refused without the capabilities");
+        // The kernel refuses too (not only the check): a map creation fails.
+        let denied = libbpf_rs::MapHandle::create(
+            libbpf_rs::MapType::Array,
+            Option::<&str>::None,
+            4,
+            8,
+            1,
+            &libbpf_rs::libbpf_sys::bpf_map_create_opts {
+                sz: std::mem::size_of::<libbpf_rs::libbpf_sys::bpf_map_create_opts>() as _,
+                ..Default::default()
+            },
+        )
+        .is_err();
+        (refusal, denied)
+    })
+    .join()
+    .unwrap();
+    assert!(refusal.1, "the kernel still allowed BPF: the capabilities were not dropped");
+    let text = refusal.0.to_string();
+    assert!(matches!(refusal.0, bpf::Refusal::NotPermitted(_)), "{text}");
+    assert!(text.contains("CAP_BPF") && text.contains("CAP_PERFMON") && !text.contains('\n'), "{text}");
+}
+
+/// Clear CAP_SYS_ADMIN (21), CAP_PERFMON (38) and CAP_BPF (39) from the calling thread's
+/// effective set.
+fn drop_bpf_capabilities() {
+    #[repr(C)]
+    struct Header {
+        version: u32,
+        pid: i32,
+    }
+    #[repr(C)]
+    #[derive(Clone, Copy, Default)]
+    struct Data {
+        effective: u32,
+        permitted: u32,
+        inheritable: u32,
+    }
+    let mut hdr = Header { version: 0x2008_0522, pid: 0 };
+    let mut data = [Data::default(); 2];
+    // SAFETY: capget with a v3 header and room for its two data words.
+    let rc = unsafe { libc::syscall(libc::SYS_capget, &mut hdr as *mut Header, data.as_mut_ptr()) };
+    assert_eq!(rc, 0, "capget: {}", std::io::Error::last_os_error());
+    data[0].effective &= !(1 << 21);
+    data[1].effective &= !((1 << (38 - 32)) | (1 << (39 - 32)));
+    // SAFETY: capset on the calling thread (pid 0) with the values just read, fewer bits set.
+    let rc = unsafe { libc::syscall(libc::SYS_capset, &mut hdr as *mut Header, data.as_ptr()) };
+    assert_eq!(rc, 0, "capset: {}", std::io::Error::last_os_error());
 }

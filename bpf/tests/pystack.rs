@@ -17,6 +17,7 @@ use symbolizer::python::{PyFrame, PyProcess};
 
 #[test]
 fn frames_at_the_sample_instant_are_the_symbolizers_frames() {
+    let _stats = bpf::StatsGuard::enable().unwrap_or_else(|e| panic!("{e}"));
     let stacks = PyStacks::load().unwrap_or_else(|e| panic!("{e}"));
     let mut w = Workload::start("spin.py", &[]);
     let pid = w.pid();
@@ -82,6 +83,16 @@ fn frames_at_the_sample_instant_are_the_symbolizers_frames() {
         if join_sample(&mut pending, s.time, regs.ip, regs.sp, 200_000).is_some() {
             joined += 1;
         }
+    }
+    for p in stacks.prog_stats() {
+        assert!(p.run_cnt > 0, "{} never ran", p.name);
+        eprintln!(
+            "cost: {} ran {} times, {:.0} ns per run ({} frames)",
+            p.name,
+            p.run_cnt,
+            p.ns_per_run().unwrap(),
+            own.frames.len()
+        );
     }
     eprintln!("{} records, {total} perf samples of the thread, {joined} joined", records.len());
     assert!(total > 0);

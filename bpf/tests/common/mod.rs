@@ -15,7 +15,8 @@ pub fn python() -> PathBuf {
     if let Some(p) = std::env::var_os("FTPROF_PYTHON") {
         return PathBuf::from(p);
     }
-    let out = Command::new("bash").arg(root().join("scripts/provision-python.sh")).output().expect("run provision-python.sh");
+    let out =
+        Command::new("bash").arg(root().join("scripts/provision-python.sh")).output().expect("run provision-python.sh");
     assert!(out.status.success(), "provisioning CPython failed:\n{}", String::from_utf8_lossy(&out.stderr));
     PathBuf::from(String::from_utf8(out.stdout).unwrap().trim())
 }
