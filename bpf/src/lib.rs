@@ -4,7 +4,8 @@
 //!   time on a CPU, blocked and runnable-but-waiting, and per (thread, wait kind, address) the
 //!   blocked time, count and maximum. Aggregated in kernel maps; read them when needed.
 //! - [`PyStacks`]: the sampled thread's Python frame chain read at the sample instant, by a
-//!   program attached to the sampling perf event (`PERF_EVENT_IOC_SET_BPF`).
+//!   program attached to the sampling perf event (`PERF_EVENT_IOC_SET_BPF`); optionally, on a
+//!   budget, the stack of the thread that wakes a futex waiter (the release site).
 //!
 //! The programs are C in `src/bpf/`, compiled by clang at build time (see `build.rs`) and loaded
 //! with libbpf (CO-RE against the running kernel's BTF). [`check_permitted`] and every
@@ -16,4 +17,4 @@ pub mod pystack;
 
 pub use loader::{check_permitted, now_ns, ProgStats, Refusal, StatsGuard};
 pub use offcpu::{OffCpu, OffCpuLost, ThreadState, ThreadTimes, Wait, WaitKind};
-pub use pystack::{join_sample, PyOffsets, PyRawFrame, PySample, PyStacks};
+pub use pystack::{join_sample, PyOffsets, PyRawFrame, PySample, PyStacks, Wakeup};

@@ -17,6 +17,7 @@ const FRAME_BUF: u64 = 256;
 const TRUNCATED: u32 = 1;
 const READ_ERROR: u32 = 2;
 const NO_TSTATE: u32 = 4;
+const WAKER: u32 = 8;
 
 /// Where the program finds the fields, for one process. Mirrors `struct py_offsets`.
 #[repr(C)]
@@ -88,9 +89,21 @@ struct RawHeader {
     tstate: u64,
     depth: u32,
     flags: u32,
+    wait_addr: u64,
+    wakee: u32,
+    _pad: u32,
 }
 // SAFETY: repr(C) integers only; every bit pattern is valid.
 unsafe impl Pod for RawHeader {}
+
+/// The wake-up a waker record was taken at.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Wakeup {
+    /// The thread woken (it was blocked in a futex wait).
+    pub wakee: u32,
+    /// The address it waited on, by the rule of [`crate::WaitKind::Futex`].
+    pub addr: u64,
+}
 
 /// One thread's Python frame chain at one sample instant.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -112,6 +125,8 @@ pub struct PySample {
     pub read_error: bool,
     /// The thread has no thread state in the map (not a Python thread, or not registered yet).
     pub no_tstate: bool,
+    /// A waker record: `tid`'s stack when it woke `wakee` (the release site), not a perf sample.
+    pub waker_of: Option<Wakeup>,
 }
 
 impl PySample {
@@ -135,6 +150,7 @@ impl PySample {
             truncated: h.flags & TRUNCATED != 0,
             read_error: h.flags & READ_ERROR != 0,
             no_tstate: h.flags & NO_TSTATE != 0,
+            waker_of: (h.flags & WAKER != 0).then_some(Wakeup { wakee: h.wakee, addr: h.wait_addr }),
         })
     }
 
@@ -194,6 +210,7 @@ pub fn join_sample(
 /// The loaded stack-walking program and its maps and ring.
 pub struct PyStacks {
     obj: Object,
+    waker_link: Option<libbpf_rs::Link>,
     ring: RingBuffer<'static>,
     queue: Arc<Mutex<VecDeque<PySample>>>,
 }
@@ -220,7 +237,7 @@ impl PyStacks {
             .map_err(|e| Refusal::Map { map: "py_samples".into(), reason: e.to_string() })?;
             b.build().map_err(|e| Refusal::Map { map: "py_samples".into(), reason: e.to_string() })?
         };
-        Ok(PyStacks { obj, ring, queue })
+        Ok(PyStacks { obj, waker_link: None, ring, queue })
     }
 
     fn map(&self, name: &str) -> Result<libbpf_rs::Map<'_>, Refusal> {
@@ -253,6 +270,28 @@ impl PyStacks {
             });
         }
         Ok(())
+    }
+
+    /// Also record the waker's stack when a thread of a walked process wakes another one blocked
+    /// in a futex wait (`tp_btf/sched_waking`), at most `per_cpu_per_sec` records per CPU and
+    /// second (0 turns it off; wake-ups past the budget are counted in
+    /// [`PyStacks::wakers_skipped`]).
+    pub fn record_wakers(&mut self, per_cpu_per_sec: u64) -> Result<(), Refusal> {
+        if self.waker_link.is_none() && per_cpu_per_sec > 0 {
+            let prog = self.obj.progs_mut().find(|p| p.name() == "ftprof_waker").ok_or_else(|| Refusal::Attach {
+                program: "ftprof_waker".into(),
+                reason: "not in the object".into(),
+            })?;
+            let link =
+                prog.attach().map_err(|e| Refusal::Attach { program: "ftprof_waker".into(), reason: e.to_string() })?;
+            self.waker_link = Some(link);
+        }
+        self.update("py_waker_cfg", 0u32.as_bytes(), per_cpu_per_sec.as_bytes())
+    }
+
+    /// Wake-ups not recorded because the budget was spent.
+    pub fn wakers_skipped(&self) -> u64 {
+        self.counter("py_waker_skipped")
     }
 
     /// Walk the stacks of process `tgid`'s threads with these offsets.
@@ -292,7 +331,11 @@ impl PyStacks {
 
     /// Records the ring had no room for.
     pub fn lost(&self) -> u64 {
-        self.map("py_lost")
+        self.counter("py_lost")
+    }
+
+    fn counter(&self, name: &str) -> u64 {
+        self.map(name)
             .ok()
             .and_then(|m| m.lookup(0u32.as_bytes(), MapFlags::ANY).ok().flatten())
             .and_then(|v| u64::from_bytes(&v))
@@ -317,12 +360,24 @@ mod tests {
     fn layouts_match_the_c_structs() {
         assert_eq!(std::mem::size_of::<PyOffsets>(), 2 * 8 + 8 * 4);
         assert_eq!(std::mem::size_of::<PyRawFrame>(), 24);
-        assert_eq!(std::mem::size_of::<RawHeader>(), 48);
+        assert_eq!(std::mem::size_of::<RawHeader>(), 64);
     }
 
     #[test]
     fn parse_reads_the_frames_the_header_counts() {
-        let h = RawHeader { time: 5, tid: 7, tgid: 6, user_ip: 1, user_sp: 2, tstate: 3, depth: 2, flags: TRUNCATED };
+        let h = RawHeader {
+            time: 5,
+            tid: 7,
+            tgid: 6,
+            user_ip: 1,
+            user_sp: 2,
+            tstate: 3,
+            depth: 2,
+            flags: TRUNCATED | WAKER,
+            wait_addr: 0x1234,
+            wakee: 8,
+            _pad: 0,
+        };
         let f1 = PyRawFrame { executable: 0x10, instr_ptr: 0x20, tlbc_index: 0, owner: 0, _pad: [0; 3] };
         let f2 = PyRawFrame { executable: 0, instr_ptr: 0, tlbc_index: 0, owner: 3, _pad: [0; 3] };
         let mut b = h.as_bytes().to_vec();
@@ -332,6 +387,7 @@ mod tests {
         assert_eq!((s.time_ns, s.tid, s.tgid, s.tstate), (5, 7, 6, 3));
         assert_eq!(s.frames, vec![f1, f2]);
         assert!(s.truncated && !s.read_error && !s.no_tstate);
+        assert_eq!(s.waker_of, Some(Wakeup { wakee: 8, addr: 0x1234 }));
         // A record cut short is refused, not read past its end.
         assert_eq!(PySample::parse(&b[..b.len() - 1]), None);
         assert_eq!(PySample::parse(&b[..10]), None);

@@ -39,6 +39,8 @@ fn measure(mode: &str, rounds: u32, hold_s: f64) -> (f64, f64, u64, f64, u64) {
         _ => py.layout.ob_mutex.expect("a free-threaded build has ob_mutex"),
     };
     w.send(&format!("go {offset}"));
+    assert_eq!(w.line(), "started");
+    w.send("");
     let r: Value = serde_json::from_str(&w.line()).unwrap();
     let tid = r["waiter_tid"].as_u64().unwrap() as u32;
     let obj = r["addr_obj"].as_u64().unwrap();

@@ -84,7 +84,7 @@ fn frames_at_the_sample_instant_are_the_symbolizers_frames() {
             joined += 1;
         }
     }
-    for p in stacks.prog_stats() {
+    for p in stacks.prog_stats().into_iter().filter(|p| p.name == "ftprof_pystack") {
         assert!(p.run_cnt > 0, "{} never ran", p.name);
         eprintln!(
             "cost: {} ran {} times, {:.0} ns per run ({} frames)",
@@ -117,5 +117,46 @@ fn code_addr(f: &PyFrame) -> Option<u64> {
     match f {
         PyFrame::Code { code_addr, .. } => Some(*code_addr),
         PyFrame::Entry => None,
+    }
+}
+
+/// Hand-off with bare `acquire()`/`release()` (bpf/tests/py/waits.py lock): at each of the
+/// rounds the holder's release wakes the parked waiter, and the waker record taken then is the
+/// holder's stack at the release site, for the lock's mutex.
+#[test]
+fn waker_stack_is_the_release_site() {
+    let rounds = 10;
+    let _stats = bpf::StatsGuard::enable().unwrap_or_else(|e| panic!("{e}"));
+    let mut stacks = PyStacks::load().unwrap_or_else(|e| panic!("{e}"));
+    let mut w = Workload::start("waits.py", &["lock", &rounds.to_string(), "0.02"]);
+    let pid = w.pid();
+    let mut py = PyProcess::locate(pid).expect("locate the workload's runtime");
+    stacks.set_process(pid, &PyOffsets::of(&py, 128).expect("offsets fit")).unwrap();
+    stacks.record_wakers(1000).unwrap();
+    let offset = py.offsets.pyobject_size + py.layout.lock_mutex_after_header;
+    w.send(&format!("go {offset}"));
+    assert_eq!(w.line(), "started");
+    assert!(stacks.sync_threads(&py).unwrap() >= 3, "main, holder and waiter thread states");
+    w.send("");
+    let r: serde_json::Value = serde_json::from_str(&w.line()).unwrap();
+    let waiter = r["waiter_tid"].as_u64().unwrap() as u32;
+    let holder = r["holder_tid"].as_u64().unwrap() as u32;
+    let mutex = r["addr_obj"].as_u64().unwrap() + offset;
+
+    let records = stacks.drain();
+    let at_lock: Vec<_> =
+        records.iter().filter(|s| s.waker_of.is_some_and(|k| k.wakee == waiter && k.addr == mutex)).collect();
+    assert_eq!(stacks.wakers_skipped(), 0);
+    assert_eq!(stacks.lost(), 0);
+    assert_eq!(at_lock.len(), rounds, "one waker record per hand-off: {records:#x?}");
+    for s in at_lock {
+        assert_eq!(s.tid, holder, "woken by the holder");
+        assert!(!s.no_tstate && !s.read_error && !s.truncated, "{s:?}");
+        let names = s.names(&mut py);
+        assert_eq!(names.first().map(String::as_str), Some("lock_holder"), "{names:?}");
+    }
+    for p in stacks.prog_stats().into_iter().filter(|p| p.name == "ftprof_waker") {
+        assert!(p.run_cnt > 0, "{} never ran", p.name);
+        eprintln!("cost: {} ran {} times, {:.0} ns per run", p.name, p.run_cnt, p.ns_per_run().unwrap());
     }
 }

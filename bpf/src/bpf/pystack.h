@@ -9,6 +9,7 @@
 #define PY_TRUNCATED 1   /* the depth limit was reached with frames left */
 #define PY_READ_ERROR 2  /* a frame could not be read (the walk stopped there) */
 #define PY_NO_TSTATE 4   /* the sampled thread has no thread state in `py_threads` */
+#define PY_WAKER 8       /* a waker's stack at a wake-up (sched_waking), not a perf sample */
 
 /* Where the fields are, for one process (from _Py_DebugOffsets and the per-version tables). */
 struct py_offsets {
@@ -47,5 +48,18 @@ struct py_sample {
 	u64 tstate;
 	u32 depth;
 	u32 flags;
+	/* PY_WAKER records: the woken thread and the address it waited on (as offcpu.bpf.c). */
+	u64 wait_addr;
+	u32 wakee;
+	u32 _pad;
 	struct py_frame frames[PY_MAX_FRAMES];
+};
+
+/* Waker stacks: at most `per_sec` records per CPU and second (0: off). */
+struct py_waker_cfg {
+	u64 per_sec;
+};
+struct py_waker_budget {
+	u64 window; /* second (CLOCK_MONOTONIC / 1e9) the count is for */
+	u64 used;
 };

@@ -8,7 +8,8 @@ bit (_Py_HAS_PARKED, 2). The mutex's offset in the object comes from the test (t
 layout tables) on the "go" line.
 
 Usage: waits.py lock|cs ROUNDS HOLD_S
-Prints "ready", waits for "go OFFSET" on stdin, runs, then prints one JSON line:
+Prints "ready", waits for "go OFFSET" on stdin, starts its threads and prints "started", waits
+for a line (the test registers the threads), runs, then prints one JSON line:
 {"waiter_tid", "addr_obj" (id of the lock or list), "count", "wait_s" (sum of measured calls)}.
 """
 import ctypes
@@ -33,6 +34,7 @@ def wait_parked(pause):
 
 
 def lock_holder():
+    result.update(holder_tid=threading.get_native_id())
     for _ in range(rounds):
         lock.acquire()
         held.set()
@@ -54,6 +56,7 @@ def lock_waiter():
         lock.release()
         done.set()
     result.update(waiter_tid=threading.get_native_id(), addr_obj=id(lock), count=rounds, wait_s=total)
+
 
 
 # Critical sections: list.sort holds the list's per-object mutex while it calls the key function
@@ -99,9 +102,23 @@ print("ready", flush=True)
 offset = int(sys.stdin.readline().split()[1])
 mutex = ctypes.c_uint8.from_address(id(lock if mode == "lock" else items) + offset)
 pair = (lock_holder, lock_waiter) if mode == "lock" else (cs_holder, cs_waiter)
-threads = [threading.Thread(target=f) for f in pair]
+begin = threading.Event()
+
+
+def gated(f):
+    def run():
+        begin.wait()
+        f()
+
+    return run
+
+
+threads = [threading.Thread(target=gated(f)) for f in pair]
 for t in threads:
     t.start()
+print("started", flush=True)
+sys.stdin.readline()
+begin.set()
 for t in threads:
     t.join()
 print(json.dumps(result), flush=True)
