@@ -17,4 +17,4 @@ pub mod pystack;
 
 pub use loader::{check_permitted, now_ns, ProgStats, Refusal, StatsGuard};
 pub use offcpu::{OffCpu, OffCpuLost, ThreadState, ThreadTimes, Wait, WaitKind};
-pub use pystack::{join_sample, PyOffsets, PyRawFrame, PySample, PyStacks, Wakeup};
+pub use pystack::{join_sample, Joiner, PyOffsets, PyRawFrame, PySample, PyStacks, Wakeup};

@@ -265,6 +265,18 @@ impl OffCpu {
         Ok(out)
     }
 
+    /// The thread's scheduler accounting in the shape of `/proc/PID/task/TID/schedstat`, exact
+    /// and at `now_ns` (periods in progress included): on-CPU time, runnable-but-waiting time
+    /// (which, unlike the kernel's run delay on 6.12+, never includes blocked time) and the
+    /// number of times it became runnable. A drop-in for `ThreadSource::schedstat`.
+    pub fn schedstat(&self, tid: u32, now_ns: u64) -> Result<Option<profiler::threads::SchedStat>, Refusal> {
+        Ok(self.thread(tid)?.map(|t| profiler::threads::SchedStat {
+            run_ns: t.oncpu_at(now_ns),
+            runqueue_ns: t.runq_at(now_ns),
+            timeslices: t.runq_count,
+        }))
+    }
+
     /// Remove a thread's totals and waits (an exited thread, once read).
     pub fn forget_thread(&self, tid: u32) -> Result<(), Refusal> {
         let _ = self.map("threads")?.delete(tid.as_bytes());

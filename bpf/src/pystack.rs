@@ -207,6 +207,61 @@ pub fn join_sample(
     found
 }
 
+/// Records waiting for their perf samples, per thread, and the waker records apart.
+///
+/// Feed it what [`PyStacks::drain`] returns before draining the perf rings; then
+/// [`Joiner::take`] gives each perf sample its record. A record whose sample never comes (lost,
+/// filtered) is dropped when a later one of its thread is taken, or by [`Joiner::expire`].
+#[derive(Default)]
+pub struct Joiner {
+    pending: std::collections::HashMap<u32, VecDeque<PySample>>,
+    wakers: Vec<PySample>,
+    /// Records dropped without a sample.
+    pub unmatched: u64,
+}
+
+impl Joiner {
+    /// Window either side of the perf sample time (perf reads its time a few µs before the
+    /// program runs; 200 µs leaves room for a slow NMI path).
+    pub const WINDOW_NS: u64 = 200_000;
+
+    pub fn feed(&mut self, records: Vec<PySample>) {
+        for r in records {
+            if r.waker_of.is_some() {
+                self.wakers.push(r);
+            } else {
+                self.pending.entry(r.tid).or_default().push_back(r);
+            }
+        }
+    }
+
+    /// The record of the perf sample of `tid` at `time_ns` with user registers (`ip`, `sp`).
+    pub fn take(&mut self, tid: u32, time_ns: u64, ip: u64, sp: u64) -> Option<PySample> {
+        let q = self.pending.get_mut(&tid)?;
+        let before = q.len();
+        let found = join_sample(q, time_ns, ip, sp, Self::WINDOW_NS);
+        let gone = before - q.len();
+        self.unmatched += gone.saturating_sub(found.is_some() as usize) as u64;
+        found
+    }
+
+    /// The waker records fed so far (taken out).
+    pub fn take_wakers(&mut self) -> Vec<PySample> {
+        std::mem::take(&mut self.wakers)
+    }
+
+    /// Drop records older than `before_ns` (their samples are not coming); counted in
+    /// `unmatched`.
+    pub fn expire(&mut self, before_ns: u64) {
+        for q in self.pending.values_mut() {
+            let n = q.iter().take_while(|r| r.time_ns < before_ns).count();
+            q.drain(..n);
+            self.unmatched += n as u64;
+        }
+        self.pending.retain(|_, q| !q.is_empty());
+    }
+}
+
 /// The loaded stack-walking program and its maps and ring.
 pub struct PyStacks {
     obj: Object,
@@ -354,6 +409,26 @@ mod tests {
 
     fn rec(time: u64, ip: u64, sp: u64) -> PySample {
         PySample { time_ns: time, tid: 7, user_ip: ip, user_sp: sp, ..Default::default() }
+    }
+
+    #[test]
+    fn joiner_pairs_per_thread_and_counts_what_it_drops() {
+        let mut j = Joiner::default();
+        let mut w = rec(150, 5, 5);
+        w.waker_of = Some(Wakeup { wakee: 9, addr: 1 });
+        let mut other = rec(120, 1, 1);
+        other.tid = 8;
+        j.feed(vec![rec(100, 1, 1), other, w, rec(200, 2, 2)]);
+        assert_eq!(j.take_wakers().len(), 1);
+        // Thread 7's sample at 199 with registers (2, 2): record 200; record 100 had no sample.
+        assert_eq!(j.take(7, 199, 2, 2).map(|r| r.time_ns), Some(200));
+        assert_eq!(j.unmatched, 1);
+        // Thread 8's record is not thread 7's.
+        assert_eq!(j.take(7, 120, 1, 1), None);
+        assert_eq!(j.take(9, 120, 1, 1), None);
+        j.expire(1_000);
+        assert_eq!(j.unmatched, 2);
+        assert_eq!(j.take(8, 120, 1, 1), None);
     }
 
     #[test]

@@ -59,6 +59,10 @@ fn measure(mode: &str, rounds: u32, hold_s: f64) -> (f64, f64, u64, f64, u64) {
         .collect();
     assert_eq!(at_lock.len(), 1, "one wait address is the {mode} object's mutex: {waits:#x?}");
     let t = off.thread(tid).unwrap().expect("the waiter was accounted");
+    // The schedstat-shaped view is the same accounting.
+    let now = bpf::now_ns();
+    let ss = off.schedstat(tid, now).unwrap().unwrap();
+    assert!(ss.runqueue_ns >= t.runq_ns && ss.run_ns >= t.oncpu_ns && ss.timeslices == t.runq_count);
     let lost = off.lost().unwrap();
     assert_eq!((lost.threads_full, lost.waits_full), (0, 0), "{lost:?}");
     eprintln!(

@@ -9,7 +9,7 @@ mod common;
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
-use bpf::{join_sample, PyOffsets, PyStacks};
+use bpf::{Joiner, PyOffsets, PyStacks};
 use common::Workload;
 use profiler::perf::open_process_rings;
 use profiler::{Record, SampleSource, SamplingConfig};
@@ -77,10 +77,11 @@ fn frames_at_the_sample_instant_are_the_symbolizers_frames() {
     // within 200 µs of it: perf reads its time a few µs before the program runs).
     let mut joined = 0;
     let total = samples.len();
-    let mut pending = records.clone();
+    let mut joiner = Joiner::default();
+    joiner.feed(records.iter().cloned().collect());
     for s in &samples {
         let regs = s.regs.expect("user registers");
-        if join_sample(&mut pending, s.time, regs.ip, regs.sp, 200_000).is_some() {
+        if joiner.take(s.tid, s.time, regs.ip, regs.sp).is_some() {
             joined += 1;
         }
     }
