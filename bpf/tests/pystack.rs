@@ -161,3 +161,63 @@ fn waker_stack_is_the_release_site() {
         eprintln!("cost: {} ran {} times, {:.0} ns per run", p.name, p.run_cnt, p.ns_per_run().unwrap());
     }
 }
+
+/// ftprof's own recording loop (`profiler::record`, attached to a running process) with a
+/// `Sink` that attaches the program in `sampling_events`, as the recorder will: the Python stack
+/// of each sample of the spinning thread comes from the kernel, joined by the `Joiner`.
+#[test]
+fn the_recording_loop_carries_the_program_through_its_sink() {
+    use std::sync::atomic::AtomicBool;
+
+    struct BpfSink<'a> {
+        stacks: &'a PyStacks,
+        tid: u32,
+        joiner: Joiner,
+        attached: usize,
+        samples: usize,
+        names: Vec<Vec<String>>,
+        py: PyProcess,
+    }
+    impl profiler::Sink for BpfSink<'_> {
+        fn sampling_events(&mut self, events: &[std::os::fd::BorrowedFd<'_>]) {
+            for fd in events {
+                self.stacks.attach(*fd).unwrap_or_else(|e| panic!("{e}"));
+            }
+            self.attached = events.len();
+        }
+        fn record(&mut self, r: Record) {
+            // The program ran before perf wrote the sample: its record is in the ring now.
+            self.joiner.feed(self.stacks.drain());
+            if let Record::Sample(s) = r {
+                if s.tid == self.tid && s.source == SampleSource::CpuClock {
+                    self.samples += 1;
+                    let regs = s.regs.expect("user registers");
+                    if let Some(rec) = self.joiner.take(s.tid, s.time, regs.ip, regs.sp) {
+                        self.names.push(rec.names(&mut self.py));
+                    }
+                }
+            }
+        }
+    }
+
+    let stacks = PyStacks::load().unwrap_or_else(|e| panic!("{e}"));
+    let mut w = Workload::start("spin.py", &[]);
+    let pid = w.pid();
+    w.send("go");
+    let tid: u32 = w.line().strip_prefix("tid ").and_then(|t| t.parse().ok()).expect("tid line");
+    let py = PyProcess::locate(pid).expect("locate the workload's runtime");
+    stacks.set_process(pid, &PyOffsets::of(&py, 128).unwrap()).unwrap();
+    stacks.sync_threads(&py).unwrap();
+    let mut sink =
+        BpfSink { stacks: &stacks, tid, joiner: Joiner::default(), attached: 0, samples: 0, names: vec![], py };
+    let target = profiler::Target::Attach { pid: pid as i32, duration: Some(Duration::from_millis(1500)) };
+    let cfg = SamplingConfig { rate_hz: 499, stack_bytes: 64, ring_pages: 64, ..Default::default() };
+    profiler::record(&target, &cfg, &AtomicBool::new(false), &mut sink).expect("record");
+    assert!(sink.attached > 0, "the recording loop offered no sampling event");
+    assert!(sink.samples > 0, "no sample of the spinning thread");
+    assert_eq!(sink.names.len(), sink.samples, "every sample joined its record");
+    for n in &sink.names {
+        assert_eq!(&n[..4], ["spin", "level3", "level2", "level1"], "{n:?}");
+    }
+    eprintln!("{} samples, all joined; {} records unmatched", sink.samples, sink.joiner.unmatched);
+}
