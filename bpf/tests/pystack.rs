@@ -17,9 +17,18 @@ use symbolizer::python::{PyFrame, PyProcess};
 
 #[test]
 fn frames_at_the_sample_instant_are_the_symbolizers_frames() {
+    frames_match(Workload::start("spin.py", &[]));
+}
+
+/// The same on the default (GIL) build of the same CPython (its own `_Py_DebugOffsets`).
+#[test]
+fn frames_at_the_sample_instant_on_the_gil_build() {
+    frames_match(Workload::start_with(&common::python_gil(), &[], "spin.py", &[]));
+}
+
+fn frames_match(mut w: Workload) {
     let _stats = bpf::StatsGuard::enable().unwrap_or_else(|e| panic!("{e}"));
     let stacks = PyStacks::load().unwrap_or_else(|e| panic!("{e}"));
-    let mut w = Workload::start("spin.py", &[]);
     let pid = w.pid();
     let mut py = PyProcess::locate(pid).expect("locate the workload's runtime");
     stacks.set_process(pid, &PyOffsets::of(&py, 128).expect("offsets fit")).unwrap();

@@ -21,6 +21,20 @@ pub fn python() -> PathBuf {
     PathBuf::from(String::from_utf8(out.stdout).unwrap().trim())
 }
 
+/// `$FTPROF_PYTHON_GIL`, else the default (GIL) build from scripts/provision-python.sh gil.
+pub fn python_gil() -> PathBuf {
+    if let Some(p) = std::env::var_os("FTPROF_PYTHON_GIL") {
+        return PathBuf::from(p);
+    }
+    let out = Command::new("bash")
+        .arg(root().join("scripts/provision-python.sh"))
+        .arg("gil")
+        .output()
+        .expect("run provision-python.sh gil");
+    assert!(out.status.success(), "provisioning the GIL build failed:\n{}", String::from_utf8_lossy(&out.stderr));
+    PathBuf::from(String::from_utf8(out.stdout).unwrap().trim())
+}
+
 /// A workload from bpf/tests/py/, started and waited for until it printed `ready`.
 pub struct Workload {
     pub child: Child,
@@ -30,9 +44,13 @@ pub struct Workload {
 
 impl Workload {
     pub fn start(script: &str, args: &[&str]) -> Workload {
-        let mut child = Command::new(python())
-            .arg("-X")
-            .arg("gil=0")
+        Workload::start_with(&python(), &["-X", "gil=0"], script, args)
+    }
+
+    /// With another interpreter and its options.
+    pub fn start_with(python: &Path, opts: &[&str], script: &str, args: &[&str]) -> Workload {
+        let mut child = Command::new(python)
+            .args(opts)
             .arg(root().join("bpf/tests/py").join(script))
             .args(args)
             .stdin(Stdio::piped())
