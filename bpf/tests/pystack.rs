@@ -26,6 +26,16 @@ fn frames_at_the_sample_instant_on_the_gil_build() {
     frames_match(Workload::start_with(&common::python_gil(), &[], "spin.py", &[]));
 }
 
+/// Debian's CPython 3.14 and 3.15 (chrooted; 3.15 ends the chain at its base frame).
+#[test]
+fn frames_at_the_sample_instant_on_314_and_315() {
+    let root = common::rootfs();
+    for version in ["3.14", "3.15"] {
+        eprintln!("CPython {version}");
+        frames_match(Workload::start_in_root(&root, version, "spin.py"));
+    }
+}
+
 fn frames_match(mut w: Workload) {
     let _stats = bpf::StatsGuard::enable().unwrap_or_else(|e| panic!("{e}"));
     let stacks = PyStacks::load().unwrap_or_else(|e| panic!("{e}"));
