@@ -98,10 +98,21 @@ fn frames_match(mut w: Workload) {
     let total = samples.len();
     let mut joiner = Joiner::default();
     joiner.feed(records.iter().cloned().collect());
+    let mut unjoined = Vec::new();
     for s in &samples {
         let regs = s.regs.expect("user registers");
         if joiner.take(s.tid, s.time, regs.ip, regs.sp).is_some() {
             joined += 1;
+        } else {
+            let near = records.iter().min_by_key(|r| r.time_ns.abs_diff(s.time));
+            unjoined.push(format!(
+                "sample t={} ip={:#x} sp={:#x} kernel={}; nearest record {:?}",
+                s.time,
+                regs.ip,
+                regs.sp,
+                s.kernel,
+                near.map(|r| (r.time_ns, r.user_ip, r.user_sp))
+            ));
         }
     }
     for p in stacks.prog_stats().into_iter().filter(|p| p.name == "ftprof_pystack") {
@@ -120,7 +131,7 @@ fn frames_match(mut w: Workload) {
     // samples taken before the last record drained are required to join.
     let last = records.back().unwrap().time_ns;
     let required = samples.iter().filter(|s| s.time + 200_000 <= last).count();
-    assert!(joined >= required, "{joined} of {required} samples joined their record");
+    assert!(joined >= required, "{joined} of {required} samples joined their record: {unjoined:#?}");
 }
 
 fn names(frames: &[PyFrame]) -> Vec<String> {

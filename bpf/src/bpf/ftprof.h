@@ -59,6 +59,8 @@ enum {
 	BPF_MAP_TYPE_RINGBUF = 27,
 };
 enum { BPF_ANY = 0, BPF_NOEXIST = 1 };
+/* bpf_ringbuf_output flags: the reader polls, it needs no wake-up per record. */
+enum { BPF_RB_NO_WAKEUP = 1 };
 
 #define SEC(name) __attribute__((section(name), used))
 #define __uint(name, val) int (*name)[val]

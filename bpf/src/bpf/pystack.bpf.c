@@ -146,7 +146,7 @@ static __always_inline void send(struct py_sample *r)
 	u64 size = sizeof(*r) - sizeof(r->frames) + n * sizeof(struct py_frame);
 	if (size > sizeof(*r))
 		size = sizeof(*r);
-	if (bpf_ringbuf_output(&py_samples, r, size, 0)) {
+	if (bpf_ringbuf_output(&py_samples, r, size, BPF_RB_NO_WAKEUP)) {
 		u64 *lost = bpf_map_lookup_elem(&py_lost, &zero);
 		if (lost)
 			__sync_fetch_and_add(lost, 1);
