@@ -251,3 +251,48 @@ fn the_recording_loop_carries_the_program_through_its_sink() {
     }
     eprintln!("{} samples, all joined; {} records unmatched", sink.samples, sink.joiner.unmatched);
 }
+
+/// Eight threads handing one lock around with bare `acquire()`/`release()`
+/// (bpf/tests/py/handoff.py): the waiting at the lock (exact, from the off-CPU programs) has a
+/// holder (a waker record at the same address, from `release_site`) for ≥ 90 % of its waits.
+#[test]
+fn handoff_waits_have_their_holder() {
+    let off = bpf::OffCpu::start().unwrap_or_else(|e| panic!("{e}"));
+    let mut stacks = PyStacks::load().unwrap_or_else(|e| panic!("{e}"));
+    let mut w = Workload::start("handoff.py", &["100"]);
+    let pid = w.pid();
+    let mut py = PyProcess::locate(pid).expect("locate the workload's runtime");
+    stacks.set_process(pid, &PyOffsets::of(&py, 128).unwrap()).unwrap();
+    // A budget no hand-off rate of this workload reaches: every wake-up is recorded.
+    stacks.record_wakers(1_000_000).unwrap();
+    off.add_target(pid).unwrap();
+    w.send("go");
+    assert_eq!(w.line(), "started");
+    assert!(stacks.sync_threads(&py).unwrap() >= 9);
+    w.send("");
+    let r: serde_json::Value = serde_json::from_str(&w.line()).unwrap();
+    let mutex = r["addr_obj"].as_u64().unwrap() + py.offsets.pyobject_size + py.layout.lock_mutex_after_header;
+    let tids: Vec<u32> = r["tids"].as_array().unwrap().iter().map(|t| t.as_u64().unwrap() as u32).collect();
+
+    let waits: u64 = off
+        .waits()
+        .unwrap()
+        .iter()
+        .filter(|x| tids.contains(&x.tid) && x.kind == bpf::WaitKind::Futex { addr: mutex })
+        .map(|x| x.count)
+        .sum();
+    let records = stacks.drain();
+    let wakers: Vec<_> = records.iter().filter(|s| s.waker_of.is_some_and(|k| k.addr == mutex)).collect();
+    assert_eq!(stacks.wakers_skipped(), 0);
+    assert_eq!(stacks.lost(), 0);
+    let from_release = wakers
+        .iter()
+        .filter(|s| tids.contains(&s.tid) && s.names(&mut py).first().map(String::as_str) == Some("release_site"))
+        .count();
+    eprintln!(
+        "{waits} blocked waits at the lock; {} waker records there, {from_release} from release_site",
+        wakers.len()
+    );
+    assert!(waits > 0, "the threads never blocked on the lock");
+    assert!(from_release as f64 >= 0.9 * waits as f64, "{from_release} holders for {waits} waits");
+}
