@@ -63,6 +63,8 @@ fn measure(mode: &str, rounds: u32, hold_s: f64) -> (f64, f64, u64, f64, u64) {
     let now = bpf::now_ns();
     let ss = off.schedstat(tid, now).unwrap().unwrap();
     assert!(ss.runqueue_ns >= t.runq_ns && ss.run_ns >= t.oncpu_ns && ss.timeslices == t.runq_count);
+    // The kernel's own run delay, for comparison only (on 6.12+ it also counts blocked time).
+    eprintln!("{mode}: the kernel's schedstat of the waiter (run ns, run delay ns, slices): {}", r["schedstat"]);
     let lost = off.lost().unwrap();
     assert_eq!((lost.threads_full, lost.waits_full), (0, 0), "{lost:?}");
     eprintln!(

@@ -10,7 +10,8 @@ layout tables) on the "go" line.
 Usage: waits.py lock|cs ROUNDS HOLD_S
 Prints "ready", waits for "go OFFSET" on stdin, starts its threads and prints "started", waits
 for a line (the test registers the threads), runs, then prints one JSON line:
-{"waiter_tid", "addr_obj" (id of the lock or list), "count", "wait_s" (sum of measured calls)}.
+{"waiter_tid", "addr_obj" (id of the lock or list), "count", "wait_s" (sum of measured calls),
+"schedstat" (the waiter's /proc/thread-self/schedstat at its end, for comparison)}.
 """
 import ctypes
 import json
@@ -56,6 +57,7 @@ def lock_waiter():
         lock.release()
         done.set()
     result.update(waiter_tid=threading.get_native_id(), addr_obj=id(lock), count=rounds, wait_s=total)
+    result.update(schedstat=open("/proc/thread-self/schedstat").read().strip())
 
 
 
@@ -96,6 +98,7 @@ def cs_waiter():
         items.pop()
         done.set()
     result.update(waiter_tid=threading.get_native_id(), addr_obj=id(items), count=rounds, wait_s=total)
+    result.update(schedstat=open("/proc/thread-self/schedstat").read().strip())
 
 
 print("ready", flush=True)
