@@ -11,10 +11,12 @@
 //! with libbpf (CO-RE against the running kernel's BTF). [`check_permitted`] and every
 //! constructor say in one line why BPF cannot be used here (privileges, no BTF, verifier).
 
+mod instant;
 mod loader;
 pub mod offcpu;
 pub mod pystack;
 
+pub use instant::{InstantCounts, InstantStacks};
 pub use loader::{check_permitted, now_ns, ProgStats, Refusal, StatsGuard};
 pub use offcpu::{OffCpu, OffCpuLost, ThreadState, ThreadTimes, Wait, WaitKind};
 pub use pystack::{join_sample, Joiner, PyOffsets, PyRawFrame, PySample, PyStacks, Wakeup};

@@ -223,7 +223,7 @@ pub struct Joiner {
 impl Joiner {
     /// Window either side of the perf sample time (perf reads its time a few µs before the
     /// program runs; 200 µs leaves room for a slow NMI path).
-    pub const WINDOW_NS: u64 = 200_000;
+    pub const WINDOW_NS: u64 = 5_000_000;
 
     pub fn feed(&mut self, records: Vec<PySample>) {
         for r in records {
@@ -243,6 +243,11 @@ impl Joiner {
         let gone = before - q.len();
         self.unmatched += gone.saturating_sub(found.is_some() as usize) as u64;
         found
+    }
+
+    /// The records of `tid` still waiting for their samples, oldest first.
+    pub fn pending(&self, tid: u32) -> impl Iterator<Item = &PySample> {
+        self.pending.get(&tid).into_iter().flatten()
     }
 
     /// The waker records fed so far (taken out).
