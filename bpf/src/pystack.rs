@@ -221,8 +221,10 @@ pub struct Joiner {
 }
 
 impl Joiner {
-    /// Window either side of the perf sample time (perf reads its time a few µs before the
-    /// program runs; 200 µs leaves room for a slow NMI path).
+    /// Window either side of the perf sample time: perf reads its time a few µs before the
+    /// program runs (on older kernels just after); 5 ms leaves room for a virtual CPU
+    /// descheduled in between, and is still shorter than the period of any sampling rate
+    /// ftprof uses, so a thread's next record with the same registers is never nearer.
     pub const WINDOW_NS: u64 = 5_000_000;
 
     pub fn feed(&mut self, records: Vec<PySample>) {

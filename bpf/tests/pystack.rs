@@ -93,7 +93,7 @@ fn frames_match(mut w: Workload) {
     }
 
     // Every perf sample of the thread finds its record (same thread, same user registers, taken
-    // within 200 µs of it: perf reads its time a few µs before the program runs).
+    // nearest in time: perf reads its time a few µs before the program runs).
     let mut joined = 0;
     let total = samples.len();
     let mut joiner = Joiner::default();
@@ -130,7 +130,7 @@ fn frames_match(mut w: Workload) {
     // Samples whose records were drained after the loop ended may lack theirs: only the
     // samples taken before the last record drained are required to join.
     let last = records.back().unwrap().time_ns;
-    let required = samples.iter().filter(|s| s.time + 200_000 <= last).count();
+    let required = samples.iter().filter(|s| s.time + Joiner::WINDOW_NS <= last).count();
     // ≤ 1 % may miss (see the_recording_loop_carries_the_program_through_its_sink).
     assert!(
         (required - joined.min(required)) * 100 <= required.max(100),
