@@ -223,8 +223,9 @@ pub struct Joiner {
 impl Joiner {
     /// Window either side of the perf sample time: perf reads its time a few µs before the
     /// program runs (on older kernels just after); 5 ms leaves room for a virtual CPU
-    /// descheduled in between, and is still shorter than the period of any sampling rate
-    /// ftprof uses, so a thread's next record with the same registers is never nearer.
+    /// descheduled in between. Within it the nearest record wins: another record of the thread
+    /// with the same registers (a tight loop) lies a sampling period away, so it is only taken
+    /// when the sample's own record is missing.
     pub const WINDOW_NS: u64 = 5_000_000;
 
     pub fn feed(&mut self, records: Vec<PySample>) {
