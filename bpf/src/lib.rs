@@ -17,6 +17,6 @@ pub mod offcpu;
 pub mod pystack;
 
 pub use instant::{InstantCounts, InstantStacks};
-pub use loader::{check_permitted, now_ns, ProgStats, Refusal, StatsGuard};
+pub use loader::{check_permitted, now_ns, verify_refused, ProgStats, Refusal, StatsGuard};
 pub use offcpu::{OffCpu, OffCpuLost, ThreadState, ThreadTimes, Wait, WaitKind};
 pub use pystack::{join_sample, Joiner, PyOffsets, PyRawFrame, PySample, PyStacks, Wakeup};

@@ -118,6 +118,15 @@ pub(crate) fn load(
     loaded.map_err(|e| Refusal::Load { program: name.into(), reason: reason_from_log(&log, &e.to_string()) })
 }
 
+/// A program the verifier refuses (`src/bpf/invalid.bpf.c`), loaded only by [`verify_refused`].
+static INVALID: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/invalid.bpf.o"));
+
+/// Load the deliberately invalid program: `Err` with the verifier's one-line reason. For the
+/// test that verifier refusals are reported, not hidden.
+pub fn verify_refused() -> Result<(), Refusal> {
+    load("invalid", INVALID, |_| {}).map(|_| ())
+}
+
 /// Run time of one program since statistics were enabled (see [`StatsGuard`]).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ProgStats {

@@ -113,6 +113,17 @@ fn critical_section_wait_is_the_waiters_own_measurement() {
     check("cs", 5, 0.1);
 }
 
+/// A program the verifier refuses comes back as one line naming the program and the
+/// verifier's complaint.
+#[test]
+fn verifier_refusal_is_one_line() {
+    let e = bpf::verify_refused().expect_err("the verifier must refuse src/bpf/invalid.bpf.c");
+    let text = e.to_string();
+    eprintln!("{text}");
+    assert!(matches!(e, bpf::Refusal::Load { .. }), "{text}");
+    assert!(text.contains("invalid") && text.contains("verifier:") && !text.contains('\n'), "{text}");
+}
+
 /// Without CAP_BPF, CAP_PERFMON and CAP_SYS_ADMIN (dropped from this thread's effective set:
 /// capabilities are per thread) the programs are refused with the one-line reason, never
 /// loaded half-way.
