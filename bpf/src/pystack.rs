@@ -187,8 +187,9 @@ impl PySample {
 /// Which of `pending` (one thread's records, oldest first) belongs to the perf sample taken at
 /// `time_ns` with user registers (`ip`, `sp`): the record with the same registers nearest in
 /// time, within `window_ns` either side (perf reads its sample time a few µs before the program
-/// runs, on the same clock). Records older than the match are stale (their perf samples were
-/// lost or filtered) and are dropped with it.
+/// runs, on the same clock). Only the match is removed: samples come from per-CPU rings, so a
+/// thread that moved between CPUs has its samples drained out of time order, and an older
+/// record may still find its sample later (see [`Joiner`] for the ones that never do).
 pub fn join_sample(
     pending: &mut VecDeque<PySample>,
     time_ns: u64,
@@ -202,16 +203,15 @@ pub fn join_sample(
         .filter(|(_, s)| s.user_ip == ip && s.user_sp == sp && s.time_ns.abs_diff(time_ns) <= window_ns)
         .min_by_key(|(_, s)| s.time_ns.abs_diff(time_ns))?
         .0;
-    let found = pending.remove(idx);
-    pending.drain(..idx);
-    found
+    pending.remove(idx)
 }
 
 /// Records waiting for their perf samples, per thread, and the waker records apart.
 ///
 /// Feed it what [`PyStacks::drain`] returns before draining the perf rings; then
 /// [`Joiner::take`] gives each perf sample its record. A record whose sample never comes (lost,
-/// filtered) is dropped when a later one of its thread is taken, or by [`Joiner::expire`].
+/// filtered) is dropped once it is [`Joiner::STALE_NS`] older than a sample of its thread, or by
+/// [`Joiner::expire`], and counted in `unmatched`.
 #[derive(Default)]
 pub struct Joiner {
     pending: std::collections::HashMap<u32, VecDeque<PySample>>,
@@ -227,6 +227,9 @@ impl Joiner {
     /// with the same registers (a tight loop) lies a sampling period away, so it is only taken
     /// when the sample's own record is missing.
     pub const WINDOW_NS: u64 = 5_000_000;
+    /// A record this much older than a sample of its thread has lost its sample: the rings are
+    /// drained at least every 50 ms, so out-of-order samples are never that far apart.
+    pub const STALE_NS: u64 = 1_000_000_000;
 
     pub fn feed(&mut self, records: Vec<PySample>) {
         for r in records {
@@ -241,10 +244,10 @@ impl Joiner {
     /// The record of the perf sample of `tid` at `time_ns` with user registers (`ip`, `sp`).
     pub fn take(&mut self, tid: u32, time_ns: u64, ip: u64, sp: u64) -> Option<PySample> {
         let q = self.pending.get_mut(&tid)?;
-        let before = q.len();
         let found = join_sample(q, time_ns, ip, sp, Self::WINDOW_NS);
-        let gone = before - q.len();
-        self.unmatched += gone.saturating_sub(found.is_some() as usize) as u64;
+        let stale = q.iter().take_while(|r| r.time_ns.saturating_add(Self::STALE_NS) < time_ns).count();
+        q.drain(..stale);
+        self.unmatched += stale as u64;
         found
     }
 
@@ -421,21 +424,30 @@ mod tests {
 
     #[test]
     fn joiner_pairs_per_thread_and_counts_what_it_drops() {
+        let sec = Joiner::STALE_NS;
         let mut j = Joiner::default();
         let mut w = rec(150, 5, 5);
         w.waker_of = Some(Wakeup { wakee: 9, addr: 1 });
         let mut other = rec(120, 1, 1);
         other.tid = 8;
-        j.feed(vec![rec(100, 1, 1), other, w, rec(200, 2, 2)]);
+        j.feed(vec![rec(100, 1, 1), other, w, rec(200, 2, 2), rec(sec + 300, 3, 3)]);
         assert_eq!(j.take_wakers().len(), 1);
-        // Thread 7's sample at 199 with registers (2, 2): record 200; record 100 had no sample.
+        // Samples out of time order (two CPUs' rings): each finds its record.
         assert_eq!(j.take(7, 199, 2, 2).map(|r| r.time_ns), Some(200));
-        assert_eq!(j.unmatched, 1);
+        assert_eq!(j.take(7, 98, 1, 1).map(|r| r.time_ns), Some(100));
+        assert_eq!(j.unmatched, 0);
         // Thread 8's record is not thread 7's.
         assert_eq!(j.take(7, 120, 1, 1), None);
         assert_eq!(j.take(9, 120, 1, 1), None);
+        // A record whose sample never came is dropped once a sample a second later is taken.
+        j.feed(vec![rec(400, 4, 4)]);
+        assert_eq!(j.take(7, sec + 299, 3, 3).map(|r| r.time_ns), Some(sec + 300));
+        assert_eq!(j.pending(7).count(), 1, "400 is not a second older yet");
+        assert_eq!(j.take(7, sec + 401, 9, 9), None);
+        assert_eq!(j.pending(7).count(), 0);
+        assert_eq!(j.unmatched, 1);
         j.expire(1_000);
-        assert_eq!(j.unmatched, 2);
+        assert_eq!(j.unmatched, 2, "thread 8's record expired");
         assert_eq!(j.take(8, 120, 1, 1), None);
     }
 
@@ -477,22 +489,23 @@ mod tests {
     }
 
     #[test]
-    fn join_takes_the_matching_record_and_drops_older_ones() {
+    fn join_takes_the_nearest_matching_record_only() {
         let mut q: VecDeque<PySample> = [rec(100, 1, 1), rec(200, 2, 2), rec(300, 3, 3), rec(400, 4, 4)].into();
         // The sample at 296 (perf's time precedes the program's) with registers (3, 3): record
-        // 300; 100 and 200 are stale.
+        // 300; the older ones stay (their samples may come later, from another CPU's ring).
         assert_eq!(join_sample(&mut q, 296, 3, 3, 50).map(|s| s.time_ns), Some(300));
-        assert_eq!(q.iter().map(|s| s.time_ns).collect::<Vec<_>>(), vec![400]);
+        assert_eq!(q.iter().map(|s| s.time_ns).collect::<Vec<_>>(), vec![100, 200, 400]);
+        assert_eq!(join_sample(&mut q, 198, 2, 2, 50).map(|s| s.time_ns), Some(200));
         // Registers that match no record, a record outside the window either side.
         assert_eq!(join_sample(&mut q, 400, 9, 9, 50), None);
         assert_eq!(join_sample(&mut q, 300, 4, 4, 50), None);
         assert_eq!(join_sample(&mut q, 500, 4, 4, 50), None);
-        assert_eq!(q.len(), 1);
+        assert_eq!(q.len(), 2);
         assert_eq!(join_sample(&mut q, 410, 4, 4, 10).map(|s| s.time_ns), Some(400));
-        assert!(q.is_empty());
+        assert_eq!(q.iter().map(|s| s.time_ns).collect::<Vec<_>>(), vec![100]);
         // Two records with the same registers (a tight loop): the nearest one.
         let mut q: VecDeque<PySample> = [rec(100, 1, 1), rec(190, 1, 1), rec(260, 1, 1)].into();
         assert_eq!(join_sample(&mut q, 185, 1, 1, 100).map(|s| s.time_ns), Some(190));
-        assert_eq!(q.iter().map(|s| s.time_ns).collect::<Vec<_>>(), vec![260]);
+        assert_eq!(q.iter().map(|s| s.time_ns).collect::<Vec<_>>(), vec![100, 260]);
     }
 }
