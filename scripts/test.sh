@@ -19,6 +19,14 @@ if ! command -v tmux >/dev/null; then
     if [ "$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq tmux >&2
     else sudo apt-get update -qq && sudo apt-get install -y -qq tmux >&2; fi
 fi
+# tests/privilege.rs: setcap (libcap2-bin), useradd (passwd), setpriv (util-linux), script (bsdutils).
+for tool in setcap:libcap2-bin useradd:passwd setpriv:util-linux script:bsdutils; do
+    if ! command -v "${tool%%:*}" >/dev/null && [ ! -x "/usr/sbin/${tool%%:*}" ]; then
+        echo "test.sh: installing ${tool#*:}" >&2
+        if [ "$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq "${tool#*:}" >&2
+        else sudo apt-get update -qq && sudo apt-get install -y -qq "${tool#*:}" >&2; fi
+    fi
+done
 # The bpf crate compiles its BPF programs with clang at build time (and builds libbpf).
 scripts/bpf-deps.sh
 echo "test.sh: using $FTPROF_PYTHON, $FTPROF_PYTHON_GIL, python3.14 and python3.15 in $FTPROF_PYTHON_314_ROOT" >&2

@@ -93,6 +93,9 @@ impl Launched {
         let mut eptrs: Vec<*const libc::c_char> = cenv.iter().map(|c| c.as_ptr()).collect();
         eptrs.push(std::ptr::null());
         let (out_fd, err_fd) = (spec.stdout.unwrap_or(-1), spec.stderr.unwrap_or(-1));
+        // With privileges the caller lacks, the launched program (and everything it starts) must
+        // stay the caller's own: no set-id or file-capability gain at exec.
+        let no_new_privs = crate::access::is_elevated();
 
         let (gate_r, gate_w) = pipe2(OFlag::O_CLOEXEC).map_err(|e| LaunchError::Fork(e.into()))?;
         let (err_r, err_w) = pipe2(OFlag::O_CLOEXEC).map_err(|e| LaunchError::Fork(e.into()))?;
@@ -103,7 +106,7 @@ impl Launched {
             Err(e) => Err(LaunchError::Fork(e.into())),
             Ok(ForkResult::Child) => {
                 drop((gate_w, err_r));
-                exec_when_released(parent_pid, gate_r, err_w, out_fd, err_fd, &path, &cptrs, &eptrs)
+                exec_when_released(parent_pid, gate_r, err_w, (out_fd, err_fd), no_new_privs, &path, &cptrs, &eptrs)
             }
             Ok(ForkResult::Parent { child }) => {
                 drop((gate_r, err_w));
@@ -146,14 +149,14 @@ impl Drop for Launched {
 }
 
 /// The child's side of [`Launched::spawn_spec`], between `fork` and `exec`: die with ftprof,
-/// restore SIGINT, wait for the gate, redirect output, `exec`; report `errno` on failure.
+/// restore SIGINT, wait for the gate, redirect output, set no-new-privs when ftprof is elevated, `exec`; report `errno` on failure.
 #[allow(clippy::too_many_arguments)]
 fn exec_when_released(
     parent_pid: Pid,
     gate_r: OwnedFd,
     err_w: OwnedFd,
-    out_fd: RawFd,
-    err_fd: RawFd,
+    (out_fd, err_fd): (RawFd, RawFd),
+    no_new_privs: bool,
     path: &CString,
     argv: &[*const libc::c_char],
     envp: &[*const libc::c_char],
@@ -176,6 +179,10 @@ fn exec_when_released(
     if err_fd >= 0 {
         // SAFETY: as above.
         let _ = nix::unistd::dup2_stderr(unsafe { BorrowedFd::borrow_raw(err_fd) });
+    }
+    if no_new_privs && nix::sys::prctl::set_no_new_privs().is_err() {
+        let _ = nix::unistd::write(&err_w, &libc::EPERM.to_ne_bytes());
+        exit_now();
     }
     // SAFETY: `path`, `argv` and `envp` were built before the fork; both arrays end with a null
     // pointer and point to NUL-terminated strings that outlive the call.

@@ -17,6 +17,7 @@
 //!
 //! This crate knows nothing about Python, symbols or rendering.
 
+pub mod access;
 pub mod launch;
 pub mod perf;
 #[cfg(test)]

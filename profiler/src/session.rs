@@ -369,8 +369,11 @@ fn cpu_clock_fds(rings: &[Ring]) -> Vec<BorrowedFd<'_>> {
 /// The rings for `pid`: CPU-wide with a filter when allowed and nothing needs per-task events
 /// (the exhaustive switch-out sampling does), else per-task (launch: inherited from `pid`;
 /// attach: `None` — the caller opens per-thread events).
+///
+/// With privileges its caller lacks (`access`), ftprof never opens CPU-wide events: the kernel
+/// would copy every process's user stack into the ring before the filter could drop it.
 fn open_rings(pid: i32, cfg: &SamplingConfig, launch: bool) -> Result<(Vec<Ring>, Option<PidFilter>), PerfError> {
-    if !cfg.off_cpu && std::env::var_os("FTPROF_PER_TASK_EVENTS").is_none() {
+    if !cfg.off_cpu && std::env::var_os("FTPROF_PER_TASK_EVENTS").is_none() && !crate::access::is_elevated() {
         match perf::open_cpu_wide_rings(cfg) {
             Ok(rings) => {
                 let pids = [pid as u32].into_iter().collect();

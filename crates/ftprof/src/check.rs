@@ -75,6 +75,10 @@ pub fn check_interpreter(argv: &[OsString]) -> Result<Interpreter> {
     };
     let elf = match ElfFile::open_shared(&path) {
         Ok(e) => e,
+        Err(e) if e.chain().any(|c| c.downcast_ref::<std::io::Error>().is_some_and(|io| io.kind() == std::io::ErrorKind::PermissionDenied)) => bail!(
+            "cannot read {shown} ({}), so ftprof cannot check that it is CPython; make it readable by you (chmod a+r) or run ftprof as root with sudo",
+            e.root_cause()
+        ),
         Err(_) => bail!("{shown} is not a CPython interpreter (not an ELF executable); run ftprof record -- python3.13t your_script.py"),
     };
     let too_old = |v: (u64, u64)| -> Result<()> {
@@ -211,6 +215,9 @@ pub fn check_process(pid: u32) -> Result<AttachTarget> {
     if !Path::new(&format!("/proc/{pid}")).exists() {
         bail!("no such process: {pid} (check the PID with ps or pgrep)");
     }
+    // Before anything of the target is read: with capabilities its caller lacks, ftprof only
+    // observes what the caller could trace itself.
+    profiler::access::check(pid)?;
     if let Some(stat) = profiler::threads::read_stat(pid, None).filter(|s| s.state == 'Z') {
         let ppid = stat.ppid;
         bail!("process {pid} is a zombie: it has exited and waits for its parent ({ppid}) to reap it; there is nothing left to profile");
@@ -220,8 +227,8 @@ pub fn check_process(pid: u32) -> Result<AttachTarget> {
         Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => return Err(permission_hint(pid, "reading")),
         Err(_) => bail!("process {pid} has no executable (a kernel thread?); give the PID of a Python process"),
     };
-    let comm = crate::snapshot::thread_name(pid, pid);
-    let command = crate::snapshot::cmdline(pid);
+    let comm = engine::procfs::thread_name(pid, pid);
+    let command = engine::procfs::cmdline(pid);
     let too_old = |v: (u64, u64)| {
         anyhow::anyhow!(
             "process {pid} ({exe}) runs CPython {}.{}, which is not supported: ftprof needs CPython 3.13 or newer",
@@ -235,6 +242,10 @@ pub fn check_process(pid: u32) -> Result<AttachTarget> {
             Err(permission_hint(pid, "reading the memory of"))
         }
         Err(PyError::Offsets(e @ OffsetsError::TooNew(_))) => bail!("process {pid} ({exe}): {e}"),
+        Err(PyError::Denied(e)) => Err(e.into()),
+        Err(PyError::Unreadable { path, error }) => bail!(
+            "process {pid} ({exe}): cannot read its interpreter file {path} ({error}), so ftprof cannot find the CPython runtime in it; make the file readable by you (chmod a+r), or run ftprof as root with sudo"
+        ),
         Err(PyError::Offsets(OffsetsError::TooOld(_))) | Err(PyError::Offsets(OffsetsError::BadCookie)) => {
             match process_python_version(pid) {
                 Some(v) if v < (3, 13) => Err(too_old(v)),

@@ -10,8 +10,10 @@ use serde::Serialize;
 use symbolizer::native::{Native, NativeFrame};
 use symbolizer::python::{PyFrame, PyProcess};
 
+use engine::holders::{innermost, HolderSampler, WaitedLock, Waiter};
+use engine::procfs as snapshot;
+
 use crate::check::check_process;
-use crate::snapshot;
 
 /// One thread, as `dump` reports it.
 #[derive(Debug, Serialize)]
@@ -72,6 +74,7 @@ pub fn collect(pid: u32, native_frames: bool) -> Result<Dump> {
     let tids = profiler::perf::process_tids(pid as i32);
     let py_names = py.thread_names_by_tid();
     let mut threads = Vec::new();
+    let mut parked_on = HashMap::new();
     for tid in tids {
         let tid = tid as u32;
         let sched = snapshot::thread_state(pid, tid);
@@ -102,6 +105,9 @@ pub fn collect(pid: u32, native_frames: bool) -> Result<Dump> {
                 concurrent: true,
             };
             let (c, id) = classify(&ev);
+            if let Some(p) = parked {
+                parked_on.insert(tid, (p, python.as_ref().and_then(innermost)));
+            }
             wait = Some(c);
             lock = id;
             if native_frames {
@@ -139,7 +145,7 @@ pub fn collect(pid: u32, native_frames: bool) -> Result<Dump> {
             merged,
         });
     }
-    find_holders(&mut py, &mut threads);
+    find_holders(&mut py, &mut threads, &parked_on);
     let deadlocks = cycles(&threads);
     Ok(Dump {
         pid,
@@ -152,50 +158,41 @@ pub fn collect(pid: u32, native_frames: bool) -> Result<Dump> {
     })
 }
 
-/// Who holds what the waiting threads wait on: critical sections from each thread's active
-/// sections; thread locks from the `with` blocks on each thread's Python frames.
-fn find_holders(py: &mut PyProcess, threads: &mut [ThreadDump]) {
-    let mut cs: HashMap<u64, u32> = HashMap::new();
-    let mut with: HashMap<u64, Vec<u32>> = HashMap::new();
-    for t in threads.iter() {
-        for m in py.critical_sections_held(t.tid) {
-            cs.insert(m, t.tid);
-        }
-        for obj in py.with_block_objects(t.tid) {
-            with.entry(obj).or_default().push(t.tid);
-        }
-    }
-    let waiting_on: HashMap<u32, u64> = threads
-        .iter()
-        .filter(|t| t.wait == Some(Category::Lock))
-        .filter_map(|t| Some((t.tid, t.lock.as_ref()?.address?)))
-        .collect();
-    let tid_of_ident: HashMap<u64, u32> =
-        py.threads().unwrap_or_default().into_iter().map(|t| (t.thread_id, t.native_tid)).collect();
+/// Each blocked thread's parked-on lock and its innermost Python frame, by TID.
+type ParkedOn = HashMap<u32, (symbolizer::python::ParkedInfo, Option<(u64, u32)>)>;
+
+/// Who holds what the waiting threads wait on: the holder search of `record`
+/// ([`engine::holders`]) on this one snapshot, without its budget. `parked_on`: each blocked
+/// thread's parked-on lock and its innermost Python frame.
+fn find_holders(py: &mut PyProcess, threads: &mut [ThreadDump], parked_on: &ParkedOn) {
+    let mut waiters = Vec::new();
     for t in threads.iter_mut() {
-        // RLocks record their owner; 3.13 RLock waits need the object found on the frame.
-        let rlock = t.lock.as_ref().is_some_and(|l| l.type_name.as_deref() == Some("_thread.RLock"));
-        if rlock && t.wait == Some(Category::Lock) {
-            let obj = t.lock.as_ref().and_then(|l| l.address).or_else(|| py.rlock_being_acquired(t.tid));
-            if let (Some(obj), Some(l)) = (obj, t.lock.as_mut()) {
-                l.address = Some(obj);
-                t.holder = py.rlock_owner(obj).and_then(|id| tid_of_ident.get(&id).copied()).filter(|&h| h != t.tid);
-            }
+        if !matches!(t.wait, Some(Category::Lock) | Some(Category::CriticalSection)) {
             continue;
         }
-        let Some(addr) = t.lock.as_ref().and_then(|l| l.address) else { continue };
-        t.holder = match t.wait {
-            // The identity is the object when its type was recognised, else the mutex itself.
-            Some(Category::CriticalSection) => {
-                let has_type = t.lock.as_ref().is_some_and(|l| l.type_name.is_some());
-                cs.get(&if has_type { addr.wrapping_add(10) } else { addr }).copied()
+        let Some((parked, at)) = parked_on.get(&t.tid) else { continue };
+        // RLocks record their owner; 3.13 RLock waits need the object found on the frame.
+        let rlock = t.lock.as_ref().is_some_and(|l| l.type_name.as_deref() == Some("_thread.RLock"));
+        let lock = if rlock && t.wait == Some(Category::Lock) {
+            let obj = t.lock.as_ref().and_then(|l| l.address).or_else(|| py.rlock_being_acquired(t.tid));
+            match (obj, t.lock.as_mut()) {
+                (Some(obj), Some(l)) => {
+                    l.address = Some(obj);
+                    Some(WaitedLock::RLock { obj })
+                }
+                _ => None,
             }
-            // Threads that wait for the same lock have it on their stacks too: not holders.
-            Some(Category::Lock) => with
-                .get(&addr)
-                .and_then(|v| v.iter().find(|&&h| h != t.tid && waiting_on.get(&h) != Some(&addr)).copied()),
-            _ => None,
+        } else {
+            WaitedLock::from_parked(parked)
         };
+        if let Some(lock) = lock {
+            waiters.push(Waiter { tid: t.tid, lock, weight_ns: 0, at: *at });
+        }
+    }
+    let all: Vec<u32> = threads.iter().map(|t| t.tid).collect();
+    let holders = HolderSampler::unbounded().sample(py, &all, &waiters, &mut |_| false);
+    for t in threads.iter_mut() {
+        t.holder = holders.get(&t.tid).copied();
     }
 }
 

@@ -1,18 +1,17 @@
 //! # ftprof — the command-line tool
 //!
-//! Job: compose the pipeline. `ftprof record` launches the target through `profiler` (reading
-//! each sampled thread's Python stack with `symbolizer::python` while the sample is fresh), then
-//! unwinds and symbolizes with `symbolizer::native`, merges and aggregates with `analysis`, and
-//! renders with `flamegraph`; `ftprof report` renders a saved JSON profile again. Input: command-line arguments. Output: the requested file, a
-//! terminal summary on stderr, and the target's exit status as ours.
+//! Job: parse, compose, render, handle signals and the terminal. `ftprof record` turns its
+//! options into an [`engine::EngineConfig`], records through [`engine::record`] (perf rings,
+//! `/proc`, target memory) and renders the [`analysis::Profile`] with `flamegraph`; `report`
+//! renders a saved JSON profile again; `top` draws the engine's profile every interval; `dump`
+//! snapshots a running process (with the engine's holder search); `scale` records a command at
+//! several thread counts. Input: command-line arguments. Output: the requested file, a terminal
+//! summary on stderr, and the target's exit status as ours.
 
 pub mod check;
 pub mod dump;
-pub mod gil_watch;
-pub mod holders;
 pub mod record;
 pub mod report;
 pub mod scale;
-pub mod snapshot;
 pub mod top;
 pub mod top_model;

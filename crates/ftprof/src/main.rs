@@ -205,6 +205,10 @@ fn main() {
             std::process::exit(2);
         }
     };
+    if let Some(why) = profiler::access::privilege().refusal() {
+        eprintln!("ftprof: error: {why}");
+        std::process::exit(2);
+    }
     let result = match cli.cmd {
         Cmd::Record {
             output,
@@ -250,8 +254,11 @@ fn main() {
                 title,
                 mode: if no_waits { Mode::Cpu } else { mode.mode() },
                 idle,
-                off_cpu: !no_waits,
-                exact_waits,
+                waits: match (no_waits, exact_waits) {
+                    (true, _) => engine::Waits::Off,
+                    (false, true) => engine::Waits::Exact,
+                    (false, false) => engine::Waits::Sampled,
+                },
                 subprocesses,
             })
         }

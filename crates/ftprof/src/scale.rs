@@ -11,11 +11,11 @@ use analysis::baseline::{self, BaselineFile, PointView};
 use analysis::scaling::{analyse, largest_growth, top_sites, Measure, RawPoint, ScaleResult};
 use analysis::Profile;
 use anyhow::{bail, Context, Result};
-use flamegraph::{Format, Mode};
+use flamegraph::Mode;
 use profiler::{LaunchSpec, Target};
 
 use crate::check::{check_interpreter, Interpreter};
-use crate::record::{record_profile, RecordOptions};
+use crate::record::record_profile;
 
 /// Options of `ftprof scale` (also its command-line arguments).
 #[derive(Clone, Debug, clap::Args)]
@@ -133,22 +133,15 @@ fn one_run(opts: &ScaleOptions, interp: &std::path::Path, n: u32, r: u32, re: Op
     let env = vec![(OsString::from("FTPROF_THREADS"), OsString::from(n.to_string()))];
     let (elapsed, exit, profile) = if !opts.no_profile {
         let spec = LaunchSpec { argv, env, stdout: Some(log.as_raw_fd()), stderr: Some(log.as_raw_fd()) };
-        let ropts = RecordOptions {
-            command: spec.argv.clone(),
-            pid: None,
-            duration: None,
-            output: PathBuf::new(),
-            format: Format::Json,
-            mode: Mode::Wall,
-            idle: false,
+        let cfg = engine::EngineConfig {
             rate_hz: opts.rate_hz,
             stack_bytes: 16 * 1024,
-            off_cpu: true,
-            exact_waits: false,
-            title: None,
+            waits: engine::Waits::Sampled,
             subprocesses: false,
+            attached: false,
+            command: spec.argv.iter().map(|a| a.to_string_lossy().into_owned()).collect(),
         };
-        let (profile, outcome) = record_profile(&Target::LaunchSpec(spec), interp, &ropts)?;
+        let (profile, outcome) = record_profile(Target::LaunchSpec(spec), interp, &cfg)?;
         let exit = match outcome.exit {
             Some(profiler::ExitStatus::Code(0)) => None,
             Some(e) => Some(e.to_string()),

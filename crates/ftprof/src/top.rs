@@ -1,13 +1,12 @@
 //! `ftprof top`: a live terminal view of a running (`--pid`) or launched program.
 //!
-//! The recording engine is the one of `ftprof record` (the same [`Recorder`] driven by
-//! `profiler::record` on a background thread); once per interval its collector is copied and
-//! finished, symbolized and classified into a cumulative [`analysis::Profile`], reduced to
+//! The recording engine is the one of `ftprof record` (the same [`Recorder`] driven by the
+//! engine's perf source on a background thread); once per interval it builds a cumulative
+//! [`analysis::Profile`] of everything so far ([`Recorder::profile_now`]), reduced to
 //! [`Totals`] and sent to the terminal thread, which keeps the [`Model`] (interval deltas,
 //! sorting, filtering: `top_model`) and draws it with ratatui.
 
 use std::ffi::OsString;
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
@@ -20,9 +19,10 @@ use ratatui::style::{Modifier, Style, Stylize};
 use ratatui::text::Line;
 use ratatui::widgets::{Block, Paragraph, Row, Table};
 use ratatui::Frame;
-use symbolizer::native::Native;
 
-use crate::record::{self, RecordOptions, Recorder};
+use engine::Recorder;
+
+use crate::record;
 use crate::top_model::{Metric, Model, SortKey, Totals, View};
 
 /// Options of `ftprof top`.
@@ -94,50 +94,23 @@ enum Msg {
     Done(Result<profiler::RecordingOutcome, String>),
 }
 
-/// The recording side: a [`Recorder`] plus what turns its collection into a profile.
+/// The recording side: the engine's [`Recorder`] plus the symbols its profiles need.
 struct TopSink {
     rec: Recorder,
-    native: Native,
-    opnames: Vec<String>,
-    kallsyms: symbolizer::kernel::Kallsyms,
-    mapped: usize,
-    opts: RecordOptions,
+    symbols: engine::Symbols,
     interval: Duration,
     next: Instant,
+    /// The target (0 until the recording started).
     pid: i32,
-    started: Option<(Instant, u64)>,
     tx: mpsc::Sender<Msg>,
 }
 
 impl TopSink {
     fn emit(&mut self) {
-        let Some((t0, start_ns)) = self.started else { return };
-        for (pid, m) in &self.rec.mappings()[self.mapped..] {
-            self.native.add_mapping(*pid, m.clone());
+        if self.pid == 0 {
+            return;
         }
-        self.mapped = self.rec.mappings().len();
-        let collection = self.rec.snapshot(profiler::monotonic_ns());
-        let (lost_samples, lost_switches) = self.rec.lost();
-        let outcome = profiler::RecordingOutcome {
-            pid: self.pid,
-            exit: None,
-            stop: profiler::StopReason::Interrupted,
-            duration: t0.elapsed(),
-            start_ns,
-            lost: lost_samples,
-            lost_switches,
-            target_cpu_seconds: None,
-            followed_children: self.opts.subprocesses,
-        };
-        let profile = record::profile_of(
-            &self.rec,
-            collection,
-            &mut self.native,
-            self.opnames.clone(),
-            &self.kallsyms,
-            &outcome,
-            &self.opts,
-        );
+        let profile = self.rec.profile_now(&mut self.symbols);
         let python = match &profile.target.python {
             Some(p) => format!(
                 "CPython {}{}, GIL {}",
@@ -151,13 +124,14 @@ impl TopSink {
             ),
             None => "CPython not located yet".into(),
         };
+        let (lost_samples, lost_switches) = self.rec.lost();
         let header = Header {
             pid: self.pid as u32,
             command: profile.target.command.join(" "),
             python,
             lost: lost_samples + lost_switches,
         };
-        let totals = Totals::from_profile(&profile, outcome.duration.as_secs_f64());
+        let totals = Totals::from_profile(&profile, profile.summary.duration_s);
         let _ = self.tx.send(Msg::Update(Box::new((totals, self.rec.live_threads(), header))));
     }
 }
@@ -165,7 +139,6 @@ impl TopSink {
 impl Sink for TopSink {
     fn started(&mut self, pid: i32) {
         self.pid = pid;
-        self.started = Some((Instant::now(), profiler::monotonic_ns()));
         // The first view comes after half an interval.
         self.next = Instant::now() + self.interval / 2;
         self.rec.started(pid);
@@ -196,23 +169,16 @@ pub fn run(opts: &TopOptions) -> Result<i32> {
         bail!("ftprof top needs a terminal; to write a profile to a file use ftprof record");
     }
     let (interp, attach) = record::resolve_interpreter(opts.pid, &opts.command)?;
-    let ropts = RecordOptions {
-        command: opts.command.clone(),
-        pid: opts.pid,
-        duration: None,
-        output: PathBuf::new(),
-        format: flamegraph::Format::Json,
-        mode: flamegraph::Mode::Wall,
-        idle: false,
+    let cfg = engine::EngineConfig {
         rate_hz: opts.rate_hz,
         stack_bytes: 16384,
-        off_cpu: true,
-        exact_waits: false,
-        title: None,
+        waits: engine::Waits::Sampled,
         subprocesses: opts.subprocesses,
+        attached: opts.pid.is_some(),
+        command: opts.command.iter().map(|a| a.to_string_lossy().into_owned()).collect(),
     };
     let interp = interp.canonicalize().unwrap_or(interp).to_string_lossy().into_owned();
-    let (native, opnames, kallsyms) = record::preload(&interp);
+    let symbols = engine::preload(&interp);
     // The launched program's output would draw over the view: it goes to /dev/null.
     let devnull = std::fs::OpenOptions::new().write(true).open("/dev/null").context("opening /dev/null")?;
     let target = match &attach {
@@ -227,26 +193,22 @@ pub fn run(opts: &TopOptions) -> Result<i32> {
             })
         }
     };
-    let cfg = record::sampling_config(&ropts);
     let (tx, rx) = mpsc::channel();
     let sink = TopSink {
-        rec: Recorder::new(&ropts, cfg.off_cpu),
-        native,
-        opnames,
-        kallsyms,
-        mapped: 0,
-        opts: ropts,
+        rec: Recorder::new(&cfg),
+        symbols,
         interval: opts.interval,
         next: Instant::now(),
         pid: 0,
-        started: None,
         tx: tx.clone(),
     };
+    let mut source = engine::PerfSource { target, sampling: cfg.sampling() };
     install_signal_handlers();
     let recording = std::thread::spawn(move || {
         let mut sink = sink;
-        let r = profiler::record(&target, &cfg, &STOP, &mut sink).map_err(|e| format!("{e:#}"));
+        let r = engine::EventSource::run(&mut source, &mut sink, &STOP).map_err(|e| format!("{e:#}"));
         let _ = tx.send(Msg::Done(r));
+        sink.rec.refused().iter().map(|(_, why)| why.clone()).collect::<Vec<String>>()
     });
 
     let mut terminal = ratatui::init();
@@ -269,7 +231,10 @@ pub fn run(opts: &TopOptions) -> Result<i32> {
             }
         }
     };
-    let _ = recording.join();
+    // Printed once the terminal is restored.
+    for why in recording.join().unwrap_or_default() {
+        eprintln!("ftprof top: warning: not observed: {why}");
+    }
     drop(devnull);
     let outcome = done.map_err(anyhow::Error::msg)?;
     if opts.subprocesses && !outcome.followed_children {

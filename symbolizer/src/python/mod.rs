@@ -39,6 +39,12 @@ pub enum PyError {
     Offsets(#[from] OffsetsError),
     #[error("reading the target's memory failed: {0}")]
     Read(#[from] std::io::Error),
+    /// The executable (or libpython) could not be read: a permission problem, not "not Python".
+    #[error("cannot read {path}: {error}")]
+    Unreadable { path: String, error: String },
+    /// ftprof runs with privileges its caller lacks and the caller may not trace this process.
+    #[error(transparent)]
+    Denied(#[from] profiler::access::AccessError),
 }
 
 /// Static facts about one code object.
@@ -179,11 +185,13 @@ pub fn static_version(elf: &ElfFile) -> Option<u64> {
 impl PyProcess {
     /// Find and validate `_PyRuntime` in process `pid`.
     pub fn locate(pid: u32) -> Result<PyProcess, PyError> {
+        profiler::access::check(pid)?;
         let maps = read_maps(pid).map_err(|_| PyError::NoProcess(pid))?;
         let exe = std::fs::read_link(format!("/proc/{pid}/exe"))
             .map(|p| p.to_string_lossy().into_owned())
             .unwrap_or_default();
         let mut seen = Vec::new();
+        let mut unreadable = None;
         let candidates = maps.iter().filter(|m| {
             let name = Path::new(&m.path).file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
             (m.path == exe || name.starts_with("libpython")) && m.path.starts_with('/')
@@ -193,8 +201,19 @@ impl PyProcess {
                 continue;
             }
             seen.push(m.path.clone());
-            let Ok(elf) = ElfFile::open_shared(&target_file(pid, &m.path)) else {
-                continue;
+            let elf = match ElfFile::open_shared(&target_file(pid, &m.path)) {
+                Ok(elf) => elf,
+                Err(e) => {
+                    let denied = e.chain().any(|c| {
+                        c.downcast_ref::<std::io::Error>()
+                            .is_some_and(|io| io.kind() == std::io::ErrorKind::PermissionDenied)
+                    });
+                    if denied && unreadable.is_none() {
+                        unreadable =
+                            Some(PyError::Unreadable { path: m.path.clone(), error: e.root_cause().to_string() });
+                    }
+                    continue;
+                }
             };
             let Some(vaddr) = runtime_vaddr(&elf) else {
                 continue;
@@ -206,6 +225,9 @@ impl PyProcess {
             p.module = m.path.clone();
             p.tid_map = namespace_tid_map(pid);
             return Ok(p);
+        }
+        if let Some(e) = unreadable {
+            return Err(e);
         }
         Err(PyError::NotPython(format!(
             "process {pid} ({}) has no CPython runtime (_PyRuntime) in its executable or a libpython",

@@ -38,6 +38,8 @@ fn run_script(interpreter: &Path, script: &str) -> Option<String> {
     if !(md.uid() == 0 || md.uid() == euid) || md.mode() & 0o022 != 0 || name.starts_with("lib") {
         return None;
     }
+    // Only what the user who started ftprof could execute (`access` checks the real ids).
+    nix::unistd::access(interpreter, nix::unistd::AccessFlags::X_OK).ok()?;
     let out = Command::new(interpreter)
         .args(["-I", "-S", "-c", script])
         .env("PYTHON_GIL", "0")

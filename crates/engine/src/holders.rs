@@ -1,3 +1,6 @@
+//! The holder search (one, used by `record` and `top` at each tick, and by `dump` on its one
+//! snapshot through [`HolderSampler::unbounded`]).
+//!
 //! Holder sampling for blame (`record`): at each wait-sampling tick, for the threads seen blocked
 //! on a lock, a critical section or a PyMutex, find the thread holding it — as `dump` does: for a
 //! critical section the thread whose active critical sections hold the object's mutex, for a
@@ -95,6 +98,32 @@ struct Held {
     with: Option<Vec<u64>>,
 }
 
+/// What one tick has read of each thread (each is read at most once per tick).
+#[derive(Default)]
+struct TickCache {
+    held: HashMap<u32, Held>,
+    stacks: HashMap<u32, Option<PyStack>>,
+    /// Python thread identifiers to native TIDs.
+    idents: Option<HashMap<u64, u32>>,
+}
+
+impl TickCache {
+    fn stack(&mut self, py: &mut PyProcess, tid: u32) -> &Option<PyStack> {
+        self.stacks.entry(tid).or_insert_with(|| py.stack_for_tid(tid).ok().flatten())
+    }
+}
+
+/// How one lock's search ended.
+enum Search {
+    Found {
+        holder: u32,
+        /// It was handed the lock and has not run since.
+        handed_over: bool,
+    },
+    NotFound,
+    OutOfBudget,
+}
+
 /// See the module documentation.
 #[derive(Clone)]
 pub struct HolderSampler {
@@ -134,24 +163,31 @@ impl HolderSampler {
         Self::default()
     }
 
+    /// A search with no budget and no memory between calls (`ftprof dump`: one snapshot).
+    pub fn unbounded() -> Self {
+        HolderSampler { tokens_ns: f64::INFINITY, disabled: false, ..Self::default() }
+    }
+
     /// One tick's waiters of one process; `threads`: the live threads of that process;
     /// `woken_not_run(tid)`: whether a thread seen blocked by a tick has been woken since but has
-    /// not run yet (it may have been handed the lock it waited for).
+    /// not run yet (it may have been handed the lock it waited for). The observations go to
+    /// [`HolderSampler::collector`]; returns each waiter's holder, where found.
     pub fn sample(
         &mut self,
         py: &mut PyProcess,
         threads: &[u32],
         waiters: &[Waiter],
         woken_not_run: &mut dyn FnMut(u32) -> bool,
-    ) {
+    ) -> HashMap<u32, u32> {
         self.ticks += 1;
         let now = Instant::now();
         if let Some(t) = self.refilled {
             self.tokens_ns = (self.tokens_ns + now.duration_since(t).as_nanos() as f64 * SEARCH_BUDGET).min(BURST_NS);
         }
         self.refilled = Some(now);
+        let mut holders = HashMap::new();
         if waiters.is_empty() {
-            return;
+            return holders;
         }
         let start = Instant::now();
         let mut groups: Vec<(WaitedLock, Vec<&Waiter>)> = Vec::new();
@@ -161,9 +197,7 @@ impl HolderSampler {
                 None => groups.push((w.lock, vec![w])),
             }
         }
-        let mut held: HashMap<u32, Held> = HashMap::new();
-        let mut stacks: HashMap<u32, Option<PyStack>> = HashMap::new();
-        let mut idents: Option<HashMap<u64, u32>> = None;
+        let mut tick = TickCache::default();
         for (lock, ws) in groups {
             let id = lock.identity();
             if let WaitedLock::Internal { .. } = lock {
@@ -177,115 +211,18 @@ impl HolderSampler {
                 self.collector.stats.skipped += ws.len() as u64;
                 continue;
             }
-            let waiting: Vec<u32> = ws.iter().map(|w| w.tid).collect();
-            // Where this lock's waiters wait: a thread there is acquiring it, not holding it.
-            let acquiring_at: Vec<(u64, u32)> = ws.iter().filter_map(|w| w.at).collect();
-            let mut acquiring = None;
-            let mut found = None;
-            let mut handed_over = false;
-            let mut out_of_budget = false;
-            if let WaitedLock::RLock { obj } = lock {
-                let owner = py.rlock_owner(obj);
-                let map = idents.get_or_insert_with(|| {
-                    py.threads().unwrap_or_default().into_iter().map(|t| (t.thread_id, t.native_tid)).collect()
-                });
-                found = owner.and_then(|o| map.get(&o).copied()).filter(|h| !waiting.contains(h));
-            } else {
-                let first = self.last_holder.get(&id).copied();
-                let candidates = first.into_iter().chain(threads.iter().copied().filter(|&t| Some(t) != first));
-                for cand in candidates {
-                    // A thread waiting in `with lock:` has the lock's `__exit__` on its stack too;
-                    // a critical section being waited for is not active yet (its mutex is unset),
-                    // so there a waiter found holding it has just been handed it.
-                    if matches!(lock, WaitedLock::Lock { .. }) && waiting.contains(&cand) {
-                        continue;
-                    }
-                    if self.spent(start) {
-                        out_of_budget = true;
-                        break;
-                    }
-                    let h = held.entry(cand).or_default();
-                    self.collector.stats.threads_scanned += 1;
-                    let holds = match lock {
-                        WaitedLock::CriticalSection { mutex, .. } => {
-                            h.critical.get_or_insert_with(|| py.critical_sections_held(cand)).contains(&mutex)
-                        }
-                        WaitedLock::Lock { obj, .. } => {
-                            h.with.get_or_insert_with(|| py.with_block_objects(cand)).contains(&obj)
-                        }
-                        _ => false,
-                    };
-                    if holds && matches!(lock, WaitedLock::Lock { .. }) {
-                        // `with lock:` pushes `__exit__` before it calls `__enter__`: a thread
-                        // still acquiring (woken, or spinning) has it on its stack too. It is
-                        // the holder only if nobody else is (it may have been handed the lock).
-                        let at = stacks.entry(cand).or_insert_with(|| py.stack_for_tid(cand).ok().flatten());
-                        if at.as_ref().and_then(innermost).is_some_and(|a| acquiring_at.contains(&a)) {
-                            acquiring = acquiring.or(Some(cand));
-                            continue;
-                        }
-                    }
-                    if holds {
-                        found = Some(cand);
-                        break;
-                    }
-                }
-                if !out_of_budget && found.is_none() && acquiring.is_some_and(&mut *woken_not_run) {
-                    found = acquiring;
-                    handed_over = true;
-                }
-                // Not found among the others, yet locked: PyMutex hands a lock over to a waiter
-                // that waited for more than 1 ms, which owns it from then on, before it has run
-                // (nothing records that yet, and on 3.13 the `with` block of a frame inside a C
-                // call is not visible). The owner is a thread last seen waiting on it that has
-                // been woken but has not run since (for a critical section, still inside
-                // `_PyCriticalSection_BeginSlow`).
-                let mutex = match lock {
-                    WaitedLock::Lock { mutex, .. } | WaitedLock::CriticalSection { mutex, .. } => Some(mutex),
-                    _ => None,
-                };
-                let mut byte = [0u8];
-                let locked = mutex.is_some_and(|m| py.mem.read(m, &mut byte).is_ok() && byte[0] & 1 != 0);
-                if found.is_none() && !out_of_budget && locked {
-                    let before = self.last_wait.iter().filter(|(_, &l)| l == id).map(|(&t, _)| t);
-                    let mut woken: Vec<u32> = waiting.iter().copied().chain(before).collect();
-                    woken.sort_unstable();
-                    woken.dedup();
-                    for cand in woken {
-                        if self.spent(start) {
-                            out_of_budget = true;
-                            break;
-                        }
-                        if !woken_not_run(cand) {
-                            continue;
-                        }
-                        self.collector.stats.threads_scanned += 1;
-                        let holds = match lock {
-                            WaitedLock::CriticalSection { .. } => py.critical_section_pending(cand),
-                            _ => true,
-                        };
-                        if holds {
-                            found = Some(cand);
-                            handed_over = true;
-                            break;
-                        }
-                    }
-                }
-            }
-            if out_of_budget {
-                self.collector.stats.skipped += ws.len() as u64;
-                continue;
-            }
-            match found {
-                Some(h) => {
-                    self.last_holder.insert(id, h);
+            match self.search(py, &mut tick, lock, &ws, threads, woken_not_run, start) {
+                Search::OutOfBudget => self.collector.stats.skipped += ws.len() as u64,
+                Search::Found { holder, handed_over } => {
+                    self.last_holder.insert(id, holder);
                     self.backoff.remove(&id);
-                    let stack = stacks.entry(h).or_insert_with(|| py.stack_for_tid(h).ok().flatten()).clone();
+                    let stack = tick.stack(py, holder).clone();
                     for w in ws {
-                        self.collector.observe(w.tid, id, Some((h, stack.clone())), handed_over, w.weight_ns);
+                        holders.insert(w.tid, holder);
+                        self.collector.observe(w.tid, id, Some((holder, stack.clone())), handed_over, w.weight_ns);
                     }
                 }
-                None => {
+                Search::NotFound => {
                     self.last_holder.remove(&id);
                     let e = self.backoff.entry(id).or_insert((0, 0));
                     e.0 += 1;
@@ -300,8 +237,17 @@ impl HolderSampler {
             }
         }
         self.last_wait.extend(waiters.iter().map(|w| (w.tid, w.lock.identity())));
-        // Programs that wait on many short-lived locks: keep these maps small (they only speed
-        // the search up).
+        self.forget_old();
+        let spent = start.elapsed();
+        self.search_ns += spent.as_nanos();
+        self.tokens_ns -= spent.as_nanos() as f64;
+        self.collector.stats.search_ms = self.search_ns as f64 / 1e6;
+        holders
+    }
+
+    /// Programs that wait on many short-lived locks: keep the remembered maps small (they only
+    /// speed the search up).
+    fn forget_old(&mut self) {
         if self.backoff.len() > MAX_REMEMBERED {
             let now = self.ticks;
             self.backoff.retain(|_, &mut (_, until)| until > now);
@@ -312,10 +258,120 @@ impl HolderSampler {
         if self.last_wait.len() > MAX_REMEMBERED {
             self.last_wait.clear();
         }
-        let spent = start.elapsed();
-        self.search_ns += spent.as_nanos();
-        self.tokens_ns -= spent.as_nanos() as f64;
-        self.collector.stats.search_ms = self.search_ns as f64 / 1e6;
+    }
+
+    /// Who holds `lock`, which the waiters `ws` wait on.
+    #[allow(clippy::too_many_arguments)]
+    fn search(
+        &mut self,
+        py: &mut PyProcess,
+        tick: &mut TickCache,
+        lock: WaitedLock,
+        ws: &[&Waiter],
+        threads: &[u32],
+        woken_not_run: &mut dyn FnMut(u32) -> bool,
+        start: Instant,
+    ) -> Search {
+        let waiting: Vec<u32> = ws.iter().map(|w| w.tid).collect();
+        if let WaitedLock::RLock { obj } = lock {
+            let owner = py.rlock_owner(obj);
+            let map = tick.idents.get_or_insert_with(|| {
+                py.threads().unwrap_or_default().into_iter().map(|t| (t.thread_id, t.native_tid)).collect()
+            });
+            return match owner.and_then(|o| map.get(&o).copied()).filter(|h| !waiting.contains(h)) {
+                Some(holder) => Search::Found { holder, handed_over: false },
+                None => Search::NotFound,
+            };
+        }
+        // Where this lock's waiters wait: a thread there is acquiring it, not holding it.
+        let acquiring_at: Vec<(u64, u32)> = ws.iter().filter_map(|w| w.at).collect();
+        let mut acquiring = None;
+        let first = self.last_holder.get(&lock.identity()).copied();
+        let candidates = first.into_iter().chain(threads.iter().copied().filter(|&t| Some(t) != first));
+        for cand in candidates {
+            // A thread waiting in `with lock:` has the lock's `__exit__` on its stack too;
+            // a critical section being waited for is not active yet (its mutex is unset),
+            // so there a waiter found holding it has just been handed it.
+            if matches!(lock, WaitedLock::Lock { .. }) && waiting.contains(&cand) {
+                continue;
+            }
+            if self.spent(start) {
+                return Search::OutOfBudget;
+            }
+            let h = tick.held.entry(cand).or_default();
+            self.collector.stats.threads_scanned += 1;
+            let holds = match lock {
+                WaitedLock::CriticalSection { mutex, .. } => {
+                    h.critical.get_or_insert_with(|| py.critical_sections_held(cand)).contains(&mutex)
+                }
+                WaitedLock::Lock { obj, .. } => {
+                    h.with.get_or_insert_with(|| py.with_block_objects(cand)).contains(&obj)
+                }
+                _ => false,
+            };
+            if holds && matches!(lock, WaitedLock::Lock { .. }) {
+                // `with lock:` pushes `__exit__` before it calls `__enter__`: a thread
+                // still acquiring (woken, or spinning) has it on its stack too. It is
+                // the holder only if nobody else is (it may have been handed the lock).
+                if tick.stack(py, cand).as_ref().and_then(innermost).is_some_and(|a| acquiring_at.contains(&a)) {
+                    acquiring = acquiring.or(Some(cand));
+                    continue;
+                }
+            }
+            if holds {
+                return Search::Found { holder: cand, handed_over: false };
+            }
+        }
+        if let Some(holder) = acquiring.filter(|&a| woken_not_run(a)) {
+            return Search::Found { holder, handed_over: true };
+        }
+        self.handed_over(py, lock, &waiting, woken_not_run, start)
+    }
+
+    /// Not found among the others, yet locked: PyMutex hands a lock over to a waiter that
+    /// waited for more than 1 ms, which owns it from then on, before it has run (nothing records
+    /// that yet, and on 3.13 the `with` block of a frame inside a C call is not visible). The
+    /// owner is a thread last seen waiting on it that has been woken but has not run since (for
+    /// a critical section, still inside `_PyCriticalSection_BeginSlow`).
+    fn handed_over(
+        &mut self,
+        py: &mut PyProcess,
+        lock: WaitedLock,
+        waiting: &[u32],
+        woken_not_run: &mut dyn FnMut(u32) -> bool,
+        start: Instant,
+    ) -> Search {
+        let mutex = match lock {
+            WaitedLock::Lock { mutex, .. } | WaitedLock::CriticalSection { mutex, .. } => Some(mutex),
+            _ => None,
+        };
+        let mut byte = [0u8];
+        let locked = mutex.is_some_and(|m| py.mem.read(m, &mut byte).is_ok() && byte[0] & 1 != 0);
+        if !locked {
+            return Search::NotFound;
+        }
+        let id = lock.identity();
+        let before = self.last_wait.iter().filter(|(_, &l)| l == id).map(|(&t, _)| t);
+        let mut woken: Vec<u32> = waiting.iter().copied().chain(before).collect();
+        woken.sort_unstable();
+        woken.dedup();
+        for cand in woken {
+            if self.spent(start) {
+                return Search::OutOfBudget;
+            }
+            if !woken_not_run(cand) {
+                continue;
+            }
+            self.collector.stats.threads_scanned += 1;
+            let holds = match lock {
+                WaitedLock::CriticalSection { .. } => py.critical_section_pending(cand),
+                _ => true,
+            };
+            if holds {
+                return Search::Found { holder: cand, handed_over: true };
+            }
+        }
+        Search::NotFound
     }
 
     /// Whether this tick's search (begun at `start`) has used up the budget.

@@ -1,0 +1,267 @@
+//! # engine — the recording state machine
+//!
+//! Job: turn what is observed of a running CPython target into an [`analysis::Profile`]. While
+//! the target runs, the [`Recorder`] (a [`profiler::Sink`]) takes each record as it is drained:
+//! it reads the sampled thread's Python stack and parked-on lock while the sample is fresh,
+//! unwinds the native stack, and interns it all in an [`analysis::collect::Collector`]; between
+//! drain passes its wait-sampling tick reads every live thread's scheduler accounting, snapshots
+//! the blocked ones, and searches who holds what they wait on ([`holders`], the one holder search,
+//! also used by `ftprof dump`); the [`gil_watch`] notices the GIL turning on. It follows child
+//! processes (`subprocesses`). Afterwards [`profile_of`] symbolizes, classifies and aggregates
+//! the collection into a profile, either once at the end ([`record`]) or repeatedly from a copy
+//! while recording goes on ([`Recorder::profile_now`], for `ftprof top`).
+//!
+//! Input: an [`EngineConfig`] and three sources, each behind a trait so that the engine can run
+//! on recorded or synthetic inputs, and so that another collector (e.g. BPF) is one more
+//! implementation:
+//!
+//! - [`EventSource`]: the stream of [`profiler::Record`]s (samples with registers and stack
+//!   bytes, switches, mmaps, comm/fork/exit, lost counts, drain marks), handed to a
+//!   [`profiler::Sink`]. Live implementation: [`PerfSource`] (perf rings via [`profiler::record`]).
+//! - [`ThreadSource`]: what `/proc` says about a process and its threads now (thread list,
+//!   state, names, command line, children, mappings, scheduler accounting, the system call a
+//!   blocked thread is in with its registers). Live implementation: [`ProcThreads`].
+//! - [`MemorySource`]: the target's memory — its CPython runtime (a [`PyProcess`], whose reads
+//!   go through [`symbolizer::python::ReadMemory`]) and copies of thread stacks. Live
+//!   implementation: [`LiveMemory`] (`process_vm_readv`).
+//!
+//! Output: an [`analysis::Profile`] and the [`profiler::RecordingOutcome`]. It knows nothing of
+//! output files, formats, terminals or signals (the CLI, `crates/ftprof`, does those).
+
+use std::sync::atomic::AtomicBool;
+
+use profiler::threads::{SchedStat, ThreadProbe};
+use profiler::{Record, RecordingOutcome, Regs, Sink};
+use symbolizer::native::Mapping;
+use symbolizer::python::{PyError, PyProcess};
+
+pub mod gil_watch;
+pub mod holders;
+pub mod procfs;
+mod profile;
+mod recorder;
+
+pub use profile::{preload, profile_of, Symbols, UNOBSERVED_MARKER};
+pub use recorder::{cache_dir, record, Recorder, WAIT_CHECK_BUDGET};
+
+/// How off-CPU waits are recorded (`--no-waits`, default, `--exact-waits`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Waits {
+    /// No off-CPU time at all (CPU samples only).
+    Off,
+    /// Blocked threads are sampled from `/proc` by the tick (the default; blame works here).
+    #[default]
+    Sampled,
+    /// A stack at every switch-out (the kernel samples each one): exact wait counts, at a cost
+    /// that grows with the switch rate. The profile calls this wait mode `exhaustive`.
+    Exact,
+}
+
+impl Waits {
+    /// Whether off-CPU time is recorded at all.
+    pub fn recorded(self) -> bool {
+        self != Waits::Off
+    }
+
+    /// The profile's `summary.wait_mode`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Waits::Off => "off",
+            Waits::Sampled => "sampled",
+            Waits::Exact => "exhaustive",
+        }
+    }
+}
+
+/// What the engine is asked to record. No output file, format or rendering option: those are
+/// the caller's.
+#[derive(Clone, Debug)]
+pub struct EngineConfig {
+    /// CPU samples per second per thread.
+    pub rate_hz: u64,
+    /// Bytes of user stack copied with each sample.
+    pub stack_bytes: u32,
+    pub waits: Waits,
+    /// Follow child processes and `exec`s: each process gets its own CPython reader and
+    /// mappings, and its threads are rooted under `process PID (command)`.
+    pub subprocesses: bool,
+    /// The target was running before recording began (attach), rather than launched.
+    pub attached: bool,
+    /// The command as launched (empty when attached: it is read from `/proc` when recording
+    /// starts).
+    pub command: Vec<String>,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        EngineConfig {
+            rate_hz: 999,
+            stack_bytes: 16384,
+            waits: Waits::Sampled,
+            subprocesses: false,
+            attached: false,
+            command: Vec::new(),
+        }
+    }
+}
+
+impl EngineConfig {
+    /// The perf sampling set-up for this configuration: switch-outs are sampled by the kernel
+    /// only with [`Waits::Exact`]; by default blocked threads are sampled from `/proc` by the tick.
+    pub fn sampling(&self) -> profiler::SamplingConfig {
+        profiler::SamplingConfig {
+            rate_hz: self.rate_hz,
+            stack_bytes: self.stack_bytes,
+            off_cpu: self.waits == Waits::Exact,
+            follow_children: self.subprocesses,
+            ..Default::default()
+        }
+    }
+}
+
+/// The event stream of a recording.
+///
+/// An implementation runs until the target ends, `stop` becomes true, or its own duration
+/// elapses. It calls `sink.started(pid)` once the target's events are live (before the launched
+/// target `exec`s, or right after attaching), then `sink.record(r)` for every record and
+/// `sink.tick()` between passes (sleeping at most what `tick` returns), and ends each pass with
+/// [`Record::Drained`] (records up to that time were all delivered). Records of different CPUs
+/// may come out of time order within a pass.
+pub trait EventSource {
+    fn run(&mut self, sink: &mut dyn Sink, stop: &AtomicBool) -> anyhow::Result<RecordingOutcome>;
+}
+
+/// The live [`EventSource`]: perf rings (`perf_event_open`), through [`profiler::record`].
+pub struct PerfSource {
+    pub target: profiler::Target,
+    pub sampling: profiler::SamplingConfig,
+}
+
+impl EventSource for PerfSource {
+    fn run(&mut self, sink: &mut dyn Sink, stop: &AtomicBool) -> anyhow::Result<RecordingOutcome> {
+        Ok(profiler::record(&self.target, &self.sampling, stop, sink)?)
+    }
+}
+
+/// A recorded [`EventSource`]: replays `records` in order (one pass, then one tick), as if the
+/// target `pid` had run for `outcome.duration`.
+pub struct Replay {
+    pub pid: i32,
+    pub records: Vec<Record>,
+    pub outcome: RecordingOutcome,
+}
+
+impl EventSource for Replay {
+    fn run(&mut self, sink: &mut dyn Sink, _stop: &AtomicBool) -> anyhow::Result<RecordingOutcome> {
+        sink.started(self.pid);
+        for r in std::mem::take(&mut self.records) {
+            sink.record(r);
+        }
+        sink.tick();
+        Ok(self.outcome.clone())
+    }
+}
+
+/// What `/proc` says about processes and their threads, read at the moment of the call.
+/// Every method answers "nothing" (`None`, empty) for a process or thread that is gone.
+pub trait ThreadSource: Send {
+    /// The threads of process `pid`.
+    fn tids(&mut self, pid: u32) -> Vec<u32>;
+    /// Scheduler state letter of a thread (R, S, D, T, Z, …).
+    fn state(&mut self, pid: u32, tid: u32) -> Option<char>;
+    /// Thread name (`comm`).
+    fn thread_name(&mut self, pid: u32, tid: u32) -> String;
+    /// A process's command line.
+    fn cmdline(&mut self, pid: u32) -> Vec<String>;
+    /// Child processes of `pid`, recursively.
+    fn descendants(&mut self, pid: u32) -> Vec<u32>;
+    /// The executable mappings process `pid` has now.
+    fn executable_mappings(&mut self, pid: u32) -> Vec<Mapping>;
+    /// A thread's scheduler accounting (running, runqueue time; timeslices).
+    fn schedstat(&mut self, pid: u32, tid: u32) -> Option<SchedStat>;
+    /// A thread's (voluntary, involuntary) context switches.
+    fn ctxt_switches(&mut self, pid: u32, tid: u32) -> Option<(u64, u64)>;
+    /// The system call a blocked thread is in (number, when in one) and its user registers;
+    /// `None` while it runs.
+    fn syscall(&mut self, pid: u32, tid: u32) -> Option<(Option<u64>, Regs)>;
+    /// Thread `tid` exited: drop what is cached for it.
+    fn forget(&mut self, _tid: u32) {}
+}
+
+/// The live [`ThreadSource`]: `/proc/PID/task/TID/{stat,comm,schedstat,status,syscall}`.
+pub struct ProcThreads {
+    probe: ThreadProbe,
+}
+
+impl Default for ProcThreads {
+    fn default() -> Self {
+        ProcThreads { probe: ThreadProbe::new() }
+    }
+}
+
+impl ThreadSource for ProcThreads {
+    fn tids(&mut self, pid: u32) -> Vec<u32> {
+        profiler::perf::process_tids(pid as i32).into_iter().map(|t| t as u32).collect()
+    }
+    fn state(&mut self, pid: u32, tid: u32) -> Option<char> {
+        procfs::thread_state(pid, tid)
+    }
+    fn thread_name(&mut self, pid: u32, tid: u32) -> String {
+        procfs::thread_name(pid, tid)
+    }
+    fn cmdline(&mut self, pid: u32) -> Vec<String> {
+        procfs::cmdline(pid)
+    }
+    fn descendants(&mut self, pid: u32) -> Vec<u32> {
+        profiler::threads::descendants(pid)
+    }
+    fn executable_mappings(&mut self, pid: u32) -> Vec<Mapping> {
+        symbolizer::python::read_maps(pid)
+            .map(|maps| {
+                maps.into_iter()
+                    .filter(|m| m.perms.contains('x'))
+                    .map(|m| Mapping { start: m.start, end: m.end, pgoff: m.pgoff, path: m.path })
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+    fn schedstat(&mut self, pid: u32, tid: u32) -> Option<SchedStat> {
+        self.probe.schedstat(pid, tid)
+    }
+    fn ctxt_switches(&mut self, pid: u32, tid: u32) -> Option<(u64, u64)> {
+        self.probe.ctxt_switches(pid, tid)
+    }
+    fn syscall(&mut self, pid: u32, tid: u32) -> Option<(Option<u64>, Regs)> {
+        self.probe.syscall(pid, tid)
+    }
+    fn forget(&mut self, tid: u32) {
+        self.probe.forget(tid)
+    }
+}
+
+/// The target's memory.
+pub trait MemorySource: Send {
+    /// Locate the CPython runtime of process `pid` (an error while it has none mapped yet: the
+    /// engine asks again when the process maps more files). Its reads go through
+    /// [`PyProcess::mem`].
+    fn python(&mut self, pid: u32) -> Result<PyProcess, PyError>;
+    /// Up to `len` bytes of thread stack from `sp` upwards (fewer at the end of the mapping;
+    /// empty when unreadable).
+    fn stack(&mut self, pid: u32, sp: u64, len: usize) -> Vec<u8>;
+}
+
+/// The live [`MemorySource`]: `/proc/PID/maps` and `process_vm_readv`.
+#[derive(Default)]
+pub struct LiveMemory;
+
+impl MemorySource for LiveMemory {
+    fn python(&mut self, pid: u32) -> Result<PyProcess, PyError> {
+        PyProcess::locate(pid)
+    }
+    fn stack(&mut self, pid: u32, sp: u64, len: usize) -> Vec<u8> {
+        profiler::threads::read_stack(pid, sp, len)
+    }
+}
+
+#[cfg(test)]
+mod tests;

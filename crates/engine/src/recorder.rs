@@ -1,0 +1,785 @@
+//! The recording state machine: [`Recorder`] turns each drained record into interned sample
+//! keys at once (Python stack read, native stack unwound, stack copy dropped), and its tick
+//! samples blocked threads and their lock holders. [`record`] drives one from an
+//! [`EventSource`] and builds the profile.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::atomic::AtomicBool;
+use std::time::Instant;
+
+use analysis::collect::{Collector, SampleKey, SchedTotals};
+use analysis::Profile;
+use anyhow::Result;
+use profiler::threads::{parked_addr, SchedStat};
+use profiler::{Record, RecordingOutcome, Regs, SampleSource};
+use symbolizer::native::{Mapping, Native};
+use symbolizer::python::PyProcess;
+
+use crate::{EngineConfig, EventSource, LiveMemory, MemorySource, ProcThreads, ThreadSource, Waits};
+
+/// Per-process Python state during recording.
+pub(crate) enum PyState {
+    Located(Box<PyProcess>),
+    /// Not found yet; retry when the process maps more files (e.g. a shared libpython).
+    Pending {
+        mmaps_at_last_try: usize,
+    },
+}
+
+/// Thread checks per second that the wait-sampling tick may spend (each check of a running
+/// thread is one `pread`; a blocked, not yet explained thread costs a stack copy and a Python
+/// stack read, ~20 µs). With more threads the per-thread tick rate goes down.
+pub const WAIT_CHECK_BUDGET: f64 = 4000.0;
+
+/// A thread's scheduler accounting when first and last read, for exact per-thread totals.
+#[derive(Clone, Copy, Default)]
+pub(crate) struct SchedTrack {
+    first: Option<(u64, SchedStat)>,
+    last: (u64, SchedStat),
+    first_ctxt: Option<(u64, u64)>,
+    last_ctxt: (u64, u64),
+    /// `timeslices` when it was last seen blocked, and the key it was blocked with: unchanged
+    /// means it has not run since, so it still waits on the same thing.
+    seen_blocked: Option<(u64, u32)>,
+}
+
+impl SchedTrack {
+    fn totals(&self) -> SchedTotals {
+        let Some((t0, s0)) = self.first else { return SchedTotals::default() };
+        let (t1, s1) = self.last;
+        let run = s1.run_ns.saturating_sub(s0.run_ns);
+        let runq = s1.runqueue_ns.saturating_sub(s0.runqueue_ns);
+        let (v0, n0) = self.first_ctxt.unwrap_or(self.last_ctxt);
+        SchedTotals {
+            blocked_ns: t1.saturating_sub(t0).saturating_sub(run + runq),
+            blocked_count: self.last_ctxt.0.saturating_sub(v0),
+            runqueue_ns: runq,
+            runqueue_count: self.last_ctxt.1.saturating_sub(n0),
+        }
+    }
+}
+
+/// Records lost by one ring kind.
+#[derive(Default)]
+pub(crate) struct LostTally {
+    pub(crate) count: u64,
+    pub(crate) first: u64,
+    pub(crate) last: u64,
+}
+
+/// The wait-sampling tick.
+pub(crate) struct Tick {
+    /// When the last tick ran (ns, monotonic); 0 before the first.
+    last_ns: u64,
+    next: Instant,
+    period: std::time::Duration,
+    /// Lowest per-thread rate used.
+    pub(crate) min_rate: f64,
+    count: u64,
+    /// When threads were last listed from `/proc` (new ones are also known from fork records).
+    listed: Option<Instant>,
+}
+
+/// Everything the recording loop touches while the target runs: it turns each record into
+/// interned keys at once (Python stack read, native stack unwound, stack copy dropped).
+/// `ftprof top` drives one too, and builds a profile from a copy of it every interval
+/// ([`Recorder::profile_now`]).
+pub struct Recorder {
+    pub(crate) cfg: EngineConfig,
+    /// `/proc` observations of threads.
+    pub(crate) threads: Box<dyn ThreadSource>,
+    /// The target's memory.
+    pub(crate) memory: Box<dyn MemorySource>,
+    pub(crate) collector: Collector,
+    /// Unwinds at drain time (CFI only; DWARF for symbols is parsed by the preload thread).
+    pub(crate) unwinder: Native,
+    pub(crate) mmaps: Vec<(u32, Mapping)>,
+    pub(crate) mmap_count: HashMap<u32, usize>,
+    pub(crate) py: HashMap<u32, PyState>,
+    pub(crate) names: HashMap<u32, (u32, String)>,
+    pub(crate) py_errors: usize,
+    pub(crate) last_time: u64,
+    /// Last GIL state read from each process (it can change at run time).
+    pub(crate) gil: HashMap<u32, bool>,
+    pub(crate) gil_countdown: u32,
+    /// `threading.Thread` names by TID, and when they were last read.
+    pub(crate) py_names: HashMap<u32, String>,
+    pub(crate) names_read_at: Option<Instant>,
+    pub(crate) tick: Tick,
+    pub(crate) sched: HashMap<u32, SchedTrack>,
+    pub(crate) lost_samples: LostTally,
+    pub(crate) lost_switches: LostTally,
+    pub(crate) start_ns: u64,
+    /// Who held what blocked threads waited on (blame).
+    pub(crate) holders: crate::holders::HolderSampler,
+    /// Stacks unwound at drain time, and the time it took.
+    pub(crate) unwound: u64,
+    pub(crate) unwind_time: std::time::Duration,
+    /// The GIL turning on in a free-threaded target, and the module that did it.
+    pub(crate) gil_watch: crate::gil_watch::GilWatch,
+    /// Names the object a CPU sample's instruction works on (refcount stalls).
+    pub(crate) operands: symbolizer::python::OperandReader,
+    /// The process launched or attached to (known once started).
+    pub(crate) target: Option<u32>,
+    /// With `--subprocesses`: each followed process's command line (read when first seen, again
+    /// after an exec), in the order they were seen.
+    pub(crate) processes: Vec<(u32, String)>,
+    /// Processes that exec'd: their mappings come from mmap records, never from `/proc`.
+    pub(crate) execed: std::collections::HashSet<u32>,
+    /// With privileges the caller lacks: whether each process seen may be observed
+    /// (`profiler::access`), and the refusals to report.
+    access: HashMap<u32, bool>,
+    refused: Vec<(u32, String)>,
+}
+
+impl Recorder {
+    /// A recorder reading the live target (`/proc` and its memory).
+    pub fn new(cfg: &EngineConfig) -> Recorder {
+        Recorder::with_sources(cfg, Box::new(ProcThreads::default()), Box::new(LiveMemory))
+    }
+
+    /// A recorder reading threads and memory through the given sources.
+    pub fn with_sources(cfg: &EngineConfig, threads: Box<dyn ThreadSource>, memory: Box<dyn MemorySource>) -> Recorder {
+        let rate_hz = cfg.rate_hz.max(1);
+        Recorder {
+            cfg: EngineConfig { rate_hz, ..cfg.clone() },
+            threads,
+            memory,
+            collector: {
+                let mut c = Collector::new();
+                // Two threads' samples this close were on CPUs at the same moment.
+                c.set_overlap_window(profiler::perf::sample_period_ns(rate_hz));
+                c
+            },
+            unwinder: Native::new(),
+            mmaps: Vec::new(),
+            mmap_count: HashMap::new(),
+            py: HashMap::new(),
+            names: HashMap::new(),
+            py_errors: 0,
+            last_time: 0,
+            gil: HashMap::new(),
+            gil_countdown: 0,
+            py_names: HashMap::new(),
+            names_read_at: None,
+            tick: Tick {
+                last_ns: 0,
+                next: Instant::now(),
+                period: std::time::Duration::from_millis(10),
+                min_rate: f64::INFINITY,
+                count: 0,
+                listed: None,
+            },
+            sched: HashMap::new(),
+            lost_samples: LostTally::default(),
+            lost_switches: LostTally::default(),
+            start_ns: 0,
+            holders: crate::holders::HolderSampler::new(),
+            unwound: 0,
+            unwind_time: std::time::Duration::ZERO,
+            gil_watch: Default::default(),
+            operands: Default::default(),
+            target: None,
+            processes: Vec::new(),
+            execed: Default::default(),
+            access: HashMap::new(),
+            refused: Vec::new(),
+        }
+    }
+
+    /// Whether process `pid` may be observed: always, unless ftprof runs with privileges its
+    /// caller lacks; then the caller must be able to trace it (`profiler::access::check`),
+    /// decided before anything of it is read and remembered.
+    fn admitted(&mut self, pid: u32) -> bool {
+        if !profiler::access::is_elevated() {
+            return true;
+        }
+        if let Some(&ok) = self.access.get(&pid) {
+            return ok;
+        }
+        let ok = self.recheck(pid);
+        self.access.insert(pid, ok);
+        ok
+    }
+
+    /// Check process `pid` again (its credentials can change at an exec); on a refusal, forget
+    /// everything read of it and stop observing it.
+    fn recheck(&mut self, pid: u32) -> bool {
+        let e = match profiler::access::check(pid) {
+            // Gone: nothing of it can be read any more; its records come from events the kernel
+            // keeps only while the caller may trace the process (a set-id exec removes them, and
+            // launched programs run with no_new_privs).
+            Ok(()) | Err(profiler::access::AccessError::Gone(_)) => return true,
+            Err(e) => e,
+        };
+        self.refused.push((pid, e.to_string()));
+        self.access.insert(pid, false);
+        self.forget_process(pid);
+        false
+    }
+
+    /// Drop what was read of process `pid`'s image: mappings, CPython reader, GIL state.
+    fn forget_process_image(&mut self, pid: u32) {
+        self.unwinder.remove_process(pid);
+        self.mmaps.retain(|(p, _)| *p != pid);
+        self.mmap_count.insert(pid, 0);
+        self.py.insert(pid, PyState::Pending { mmaps_at_last_try: usize::MAX });
+        self.gil.remove(&pid);
+    }
+
+    /// Stop observing process `pid` (the caller may not trace it): forget its image and end its
+    /// threads.
+    fn forget_process(&mut self, pid: u32) {
+        self.forget_process_image(pid);
+        self.py.remove(&pid);
+        let now = profiler::monotonic_ns();
+        for (p, tid) in self.collector.live_thread_list() {
+            if p == pid {
+                self.collector.push_exit(tid, now);
+            }
+        }
+    }
+
+    /// Processes that were not observed because the caller may not trace them, with why.
+    pub fn refused(&self) -> &[(u32, String)] {
+        &self.refused
+    }
+
+    /// With privileges the caller lacks: check every process about to be read at this tick
+    /// again (an exec can make one set-id), before its threads are read.
+    fn recheck_live(&mut self) {
+        if !profiler::access::is_elevated() {
+            return;
+        }
+        let mut pids: Vec<u32> = self.collector.live_thread_list().into_iter().map(|(p, _)| p).collect();
+        pids.sort_unstable();
+        pids.dedup();
+        for pid in pids {
+            // A process that exited meanwhile has nothing left to read.
+            let denied = matches!(profiler::access::check(pid), Err(profiler::access::AccessError::Denied { .. }));
+            if denied && self.access.get(&pid) != Some(&false) {
+                self.recheck(pid);
+            }
+        }
+    }
+
+    /// Whether records of process `pid` are kept: the target's always, others' with
+    /// `--subprocesses`; and only of processes the caller may trace (see [`Self::admitted`]).
+    fn follows(&mut self, pid: u32) -> bool {
+        (self.cfg.subprocesses || self.target.is_none_or(|t| t == pid)) && self.admitted(pid)
+    }
+
+    /// `--subprocesses`: first sight of a process (forked, or found at attach): its command
+    /// line, and the mappings it has now when none were reported (a forked child inherits its
+    /// parent's without mmap records).
+    fn note_process(&mut self, pid: u32) {
+        if !self.cfg.subprocesses || self.processes.iter().any(|(p, _)| *p == pid) || !self.admitted(pid) {
+            return;
+        }
+        let cmd = self.threads.cmdline(pid).join(" ");
+        self.processes.push((pid, cmd));
+        if self.mmap_count.get(&pid).copied().unwrap_or(0) == 0 && !self.execed.contains(&pid) {
+            self.add_mappings_now(pid);
+        }
+    }
+
+    /// `--subprocesses`: process `pid` replaced its image: forget its mappings (the new ones
+    /// arrive as mmap records), its CPython reader and its command line.
+    fn on_exec(&mut self, pid: u32, comm: &str) {
+        self.execed.insert(pid);
+        self.forget_process_image(pid);
+        if profiler::access::is_elevated() && !self.recheck(pid) {
+            return;
+        }
+        // The command line of the new image; its name when it already exited.
+        let cmd = self.threads.cmdline(pid).join(" ");
+        let cmd = if cmd.is_empty() { comm.to_string() } else { cmd };
+        match self.processes.iter_mut().find(|(p, _)| *p == pid) {
+            Some(e) => e.1 = cmd,
+            None => self.processes.push((pid, cmd)),
+        }
+    }
+
+    fn python_process(&mut self, pid: u32) -> Option<&mut PyProcess> {
+        let maps_now = self.mmap_count.get(&pid).copied().unwrap_or(0);
+        let state = self.py.entry(pid).or_insert(PyState::Pending { mmaps_at_last_try: usize::MAX });
+        if let PyState::Pending { mmaps_at_last_try } = state {
+            if *mmaps_at_last_try == maps_now {
+                return None;
+            }
+            match self.memory.python(pid) {
+                Ok(p) => *state = PyState::Located(Box::new(p)),
+                Err(_) => {
+                    *state = PyState::Pending { mmaps_at_last_try: maps_now };
+                    return None;
+                }
+            }
+        }
+        match state {
+            PyState::Located(p) => Some(p),
+            PyState::Pending { .. } => None,
+        }
+    }
+
+    /// The executable mappings process `pid` has now (`/proc/PID/maps`).
+    fn add_mappings_now(&mut self, pid: u32) {
+        for m in self.threads.executable_mappings(pid) {
+            self.add_mapping(pid, m);
+        }
+    }
+
+    fn add_mapping(&mut self, pid: u32, m: Mapping) {
+        self.gil_watch.mapped(pid, &m.path);
+        *self.mmap_count.entry(pid).or_default() += 1;
+        self.unwinder.add_mapping(pid, m.clone());
+        self.mmaps.push((pid, m));
+    }
+
+    /// Read what the target's memory says about thread `tid` now (Python stack, the parked-on
+    /// lock), unwind the native stack and intern it all.
+    #[allow(clippy::too_many_arguments)]
+    fn key(
+        &mut self,
+        pid: u32,
+        tid: u32,
+        regs: Option<Regs>,
+        stack: &[u8],
+        kernel: Vec<u64>,
+        parked_lookup: bool,
+        syscall: Option<u64>,
+        on_cpu: bool,
+    ) -> u32 {
+        self.note_process(pid);
+        if let std::collections::hash_map::Entry::Vacant(e) = self.names.entry(tid) {
+            e.insert((pid, self.threads.thread_name(pid, tid)));
+        }
+        let mut python = None;
+        let mut parked = None;
+        let mut failed = false;
+        let refresh_gil = self.gil_countdown == 0 || !self.gil.contains_key(&pid);
+        let mut gil = None;
+        // A thread not named yet: read the names again (at most every 100 ms).
+        let refresh_names =
+            !self.py_names.contains_key(&tid) && self.names_read_at.is_none_or(|t| t.elapsed().as_millis() >= 100);
+        let mut names = None;
+        let mut operand = None;
+        let mut operands = std::mem::take(&mut self.operands);
+        if let (Some(r), Some(p)) = (regs, self.python_process(pid)) {
+            match p.stack_for_tid(tid) {
+                Ok(st) => python = st,
+                Err(_) => failed = true,
+            }
+            // Shared reference counts exist in free-threaded builds only.
+            if on_cpu && p.offsets.free_threaded {
+                operand = python.as_ref().and_then(|st| operands.read(p, tid, st));
+            }
+            if parked_lookup {
+                parked = parked_addr(&r, stack).map(|a| p.probe_parked(tid, a));
+            }
+            if refresh_gil {
+                gil = p.gil_enabled().ok();
+            }
+            if refresh_names {
+                names = Some(p.thread_names_by_tid());
+            }
+        }
+        self.operands = operands;
+        self.gil_countdown = if refresh_gil { 64 } else { self.gil_countdown - 1 };
+        if let Some(n) = names {
+            self.py_names.extend(n);
+            self.names_read_at = Some(Instant::now());
+        }
+        if let Some(g) = gil {
+            self.gil.insert(pid, g);
+        }
+        self.py_errors += failed as usize;
+        let (native, native_complete) = match regs {
+            Some(r) => {
+                let t = Instant::now();
+                let uw = self.unwinder.unwind(pid, r, stack);
+                self.unwind_time += t.elapsed();
+                self.unwound += 1;
+                (uw.addrs, uw.complete)
+            }
+            None => (Vec::new(), false),
+        };
+        let python = python.map(|p| self.collector.python_id(p));
+        let alone = self.collector.live_threads_of(pid) <= 1;
+        self.collector.key_id(SampleKey {
+            pid,
+            tid,
+            native,
+            native_complete,
+            python,
+            kernel,
+            parked,
+            syscall,
+            on_cpu,
+            alone,
+            operand,
+        })
+    }
+
+    fn on_sample(&mut self, s: profiler::Sample) {
+        self.last_time = self.last_time.max(s.time);
+        match s.source {
+            SampleSource::CpuClock => {
+                let k = self.key(s.pid, s.tid, s.regs, &s.stack, s.kernel_stack, false, None, true);
+                self.collector.cpu_sample_at(k, s.time);
+            }
+            SampleSource::SwitchOut => {
+                let k = self.key(s.pid, s.tid, s.regs, &s.stack, Vec::new(), true, None, false);
+                self.collector.push_observe(s.tid, s.time, k, true, 0);
+            }
+        }
+    }
+
+    /// Read the target's GIL state (free-threaded builds) every few milliseconds.
+    fn watch_gil(&mut self) {
+        let now = profiler::monotonic_ns();
+        let pid = self.gil_watch.pid;
+        if pid == 0 || !self.gil_watch.due(now) || self.python_process(pid).is_none() {
+            return;
+        }
+        if let Some(PyState::Located(p)) = self.py.get(&pid) {
+            self.gil_watch.check(p, now);
+        }
+    }
+
+    /// Threads already blocked when ftprof attaches: their wait began before the first
+    /// switch-out we can see, so take their stacks now (as if observed at a switch-out).
+    fn snapshot_blocked_at_attach(&mut self, pid: u32) {
+        let now = profiler::monotonic_ns();
+        for tid in self.threads.tids(pid) {
+            self.collector.thread_seen(pid, tid);
+            if !matches!(self.threads.state(pid, tid), Some('S') | Some('D')) {
+                continue;
+            }
+            let Some((syscall, regs)) = self.threads.syscall(pid, tid) else { continue };
+            let stack = self.memory.stack(pid, regs.sp, self.cfg.stack_bytes as usize);
+            let k = self.key(pid, tid, Some(regs), &stack, Vec::new(), true, syscall, false);
+            self.collector.assume_blocked(pid, tid, now);
+            self.collector.observe(tid, now, k, true, 0);
+        }
+    }
+
+    /// The wait-sampling tick: read every live thread's scheduler accounting (exact running,
+    /// runqueue and blocked time) and snapshot the ones blocked now, unless they have not run
+    /// since their last snapshot (then it is still the same wait). Returns how long until the
+    /// next tick.
+    fn sample_blocked(&mut self, snapshots: bool) -> std::time::Duration {
+        let now_i = Instant::now();
+        if now_i < self.tick.next {
+            return self.tick.next - now_i;
+        }
+        self.recheck_live();
+        let now = profiler::monotonic_ns();
+        let gap = if self.tick.last_ns == 0 { self.tick.period.as_nanos() as u64 } else { now - self.tick.last_ns };
+        self.tick.last_ns = now;
+        self.tick.count += 1;
+        if self.tick.listed.is_none_or(|t| t.elapsed().as_millis() >= 500) {
+            self.tick.listed = Some(now_i);
+            let pids: Vec<u32> = self.py.keys().copied().collect();
+            for pid in pids {
+                for tid in self.threads.tids(pid) {
+                    self.collector.thread_seen(pid, tid);
+                }
+            }
+        }
+        // The context-switch counters are text to format: read them every 8th tick.
+        let read_ctxt = self.tick.count % 8 == 1;
+        let mut waiters: Vec<(u32, crate::holders::Waiter)> = Vec::new();
+        for (pid, tid) in self.collector.live_thread_list() {
+            let t = profiler::monotonic_ns();
+            let Some(st) = self.threads.schedstat(pid, tid) else { continue };
+            let ctxt = if read_ctxt { self.threads.ctxt_switches(pid, tid) } else { None };
+            let track = self.sched.entry(tid).or_default();
+            track.first.get_or_insert((t, st));
+            track.last = (t, st);
+            if let Some(c) = ctxt {
+                track.first_ctxt.get_or_insert(c);
+                track.last_ctxt = c;
+            }
+            let totals = track.totals();
+            let seen = track.seen_blocked;
+            self.collector.set_sched(pid, tid, totals);
+            if !snapshots {
+                continue;
+            }
+            let Some((syscall, regs)) = self.threads.syscall(pid, tid) else { continue };
+            let (key, continued) = match seen {
+                Some((slices, key)) if slices == st.timeslices => (key, true),
+                _ => {
+                    let stack = self.memory.stack(pid, regs.sp, self.cfg.stack_bytes as usize);
+                    (self.key(pid, tid, Some(regs), &stack, Vec::new(), true, syscall, false), false)
+                }
+            };
+            self.collector.observe_blocked(pid, tid, key, gap, continued);
+            let notification = analysis::wait::is_notification_wait(self.collector.python_of(key));
+            let parked = self.collector.parked_of(key).filter(|_| !notification);
+            if let Some(lock) = parked.and_then(crate::holders::WaitedLock::from_parked) {
+                let at = self.collector.python_of(key).and_then(crate::holders::innermost);
+                waiters.push((pid, crate::holders::Waiter { tid, lock, weight_ns: gap, at }));
+            }
+            if let Some(track) = self.sched.get_mut(&tid) {
+                track.seen_blocked = Some((st.timeslices, key));
+            }
+        }
+        self.sample_holders(&waiters);
+        let live = self.collector.live_threads().max(1) as f64;
+        let rate = (self.cfg.rate_hz as f64).min(WAIT_CHECK_BUDGET / live);
+        self.tick.min_rate = self.tick.min_rate.min(rate);
+        self.tick.period = std::time::Duration::from_secs_f64(1.0 / rate);
+        self.tick.next = now_i + self.tick.period;
+        self.tick.period
+    }
+}
+
+impl Recorder {
+    /// Blame: find who holds what this tick's waiters wait on (see [`crate::holders`]).
+    /// `FTPROF_NO_BLAME=1` turns it off (to measure its cost).
+    fn sample_holders(&mut self, waiters: &[(u32, crate::holders::Waiter)]) {
+        if self.holders.disabled || waiters.is_empty() {
+            return;
+        }
+        let mut pids: Vec<u32> = waiters.iter().map(|w| w.0).collect();
+        pids.dedup();
+        let live = self.collector.live_thread_list();
+        for pid in pids {
+            let Some(PyState::Located(py)) = self.py.get_mut(&pid) else { continue };
+            let threads: Vec<u32> = live.iter().filter(|t| t.0 == pid).map(|t| t.1).collect();
+            let ws: Vec<crate::holders::Waiter> = waiters.iter().filter(|w| w.0 == pid).map(|w| w.1).collect();
+            // Woken since a tick saw it blocked, and not run since: it may have been handed a lock.
+            let (source, sched) = (&mut self.threads, &self.sched);
+            let mut woken_not_run = |tid: u32| {
+                let Some((slices, _)) = sched.get(&tid).and_then(|t| t.seen_blocked) else { return false };
+                !matches!(source.state(pid, tid), Some('S') | Some('D'))
+                    && source.schedstat(pid, tid).is_some_and(|s| s.timeslices == slices)
+            };
+            self.holders.sample(py, &threads, &ws, &mut woken_not_run);
+        }
+    }
+}
+
+impl profiler::Sink for Recorder {
+    fn started(&mut self, pid: i32) {
+        let pid = pid as u32;
+        self.start_ns = profiler::monotonic_ns();
+        self.target = Some(pid);
+        if !self.admitted(pid) {
+            return;
+        }
+        if self.cfg.command.is_empty() {
+            // Attached: the command line, read while the process surely exists.
+            self.cfg.command = self.threads.cmdline(pid);
+        }
+        self.collector.thread_seen(pid, pid);
+        self.gil_watch.start(pid, self.cfg.attached, self.start_ns);
+        if self.cfg.attached {
+            // Mappings made before we arrived are not reported by perf: read them now that the
+            // events are live (later ones arrive as mmap records).
+            self.add_mappings_now(pid);
+            if self.cfg.waits.recorded() {
+                self.snapshot_blocked_at_attach(pid);
+            }
+        }
+        if self.cfg.subprocesses {
+            self.note_process(pid);
+            // Attached: the processes it started before we arrived (launched: none yet).
+            for child in self.threads.descendants(pid) {
+                if !self.admitted(child) {
+                    continue;
+                }
+                self.note_process(child);
+                self.collector.thread_seen(child, child);
+                if self.cfg.attached && self.cfg.waits.recorded() {
+                    self.snapshot_blocked_at_attach(child);
+                }
+            }
+        }
+    }
+
+    fn record(&mut self, r: Record) {
+        let pid = match &r {
+            Record::Sample(s) => Some(s.pid),
+            Record::Mmap(m) => Some(m.pid),
+            Record::Switch { pid, .. }
+            | Record::Comm { pid, .. }
+            | Record::Fork { pid, .. }
+            | Record::Exit { pid, .. } => Some(*pid),
+            _ => None,
+        };
+        if pid.is_some_and(|p| !self.follows(p)) {
+            return;
+        }
+        match r {
+            Record::Sample(s) => self.on_sample(s),
+            Record::Switch { pid, tid, time, out, preempt } => {
+                self.last_time = self.last_time.max(time);
+                self.collector.push_switch(pid, tid, time, out, preempt);
+            }
+            Record::Mmap(m) if m.executable => {
+                self.add_mapping(m.pid, Mapping { start: m.start, end: m.start + m.len, pgoff: m.pgoff, path: m.path })
+            }
+            Record::Comm { pid, tid, name, exec } => {
+                if exec && self.cfg.subprocesses {
+                    self.on_exec(pid, &name);
+                }
+                self.names.insert(tid, (pid, name));
+            }
+            Record::Fork { pid, ppid, tid, .. } => {
+                if self.cfg.subprocesses && pid != ppid && self.mmap_count.get(&pid).copied().unwrap_or(0) == 0 {
+                    // A new process: it inherits its parent's mappings (no mmap records for them).
+                    let inherited: Vec<Mapping> =
+                        self.mmaps.iter().filter(|(p, _)| *p == ppid).map(|(_, m)| m.clone()).collect();
+                    for m in inherited {
+                        self.add_mapping(pid, m);
+                    }
+                    self.note_process(pid);
+                }
+                self.collector.thread_seen(pid, tid)
+            }
+            Record::Exit { tid, time, .. } => {
+                self.collector.push_exit(tid, time);
+                self.threads.forget(tid);
+            }
+            Record::Lost { count, time, source } => {
+                let tally = match source {
+                    SampleSource::CpuClock => &mut self.lost_samples,
+                    SampleSource::SwitchOut => {
+                        self.collector.push_lost(time);
+                        &mut self.lost_switches
+                    }
+                };
+                if tally.count == 0 {
+                    tally.first = time;
+                }
+                tally.count += count;
+                tally.last = time;
+            }
+            Record::Drained { upto } => self.collector.release(upto),
+            _ => {}
+        }
+    }
+
+    fn tick(&mut self) -> std::time::Duration {
+        self.watch_gil();
+        if self.cfg.waits.recorded() {
+            // With exact waits switch-out samples give the stacks; the kernel's totals still
+            // say how much of each interval was blocked and how much was waiting for a CPU.
+            self.sample_blocked(self.cfg.waits != Waits::Exact)
+        } else {
+            std::time::Duration::from_millis(10)
+        }
+    }
+}
+
+/// Record from `source` with `rec`, then build the profile. `interp`: the ELF holding the
+/// CPython runtime of the target (its debug data is parsed on an idle CPU while the target runs).
+/// `stop`: set it (e.g. from a signal handler) to end the recording early.
+pub fn record(
+    source: &mut dyn EventSource,
+    mut rec: Recorder,
+    interp: &std::path::Path,
+    stop: &AtomicBool,
+) -> Result<(Profile, RecordingOutcome)> {
+    // Parse the interpreter's ELF and DWARF on the other core while the target runs.
+    let interp = interp.canonicalize().unwrap_or(interp.to_path_buf()).to_string_lossy().into_owned();
+    // Opcode names (a cache file, or one run of the interpreter) name the objects that refcount
+    // stalls work on while the target runs.
+    let opnames_now = symbolizer::python::opcodes::base_opnames_cached(std::path::Path::new(&interp), &cache_dir())
+        .unwrap_or_default();
+    let caches_now = symbolizer::python::opcodes::inline_caches_cached(std::path::Path::new(&interp), &cache_dir())
+        .unwrap_or_default();
+    let preload = std::thread::spawn(move || {
+        // SCHED_IDLE: only use a CPU the target leaves idle, never delay the target (a nice-19
+        // thread still runs whole slices before a woken target thread gets the CPU, which the
+        // target would see as runqueue time). Starved for a whole recording, it needs ~50 ms
+        // (the ELF and DWARF indexes; compilation units are parsed lazily) once the target exits.
+        let param = libc::sched_param { sched_priority: 0 };
+        // SAFETY: sched_setscheduler on the calling thread (0) with a valid parameter block.
+        unsafe { libc::sched_setscheduler(0, libc::SCHED_IDLE, &param) };
+        crate::preload(&interp)
+    });
+    rec.operands = symbolizer::python::OperandReader::new(opnames_now, caches_now);
+    let outcome = source.run(&mut rec, stop)?;
+    for (_, why) in rec.refused() {
+        eprintln!("ftprof: warning: not observed: {why}");
+    }
+    if timing() {
+        use nix::sys::resource::{getrusage, UsageWho};
+        let ru = getrusage(UsageWho::RUSAGE_SELF).expect("getrusage(RUSAGE_SELF) cannot fail");
+        let tv = |t: nix::sys::time::TimeVal| t.tv_sec() as f64 + t.tv_usec() as f64 / 1e6;
+        let (keys, pys) = rec.collector.distinct();
+        eprintln!(
+            "ftprof timing: ftprof CPU while recording {:.3} s user, {:.3} s sys ({} CPU samples, {} distinct keys, {} Python stacks, {} py read errors)",
+            tv(ru.user_time()),
+            tv(ru.system_time()),
+            rec.collector.stats.cpu_samples,
+            keys,
+            pys,
+            rec.py_errors
+        );
+    }
+    let t_post = Instant::now();
+    let mut symbols = preload.join().unwrap_or_default();
+    if timing() {
+        eprintln!("ftprof timing: preload joined after {:?}", t_post.elapsed());
+    }
+    let end = rec.last_time.max(outcome.start_ns + outcome.duration.as_nanos() as u64);
+    let collection = std::mem::take(&mut rec.collector).finish(end);
+    let profile = crate::profile_of(&rec, collection, &mut symbols, Some(&outcome));
+    Ok((profile, outcome))
+}
+
+impl Recorder {
+    /// Mappings seen so far.
+    pub fn mappings(&self) -> &[(u32, Mapping)] {
+        &self.mmaps
+    }
+
+    /// Threads alive now (seen and not exited), by TID.
+    pub fn live_threads(&self) -> Vec<u32> {
+        self.collector.live_thread_list().into_iter().map(|(_, tid)| tid).collect()
+    }
+
+    /// Records lost so far (samples' and switches' rings).
+    pub fn lost(&self) -> (u64, u64) {
+        (self.lost_samples.count, self.lost_switches.count)
+    }
+
+    /// The profile of everything collected so far (open intervals closed now); recording goes
+    /// on. `symbols` gets the mappings seen since the last call.
+    pub fn profile_now(&self, symbols: &mut crate::Symbols) -> Profile {
+        let collection = self.collector.clone().finish(profiler::monotonic_ns());
+        crate::profile_of(self, collection, symbols, None)
+    }
+}
+
+/// ftprof's cache directory (`$FTPROF_CACHE`, else `~/.cache/ftprof`), shared with the
+/// CPython provisioning script.
+///
+/// With privileges its caller lacks (`profiler::access`), ftprof ignores these variables and uses
+/// the caller's home directory from the password database.
+pub fn cache_dir() -> PathBuf {
+    if let Some(caller) = profiler::access::privilege().elevated() {
+        let home = nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(caller.uid))
+            .ok()
+            .flatten()
+            .map(|u| u.dir)
+            .unwrap_or_else(|| PathBuf::from("/nonexistent"));
+        return home.join(".cache").join("ftprof");
+    }
+    if let Some(d) = std::env::var_os("FTPROF_CACHE") {
+        return PathBuf::from(d);
+    }
+    let base = std::env::var_os("XDG_CACHE_HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(std::env::var_os("HOME").unwrap_or_else(|| "/tmp".into())).join(".cache"));
+    base.join("ftprof")
+}
+
+pub(crate) fn timing() -> bool {
+    std::env::var_os("FTPROF_TIMING").is_some()
+}
