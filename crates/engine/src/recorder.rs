@@ -418,6 +418,9 @@ impl Recorder {
         let mut names = None;
         let mut operand = None;
         let mut operands = std::mem::take(&mut self.operands);
+        // Locate the runtime first, while the BPF path is in place to register it (it is taken
+        // out below for the borrow).
+        let _ = self.python_process(pid);
         let mut instant = self.instant.take();
         let sample_at = self.sample_at.take();
         if let (Some(r), Some(p)) = (regs, self.python_process(pid)) {
