@@ -27,6 +27,8 @@ for tool in setcap:libcap2-bin useradd:passwd setpriv:util-linux script:bsdutils
         else sudo apt-get update -qq && sudo apt-get install -y -qq "${tool#*:}" >&2; fi
     fi
 done
+# The bpf crate compiles its BPF programs with clang at build time (and builds libbpf).
+scripts/bpf-deps.sh
 echo "test.sh: using $FTPROF_PYTHON, $FTPROF_PYTHON_GIL, python3.14 and python3.15 in $FTPROF_PYTHON_314_ROOT" >&2
 # Formatting and lints first: they fail fast and need no interpreter.
 cargo fmt --all -- --check

@@ -366,7 +366,8 @@ pub fn process_tids(pid: i32) -> Vec<i32> {
 /// (CPU, kind). Closing them (drop) detaches completely.
 pub struct ThreadEvents {
     pub rings: Vec<Ring>,
-    followers: Vec<OwnedFd>,
+    /// Events whose output goes to a leader's ring, with their kind.
+    followers: Vec<(OwnedFd, SampleSource)>,
 }
 
 impl ThreadEvents {
@@ -413,7 +414,7 @@ impl ThreadEvents {
                                 if r < 0 {
                                     return Err(PerfError::Other(io::Error::last_os_error()));
                                 }
-                                ev.followers.push(fd);
+                                ev.followers.push((fd, source));
                                 Ok(())
                             }),
                         };
@@ -446,10 +447,17 @@ impl ThreadEvents {
         for r in &self.rings {
             r.enable()?;
         }
-        for fd in &self.followers {
+        for (fd, _) in &self.followers {
             enable(fd)?;
         }
         Ok(())
+    }
+
+    /// The cpu-clock sampling events, leaders and followers (see [`crate::Sink::sampling_events`]).
+    pub fn sampling_fds(&self) -> Vec<BorrowedFd<'_>> {
+        let leaders = self.rings.iter().filter(|r| r.source() == SampleSource::CpuClock).map(|r| r.as_fd());
+        let followers = self.followers.iter().filter(|(_, s)| *s == SampleSource::CpuClock).map(|(fd, _)| fd.as_fd());
+        leaders.chain(followers).collect()
     }
 }
 

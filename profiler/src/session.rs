@@ -1,6 +1,7 @@
 //! The recording loop: start or follow the target, drain rings until it stops.
 
 use std::ffi::OsString;
+use std::os::fd::BorrowedFd;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
@@ -13,6 +14,7 @@ use nix::unistd::Pid;
 use crate::launch::{LaunchError, Launched};
 use crate::perf::{self, PerfError, Ring, SamplingConfig};
 use crate::records::Record;
+use crate::records::SampleSource;
 
 /// What to record.
 #[derive(Clone, Debug)]
@@ -99,6 +101,11 @@ const PUBLISH_MARGIN_NS: u64 = 200_000;
 pub trait Sink {
     /// The target is about to `exec` (launch), or the events were just enabled (attach).
     fn started(&mut self, _pid: i32) {}
+    /// The cpu-clock sampling events, opened and not yet enabled: a BPF program attached to
+    /// them now (`PERF_EVENT_IOC_SET_BPF`, e.g. `bpf::PyStacks::attach`) runs at every sample,
+    /// in the sampled thread, and is inherited with them. The descriptors stay open for the
+    /// recording.
+    fn sampling_events(&mut self, _events: &[BorrowedFd<'_>]) {}
     /// One record, as drained (records of different CPUs are not in time order; a
     /// [`Record::Drained`] ends each pass).
     fn record(&mut self, r: Record);
@@ -167,6 +174,7 @@ pub fn record(
             return Err(e.into());
         }
     };
+    sink.sampling_events(&cpu_clock_fds(&rings));
     if filter.is_some() {
         // CPU-wide events cannot be enabled on exec: enable them now, just before the release.
         for r in &rings {
@@ -274,6 +282,12 @@ fn attach(
         }
         Err(e) => return Err(e.into()),
     };
+    let mut sampling = cpu_clock_fds(&rings);
+    if let Some(events) = &_events {
+        sampling.extend(events.sampling_fds());
+    }
+    sink.sampling_events(&sampling);
+    drop(sampling);
     let start_ns = monotonic_ns();
     let started = Instant::now();
     for r in &rings {
@@ -346,6 +360,10 @@ impl PidFilter {
             Record::Lost { .. } | Record::Drained { .. } => true,
         }
     }
+}
+
+fn cpu_clock_fds(rings: &[Ring]) -> Vec<BorrowedFd<'_>> {
+    rings.iter().filter(|r| r.source() == SampleSource::CpuClock).map(|r| r.as_fd()).collect()
 }
 
 /// The rings for `pid`: CPU-wide with a filter when allowed and nothing needs per-task events

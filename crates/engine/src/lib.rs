@@ -90,6 +90,9 @@ pub struct EngineConfig {
     /// The command as launched (empty when attached: it is read from `/proc` when recording
     /// starts).
     pub command: Vec<String>,
+    /// Read CPU samples' Python stacks in the kernel at the sample instant (the `bpf` crate);
+    /// when refused, [`Recorder::bpf_status`] says why and stacks are read after the sample.
+    pub bpf_stacks: bool,
 }
 
 impl Default for EngineConfig {
@@ -101,8 +104,14 @@ impl Default for EngineConfig {
             subprocesses: false,
             attached: false,
             command: Vec::new(),
+            bpf_stacks: false,
         }
     }
+}
+
+/// Whether the BPF path was asked for (`FTPROF_BPF=1`; opt-in while it is new).
+pub fn bpf_requested() -> bool {
+    std::env::var_os("FTPROF_BPF").is_some_and(|v| v == "1")
 }
 
 impl EngineConfig {

@@ -131,6 +131,13 @@ pub struct Recorder {
     /// (`profiler::access`), and the refusals to report.
     access: HashMap<u32, bool>,
     refused: Vec<(u32, String)>,
+    /// The BPF path for Python stacks (`EngineConfig::bpf_stacks`): the stack each CPU sample's
+    /// thread had at the sample instant, read in the kernel. `None` when off or refused.
+    pub(crate) instant: Option<bpf::InstantStacks>,
+    /// Why the BPF path is not used, when it was asked for (one line).
+    pub bpf_refusal: Option<String>,
+    /// The CPU sample being keyed: (time, user ip, user sp), for the BPF record join.
+    sample_at: Option<(u64, u64, u64)>,
 }
 
 impl Recorder {
@@ -185,7 +192,45 @@ impl Recorder {
             execed: Default::default(),
             access: HashMap::new(),
             refused: Vec::new(),
+            instant: None,
+            bpf_refusal: None,
+            sample_at: None,
         }
+        .with_bpf()
+    }
+
+    /// Load the BPF stack program when asked for; a refusal is kept as one line (never a
+    /// silent fallback: the caller reports it).
+    fn with_bpf(mut self) -> Recorder {
+        if self.cfg.bpf_stacks {
+            if profiler::access::is_elevated() {
+                self.bpf_refusal = Some(
+                    "BPF not used: ftprof runs with privileges its caller lacks (reads only what the caller may)"
+                        .into(),
+                );
+            } else {
+                match bpf::InstantStacks::new(128, 0) {
+                    Ok(i) => self.instant = Some(i),
+                    Err(e) => self.bpf_refusal = Some(e.to_string()),
+                }
+            }
+        }
+        self
+    }
+
+    /// How the CPU samples' Python stacks were read: from the kernel at the sample instant (with
+    /// counts), or why not.
+    pub fn bpf_status(&self) -> Option<String> {
+        if let Some(why) = &self.bpf_refusal {
+            return Some(format!("Python stacks read after the sample: {why}"));
+        }
+        self.instant.as_ref().map(|i| {
+            let c = i.counts();
+            format!(
+                "Python stacks read in the kernel at the sample instant (BPF): {} samples; {} read after the sample (no record: {} of a thread not registered yet, {} lost in the ring)",
+                c.joined, c.missing, c.no_tstate, c.ring_lost
+            )
+        })
     }
 
     /// Whether process `pid` may be observed: always, unless ftprof runs with privileges its
@@ -309,7 +354,15 @@ impl Recorder {
                 return None;
             }
             match self.memory.python(pid) {
-                Ok(p) => *state = PyState::Located(Box::new(p)),
+                Ok(p) => {
+                    if let Some(i) = &self.instant {
+                        if let Err(e) = i.add_process(&p) {
+                            self.bpf_refusal = Some(e.to_string());
+                            self.instant = None;
+                        }
+                    }
+                    *state = PyState::Located(Box::new(p))
+                }
                 Err(_) => {
                     *state = PyState::Pending { mmaps_at_last_try: maps_now };
                     return None;
@@ -365,10 +418,23 @@ impl Recorder {
         let mut names = None;
         let mut operand = None;
         let mut operands = std::mem::take(&mut self.operands);
+        // Locate the runtime first, while the BPF path is in place to register it (it is taken
+        // out below for the borrow).
+        let _ = self.python_process(pid);
+        let mut instant = self.instant.take();
+        let sample_at = self.sample_at.take();
         if let (Some(r), Some(p)) = (regs, self.python_process(pid)) {
-            match p.stack_for_tid(tid) {
-                Ok(st) => python = st,
-                Err(_) => failed = true,
+            // The stack at the sample instant (BPF), else read now.
+            let at_instant = match (&mut instant, sample_at) {
+                (Some(i), Some((time, ip, sp))) => i.stack_for_sample(p, tid, time, ip, sp),
+                _ => None,
+            };
+            match at_instant {
+                Some(st) => python = Some(st),
+                None => match p.stack_for_tid(tid) {
+                    Ok(st) => python = st,
+                    Err(_) => failed = true,
+                },
             }
             // Shared reference counts exist in free-threaded builds only.
             if on_cpu && p.offsets.free_threaded {
@@ -385,6 +451,9 @@ impl Recorder {
             }
         }
         self.operands = operands;
+        if self.instant.is_none() {
+            self.instant = instant;
+        }
         self.gil_countdown = if refresh_gil { 64 } else { self.gil_countdown - 1 };
         if let Some(n) = names {
             self.py_names.extend(n);
@@ -425,6 +494,7 @@ impl Recorder {
         self.last_time = self.last_time.max(s.time);
         match s.source {
             SampleSource::CpuClock => {
+                self.sample_at = s.regs.map(|r| (s.time, r.ip, r.sp));
                 let k = self.key(s.pid, s.tid, s.regs, &s.stack, s.kernel_stack, false, None, true);
                 self.collector.cpu_sample_at(k, s.time);
             }
@@ -563,6 +633,15 @@ impl Recorder {
 }
 
 impl profiler::Sink for Recorder {
+    fn sampling_events(&mut self, events: &[std::os::fd::BorrowedFd<'_>]) {
+        if let Some(i) = &self.instant {
+            if let Err(e) = i.attach(events) {
+                self.bpf_refusal = Some(e.to_string());
+                self.instant = None;
+            }
+        }
+    }
+
     fn started(&mut self, pid: i32) {
         let pid = pid as u32;
         self.start_ns = profiler::monotonic_ns();
@@ -712,6 +791,9 @@ pub fn record(
     let outcome = source.run(&mut rec, stop)?;
     for (_, why) in rec.refused() {
         eprintln!("ftprof: warning: not observed: {why}");
+    }
+    if let Some(status) = rec.bpf_status() {
+        eprintln!("ftprof: {status}");
     }
     if timing() {
         use nix::sys::resource::{getrusage, UsageWho};

@@ -47,6 +47,7 @@ impl RecordOptions {
             subprocesses: self.subprocesses,
             attached: self.pid.is_some(),
             command: self.command.iter().map(|a| a.to_string_lossy().into_owned()).collect(),
+            bpf_stacks: engine::bpf_requested(),
         }
     }
 }

@@ -140,6 +140,7 @@ fn one_run(opts: &ScaleOptions, interp: &std::path::Path, n: u32, r: u32, re: Op
             subprocesses: false,
             attached: false,
             command: spec.argv.iter().map(|a| a.to_string_lossy().into_owned()).collect(),
+            bpf_stacks: engine::bpf_requested(),
         };
         let (profile, outcome) = record_profile(Target::LaunchSpec(spec), interp, &cfg)?;
         let exit = match outcome.exit {

@@ -182,6 +182,7 @@ pub fn run(opts: &TopOptions) -> Result<i32> {
         subprocesses: opts.subprocesses,
         attached: opts.pid.is_some(),
         command: opts.command.iter().map(|a| a.to_string_lossy().into_owned()).collect(),
+        bpf_stacks: engine::bpf_requested(),
     };
     let interp = interp.canonicalize().unwrap_or(interp).to_string_lossy().into_owned();
     let symbols = engine::preload(&interp);

@@ -387,11 +387,7 @@ impl PyProcess {
             } else if owner < self.layout.owner_entry {
                 match self.code(executable) {
                     Ok(Some(code)) => {
-                        let base = match (o.code_co_tlbc, tlbc_index) {
-                            (Some(co_tlbc), Some(idx)) if idx > 0 => self.tlbc_base(executable, co_tlbc, idx),
-                            _ => executable.wrapping_add(o.code_co_code_adaptive),
-                        };
-                        let lasti = (instr_ptr.wrapping_sub(base) / 2) as u32;
+                        let lasti = self.lasti(executable, instr_ptr, tlbc_index);
                         let line = code.line_for(lasti);
                         // The innermost frame's instruction says what it was touching.
                         let innermost = !stack.frames.iter().any(|f| matches!(f, PyFrame::Code { .. }));
@@ -412,6 +408,45 @@ impl PyProcess {
             frame = previous;
         }
         Ok(Some(stack))
+    }
+
+    /// Index (in code units) of the instruction at `instr_ptr` in code object `code` (3.14t: in
+    /// its thread-local copy `tlbc_index`).
+    fn lasti(&self, code: u64, instr_ptr: u64, tlbc_index: Option<i32>) -> u32 {
+        let o = &self.offsets;
+        let base = match (o.code_co_tlbc, tlbc_index) {
+            (Some(co_tlbc), Some(idx)) if idx > 0 => self.tlbc_base(code, co_tlbc, idx),
+            _ => code.wrapping_add(o.code_co_code_adaptive),
+        };
+        (instr_ptr.wrapping_sub(base) / 2) as u32
+    }
+
+    /// One frame whose fields were read elsewhere (by the BPF program at the sample instant):
+    /// `Ok(Some(frame))` for a Python frame or an entry frame, `Ok(None)` for a frame the walk
+    /// does not show (3.14+ C-stack frames), `Err` when `executable` is not a code object (the
+    /// chain is not to be trusted past it). Code objects are cached by address and checked, as
+    /// in [`PyProcess::stack_for_tid`], so a freed and reused address is not misnamed.
+    pub fn frame_from_raw(
+        &mut self,
+        executable: u64,
+        instr_ptr: u64,
+        tlbc_index: i32,
+        owner: u8,
+    ) -> Result<Option<PyFrame>, PyError> {
+        if owner == self.layout.owner_entry {
+            return Ok(Some(PyFrame::Entry));
+        }
+        if owner > self.layout.owner_entry {
+            return Ok(None);
+        }
+        let executable = executable & !3;
+        let Some(code) = self.code(executable)? else {
+            return Err(PyError::NotPython(format!("{executable:#x} is not a code object")));
+        };
+        let tlbc = self.offsets.frame_tlbc_index.map(|_| tlbc_index);
+        let lasti = self.lasti(executable, instr_ptr, tlbc);
+        let line = code.line_for(lasti);
+        Ok(Some(PyFrame::Code { code, code_addr: executable, lasti, line, instr: None }))
     }
 
     /// 3.14t thread-local bytecode: start of copy `idx` of the code's bytecode.

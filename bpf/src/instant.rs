@@ -1,0 +1,125 @@
+//! The stack half of the BPF path as a recorder uses it: one object per recording that attaches
+//! to the sampling events, keeps the walked processes and their thread states current, and
+//! answers "the Python stack of this perf sample" from the kernel's record.
+
+use std::os::fd::BorrowedFd;
+
+use symbolizer::python::{PyProcess, PyStack};
+
+use crate::loader::Refusal;
+use crate::pystack::{Joiner, PyOffsets, PySample, PyStacks};
+
+/// How the samples' Python stacks were obtained (for the summary: which path, how often not).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct InstantCounts {
+    /// Samples whose stack came from the kernel record.
+    pub joined: u64,
+    /// Samples with no record (lost, or not yet walkable): the caller reads the stack itself.
+    pub missing: u64,
+    /// Records of a thread not yet registered (a new thread): its thread states are re-read.
+    pub no_tstate: u64,
+    /// Records lost in the ring (full).
+    pub ring_lost: u64,
+}
+
+/// Python stacks read at the sample instant, for one recording.
+pub struct InstantStacks {
+    stacks: PyStacks,
+    joiner: Joiner,
+    max_depth: u32,
+    counts: InstantCounts,
+}
+
+impl InstantStacks {
+    /// Load the program (refused in one line: privileges, BTF, verifier). `waker_budget`: waker
+    /// records per CPU and second (0: none).
+    pub fn new(max_depth: u32, waker_budget: u64) -> Result<InstantStacks, Refusal> {
+        let mut stacks = PyStacks::load()?;
+        if waker_budget > 0 {
+            stacks.record_wakers(waker_budget)?;
+        }
+        Ok(InstantStacks { stacks, joiner: Joiner::default(), max_depth, counts: InstantCounts::default() })
+    }
+
+    /// Attach to the sampling events (from `profiler::Sink::sampling_events`).
+    pub fn attach(&self, events: &[BorrowedFd<'_>]) -> Result<(), Refusal> {
+        events.iter().try_for_each(|fd| self.stacks.attach(*fd))
+    }
+
+    /// Walk the stacks of `py`'s process from now on (call when its runtime is located).
+    pub fn add_process(&self, py: &PyProcess) -> Result<(), Refusal> {
+        let offsets = PyOffsets::of(py, self.max_depth).ok_or_else(|| Refusal::Map {
+            map: "py_procs".into(),
+            reason: format!("CPython {} frame fields lie past what the program reads", py.offsets.version_string()),
+        })?;
+        self.stacks.set_process(py.pid, &offsets)?;
+        self.stacks.sync_threads(py)?;
+        Ok(())
+    }
+
+    /// Stop walking process `pid` (it exited).
+    pub fn remove_process(&self, pid: u32) -> Result<(), Refusal> {
+        self.stacks.forget_process(pid)
+    }
+
+    /// Thread `tid` exited.
+    pub fn forget_thread(&self, tid: u32) -> Result<(), Refusal> {
+        self.stacks.forget_thread(tid)
+    }
+
+    /// The Python stack of the perf sample of `tid` at `time_ns` with user registers (`ip`,
+    /// `sp`), from the kernel's record; `None` when there is none (counted): the caller reads the
+    /// stack itself, as without BPF. A record of a thread not registered yet re-reads `py`'s
+    /// thread states, so the thread's next samples have theirs.
+    pub fn stack_for_sample(
+        &mut self,
+        py: &mut PyProcess,
+        tid: u32,
+        time_ns: u64,
+        ip: u64,
+        sp: u64,
+    ) -> Option<PyStack> {
+        self.joiner.feed(self.stacks.drain());
+        match self.joiner.take(tid, time_ns, ip, sp) {
+            Some(rec) if rec.no_tstate => {
+                self.counts.no_tstate += 1;
+                self.counts.missing += 1;
+                let _ = self.stacks.sync_threads(py);
+                None
+            }
+            Some(rec) => {
+                self.counts.joined += 1;
+                Some(rec.to_stack(py))
+            }
+            None => {
+                self.counts.missing += 1;
+                None
+            }
+        }
+    }
+
+    /// Waker records so far (the release sites of futex hand-offs), taken out.
+    pub fn take_wakers(&mut self) -> Vec<PySample> {
+        self.joiner.feed(self.stacks.drain());
+        self.joiner.take_wakers()
+    }
+
+    /// Drop records older than `before_ns` that found no sample (call now and then).
+    pub fn expire(&mut self, before_ns: u64) {
+        self.joiner.expire(before_ns);
+    }
+
+    pub fn counts(&self) -> InstantCounts {
+        InstantCounts { ring_lost: self.stacks.lost(), ..self.counts }
+    }
+
+    /// The records of `tid` still waiting for their samples (diagnostics).
+    pub fn pending(&self, tid: u32) -> Vec<PySample> {
+        self.joiner.pending(tid).cloned().collect()
+    }
+
+    /// Records that found no sample.
+    pub fn unmatched(&self) -> u64 {
+        self.joiner.unmatched
+    }
+}
