@@ -40,10 +40,14 @@ fn user(name: &'static str) -> User {
     User { name, uid }
 }
 
-/// `program` run as `user` (real, effective and saved ids; no supplementary groups).
+/// `program` run as `user` (real, effective and saved ids; no supplementary groups), through a
+/// shell as a user's terminal would: a capability binary exec'd by a shell is not dumpable, and
+/// neither are the children it forks until they exec (`setpriv` exec'ing it directly would not
+/// show that).
 fn as_user(user: &User, program: &Path) -> Command {
     let mut c = Command::new("setpriv");
-    c.args(["--reuid", user.name, "--regid", user.name, "--clear-groups", "--"]).arg(program);
+    c.args(["--reuid", user.name, "--regid", user.name, "--clear-groups", "--", "/bin/sh", "-c", "exec \"$0\" \"$@\""])
+        .arg(program);
     c.env_remove("FTPROF_CACHE");
     c
 }
@@ -168,7 +172,7 @@ fn root_and_other_users_processes_are_refused() {
 
         // `top` needs a terminal: run it in one (util-linux `script`), its output read from there.
         let line = format!(
-            "setpriv --reuid {0} --regid {0} --clear-groups -- {1} top --pid {pid}",
+            "setpriv --reuid {0} --regid {0} --clear-groups -- /bin/sh -c 'exec {1} top --pid {pid}'",
             s.a.name,
             s.ftprof_caps.display()
         );
@@ -382,9 +386,12 @@ fn an_unreadable_interpreter_is_named_as_a_permission_problem() {
     let (_, stderr) = text(&out);
     assert!(!out.status.success(), "{stderr}");
     assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
+    // The kernel makes a process of an unreadable executable not dumpable (the user could not
+    // ptrace it either): the refusal says so, and names the unreadable executable as a cause.
     assert!(
-        stderr.contains(&format!("cannot read its interpreter file {}", hidden.0.display()))
-            && stderr.contains("ermission denied"),
+        stderr.contains(&format!("will not observe process {}", target.pid()))
+            && stderr.contains("not dumpable")
+            && stderr.contains("an executable that is not readable by you"),
         "{stderr}"
     );
     assert!(!stderr.contains("not a CPython"), "{stderr}");

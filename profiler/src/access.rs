@@ -90,7 +90,7 @@ impl fmt::Display for Denial {
                 )
             }
             Denial::NotDumpable => {
-                f.write_str("it is not dumpable (a set-user-ID or set-group-ID program, or it turned tracing off)")
+                f.write_str("it is not dumpable (a set-user-ID, set-group-ID or file-capability program, an executable that is not readable by you, or it turned tracing off)")
             }
             Denial::OtherUserNamespace => f.write_str("it runs in a user namespace that is not yours or below yours"),
         }
@@ -207,6 +207,17 @@ pub fn parse_ids(status: &str) -> Option<(Ids, Ids)> {
     Some((ids("Uid:")?, ids("Gid:")?))
 }
 
+/// A process whose address space is gone (`State:` Z or X, or no `VmSize:` line while it exits):
+/// nothing of it can be read, and its `/proc` files may show root as their owner, which must not
+/// read as "not dumpable".
+pub fn exiting(status: &str) -> bool {
+    let zombie = status
+        .lines()
+        .find_map(|l| l.strip_prefix("State:"))
+        .is_some_and(|v| matches!(v.trim_start().chars().next(), Some('Z' | 'X')));
+    zombie || !status.lines().any(|l| l.starts_with("VmSize:"))
+}
+
 /// The `CapEff:` line of a `/proc/PID/status` text.
 pub fn parse_cap_eff(status: &str) -> Option<u64> {
     let line = status.lines().find(|l| l.starts_with("CapEff:"))?;
@@ -291,6 +302,9 @@ fn userns_chain(pid: u32, stop_at: (u64, u64)) -> Vec<(u64, u64)> {
 pub fn target_creds(pid: u32, caller: &Caller) -> Option<TargetCreds> {
     let path = format!("/proc/{pid}/status");
     let status = std::fs::read_to_string(&path).ok()?;
+    if exiting(&status) {
+        return None;
+    }
     let (uid, gid) = parse_ids(&status)?;
     // /proc/PID's files belong to root, not to the process's user, while it is not dumpable
     // (`task_dump_owner`); the directory itself always shows the effective uid.
@@ -403,6 +417,10 @@ mod tests {
         assert_eq!(parse_cap_eff(status), Some((1 << 38) | (1 << 19)));
         assert_eq!(parse_ids("Uid:\t1\t2\n"), None, "a truncated line is not read as ids");
         assert_eq!(parse_cap_eff("Name: x\n"), None);
+        assert!(!exiting("State:\tS (sleeping)\nVmSize:\t  10000 kB\n"));
+        assert!(exiting("State:\tR (running)\n"), "running, its address space already released");
+        assert!(exiting("State:\tZ (zombie)\n"));
+        assert!(exiting("State:\tX (dead)\nVmSize:\t  10000 kB\n"));
     }
 
     #[test]

@@ -288,6 +288,10 @@ fn attach(
     }
     sink.sampling_events(&sampling);
     drop(sampling);
+    // The events exist but sample nothing yet: check the target again (it may have exec'd a
+    // set-id program since the caller's check) before the kernel copies any of its stacks.
+    crate::access::check(pid as u32)
+        .map_err(|e| PerfError::Other(std::io::Error::new(std::io::ErrorKind::PermissionDenied, e.to_string())))?;
     let start_ns = monotonic_ns();
     let started = Instant::now();
     for r in &rings {

@@ -401,7 +401,7 @@ impl Collector {
                 })
             })
             .unwrap_or(0);
-        // An immortal object is nobody's contention: the function decides instead.
+        // An immortal object is nobody's contention (its count is never written): unknown.
         let object = k.operand.map(|o| self.operands.get(o)).filter(|o| !o.immortal).map_or(0, |o| o.addr);
         Touch { pid: k.pid, tid: k.tid, object, code }
     }

@@ -259,16 +259,32 @@ pub trait MemorySource: Send {
     fn stack(&mut self, pid: u32, sp: u64, len: usize) -> Vec<u8>;
 }
 
-/// The live [`MemorySource`]: `/proc/PID/maps` and `process_vm_readv`.
+/// The live [`MemorySource`]: `/proc/PID/maps` and `process_vm_readv`; with privileges the
+/// caller lacks, stacks are read through a `/proc/PID/mem` descriptor pinned to the checked
+/// address space ([`symbolizer::python::Mem::for_process`]), kept per process.
 #[derive(Default)]
-pub struct LiveMemory;
+pub struct LiveMemory {
+    pinned: std::collections::HashMap<u32, symbolizer::python::Mem>,
+}
 
 impl MemorySource for LiveMemory {
     fn python(&mut self, pid: u32) -> Result<PyProcess, PyError> {
         PyProcess::locate(pid)
     }
     fn stack(&mut self, pid: u32, sp: u64, len: usize) -> Vec<u8> {
-        profiler::threads::read_stack(pid, sp, len)
+        if !profiler::access::is_elevated() {
+            return profiler::threads::read_stack(pid, sp, len);
+        }
+        if !self.pinned.contains_key(&pid) {
+            let Ok(m) = symbolizer::python::Mem::for_process(pid) else { return Vec::new() };
+            self.pinned.insert(pid, m);
+        }
+        let bytes = self.pinned[&pid].read_upto(sp, len);
+        if bytes.is_empty() {
+            // Exec'd or gone: check again (and pin the new image) at the next read.
+            self.pinned.remove(&pid);
+        }
+        bytes
     }
 }
 

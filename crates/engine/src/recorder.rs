@@ -131,6 +131,11 @@ pub struct Recorder {
     /// (`profiler::access`), and the refusals to report.
     access: HashMap<u32, bool>,
     refused: Vec<(u32, String)>,
+    /// A launched target whose exec may not have finished, and until when its check waits: until
+    /// the kernel has decided its dumpability (after the exec record is written) it still shows
+    /// ftprof's own non-dumpable state. It is ftprof's own fork running with no_new_privs, so it
+    /// cannot become another user's meanwhile.
+    exec_pending: Option<(u32, Instant)>,
     /// The BPF path for Python stacks (`EngineConfig::bpf_stacks`): the stack each CPU sample's
     /// thread had at the sample instant, read in the kernel. `None` when off or refused.
     pub(crate) instant: Option<bpf::InstantStacks>,
@@ -143,7 +148,7 @@ pub struct Recorder {
 impl Recorder {
     /// A recorder reading the live target (`/proc` and its memory).
     pub fn new(cfg: &EngineConfig) -> Recorder {
-        Recorder::with_sources(cfg, Box::new(ProcThreads::default()), Box::new(LiveMemory))
+        Recorder::with_sources(cfg, Box::new(ProcThreads::default()), Box::new(LiveMemory::default()))
     }
 
     /// A recorder reading threads and memory through the given sources.
@@ -192,6 +197,7 @@ impl Recorder {
             execed: Default::default(),
             access: HashMap::new(),
             refused: Vec::new(),
+            exec_pending: None,
             instant: None,
             bpf_refusal: None,
             sample_at: None,
@@ -243,15 +249,15 @@ impl Recorder {
         if let Some(&ok) = self.access.get(&pid) {
             return ok;
         }
-        let ok = self.recheck(pid);
+        let ok = self.recheck(pid, profiler::access::check(pid));
         self.access.insert(pid, ok);
         ok
     }
 
     /// Check process `pid` again (its credentials can change at an exec); on a refusal, forget
     /// everything read of it and stop observing it.
-    fn recheck(&mut self, pid: u32) -> bool {
-        let e = match profiler::access::check(pid) {
+    fn recheck(&mut self, pid: u32, checked: Result<(), profiler::access::AccessError>) -> bool {
+        let e = match checked {
             // Gone: nothing of it can be read any more; its records come from events the kernel
             // keeps only while the caller may trace the process (a set-id exec removes them, and
             // launched programs run with no_new_privs).
@@ -298,13 +304,22 @@ impl Recorder {
             return;
         }
         let mut pids: Vec<u32> = self.collector.live_thread_list().into_iter().map(|(p, _)| p).collect();
+        if let Some(t) = self.target {
+            pids.push(t);
+        }
         pids.sort_unstable();
         pids.dedup();
+        if self.exec_pending.is_some_and(|(_, until)| Instant::now() >= until) {
+            self.exec_pending = None;
+        }
         for pid in pids {
+            if self.access.get(&pid) == Some(&false) || self.exec_pending.is_some_and(|(p, _)| p == pid) {
+                continue;
+            }
             // A process that exited meanwhile has nothing left to read.
-            let denied = matches!(profiler::access::check(pid), Err(profiler::access::AccessError::Denied { .. }));
-            if denied && self.access.get(&pid) != Some(&false) {
-                self.recheck(pid);
+            let checked = profiler::access::check(pid);
+            if matches!(checked, Err(profiler::access::AccessError::Denied { .. })) {
+                self.recheck(pid, checked);
             }
         }
     }
@@ -334,9 +349,6 @@ impl Recorder {
     fn on_exec(&mut self, pid: u32, comm: &str) {
         self.execed.insert(pid);
         self.forget_process_image(pid);
-        if profiler::access::is_elevated() && !self.recheck(pid) {
-            return;
-        }
         // The command line of the new image; its name when it already exited.
         let cmd = self.threads.cmdline(pid).join(" ");
         let cmd = if cmd.is_empty() { comm.to_string() } else { cmd };
@@ -543,7 +555,6 @@ impl Recorder {
         if now_i < self.tick.next {
             return self.tick.next - now_i;
         }
-        self.recheck_live();
         let now = profiler::monotonic_ns();
         let gap = if self.tick.last_ns == 0 { self.tick.period.as_nanos() as u64 } else { now - self.tick.last_ns };
         self.tick.last_ns = now;
@@ -646,6 +657,13 @@ impl profiler::Sink for Recorder {
         let pid = pid as u32;
         self.start_ns = profiler::monotonic_ns();
         self.target = Some(pid);
+        if !self.cfg.attached {
+            // Launched: ftprof's own child, held before exec (with privileges the caller lacks
+            // it inherits ftprof's non-dumpable state until then, and runs with no_new_privs, so
+            // it cannot become another user's). Its exec and every tick check it again.
+            self.access.insert(pid, true);
+            self.exec_pending = Some((pid, Instant::now() + std::time::Duration::from_secs(1)));
+        }
         if !self.admitted(pid) {
             return;
         }
@@ -702,6 +720,13 @@ impl profiler::Sink for Recorder {
                 self.add_mapping(m.pid, Mapping { start: m.start, end: m.start + m.len, pgoff: m.pgoff, path: m.path })
             }
             Record::Comm { pid, tid, name, exec } => {
+                // An exec can make a process set-id: check it again, whatever the mode.
+                if exec && self.exec_pending.is_some_and(|(p, _)| p == pid) {
+                    // The launched target's own exec: checked by the tick once it has finished.
+                    self.exec_pending = Some((pid, Instant::now() + std::time::Duration::from_millis(100)));
+                } else if exec && profiler::access::is_elevated() && !self.recheck(pid, profiler::access::check(pid)) {
+                    return;
+                }
                 if exec && self.cfg.subprocesses {
                     self.on_exec(pid, &name);
                 }
@@ -743,6 +768,8 @@ impl profiler::Sink for Recorder {
     }
 
     fn tick(&mut self) -> std::time::Duration {
+        // Before anything of the target is read at this tick, whatever the wait mode.
+        self.recheck_live();
         self.watch_gil();
         if self.cfg.waits.recorded() {
             // With exact waits switch-out samples give the stacks; the kernel's totals still

@@ -147,6 +147,10 @@ pub fn collect(pid: u32, native_frames: bool) -> Result<Dump> {
     }
     find_holders(&mut py, &mut threads, &parked_on);
     let deadlocks = cycles(&threads);
+    // With privileges the caller lacks: the process may have exec'd a set-id program while it
+    // was read (the runtime's reads are pinned to the checked image, /proc reads are not); show
+    // nothing unless it is still one the caller may trace.
+    profiler::access::check(pid)?;
     Ok(Dump {
         pid,
         command: target.command,

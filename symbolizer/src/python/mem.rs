@@ -101,14 +101,49 @@ impl ReadMemory for FakeMemory {
 }
 
 /// Reader for one process's address space.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub struct Mem {
     pub pid: u32,
+    /// With privileges the caller lacks (`profiler::access`): `/proc/PID/mem`, opened between
+    /// two checks that the caller may trace the process. The descriptor keeps reading the
+    /// address space that was checked: once the process execs (a set-id program, say) or exits,
+    /// and its pid is reused, reads fail instead of reaching the new image.
+    pinned: Option<std::sync::Arc<std::fs::File>>,
 }
 
 impl Mem {
+    /// Reads by pid (`process_vm_readv`): the kernel checks each read.
     pub fn new(pid: u32) -> Mem {
-        Mem { pid }
+        Mem { pid, pinned: None }
+    }
+
+    /// The reader ftprof uses for a live process: by pid normally; when it runs with
+    /// privileges its caller lacks, through a descriptor pinned to the address space the caller
+    /// was checked to be allowed to trace.
+    pub fn for_process(pid: u32) -> Result<Mem, profiler::access::AccessError> {
+        if !profiler::access::is_elevated() {
+            return Ok(Mem::new(pid));
+        }
+        profiler::access::check(pid)?;
+        let file =
+            std::fs::File::open(format!("/proc/{pid}/mem")).map_err(|_| profiler::access::AccessError::Gone(pid))?;
+        // Checked again: an exec between the first check and the open pinned the new image.
+        profiler::access::check(pid)?;
+        Ok(Mem { pid, pinned: Some(std::sync::Arc::new(file)) })
+    }
+
+    /// Up to `len` bytes from `addr` (fewer at the end of a mapping; empty when unreadable).
+    pub fn read_upto(&self, addr: u64, len: usize) -> Vec<u8> {
+        let mut buf = vec![0u8; len];
+        let n = match &self.pinned {
+            Some(f) => {
+                use std::os::unix::fs::FileExt;
+                f.read_at(&mut buf, addr).unwrap_or(0)
+            }
+            None => return profiler::threads::read_stack(self.pid, addr, len),
+        };
+        buf.truncate(n);
+        buf
     }
 }
 
@@ -120,8 +155,14 @@ impl ReadMemory for Mem {
         if addr == 0 {
             return Err(io::Error::new(io::ErrorKind::InvalidInput, "null pointer"));
         }
+        if let Some(f) = &self.pinned {
+            use std::os::unix::fs::FileExt;
+            return f.read_exact_at(buf, addr);
+        }
         let local = libc::iovec { iov_base: buf.as_mut_ptr() as *mut libc::c_void, iov_len: buf.len() };
         let remote = libc::iovec { iov_base: addr as *mut libc::c_void, iov_len: buf.len() };
+        // SAFETY: both iovecs describe `buf` (local, writable for its length) and a remote range
+        // of the same length; the kernel checks the remote side.
         let n = unsafe { libc::process_vm_readv(self.pid as libc::pid_t, &local, 1, &remote, 1, 0) };
         if n < 0 {
             return Err(io::Error::last_os_error());

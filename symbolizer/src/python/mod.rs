@@ -221,7 +221,7 @@ impl PyProcess {
             // The lowest mapping of this file gives the load bias.
             let first = maps.iter().filter(|x| x.path == m.path).min_by_key(|x| x.pgoff).unwrap_or(m);
             let runtime = vaddr.wrapping_add(elf.bias_for_mapping(first.start, first.pgoff));
-            let mut p = PyProcess::from_memory(Box::new(Mem::new(pid)), runtime, pid)?;
+            let mut p = PyProcess::from_memory(Box::new(Mem::for_process(pid)?), runtime, pid)?;
             p.module = m.path.clone();
             p.tid_map = namespace_tid_map(pid);
             return Ok(p);
