@@ -275,11 +275,14 @@ impl MemorySource for LiveMemory {
         if !profiler::access::is_elevated() {
             return profiler::threads::read_stack(pid, sp, len);
         }
-        if !self.pinned.contains_key(&pid) {
-            let Ok(m) = symbolizer::python::Mem::for_process(pid) else { return Vec::new() };
-            self.pinned.insert(pid, m);
-        }
-        let bytes = self.pinned[&pid].read_upto(sp, len);
+        let mem = match self.pinned.entry(pid) {
+            std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+            std::collections::hash_map::Entry::Vacant(e) => match symbolizer::python::Mem::for_process(pid) {
+                Ok(m) => e.insert(m),
+                Err(_) => return Vec::new(),
+            },
+        };
+        let bytes = mem.read_upto(sp, len);
         if bytes.is_empty() {
             // Exec'd or gone: check again (and pin the new image) at the next read.
             self.pinned.remove(&pid);
