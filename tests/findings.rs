@@ -285,47 +285,13 @@ impl Drop for KillOnDrop {
     }
 }
 
-/// Build a one-function extension module `name` (as tests/objects.rs does); with
-/// `declares_no_gil` it declares `Py_mod_gil = Py_MOD_GIL_NOT_USED`.
-fn build_extension(dir: &std::path::Path, name: &str, declares_no_gil: bool) {
-    let out = Command::new(python())
-        .args([
-            "-c",
-            "import sysconfig; print(sysconfig.get_paths()['include']); print(sysconfig.get_config_var('EXT_SUFFIX'))",
-        ])
-        .output()
-        .expect("run the interpreter");
-    let text = String::from_utf8(out.stdout).unwrap();
-    let mut lines = text.lines();
-    let (include, suffix) = (lines.next().unwrap(), lines.next().unwrap());
-    let slot = if declares_no_gil { "{Py_mod_gil, Py_MOD_GIL_NOT_USED}," } else { "" };
-    let src = dir.join(format!("{name}.c"));
-    std::fs::write(
-        &src,
-        format!(
-            "#include <Python.h>\n\
-             static PyModuleDef_Slot slots[] = {{ {slot} {{0, NULL}} }};\n\
-             static struct PyModuleDef def = {{ PyModuleDef_HEAD_INIT, .m_name = \"{name}\", .m_slots = slots }};\n\
-             PyMODINIT_FUNC PyInit_{name}(void) {{ return PyModuleDef_Init(&def); }}\n"
-        ),
-    )
-    .unwrap();
-    let out = Command::new("gcc")
-        .args(["-shared", "-fPIC", "-O1", "-Werror", "-I", include, "-o"])
-        .arg(dir.join(format!("{name}{suffix}")))
-        .arg(&src)
-        .output()
-        .expect("run gcc (needed to build the test extension)");
-    assert!(out.status.success(), "gcc failed:\n{}", String::from_utf8_lossy(&out.stderr));
-}
-
 /// Two threads of Python, then an import: of a module without `Py_mod_gil` (the GIL comes back,
 /// the threads wait for it: the finding names the module), or of one that declares it (clean).
 #[test]
 fn gil_reenabled_by_an_extension() {
     let dir = tempdir();
-    build_extension(dir.path(), "gilmod", false);
-    build_extension(dir.path(), "nogilmod", true);
+    build_extension(&python(), dir.path(), "gilmod", false);
+    build_extension(&python(), dir.path(), "nogilmod", true);
     let run = |module: &str| {
         let (p, out) = record_json("gil_import.py", &[dir.path().to_str().unwrap(), module, "2"], &["--rate", RATE]);
         (p.0, String::from_utf8_lossy(&out.stderr).to_string())
@@ -343,6 +309,8 @@ fn gil_reenabled_by_an_extension() {
     let f = found.unwrap_or_else(|| panic!("no gil-reenabled finding; findings seen: {seen:?}"));
     assert!(f["object"].as_str().unwrap().contains("`gilmod`"), "{f:#}");
     assert!(f["remedy"].as_str().unwrap().starts_with(row("gil-reenabled")["remedy"].as_str().unwrap()), "{f:#}");
+    // The module that declares Py_mod_gil: no GIL finding. (The import itself pauses the other
+    // threads, which a loaded machine can stretch into a stop-the-world finding of its own.)
     let (p, _) = run("nogilmod");
-    assert!(findings(&p).is_empty(), "nogilmod: {:#}", p["findings"]);
+    assert!(findings(&p).iter().all(|f| f["id"] != "gil-reenabled"), "nogilmod: {:#}", p["findings"]);
 }

@@ -444,3 +444,39 @@ impl Interp {
         Background { child, lines: Vec::new(), reader }
     }
 }
+
+/// Build a one-function extension module `name` for `python` in `dir`; with `declares_no_gil` it
+/// declares `Py_mod_gil = Py_MOD_GIL_NOT_USED`.
+pub fn build_extension(python: &Path, dir: &Path, name: &str, declares_no_gil: bool) -> PathBuf {
+    let out = Command::new(python)
+        .args([
+            "-c",
+            "import sysconfig; print(sysconfig.get_paths()['include']); print(sysconfig.get_config_var('EXT_SUFFIX'))",
+        ])
+        .output()
+        .expect("run the interpreter");
+    let text = String::from_utf8(out.stdout).unwrap();
+    let mut lines = text.lines();
+    let (include, suffix) = (lines.next().unwrap(), lines.next().unwrap());
+    let slot = if declares_no_gil { "{Py_mod_gil, Py_MOD_GIL_NOT_USED}," } else { "" };
+    let src = dir.join(format!("{name}.c"));
+    std::fs::write(
+        &src,
+        format!(
+            "#include <Python.h>\n\
+             static PyModuleDef_Slot slots[] = {{ {slot} {{0, NULL}} }};\n\
+             static struct PyModuleDef def = {{ PyModuleDef_HEAD_INIT, .m_name = \"{name}\", .m_slots = slots }};\n\
+             PyMODINIT_FUNC PyInit_{name}(void) {{ return PyModuleDef_Init(&def); }}\n"
+        ),
+    )
+    .unwrap();
+    let so = dir.join(format!("{name}{suffix}"));
+    let out = Command::new("gcc")
+        .args(["-shared", "-fPIC", "-O1", "-Werror", "-I", include, "-o"])
+        .arg(&so)
+        .arg(&src)
+        .output()
+        .expect("run gcc (needed to build the test extension)");
+    assert!(out.status.success(), "gcc failed:\n{}", String::from_utf8_lossy(&out.stderr));
+    so
+}
