@@ -44,7 +44,7 @@ pub struct BlameStats {
     pub skipped: u64,
     /// Threads examined while searching for holders.
     pub threads_scanned: u64,
-    /// Time ftprof spent searching (ms).
+    /// CPU time ftprof spent searching (ms).
     pub search_ms: f64,
 }
 

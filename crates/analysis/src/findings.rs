@@ -28,7 +28,7 @@
 //! | `frames` | a substring of any frame's name (native functions, Python qualnames) |
 //! | `python_files` | a substring of the innermost Python frame's file |
 //! | `python_functions` | a substring of the innermost Python frame's qualname |
-//! | `held_by` | the lock's main holder (its top "held by" line, at least [`HOLDER_MIN_SHARE`] of the waiting) contains one of these (`""`: any holder) |
+//! | `held_by` | the lock's holder stacks with a Python frame containing one of these (`""`: any holder code) have at least [`HOLDER_MIN_SHARE`] of its blamed waiting |
 //! | `source` | `gil_reenabled`: only when the profile says the GIL was turned back on |
 //!
 //! A row with `one_finding: true` makes all its evidence one finding (named after the object with
@@ -45,7 +45,7 @@ use crate::wait::Category;
 /// The pitfall table, as shipped.
 pub const PITFALLS_JSON: &str = include_str!("../data/pitfalls.json");
 
-/// Share of a lock's waiting time its top holder line must have for `held_by` evidence.
+/// Share of a lock's blamed waiting its matching holder stacks must have for `held_by` evidence.
 pub const HOLDER_MIN_SHARE: f64 = 0.25;
 
 /// Share of a group's time a thread must have to count towards `min_threads`.
@@ -340,19 +340,42 @@ fn any_in(patterns: &[String], text: &str) -> bool {
     patterns.iter().any(|p| text.contains(p.as_str()))
 }
 
-/// The holder lines (code, not markers such as `[holder not found]`) of the lock a stack waited
-/// on that contain one of `patterns`, when together they have at least [`HOLDER_MIN_SHARE`] of
-/// the waiting; the first (the largest) stands for them.
-fn main_holder<'a>(p: &'a Profile, v: &View, patterns: &[String]) -> Option<&'a crate::blame::HeldBy> {
+/// The holder evidence of the lock a stack waited on: the holder stacks (code, not markers
+/// such as `[holder not found]` or a hand-over) with a Python frame that contains one of
+/// `patterns`, when together they have at least [`HOLDER_MIN_SHARE`] of the lock's blamed
+/// waiting. A holder is "logging" wherever in the logging module its innermost frame is (a
+/// formatter, an `isinstance` check called from it), so the whole stack is matched, not only
+/// its innermost line. Stands for them: the innermost matching frame and thread with the most
+/// time.
+fn main_holder(p: &Profile, v: &View, patterns: &[String]) -> Option<crate::blame::HeldBy> {
     let object = v.object?;
-    let lock = p.locks.iter().find(|l| l.kind == v.category && l.description == object)?;
-    let code: Vec<_> = lock
-        .held_by
-        .iter()
-        .filter(|h| !h.line.starts_with('[') && !h.thread.is_empty() && any_in(patterns, &h.line))
-        .collect();
-    let share: f64 = code.iter().map(|h| h.share).sum();
-    code.first().copied().filter(|_| share >= HOLDER_MIN_SHARE)
+    let lock = p.locks.iter().position(|l| l.kind == v.category && l.description == object)?;
+    let stacks = || p.blame.iter().filter(|b| b.lock == lock);
+    let total: u64 = stacks().map(|b| b.time_us).sum();
+    let mut sites: Vec<((String, String), u64)> = Vec::new();
+    for b in stacks().filter(|b| b.holder.is_some()) {
+        let frames: Vec<&Frame> = b.frames.iter().map(|&f| &p.frames[f as usize]).collect();
+        if frames.last().is_none_or(|f| f.kind != FrameKind::Python) {
+            continue;
+        }
+        let Some(site) =
+            frames.iter().rev().filter(|f| f.kind == FrameKind::Python).map(|f| f.label()).find(|l| any_in(patterns, l))
+        else {
+            continue;
+        };
+        let thread = frames.first().map(|f| f.name.clone()).unwrap_or_default();
+        match sites.iter_mut().find(|(k, _)| k.0 == site && k.1 == thread) {
+            Some((_, t)) => *t += b.time_us,
+            None => sites.push(((site, thread), b.time_us)),
+        }
+    }
+    let matched: u64 = sites.iter().map(|s| s.1).sum();
+    if total == 0 || (matched as f64) < HOLDER_MIN_SHARE * total as f64 {
+        return None;
+    }
+    sites.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+    let ((line, thread), time_us) = sites.swap_remove(0);
+    Some(crate::blame::HeldBy { line, thread, time_us, share: time_us as f64 / total as f64 })
 }
 
 fn matches(p: &Profile, e: &Evidence, v: &View) -> bool {
@@ -374,13 +397,13 @@ fn matches(p: &Profile, e: &Evidence, v: &View) -> bool {
 
 /// Time of one group of claimed stacks.
 #[derive(Default)]
-struct Group<'a> {
+struct Group {
     time_us: f64,
     threads: BTreeSet<u32>,
     per_cat: HashMap<Category, f64>,
     /// Per innermost Python frame: time.
     lines: HashMap<(String, Option<String>, Option<u32>), f64>,
-    holder: Option<&'a crate::blame::HeldBy>,
+    holder: Option<crate::blame::HeldBy>,
     stacks: Vec<usize>,
     /// Per object (wait leaf): time.
     objects: HashMap<String, f64>,
@@ -392,8 +415,8 @@ struct Group<'a> {
     paused_us: f64,
 }
 
-impl<'a> Group<'a> {
-    fn add(&mut self, v: &View<'a>) {
+impl Group {
+    fn add(&mut self, v: &View<'_>) {
         self.time_us += v.time_us;
         if v.time_us > 0.0 {
             self.threads.insert(v.thread);
@@ -643,7 +666,7 @@ fn finding(
         waited.as_ref().map(|w| format!(" at {}", w.0)).unwrap_or_default(),
         if threads == 1 { "" } else { "s" }
     );
-    let (site, file, line, waited_at) = match g.holder {
+    let (site, file, line, waited_at) = match &g.holder {
         Some(h) => {
             evidence.push_str(&format!("; held by {} at {} ({} of the waiting)", h.thread, h.line, percent(h.share)));
             let fr = frame_by_label(p, &h.line);

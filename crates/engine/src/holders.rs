@@ -91,6 +91,21 @@ pub fn innermost(s: &PyStack) -> Option<(u64, u32)> {
     })
 }
 
+/// CPU time of the calling thread (ns). The budget counts the CPU the search uses, not the
+/// wall time: on a loaded machine ftprof's thread is preempted mid-search, and wall time then
+/// charged the search for the target's own CPU use (halving the observations on 2 busy CPUs).
+fn thread_cpu_ns() -> u64 {
+    nix::time::clock_gettime(nix::time::ClockId::CLOCK_THREAD_CPUTIME_ID)
+        .map(|t| t.tv_sec() as u64 * 1_000_000_000 + t.tv_nsec() as u64)
+        .unwrap_or(0)
+}
+
+/// Order one tick's lock groups for searching: never searched first, then the least recently
+/// searched (`served`: the tick a lock was last searched at); ties keep the waiters' order.
+pub fn order_fairly<T>(groups: &mut [(WaitedLock, T)], served: impl Fn(&WaitedLock) -> Option<u64>) {
+    groups.sort_by_key(|(l, _)| served(l).map_or(0, |t| t + 1));
+}
+
 /// What one thread was found holding during one tick.
 #[derive(Default)]
 struct Held {
@@ -140,6 +155,8 @@ pub struct HolderSampler {
     search_ns: u128,
     /// What each thread was last seen waiting on.
     last_wait: HashMap<u32, u64>,
+    /// Per lock: the tick it was last searched at (the least recently searched go first).
+    served: HashMap<u64, u64>,
 }
 
 impl Default for HolderSampler {
@@ -154,6 +171,7 @@ impl Default for HolderSampler {
             backoff: HashMap::new(),
             search_ns: 0,
             last_wait: HashMap::new(),
+            served: HashMap::new(),
         }
     }
 }
@@ -189,7 +207,7 @@ impl HolderSampler {
         if waiters.is_empty() {
             return holders;
         }
-        let start = Instant::now();
+        let start = thread_cpu_ns();
         let mut groups: Vec<(WaitedLock, Vec<&Waiter>)> = Vec::new();
         for w in waiters {
             match groups.iter_mut().find(|(l, _)| *l == w.lock) {
@@ -197,6 +215,9 @@ impl HolderSampler {
                 None => groups.push((w.lock, vec![w])),
             }
         }
+        // When the budget runs out mid-tick the locks left are skipped: search the least recently
+        // searched first, so that one busy lock cannot starve another of holder observations.
+        order_fairly(&mut groups, |l| self.served.get(&l.identity()).copied());
         let mut tick = TickCache::default();
         for (lock, ws) in groups {
             let id = lock.identity();
@@ -211,6 +232,7 @@ impl HolderSampler {
                 self.collector.stats.skipped += ws.len() as u64;
                 continue;
             }
+            self.served.insert(id, self.ticks);
             match self.search(py, &mut tick, lock, &ws, threads, woken_not_run, start) {
                 Search::OutOfBudget => self.collector.stats.skipped += ws.len() as u64,
                 Search::Found { holder, handed_over } => {
@@ -238,9 +260,9 @@ impl HolderSampler {
         }
         self.last_wait.extend(waiters.iter().map(|w| (w.tid, w.lock.identity())));
         self.forget_old();
-        let spent = start.elapsed();
-        self.search_ns += spent.as_nanos();
-        self.tokens_ns -= spent.as_nanos() as f64;
+        let spent = thread_cpu_ns().saturating_sub(start);
+        self.search_ns += spent as u128;
+        self.tokens_ns -= spent as f64;
         self.collector.stats.search_ms = self.search_ns as f64 / 1e6;
         holders
     }
@@ -258,6 +280,9 @@ impl HolderSampler {
         if self.last_wait.len() > MAX_REMEMBERED {
             self.last_wait.clear();
         }
+        if self.served.len() > MAX_REMEMBERED {
+            self.served.clear();
+        }
     }
 
     /// Who holds `lock`, which the waiters `ws` wait on.
@@ -270,7 +295,7 @@ impl HolderSampler {
         ws: &[&Waiter],
         threads: &[u32],
         woken_not_run: &mut dyn FnMut(u32) -> bool,
-        start: Instant,
+        start: u64,
     ) -> Search {
         let waiting: Vec<u32> = ws.iter().map(|w| w.tid).collect();
         if let WaitedLock::RLock { obj } = lock {
@@ -339,7 +364,7 @@ impl HolderSampler {
         lock: WaitedLock,
         waiting: &[u32],
         woken_not_run: &mut dyn FnMut(u32) -> bool,
-        start: Instant,
+        start: u64,
     ) -> Search {
         let mutex = match lock {
             WaitedLock::Lock { mutex, .. } | WaitedLock::CriticalSection { mutex, .. } => Some(mutex),
@@ -375,8 +400,8 @@ impl HolderSampler {
     }
 
     /// Whether this tick's search (begun at `start`) has used up the budget.
-    fn spent(&self, start: Instant) -> bool {
-        start.elapsed().as_nanos() as f64 >= self.tokens_ns
+    fn spent(&self, start: u64) -> bool {
+        thread_cpu_ns().saturating_sub(start) as f64 >= self.tokens_ns
     }
 
     pub fn finish(self) -> analysis::blame::BlameData {
@@ -401,5 +426,28 @@ mod tests {
         assert_eq!(WaitedLock::from_parked(&gil), None);
         let internal = ParkedInfo { addr: 0x4000, symbol: Some("_PyRuntime+0x40".into()), ..Default::default() };
         assert_eq!(WaitedLock::from_parked(&internal).map(|w| w.identity()), Some(0x4000));
+    }
+
+    /// A budget that allows one search per tick: with two locks waited on at every tick, the
+    /// searches alternate between them (the one always listed first does not starve the other).
+    #[test]
+    fn a_spent_budget_does_not_starve_the_lock_listed_last() {
+        let a = WaitedLock::Lock { obj: 0xa, mutex: 0xa8 };
+        let b = WaitedLock::Lock { obj: 0xb, mutex: 0xb8 };
+        let mut served: HashMap<u64, u64> = HashMap::new();
+        let mut searched = Vec::new();
+        for tick in 1..=6u64 {
+            let mut groups = vec![(a, ()), (b, ())];
+            order_fairly(&mut groups, |l| served.get(&l.identity()).copied());
+            let first = groups[0].0.identity();
+            served.insert(first, tick);
+            searched.push(first);
+        }
+        assert_eq!(searched, [0xa, 0xb, 0xa, 0xb, 0xa, 0xb]);
+        // A lock never searched goes before ones searched, in the waiters' order otherwise.
+        let c = WaitedLock::CriticalSection { obj: 0xc, mutex: 0xc8 };
+        let mut groups = vec![(a, ()), (b, ()), (c, ())];
+        order_fairly(&mut groups, |l| served.get(&l.identity()).copied());
+        assert_eq!(groups.iter().map(|g| g.0.identity()).collect::<Vec<_>>(), [0xc, 0xa, 0xb]);
     }
 }

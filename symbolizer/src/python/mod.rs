@@ -559,24 +559,25 @@ impl PyProcess {
     /// `(obj, type name)` when `obj` looks like a live object with a sensible type name.
     fn object_with_type(&mut self, obj: u64) -> Option<(u64, String)> {
         let ty = self.mem.u64(obj.wrapping_add(self.offsets.ob_type)).ok()?;
+        Some((obj, self.type_name_cached(ty)?))
+    }
+
+    /// The name of the type at `ty`, when plausible (cached per type address).
+    fn type_name_cached(&mut self, ty: u64) -> Option<String> {
         if ty < 4096 {
             return None;
         }
-        let name = match self.type_names.get(&ty) {
-            Some(n) => n.clone(),
-            None => {
-                let n = self.type_name(ty).ok()?;
-                let plausible = !n.is_empty()
-                    && n.len() < 100
-                    && n.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '.');
-                if !plausible {
-                    return None;
-                }
-                self.type_names.insert(ty, n.clone());
-                n
-            }
-        };
-        Some((obj, name))
+        if let Some(n) = self.type_names.get(&ty) {
+            return Some(n.clone());
+        }
+        let n = self.type_name(ty).ok()?;
+        let plausible =
+            !n.is_empty() && n.len() < 100 && n.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '.');
+        if !plausible {
+            return None;
+        }
+        self.type_names.insert(ty, n.clone());
+        Some(n)
     }
 
     /// Name a runtime-internal address: inside `_PyRuntime` or an interpreter state.
@@ -657,23 +658,27 @@ impl PyProcess {
     /// 3.14+ the pair (`__exit__`, `obj`). Locals are not looked at (any thread may have a lock
     /// in a variable). Used to find which thread holds a `threading.Lock`.
     pub fn with_block_objects(&mut self, tid: u32) -> Vec<u64> {
+        // One gathered read for the slots' types, one for the bound methods' `self`: a deep
+        // stack holds hundreds of slots, and one read each made the holder search slow.
+        let slots = self.frame_slots(tid, 256, true);
+        let ob_type = self.offsets.ob_type;
+        let types = self.mem.u64_many(&slots.iter().map(|v| v.wrapping_add(ob_type)).collect::<Vec<_>>());
+        let exact_stack = self.offsets.frame_stackpointer.is_some();
+        let self_at = self.offsets.pyobject_size.wrapping_add(8);
         let mut out = Vec::new();
-        for v in self.frame_slots(tid, 256, true) {
-            if let Some((_, t)) = self.object_with_type(v) {
-                // 3.14+ saves the stack pointer before every call out of the eval loop, so the
-                // value stack read is exact: a lock object there is a `with` block's manager.
-                // (3.13's `stacktop` may be stale: only bound methods count there.)
-                if is_lock_type(&t) && self.offsets.frame_stackpointer.is_some() {
-                    out.push(v);
-                    continue;
-                }
-                if t == "builtin_function_or_method" || t == "method" {
-                    if let Ok(slf) = self.mem.u64(v.wrapping_add(self.offsets.pyobject_size).wrapping_add(8)) {
-                        out.push(slf);
-                    }
-                }
+        let mut methods = Vec::new();
+        for (&v, ty) in slots.iter().zip(types) {
+            let Some(name) = ty.and_then(|t| self.type_name_cached(t)) else { continue };
+            // 3.14+ saves the stack pointer before every call out of the eval loop, so the
+            // value stack read is exact: a lock object there is a `with` block's manager.
+            // (3.13's `stacktop` may be stale: only bound methods count there.)
+            if is_lock_type(&name) && exact_stack {
+                out.push(v);
+            } else if name == "builtin_function_or_method" || name == "method" {
+                methods.push(v.wrapping_add(self_at));
             }
         }
+        out.extend(self.mem.u64_many(&methods).into_iter().flatten());
         out
     }
 

@@ -118,7 +118,40 @@ impl P {
         self.add(S { thread, cat: Category::Python, py: ("work", APP, 5), native: &[], object: None, ms })
     }
 
-    /// A lock with its top holder line.
+    /// A Python frame from its label, `name (file:line)`.
+    fn python_frame(&mut self, label: &str) -> u32 {
+        let (name, rest) = label.rsplit_once(" (").unwrap();
+        let (file, line) = rest.trim_end_matches(')').rsplit_once(':').unwrap();
+        self.frame(Frame {
+            kind: FrameKind::Python,
+            name: name.into(),
+            file: Some(file.into()),
+            line: line.parse().ok(),
+            start_line: None,
+            module: None,
+            offset: None,
+            inlined: false,
+        })
+    }
+
+    /// Blame of the last lock: its holder `Holder (9)` at the Python frames `lines` (outermost
+    /// first; `marker`: a marker after them) for `us` of others' waiting.
+    fn blame(mut self, lines: &[&str], marker: Option<&str>, us: u64) -> P {
+        let lock = self.p.locks.len() - 1;
+        let mut frames = vec![self.frame(Frame::thread("Holder (9)".into()))];
+        for l in lines {
+            let f = self.python_frame(l);
+            frames.push(f);
+        }
+        if let Some(m) = marker {
+            frames.push(self.frame(Frame::marker(m)));
+        }
+        self.p.blame.push(crate::blame::BlameStack { lock, holder: Some(9), frames, time_us: us, observations: 1 });
+        self
+    }
+
+    /// A lock with its top holder line (and its blame: that line for `share` of 1000 µs of
+    /// waiting, the rest `[holder not found]`).
     fn lock(mut self, kind: Category, description: &str, holder: Option<(&str, f64)>) -> P {
         self.p.locks.push(LockStat {
             kind,
@@ -137,6 +170,13 @@ impl P {
                 .into_iter()
                 .collect(),
         });
+        if let Some((line, share)) = holder {
+            let lock = self.p.locks.len() - 1;
+            let frames = vec![self.frame(Frame::marker(crate::blame::NOT_FOUND))];
+            let rest = ((1.0 - share) * 1000.0).round() as u64;
+            self.p.blame.push(crate::blame::BlameStack { lock, holder: None, frames, time_us: rest, observations: 1 });
+            self = self.blame(&[line], None, (share * 1000.0).round() as u64);
+        }
         self
     }
 
@@ -316,6 +356,31 @@ fn each_pitfall_is_found_on_its_evidence() {
             waits(P::new("3.13.1", true), Category::Lock, "_thread.lock @ 0x7f0a", ("add_task", APP, 66), &[], 2, 50)
                 .lock(Category::Lock, "_thread.lock @ 0x7f0a", Some(("Logger.warning (__init__.py:1520)", 0.8))),
             "Logger.warning (__init__.py:1520)",
+            Some("add_task (app.py:66)"),
+        ),
+        // The holder's innermost frames are spread over many lines, some outside the logging
+        // module (an `isinstance` from a LogRecord): its stack is logging all the same, and the
+        // innermost logging frame is the site.
+        (
+            "logging-under-lock",
+            waits(P::new("3.13.1", true), Category::Lock, "_thread.lock @ 0x7f0c", ("add_task", APP, 66), &[], 2, 50)
+                .lock(Category::Lock, "_thread.lock @ 0x7f0c", Some(("add_task (app.py:67)", 0.6)))
+                .blame(
+                    &["add_task (app.py:67)", "Logger.warning (__init__.py:1520)", "LogRecord.__init__ (__init__.py:324)"],
+                    None,
+                    400,
+                )
+                .blame(
+                    &[
+                        "add_task (app.py:67)",
+                        "Logger.warning (__init__.py:1520)",
+                        "LogRecord.__init__ (__init__.py:324)",
+                        "ABCMeta.__instancecheck__ (<frozen abc>:119)",
+                    ],
+                    None,
+                    300,
+                ),
+            "LogRecord.__init__ (__init__.py:324)",
             Some("add_task (app.py:66)"),
         ),
         (
@@ -508,6 +573,8 @@ fn silent_without_the_evidence() {
             share: 0.5,
         },
     );
+    p = p.blame(&["slow (app.py:24)"], Some(crate::blame::HANDED_OVER), 500);
+    p.p.blame[0].time_us = 100;
     assert_eq!(ids(&p), ["lock-held-across-work"]);
     // A lock without a main holder is not "held across slow work".
     let p = waits(P::new("3.13.1", true), Category::Lock, "_thread.lock @ 0x7f0b", ("w", APP, 48), &[], 2, 50)
