@@ -58,7 +58,16 @@ fn lock_wait_is_attributed_to_the_lock_and_the_waiting_line() {
     assert_wait_matches("lock wait", total, runqueue, blocked_us, 0.05);
     let line = format!("waiter (lock_handoff.py:{})", line_of(&wl, "WAIT-LINE"));
     assert_eq!(l["top_lines"][0]["line"], line.as_str());
-    assert!(l["waits"].as_u64().unwrap() >= 10);
+    // The workload counts its acquisitions that found the lock held (10 on an idle machine; a
+    // waiter slow to wake may find it free). Without exact waits ftprof's count is the
+    // observed waits scaled to the kernel's count of the thread's blocking switches: 10 to 12
+    // for 10 here.
+    let waits: u64 = printed(&out.stdout, "waits").parse().unwrap();
+    let counted = l["waits"].as_u64().unwrap();
+    assert!(
+        waits >= 1 && counted + 1 >= waits && counted <= waits + waits / 2,
+        "{counted} waits, the workload counted {waits}"
+    );
     let summary = String::from_utf8_lossy(&out.stderr);
     assert!(summary.contains("GIL: disabled"), "{summary}");
     assert!(summary.contains(&format!("_thread.lock @ {lock:#x}")), "{summary}");

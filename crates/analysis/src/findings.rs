@@ -358,8 +358,12 @@ fn main_holder(p: &Profile, v: &View, patterns: &[String]) -> Option<crate::blam
         if frames.last().is_none_or(|f| f.kind != FrameKind::Python) {
             continue;
         }
-        let Some(site) =
-            frames.iter().rev().filter(|f| f.kind == FrameKind::Python).map(|f| f.label()).find(|l| any_in(patterns, l))
+        let Some(site) = frames
+            .iter()
+            .rev()
+            .filter(|f| f.kind == FrameKind::Python)
+            .map(|f| f.label())
+            .find(|l| any_in(patterns, l))
         else {
             continue;
         };

@@ -366,7 +366,11 @@ fn each_pitfall_is_found_on_its_evidence() {
             waits(P::new("3.13.1", true), Category::Lock, "_thread.lock @ 0x7f0c", ("add_task", APP, 66), &[], 2, 50)
                 .lock(Category::Lock, "_thread.lock @ 0x7f0c", Some(("add_task (app.py:67)", 0.6)))
                 .blame(
-                    &["add_task (app.py:67)", "Logger.warning (__init__.py:1520)", "LogRecord.__init__ (__init__.py:324)"],
+                    &[
+                        "add_task (app.py:67)",
+                        "Logger.warning (__init__.py:1520)",
+                        "LogRecord.__init__ (__init__.py:324)",
+                    ],
                     None,
                     400,
                 )
