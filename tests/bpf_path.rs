@@ -1,20 +1,24 @@
-//! The BPF path of `record` (`FTPROF_BPF=1`): the CPU samples' Python stacks are read in the
-//! kernel at the sample instant, and the run says so (never a silent fallback).
+//! The BPF path of `record`: by default (when permitted: root here) the CPU samples' Python
+//! stacks are read in the kernel at the sample instant, and the run says so in its summary and
+//! JSON (never a silent fallback). `FTPROF_BPF=0` turns it off, and the fallback is named; the
+//! fallback under dropped privileges is in `tests/privilege.rs`.
 
 mod common;
 
 use common::*;
 use serde_json::Value;
 
-/// `FTPROF_BPF=1 ftprof record` on two CPU-bound threads: the summary line names the BPF path
-/// and how many samples it read, and ≤ 1 % of the samples' Python stacks disagree with their
-/// native ones.
-#[test]
-fn record_reads_python_stacks_in_the_kernel_and_says_so() {
+/// `ftprof record` of two CPU-bound threads with `FTPROF_BPF` set to `env` (`None`: unset):
+/// the JSON, and the summary's `Python stacks:` line.
+fn record(env: Option<&str>) -> (Value, String) {
     let dir = tempdir();
     let out_path = dir.path().join("p.json");
-    let out = ftprof()
-        .env("FTPROF_BPF", "1")
+    let mut c = ftprof();
+    match env {
+        Some(v) => c.env("FTPROF_BPF", v),
+        None => c.env_remove("FTPROF_BPF"),
+    };
+    let out = c
         .arg("record")
         .args(["--format", "json", "-o"])
         .arg(&out_path)
@@ -24,26 +28,48 @@ fn record_reads_python_stacks_in_the_kernel_and_says_so() {
         .arg("2")
         .output()
         .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
     assert!(out.status.success(), "ftprof failed: {stderr}");
     let line = stderr
         .lines()
-        .find(|l| l.starts_with("ftprof: Python stacks read"))
-        .unwrap_or_else(|| panic!("no line saying how Python stacks were read:\n{stderr}"));
-    assert!(line.contains("in the kernel at the sample instant (BPF)"), "the BPF path was refused: {line}");
-    let from_bpf: u64 = line
-        .split("(BPF): ")
-        .nth(1)
-        .and_then(|r| r.split_whitespace().next())
-        .and_then(|n| n.parse().ok())
-        .unwrap_or_else(|| panic!("{line}"));
-    let v: Value = serde_json::from_slice(&std::fs::read(&out_path).unwrap()).unwrap();
-    let summary = &v["summary"];
-    let samples = summary["samples"].as_u64().unwrap();
-    assert!(from_bpf > 0 && from_bpf <= samples, "{from_bpf} of {samples}: {line}");
-    // Most samples are of the two Python threads: nearly all read at the instant.
-    assert!(from_bpf as f64 >= 0.9 * summary["with_python"].as_u64().unwrap() as f64, "{line}; {summary}");
-    // The few samples read after the fact (a thread's first, before its thread state was
-    // registered) may disagree; the acceptance is ≤ 1 %.
-    assert!(summary["mismatched"].as_u64().unwrap() * 100 <= samples, "{summary}");
+        .find(|l| l.trim_start().starts_with("Python stacks: "))
+        .unwrap_or_else(|| panic!("no summary line saying how Python stacks were read:\n{stderr}"))
+        .trim()
+        .to_string();
+    (serde_json::from_slice(&std::fs::read(&out_path).unwrap()).unwrap(), line)
+}
+
+/// By default as root: the BPF path, named with its counts in the summary and the JSON, and
+/// ≤ 1 % of the samples' Python stacks disagree with their native ones. A run that fell back
+/// fails here with the reason it printed.
+#[test]
+fn record_reads_python_stacks_in_the_kernel_by_default_and_says_so() {
+    for env in [None, Some("1")] {
+        let (v, line) = record(env);
+        let summary = &v["summary"];
+        let ps = &summary["python_stacks"];
+        assert_eq!(ps["path"], "bpf", "FTPROF_BPF={env:?}: the BPF path was not taken: {line}");
+        assert!(line.starts_with("Python stacks: read in the kernel at the sample instant (BPF) for "), "{line}");
+        let at_instant = ps["at_instant"].as_u64().unwrap();
+        assert!(line.contains(&format!("for {at_instant} samples")), "{line} vs {ps}");
+        let samples = summary["samples"].as_u64().unwrap();
+        assert!(at_instant > 0 && at_instant <= samples, "{ps}, {samples} samples");
+        // Most samples are of the two Python threads: nearly all read at the instant.
+        assert!(at_instant as f64 >= 0.9 * summary["with_python"].as_u64().unwrap() as f64, "{ps}; {summary}");
+        // The few samples read after the fact (a thread's first, before its thread state was
+        // registered) may disagree; the acceptance is ≤ 1 %.
+        assert!(summary["mismatched"].as_u64().unwrap() * 100 <= samples, "{summary}");
+    }
+}
+
+/// `FTPROF_BPF=0`: stacks are read after the sample, and the summary and JSON say why.
+#[test]
+fn turned_off_the_fallback_is_named() {
+    let (v, line) = record(Some("0"));
+    let ps = &v["summary"]["python_stacks"];
+    assert_eq!(ps["path"], "after-sample", "{ps}");
+    assert_eq!(ps["reason"], "turned off (FTPROF_BPF=0)", "{ps}");
+    assert_eq!(ps["at_instant"], 0, "{ps}");
+    assert_eq!(line, "Python stacks: read after the sample (BPF not used: turned off (FTPROF_BPF=0))");
+    assert!(v["summary"]["with_python"].as_u64().unwrap() > 0, "stacks are still read: {}", v["summary"]);
 }

@@ -218,6 +218,31 @@ fn own_processes_and_launched_programs_are_profiled() {
     assert!(out.status.success(), "record of a launched program:\n{}", text(&out).1);
     let json = std::fs::read_to_string(&file).unwrap();
     assert!(json.contains("parent_loop"), "the launched program's profile has its frames");
+    // No BPF with privileges the caller lacks: the fallback is named, in the summary and JSON.
+    let v: serde_json::Value = serde_json::from_str(&json).unwrap();
+    let ps = &v["summary"]["python_stacks"];
+    assert_eq!(ps["path"], "after-sample", "{ps}");
+    assert!(ps["reason"].as_str().unwrap().contains("privileges its caller lacks"), "{ps}");
+    let stderr = text(&out).1;
+    assert!(
+        stderr.contains("Python stacks: read after the sample (BPF not used: ftprof runs with privileges"),
+        "{stderr}"
+    );
+    // Required (FTPROF_BPF=1) but refused: one line, non-zero, before the program starts.
+    let out = as_user(&s.a, &s.ftprof_caps)
+        .env("FTPROF_BPF", "1")
+        .args(["record", "-o"])
+        .arg(dir.path().join("required.json"))
+        .arg("--")
+        .arg(&s.python)
+        .arg(s.workloads.join("priv_tree.py"))
+        .arg("1")
+        .output()
+        .unwrap();
+    let (stdout, stderr) = text(&out);
+    assert!(!out.status.success() && stderr.trim().lines().count() == 1, "{stderr}");
+    assert!(stderr.contains("FTPROF_BPF=1") && stderr.contains("unset FTPROF_BPF"), "{stderr}");
+    assert!(!stdout.contains("ready") && !dir.path().join("required.json").exists(), "{stdout}");
 }
 
 /// A copy of the interpreter beside it (so it finds its standard library), owned by `owner`

@@ -31,7 +31,7 @@ pub fn check_permitted() -> Result<(), Refusal> {
         .map_err(|e| Refusal::NotPermitted(format!("cannot read /proc/thread-self/status ({e})")))?;
     let caps = cap_eff(&status).ok_or_else(|| Refusal::NotPermitted("no CapEff in /proc/thread-self/status".into()))?;
     if let Some(missing) = missing_caps(caps) {
-        let who = if nix::unistd::geteuid().is_root() { "root without" } else { "not root, and" };
+        let who = if nix::unistd::geteuid().is_root() { "root without" } else { "not root and without" };
         return Err(Refusal::NotPermitted(format!("{who} {missing}")));
     }
     if !std::path::Path::new("/sys/kernel/btf/vmlinux").exists() {

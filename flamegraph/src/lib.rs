@@ -321,6 +321,18 @@ fn ms(us: u64) -> String {
 }
 
 /// A one-screen summary of a recording.
+/// The summary's line on how the CPU samples' Python stacks were read.
+fn python_stacks_line(ps: &analysis::PythonStacks) -> String {
+    match (ps.path.as_str(), &ps.reason) {
+        ("bpf", _) => format!(
+            "  Python stacks: read in the kernel at the sample instant (BPF) for {} samples, after the sample for {} (no kernel record)\n",
+            ps.at_instant, ps.after_sample
+        ),
+        (_, Some(why)) => format!("  Python stacks: read after the sample (BPF not used: {why})\n"),
+        _ => "  Python stacks: read after the sample\n".into(),
+    }
+}
+
 pub fn summary_text(p: &Profile) -> String {
     let s = &p.summary;
     let mut o = String::new();
@@ -352,6 +364,9 @@ pub fn summary_text(p: &Profile) -> String {
         "  wall {:.2} s, threads {}, {} CPU samples at {} Hz, {} switch-outs, {} lost records\n",
         s.duration_s, s.threads, s.samples, s.rate_hz, s.switch_outs, s.lost_records
     );
+    if let Some(ps) = &s.python_stacks {
+        o += &python_stacks_line(ps);
+    }
     match s.wait_mode.as_str() {
         "sampled" => {
             o += &format!(

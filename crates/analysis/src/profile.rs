@@ -311,6 +311,26 @@ pub struct Summary {
     /// Holder sampling counters, when blame was recorded (see [`crate::blame`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub blame: Option<crate::blame::BlameStats>,
+    /// How the CPU samples' Python stacks were read (absent in profiles of older versions).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub python_stacks: Option<PythonStacks>,
+}
+
+/// How the CPU samples' Python stacks were read: in the kernel at the sample instant (BPF), or
+/// from the target's memory after the sample, when its ring was drained (then they may
+/// disagree with the native stack taken at the sample: `mismatched`).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct PythonStacks {
+    /// `bpf` (at the sample instant) or `after-sample`.
+    pub path: String,
+    /// Why the BPF path was not taken, or stopped, in one line.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// Samples whose Python stack was read at the instant.
+    pub at_instant: u64,
+    /// Samples of the BPF path with no kernel record (a thread not registered yet, a full
+    /// ring), read after the sample.
+    pub after_sample: u64,
 }
 
 impl Summary {

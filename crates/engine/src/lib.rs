@@ -91,8 +91,20 @@ pub struct EngineConfig {
     /// starts).
     pub command: Vec<String>,
     /// Read CPU samples' Python stacks in the kernel at the sample instant (the `bpf` crate);
-    /// when refused, [`Recorder::bpf_status`] says why and stacks are read after the sample.
-    pub bpf_stacks: bool,
+    /// when refused, [`Recorder::python_stacks`] says why and stacks are read after the sample.
+    pub bpf_stacks: Bpf,
+}
+
+/// Whether to read the CPU samples' Python stacks in the kernel at the sample instant.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Bpf {
+    /// Not at all (`FTPROF_BPF=0`): stacks are read after the sample.
+    Off,
+    /// When permitted (the default); when refused, stacks are read after the sample and the
+    /// run says why.
+    Auto,
+    /// Required (`FTPROF_BPF=1`): a refusal at start is an error, not a fallback.
+    Required,
 }
 
 impl Default for EngineConfig {
@@ -104,14 +116,19 @@ impl Default for EngineConfig {
             subprocesses: false,
             attached: false,
             command: Vec::new(),
-            bpf_stacks: false,
+            bpf_stacks: Bpf::Off,
         }
     }
 }
 
-/// Whether the BPF path was asked for (`FTPROF_BPF=1`; opt-in while it is new).
-pub fn bpf_requested() -> bool {
-    std::env::var_os("FTPROF_BPF").is_some_and(|v| v == "1")
+/// The BPF path asked for by the environment: `FTPROF_BPF=0` turns it off, `FTPROF_BPF=1`
+/// requires it; by default it is used when permitted.
+pub fn bpf_requested() -> Bpf {
+    match std::env::var("FTPROF_BPF").as_deref() {
+        Ok("0") => Bpf::Off,
+        Ok("1") => Bpf::Required,
+        _ => Bpf::Auto,
+    }
 }
 
 impl EngineConfig {

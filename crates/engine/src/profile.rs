@@ -159,6 +159,7 @@ pub fn profile_of(
     sum.wait_rate_hz = (waits == Waits::Sampled && wait_rate.is_finite()).then_some(wait_rate);
     sum.processes = processes;
     sum.cpus = Some(profiler::perf::online_cpus().len().max(1));
+    sum.python_stacks = Some(rec.python_stacks());
     let mut profile = builder.finish(target_info);
     if waits == Waits::Sampled {
         analysis::blame::attach(&mut profile, &blame);

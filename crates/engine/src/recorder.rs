@@ -205,38 +205,54 @@ impl Recorder {
         .with_bpf()
     }
 
-    /// Load the BPF stack program when asked for; a refusal is kept as one line (never a
-    /// silent fallback: the caller reports it).
+    /// Load the BPF stack program unless turned off; a refusal is kept as one line (never a
+    /// silent fallback: the caller reports it, and with [`crate::Bpf::Required`] fails).
     fn with_bpf(mut self) -> Recorder {
-        if self.cfg.bpf_stacks {
-            if profiler::access::is_elevated() {
-                self.bpf_refusal = Some(
-                    "BPF not used: ftprof runs with privileges its caller lacks (reads only what the caller may)"
-                        .into(),
-                );
-            } else {
-                match bpf::InstantStacks::new(128, 0) {
-                    Ok(i) => self.instant = Some(i),
-                    Err(e) => self.bpf_refusal = Some(e.to_string()),
-                }
+        match self.cfg.bpf_stacks {
+            crate::Bpf::Off => self.bpf_refusal = Some("turned off (FTPROF_BPF=0)".into()),
+            _ if profiler::access::is_elevated() => {
+                self.bpf_refusal =
+                    Some("ftprof runs with privileges its caller lacks (it reads only what the caller may)".into())
             }
+            _ => match bpf::InstantStacks::new(128, 0) {
+                Ok(i) => self.instant = Some(i),
+                Err(e) => self.bpf_refusal = Some(e.to_string()),
+            },
         }
         self
     }
 
-    /// How the CPU samples' Python stacks were read: from the kernel at the sample instant (with
-    /// counts), or why not.
-    pub fn bpf_status(&self) -> Option<String> {
-        if let Some(why) = &self.bpf_refusal {
-            return Some(format!("Python stacks read after the sample: {why}"));
+    /// With [`crate::Bpf::Required`]: the one-line refusal, when the BPF path was refused.
+    pub fn bpf_required_but_refused(&self) -> Option<String> {
+        (self.cfg.bpf_stacks == crate::Bpf::Required)
+            .then(|| self.bpf_refusal.clone())
+            .flatten()
+            .map(|why| format!("the BPF path was required (FTPROF_BPF=1) but refused: {why}; unset FTPROF_BPF to fall back to reading stacks after the sample"))
+    }
+
+    /// How the CPU samples' Python stacks were read (the JSON's `summary.python_stacks`).
+    pub fn python_stacks(&self) -> analysis::PythonStacks {
+        match &self.instant {
+            Some(i) if self.bpf_refusal.is_none() => {
+                let c = i.counts();
+                analysis::PythonStacks {
+                    path: "bpf".into(),
+                    reason: None,
+                    at_instant: c.joined,
+                    after_sample: c.missing,
+                }
+            }
+            _ => {
+                let (at_instant, after_sample) =
+                    self.instant.as_ref().map(|i| (i.counts().joined, i.counts().missing)).unwrap_or((0, 0));
+                analysis::PythonStacks {
+                    path: "after-sample".into(),
+                    reason: self.bpf_refusal.clone(),
+                    at_instant,
+                    after_sample,
+                }
+            }
         }
-        self.instant.as_ref().map(|i| {
-            let c = i.counts();
-            format!(
-                "Python stacks read in the kernel at the sample instant (BPF): {} samples; {} read after the sample (no record: {} of a thread not registered yet, {} lost in the ring)",
-                c.joined, c.missing, c.no_tstate, c.ring_lost
-            )
-        })
     }
 
     /// Whether process `pid` may be observed: always, unless ftprof runs with privileges its
@@ -790,6 +806,9 @@ pub fn record(
     interp: &std::path::Path,
     stop: &AtomicBool,
 ) -> Result<(Profile, RecordingOutcome)> {
+    if let Some(why) = rec.bpf_required_but_refused() {
+        anyhow::bail!("{why}");
+    }
     // Parse the interpreter's ELF and DWARF on the other core while the target runs.
     let interp = interp.canonicalize().unwrap_or(interp.to_path_buf()).to_string_lossy().into_owned();
     // Opcode names (a cache file, or one run of the interpreter) name the objects that refcount
@@ -818,9 +837,6 @@ pub fn record(
     let outcome = source.run(&mut rec, stop)?;
     for (_, why) in rec.refused() {
         eprintln!("ftprof: warning: not observed: {why}");
-    }
-    if let Some(status) = rec.bpf_status() {
-        eprintln!("ftprof: {status}");
     }
     if timing() {
         use nix::sys::resource::{getrusage, UsageWho};
