@@ -160,7 +160,14 @@ impl PySample {
         let mut stack = PyStack { frames: Vec::new(), truncated: self.truncated || self.read_error, state: -1 };
         for f in &self.frames {
             match proc.frame_from_raw(f.executable, f.instr_ptr, f.tlbc_index, f.owner) {
-                Ok(Some(frame)) => stack.frames.push(frame),
+                Ok(Some(mut frame)) => {
+                    // The innermost Python frame's instruction says what it was touching.
+                    let innermost = !stack.frames.iter().any(|g| matches!(g, PyFrame::Code { .. }));
+                    if let (true, PyFrame::Code { instr, .. }) = (innermost, &mut frame) {
+                        *instr = proc.code_unit(f.instr_ptr);
+                    }
+                    stack.frames.push(frame)
+                }
                 Ok(None) => {}
                 Err(_) => {
                     stack.truncated = true;

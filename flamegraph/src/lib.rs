@@ -367,6 +367,18 @@ pub fn summary_text(p: &Profile) -> String {
     if let Some(ps) = &s.python_stacks {
         o += &python_stacks_line(ps);
     }
+    if let Some(a) = &s.sched_accounting {
+        o += &match (a.source.as_str(), &a.reason) {
+            ("bpf", _) => format!(
+                "  off-CPU split (blocked / waiting for a CPU): from the kernel's switch and wake-up events (BPF) for {} threads\n",
+                a.kernel_threads
+            ),
+            (_, Some(why)) => format!(
+                "  off-CPU split (blocked / waiting for a CPU): from the kernel's schedstat counters, corrected by the ticks (BPF not used: {why})\n"
+            ),
+            _ => "  off-CPU split (blocked / waiting for a CPU): from the kernel's schedstat counters, corrected by the ticks\n".into(),
+        };
+    }
     match s.wait_mode.as_str() {
         "sampled" => {
             o += &format!(

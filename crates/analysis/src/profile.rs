@@ -314,6 +314,24 @@ pub struct Summary {
     /// How the CPU samples' Python stacks were read (absent in profiles of older versions).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub python_stacks: Option<PythonStacks>,
+    /// Where each thread's blocked/runqueue split came from (absent in older profiles).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sched_accounting: Option<SchedAccounting>,
+}
+
+/// Where the threads' scheduler accounting (time blocked, time waiting for a CPU) came from:
+/// the kernel's switch and wake-up events, timed in BPF (`bpf`), or the kernel's per-thread
+/// `schedstat` counters (`schedstat`), whose run delay on 6.12+ kernels also counts blocked time.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct SchedAccounting {
+    /// `bpf` or `schedstat`.
+    pub source: String,
+    /// Why the BPF accounting was not used, in one line.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// With `bpf`: threads accounted from the kernel's events (the others, seen before their
+    /// first switch, from schedstat until then).
+    pub kernel_threads: u64,
 }
 
 /// How the CPU samples' Python stacks were read: in the kernel at the sample instant (BPF), or

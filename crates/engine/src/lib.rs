@@ -37,6 +37,7 @@ use symbolizer::python::{PyError, PyProcess};
 
 pub mod gil_watch;
 pub mod holders;
+pub mod kernel_sched;
 pub mod procfs;
 mod profile;
 mod recorder;
@@ -212,6 +213,14 @@ pub trait ThreadSource: Send {
     fn syscall(&mut self, pid: u32, tid: u32) -> Option<(Option<u64>, Regs)>;
     /// Thread `tid` exited: drop what is cached for it.
     fn forget(&mut self, _tid: u32) {}
+    /// Process `pid` is followed from now on (a source that accounts in the kernel starts
+    /// here rather than at the first reading).
+    fn follow(&mut self, _pid: u32) {}
+    /// When the scheduler accounting comes from the kernel's events
+    /// ([`kernel_sched::KernelSched`]): how many threads it answered for.
+    fn kernel_accounted(&self) -> Option<usize> {
+        None
+    }
 }
 
 /// The live [`ThreadSource`]: `/proc/PID/task/TID/{stat,comm,schedstat,status,syscall}`.

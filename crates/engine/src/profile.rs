@@ -160,6 +160,7 @@ pub fn profile_of(
     sum.processes = processes;
     sum.cpus = Some(profiler::perf::online_cpus().len().max(1));
     sum.python_stacks = Some(rec.python_stacks());
+    sum.sched_accounting = waits.recorded().then(|| rec.sched_accounting());
     let mut profile = builder.finish(target_info);
     if waits == Waits::Sampled {
         analysis::blame::attach(&mut profile, &blame);

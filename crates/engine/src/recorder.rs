@@ -143,6 +143,9 @@ pub struct Recorder {
     pub bpf_refusal: Option<String>,
     /// The CPU sample being keyed: (time, user ip, user sp), for the BPF record join.
     sample_at: Option<(u64, u64, u64)>,
+    /// Why the off-CPU accounting does not come from the kernel's events (BPF), when the rest
+    /// of the BPF path is used.
+    sched_refusal: Option<String>,
 }
 
 impl Recorder {
@@ -201,6 +204,7 @@ impl Recorder {
             instant: None,
             bpf_refusal: None,
             sample_at: None,
+            sched_refusal: None,
         }
         .with_bpf()
     }
@@ -214,12 +218,36 @@ impl Recorder {
                 self.bpf_refusal =
                     Some("ftprof runs with privileges its caller lacks (it reads only what the caller may)".into())
             }
-            _ => match bpf::InstantStacks::new(128, 0) {
-                Ok(i) => self.instant = Some(i),
-                Err(e) => self.bpf_refusal = Some(e.to_string()),
-            },
+            _ => {
+                match bpf::InstantStacks::new(128, 0) {
+                    Ok(i) => self.instant = Some(i),
+                    Err(e) => self.bpf_refusal = Some(e.to_string()),
+                }
+                // Off-CPU accounting from the kernel's events, when the waits are recorded.
+                if self.bpf_refusal.is_none() && self.cfg.waits.recorded() {
+                    match bpf::OffCpu::start() {
+                        Ok(o) => {
+                            let inner = std::mem::replace(&mut self.threads, Box::new(crate::ProcThreads::default()));
+                            self.threads = Box::new(crate::kernel_sched::KernelSched::new(inner, o));
+                        }
+                        Err(e) => self.sched_refusal = Some(e.to_string()),
+                    }
+                }
+            }
         }
         self
+    }
+
+    /// Where the threads' blocked/runqueue split came from (the JSON's `summary.sched_accounting`).
+    pub fn sched_accounting(&self) -> analysis::SchedAccounting {
+        match self.threads.kernel_accounted() {
+            Some(n) => analysis::SchedAccounting { source: "bpf".into(), reason: None, kernel_threads: n as u64 },
+            None => analysis::SchedAccounting {
+                source: "schedstat".into(),
+                reason: self.sched_refusal.clone().or_else(|| self.bpf_refusal.clone()),
+                kernel_threads: 0,
+            },
+        }
     }
 
     /// With [`crate::Bpf::Required`]: the one-line refusal, when the BPF path was refused.
@@ -353,6 +381,7 @@ impl Recorder {
         if !self.cfg.subprocesses || self.processes.iter().any(|(p, _)| *p == pid) || !self.admitted(pid) {
             return;
         }
+        self.threads.follow(pid);
         let cmd = self.threads.cmdline(pid).join(" ");
         self.processes.push((pid, cmd));
         if self.mmap_count.get(&pid).copied().unwrap_or(0) == 0 && !self.execed.contains(&pid) {
@@ -687,6 +716,7 @@ impl profiler::Sink for Recorder {
             // Attached: the command line, read while the process surely exists.
             self.cfg.command = self.threads.cmdline(pid);
         }
+        self.threads.follow(pid);
         self.collector.thread_seen(pid, pid);
         self.gil_watch.start(pid, self.cfg.attached, self.start_ns);
         if self.cfg.attached {

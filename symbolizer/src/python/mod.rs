@@ -449,6 +449,14 @@ impl PyProcess {
         Ok(Some(PyFrame::Code { code, code_addr: executable, lasti, line, instr: None }))
     }
 
+    /// The code unit (opcode and argument) at `instr_ptr`, read now: what the innermost frame's
+    /// instruction touches (the operand reader needs it; a stack read in the kernel carries the
+    /// instruction pointer only).
+    pub fn code_unit(&self, instr_ptr: u64) -> Option<u16> {
+        let mut b = [0u8; 2];
+        self.mem.read(instr_ptr, &mut b).ok().map(|_| u16::from_le_bytes(b))
+    }
+
     /// 3.14t thread-local bytecode: start of copy `idx` of the code's bytecode.
     fn tlbc_base(&self, code: u64, co_tlbc: u64, idx: i32) -> u64 {
         let fallback = code.wrapping_add(self.offsets.code_co_code_adaptive);

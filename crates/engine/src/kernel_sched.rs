@@ -1,0 +1,258 @@
+//! Scheduler accounting from the kernel's own events (BPF `sched_switch` / `sched_wakeup`)
+//! instead of `/proc/PID/task/TID/schedstat`.
+//!
+//! Why: on 6.12+ kernels (EEVDF delayed dequeue) the schedstat "run delay" also counts time a
+//! thread spent blocked, so "waiting for a CPU" was overstated and blocked time understated
+//! (a 243 ms critical-section wait showed 228 ms of run delay with a CPU free). The BPF off-CPU
+//! programs ([`bpf::OffCpu`]) time each blocked and runnable period exactly.
+//!
+//! [`KernelSched`] is a [`ThreadSource`] that answers `schedstat` from them and everything else
+//! from the wrapped source. A thread the programs have not seen yet (it has not switched since
+//! the accounting began, or it was blocked since before it) is answered from `/proc` until they
+//! have; then [`Splice`] continues the series from the kernel's totals, so that the differences
+//! the recorder takes between two readings stay true across the change. The engine derives
+//! blocked time as wall time minus run and runqueue time: here "run" is the rest of the wall time
+//! once the kernel's blocked and runnable periods are taken out, so that derivation gives back
+//! exactly the kernel's blocked time.
+
+use std::collections::{HashMap, HashSet};
+
+use profiler::threads::SchedStat;
+use profiler::Regs;
+use symbolizer::native::Mapping;
+
+use crate::ThreadSource;
+
+/// A thread's cumulative kernel accounting at one moment.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct KernelTimes {
+    /// Blocked time, the wait in progress included (ns).
+    pub blocked_ns: u64,
+    /// Runnable-but-not-running time, the period in progress included (ns).
+    pub runq_ns: u64,
+    /// Times it was put on a CPU.
+    pub switch_ins: u64,
+}
+
+impl KernelTimes {
+    fn of(t: &bpf::ThreadTimes, now_ns: u64) -> KernelTimes {
+        let runnable_now = t.state == bpf::ThreadState::Runnable;
+        KernelTimes {
+            blocked_ns: t.blocked_at(now_ns),
+            runq_ns: t.runq_at(now_ns),
+            switch_ins: t.runq_count.saturating_sub(runnable_now as u64),
+        }
+    }
+}
+
+/// One reading of a thread's accounting at `at_ns`.
+#[derive(Clone, Copy, Debug)]
+pub enum Reading {
+    /// `/proc/.../schedstat` (the kernel has not seen the thread yet).
+    Proc(SchedStat),
+    /// The BPF programs' totals.
+    Kernel(KernelTimes),
+}
+
+#[derive(Clone, Copy, Debug, Default)]
+struct Track {
+    /// The last value returned.
+    last: Option<SchedStat>,
+    /// From when the kernel's totals are used: their time, values, and the value returned then.
+    base: Option<(u64, KernelTimes, SchedStat)>,
+}
+
+/// Per thread: one continuous schedstat-shaped series, from `/proc` until the kernel's totals
+/// are available, from those after (see the module documentation).
+#[derive(Default)]
+pub struct Splice {
+    tracks: HashMap<u32, Track>,
+}
+
+impl Splice {
+    /// The value to report for `tid` at `at_ns` given `reading`; `None` for a `/proc` reading
+    /// once the kernel's totals are in use (the series never goes back).
+    pub fn next(&mut self, tid: u32, at_ns: u64, reading: Reading) -> Option<SchedStat> {
+        let t = self.tracks.entry(tid).or_default();
+        let out = match (reading, t.base) {
+            (Reading::Proc(_), Some(_)) => return None,
+            (Reading::Proc(s), None) => s,
+            (Reading::Kernel(k), None) => {
+                let start = t.last.unwrap_or(SchedStat { run_ns: 0, runqueue_ns: 0, timeslices: 0 });
+                t.base = Some((at_ns, k, start));
+                start
+            }
+            (Reading::Kernel(k), Some((t0, k0, s0))) => {
+                let wall = at_ns.saturating_sub(t0);
+                let blocked = k.blocked_ns.saturating_sub(k0.blocked_ns);
+                let runq = k.runq_ns.saturating_sub(k0.runq_ns);
+                SchedStat {
+                    run_ns: s0.run_ns + wall.saturating_sub(blocked + runq),
+                    runqueue_ns: s0.runqueue_ns + runq,
+                    timeslices: s0.timeslices + k.switch_ins.saturating_sub(k0.switch_ins),
+                }
+            }
+        };
+        t.last = Some(out);
+        Some(out)
+    }
+
+    /// Threads whose series comes from the kernel's totals.
+    pub fn from_kernel(&self) -> usize {
+        self.tracks.values().filter(|t| t.base.is_some()).count()
+    }
+
+    pub fn forget(&mut self, tid: u32) {
+        self.tracks.remove(&tid);
+    }
+}
+
+/// A [`ThreadSource`] whose scheduler accounting comes from [`bpf::OffCpu`] (see the module
+/// documentation); the rest from `inner`.
+pub struct KernelSched {
+    inner: Box<dyn ThreadSource>,
+    offcpu: bpf::OffCpu,
+    targets: HashSet<u32>,
+    splice: Splice,
+    /// Threads answered from the kernel's totals (at any point), for the summary.
+    pub kernel_threads: HashSet<u32>,
+}
+
+impl KernelSched {
+    pub fn new(inner: Box<dyn ThreadSource>, offcpu: bpf::OffCpu) -> KernelSched {
+        KernelSched {
+            inner,
+            offcpu,
+            targets: HashSet::new(),
+            splice: Splice::default(),
+            kernel_threads: HashSet::new(),
+        }
+    }
+
+    /// Account process `pid`'s threads from now on (done at its first reading otherwise).
+    pub fn add_target(&mut self, pid: u32) {
+        if self.targets.insert(pid) {
+            let _ = self.offcpu.add_target(pid);
+        }
+    }
+
+    /// What the programs could not account (a full map, a wake-up not seen…).
+    pub fn lost(&self) -> Option<bpf::OffCpuLost> {
+        self.offcpu.lost().ok()
+    }
+}
+
+impl ThreadSource for KernelSched {
+    fn tids(&mut self, pid: u32) -> Vec<u32> {
+        self.inner.tids(pid)
+    }
+    fn state(&mut self, pid: u32, tid: u32) -> Option<char> {
+        self.inner.state(pid, tid)
+    }
+    fn thread_name(&mut self, pid: u32, tid: u32) -> String {
+        self.inner.thread_name(pid, tid)
+    }
+    fn cmdline(&mut self, pid: u32) -> Vec<String> {
+        self.inner.cmdline(pid)
+    }
+    fn descendants(&mut self, pid: u32) -> Vec<u32> {
+        self.inner.descendants(pid)
+    }
+    fn executable_mappings(&mut self, pid: u32) -> Vec<Mapping> {
+        self.inner.executable_mappings(pid)
+    }
+    fn schedstat(&mut self, pid: u32, tid: u32) -> Option<SchedStat> {
+        self.add_target(pid);
+        let now = bpf::now_ns();
+        if let Ok(Some(t)) = self.offcpu.thread(tid) {
+            self.kernel_threads.insert(tid);
+            return self.splice.next(tid, now, Reading::Kernel(KernelTimes::of(&t, now)));
+        }
+        let s = self.inner.schedstat(pid, tid)?;
+        // Once from the kernel, a thread the programs lost (a full map) keeps its last value.
+        self.splice.next(tid, now, Reading::Proc(s)).or(self.splice.tracks.get(&tid).and_then(|t| t.last))
+    }
+    fn ctxt_switches(&mut self, pid: u32, tid: u32) -> Option<(u64, u64)> {
+        self.inner.ctxt_switches(pid, tid)
+    }
+    fn syscall(&mut self, pid: u32, tid: u32) -> Option<(Option<u64>, Regs)> {
+        self.inner.syscall(pid, tid)
+    }
+    fn forget(&mut self, tid: u32) {
+        self.inner.forget(tid);
+        self.splice.forget(tid);
+        let _ = self.offcpu.forget_thread(tid);
+    }
+    fn follow(&mut self, pid: u32) {
+        self.add_target(pid);
+    }
+    fn kernel_accounted(&self) -> Option<usize> {
+        Some(self.kernel_threads.len())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MS: u64 = 1_000_000;
+
+    fn proc(run: u64, runq: u64, slices: u64) -> Reading {
+        Reading::Proc(SchedStat { run_ns: run * MS, runqueue_ns: runq * MS, timeslices: slices })
+    }
+
+    fn kernel(blocked: u64, runq: u64, ins: u64) -> Reading {
+        Reading::Kernel(KernelTimes { blocked_ns: blocked * MS, runq_ns: runq * MS, switch_ins: ins })
+    }
+
+    /// Blocked time as the recorder derives it between two readings: wall minus run and
+    /// runqueue.
+    fn blocked(a: (u64, SchedStat), b: (u64, SchedStat)) -> u64 {
+        (b.0 - a.0) - (b.1.run_ns - a.1.run_ns) - (b.1.runqueue_ns - a.1.runqueue_ns)
+    }
+
+    /// A thread read from /proc for two ticks, then seen by the kernel: the series continues
+    /// from the last /proc value, and over the kernel's part the recorder's derivation gives
+    /// back exactly the kernel's blocked time (not the schedstat run delay).
+    ///
+    /// ```text
+    ///   t (ms)   0        10       20              30              40
+    ///   source   /proc    /proc    kernel (base)   kernel          kernel
+    ///   kernel                     b=5 q=1 in=2    b=12 q=1 in=3   b=12 q=4 in=5
+    /// ```
+    #[test]
+    fn the_series_continues_when_the_kernel_takes_over() {
+        let mut s = Splice::default();
+        let r0 = s.next(7, 0, proc(0, 0, 0)).unwrap();
+        let r1 = s.next(7, 10 * MS, proc(6, 2, 3)).unwrap();
+        assert_eq!(r1, SchedStat { run_ns: 6 * MS, runqueue_ns: 2 * MS, timeslices: 3 });
+        let r2 = s.next(7, 20 * MS, kernel(5, 1, 2)).unwrap();
+        assert_eq!(r2, r1, "the kernel's first reading is the base: nothing moves");
+        let r3 = s.next(7, 30 * MS, kernel(12, 1, 3)).unwrap();
+        assert_eq!(blocked((20 * MS, r2), (30 * MS, r3)), 7 * MS);
+        assert_eq!(r3.runqueue_ns - r2.runqueue_ns, 0);
+        assert_eq!(r3.timeslices, 4, "one more switch-in");
+        let r4 = s.next(7, 40 * MS, kernel(12, 4, 5)).unwrap();
+        assert_eq!(blocked((30 * MS, r3), (40 * MS, r4)), 0);
+        assert_eq!(r4.runqueue_ns - r3.runqueue_ns, 3 * MS);
+        assert_eq!(r4.run_ns - r3.run_ns, 7 * MS);
+        // Over the whole recording: /proc's part plus the kernel's exact part.
+        assert_eq!(blocked((0, r0), (40 * MS, r4)), 2 * MS + 7 * MS);
+        // Never back to /proc.
+        assert_eq!(s.next(7, 50 * MS, proc(100, 100, 100)), None);
+        assert_eq!(s.from_kernel(), 1);
+    }
+
+    /// A thread the kernel saw from its first reading (a thread started after the accounting
+    /// began) starts at zero; a forgotten thread starts over.
+    #[test]
+    fn a_thread_seen_from_the_start_and_forgotten() {
+        let mut s = Splice::default();
+        assert_eq!(s.next(3, 5 * MS, kernel(0, 1, 1)).unwrap(), SchedStat { run_ns: 0, runqueue_ns: 0, timeslices: 0 });
+        let r = s.next(3, 105 * MS, kernel(90, 1, 1)).unwrap();
+        assert_eq!(r, SchedStat { run_ns: 10 * MS, runqueue_ns: 0, timeslices: 0 });
+        s.forget(3);
+        assert_eq!(s.from_kernel(), 0);
+        assert_eq!(s.next(3, 200 * MS, proc(1, 1, 1)).unwrap().run_ns, MS);
+    }
+}
