@@ -45,15 +45,6 @@ impl KernelTimes {
     }
 }
 
-/// One reading of a thread's accounting at `at_ns`.
-#[derive(Clone, Copy, Debug)]
-pub enum Reading {
-    /// `/proc/.../schedstat` (the kernel has not seen the thread yet).
-    Proc(SchedStat),
-    /// The BPF programs' totals.
-    Kernel(KernelTimes),
-}
-
 #[derive(Clone, Copy, Debug, Default)]
 struct Track {
     /// The last value returned.
@@ -70,19 +61,21 @@ pub struct Splice {
 }
 
 impl Splice {
-    /// The value to report for `tid` at `at_ns` given `reading`; `None` for a `/proc` reading
-    /// once the kernel's totals are in use (the series never goes back).
-    pub fn next(&mut self, tid: u32, at_ns: u64, reading: Reading) -> Option<SchedStat> {
+    /// The value to report for `tid` at `at_ns` given the kernel's totals (`None`: it has not
+    /// seen the thread, or lost it) and `/proc`'s schedstat read at the same moment (`None`:
+    /// unread or unreadable). `/proc` is used until the kernel's totals are; from then on the
+    /// series follows the kernel's, starting from `/proc`'s value at that moment.
+    pub fn next(&mut self, tid: u32, at_ns: u64, kernel: Option<KernelTimes>, proc: Option<SchedStat>) -> Option<SchedStat> {
         let t = self.tracks.entry(tid).or_default();
-        let out = match (reading, t.base) {
-            (Reading::Proc(_), Some(_)) => return None,
-            (Reading::Proc(s), None) => s,
-            (Reading::Kernel(k), None) => {
-                let start = t.last.unwrap_or(SchedStat { run_ns: 0, runqueue_ns: 0, timeslices: 0 });
+        let out = match (kernel, t.base) {
+            (None, Some(_)) => t.last?,
+            (None, None) => proc?,
+            (Some(k), None) => {
+                let start = proc.or(t.last).unwrap_or(SchedStat { run_ns: 0, runqueue_ns: 0, timeslices: 0 });
                 t.base = Some((at_ns, k, start));
                 start
             }
-            (Reading::Kernel(k), Some((t0, k0, s0))) => {
+            (Some(k), Some((t0, k0, s0))) => {
                 let wall = at_ns.saturating_sub(t0);
                 let blocked = k.blocked_ns.saturating_sub(k0.blocked_ns);
                 let runq = k.runq_ns.saturating_sub(k0.runq_ns);
@@ -97,9 +90,9 @@ impl Splice {
         Some(out)
     }
 
-    /// Threads whose series comes from the kernel's totals.
-    pub fn from_kernel(&self) -> usize {
-        self.tracks.values().filter(|t| t.base.is_some()).count()
+    /// Whether `tid`'s series follows the kernel's totals.
+    pub fn is_kernel(&self, tid: u32) -> bool {
+        self.tracks.get(&tid).is_some_and(|t| t.base.is_some())
     }
 
     pub fn forget(&mut self, tid: u32) {
@@ -164,13 +157,13 @@ impl ThreadSource for KernelSched {
     fn schedstat(&mut self, pid: u32, tid: u32) -> Option<SchedStat> {
         self.add_target(pid);
         let now = bpf::now_ns();
-        if let Ok(Some(t)) = self.offcpu.thread(tid) {
+        let kernel = self.offcpu.thread(tid).ok().flatten().map(|t| KernelTimes::of(&t, now));
+        if kernel.is_some() {
             self.kernel_threads.insert(tid);
-            return self.splice.next(tid, now, Reading::Kernel(KernelTimes::of(&t, now)));
         }
-        let s = self.inner.schedstat(pid, tid)?;
-        // Once from the kernel, a thread the programs lost (a full map) keeps its last value.
-        self.splice.next(tid, now, Reading::Proc(s)).or(self.splice.tracks.get(&tid).and_then(|t| t.last))
+        // `/proc` until the kernel's totals take over, and once at that moment (the start).
+        let proc = if self.splice.is_kernel(tid) { None } else { self.inner.schedstat(pid, tid) };
+        self.splice.next(tid, now, kernel, proc)
     }
     fn ctxt_switches(&mut self, pid: u32, tid: u32) -> Option<(u64, u64)> {
         self.inner.ctxt_switches(pid, tid)
@@ -197,12 +190,12 @@ mod tests {
 
     const MS: u64 = 1_000_000;
 
-    fn proc(run: u64, runq: u64, slices: u64) -> Reading {
-        Reading::Proc(SchedStat { run_ns: run * MS, runqueue_ns: runq * MS, timeslices: slices })
+    fn proc(run: u64, runq: u64, slices: u64) -> Option<SchedStat> {
+        Some(SchedStat { run_ns: run * MS, runqueue_ns: runq * MS, timeslices: slices })
     }
 
-    fn kernel(blocked: u64, runq: u64, ins: u64) -> Reading {
-        Reading::Kernel(KernelTimes { blocked_ns: blocked * MS, runq_ns: runq * MS, switch_ins: ins })
+    fn kernel(blocked: u64, runq: u64, ins: u64) -> Option<KernelTimes> {
+        Some(KernelTimes { blocked_ns: blocked * MS, runq_ns: runq * MS, switch_ins: ins })
     }
 
     /// Blocked time as the recorder derives it between two readings: wall minus run and
@@ -212,47 +205,49 @@ mod tests {
     }
 
     /// A thread read from /proc for two ticks, then seen by the kernel: the series continues
-    /// from the last /proc value, and over the kernel's part the recorder's derivation gives
-    /// back exactly the kernel's blocked time (not the schedstat run delay).
+    /// from /proc's value at that moment, and over the kernel's part the recorder's derivation
+    /// gives back exactly the kernel's blocked time (not the schedstat run delay).
     ///
     /// ```text
     ///   t (ms)   0        10       20              30              40
-    ///   source   /proc    /proc    kernel (base)   kernel          kernel
-    ///   kernel                     b=5 q=1 in=2    b=12 q=1 in=3   b=12 q=4 in=5
+    ///   /proc    0,0,0    6,2,3    12,2,4          -               -
+    ///   kernel   -        -        b=5 q=1 in=2    b=12 q=1 in=3   b=12 q=4 in=5
     /// ```
     #[test]
     fn the_series_continues_when_the_kernel_takes_over() {
         let mut s = Splice::default();
-        let r0 = s.next(7, 0, proc(0, 0, 0)).unwrap();
-        let r1 = s.next(7, 10 * MS, proc(6, 2, 3)).unwrap();
+        let r0 = s.next(7, 0, None, proc(0, 0, 0)).unwrap();
+        let r1 = s.next(7, 10 * MS, None, proc(6, 2, 3)).unwrap();
         assert_eq!(r1, SchedStat { run_ns: 6 * MS, runqueue_ns: 2 * MS, timeslices: 3 });
-        let r2 = s.next(7, 20 * MS, kernel(5, 1, 2)).unwrap();
-        assert_eq!(r2, r1, "the kernel's first reading is the base: nothing moves");
-        let r3 = s.next(7, 30 * MS, kernel(12, 1, 3)).unwrap();
+        let r2 = s.next(7, 20 * MS, kernel(5, 1, 2), proc(12, 2, 4)).unwrap();
+        assert_eq!(r2, proc(12, 2, 4).unwrap(), "the kernel's first reading is the base: /proc's value then");
+        assert!(s.is_kernel(7));
+        let r3 = s.next(7, 30 * MS, kernel(12, 1, 3), None).unwrap();
         assert_eq!(blocked((20 * MS, r2), (30 * MS, r3)), 7 * MS);
         assert_eq!(r3.runqueue_ns - r2.runqueue_ns, 0);
-        assert_eq!(r3.timeslices, 4, "one more switch-in");
-        let r4 = s.next(7, 40 * MS, kernel(12, 4, 5)).unwrap();
+        assert_eq!(r3.timeslices, 5, "one more switch-in");
+        let r4 = s.next(7, 40 * MS, kernel(12, 4, 5), None).unwrap();
         assert_eq!(blocked((30 * MS, r3), (40 * MS, r4)), 0);
         assert_eq!(r4.runqueue_ns - r3.runqueue_ns, 3 * MS);
         assert_eq!(r4.run_ns - r3.run_ns, 7 * MS);
-        // Over the whole recording: /proc's part plus the kernel's exact part.
-        assert_eq!(blocked((0, r0), (40 * MS, r4)), 2 * MS + 7 * MS);
-        // Never back to /proc.
-        assert_eq!(s.next(7, 50 * MS, proc(100, 100, 100)), None);
-        assert_eq!(s.from_kernel(), 1);
+        // Over the whole recording: /proc's part (20 - 12 - 2) plus the kernel's exact part.
+        assert_eq!(blocked((0, r0), (40 * MS, r4)), 6 * MS + 7 * MS);
+        // The kernel lost the thread (a full map): its last value stays.
+        assert_eq!(s.next(7, 50 * MS, None, proc(100, 100, 100)), Some(r4));
     }
 
     /// A thread the kernel saw from its first reading (a thread started after the accounting
-    /// began) starts at zero; a forgotten thread starts over.
+    /// began) starts at /proc's value; a forgotten thread starts over.
     #[test]
     fn a_thread_seen_from_the_start_and_forgotten() {
         let mut s = Splice::default();
-        assert_eq!(s.next(3, 5 * MS, kernel(0, 1, 1)).unwrap(), SchedStat { run_ns: 0, runqueue_ns: 0, timeslices: 0 });
-        let r = s.next(3, 105 * MS, kernel(90, 1, 1)).unwrap();
-        assert_eq!(r, SchedStat { run_ns: 10 * MS, runqueue_ns: 0, timeslices: 0 });
+        assert_eq!(s.next(3, 5 * MS, kernel(0, 1, 1), proc(1, 1, 1)), proc(1, 1, 1));
+        let r = s.next(3, 105 * MS, kernel(90, 1, 1), None).unwrap();
+        assert_eq!(r, SchedStat { run_ns: 11 * MS, runqueue_ns: MS, timeslices: 1 });
         s.forget(3);
-        assert_eq!(s.from_kernel(), 0);
-        assert_eq!(s.next(3, 200 * MS, proc(1, 1, 1)).unwrap().run_ns, MS);
+        assert!(!s.is_kernel(3));
+        assert_eq!(s.next(3, 200 * MS, None, proc(1, 1, 1)).unwrap().run_ns, MS);
+        // Neither source: nothing.
+        assert_eq!(s.next(4, 200 * MS, None, None), None);
     }
 }
