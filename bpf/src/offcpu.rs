@@ -277,6 +277,31 @@ impl OffCpu {
         }))
     }
 
+    /// Remove a thread's totals and waits (an exited thread), returning its waits.
+    pub fn take_thread(&self, tid: u32) -> Result<Vec<Wait>, Refusal> {
+        let _ = self.map("threads")?.delete(tid.as_bytes());
+        let map = self.map("waits")?;
+        let keys: Vec<Vec<u8>> =
+            map.keys().filter(|k| RawWaitKey::from_bytes(k).is_some_and(|k| k.tid == tid)).collect();
+        let mut out = Vec::new();
+        for key in keys {
+            if let (Some(k), Ok(Some(v))) = (RawWaitKey::from_bytes(&key), map.lookup(&key, MapFlags::ANY)) {
+                if let Some(v) = RawWaitVal::from_bytes(&v) {
+                    out.push(Wait {
+                        tid: k.tid,
+                        kind: WaitKind::from_raw(k.kind, k.addr),
+                        total_ns: v.total_ns,
+                        count: v.count,
+                        max_ns: v.max_ns,
+                        futex: v.futex,
+                    });
+                }
+            }
+            let _ = map.delete(&key);
+        }
+        Ok(out)
+    }
+
     /// Remove a thread's totals and waits (an exited thread, once read).
     pub fn forget_thread(&self, tid: u32) -> Result<(), Refusal> {
         let _ = self.map("threads")?.delete(tid.as_bytes());

@@ -452,6 +452,15 @@ struct LockAgg {
     max_us: u64,
     threads: std::collections::BTreeSet<u32>,
     lines: HashMap<String, (u64, u64)>,
+    /// The parked-on addresses of its off-CPU waits, to find their exact counts.
+    parked: std::collections::BTreeSet<u64>,
+}
+
+/// One thread's blocked waits at one address, counted in the kernel.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct KernelWaits {
+    pub count: u64,
+    pub max_ns: u64,
 }
 
 /// Per lock, the waits a thread parked on it at one line.
@@ -474,6 +483,8 @@ pub struct ProfileBuilder {
     /// Modules whose unresolved frames count as `unresolved_core`; the first is the runtime.
     core_modules: Vec<String>,
     opnames: Vec<String>,
+    /// Exact blocked waits per (thread, parked-on address), from the kernel's events.
+    kernel_waits: Option<HashMap<(u32, u64), KernelWaits>>,
     /// Root frame label per process (`--subprocesses`).
     process_roots: HashMap<u32, String>,
 }
@@ -495,6 +506,7 @@ impl ProfileBuilder {
             summary: Summary::default(),
             core_modules: Vec::new(),
             opnames: Vec::new(),
+            kernel_waits: None,
             process_roots: HashMap::new(),
         }
     }
@@ -503,6 +515,13 @@ impl ProfileBuilder {
     /// first one is the module holding the CPython runtime.
     pub fn set_core_modules(&mut self, modules: Vec<String>) {
         self.core_modules = modules;
+    }
+
+    /// Exact blocked waits per (thread, parked-on address), counted from the kernel's switch and
+    /// wake-up events: the locks' wait counts and longest waits come from these where their
+    /// waits were parked at a known address (the sampled stacks only split the time).
+    pub fn set_kernel_waits(&mut self, waits: HashMap<(u32, u64), KernelWaits>) {
+        self.kernel_waits = Some(waits);
     }
 
     /// Base opcode names of the target's CPython (see `symbolizer::python::opcodes`).
@@ -619,6 +638,9 @@ impl ProfileBuilder {
                             .or_default() += waits;
                     }
                     let agg = self.locks.entry((category, id)).or_default();
+                    if let (false, Some(p)) = (on_cpu, s.parked) {
+                        agg.parked.insert(p.addr);
+                    }
                     agg.samples += samples;
                     agg.waits += waits;
                     agg.wait_us += wait_us;
@@ -728,9 +750,22 @@ impl ProfileBuilder {
             v.truncate(n);
             v
         };
+        let kernel = self.kernel_waits.take();
         let mut locks: Vec<LockStat> = std::mem::take(&mut self.locks)
             .into_iter()
-            .map(|((kind, identity), a)| LockStat {
+            .map(|((kind, identity), mut a)| {
+                if let Some(k) = &kernel {
+                    // Every thread's waits at its addresses, sampled on it or not.
+                    let exact: Vec<&KernelWaits> =
+                        k.iter().filter(|((_, addr), _)| a.parked.contains(addr)).map(|(_, w)| w).collect();
+                    if !exact.is_empty() {
+                        a.waits = exact.iter().map(|w| w.count).sum();
+                        a.max_us = exact.iter().map(|w| w.max_ns / 1000).max().unwrap_or(0);
+                    }
+                }
+                (kind, identity, a)
+            })
+            .map(|(kind, identity, a)| LockStat {
                 kind,
                 description: identity.describe(),
                 identity,
@@ -854,6 +889,33 @@ mod tests {
         b.add(&SampleInput { python: Some(&py), ..input(7, &n, cpu(1)) });
         let p = b.finish(TargetInfo::default());
         assert_eq!(p.iter_stacks().next().unwrap().1[0].name, "thread (7)");
+    }
+
+    /// With the kernel's exact waits per (thread, parked-on address): a lock's wait count and
+    /// longest wait come from every thread's waits at the addresses its sampled waits parked on
+    /// (the sampled waits only split the time); a lock without kernel waits keeps the estimate.
+    #[test]
+    fn kernel_waits_give_each_lock_its_exact_count_and_longest_wait() {
+        let mut b = ProfileBuilder::new(1_000_000);
+        let n = parked_stack();
+        let py = pystack(vec![code("a", APP, 10)]);
+        let (l, other) = (lock(0x1000), lock(0x2000));
+        b.add(&SampleInput { python: Some(&py), parked: Some(&l), ..input(1, &n, off(9_000, 3, 5_000)) });
+        b.add(&SampleInput { python: Some(&py), parked: Some(&l), ..input(2, &n, off(1_000, 1, 1_000)) });
+        b.add(&SampleInput { python: Some(&py), parked: Some(&other), ..input(1, &n, off(4_000, 2, 3_000)) });
+        let k = |count, max_ns| KernelWaits { count, max_ns };
+        b.set_kernel_waits(HashMap::from([
+            ((1, 0x1018), k(7, 6_500_000)),
+            ((2, 0x1018), k(2, 800_000)),
+            // Another thread's short waits at the address, never sampled: this lock's too.
+            ((3, 0x1018), k(3, 1_000)),
+            ((1, 0x9999), k(4, 1)),
+        ]));
+        let p = b.finish(TargetInfo::default());
+        let s = lock_named(&p, "_thread.lock @ 0x1000");
+        assert_eq!((s.waits, s.max_us, s.total_us, s.mean_us), (12, 6_500, 10_000, 833));
+        let s = lock_named(&p, "_thread.lock @ 0x2000");
+        assert_eq!((s.waits, s.max_us), (2, 3_000));
     }
 
     #[test]

@@ -65,7 +65,13 @@ impl Splice {
     /// seen the thread, or lost it) and `/proc`'s schedstat read at the same moment (`None`:
     /// unread or unreadable). `/proc` is used until the kernel's totals are; from then on the
     /// series follows the kernel's, starting from `/proc`'s value at that moment.
-    pub fn next(&mut self, tid: u32, at_ns: u64, kernel: Option<KernelTimes>, proc: Option<SchedStat>) -> Option<SchedStat> {
+    pub fn next(
+        &mut self,
+        tid: u32,
+        at_ns: u64,
+        kernel: Option<KernelTimes>,
+        proc: Option<SchedStat>,
+    ) -> Option<SchedStat> {
         let t = self.tracks.entry(tid).or_default();
         let out = match (kernel, t.base) {
             (None, Some(_)) => t.last?,
@@ -109,6 +115,8 @@ pub struct KernelSched {
     splice: Splice,
     /// Threads answered from the kernel's totals (at any point), for the summary.
     pub kernel_threads: HashSet<u32>,
+    /// The waits of threads that exited (taken out of the kernel's map).
+    finished: Vec<bpf::Wait>,
 }
 
 impl KernelSched {
@@ -119,6 +127,7 @@ impl KernelSched {
             targets: HashSet::new(),
             splice: Splice::default(),
             kernel_threads: HashSet::new(),
+            finished: Vec::new(),
         }
     }
 
@@ -174,7 +183,14 @@ impl ThreadSource for KernelSched {
     fn forget(&mut self, tid: u32) {
         self.inner.forget(tid);
         self.splice.forget(tid);
-        let _ = self.offcpu.forget_thread(tid);
+        if let Ok(w) = self.offcpu.take_thread(tid) {
+            self.finished.extend(w);
+        }
+    }
+    fn kernel_waits(&self) -> Option<Vec<bpf::Wait>> {
+        let mut all = self.finished.clone();
+        all.extend(self.offcpu.waits().ok()?);
+        Some(all)
     }
     fn follow(&mut self, pid: u32) {
         self.add_target(pid);

@@ -221,6 +221,10 @@ pub trait ThreadSource: Send {
     fn kernel_accounted(&self) -> Option<usize> {
         None
     }
+    /// With the kernel's accounting: every thread's blocked periods per (kind, address), exact.
+    fn kernel_waits(&self) -> Option<Vec<bpf::Wait>> {
+        None
+    }
 }
 
 /// The live [`ThreadSource`]: `/proc/PID/task/TID/{stat,comm,schedstat,status,syscall}`.

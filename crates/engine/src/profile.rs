@@ -121,6 +121,17 @@ pub fn profile_of(
     let mut builder = ProfileBuilder::new(profiler::perf::sample_period_ns(rec.cfg.rate_hz));
     builder.set_core_modules(core_modules(rec, run.pid));
     builder.set_opnames(symbols.opnames.clone());
+    if let Some(waits) = rec.threads.kernel_waits() {
+        let mut by: std::collections::HashMap<(u32, u64), analysis::KernelWaits> = Default::default();
+        for w in waits {
+            if let bpf::WaitKind::Futex { addr } = w.kind {
+                let e = by.entry((w.tid, addr)).or_default();
+                e.count += w.count;
+                e.max_ns = e.max_ns.max(w.max_ns);
+            }
+        }
+        builder.set_kernel_waits(by);
+    }
     let (skipped, processes) = name_processes(rec, &mut builder, run.pid);
     for (tid, (pid, comm)) in rec.names.iter().filter(|(_, (p, _))| !skipped.contains(p)) {
         // The Python thread name when there is one (3.13 does not pass it to the OS).
