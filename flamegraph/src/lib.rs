@@ -715,6 +715,7 @@ mod tests {
                     share: t as f64 / total_us as f64,
                 })
                 .collect(),
+            kernel_wait_us: None,
         }
     }
 

@@ -28,6 +28,9 @@ use crate::wait::Category;
 pub const NOT_FOUND: &str = "[holder not found]";
 /// Marker of waiting time no holder observation covers.
 pub const NOT_SAMPLED: &str = "[holder not sampled]";
+/// Marker under the thread of a holder known from the wake-up (the BPF path): the thread that
+/// woke the waiter, with its stack as it released the lock.
+pub const AT_RELEASE: &str = "[woke the waiter: its stack at the release]";
 /// Marker above the stack of a holder that had been handed the lock but had not run yet: the
 /// waiting it caused is the machine's CPU oversubscription, not the holder's code.
 pub const HANDED_OVER: &str = "[handed the lock, waiting for a CPU]";
@@ -46,6 +49,10 @@ pub struct BlameStats {
     pub threads_scanned: u64,
     /// CPU time ftprof spent searching (ms).
     pub search_ms: f64,
+    /// Wake-ups of a waiter whose waker (the releasing thread) and its stack were recorded in
+    /// the kernel (the BPF path); they stand in where the search found no holder.
+    #[serde(default)]
+    pub wakeups: u64,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
@@ -63,7 +70,20 @@ struct ObsKey {
 pub struct BlameCollector {
     py: PyInterner,
     obs: HashMap<ObsKey, (f64, u64)>,
+    /// (waiter, lock, waker, interned stack) → wake-ups.
+    wakes: HashMap<(u32, u64, u32, u32), u64>,
     pub stats: BlameStats,
+}
+
+/// Wake-ups of one waiter on one lock by one thread at one stack (the release site).
+#[derive(Clone, Debug)]
+pub struct WakeObservation {
+    pub waiter: u32,
+    /// The lock's identity address (as in [`BlameObservation::lock`]).
+    pub lock: u64,
+    pub waker: u32,
+    pub python: Option<PyStack>,
+    pub count: u64,
 }
 
 /// One distinct holder observation, as returned by [`BlameCollector::finish`].
@@ -89,6 +109,7 @@ pub struct BlameObservation {
 #[derive(Clone, Debug, Default)]
 pub struct BlameData {
     pub observations: Vec<BlameObservation>,
+    pub wakes: Vec<WakeObservation>,
     pub stats: BlameStats,
 }
 
@@ -118,6 +139,14 @@ impl BlameCollector {
         e.1 += 1;
     }
 
+    /// Thread `waker` woke `waiter`, blocked on `lock`, with `python` its stack then (it had just
+    /// released the lock: the end of its hold).
+    pub fn observe_waker(&mut self, waiter: u32, lock: u64, waker: u32, python: Option<PyStack>) {
+        let py = python.map(|p| self.py.id(p)).unwrap_or(u32::MAX);
+        self.stats.wakeups += 1;
+        *self.wakes.entry((waiter, lock, waker, py)).or_default() += 1;
+    }
+
     /// Distinct observations kept so far.
     pub fn distinct(&self) -> usize {
         self.obs.len()
@@ -138,7 +167,19 @@ impl BlameCollector {
             })
             .collect();
         observations.sort_by_key(|o| (o.lock, o.waiter, o.holder, o.handed_over));
-        BlameData { observations, stats: self.stats }
+        let mut wakes: Vec<WakeObservation> = self
+            .wakes
+            .into_iter()
+            .map(|((waiter, lock, waker, py), count)| WakeObservation {
+                waiter,
+                lock,
+                waker,
+                python: self.py.get(py).cloned(),
+                count,
+            })
+            .collect();
+        wakes.sort_by_key(|w| (w.lock, w.waiter, w.waker, std::cmp::Reverse(w.count)));
+        BlameData { observations, wakes, stats: self.stats }
     }
 }
 
@@ -228,6 +269,14 @@ pub fn attach(p: &mut Profile, data: &BlameData) {
         let name = p.threads.iter().find(|t| t.tid == tid).map(|t| t.name.as_str()).unwrap_or("");
         thread_label(name, tid)
     };
+    // Wake-ups per (lock, waiter), for the waiting the search found no holder for.
+    let mut wakes_of: HashMap<(usize, u32), Vec<&WakeObservation>> = HashMap::new();
+    for w in &data.wakes {
+        if let Some(&i) = by_addr.get(&w.lock) {
+            wakes_of.entry((i, w.waiter)).or_default().push(w);
+        }
+    }
+    let mut unfound: std::collections::BTreeMap<(usize, u32), f64> = Default::default();
     // Per (lock, holder, frames): waiting time (µs) and observations.
     type Agg = HashMap<(usize, Option<u32>, Vec<u32>), (f64, u64)>;
     let mut agg: Agg = HashMap::new();
@@ -240,6 +289,10 @@ pub fn attach(p: &mut Profile, data: &BlameData) {
             continue;
         }
         let time = us as f64 * o.weight_ns / total;
+        if o.holder.is_none() && wakes_of.contains_key(&(i, o.waiter)) {
+            *unfound.entry((i, o.waiter)).or_default() += time;
+            continue;
+        }
         let ids = match o.holder {
             Some(h) => {
                 let mut ids = vec![intern(&mut frames, Frame::thread(holder_label(h)))];
@@ -258,8 +311,29 @@ pub fn attach(p: &mut Profile, data: &BlameData) {
     }
     for (&(i, waiter), &us) in &waited {
         if !weight.contains_key(&(i, waiter)) {
+            if wakes_of.contains_key(&(i, waiter)) {
+                *unfound.entry((i, waiter)).or_default() += us as f64;
+                continue;
+            }
             let ids = vec![intern(&mut frames, Frame::marker(NOT_SAMPLED))];
             agg.entry((i, None, ids)).or_default().0 += us as f64;
+        }
+    }
+    // Waiting with no holder found (or no tick on it) goes to the threads that woke the waiter,
+    // in proportion to their wake-ups, at their stacks as they released the lock.
+    for ((i, waiter), time) in unfound {
+        let ws = &wakes_of[&(i, waiter)];
+        let n: u64 = ws.iter().map(|w| w.count).sum();
+        for w in ws {
+            let mut ids = vec![
+                intern(&mut frames, Frame::thread(holder_label(w.waker))),
+                intern(&mut frames, Frame::marker(AT_RELEASE)),
+            ];
+            let (py, _) = merge_stacks(&[], false, w.python.as_ref());
+            ids.extend(py.into_iter().filter(|f| f.kind == FrameKind::Python).map(|f| intern(&mut frames, f)));
+            let e = agg.entry((i, Some(w.waker), ids)).or_default();
+            e.0 += time * w.count as f64 / n.max(1) as f64;
+            e.1 += w.count;
         }
     }
     p.frames = frames;
@@ -374,6 +448,49 @@ mod tests {
         assert_eq!(total, p.locks[0].total_us, "blame adds up to the lock's waiting time");
         assert_eq!(p.summary.blame.unwrap().observations, 7);
         assert_eq!(p.summary.blame.unwrap().holders_found, 5);
+    }
+
+    /// With wake-ups recorded in the kernel: waiter 2's observation that found no holder, and
+    /// all of waiter 4's time (no tick observed it), go to the threads that woke them (3 times
+    /// thread 3 at `release_a`, once thread 5 at `release_b`), under the at-release marker;
+    /// waiter 1's time keeps its holder observations; the blame still adds up.
+    #[test]
+    fn waiting_without_a_holder_found_goes_to_the_wakers() {
+        let mut b = ProfileBuilder::new(1_000_000);
+        b.set_thread(3, 1, "Holder");
+        let n = runtime_stack(&["_PyParkingLot_Park", "_PyMutex_LockTimed", "lock_PyThread_acquire_lock", "x"]);
+        let waiter_py = pystack(vec![code("waiter", APP, 10)]);
+        let l = lock(0x1000);
+        b.add(&SampleInput { python: Some(&waiter_py), parked: Some(&l), ..input(1, &n, off(9_000, 3, 5_000)) });
+        b.add(&SampleInput { python: Some(&waiter_py), parked: Some(&l), ..input(2, &n, off(1_000, 1, 1_000)) });
+        b.add(&SampleInput { python: Some(&waiter_py), parked: Some(&l), ..input(4, &n, off(4_000, 2, 2_000)) });
+        let mut p = b.finish(TargetInfo::default());
+        let slow = pystack(vec![code("slow", APP, 5), code("holder", APP, 20)]);
+        let release_a = pystack(vec![code("holder", APP, 22)]);
+        let release_b = pystack(vec![code("other_holder", APP, 40)]);
+        let mut c = BlameCollector::new();
+        c.observe(1, 0x1000, Some((3, Some(slow.clone()))), false, 10);
+        c.observe(2, 0x1000, Some((3, Some(slow))), false, 10);
+        c.observe(2, 0x1000, None, false, 10);
+        for w in [2, 4, 4] {
+            c.observe_waker(w, 0x1000, 3, Some(release_a.clone()));
+        }
+        c.observe_waker(4, 0x1000, 5, Some(release_b));
+        attach(&mut p, &c.finish());
+        let lines: Vec<(String, u64)> = folded_lines(&p).into_iter().map(|(path, us)| (path.join(";"), us)).collect();
+        let at = AT_RELEASE;
+        assert_eq!(
+            lines,
+            vec![
+                ("[lock: _thread.lock @ 0x1000];Holder (3);holder (app.py:20);slow (app.py:5)".to_string(), 9_500),
+                (format!("[lock: _thread.lock @ 0x1000];Holder (3);{at};holder (app.py:22)"), 3_167),
+                (format!("[lock: _thread.lock @ 0x1000];thread (5);{at};other_holder (app.py:40)"), 1_333),
+            ]
+        );
+        let total: u64 = p.blame.iter().map(|b| b.time_us).sum();
+        assert_eq!(total, p.locks[0].total_us);
+        assert_eq!(p.summary.blame.unwrap().wakeups, 4);
+        assert_eq!(p.locks[0].held_by[1].line, "holder (app.py:22)");
     }
 
     #[test]

@@ -124,6 +124,9 @@ pub struct SchedTotals {
     pub runqueue_ns: u64,
     /// Times it was preempted or yielded (involuntary context switches).
     pub runqueue_count: u64,
+    /// The split comes from the kernel's switch and wake-up events (BPF): exact, never
+    /// overruled by the ticks (which see a woken thread still in its system call as blocked).
+    pub exact: bool,
 }
 
 #[derive(Default, Clone, Copy)]
@@ -635,7 +638,7 @@ impl Collector {
                 // when the ticks saw the thread blocked for clearly longer (beyond twice their
                 // sampling error) than the kernel says, their split is used.
                 let n = t.blocked_ticks as f64;
-                if n >= 4.0 {
+                if n >= 4.0 && !k.exact {
                     let sampled = t.observed_ns;
                     let lower = sampled * (1.0 - 2.0 / n.sqrt());
                     if (t.blocked_ns as f64) < lower {
@@ -947,7 +950,7 @@ mod tests {
         c.set_sched(
             1,
             5,
-            SchedTotals { blocked_ns: 80 * ms, blocked_count: 6, runqueue_ns: 3 * ms, runqueue_count: 2 },
+            SchedTotals { blocked_ns: 80 * ms, blocked_count: 6, runqueue_ns: 3 * ms, runqueue_count: 2, exact: false },
         );
         let col = c.finish(0);
         let got: Vec<(EntryKind, u64, u64, u64, u64)> = col
@@ -990,7 +993,13 @@ mod tests {
         c.set_sched(
             1,
             5,
-            SchedTotals { blocked_ns: 200 * us, blocked_count: 2, runqueue_ns: 200 * us, runqueue_count: 3 },
+            SchedTotals {
+                blocked_ns: 200 * us,
+                blocked_count: 2,
+                runqueue_ns: 200 * us,
+                runqueue_count: 3,
+                exact: false,
+            },
         );
         let col = c.finish(800 * us);
         let got: Vec<(EntryKind, u64, u64)> =
@@ -1015,7 +1024,13 @@ mod tests {
         c.set_sched(
             1,
             5,
-            SchedTotals { blocked_ns: 10 * ms, blocked_count: 1, runqueue_ns: 90 * ms, runqueue_count: 1 },
+            SchedTotals {
+                blocked_ns: 10 * ms,
+                blocked_count: 1,
+                runqueue_ns: 90 * ms,
+                runqueue_count: 1,
+                exact: false,
+            },
         );
         let col = c.finish(0);
         let t: Vec<(EntryKind, u64)> = col.entries.iter().map(|e| (e.kind, e.wait.time_us)).collect();
@@ -1030,11 +1045,32 @@ mod tests {
         c.set_sched(
             1,
             5,
-            SchedTotals { blocked_ns: 80 * ms, blocked_count: 1, runqueue_ns: 20 * ms, runqueue_count: 1 },
+            SchedTotals {
+                blocked_ns: 80 * ms,
+                blocked_count: 1,
+                runqueue_ns: 20 * ms,
+                runqueue_count: 1,
+                exact: false,
+            },
         );
         let col = c.finish(0);
         let t: Vec<(EntryKind, u64)> = col.entries.iter().map(|e| (e.kind, e.wait.time_us)).collect();
         assert_eq!(t, vec![(EntryKind::Blocked, 80_000), (EntryKind::Runqueue, 20_000)]);
+        assert_eq!(col.stats.sched_corrected, 0);
+        // A split timed from the kernel's events (BPF) is exact: the ticks do not overrule it.
+        let mut c = Collector::new();
+        let k = key(&mut c, 5, 0xa, false);
+        for i in 0..10 {
+            c.observe_blocked(1, 5, k, 10 * ms, i > 0);
+        }
+        c.set_sched(
+            1,
+            5,
+            SchedTotals { blocked_ns: 10 * ms, blocked_count: 1, runqueue_ns: 90 * ms, runqueue_count: 1, exact: true },
+        );
+        let col = c.finish(0);
+        let t: Vec<(EntryKind, u64)> = col.entries.iter().map(|e| (e.kind, e.wait.time_us)).collect();
+        assert_eq!(t, vec![(EntryKind::Blocked, 10_000), (EntryKind::Runqueue, 90_000)]);
         assert_eq!(col.stats.sched_corrected, 0);
     }
 }

@@ -256,6 +256,10 @@ pub struct LockStat {
     /// (top 5; see [`crate::blame`]).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub held_by: Vec<crate::blame::HeldBy>,
+    /// Blocked time at its parked-on addresses timed in the kernel (BPF; µs): the exact
+    /// reference for the off-CPU part of `total_us`, which the sampled stacks estimate.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kernel_wait_us: Option<u64>,
 }
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
@@ -454,12 +458,14 @@ struct LockAgg {
     lines: HashMap<String, (u64, u64)>,
     /// The parked-on addresses of its off-CPU waits, to find their exact counts.
     parked: std::collections::BTreeSet<u64>,
+    kernel_wait_us: Option<u64>,
 }
 
 /// One thread's blocked waits at one address, counted in the kernel.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct KernelWaits {
     pub count: u64,
+    pub total_ns: u64,
     pub max_ns: u64,
 }
 
@@ -761,6 +767,7 @@ impl ProfileBuilder {
                     if !exact.is_empty() {
                         a.waits = exact.iter().map(|w| w.count).sum();
                         a.max_us = exact.iter().map(|w| w.max_ns / 1000).max().unwrap_or(0);
+                        a.kernel_wait_us = Some(exact.iter().map(|w| w.total_ns).sum::<u64>() / 1000);
                     }
                 }
                 (kind, identity, a)
@@ -778,6 +785,7 @@ impl ProfileBuilder {
                 threads: a.threads.into_iter().collect(),
                 top_lines: top(a.lines, 5),
                 held_by: Vec::new(),
+                kernel_wait_us: a.kernel_wait_us,
             })
             .collect();
         locks.sort_by(|a, b| b.total_us.cmp(&a.total_us).then(a.description.cmp(&b.description)));
@@ -903,7 +911,7 @@ mod tests {
         b.add(&SampleInput { python: Some(&py), parked: Some(&l), ..input(1, &n, off(9_000, 3, 5_000)) });
         b.add(&SampleInput { python: Some(&py), parked: Some(&l), ..input(2, &n, off(1_000, 1, 1_000)) });
         b.add(&SampleInput { python: Some(&py), parked: Some(&other), ..input(1, &n, off(4_000, 2, 3_000)) });
-        let k = |count, max_ns| KernelWaits { count, max_ns };
+        let k = |count, max_ns| KernelWaits { count, total_ns: 2 * max_ns, max_ns };
         b.set_kernel_waits(HashMap::from([
             ((1, 0x1018), k(7, 6_500_000)),
             ((2, 0x1018), k(2, 800_000)),
@@ -914,8 +922,9 @@ mod tests {
         let p = b.finish(TargetInfo::default());
         let s = lock_named(&p, "_thread.lock @ 0x1000");
         assert_eq!((s.waits, s.max_us, s.total_us, s.mean_us), (12, 6_500, 10_000, 833));
+        assert_eq!(s.kernel_wait_us, Some(14_600));
         let s = lock_named(&p, "_thread.lock @ 0x2000");
-        assert_eq!((s.waits, s.max_us), (2, 3_000));
+        assert_eq!((s.waits, s.max_us, s.kernel_wait_us), (2, 3_000, None));
     }
 
     #[test]

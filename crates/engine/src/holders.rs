@@ -157,6 +157,9 @@ pub struct HolderSampler {
     last_wait: HashMap<u32, u64>,
     /// Per lock: the tick it was last searched at (the least recently searched go first).
     served: HashMap<u64, u64>,
+    /// Parked-on address (a lock's PyMutex, an object's mutex) → the lock's identity address,
+    /// as seen of the waiters (to place the wake-ups recorded in the kernel).
+    identities: HashMap<u64, Option<u64>>,
 }
 
 impl Default for HolderSampler {
@@ -172,6 +175,7 @@ impl Default for HolderSampler {
             search_ns: 0,
             last_wait: HashMap::new(),
             served: HashMap::new(),
+            identities: HashMap::new(),
         }
     }
 }
@@ -259,12 +263,39 @@ impl HolderSampler {
             }
         }
         self.last_wait.extend(waiters.iter().map(|w| (w.tid, w.lock.identity())));
+        for w in waiters {
+            let parked = match w.lock {
+                WaitedLock::Lock { mutex, .. } | WaitedLock::CriticalSection { mutex, .. } => mutex,
+                WaitedLock::Internal { mutex } => mutex,
+                WaitedLock::RLock { obj } => obj,
+            };
+            self.identities.insert(parked, Some(w.lock.identity()));
+        }
         self.forget_old();
         let spent = thread_cpu_ns().saturating_sub(start);
         self.search_ns += spent as u128;
         self.tokens_ns -= spent as f64;
         self.collector.stats.search_ms = self.search_ns as f64 / 1e6;
         holders
+    }
+
+    /// A waker record of the BPF path: thread `waker` woke `wakee`, parked on `addr`, with
+    /// `stack` its Python stack then. The lock is named as the tick names it (the parked-on
+    /// address is classified once, by reading the target, when no tick has seen it).
+    pub fn wake(&mut self, py: &mut PyProcess, wakee: u32, addr: u64, waker: u32, stack: PyStack) {
+        if self.disabled {
+            return;
+        }
+        let id = *self
+            .identities
+            .entry(addr)
+            .or_insert_with(|| WaitedLock::from_parked(&py.probe_parked(wakee, addr)).map(|l| l.identity()));
+        if let Some(id) = id {
+            self.collector.observe_waker(wakee, id, waker, Some(stack));
+        }
+        if self.identities.len() > MAX_REMEMBERED {
+            self.identities.clear();
+        }
     }
 
     /// Programs that wait on many short-lived locks: keep the remembered maps small (they only

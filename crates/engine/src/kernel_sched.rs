@@ -195,6 +195,9 @@ impl ThreadSource for KernelSched {
     fn follow(&mut self, pid: u32) {
         self.add_target(pid);
     }
+    fn sched_exact(&self, tid: u32) -> bool {
+        self.splice.is_kernel(tid)
+    }
     fn kernel_accounted(&self) -> Option<usize> {
         Some(self.kernel_threads.len())
     }

@@ -221,6 +221,10 @@ pub trait ThreadSource: Send {
     fn kernel_accounted(&self) -> Option<usize> {
         None
     }
+    /// Whether `tid`'s accounting comes from the kernel's events (exact, not to be corrected).
+    fn sched_exact(&self, _tid: u32) -> bool {
+        false
+    }
     /// With the kernel's accounting: every thread's blocked periods per (kind, address), exact.
     fn kernel_waits(&self) -> Option<Vec<bpf::Wait>> {
         None

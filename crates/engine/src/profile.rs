@@ -127,6 +127,7 @@ pub fn profile_of(
             if let bpf::WaitKind::Futex { addr } = w.kind {
                 let e = by.entry((w.tid, addr)).or_default();
                 e.count += w.count;
+                e.total_ns += w.total_ns;
                 e.max_ns = e.max_ns.max(w.max_ns);
             }
         }

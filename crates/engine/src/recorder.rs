@@ -42,6 +42,8 @@ pub(crate) struct SchedTrack {
     /// `timeslices` when it was last seen blocked, and the key it was blocked with: unchanged
     /// means it has not run since, so it still waits on the same thing.
     seen_blocked: Option<(u64, u32)>,
+    /// Its accounting comes from the kernel's events (`ThreadSource::sched_exact`).
+    exact: bool,
 }
 
 impl SchedTrack {
@@ -56,6 +58,7 @@ impl SchedTrack {
             blocked_count: self.last_ctxt.0.saturating_sub(v0),
             runqueue_ns: runq,
             runqueue_count: self.last_ctxt.1.saturating_sub(n0),
+            exact: self.exact,
         }
     }
 }
@@ -219,7 +222,10 @@ impl Recorder {
                     Some("ftprof runs with privileges its caller lacks (it reads only what the caller may)".into())
             }
             _ => {
-                match bpf::InstantStacks::new(128, 0) {
+                // With the wakers' stacks when waits are recorded (blame); without, if only
+                // that part is refused.
+                let wakers = if self.cfg.waits.recorded() { WAKER_BUDGET } else { 0 };
+                match bpf::InstantStacks::new(128, wakers).or_else(|_| bpf::InstantStacks::new(128, 0)) {
                     Ok(i) => self.instant = Some(i),
                     Err(e) => self.bpf_refusal = Some(e.to_string()),
                 }
@@ -620,7 +626,9 @@ impl Recorder {
             let t = profiler::monotonic_ns();
             let Some(st) = self.threads.schedstat(pid, tid) else { continue };
             let ctxt = if read_ctxt { self.threads.ctxt_switches(pid, tid) } else { None };
+            let exact = self.threads.sched_exact(tid);
             let track = self.sched.entry(tid).or_default();
+            track.exact = exact;
             track.first.get_or_insert((t, st));
             track.last = (t, st);
             if let Some(c) = ctxt {
@@ -663,6 +671,24 @@ impl Recorder {
 }
 
 impl Recorder {
+    /// The BPF path's waker records (who woke a thread blocked on a lock, at its release):
+    /// handed to blame, where they stand in for holders the search did not find. Records of
+    /// the stacks at the sample instant that found no sample are dropped after 2 s.
+    fn take_wakers(&mut self) {
+        let Some(instant) = self.instant.as_mut() else { return };
+        instant.expire(profiler::monotonic_ns().saturating_sub(2_000_000_000));
+        let wakers = instant.take_wakers();
+        if !self.cfg.waits.recorded() {
+            return;
+        }
+        for r in wakers {
+            let Some(w) = r.waker_of else { continue };
+            let Some(PyState::Located(py)) = self.py.get_mut(&r.tgid) else { continue };
+            let stack = r.to_stack(py);
+            self.holders.wake(py, w.wakee, w.addr, r.tid, stack);
+        }
+    }
+
     /// Blame: find who holds what this tick's waiters wait on (see [`crate::holders`]).
     /// `FTPROF_NO_BLAME=1` turns it off (to measure its cost).
     fn sample_holders(&mut self, waiters: &[(u32, crate::holders::Waiter)]) {
@@ -817,6 +843,7 @@ impl profiler::Sink for Recorder {
         // Before anything of the target is read at this tick, whatever the wait mode.
         self.recheck_live();
         self.watch_gil();
+        self.take_wakers();
         if self.cfg.waits.recorded() {
             // With exact waits switch-out samples give the stacks; the kernel's totals still
             // say how much of each interval was blocked and how much was waiting for a CPU.
@@ -826,6 +853,10 @@ impl profiler::Sink for Recorder {
         }
     }
 }
+
+/// Wake-ups of a blocked target thread whose waker's Python stack is read in the kernel, at
+/// most, per CPU per second (the BPF path; each is a frame walk of up to 128 frames).
+pub const WAKER_BUDGET: u64 = 2000;
 
 /// Record from `source` with `rec`, then build the profile. `interp`: the ELF holding the
 /// CPython runtime of the target (its debug data is parsed on an idle CPU while the target runs).

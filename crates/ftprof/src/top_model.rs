@@ -463,6 +463,7 @@ mod tests {
                 threads: vec![2],
                 top_lines: vec![],
                 held_by: vec![],
+                kernel_wait_us: None,
             }],
             top_lines: vec![],
             blame: vec![],

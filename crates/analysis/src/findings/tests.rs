@@ -169,6 +169,7 @@ impl P {
                 .map(|(line, share)| HeldBy { line: line.into(), thread: "Holder (9)".into(), time_us: 1000, share })
                 .into_iter()
                 .collect(),
+            kernel_wait_us: None,
         });
         if let Some((line, share)) = holder {
             let lock = self.p.locks.len() - 1;
