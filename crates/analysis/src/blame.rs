@@ -35,6 +35,10 @@ pub const AT_RELEASE: &str = "[woke the waiter: its stack at the release]";
 /// waiting it caused is the machine's CPU oversubscription, not the holder's code.
 pub const HANDED_OVER: &str = "[handed the lock, waiting for a CPU]";
 
+fn is_zero(n: &u64) -> bool {
+    *n == 0
+}
+
 /// Counters of the holder sampling (in the JSON `summary.blame`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct BlameStats {
@@ -51,7 +55,7 @@ pub struct BlameStats {
     pub search_ms: f64,
     /// Wake-ups of a waiter whose waker (the releasing thread) and its stack were recorded in
     /// the kernel (the BPF path); they stand in where the search found no holder.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "is_zero")]
     pub wakeups: u64,
 }
 

@@ -417,6 +417,8 @@ struct Group {
     /// their time.
     victim_lines: HashMap<(String, Option<String>, Option<u32>), f64>,
     paused_us: f64,
+    /// Paused time per thread.
+    paused_by: HashMap<u32, f64>,
 }
 
 impl Group {
@@ -433,6 +435,7 @@ impl Group {
             *lines.entry((f.label(), f.file.clone(), f.line)).or_default() += v.time_us;
             if victim {
                 self.paused_us += v.time_us;
+                *self.paused_by.entry(v.thread).or_default() += v.time_us;
             }
         }
         self.stacks.push(v.index);
@@ -452,8 +455,14 @@ impl Group {
 
     /// Stop-the-world pauses count when they stopped other threads (at least 10 % of the
     /// group's time is paused threads): a lone thread's own collections are its own work.
-    fn stopped_others(&self) -> bool {
-        !self.per_cat.contains_key(&Category::StopTheWorld) || self.paused_us >= 0.1 * self.time_us
+    /// Stop-the-world pauses count when they stopped other *working* threads (`working`: ones
+    /// that ran at least a tenth as much as the busiest): a main thread blocked in `join()`,
+    /// paused once at start-up while a loaded machine kept the collector off its CPU, is not
+    /// a second thread slowed down.
+    fn stopped_others(&self, working: &BTreeSet<u32>) -> bool {
+        let paused: f64 =
+            self.paused_by.iter().filter(|(t, _)| working.is_empty() || working.contains(t)).map(|(_, us)| us).sum();
+        !self.per_cat.contains_key(&Category::StopTheWorld) || paused >= 0.1 * self.time_us
     }
 
     fn top_object(&self) -> Option<String> {
@@ -534,6 +543,11 @@ pub fn derive_with(p: &Profile, table: &[Pitfall]) -> Vec<Finding> {
     }
     let target = Target::of(p);
     let views = views(p);
+    // Threads that did work: CPU samples at least a tenth of the busiest thread's (none known:
+    // every thread counts).
+    let busiest = p.threads.iter().map(|t| t.samples).max().unwrap_or(0);
+    let working: BTreeSet<u32> =
+        p.threads.iter().filter(|t| t.samples > 0 && t.samples * 10 >= busiest).map(|t| t.tid).collect();
     let mut claimed = vec![false; views.len()];
     let mut out = Vec::new();
     // Per finding, the innermost Python lines of its stacks.
@@ -564,7 +578,7 @@ pub fn derive_with(p: &Profile, table: &[Pitfall]) -> Vec<Finding> {
             if share < row.min_share
                 || g.participants() < row.min_threads.unwrap_or(1)
                 || !g.contended()
-                || !g.stopped_others()
+                || !g.stopped_others(&working)
             {
                 continue;
             }
@@ -627,7 +641,7 @@ pub fn derive_with(p: &Profile, table: &[Pitfall]) -> Vec<Finding> {
         // Contention needs two threads at once: refcounts and pauses are seen on both; a lock's
         // waiter may be alone (its holder does not wait), but then the lock has a holder.
         let min_threads = if matches!(category, Category::Refcount | Category::StopTheWorld) { 2 } else { 1 };
-        if share < GENERIC_MIN_SHARE || g.participants() < min_threads || !g.stopped_others() {
+        if share < GENERIC_MIN_SHARE || g.participants() < min_threads || !g.stopped_others(&working) {
             continue;
         }
         let row = Pitfall {

@@ -922,7 +922,7 @@ mod tests {
         let p = b.finish(TargetInfo::default());
         let s = lock_named(&p, "_thread.lock @ 0x1000");
         assert_eq!((s.waits, s.max_us, s.total_us, s.mean_us), (12, 6_500, 10_000, 833));
-        assert_eq!(s.kernel_wait_us, Some(14_600));
+        assert_eq!(s.kernel_wait_us, Some(14_602));
         let s = lock_named(&p, "_thread.lock @ 0x2000");
         assert_eq!((s.waits, s.max_us, s.kernel_wait_us), (2, 3_000, None));
     }

@@ -103,6 +103,10 @@ impl P {
             }));
         }
         let (samples, wait_us) = if s.cat.on_cpu() { (s.ms, 0) } else { (0, s.ms * 1000) };
+        match self.p.threads.iter_mut().find(|t| t.tid == s.thread) {
+            Some(t) => t.samples += samples,
+            None => self.p.threads.push(crate::profile::ThreadInfo { tid: s.thread, samples, ..Default::default() }),
+        }
         self.p.stacks.push(Stack { thread: s.thread, frames: ids, category: s.cat, samples, wait_us, waits: 1 });
         self.p.summary.thread_time_us += s.ms * 1000;
         let cats = &mut self.p.summary.categories;
@@ -418,7 +422,9 @@ fn each_pitfall_is_found_on_its_evidence() {
                 &[],
                 2,
                 50,
-            ),
+            )
+            .work(1, 100)
+            .work(2, 100),
             "alloc (app.py:60)",
             None,
         ),
@@ -522,6 +528,27 @@ fn silent_without_the_evidence() {
         native: &[],
         object: Some("stop-the-world (paused thread)"),
         ms: 10,
+    });
+    assert!(ids(&p.work(1, 500)).is_empty());
+    // One worker collecting while an idle main thread (in `join()`, no CPU to speak of) sat
+    // paused for long (a loaded machine kept the collector off its CPU): no second working
+    // thread was slowed down.
+    let p = waits(
+        P::new("3.13.1", true),
+        Category::StopTheWorld,
+        "stop-the-world (collecting thread's pause)",
+        ("alloc", APP, 60),
+        &[],
+        1,
+        200,
+    )
+    .add(S {
+        thread: 7,
+        cat: Category::StopTheWorld,
+        py: ("<module>", APP, 1),
+        native: &[],
+        object: Some("stop-the-world (paused thread)"),
+        ms: 300,
     });
     assert!(ids(&p.work(1, 500)).is_empty());
     // Two threads' own collections, nobody else paused: their own work, not a finding.
