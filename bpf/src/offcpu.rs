@@ -19,10 +19,14 @@ struct RawTimes {
     since: u64,
     wait_addr: u64,
     futex: u64,
+    wake_runq_ns: u64,
+    user_ip: u64,
+    user_sp: u64,
+    user_bp: u64,
     wait_kind: u32,
     state: u32,
     tgid: u32,
-    _pad: u32,
+    after_wake: u32,
 }
 // SAFETY: repr(C) integers only; every bit pattern is valid.
 unsafe impl Pod for RawTimes {}
@@ -46,6 +50,7 @@ struct RawWaitVal {
     count: u64,
     max_ns: u64,
     futex: u64,
+    runq_ns: u64,
 }
 // SAFETY: repr(C) integers only; every bit pattern is valid.
 unsafe impl Pod for RawWaitVal {}
@@ -107,6 +112,12 @@ pub struct ThreadTimes {
     /// Time runnable but not on a CPU, finished periods only (from wake-up or preemption to
     /// switch-in).
     pub runq_ns: u64,
+    /// Of `runq_ns`, the periods that followed a wake-up (the rest followed a preemption).
+    pub wake_runq_ns: u64,
+    /// The runnable period in progress (if `state` is `Runnable`) followed a wake-up.
+    pub after_wake: bool,
+    /// User registers (ip, sp, bp) saved when it was last preempted or yielded.
+    pub preempted_at: (u64, u64, u64),
     /// Longest single runnable period.
     pub runq_max_ns: u64,
     /// Times the thread blocked.
@@ -128,6 +139,10 @@ impl ThreadTimes {
     /// Runnable time including the period in progress at `now_ns`.
     pub fn runq_at(&self, now_ns: u64) -> u64 {
         self.runq_ns + self.ongoing(ThreadState::Runnable, now_ns)
+    }
+    /// Runnable time after wake-ups including the period in progress at `now_ns`.
+    pub fn wake_runq_at(&self, now_ns: u64) -> u64 {
+        self.wake_runq_ns + if self.after_wake { self.ongoing(ThreadState::Runnable, now_ns) } else { 0 }
     }
     /// On-CPU time including the period in progress at `now_ns`.
     pub fn oncpu_at(&self, now_ns: u64) -> u64 {
@@ -152,6 +167,9 @@ pub struct Wait {
     pub max_ns: u64,
     /// The futex word of the last such wait (0 when not a futex wait).
     pub futex: u64,
+    /// Time runnable after the wake-ups that ended these waits, until back on a CPU (finished
+    /// periods only).
+    pub runq_ns: u64,
 }
 
 /// Events the programs could not account; all zero in a complete measurement.
@@ -234,6 +252,9 @@ impl OffCpu {
             oncpu_ns: raw.oncpu_ns,
             blocked_ns: raw.blocked_ns,
             runq_ns: raw.runq_ns,
+            wake_runq_ns: raw.wake_runq_ns,
+            after_wake: raw.after_wake != 0,
+            preempted_at: (raw.user_ip, raw.user_sp, raw.user_bp),
             runq_max_ns: raw.runq_max_ns,
             blocked_count: raw.blocked_count,
             runq_count: raw.runq_count,
@@ -259,6 +280,7 @@ impl OffCpu {
                 count: v.count,
                 max_ns: v.max_ns,
                 futex: v.futex,
+                runq_ns: v.runq_ns,
             });
         }
         out.sort_by_key(|w| (w.tid, w.kind));
@@ -274,6 +296,7 @@ impl OffCpu {
             run_ns: t.oncpu_at(now_ns),
             runqueue_ns: t.runq_at(now_ns),
             timeslices: t.runq_count,
+            woken_runqueue_ns: t.wake_runq_at(now_ns),
         }))
     }
 
@@ -294,6 +317,7 @@ impl OffCpu {
                         count: v.count,
                         max_ns: v.max_ns,
                         futex: v.futex,
+                        runq_ns: v.runq_ns,
                     });
                 }
             }
@@ -335,10 +359,10 @@ mod tests {
 
     #[test]
     fn raw_layouts_match_the_c_structs() {
-        // src/bpf/offcpu.h: 9 u64 + 4 u32; key u32 u32 u64; value 4 u64.
-        assert_eq!(std::mem::size_of::<RawTimes>(), 9 * 8 + 4 * 4);
+        // src/bpf/offcpu.h: 13 u64 + 4 u32; key u32 u32 u64; value 5 u64.
+        assert_eq!(std::mem::size_of::<RawTimes>(), 13 * 8 + 4 * 4);
         assert_eq!(std::mem::size_of::<RawWaitKey>(), 16);
-        assert_eq!(std::mem::size_of::<RawWaitVal>(), 32);
+        assert_eq!(std::mem::size_of::<RawWaitVal>(), 40);
     }
 
     #[test]
@@ -349,6 +373,9 @@ mod tests {
             oncpu_ns: 10,
             blocked_ns: 100,
             runq_ns: 1000,
+            wake_runq_ns: 600,
+            after_wake: false,
+            preempted_at: (0, 0, 0),
             runq_max_ns: 0,
             blocked_count: 1,
             runq_count: 1,
@@ -358,6 +385,7 @@ mod tests {
         };
         assert_eq!(t.blocked_at(5_250), 350);
         assert_eq!(t.runq_at(5_250), 1000);
+        assert_eq!(t.wake_runq_at(5_250), 600);
         assert_eq!(t.oncpu_at(5_250), 10);
         // A clock read before `since` (another CPU's event raced the read) adds nothing.
         assert_eq!(t.blocked_at(4_000), 100);

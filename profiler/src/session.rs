@@ -109,6 +109,9 @@ pub trait Sink {
     /// One record, as drained (records of different CPUs are not in time order; a
     /// [`Record::Drained`] ends each pass).
     fn record(&mut self, r: Record);
+    /// The loop just woke up (from its wait for the rings), at `at_ns` (CLOCK_MONOTONIC): a
+    /// target thread switched out about now may have made room for ftprof itself.
+    fn woke(&mut self, _at_ns: u64) {}
     /// Called after every drain pass; returns how long the loop may sleep before the next call.
     fn tick(&mut self) -> Duration {
         Duration::from_millis(POLL_MS)
@@ -196,6 +199,7 @@ pub fn record(
     let mut wait = Duration::from_millis(POLL_MS);
     loop {
         poll_rings(&rings, wait);
+        sink.woke(monotonic_ns());
         drain_all(&mut rings, &mut lost, filter.as_mut(), sink);
         wait = sink.tick();
 
@@ -306,6 +310,7 @@ fn attach(
     let mut wait = Duration::from_millis(POLL_MS);
     let reason = loop {
         poll_rings(&rings, wait);
+        sink.woke(monotonic_ns());
         drain_all(&mut rings, &mut lost, filter.as_mut(), sink);
         wait = sink.tick();
         if stop.load(Ordering::Relaxed) {

@@ -145,12 +145,15 @@ pub struct SchedStat {
     pub runqueue_ns: u64,
     /// Times it was put on a CPU.
     pub timeslices: u64,
+    /// Of `runqueue_ns`, the time after wake-ups (the rest after preemptions); known only from
+    /// the kernel's switch and wake-up events, 0 from `/proc`.
+    pub woken_runqueue_ns: u64,
 }
 
 /// Parse `/proc/PID/task/TID/schedstat`: `RUN_NS WAIT_NS TIMESLICES`.
 pub fn parse_schedstat(text: &str) -> Option<SchedStat> {
     let mut it = text.split_whitespace().map(|f| f.parse::<u64>().ok());
-    Some(SchedStat { run_ns: it.next()??, runqueue_ns: it.next()??, timeslices: it.next()?? })
+    Some(SchedStat { run_ns: it.next()??, runqueue_ns: it.next()??, timeslices: it.next()??, woken_runqueue_ns: 0 })
 }
 
 /// `voluntary_ctxt_switches` and `nonvoluntary_ctxt_switches` from `/proc/PID/task/TID/status`:
@@ -302,7 +305,7 @@ mod tests {
     fn parses_schedstat_and_switch_counters() {
         assert_eq!(
             parse_schedstat("189369094 115624082 562\n"),
-            Some(SchedStat { run_ns: 189369094, runqueue_ns: 115624082, timeslices: 562 })
+            Some(SchedStat { run_ns: 189369094, runqueue_ns: 115624082, timeslices: 562, woken_runqueue_ns: 0 })
         );
         assert_eq!(parse_schedstat("1 2\n"), None);
         let status = "Name:\tx\nvoluntary_ctxt_switches:\t435\nnonvoluntary_ctxt_switches:\t127\n";

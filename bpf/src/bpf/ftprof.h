@@ -33,6 +33,7 @@ struct task_struct {
 
 /* x86-64 user registers saved at kernel entry (arch/x86/include/asm/ptrace.h). */
 struct pt_regs {
+	unsigned long bp;
 	unsigned long di;
 	unsigned long si;
 	unsigned long orig_ax;

@@ -6,7 +6,9 @@
  * blocked (switched out while not runnable) and runnable (woken, or preempted, and waiting for
  * a CPU). The time spent in each is added to the thread's totals in `threads`; each blocked
  * period is also added to `waits` under (thread, kind, address): for a futex wait the
- * parked-on address (see classify_wait), for another system call its number. Nothing is sent
+ * parked-on address (see classify_wait), for another system call its number; the time runnable
+ * after the wake-up that ended such a wait (until back on a CPU) is added to the same entry and,
+ * per thread, to `wake_runq_ns` (the rest of the runnable time followed preemptions). Nothing is sent
  * to userspace per switch: userspace reads the maps when it wants the totals.
  */
 #include "ftprof.h"
@@ -127,7 +129,14 @@ int ftprof_switch(u64 *ctx)
 		if (t) {
 			if (t->state == STATE_ON_CPU)
 				t->oncpu_ns += now - t->since;
+			t->after_wake = 0;
 			if (preempt || prev_state == 0) {
+				/* Preempted (or yielded): the user registers saved at its entry into the
+				 * kernel say where it waits for a CPU, for userspace to read its stack. */
+				struct pt_regs *regs = bpf_task_pt_regs(prev);
+				t->user_ip = regs->ip;
+				t->user_sp = regs->sp;
+				t->user_bp = regs->bp;
 				t->state = STATE_RUNNABLE;
 				t->runq_count += 1;
 			} else {
@@ -146,11 +155,20 @@ int ftprof_switch(u64 *ctx)
 				t->runq_ns += d;
 				if (d > t->runq_max_ns)
 					t->runq_max_ns = d;
+				if (t->after_wake) {
+					/* Woken from a wait and waiting for a CPU since: part of that wait's cost. */
+					t->wake_runq_ns += d;
+					struct wait_key key = { .tid = next->pid, .kind = t->wait_kind, .addr = t->wait_addr };
+					struct wait_val *w = bpf_map_lookup_elem(&waits, &key);
+					if (w)
+						w->runq_ns += d;
+				}
 			} else if (t->state == STATE_BLOCKED) {
 				/* Back on a CPU with no wake-up seen: its blocked time is not known. */
 				count(OFFCPU_STAT_NO_WAKEUP);
 			}
 			t->state = STATE_ON_CPU;
+			t->after_wake = 0;
 			t->since = now;
 		}
 	}
@@ -197,6 +215,7 @@ static __always_inline void woken(struct task_struct *p)
 		count(OFFCPU_STAT_WAITS_FULL);
 	}
 	t->state = STATE_RUNNABLE;
+	t->after_wake = 1;
 	t->runq_count += 1;
 	t->since = now;
 }

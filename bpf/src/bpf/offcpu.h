@@ -29,10 +29,17 @@ struct thread_times {
 	/* The current (or last) wait: its key in `waits` and the futex word, if any. */
 	u64 wait_addr;
 	u64 futex;
+	/* Of runq_ns, the periods that followed a wake-up (the rest followed a preemption). */
+	u64 wake_runq_ns;
+	/* User registers at the last preemption (or yield): where the thread waits for a CPU. */
+	u64 user_ip;
+	u64 user_sp;
+	u64 user_bp;
 	u32 wait_kind;
 	u32 state;
 	u32 tgid;
-	u32 _pad;
+	/* The current runnable period followed a wake-up from the wait `wait_kind`/`wait_addr`. */
+	u32 after_wake;
 };
 
 struct wait_key {
@@ -47,4 +54,6 @@ struct wait_val {
 	u64 max_ns;
 	/* The futex word of the last wait (0 if not a futex wait). */
 	u64 futex;
+	/* Time runnable after the wake-ups that ended these waits, until back on a CPU. */
+	u64 runq_ns;
 };

@@ -124,6 +124,9 @@ pub struct SchedTotals {
     pub runqueue_ns: u64,
     /// Times it was preempted or yielded (involuntary context switches).
     pub runqueue_count: u64,
+    /// Of `runqueue_ns`, the time after wake-ups (known from the kernel's events only): it
+    /// belongs to the waits the thread was woken from, and is shown at their stacks.
+    pub woken_runqueue_ns: u64,
     /// The split comes from the kernel's switch and wake-up events (BPF): exact, never
     /// overruled by the ticks (which see a woken thread still in its system call as blocked).
     pub exact: bool,
@@ -267,6 +270,9 @@ pub struct Collector {
     py: PyInterner,
     cpu: HashMap<u32, u64>,
     waits: HashMap<(u32, bool), WaitAgg>,
+    /// Sampled mode, with the kernel's events: time the ticks saw threads waiting for a CPU
+    /// after a preemption, per key (ns).
+    preempted: HashMap<u32, f64>,
     threads: HashMap<u32, ThreadTimes>,
     /// Threads of each process seen and not exited (kept with `threads`: asked per sample).
     live_by_pid: HashMap<u32, usize>,
@@ -509,8 +515,17 @@ impl Collector {
         self.tracker.observe(tid, Observed { time, payload: key, exact, gap_ns });
     }
 
+    /// Sampled mode, with the kernel's events: thread `tid` was seen waiting for a CPU after a
+    /// preemption (or a yield) by a tick that stands for `gap_ns`. Its runqueue time after
+    /// preemptions is split between such keys (see [`Collector::finish`]).
+    pub fn observe_preempted(&mut self, pid: u32, tid: u32, key: u32, gap_ns: u64) {
+        self.thread(tid, pid);
+        *self.preempted.entry(key).or_default() += gap_ns as f64;
+    }
+
     /// Sampled mode: thread `tid` was seen blocked by a tick that stands for `gap_ns`;
     /// `continued`: it has not run since its previous observation (still the same wait).
+
     pub fn observe_blocked(&mut self, pid: u32, tid: u32, key: u32, gap_ns: u64, continued: bool) {
         let t = self.thread(tid, pid);
         let same = continued && t.episode.is_some_and(|(k, _)| k == key);
@@ -667,8 +682,26 @@ impl Collector {
         let mut entries = Vec::new();
         let mut cpu: Vec<(u32, u64)> = std::mem::take(&mut self.cpu).into_iter().collect();
         cpu.sort_unstable();
+        // Per thread, the stacks its runqueue time is split between: blocked entries (weighted
+        // by their number of waits) for the time after wake-ups; for the time after
+        // preemptions, the stacks the ticks saw it preempted at (by time), else its CPU
+        // samples' stacks.
+        type Split = HashMap<u32, Vec<(SampleKey, Option<PyStack>, f64)>>;
+        let mut woke_from: Split = HashMap::new();
+        let mut preempted_at: Split = HashMap::new();
+        let mut seen_preempted: Vec<(u32, f64)> = std::mem::take(&mut self.preempted).into_iter().collect();
+        seen_preempted.sort_unstable_by_key(|&(id, _)| id);
+        for (id, ns) in seen_preempted {
+            let key = self.key(id);
+            let python = py(&key, &self.py.list);
+            preempted_at.entry(key.tid).or_default().push((key, python, ns));
+        }
+        let observed_preempted: std::collections::HashSet<u32> = preempted_at.keys().copied().collect();
         for (id, n) in cpu {
             let key = self.key(id);
+            if !observed_preempted.contains(&key.tid) {
+                preempted_at.entry(key.tid).or_default().push((key.clone(), py(&key, &self.py.list), n as f64));
+            }
             entries.push(Entry {
                 kind: EntryKind::Cpu,
                 python: py(&key, &self.py.list),
@@ -686,6 +719,9 @@ impl Collector {
                 continue; // its runqueue time comes from the kernel's total
             }
             let (ts, cs) = if preempted { (1.0, 1.0) } else { scale.get(&key.tid).copied().unwrap_or((1.0, 1.0)) };
+            if !preempted {
+                woke_from.entry(key.tid).or_default().push((key.clone(), py(&key, &self.py.list), a.count * cs));
+            }
             entries.push(Entry {
                 kind: if preempted { EntryKind::Preempted } else { EntryKind::Blocked },
                 python: py(&key, &self.py.list),
@@ -705,14 +741,48 @@ impl Collector {
         let mut unobserved_us = 0;
         for (tid, t) in &threads {
             let base = SampleKey { pid: t.pid, tid: *tid, ..Default::default() };
-            if t.runqueue_ns > 0 {
+            // Waiting for a CPU, at the stacks it happened at when the kernel's events told the
+            // time after wake-ups apart (else one `[runqueue]` entry per thread): after a wake-up
+            // the thread is still in the wait it was woken from (a lock's acquire line); after a
+            // preemption it is where it ran, which its CPU samples estimate.
+            let mut left = (t.runqueue_ns / 1000, t.runqueue_count);
+            let exact = t.sched.filter(|k| k.exact);
+            let woken = exact.map_or(0, |k| k.woken_runqueue_ns.min(t.runqueue_ns)) / 1000;
+            let woken_count = t.blocked_count.min(t.runqueue_count);
+            let parts = if exact.is_none() {
+                [(0, 0, None), (0, 0, None)]
+            } else {
+                [
+                    (woken, woken_count, woke_from.get(tid)),
+                    (left.0 - woken, t.runqueue_count - woken_count, preempted_at.get(tid)),
+                ]
+            };
+            for (time_us, count, at) in parts {
+                let Some(at) = at.filter(|_| time_us > 0) else { continue };
+                let weights: Vec<(usize, f64)> = at.iter().enumerate().map(|(i, (_, _, w))| (i, *w)).collect();
+                for (i, (time, n)) in split(time_us, count, &weights) {
+                    left.0 -= time;
+                    left.1 = left.1.saturating_sub(n);
+                    let n = n.max(1);
+                    let (key, python, _) = &at[i];
+                    entries.push(Entry {
+                        kind: EntryKind::Runqueue,
+                        key: key.clone(),
+                        python: python.clone(),
+                        samples: 0,
+                        concurrent: 0,
+                        wait: WaitTotals { time_us: time, waits: n, max_us: 0, observed: 0 },
+                    });
+                }
+            }
+            if left.0 > 0 {
                 entries.push(Entry {
                     kind: EntryKind::Runqueue,
                     key: base.clone(),
                     python: None,
                     samples: 0,
                     concurrent: 0,
-                    wait: WaitTotals { time_us: t.runqueue_ns / 1000, waits: t.runqueue_count, max_us: 0, observed: 0 },
+                    wait: WaitTotals { time_us: left.0, waits: left.1, max_us: 0, observed: 0 },
                 });
             }
             if t.observed_ns == 0.0 && t.blocked_ns > 0 {
@@ -738,6 +808,32 @@ impl Collector {
             unobserved_us,
         }
     }
+}
+
+/// `time_us` and `count` split between entries in proportion to their weights (largest
+/// remainders, so the parts add up exactly); parts with no time are left out.
+fn split(time_us: u64, count: u64, at: &[(usize, f64)]) -> Vec<(usize, (u64, u64))> {
+    let total: f64 = at.iter().map(|&(_, w)| w).sum();
+    if total <= 0.0 {
+        return Vec::new();
+    }
+    let share = |amount: u64| -> Vec<u64> {
+        let exact: Vec<f64> = at.iter().map(|&(_, w)| amount as f64 * w / total).collect();
+        let mut out: Vec<u64> = exact.iter().map(|x| x.floor() as u64).collect();
+        let mut rest = amount - out.iter().sum::<u64>().min(amount);
+        let mut order: Vec<usize> = (0..at.len()).collect();
+        order.sort_by(|&a, &b| (exact[b] - exact[b].floor()).total_cmp(&(exact[a] - exact[a].floor())).then(a.cmp(&b)));
+        for i in order {
+            if rest == 0 {
+                break;
+            }
+            out[i] += 1;
+            rest -= 1;
+        }
+        out
+    };
+    let (times, counts) = (share(time_us), share(count));
+    at.iter().zip(times.into_iter().zip(counts)).filter(|(_, (t, _))| *t > 0).map(|(&(i, _), tc)| (i, tc)).collect()
 }
 
 /// The result of a recording, before symbolization.
@@ -950,7 +1046,14 @@ mod tests {
         c.set_sched(
             1,
             5,
-            SchedTotals { blocked_ns: 80 * ms, blocked_count: 6, runqueue_ns: 3 * ms, runqueue_count: 2, exact: false },
+            SchedTotals {
+                blocked_ns: 80 * ms,
+                blocked_count: 6,
+                runqueue_ns: 3 * ms,
+                runqueue_count: 2,
+                woken_runqueue_ns: 0,
+                exact: false,
+            },
         );
         let col = c.finish(0);
         let got: Vec<(EntryKind, u64, u64, u64, u64)> = col
@@ -998,6 +1101,7 @@ mod tests {
                 blocked_count: 2,
                 runqueue_ns: 200 * us,
                 runqueue_count: 3,
+                woken_runqueue_ns: 0,
                 exact: false,
             },
         );
@@ -1029,6 +1133,7 @@ mod tests {
                 blocked_count: 1,
                 runqueue_ns: 90 * ms,
                 runqueue_count: 1,
+                woken_runqueue_ns: 0,
                 exact: false,
             },
         );
@@ -1050,6 +1155,7 @@ mod tests {
                 blocked_count: 1,
                 runqueue_ns: 20 * ms,
                 runqueue_count: 1,
+                woken_runqueue_ns: 0,
                 exact: false,
             },
         );
@@ -1066,11 +1172,77 @@ mod tests {
         c.set_sched(
             1,
             5,
-            SchedTotals { blocked_ns: 10 * ms, blocked_count: 1, runqueue_ns: 90 * ms, runqueue_count: 1, exact: true },
+            SchedTotals {
+                blocked_ns: 10 * ms,
+                blocked_count: 1,
+                runqueue_ns: 90 * ms,
+                runqueue_count: 1,
+                woken_runqueue_ns: 0,
+                exact: true,
+            },
         );
         let col = c.finish(0);
         let t: Vec<(EntryKind, u64)> = col.entries.iter().map(|e| (e.kind, e.wait.time_us)).collect();
         assert_eq!(t, vec![(EntryKind::Blocked, 10_000), (EntryKind::Runqueue, 90_000)]);
         assert_eq!(col.stats.sched_corrected, 0);
+    }
+
+    /// Runqueue time at the stacks it happened at, when the kernel's events split it:
+    ///
+    /// ```text
+    ///   thread 5   blocked at a (3 waits), at b (1 wait); on CPU at c (3 samples), at d (1)
+    ///   kernel     blocked 40 ms; runnable 10 ms in 6 periods: 8 ms after the 4 wake-ups
+    ///   shown      runqueue 6 ms at a, 2 ms at b (by waits); 1.5 ms at c, 0.5 ms at d (by samples)
+    /// ```
+    /// Without the kernel's events (schedstat) it stays one `[runqueue]` entry.
+    #[test]
+    fn runqueue_time_goes_to_the_waits_woken_from_and_the_stacks_preempted_at() {
+        let ms = 1_000_000;
+        let run = |exact: bool| {
+            let mut c = Collector::new();
+            let (a, b) = (key(&mut c, 5, 0xa, false), key(&mut c, 5, 0xb, false));
+            let (cc, d) = (key(&mut c, 5, 0xc, true), key(&mut c, 5, 0xd, true));
+            for k in [a, a, a, b] {
+                c.observe_blocked(1, 5, k, 10 * ms, false);
+            }
+            for k in [cc, cc, cc, d] {
+                c.cpu_sample(k);
+            }
+            c.set_sched(
+                1,
+                5,
+                SchedTotals {
+                    blocked_ns: 40 * ms,
+                    blocked_count: 4,
+                    runqueue_ns: 10 * ms,
+                    runqueue_count: 6,
+                    woken_runqueue_ns: 8 * ms,
+                    exact,
+                },
+            );
+            let col = c.finish(0);
+            assert_eq!(col.runqueue_us, 10_000);
+            let mut got: Vec<(u64, u64, u64)> = col
+                .entries
+                .iter()
+                .filter(|e| e.kind == EntryKind::Runqueue)
+                .map(|e| (e.key.native.first().copied().unwrap_or(0), e.wait.time_us, e.wait.waits))
+                .collect();
+            got.sort_unstable();
+            got
+        };
+        assert_eq!(run(true), vec![(0xa, 6_000, 3), (0xb, 2_000, 1), (0xc, 1_500, 2), (0xd, 500, 1)]);
+        assert_eq!(run(false), vec![(0, 10_000, 6)]);
+    }
+
+    #[test]
+    fn splits_add_up_exactly() {
+        let at = [(7, 1.0), (8, 1.0), (9, 1.0)];
+        let parts = split(100, 2, &at);
+        assert_eq!(parts.iter().map(|(_, (t, _))| t).sum::<u64>(), 100);
+        assert_eq!(parts.iter().map(|(_, (_, n))| n).sum::<u64>(), 2);
+        assert_eq!(parts, vec![(7, (34, 1)), (8, (33, 1)), (9, (33, 0))]);
+        assert!(split(5, 1, &[(1, 0.0)]).is_empty());
+        assert_eq!(split(1, 0, &at), vec![(7, (1, 0))]);
     }
 }

@@ -260,6 +260,10 @@ pub struct LockStat {
     /// reference for the off-CPU part of `total_us`, which the sampled stacks estimate.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub kernel_wait_us: Option<u64>,
+    /// Time its waiters then waited for a CPU after the wake-ups that ended those waits, timed
+    /// in the kernel (BPF; µs): shown as `runqueue` at the waiting lines.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kernel_runqueue_us: Option<u64>,
 }
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
@@ -459,6 +463,7 @@ struct LockAgg {
     /// The parked-on addresses of its off-CPU waits, to find their exact counts.
     parked: std::collections::BTreeSet<u64>,
     kernel_wait_us: Option<u64>,
+    kernel_runqueue_us: Option<u64>,
 }
 
 /// One thread's blocked waits at one address, counted in the kernel.
@@ -467,6 +472,8 @@ pub struct KernelWaits {
     pub count: u64,
     pub total_ns: u64,
     pub max_ns: u64,
+    /// Runnable time after the wake-ups that ended them.
+    pub runq_ns: u64,
 }
 
 /// Per lock, the waits a thread parked on it at one line.
@@ -768,6 +775,7 @@ impl ProfileBuilder {
                         a.waits = exact.iter().map(|w| w.count).sum();
                         a.max_us = exact.iter().map(|w| w.max_ns / 1000).max().unwrap_or(0);
                         a.kernel_wait_us = Some(exact.iter().map(|w| w.total_ns).sum::<u64>() / 1000);
+                        a.kernel_runqueue_us = Some(exact.iter().map(|w| w.runq_ns).sum::<u64>() / 1000);
                     }
                 }
                 (kind, identity, a)
@@ -786,6 +794,7 @@ impl ProfileBuilder {
                 top_lines: top(a.lines, 5),
                 held_by: Vec::new(),
                 kernel_wait_us: a.kernel_wait_us,
+                kernel_runqueue_us: a.kernel_runqueue_us,
             })
             .collect();
         locks.sort_by(|a, b| b.total_us.cmp(&a.total_us).then(a.description.cmp(&b.description)));
@@ -911,7 +920,7 @@ mod tests {
         b.add(&SampleInput { python: Some(&py), parked: Some(&l), ..input(1, &n, off(9_000, 3, 5_000)) });
         b.add(&SampleInput { python: Some(&py), parked: Some(&l), ..input(2, &n, off(1_000, 1, 1_000)) });
         b.add(&SampleInput { python: Some(&py), parked: Some(&other), ..input(1, &n, off(4_000, 2, 3_000)) });
-        let k = |count, max_ns| KernelWaits { count, total_ns: 2 * max_ns, max_ns };
+        let k = |count, max_ns| KernelWaits { count, total_ns: 2 * max_ns, max_ns, runq_ns: max_ns / 10 };
         b.set_kernel_waits(HashMap::from([
             ((1, 0x1018), k(7, 6_500_000)),
             ((2, 0x1018), k(2, 800_000)),
@@ -923,8 +932,9 @@ mod tests {
         let s = lock_named(&p, "_thread.lock @ 0x1000");
         assert_eq!((s.waits, s.max_us, s.total_us, s.mean_us), (12, 6_500, 10_000, 833));
         assert_eq!(s.kernel_wait_us, Some(14_602));
+        assert_eq!(s.kernel_runqueue_us, Some(730));
         let s = lock_named(&p, "_thread.lock @ 0x2000");
-        assert_eq!((s.waits, s.max_us, s.kernel_wait_us), (2, 3_000, None));
+        assert_eq!((s.waits, s.max_us, s.kernel_wait_us, s.kernel_runqueue_us), (2, 3_000, None, None));
     }
 
     #[test]

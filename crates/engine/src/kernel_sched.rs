@@ -32,6 +32,8 @@ pub struct KernelTimes {
     pub runq_ns: u64,
     /// Times it was put on a CPU.
     pub switch_ins: u64,
+    /// Of `runq_ns`, the time after wake-ups (ns).
+    pub woken_runq_ns: u64,
 }
 
 impl KernelTimes {
@@ -41,6 +43,7 @@ impl KernelTimes {
             blocked_ns: t.blocked_at(now_ns),
             runq_ns: t.runq_at(now_ns),
             switch_ins: t.runq_count.saturating_sub(runnable_now as u64),
+            woken_runq_ns: t.wake_runq_at(now_ns),
         }
     }
 }
@@ -77,7 +80,7 @@ impl Splice {
             (None, Some(_)) => t.last?,
             (None, None) => proc?,
             (Some(k), None) => {
-                let start = proc.or(t.last).unwrap_or(SchedStat { run_ns: 0, runqueue_ns: 0, timeslices: 0 });
+                let start = proc.or(t.last).unwrap_or_default();
                 t.base = Some((at_ns, k, start));
                 start
             }
@@ -89,6 +92,7 @@ impl Splice {
                     run_ns: s0.run_ns + wall.saturating_sub(blocked + runq),
                     runqueue_ns: s0.runqueue_ns + runq,
                     timeslices: s0.timeslices + k.switch_ins.saturating_sub(k0.switch_ins),
+                    woken_runqueue_ns: s0.woken_runqueue_ns + k.woken_runq_ns.saturating_sub(k0.woken_runq_ns),
                 }
             }
         };
@@ -117,6 +121,9 @@ pub struct KernelSched {
     pub kernel_threads: HashSet<u32>,
     /// The waits of threads that exited (taken out of the kernel's map).
     finished: Vec<bpf::Wait>,
+    /// Threads waiting for a CPU after a preemption at their last reading: user ip, sp, bp,
+    /// and since when.
+    preempted: HashMap<u32, ((u64, u64, u64), u64)>,
 }
 
 impl KernelSched {
@@ -128,6 +135,7 @@ impl KernelSched {
             splice: Splice::default(),
             kernel_threads: HashSet::new(),
             finished: Vec::new(),
+            preempted: HashMap::new(),
         }
     }
 
@@ -166,7 +174,16 @@ impl ThreadSource for KernelSched {
     fn schedstat(&mut self, pid: u32, tid: u32) -> Option<SchedStat> {
         self.add_target(pid);
         let now = bpf::now_ns();
-        let kernel = self.offcpu.thread(tid).ok().flatten().map(|t| KernelTimes::of(&t, now));
+        let times = self.offcpu.thread(tid).ok().flatten();
+        let kernel = times.as_ref().map(|t| KernelTimes::of(t, now));
+        match times {
+            Some(t) if t.state == bpf::ThreadState::Runnable && !t.after_wake && t.preempted_at.1 != 0 => {
+                self.preempted.insert(tid, (t.preempted_at, t.since_ns));
+            }
+            _ => {
+                self.preempted.remove(&tid);
+            }
+        }
         if kernel.is_some() {
             self.kernel_threads.insert(tid);
         }
@@ -180,8 +197,13 @@ impl ThreadSource for KernelSched {
     fn syscall(&mut self, pid: u32, tid: u32) -> Option<(Option<u64>, Regs)> {
         self.inner.syscall(pid, tid)
     }
+    fn preempted(&mut self, _pid: u32, tid: u32, before_ns: u64) -> Option<Regs> {
+        let &((ip, sp, bp), _) = self.preempted.get(&tid).filter(|(_, since)| *since < before_ns)?;
+        Some(Regs { ip, sp, bp, ..Regs::default() })
+    }
     fn forget(&mut self, tid: u32) {
         self.inner.forget(tid);
+        self.preempted.remove(&tid);
         self.splice.forget(tid);
         if let Ok(w) = self.offcpu.take_thread(tid) {
             self.finished.extend(w);
@@ -210,11 +232,16 @@ mod tests {
     const MS: u64 = 1_000_000;
 
     fn proc(run: u64, runq: u64, slices: u64) -> Option<SchedStat> {
-        Some(SchedStat { run_ns: run * MS, runqueue_ns: runq * MS, timeslices: slices })
+        Some(SchedStat { run_ns: run * MS, runqueue_ns: runq * MS, timeslices: slices, woken_runqueue_ns: 0 })
     }
 
     fn kernel(blocked: u64, runq: u64, ins: u64) -> Option<KernelTimes> {
-        Some(KernelTimes { blocked_ns: blocked * MS, runq_ns: runq * MS, switch_ins: ins })
+        Some(KernelTimes {
+            blocked_ns: blocked * MS,
+            runq_ns: runq * MS,
+            switch_ins: ins,
+            woken_runq_ns: runq * MS / 2,
+        })
     }
 
     /// Blocked time as the recorder derives it between two readings: wall minus run and
@@ -237,7 +264,7 @@ mod tests {
         let mut s = Splice::default();
         let r0 = s.next(7, 0, None, proc(0, 0, 0)).unwrap();
         let r1 = s.next(7, 10 * MS, None, proc(6, 2, 3)).unwrap();
-        assert_eq!(r1, SchedStat { run_ns: 6 * MS, runqueue_ns: 2 * MS, timeslices: 3 });
+        assert_eq!(r1, SchedStat { run_ns: 6 * MS, runqueue_ns: 2 * MS, timeslices: 3, woken_runqueue_ns: 0 });
         let r2 = s.next(7, 20 * MS, kernel(5, 1, 2), proc(12, 2, 4)).unwrap();
         assert_eq!(r2, proc(12, 2, 4).unwrap(), "the kernel's first reading is the base: /proc's value then");
         assert!(s.is_kernel(7));
@@ -248,6 +275,8 @@ mod tests {
         let r4 = s.next(7, 40 * MS, kernel(12, 4, 5), None).unwrap();
         assert_eq!(blocked((30 * MS, r3), (40 * MS, r4)), 0);
         assert_eq!(r4.runqueue_ns - r3.runqueue_ns, 3 * MS);
+        // Half of the kernel's runnable time followed wake-ups (the helper's rule): 0.5 ms then 2 ms.
+        assert_eq!(r4.woken_runqueue_ns - r2.woken_runqueue_ns, 3 * MS / 2);
         assert_eq!(r4.run_ns - r3.run_ns, 7 * MS);
         // Over the whole recording: /proc's part (20 - 12 - 2) plus the kernel's exact part.
         assert_eq!(blocked((0, r0), (40 * MS, r4)), 6 * MS + 7 * MS);
@@ -262,7 +291,7 @@ mod tests {
         let mut s = Splice::default();
         assert_eq!(s.next(3, 5 * MS, kernel(0, 1, 1), proc(1, 1, 1)), proc(1, 1, 1));
         let r = s.next(3, 105 * MS, kernel(90, 1, 1), None).unwrap();
-        assert_eq!(r, SchedStat { run_ns: 11 * MS, runqueue_ns: MS, timeslices: 1 });
+        assert_eq!(r, SchedStat { run_ns: 11 * MS, runqueue_ns: MS, timeslices: 1, woken_runqueue_ns: 0 });
         s.forget(3);
         assert!(!s.is_kernel(3));
         assert_eq!(s.next(3, 200 * MS, None, proc(1, 1, 1)).unwrap().run_ns, MS);

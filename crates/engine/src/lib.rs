@@ -211,6 +211,14 @@ pub trait ThreadSource: Send {
     /// The system call a blocked thread is in (number, when in one) and its user registers;
     /// `None` while it runs.
     fn syscall(&mut self, pid: u32, tid: u32) -> Option<(Option<u64>, Regs)>;
+    /// A thread waiting for a CPU after a preemption or a yield (not after a wake-up) since
+    /// before `before_ns` (CLOCK_MONOTONIC), as of its last [`ThreadSource::schedstat`]: its
+    /// user registers at that preemption. Known from the kernel's events only. (A tick passes
+    /// its own start: a thread that ftprof itself preempted would otherwise be seen waiting
+    /// wherever it happened to run.)
+    fn preempted(&mut self, _pid: u32, _tid: u32, _before_ns: u64) -> Option<Regs> {
+        None
+    }
     /// Thread `tid` exited: drop what is cached for it.
     fn forget(&mut self, _tid: u32) {}
     /// Process `pid` is followed from now on (a source that accounts in the kernel starts

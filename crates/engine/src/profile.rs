@@ -129,6 +129,7 @@ pub fn profile_of(
                 e.count += w.count;
                 e.total_ns += w.total_ns;
                 e.max_ns = e.max_ns.max(w.max_ns);
+                e.runq_ns += w.runq_ns;
             }
         }
         builder.set_kernel_waits(by);

@@ -32,6 +32,10 @@ pub(crate) enum PyState {
 /// stack read, ~20 µs). With more threads the per-thread tick rate goes down.
 pub const WAIT_CHECK_BUDGET: f64 = 4000.0;
 
+/// How long before a tick was due a preemption must have begun to count as a sample of where a
+/// thread waits for a CPU (see `sample_blocked`).
+const PREEMPT_GUARD_NS: u64 = 300_000;
+
 /// A thread's scheduler accounting when first and last read, for exact per-thread totals.
 #[derive(Clone, Copy, Default)]
 pub(crate) struct SchedTrack {
@@ -42,6 +46,8 @@ pub(crate) struct SchedTrack {
     /// `timeslices` when it was last seen blocked, and the key it was blocked with: unchanged
     /// means it has not run since, so it still waits on the same thing.
     seen_blocked: Option<(u64, u32)>,
+    /// The same for a thread last seen waiting for a CPU after a preemption.
+    seen_preempted: Option<(u64, u32)>,
     /// Its accounting comes from the kernel's events (`ThreadSource::sched_exact`).
     exact: bool,
 }
@@ -58,6 +64,7 @@ impl SchedTrack {
             blocked_count: self.last_ctxt.0.saturating_sub(v0),
             runqueue_ns: runq,
             runqueue_count: self.last_ctxt.1.saturating_sub(n0),
+            woken_runqueue_ns: s1.woken_runqueue_ns.saturating_sub(s0.woken_runqueue_ns).min(runq),
             exact: self.exact,
         }
     }
@@ -82,6 +89,8 @@ pub(crate) struct Tick {
     count: u64,
     /// When threads were last listed from `/proc` (new ones are also known from fork records).
     listed: Option<Instant>,
+    /// When the recording loop last woke up (ns, monotonic; `u64::MAX` when not told).
+    woke_ns: u64,
 }
 
 /// Everything the recording loop touches while the target runs: it turns each record into
@@ -188,6 +197,7 @@ impl Recorder {
                 min_rate: f64::INFINITY,
                 count: 0,
                 listed: None,
+                woke_ns: u64::MAX,
             },
             sched: HashMap::new(),
             lost_samples: LostTally::default(),
@@ -607,6 +617,11 @@ impl Recorder {
             return self.tick.next - now_i;
         }
         let now = profiler::monotonic_ns();
+        // A thread preempted since ftprof's loop woke up for this tick may have been preempted
+        // by ftprof itself, at wherever it was running, and stays runnable for as long as the
+        // tick (not a fair sample of where it waits for a CPU: counting them put 3-4 % of the
+        // wait at an oversubscribed lock's acquire line on the lines the threads ran instead).
+        let preempted_before = self.tick.woke_ns.min(now).saturating_sub(PREEMPT_GUARD_NS);
         let gap = if self.tick.last_ns == 0 { self.tick.period.as_nanos() as u64 } else { now - self.tick.last_ns };
         self.tick.last_ns = now;
         self.tick.count += 1;
@@ -641,7 +656,24 @@ impl Recorder {
             if !snapshots {
                 continue;
             }
-            let Some((syscall, regs)) = self.threads.syscall(pid, tid) else { continue };
+            let Some((syscall, regs)) = self.threads.syscall(pid, tid) else {
+                // Not blocked: running, or (known from the kernel's events) waiting for a CPU
+                // after a preemption, at the registers saved then.
+                if let Some(regs) = self.threads.preempted(pid, tid, preempted_before) {
+                    let key = match self.sched.get(&tid).and_then(|t| t.seen_preempted) {
+                        Some((slices, key)) if slices == st.timeslices => key,
+                        _ => {
+                            let stack = self.memory.stack(pid, regs.sp, self.cfg.stack_bytes as usize);
+                            self.key(pid, tid, Some(regs), &stack, Vec::new(), false, None, false)
+                        }
+                    };
+                    self.collector.observe_preempted(pid, tid, key, gap);
+                    if let Some(track) = self.sched.get_mut(&tid) {
+                        track.seen_preempted = Some((st.timeslices, key));
+                    }
+                }
+                continue;
+            };
             let (key, continued) = match seen {
                 Some((slices, key)) if slices == st.timeslices => (key, true),
                 _ => {
@@ -722,6 +754,10 @@ impl profiler::Sink for Recorder {
                 self.instant = None;
             }
         }
+    }
+
+    fn woke(&mut self, at_ns: u64) {
+        self.tick.woke_ns = at_ns;
     }
 
     fn started(&mut self, pid: i32) {
