@@ -76,6 +76,71 @@ fn lock_wait_is_attributed_to_the_lock_and_the_waiting_line() {
     assert!(summary.contains(&format!("_thread.lock @ {lock:#x}")), "{summary}");
 }
 
+/// Thread time at `line` (the innermost Python frame) in `cats`, per thread: off-CPU time plus
+/// CPU samples x period.
+fn time_at_line(p: &Profile, cats: &[&str], line: u64) -> HashMap<u64, f64> {
+    let period_us = 1e6 / p.summary("rate_hz");
+    let frames = p.0["frames"].as_array().unwrap();
+    let mut out = HashMap::new();
+    for s in p.0["stacks"].as_array().unwrap() {
+        let innermost = s["frames"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|i| &frames[i.as_u64().unwrap() as usize])
+            .rfind(|f| f["kind"] == "python");
+        if cats.contains(&s["category"].as_str().unwrap()) && innermost.is_some_and(|f| f["line"] == line) {
+            let t = s["wait_us"].as_f64().unwrap_or(0.0) + s["samples"].as_f64().unwrap() * period_us;
+            *out.entry(s["thread"].as_u64().unwrap()).or_default() += t;
+        }
+    }
+    out
+}
+
+/// 8 threads taking turns at one lock (1 ms under it, 2 ms of their own work), more threads
+/// than CPUs on most machines: time inside `acquire()` is blocked on the lock, or waiting for a
+/// CPU after the wake-up, or after a preemption in the lock's spin (a yield). With the kernel's
+/// events (BPF) runqueue time is shown where it happened, so `lock` + `runqueue` at the acquire
+/// line account for the time each thread measured inside `acquire()`: within 2-3 % here on an
+/// otherwise idle machine, 5 % with two busy loops beside it (the part after preemptions is
+/// split by the ticks' samples, 10 % off for one thread in one run), asserted within 15 % per
+/// thread and 8 % over all of them.
+#[test]
+fn oversubscribed_lock_and_runqueue_at_the_acquire_line_add_up_to_the_time_in_acquire() {
+    let wl = workload("oversub_acquire.py");
+    let line = line_of(&wl, "ACQUIRE-LINE");
+    let (p, out) = record_json("oversub_acquire.py", &["8", "3"], &[]);
+    assert_eq!(p.0["summary"]["sched_accounting"]["source"], "bpf", "{}", p.0["summary"]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let measured: HashMap<u64, f64> = stdout
+        .lines()
+        .filter_map(|l| {
+            let mut w = l.split_whitespace();
+            (w.next() == Some("thread")).then_some(())?;
+            let tid = w.next()?.parse().ok()?;
+            (w.next() == Some("inside")).then_some(())?;
+            Some((tid, w.next()?.parse::<f64>().ok()? * 1e6))
+        })
+        .collect();
+    assert_eq!(measured.len(), 8, "{stdout}");
+    let shown = time_at_line(&p, &["lock", "runqueue"], line);
+    let report: Vec<String> = measured
+        .iter()
+        .map(|(tid, m)| format!("{tid}: {:.0} of {m:.0} µs", shown.get(tid).copied().unwrap_or(0.0)))
+        .collect();
+    for (tid, m) in &measured {
+        let s = shown.get(tid).copied().unwrap_or(0.0);
+        assert!((s - m).abs() <= 0.15 * m, "thread {tid}: {report:?}");
+    }
+    let (s, m) = (shown.values().sum::<f64>(), measured.values().sum::<f64>());
+    assert!((s - m).abs() <= 0.08 * m, "all: {s:.0} of {m:.0} µs; {report:?}");
+    eprintln!("all: {:.3} of the time measured inside acquire()", s / m);
+    // The lock's own figures: blocked and woken-then-waiting time timed in the kernel.
+    let lock = hex(&printed(&out.stdout, "lock"));
+    let l = find_lock(&locks(&p), "lock", lock).unwrap().clone();
+    assert!(l["kernel_wait_us"].as_u64().unwrap() > 0 && l["kernel_runqueue_us"].as_u64().is_some(), "{l:#}");
+}
+
 #[test]
 fn critical_section_wait_names_the_list_and_its_address() {
     let wl = workload("list_cs.py");

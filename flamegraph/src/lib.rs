@@ -716,6 +716,7 @@ mod tests {
                 })
                 .collect(),
             kernel_wait_us: None,
+            kernel_runqueue_us: None,
         }
     }
 

@@ -525,7 +525,6 @@ impl Collector {
 
     /// Sampled mode: thread `tid` was seen blocked by a tick that stands for `gap_ns`;
     /// `continued`: it has not run since its previous observation (still the same wait).
-
     pub fn observe_blocked(&mut self, pid: u32, tid: u32, key: u32, gap_ns: u64, continued: bool) {
         let t = self.thread(tid, pid);
         let same = continued && t.episode.is_some_and(|(k, _)| k == key);

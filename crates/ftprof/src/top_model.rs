@@ -464,6 +464,7 @@ mod tests {
                 top_lines: vec![],
                 held_by: vec![],
                 kernel_wait_us: None,
+                kernel_runqueue_us: None,
             }],
             top_lines: vec![],
             blame: vec![],

@@ -174,6 +174,7 @@ impl P {
                 .into_iter()
                 .collect(),
             kernel_wait_us: None,
+            kernel_runqueue_us: None,
         });
         if let Some((line, share)) = holder {
             let lock = self.p.locks.len() - 1;
