@@ -2,7 +2,7 @@
 """Benchmark: ftprof attached to a real threaded HTTP server under load (not a test: prints
 figures, asserts nothing).
 
-  python3 benches/server_attach.py [--seconds 10] [--rounds 3] [--connections 16]
+  python3 benches/server_attach.py [--seconds 10] [--rounds 3] [--connections 16] [--keep DIR]
 
 A ThreadingHTTPServer on the free-threaded CPython (benches/workloads/http_server.py: JSON,
 logging, a shared cache under a lock; one worker thread per connection) is driven by `wrk`
@@ -84,6 +84,7 @@ def main():
     ap.add_argument("--seconds", type=int, default=10)
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--connections", type=int, default=16)
+    ap.add_argument("--keep", help="keep the profiles (JSON) in this directory")
     args = ap.parse_args()
     if shutil.which("wrk") is None:
         subprocess.run(["apt-get", "install", "-y", "-qq", "wrk"], check=True)
@@ -92,7 +93,8 @@ def main():
     py = subprocess.run([os.path.join(ROOT, "scripts/provision-python.sh")], check=True, capture_output=True, text=True).stdout.strip()
     subprocess.run(["cargo", "build", "--release", "-q", "-p", "ftprof"], cwd=ROOT, check=True)
     ftprof = os.path.join(ROOT, "target/release/ftprof")
-    tmp = tempfile.mkdtemp()
+    tmp = args.keep or tempfile.mkdtemp()
+    os.makedirs(tmp, exist_ok=True)
     script = os.path.join(tmp, "keys.lua")
     with open(script, "w") as f:
         f.write(LUA)
