@@ -105,6 +105,53 @@ fn dump_json(pid: u32, native: bool) -> Value {
     serde_json::from_slice(&out.stdout).unwrap()
 }
 
+/// 8 threads handing a lock around with bare `acquire()`/`release()`: no `with` block says who
+/// holds it, so `dump` watches who releases it (the kernel's waker stacks, BPF): the waiting
+/// threads are "released by" a worker at the release line.
+#[test]
+fn dump_names_who_releases_a_bare_acquired_lock() {
+    let wl = workload("bare_handoff.py");
+    let release = format!("worker (bare_handoff.py:{})", line_of(&wl, "RELEASE-LINE"));
+    // Held long enough (~10 ms) that the waiters park rather than spin.
+    let mut bg = Background::start(&python(), "bare_handoff.py", &["8", "30", "300000"]);
+    bg.wait_for("ready");
+    let lock = hex(&bg.value("lock"));
+    // At a given instant some worker waits on the lock (7 of 8 most of the time); up to three
+    // snapshots in case one found none of them parked.
+    let mut tries = Vec::new();
+    let released = (0..3).find_map(|_| {
+        let d = dump_json(bg.pid(), false);
+        tries.push(d.clone());
+        let watch = d["release_watch"].clone();
+        d["threads"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|t| t["wait"] == "lock" && t["lock"]["address"].as_u64() == Some(lock))
+            .find(|t| !t["released_by"].is_null())
+            .map(|t| (t.clone(), watch))
+    });
+    let (t, watch) = released.unwrap_or_else(|| panic!("no waiting thread with released_by: {tries:#?}"));
+    assert!(watch["reason"].is_null() && watch["wakeups"].as_u64().unwrap() > 0, "{watch}");
+    let r = &t["released_by"];
+    let tids = r["tids"].as_array().unwrap();
+    assert!(!tids.is_empty() && !tids.contains(&t["tid"]), "{t}");
+    assert_eq!(r["python"][0], release.as_str(), "{t}");
+    assert!(r["wakeups"].as_u64().unwrap() >= 1 && r["wakeups"].as_u64() <= r["all_wakeups"].as_u64(), "{t}");
+    let out = ftprof().args(["dump", "--pid", &bg.pid().to_string()]).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("Releases watched for 250 ms"), "{text}");
+    // Turned off: said, not silent.
+    let off = (0..3).find_map(|_| {
+        let out =
+            ftprof().args(["dump", "--json", "--pid", &bg.pid().to_string()]).env("FTPROF_BPF", "0").output().unwrap();
+        let d: Value = serde_json::from_slice(&out.stdout).unwrap();
+        (!d["release_watch"].is_null()).then_some(d)
+    });
+    let d = off.expect("a waiting thread without holder in one of three snapshots");
+    assert_eq!(d["release_watch"]["reason"], "turned off (FTPROF_BPF=0)", "{d:#}");
+}
+
 fn dump_deadlock(python: &Path, rlock: bool) {
     let wl = workload("deadlock.py");
     let mut bg = Background::start(python, "deadlock.py", if rlock { &["rlock"] } else { &[] });

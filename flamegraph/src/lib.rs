@@ -370,8 +370,13 @@ pub fn summary_text(p: &Profile) -> String {
     if let Some(a) = &s.sched_accounting {
         o += &match (a.source.as_str(), &a.reason) {
             ("bpf", _) => format!(
-                "  off-CPU split (blocked / waiting for a CPU): from the kernel's switch and wake-up events (BPF) for {} threads\n",
-                a.kernel_threads
+                "  off-CPU split (blocked / waiting for a CPU): from the kernel's switch and wake-up events (BPF) for {} threads{}\n",
+                a.kernel_threads,
+                a.cross_check.as_ref().map_or(String::new(), |c| format!(
+                    " (waiting for a CPU {:.2} s; schedstat's run delay over the same time: {:.2} s)",
+                    c.events_runqueue_us as f64 / 1e6,
+                    c.schedstat_runqueue_us as f64 / 1e6
+                ))
             ),
             (_, Some(why)) => format!(
                 "  off-CPU split (blocked / waiting for a CPU): from the kernel's schedstat counters, corrected by the ticks (BPF not used: {why})\n"

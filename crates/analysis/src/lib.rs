@@ -46,8 +46,8 @@ pub mod wait;
 pub use merge::{merge_stacks, MergeStatus, EVAL_FRAME_FN};
 pub use profile::{
     CategoryTime, Frame, FrameKind, KernelWaits, LineStat, LockStat, LostRange, Observation, ProcessInfo, Profile,
-    ProfileBuilder, PythonInfo, PythonStacks, SampleInput, SchedAccounting, Stack, Summary, TargetInfo, ThreadInfo,
-    SCHEMA_VERSION,
+    ProfileBuilder, PythonInfo, PythonStacks, SampleInput, SchedAccounting, SchedCrossCheck, Stack, Summary,
+    TargetInfo, ThreadInfo, SCHEMA_VERSION,
 };
 pub use symbolizer::python::ObjectRef;
 pub use wait::{classify, syscall_name, Category, Evidence, LockIdentity};

@@ -340,6 +340,19 @@ pub struct SchedAccounting {
     /// With `bpf`: threads accounted from the kernel's events (the others, seen before their
     /// first switch, from schedstat until then).
     pub kernel_threads: u64,
+    /// With `bpf`: the kernel's schedstat run delay read beside the events' runnable time, over
+    /// the same periods of the same threads (schedstat counts blocked time too on 6.12+
+    /// kernels: the difference is how much it would have overstated waiting for a CPU).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cross_check: Option<SchedCrossCheck>,
+}
+
+/// See [`SchedAccounting::cross_check`].
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct SchedCrossCheck {
+    pub threads: u64,
+    pub schedstat_runqueue_us: u64,
+    pub events_runqueue_us: u64,
 }
 
 /// How the CPU samples' Python stacks were read: in the kernel at the sample instant (BPF), or

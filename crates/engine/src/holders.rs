@@ -440,6 +440,48 @@ impl HolderSampler {
     }
 }
 
+/// One wake-up of a thread blocked at a watched address: the waking thread and its Python stack
+/// then (the release site), read in the kernel ([`watch_releases`]).
+#[derive(Clone, Debug)]
+pub struct Release {
+    pub addr: u64,
+    pub waker: u32,
+    pub stack: PyStack,
+}
+
+/// Who releases what threads wait on when no holder can be searched for (bare
+/// `acquire()`/`release()`, interpreter-internal PyMutexes): watch `py`'s process for
+/// `window` with the kernel's waker records (BPF, the release site of each futex hand-off) and
+/// return the wake-ups at `addrs` (parked-on addresses). `Err`: why it could not watch, in one
+/// line (BPF turned off, not permitted, or refused).
+pub fn watch_releases(
+    py: &mut PyProcess,
+    addrs: &std::collections::HashSet<u64>,
+    window: std::time::Duration,
+) -> Result<Vec<Release>, String> {
+    if crate::bpf_requested() == crate::Bpf::Off {
+        return Err("turned off (FTPROF_BPF=0)".into());
+    }
+    if profiler::access::is_elevated() {
+        return Err("ftprof runs with privileges its caller lacks (it reads only what the caller may)".into());
+    }
+    let mut stacks = bpf::InstantStacks::new(128, crate::recorder::WAKER_BUDGET).map_err(|e| e.to_string())?;
+    stacks.add_process(py).map_err(|e| e.to_string())?;
+    std::thread::sleep(window);
+    Ok(stacks
+        .take_wakers()
+        .into_iter()
+        .filter_map(|r| {
+            let w = r.waker_of?;
+            (r.tgid == py.pid && addrs.contains(&w.addr)).then(|| Release {
+                addr: w.addr,
+                waker: r.tid,
+                stack: r.to_stack(py),
+            })
+        })
+        .collect())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -124,6 +124,32 @@ pub struct KernelSched {
     /// Threads waiting for a CPU after a preemption at their last reading: user ip, sp, bp,
     /// and since when.
     preempted: HashMap<u32, ((u64, u64, u64), u64)>,
+    /// Per thread, schedstat's run delay next to the kernel events' runnable time, read at the
+    /// same moments (see [`ThreadSource::sched_cross_check`]).
+    cross: HashMap<u32, CrossCheck>,
+    /// The same summed over threads that exited: (threads, schedstat ns, events ns).
+    cross_done: (u64, u64, u64),
+}
+
+/// Read `/proc`'s schedstat beside the kernel's totals every this many readings of a thread.
+const CROSS_CHECK_EVERY: u64 = 8;
+
+/// (schedstat run delay, the events' runnable time) of one thread, first and last read together.
+#[derive(Clone, Copy, Debug, Default)]
+struct CrossCheck {
+    readings: u64,
+    first: Option<(u64, u64)>,
+    last: (u64, u64),
+}
+
+impl CrossCheck {
+    fn add_to(&self, out: &mut (u64, u64, u64)) {
+        if let Some(f) = self.first {
+            out.0 += 1;
+            out.1 += self.last.0.saturating_sub(f.0);
+            out.2 += self.last.1.saturating_sub(f.1);
+        }
+    }
 }
 
 impl KernelSched {
@@ -136,6 +162,8 @@ impl KernelSched {
             kernel_threads: HashSet::new(),
             finished: Vec::new(),
             preempted: HashMap::new(),
+            cross: HashMap::new(),
+            cross_done: (0, 0, 0),
         }
     }
 
@@ -187,9 +215,26 @@ impl ThreadSource for KernelSched {
         if kernel.is_some() {
             self.kernel_threads.insert(tid);
         }
-        // `/proc` until the kernel's totals take over, and once at that moment (the start).
-        let proc = if self.splice.is_kernel(tid) { None } else { self.inner.schedstat(pid, tid) };
-        self.splice.next(tid, now, kernel, proc)
+        // `/proc` until the kernel's totals take over, and once at that moment (the start);
+        // after that every CROSS_CHECK_EVERY readings for the cross-check.
+        let kernel_now = self.splice.is_kernel(tid);
+        let c = self.cross.entry(tid).or_default();
+        c.readings += 1;
+        let proc =
+            if !kernel_now || c.readings % CROSS_CHECK_EVERY == 0 { self.inner.schedstat(pid, tid) } else { None };
+        if let (Some(k), Some(p)) = (kernel, proc) {
+            let at = (p.runqueue_ns, k.runq_ns);
+            c.first.get_or_insert(at);
+            c.last = at;
+        }
+        self.splice.next(tid, now, kernel, if kernel_now { None } else { proc })
+    }
+    fn sched_cross_check(&self) -> Option<(u64, u64, u64)> {
+        let mut out = self.cross_done;
+        for c in self.cross.values() {
+            c.add_to(&mut out);
+        }
+        Some(out)
     }
     fn ctxt_switches(&mut self, pid: u32, tid: u32) -> Option<(u64, u64)> {
         self.inner.ctxt_switches(pid, tid)
@@ -204,6 +249,9 @@ impl ThreadSource for KernelSched {
     fn forget(&mut self, tid: u32) {
         self.inner.forget(tid);
         self.preempted.remove(&tid);
+        if let Some(c) = self.cross.remove(&tid) {
+            c.add_to(&mut self.cross_done);
+        }
         self.splice.forget(tid);
         if let Ok(w) = self.offcpu.take_thread(tid) {
             self.finished.extend(w);
@@ -282,6 +330,17 @@ mod tests {
         assert_eq!(blocked((0, r0), (40 * MS, r4)), 6 * MS + 7 * MS);
         // The kernel lost the thread (a full map): its last value stays.
         assert_eq!(s.next(7, 50 * MS, None, proc(100, 100, 100)), Some(r4));
+    }
+
+    /// The cross-check sums what changed between a thread's first and last paired readings;
+    /// a thread never read in pairs adds nothing.
+    #[test]
+    fn the_cross_check_compares_the_same_periods() {
+        let mut out = (0, 0, 0);
+        CrossCheck { readings: 24, first: Some((5 * MS, MS)), last: (300 * MS, 40 * MS) }.add_to(&mut out);
+        CrossCheck { readings: 3, first: None, last: (0, 0) }.add_to(&mut out);
+        CrossCheck { readings: 9, first: Some((0, 0)), last: (10 * MS, 10 * MS) }.add_to(&mut out);
+        assert_eq!(out, (2, 305 * MS, 49 * MS));
     }
 
     /// A thread the kernel saw from its first reading (a thread started after the accounting

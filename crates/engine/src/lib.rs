@@ -233,6 +233,11 @@ pub trait ThreadSource: Send {
     fn sched_exact(&self, _tid: u32) -> bool {
         false
     }
+    /// With the kernel's accounting: schedstat's run delay beside the kernel events' runnable
+    /// time over the same periods, summed over threads: (threads, schedstat ns, events ns).
+    fn sched_cross_check(&self) -> Option<(u64, u64, u64)> {
+        None
+    }
     /// With the kernel's accounting: every thread's blocked periods per (kind, address), exact.
     fn kernel_waits(&self) -> Option<Vec<bpf::Wait>> {
         None

@@ -257,11 +257,19 @@ impl Recorder {
     /// Where the threads' blocked/runqueue split came from (the JSON's `summary.sched_accounting`).
     pub fn sched_accounting(&self) -> analysis::SchedAccounting {
         match self.threads.kernel_accounted() {
-            Some(n) => analysis::SchedAccounting { source: "bpf".into(), reason: None, kernel_threads: n as u64 },
+            Some(n) => analysis::SchedAccounting {
+                source: "bpf".into(),
+                reason: None,
+                kernel_threads: n as u64,
+                cross_check: self.threads.sched_cross_check().filter(|c| c.0 > 0).map(|(threads, s, e)| {
+                    analysis::SchedCrossCheck { threads, schedstat_runqueue_us: s / 1000, events_runqueue_us: e / 1000 }
+                }),
+            },
             None => analysis::SchedAccounting {
                 source: "schedstat".into(),
                 reason: self.sched_refusal.clone().or_else(|| self.bpf_refusal.clone()),
                 kernel_threads: 0,
+                cross_check: None,
             },
         }
     }

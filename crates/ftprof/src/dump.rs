@@ -30,12 +30,43 @@ pub struct ThreadDump {
     /// The thread holding what this one waits on, when it can be determined.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub holder: Option<u32>,
+    /// When no holder was found: where and by whom what it waits on was released during the
+    /// release watch (the most frequent release site, other threads' releases only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub released_by: Option<ReleasedBy>,
     /// Python frames, innermost first: `qualname (file:line)`.
     pub python: Vec<String>,
     /// With `--native`: the merged stack, innermost first.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub merged: Vec<String>,
 }
+
+/// See [`ThreadDump::released_by`].
+#[derive(Debug, Serialize)]
+pub struct ReleasedBy {
+    /// The releasing threads' Python frames at the wake-up (the latest), innermost first:
+    /// `qualname (file:line)`.
+    pub python: Vec<String>,
+    /// The threads that released there, most wake-ups first.
+    pub tids: Vec<u32>,
+    /// Wake-ups at the address during the watch: at this site, and in all.
+    pub wakeups: u64,
+    pub all_wakeups: u64,
+}
+
+/// The release watch: run when threads wait with no holder found (see [`watch_releases`]).
+#[derive(Debug, Serialize)]
+pub struct ReleaseWatch {
+    pub window_ms: u64,
+    /// Wake-ups seen at the addresses those threads wait on.
+    pub wakeups: u64,
+    /// Why there was no watch (BPF off, not permitted, refused).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+/// How long `dump` watches releases (the process keeps running meanwhile).
+const RELEASE_WATCH: std::time::Duration = std::time::Duration::from_millis(250);
 
 #[derive(Debug, Serialize)]
 pub struct Dump {
@@ -47,6 +78,8 @@ pub struct Dump {
     pub threads: Vec<ThreadDump>,
     /// Each deadlock cycle as the TIDs involved, in wait-for order.
     pub deadlocks: Vec<Vec<u32>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub release_watch: Option<ReleaseWatch>,
 }
 
 fn state_word(c: Option<Category>, sched: Option<char>) -> &'static str {
@@ -120,20 +153,7 @@ pub fn collect(pid: u32, native_frames: bool) -> Result<Dump> {
             let (frames, _) = merge_stacks(&[], false, python.as_ref());
             merged = frames.iter().rev().filter(|f| f.kind == FrameKind::Python).map(Frame::label).collect();
         }
-        let python_labels = python
-            .iter()
-            .flat_map(|s| s.frames.iter())
-            .filter_map(|f| match f {
-                PyFrame::Code { code, line, .. } => {
-                    let file = code.filename.rsplit('/').next().unwrap_or(&code.filename);
-                    Some(match line {
-                        Some(l) => format!("{} ({file}:{l})", code.qualname),
-                        None => format!("{} ({file})", code.qualname),
-                    })
-                }
-                PyFrame::Entry => None,
-            })
-            .collect();
+        let python_labels = python.as_ref().map(labels).unwrap_or_default();
         threads.push(ThreadDump {
             tid,
             name: py_names.get(&tid).cloned().unwrap_or_else(|| snapshot::thread_name(pid, tid)),
@@ -141,12 +161,14 @@ pub fn collect(pid: u32, native_frames: bool) -> Result<Dump> {
             wait: if sched == Some('R') { None } else { wait },
             lock,
             holder: None,
+            released_by: None,
             python: python_labels,
             merged,
         });
     }
     find_holders(&mut py, &mut threads, &parked_on);
     let deadlocks = cycles(&threads);
+    let release_watch = watch_releases(&mut py, &mut threads, &parked_on);
     // With privileges the caller lacks: the process may have exec'd a set-id program while it
     // was read (the runtime's reads are pinned to the checked image, /proc reads are not); show
     // nothing unless it is still one the caller may trace.
@@ -159,7 +181,79 @@ pub fn collect(pid: u32, native_frames: bool) -> Result<Dump> {
         gil_enabled: py.gil_enabled().ok(),
         threads,
         deadlocks,
+        release_watch,
     })
+}
+
+/// Python frames, innermost first: `qualname (file:line)`.
+fn labels(stack: &symbolizer::python::PyStack) -> Vec<String> {
+    stack
+        .frames
+        .iter()
+        .filter_map(|f| match f {
+            PyFrame::Code { code, line, .. } => {
+                let file = code.filename.rsplit('/').next().unwrap_or(&code.filename);
+                Some(match line {
+                    Some(l) => format!("{} ({file}:{l})", code.qualname),
+                    None => format!("{} ({file})", code.qualname),
+                })
+            }
+            PyFrame::Entry => None,
+        })
+        .collect()
+}
+
+/// For threads waiting on a lock, a critical section, an internal mutex or the GIL with no
+/// holder found (a bare `acquire()`, a mutex that records no owner): watch who releases it for
+/// [`RELEASE_WATCH`] ([`engine::holders::watch_releases`]). Nothing when every waiter has its
+/// holder (a deadlock among them is already named).
+fn watch_releases(py: &mut PyProcess, threads: &mut [ThreadDump], parked_on: &ParkedOn) -> Option<ReleaseWatch> {
+    let waiting = |t: &ThreadDump| {
+        t.holder.is_none()
+            && matches!(t.wait, Some(Category::Lock | Category::CriticalSection | Category::Pymutex | Category::Gil))
+    };
+    let addrs: HashSet<u64> =
+        threads.iter().filter(|t| waiting(t)).filter_map(|t| parked_on.get(&t.tid).map(|(p, _)| p.addr)).collect();
+    if addrs.is_empty() {
+        return None;
+    }
+    let window_ms = RELEASE_WATCH.as_millis() as u64;
+    let releases = match engine::holders::watch_releases(py, &addrs, RELEASE_WATCH) {
+        Ok(r) => r,
+        Err(reason) => return Some(ReleaseWatch { window_ms, wakeups: 0, reason: Some(reason) }),
+    };
+    for t in threads.iter_mut().filter(|t| waiting(t)) {
+        let Some((p, _)) = parked_on.get(&t.tid) else { continue };
+        // Other threads' releases of it (a thread of a hand-off pool released it too, before it
+        // waited again), grouped by site: the most frequent one.
+        let here: Vec<(String, u32, Vec<String>)> = releases
+            .iter()
+            .filter(|r| r.addr == p.addr && r.waker != t.tid)
+            .map(|r| {
+                let l = labels(&r.stack);
+                (l.first().cloned().unwrap_or_default(), r.waker, l)
+            })
+            .collect();
+        let mut sites: HashMap<&str, u64> = HashMap::new();
+        for (site, _, _) in &here {
+            *sites.entry(site).or_default() += 1;
+        }
+        let Some((site, n)) = sites.into_iter().max_by(|a, b| a.1.cmp(&b.1).then(b.0.cmp(a.0))) else { continue };
+        let mut by: HashMap<u32, u64> = HashMap::new();
+        for (_, tid, _) in here.iter().filter(|(s, _, _)| s == site) {
+            *by.entry(*tid).or_default() += 1;
+        }
+        let mut tids: Vec<(u32, u64)> = by.into_iter().collect();
+        tids.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+        let python = here.iter().rev().find(|(s, _, _)| s == site).map(|(_, _, l)| l.clone()).unwrap_or_default();
+        t.released_by = Some(ReleasedBy {
+            python,
+            tids: tids.into_iter().map(|(tid, _)| tid).collect(),
+            wakeups: n,
+            all_wakeups: here.len() as u64,
+        });
+    }
+    Some(ReleaseWatch { window_ms, wakeups: releases.len() as u64, reason: None })
 }
 
 /// Each blocked thread's parked-on lock and its innermost Python frame, by TID.
@@ -249,6 +343,21 @@ pub fn text(d: &Dump) -> String {
         if let Some(h) = t.holder {
             o += &format!(", held by thread {h}");
         }
+        if let Some(r) = &t.released_by {
+            let at = r.python.first().map(|l| format!(" at {l}")).unwrap_or_default();
+            let mut by: Vec<String> = r.tids.iter().take(3).map(u32::to_string).collect();
+            if r.tids.len() > 3 {
+                by.push(format!("{} more", r.tids.len() - 3));
+            }
+            o += &format!(
+                ", released{at} by thread{} {} ({} of {} wake-ups in {} ms)",
+                if r.tids.len() == 1 { "" } else { "s" },
+                by.join(", "),
+                r.wakeups,
+                r.all_wakeups,
+                d.release_watch.as_ref().map_or(0, |w| w.window_ms)
+            );
+        }
         o += "\n";
         let frames = if t.merged.is_empty() { &t.python } else { &t.merged };
         if frames.is_empty() {
@@ -270,6 +379,15 @@ pub fn text(d: &Dump) -> String {
             })
             .collect();
         o += &format!("\nDEADLOCK: {}\n", steps.join("; "));
+    }
+    if let Some(w) = &d.release_watch {
+        o += &match &w.reason {
+            Some(why) => format!("\nSome waiting threads have no holder found; releases were not watched: {why}\n"),
+            None => format!(
+                "\nReleases watched for {} ms for the waiting threads with no holder found (the kernel's waker stacks): {} wake-ups\n",
+                w.window_ms, w.wakeups
+            ),
+        };
     }
     o
 }
