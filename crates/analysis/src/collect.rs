@@ -743,7 +743,8 @@ impl Collector {
             // Waiting for a CPU, at the stacks it happened at when the kernel's events told the
             // time after wake-ups apart (else one `[runqueue]` entry per thread): after a wake-up
             // the thread is still in the wait it was woken from (a lock's acquire line); after a
-            // preemption it is where it ran, which its CPU samples estimate.
+            // preemption it is where the ticks saw it waiting (else where its CPU samples were).
+            // What has no stack to go to stays one `[runqueue]` entry.
             let mut left = (t.runqueue_ns / 1000, t.runqueue_count);
             let exact = t.sched.filter(|k| k.exact);
             let woken = exact.map_or(0, |k| k.woken_runqueue_ns.min(t.runqueue_ns)) / 1000;
