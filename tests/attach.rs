@@ -59,6 +59,13 @@ fn attach_finds_the_hot_line(python: &Path) {
     assert!(at_line > 0);
     assert_eq!(p.0["target"]["attached"], true);
     assert_eq!(p.0["target"]["partial"], false);
+    // As root, attached too, the Python stacks are read in the kernel at the sample instant.
+    let s = &p.0["summary"];
+    assert_eq!(s["python_stacks"]["path"], "bpf", "{s}");
+    assert!(
+        s["python_stacks"]["at_instant"].as_u64().unwrap() as f64 >= 0.8 * s["with_python"].as_u64().unwrap() as f64,
+        "{s}"
+    );
     // Detaching left it alone: it runs to its normal end.
     // SAFETY: kill(2) on our own child, which is alive.
     unsafe { libc::kill(bg.pid() as i32, libc::SIGUSR1) };

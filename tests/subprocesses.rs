@@ -65,6 +65,16 @@ fn check_pool(p: &Profile, stderr: &str) {
         assert_eq!(e["python"], true);
     }
     assert!(stderr.contains("processes followed (--subprocesses)"), "{stderr}");
+    stacks_read_at_the_instant(p);
+}
+
+/// As root the followed processes' Python stacks are read in the kernel at the sample instant
+/// too (BPF): all but a thread's first few samples, before its thread state is registered.
+fn stacks_read_at_the_instant(p: &Profile) {
+    let s = &p.0["summary"];
+    let at = s["python_stacks"]["at_instant"].as_u64().unwrap_or(0);
+    assert_eq!(s["python_stacks"]["path"], "bpf", "{s}");
+    assert!(at as f64 >= 0.8 * s["with_python"].as_u64().unwrap() as f64, "{s}");
 }
 
 fn record_pool(method: &str) {
@@ -185,6 +195,7 @@ fn attaching_follows_the_workers_already_running() {
         .filter_map(|(_, f, ..)| root_pid(f))
         .collect();
     assert!(workers.len() >= 2 && !workers.contains(&target), "hot in {workers:?}: {stderr}");
+    stacks_read_at_the_instant(&p);
     let (code, _) = bg.finish();
     assert_eq!(code, Some(0));
 }
