@@ -96,6 +96,18 @@ fn frames_lines_and_merged_stacks(interp: Interp, mode: Mode) {
         100.0 * share("unresolved_core")
     );
     assert!(share("with_python") >= 0.99, "{label}: Python frames in {:.1} % of samples", 100.0 * share("with_python"));
+    // As root the stacks are read in the kernel at the sample instant, on every version; ftprof
+    // run inside a root filesystem without /sys (3.14 and 3.15 launched) cannot load BPF
+    // programs (no kernel BTF there) and says so.
+    let ps = &p.0["summary"]["python_stacks"];
+    if interp.root.is_some() && mode == Mode::Launched {
+        assert_eq!(ps["path"], "after-sample", "{label}: {ps}");
+        assert!(ps["reason"].as_str().unwrap().contains("no BTF"), "{label}: {ps}");
+    } else {
+        assert_eq!(ps["path"], "bpf", "{label}: {}", p.0["summary"]);
+        let at_instant = ps["at_instant"].as_f64().unwrap();
+        assert!(at_instant >= 0.9 * samples, "{label}: {at_instant} of {samples} samples read at the instant");
+    }
     assert!(share("mismatched") <= 0.02, "{label}: mismatch in {:.1} % of samples", 100.0 * share("mismatched"));
     assert!(
         share("unresolved_core") <= 0.05,
@@ -465,4 +477,10 @@ fn record_of_a_target_in_its_own_pid_and_mount_namespace() {
     );
     let with_python = p.summary("with_python") / p.summary("samples");
     assert!(with_python >= 0.99, "Python frames in {:.1} % of samples", 100.0 * with_python);
+    // In its own PID namespace too, the stacks are read in the kernel at the sample instant and
+    // the off-CPU split comes from the kernel's events.
+    let s = &p.0["summary"];
+    assert_eq!(s["python_stacks"]["path"], "bpf", "{s}");
+    assert!(s["python_stacks"]["at_instant"].as_f64().unwrap() >= 0.8 * p.summary("with_python"), "{s}");
+    assert_eq!(s["sched_accounting"]["source"], "bpf", "{s}");
 }
