@@ -624,22 +624,8 @@ impl Collector {
         }
     }
 
-    /// Close open intervals at `end` and return everything aggregated.
-    pub fn finish(mut self, end: u64) -> Collection {
-        if let Some(mut o) = self.overlap.take() {
-            o.flush(&mut self.decided);
-            self.count_decided();
-        }
-        self.release(u64::MAX);
-        self.tracker.finish(end);
-        self.absorb();
-        self.stats.tracker = self.tracker.stats;
-        for t in self.threads.values_mut() {
-            if let Some((k, acc)) = t.episode.take() {
-                let a = self.waits.entry((k, false)).or_default();
-                a.max_ns = a.max_ns.max(acc as u64);
-            }
-        }
+    /// Per thread, the kernel's exact totals replace what the switch records added up to.
+    fn apply_sched(&mut self) {
         for t in self.threads.values_mut() {
             if let Some(k) = t.sched {
                 t.blocked_ns = k.blocked_ns;
@@ -664,6 +650,25 @@ impl Collector {
                 }
             }
         }
+    }
+
+    /// Close open intervals at `end` and return everything aggregated.
+    pub fn finish(mut self, end: u64) -> Collection {
+        if let Some(mut o) = self.overlap.take() {
+            o.flush(&mut self.decided);
+            self.count_decided();
+        }
+        self.release(u64::MAX);
+        self.tracker.finish(end);
+        self.absorb();
+        self.stats.tracker = self.tracker.stats;
+        for t in self.threads.values_mut() {
+            if let Some((k, acc)) = t.episode.take() {
+                let a = self.waits.entry((k, false)).or_default();
+                a.max_ns = a.max_ns.max(acc as u64);
+            }
+        }
+        self.apply_sched();
         // Off-CPU intervals: the kernel's counts where known, else the switch records'.
         self.stats.intervals = self.threads.values().map(|t| t.blocked_count + t.runqueue_count).sum();
         // Per-thread ratio scaling of observed blocked time to the exact totals.
@@ -740,51 +745,7 @@ impl Collector {
         let mut unobserved_us = 0;
         for (tid, t) in &threads {
             let base = SampleKey { pid: t.pid, tid: *tid, ..Default::default() };
-            // Waiting for a CPU, at the stacks it happened at when the kernel's events told the
-            // time after wake-ups apart (else one `[runqueue]` entry per thread): after a wake-up
-            // the thread is still in the wait it was woken from (a lock's acquire line); after a
-            // preemption it is where the ticks saw it waiting (else where its CPU samples were).
-            // What has no stack to go to stays one `[runqueue]` entry.
-            let mut left = (t.runqueue_ns / 1000, t.runqueue_count);
-            let exact = t.sched.filter(|k| k.exact);
-            let woken = exact.map_or(0, |k| k.woken_runqueue_ns.min(t.runqueue_ns)) / 1000;
-            let woken_count = t.blocked_count.min(t.runqueue_count);
-            let parts = if exact.is_none() {
-                [(0, 0, None), (0, 0, None)]
-            } else {
-                [
-                    (woken, woken_count, woke_from.get(tid)),
-                    (left.0 - woken, t.runqueue_count - woken_count, preempted_at.get(tid)),
-                ]
-            };
-            for (time_us, count, at) in parts {
-                let Some(at) = at.filter(|_| time_us > 0) else { continue };
-                let weights: Vec<(usize, f64)> = at.iter().enumerate().map(|(i, (_, _, w))| (i, *w)).collect();
-                for (i, (time, n)) in split(time_us, count, &weights) {
-                    left.0 -= time;
-                    left.1 = left.1.saturating_sub(n);
-                    let n = n.max(1);
-                    let (key, python, _) = &at[i];
-                    entries.push(Entry {
-                        kind: EntryKind::Runqueue,
-                        key: key.clone(),
-                        python: python.clone(),
-                        samples: 0,
-                        concurrent: 0,
-                        wait: WaitTotals { time_us: time, waits: n, max_us: 0, observed: 0 },
-                    });
-                }
-            }
-            if left.0 > 0 {
-                entries.push(Entry {
-                    kind: EntryKind::Runqueue,
-                    key: base.clone(),
-                    python: None,
-                    samples: 0,
-                    concurrent: 0,
-                    wait: WaitTotals { time_us: left.0, waits: left.1, max_us: 0, observed: 0 },
-                });
-            }
+            runqueue_entries(*tid, t, woke_from.get(tid), preempted_at.get(tid), &mut entries);
             if t.observed_ns == 0.0 && t.blocked_ns > 0 {
                 unobserved_us += t.blocked_ns / 1000;
                 entries.push(Entry {
@@ -807,6 +768,59 @@ impl Collector {
             runqueue_us,
             unobserved_us,
         }
+    }
+}
+
+/// Where thread `tid`'s runqueue time goes (see [`Collector::finish`]): `woke_from`, its blocked
+/// entries with their weights; `preempted_at`, where it was seen preempted (or its CPU stacks).
+fn runqueue_entries(
+    tid: u32,
+    t: &ThreadTimes,
+    woke_from: Option<&Vec<(SampleKey, Option<PyStack>, f64)>>,
+    preempted_at: Option<&Vec<(SampleKey, Option<PyStack>, f64)>>,
+    entries: &mut Vec<Entry>,
+) {
+    // Waiting for a CPU, at the stacks it happened at when the kernel's events told the
+    // time after wake-ups apart (else one `[runqueue]` entry per thread): after a wake-up
+    // the thread is still in the wait it was woken from (a lock's acquire line); after a
+    // preemption it is where the ticks saw it waiting (else where its CPU samples were).
+    // What has no stack to go to stays one `[runqueue]` entry.
+    let mut left = (t.runqueue_ns / 1000, t.runqueue_count);
+    let exact = t.sched.filter(|k| k.exact);
+    let woken = exact.map_or(0, |k| k.woken_runqueue_ns.min(t.runqueue_ns)) / 1000;
+    let woken_count = t.blocked_count.min(t.runqueue_count);
+    let parts = if exact.is_none() {
+        [(0, 0, None), (0, 0, None)]
+    } else {
+        [(woken, woken_count, woke_from), (left.0 - woken, t.runqueue_count - woken_count, preempted_at)]
+    };
+    for (time_us, count, at) in parts {
+        let Some(at) = at.filter(|_| time_us > 0) else { continue };
+        let weights: Vec<(usize, f64)> = at.iter().enumerate().map(|(i, (_, _, w))| (i, *w)).collect();
+        for (i, (time, n)) in split(time_us, count, &weights) {
+            left.0 -= time;
+            left.1 = left.1.saturating_sub(n);
+            let n = n.max(1);
+            let (key, python, _) = &at[i];
+            entries.push(Entry {
+                kind: EntryKind::Runqueue,
+                key: key.clone(),
+                python: python.clone(),
+                samples: 0,
+                concurrent: 0,
+                wait: WaitTotals { time_us: time, waits: n, max_us: 0, observed: 0 },
+            });
+        }
+    }
+    if left.0 > 0 {
+        entries.push(Entry {
+            kind: EntryKind::Runqueue,
+            key: SampleKey { pid: t.pid, tid, ..Default::default() },
+            python: None,
+            samples: 0,
+            concurrent: 0,
+            wait: WaitTotals { time_us: left.0, waits: left.1, max_us: 0, observed: 0 },
+        });
     }
 }
 
