@@ -333,40 +333,19 @@ fn python_stacks_line(ps: &analysis::PythonStacks) -> String {
     }
 }
 
+/// The text summary printed after a recording (and by `ftprof report` for the text format).
 pub fn summary_text(p: &Profile) -> String {
-    let s = &p.summary;
+    let mut o = summary_header(p);
+    o += &time_breakdown(p);
+    o += &busiest_threads(p);
+    o += &locks_and_lines(p);
+    o += &what_to_do(p, 3);
+    o
+}
+
+/// How off-CPU time was accounted: the blocked / runqueue split's source and the wait mode.
+fn off_cpu_lines(s: &analysis::Summary) -> String {
     let mut o = String::new();
-    let py = match &p.target.python {
-        Some(py) => format!(
-            "CPython {} — GIL: {}",
-            py.version,
-            match (py.free_threaded, py.gil_enabled) {
-                (true, Some(false)) => "disabled (free-threaded build)",
-                (true, Some(true)) => "ENABLED at run time in a free-threaded build (an extension module without Py_mod_gil, or PYTHON_GIL=1)",
-                (true, None) => "free-threaded build (state unknown)",
-                (false, _) => "enabled (default build)",
-            }
-        ),
-        None => "no CPython runtime found".into(),
-    };
-    o += &format!("ftprof: {py}; pid {}", p.target.pid);
-    if let Some(e) = &p.target.exit {
-        o += &format!(", target {e}");
-    }
-    if p.target.interrupted {
-        o += " (interrupted)";
-    }
-    o += "\n";
-    if let Some(g) = p.target.python.as_ref().and_then(|py| py.gil_reenabled.as_ref()) {
-        o += &format!("  {}\n", g.sentence());
-    }
-    o += &format!(
-        "  wall {:.2} s, threads {}, {} CPU samples at {} Hz, {} switch-outs, {} lost records\n",
-        s.duration_s, s.threads, s.samples, s.rate_hz, s.switch_outs, s.lost_records
-    );
-    if let Some(ps) = &s.python_stacks {
-        o += &python_stacks_line(ps);
-    }
     if let Some(a) = &s.sched_accounting {
         o += &match (a.source.as_str(), &a.reason) {
             ("bpf", _) => format!(
@@ -408,6 +387,45 @@ pub fn summary_text(p: &Profile) -> String {
         }
         _ => {}
     }
+    o
+}
+
+/// The target, how it was recorded, and how complete the evidence is.
+fn summary_header(p: &Profile) -> String {
+    let s = &p.summary;
+    let mut o = String::new();
+    let py = match &p.target.python {
+        Some(py) => format!(
+            "CPython {} — GIL: {}",
+            py.version,
+            match (py.free_threaded, py.gil_enabled) {
+                (true, Some(false)) => "disabled (free-threaded build)",
+                (true, Some(true)) => "ENABLED at run time in a free-threaded build (an extension module without Py_mod_gil, or PYTHON_GIL=1)",
+                (true, None) => "free-threaded build (state unknown)",
+                (false, _) => "enabled (default build)",
+            }
+        ),
+        None => "no CPython runtime found".into(),
+    };
+    o += &format!("ftprof: {py}; pid {}", p.target.pid);
+    if let Some(e) = &p.target.exit {
+        o += &format!(", target {e}");
+    }
+    if p.target.interrupted {
+        o += " (interrupted)";
+    }
+    o += "\n";
+    if let Some(g) = p.target.python.as_ref().and_then(|py| py.gil_reenabled.as_ref()) {
+        o += &format!("  {}\n", g.sentence());
+    }
+    o += &format!(
+        "  wall {:.2} s, threads {}, {} CPU samples at {} Hz, {} switch-outs, {} lost records\n",
+        s.duration_s, s.threads, s.samples, s.rate_hz, s.switch_outs, s.lost_records
+    );
+    if let Some(ps) = &s.python_stacks {
+        o += &python_stacks_line(ps);
+    }
+    o += &off_cpu_lines(s);
     if !s.processes.is_empty() {
         let python: Vec<String> = s.processes.iter().filter(|p| p.python).map(|p| p.pid.to_string()).collect();
         o += &format!("  processes followed (--subprocesses): {} with CPython ({})\n", python.len(), python.join(", "));
@@ -454,6 +472,13 @@ pub fn summary_text(p: &Profile) -> String {
         pct(s.mismatched, s.samples),
         pct(s.unresolved_core, s.samples)
     );
+    o
+}
+
+/// Where thread time went, by category, and the largest loss in words.
+fn time_breakdown(p: &Profile) -> String {
+    let s = &p.summary;
+    let mut o = String::new();
     if !s.categories.is_empty() {
         o += "  where thread time went:\n";
         for c in &s.categories {
@@ -486,7 +511,12 @@ pub fn summary_text(p: &Profile) -> String {
             c.share * 100.0
         );
     }
-    // Busiest threads, each with where most of its time went.
+    o
+}
+
+/// Busiest threads, each with where most of its time went.
+fn busiest_threads(p: &Profile) -> String {
+    let mut o = String::new();
     let per = period_us(p);
     let mut by_thread: std::collections::HashMap<u32, std::collections::HashMap<Category, f64>> = Default::default();
     for st in &p.stacks {
@@ -517,6 +547,12 @@ pub fn summary_text(p: &Profile) -> String {
             o += &format!("    … and {} more threads\n", threads.len() - 6);
         }
     }
+    o
+}
+
+/// Top locks (with who held them) and top waiting lines.
+fn locks_and_lines(p: &Profile) -> String {
+    let mut o = String::new();
     if !p.locks.is_empty() {
         o += "  top locks:\n";
         for l in p.locks.iter().take(5) {
@@ -547,7 +583,6 @@ pub fn summary_text(p: &Profile) -> String {
             o += &format!("    {:>9}  {}\n", ms(l.time_us), l.line);
         }
     }
-    o += &what_to_do(p, 3);
     o
 }
 
