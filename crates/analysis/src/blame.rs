@@ -242,19 +242,7 @@ pub fn attach(p: &mut Profile, data: &BlameData) {
         }
     }
     // Each waiter's off-CPU time on each lock (the profile's estimate, scaled to the kernel's).
-    let mut waited: HashMap<(usize, u32), u64> = HashMap::new();
-    for s in &p.stacks {
-        if !is_blamed(s.category) || s.wait_us == 0 {
-            continue;
-        }
-        let Some(leaf) = s.frames.last().map(|&f| &p.frames[f as usize]) else { continue };
-        if leaf.kind != FrameKind::Wait {
-            continue;
-        }
-        if let Some(&i) = leaf_of.get(&leaf.name) {
-            *waited.entry((i, s.thread)).or_default() += s.wait_us;
-        }
-    }
+    let waited = waited_per_lock(p, &leaf_of);
     // Observation weights per (lock, waiter).
     let mut weight: HashMap<(usize, u32), f64> = HashMap::new();
     for o in &data.observations {
@@ -353,9 +341,18 @@ pub fn attach(p: &mut Profile, data: &BlameData) {
         .filter(|b| b.time_us > 0)
         .collect();
     stacks.sort_by(|a, b| a.lock.cmp(&b.lock).then(b.time_us.cmp(&a.time_us)).then(a.frames.cmp(&b.frames)));
-    // Held by: per lock, the holder's innermost Python line and thread.
+    set_held_by(p, &stacks);
+    p.blame = stacks;
+}
+
+/// Held by: per lock, the holder's innermost Python line and thread, from its blame stacks.
+fn set_held_by(p: &mut Profile, stacks: &[BlameStack]) {
+    let holder_label = |tid: u32| {
+        let name = p.threads.iter().find(|t| t.tid == tid).map(|t| t.name.as_str()).unwrap_or("");
+        thread_label(name, tid)
+    };
     let mut held: HashMap<usize, HashMap<(String, String), u64>> = HashMap::new();
-    for b in &stacks {
+    for b in stacks {
         let labels: Vec<&Frame> = b.frames.iter().map(|&f| &p.frames[f as usize]).collect();
         let line = labels
             .iter()
@@ -381,7 +378,25 @@ pub fn attach(p: &mut Profile, data: &BlameData) {
         v.truncate(5);
         p.locks[i].held_by = v;
     }
-    p.blame = stacks;
+}
+
+/// Each waiter's off-CPU time (µs) on each lock whose waiting stacks end with a leaf of
+/// `leaf_of`, by (lock index, waiter).
+fn waited_per_lock(p: &Profile, leaf_of: &HashMap<String, usize>) -> HashMap<(usize, u32), u64> {
+    let mut waited: HashMap<(usize, u32), u64> = HashMap::new();
+    for s in &p.stacks {
+        if !is_blamed(s.category) || s.wait_us == 0 {
+            continue;
+        }
+        let Some(leaf) = s.frames.last().map(|&f| &p.frames[f as usize]) else { continue };
+        if leaf.kind != FrameKind::Wait {
+            continue;
+        }
+        if let Some(&i) = leaf_of.get(&leaf.name) {
+            *waited.entry((i, s.thread)).or_default() += s.wait_us;
+        }
+    }
+    waited
 }
 
 /// Folded blame stacks: `[lock: …];holder thread;holder frames… µs`, one line per distinct stack.
