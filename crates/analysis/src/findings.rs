@@ -612,7 +612,22 @@ pub fn derive_with(p: &Profile, table: &[Pitfall]) -> Vec<Finding> {
             out[i].share = out[i].time_us as f64 / total;
         }
     }
-    // Contention no row explains, per object.
+    out.extend(generic_findings(p, &target, &views, &claimed, total, &working));
+    out.sort_by(|a, b| b.rank_value().total_cmp(&a.rank_value()).then(a.id.cmp(&b.id)).then(a.object.cmp(&b.object)));
+    out
+}
+
+/// Contention no row explains, per object: generic findings (category, object, generic
+/// guidance) for what is not `claimed` and is above [`GENERIC_MIN_SHARE`].
+fn generic_findings(
+    p: &Profile,
+    target: &Target,
+    views: &[View],
+    claimed: &[bool],
+    total: f64,
+    working: &BTreeSet<u32>,
+) -> Vec<Finding> {
+    let mut out = Vec::new();
     let mut groups: Vec<((Category, String), Group)> = Vec::new();
     // `PyEvent_WaitTimed` is a notification (a thread start handshake, `Event`-like), not a lock.
     let notification = |v: &View| v.object.is_some_and(|o| o.starts_with("PyEvent"));
@@ -641,7 +656,7 @@ pub fn derive_with(p: &Profile, table: &[Pitfall]) -> Vec<Finding> {
         // Contention needs two threads at once: refcounts and pauses are seen on both; a lock's
         // waiter may be alone (its holder does not wait), but then the lock has a holder.
         let min_threads = if matches!(category, Category::Refcount | Category::StopTheWorld) { 2 } else { 1 };
-        if share < GENERIC_MIN_SHARE || g.participants() < min_threads || !g.stopped_others(&working) {
+        if share < GENERIC_MIN_SHARE || g.participants() < min_threads || !g.stopped_others(working) {
             continue;
         }
         let row = Pitfall {
@@ -658,11 +673,10 @@ pub fn derive_with(p: &Profile, table: &[Pitfall]) -> Vec<Finding> {
             fixed_in: None,
             citation: String::new(),
         };
-        let mut f = finding(p, &target, &row, category, object, share, &g);
+        let mut f = finding(p, target, &row, category, object, share, &g);
         f.generic = true;
         out.push(f);
     }
-    out.sort_by(|a, b| b.rank_value().total_cmp(&a.rank_value()).then(a.id.cmp(&b.id)).then(a.object.cmp(&b.object)));
     out
 }
 
