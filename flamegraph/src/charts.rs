@@ -200,6 +200,32 @@ fn speedup_axis_max(r: &ScaleResult) -> f64 {
     r.points.iter().filter_map(|p| p.speedup_max.or(p.speedup)).chain(predicted).fold(max_n, f64::max)
 }
 
+/// The scaling chart's legend: the ideal line, the fits, the measured points, the prediction
+/// without the top contention (`with_prediction`) and the oversubscribed marker.
+fn scaling_legend(r: &ScaleResult, with_prediction: bool) -> Vec<(String, RGBColor, LegendShape)> {
+    let mut legend: Vec<(String, RGBColor, LegendShape)> =
+        vec![("ideal (speedup = N)".into(), RGBColor(128, 128, 128), LegendShape::Line(1))];
+    if let Some(u) = r.usl {
+        legend.push((format!("USL fit: σ = {:.3}, κ = {:.4}", u.sigma, u.kappa), BLUE, LegendShape::Line(2)));
+    }
+    if let Some(a) = r.amdahl {
+        legend.push((
+            format!("Amdahl fit: serial {:.3}", a.serial_fraction),
+            RGBColor(0, 160, 0),
+            LegendShape::Line(2),
+        ));
+    }
+    legend.push(("measured (median, min–max)".into(), RED, LegendShape::Dot));
+    if let (Some(c), true) = (&r.without, with_prediction) {
+        legend.push((format!("predicted without {c}"), RGBColor(230, 140, 0), LegendShape::Dot));
+    }
+    let over = r.points.iter().any(|p| p.oversubscribed && p.speedup.is_some());
+    if over {
+        legend.push((format!("oversubscribed (N > {} CPUs)", r.online_cpus), RED, LegendShape::Ring));
+    }
+    legend
+}
+
 /// Speedup vs threads: the ideal line, measured medians with their spread, fitted curves.
 pub fn scaling_svg(r: &ScaleResult, title: &str) -> anyhow::Result<String> {
     let ns: Vec<u32> = r.points.iter().map(|p| p.threads).collect();
@@ -214,27 +240,8 @@ pub fn scaling_svg(r: &ScaleResult, title: &str) -> anyhow::Result<String> {
     };
     let max_s = speedup_axis_max(r);
 
-    let mut legend: Vec<(String, RGBColor, LegendShape)> =
-        vec![("ideal (speedup = N)".into(), RGBColor(128, 128, 128), LegendShape::Line(1))];
-    if let Some(u) = r.usl {
-        legend.push((format!("USL fit: σ = {:.3}, κ = {:.4}", u.sigma, u.kappa), BLUE, LegendShape::Line(2)));
-    }
-    if let Some(a) = r.amdahl {
-        legend.push((
-            format!("Amdahl fit: serial {:.3}", a.serial_fraction),
-            RGBColor(0, 160, 0),
-            LegendShape::Line(2),
-        ));
-    }
-    legend.push(("measured (median, min–max)".into(), RED, LegendShape::Dot));
     let without: Vec<_> = r.points.iter().filter_map(|p| Some((p.threads, p.without?))).collect();
-    if let (Some(c), false) = (&r.without, without.is_empty()) {
-        legend.push((format!("predicted without {c}"), RGBColor(230, 140, 0), LegendShape::Dot));
-    }
-    let over = r.points.iter().any(|p| p.oversubscribed && p.speedup.is_some());
-    if over {
-        legend.push((format!("oversubscribed (N > {} CPUs)", r.online_cpus), RED, LegendShape::Ring));
-    }
+    let legend = scaling_legend(r, !without.is_empty());
     let legend_w = legend.iter().map(|l| text_w(&l.0, 12)).max().unwrap_or(100) + 50;
     let plot_w = (360 + 50 * ns.len() as u32).clamp(480, 760);
     let width = plot_w + legend_w;
