@@ -147,75 +147,69 @@ impl<'a> Cur<'a> {
     }
 }
 
+/// The body of a `PERF_RECORD_SAMPLE` (after its header), as laid out by `sample_type`.
+fn parse_sample(c: &mut Cur<'_>, misc: u16, sample_type: u64, source: SampleSource) -> Option<Record> {
+    use perf_event_open_sys::bindings as b;
+    let st = sample_type;
+    let has = |f: u32| st & f as u64 != 0;
+    if has(b::PERF_SAMPLE_IDENTIFIER) {
+        c.u64()?;
+    }
+    let ip = if has(b::PERF_SAMPLE_IP) { c.u64()? } else { 0 };
+    let (pid, tid) = if has(b::PERF_SAMPLE_TID) { (c.u32()?, c.u32()?) } else { (0, 0) };
+    let time = if has(b::PERF_SAMPLE_TIME) { c.u64()? } else { 0 };
+    let cpu = if has(b::PERF_SAMPLE_CPU) {
+        let v = c.u32()?;
+        c.u32()?;
+        v
+    } else {
+        0
+    };
+    let period = if has(b::PERF_SAMPLE_PERIOD) { c.u64()? } else { 0 };
+    let mut kernel_stack = Vec::new();
+    if has(b::PERF_SAMPLE_CALLCHAIN) {
+        let nr = c.u64()?;
+        for _ in 0..nr {
+            let ip = c.u64()?;
+            // PERF_CONTEXT_* markers live in the last 4095 values of the address space.
+            if ip < (-4095i64) as u64 {
+                kernel_stack.push(ip);
+            }
+        }
+    }
+    let mut regs = None;
+    if has(b::PERF_SAMPLE_REGS_USER) {
+        let abi = c.u64()?;
+        if abi != 0 {
+            let mut v = [0u64; 9];
+            for r in v.iter_mut() {
+                *r = c.u64()?;
+            }
+            regs =
+                Some(Regs { ax: v[0], bx: v[1], cx: v[2], dx: v[3], si: v[4], di: v[5], bp: v[6], sp: v[7], ip: v[8] });
+        }
+    }
+    let mut stack = Vec::new();
+    if has(b::PERF_SAMPLE_STACK_USER) {
+        let size = usize::try_from(c.u64()?).ok()?;
+        if size > 0 {
+            let data = c.bytes(size)?;
+            let dyn_size = usize::try_from(c.u64()?).unwrap_or(usize::MAX);
+            stack.extend_from_slice(&data[..dyn_size.min(size)]);
+        }
+    }
+    let kernel = misc & PERF_RECORD_MISC_CPUMODE_MASK == PERF_RECORD_MISC_KERNEL;
+    Some(Record::Sample(Sample { source, pid, tid, time, cpu, period, ip, regs, stack, kernel, kernel_stack }))
+}
+
 /// Parse one complete record (header included). `sample_type` is the attr's sample_type; only
 /// the layout produced by [`crate::perf::SamplingConfig`] is supported. Unknown types → `None`.
 pub fn parse(rec: &[u8], sample_type: u64, source: SampleSource) -> Option<Record> {
-    use perf_event_open_sys::bindings as b;
     let ty = u32::from_ne_bytes(rec.get(0..4)?.try_into().ok()?);
     let misc = u16::from_ne_bytes(rec.get(4..6)?.try_into().ok()?);
     let mut c = Cur { b: rec, pos: 8 };
     match ty {
-        PERF_RECORD_SAMPLE => {
-            let st = sample_type;
-            let has = |f: u32| st & f as u64 != 0;
-            if has(b::PERF_SAMPLE_IDENTIFIER) {
-                c.u64()?;
-            }
-            let ip = if has(b::PERF_SAMPLE_IP) { c.u64()? } else { 0 };
-            let (pid, tid) = if has(b::PERF_SAMPLE_TID) { (c.u32()?, c.u32()?) } else { (0, 0) };
-            let time = if has(b::PERF_SAMPLE_TIME) { c.u64()? } else { 0 };
-            let cpu = if has(b::PERF_SAMPLE_CPU) {
-                let v = c.u32()?;
-                c.u32()?;
-                v
-            } else {
-                0
-            };
-            let period = if has(b::PERF_SAMPLE_PERIOD) { c.u64()? } else { 0 };
-            let mut kernel_stack = Vec::new();
-            if has(b::PERF_SAMPLE_CALLCHAIN) {
-                let nr = c.u64()?;
-                for _ in 0..nr {
-                    let ip = c.u64()?;
-                    // PERF_CONTEXT_* markers live in the last 4095 values of the address space.
-                    if ip < (-4095i64) as u64 {
-                        kernel_stack.push(ip);
-                    }
-                }
-            }
-            let mut regs = None;
-            if has(b::PERF_SAMPLE_REGS_USER) {
-                let abi = c.u64()?;
-                if abi != 0 {
-                    let mut v = [0u64; 9];
-                    for r in v.iter_mut() {
-                        *r = c.u64()?;
-                    }
-                    regs = Some(Regs {
-                        ax: v[0],
-                        bx: v[1],
-                        cx: v[2],
-                        dx: v[3],
-                        si: v[4],
-                        di: v[5],
-                        bp: v[6],
-                        sp: v[7],
-                        ip: v[8],
-                    });
-                }
-            }
-            let mut stack = Vec::new();
-            if has(b::PERF_SAMPLE_STACK_USER) {
-                let size = usize::try_from(c.u64()?).ok()?;
-                if size > 0 {
-                    let data = c.bytes(size)?;
-                    let dyn_size = usize::try_from(c.u64()?).unwrap_or(usize::MAX);
-                    stack.extend_from_slice(&data[..dyn_size.min(size)]);
-                }
-            }
-            let kernel = misc & PERF_RECORD_MISC_CPUMODE_MASK == PERF_RECORD_MISC_KERNEL;
-            Some(Record::Sample(Sample { source, pid, tid, time, cpu, period, ip, regs, stack, kernel, kernel_stack }))
-        }
+        PERF_RECORD_SAMPLE => parse_sample(&mut c, misc, sample_type, source),
         PERF_RECORD_MMAP | PERF_RECORD_MMAP2 => {
             let pid = c.u32()?;
             let tid = c.u32()?;
