@@ -468,7 +468,8 @@ fn gate_reason(r: &ScaleResult) -> String {
                             runqueue(g, a.threads, b.threads)
                         )
                     } else {
-                        "; no category of the program grew per unit of work beyond the variation between runs".to_string()
+                        "; no category of the program grew per unit of work beyond the variation between runs"
+                            .to_string()
                     }
                 }
                 _ => String::new(),
