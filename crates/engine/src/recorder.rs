@@ -235,10 +235,15 @@ impl Recorder {
                 // With the wakers' stacks when waits are recorded (blame); without, if only
                 // that part is refused.
                 let wakers = if self.cfg.waits.recorded() { WAKER_BUDGET } else { 0 };
+                let t = Instant::now();
                 match bpf::InstantStacks::new(128, wakers).or_else(|_| bpf::InstantStacks::new(128, 0)) {
                     Ok(i) => self.instant = Some(i),
                     Err(e) => self.bpf_refusal = Some(e.to_string()),
                 }
+                if timing() {
+                    eprintln!("ftprof timing: BPF stack programs loaded in {:?}", t.elapsed());
+                }
+                let t = Instant::now();
                 // Off-CPU accounting from the kernel's events, when the waits are recorded.
                 if self.bpf_refusal.is_none() && self.cfg.waits.recorded() {
                     match bpf::OffCpu::start() {
@@ -247,6 +252,9 @@ impl Recorder {
                             self.threads = Box::new(crate::kernel_sched::KernelSched::new(inner, o));
                         }
                         Err(e) => self.sched_refusal = Some(e.to_string()),
+                    }
+                    if timing() {
+                        eprintln!("ftprof timing: BPF off-CPU programs loaded in {:?}", t.elapsed());
                     }
                 }
             }
