@@ -172,6 +172,20 @@ pub struct Wait {
     pub runq_ns: u64,
 }
 
+impl Wait {
+    fn from_raw(k: &RawWaitKey, v: &RawWaitVal) -> Wait {
+        Wait {
+            tid: k.tid,
+            kind: WaitKind::from_raw(k.kind, k.addr),
+            total_ns: v.total_ns,
+            count: v.count,
+            max_ns: v.max_ns,
+            futex: v.futex,
+            runq_ns: v.runq_ns,
+        }
+    }
+}
+
 /// Events the programs could not account; all zero in a complete measurement.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct OffCpuLost {
@@ -273,15 +287,7 @@ impl OffCpu {
                 continue;
             };
             let Some(v) = RawWaitVal::from_bytes(&v) else { continue };
-            out.push(Wait {
-                tid: k.tid,
-                kind: WaitKind::from_raw(k.kind, k.addr),
-                total_ns: v.total_ns,
-                count: v.count,
-                max_ns: v.max_ns,
-                futex: v.futex,
-                runq_ns: v.runq_ns,
-            });
+            out.push(Wait::from_raw(&k, &v));
         }
         out.sort_by_key(|w| (w.tid, w.kind));
         Ok(out)
@@ -310,15 +316,7 @@ impl OffCpu {
         for key in keys {
             if let (Some(k), Ok(Some(v))) = (RawWaitKey::from_bytes(&key), map.lookup(&key, MapFlags::ANY)) {
                 if let Some(v) = RawWaitVal::from_bytes(&v) {
-                    out.push(Wait {
-                        tid: k.tid,
-                        kind: WaitKind::from_raw(k.kind, k.addr),
-                        total_ns: v.total_ns,
-                        count: v.count,
-                        max_ns: v.max_ns,
-                        futex: v.futex,
-                        runq_ns: v.runq_ns,
-                    });
+                    out.push(Wait::from_raw(&k, &v));
                 }
             }
             let _ = map.delete(&key);
