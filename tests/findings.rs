@@ -144,12 +144,7 @@ pair!(class_static_method, "class-static-method", "Helpers.twice(i); Helpers.mak
 pair!(generated_init, "generated-init", "Point(i, i); Pair(i, i)");
 pair!(type_lookup_lock, "type-lookup-lock", "getattr(v, f\"visit_");
 pair!(closure_cell, "closure-cell", "a = items; b = items");
-pair!(
-    shared_random,
-    "shared-random",
-    "random.random()  # BAD-LINE",
-    ignore = "flaky on a loaded 2-core machine: the shared Random's critical section and bound method show 1-3 % of active time; passes when the threads overlap"
-);
+pair!(shared_random, "shared-random", "random.random()  # BAD-LINE");
 pair!(lru_cache, "lru-cache", "cached_square(i & 15)  # BAD-LINE");
 /// Records created on every thread: the site is the `sys.modules` lookup in `LogRecord.__init__`.
 #[test]
@@ -189,16 +184,11 @@ pair!(
     list_arithmetic,
     "list-arithmetic",
     "for x in data: acc += x * two",
-    ignore = "the fixed variant shows contended refcounts on its own `acc` float (5 %): the object evidence is not yet discriminating (see the refcount evidence work)"
+    ignore = "the fixed variant is clean now (its own floats' deallocation is no longer refcount evidence: ~1 % left, from 5 %), but the bad variant's stalls are named after the local `acc` (the thread's own accumulator), not the shared list's floats: the operand of the list iteration and of the pair instructions needs the object's owner (ob_tid against the thread's), which is not read yet"
 );
 pair!(shared_mutable, "shared-mutable", "a = SHARED_LIST; b = SHARED_LIST");
 pair!(shared_container_writes, "shared-container-writes", "d[i & 255] = me");
-pair!(
-    stop_the_world_gc,
-    "stop-the-world-gc",
-    "keep = [[i, [i]] for i in range(2_000)]",
-    ignore = "the bad variant's pauses stay under the row's threshold in most runs on a 2-core machine since the evidence changes: the row needs re-tuning"
-);
+pair!(stop_the_world_gc, "stop-the-world-gc", "keep = [[i, [i]] for i in range(2_000)]");
 /// tracemalloc's lock is taken at every allocation: the site is a line of the program, wherever
 /// the allocations happened to be sampled.
 #[test]

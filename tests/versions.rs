@@ -82,7 +82,7 @@ fn frames_lines_and_merged_stacks(interp: Interp, mode: Mode) {
     let wl = workload("cpu_bound.py");
     let (p, _) = match mode {
         Mode::Launched => record(&interp, mode, "cpu_bound.py", &["2", "20000000"], ""),
-        Mode::Attached => record(&interp, mode, "cpu_bound.py", &["2", "400000000", "ready"], "1.5"),
+        Mode::Attached => record(&interp, mode, "cpu_bound.py", &["2", "400000000", "ready"], "3"),
     };
     check_python_version(&p, &interp);
     let samples = p.summary("samples");

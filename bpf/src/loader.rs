@@ -1,7 +1,7 @@
 //! Loading the embedded objects, the permission check, one-line refusals, program statistics.
 
+use std::cell::RefCell;
 use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
-use std::sync::Mutex;
 
 use libbpf_rs::{libbpf_sys, Object, ObjectBuilder, PrintLevel};
 
@@ -68,16 +68,20 @@ pub fn now_ns() -> u64 {
     (t.tv_sec() as u64).saturating_mul(1_000_000_000).saturating_add(t.tv_nsec() as u64)
 }
 
-/// libbpf's messages of the load in progress: the verifier's last words make the refusal's reason.
-static LOG: Mutex<Vec<String>> = Mutex::new(Vec::new());
+thread_local! {
+    /// libbpf's messages of the load in progress on this thread (libbpf calls the print
+    /// callback on the loading thread, so two objects can load at once): the verifier's last
+    /// words make the refusal's reason.
+    static LOG: RefCell<Vec<String>> = const { RefCell::new(Vec::new()) };
+}
 
 fn log_line(_level: PrintLevel, msg: String) {
-    if let Ok(mut log) = LOG.lock() {
+    LOG.with_borrow_mut(|log| {
         if log.len() > 4096 {
             log.drain(..2048);
         }
         log.extend(msg.lines().map(str::to_owned));
-    }
+    });
 }
 
 /// The most telling line of a failed load: the verifier's complaint (the line before
@@ -98,23 +102,32 @@ pub(crate) fn reason_from_log(log: &[String], fallback: &str) -> String {
 }
 
 /// Open and load one embedded object; every program in it must pass the verifier.
-pub(crate) fn load(
-    name: &str,
-    bytes: &[u8],
-    setup: impl FnOnce(&mut libbpf_rs::OpenObject),
-) -> Result<Object, Refusal> {
+pub(crate) fn load(name: &str, bytes: &[u8], setup: impl Fn(&mut libbpf_rs::OpenObject)) -> Result<Object, Refusal> {
     check_permitted()?;
     libbpf_rs::set_print(Some((PrintLevel::Debug, log_line)));
-    if let Ok(mut log) = LOG.lock() {
-        log.clear();
-    }
-    let mut open = ObjectBuilder::default()
-        .open_memory(bytes)
-        .map_err(|e| Refusal::Load { program: name.into(), reason: e.to_string() })?;
+    LOG.with_borrow_mut(Vec::clear);
+    let open_object = || {
+        ObjectBuilder::default()
+            .open_memory(bytes)
+            .map_err(|e| Refusal::Load { program: name.into(), reason: e.to_string() })
+    };
+    let mut open = open_object()?;
     setup(&mut open);
-    let loaded = open.load();
-    let log = LOG.lock().map(|l| l.clone()).unwrap_or_default();
-    libbpf_rs::set_print(None);
+    let mut loaded = open.load();
+    let mut log = LOG.with_borrow(Vec::clone);
+    // Before Linux 6.1 tracing programs may use only preallocated hash maps: load again with
+    // every map preallocated (slower to load: the entries are allocated and zeroed now).
+    if loaded.is_err() && log.iter().any(|l| l.contains("preallocated")) {
+        let mut open = open_object()?;
+        setup(&mut open);
+        // ftprof's maps have no other flag.
+        for mut map in open.maps_mut() {
+            let _ = map.set_map_flags(0);
+        }
+        LOG.with_borrow_mut(Vec::clear);
+        loaded = open.load();
+        log = LOG.with_borrow(Vec::clone);
+    }
     loaded.map_err(|e| Refusal::Load { program: name.into(), reason: reason_from_log(&log, &e.to_string()) })
 }
 

@@ -163,6 +163,9 @@ fn exec_when_released(
 ) -> ! {
     // Die with ftprof rather than run on unobserved.
     let _ = set_pdeathsig(Signal::SIGKILL);
+    // A name no exec can give (an exec names a process after its file, which holds no '/'): while
+    // the process still has it, its exec has not decided its dumpability yet.
+    let _ = nix::sys::prctl::set_name(HELD_NAME);
     if getppid() != parent_pid {
         exit_now();
     }
@@ -191,6 +194,12 @@ fn exec_when_released(
     let _ = nix::unistd::write(&err_w, &e.to_ne_bytes());
     exit_now()
 }
+
+/// The name (`comm`) of a launched program held before its `exec`. The kernel names a process
+/// after its file at `exec`, after deciding whether it is dumpable (`begin_new_exec`: `set_dumpable`,
+/// then the comm record), and a file's name never contains '/': a launched process that no
+/// longer has this name has finished deciding.
+pub const HELD_NAME: &std::ffi::CStr = c"ftprof/held";
 
 /// `_exit(127)`: leave the forked child without running the parent's exit handlers.
 fn exit_now() -> ! {

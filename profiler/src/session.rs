@@ -106,6 +106,11 @@ pub trait Sink {
     /// in the sampled thread, and is inherited with them. The descriptors stay open for the
     /// recording.
     fn sampling_events(&mut self, _events: &[BorrowedFd<'_>]) {}
+    /// Attach only: the target passed its access check and its events are about to be enabled.
+    /// What must be in place before the first sample (e.g. registering the target's runtime with
+    /// a BPF program attached in [`Sink::sampling_events`], which writes no record for a process
+    /// it does not know) is set up here.
+    fn before_enable(&mut self, _pid: i32) {}
     /// One record, as drained (records of different CPUs are not in time order; a
     /// [`Record::Drained`] ends each pass).
     fn record(&mut self, r: Record);
@@ -296,6 +301,7 @@ fn attach(
     // set-id program since the caller's check) before the kernel copies any of its stacks.
     crate::access::check(pid as u32)
         .map_err(|e| PerfError::Other(std::io::Error::new(std::io::ErrorKind::PermissionDenied, e.to_string())))?;
+    sink.before_enable(pid);
     let start_ns = monotonic_ns();
     let started = Instant::now();
     for r in &rings {

@@ -15,6 +15,11 @@
 //!   [`python::ParkedInfo`] (what a blocked thread waits on, from memory).
 //! * [`kernel`]: kernel addresses → names through `/proc/kallsyms`.
 //!
+//! The frame and stack types it outputs ([`native::NativeFrame`], [`python::PyStack`],
+//! [`python::PyFrame`], [`python::CodeInfo`], [`python::ParkedInfo`], [`python::ObjectRef`]) are
+//! defined in the `frames` crate, which has no ELF/DWARF code, and re-exported here from their
+//! usual paths: analysis and the renderers depend on `frames` alone.
+//!
 //! Nothing here talks to perf or renders anything; the register set it unwinds from is the
 //! collector's own type (`profiler::Regs`), so the two never need converting.
 

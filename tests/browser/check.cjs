@@ -294,17 +294,26 @@ async function findings(file, shot, index) {
     out.search_hits = await p.$$eval('#chart svg g rect', (rs) => rs.filter((r) => r.getAttribute('fill') === '#e600e6').length);
     // A Python frame of the flamegraph (of a file the source view shows) → its line there.
     const names = await p.$$eval('#source-file option', (os) => os.map((o) => o.textContent.split(' — ')[0]));
+    // The widest such frame: a click lands on a narrow one's neighbour as often as on it.
     const frame = await p.$$eval('#chart svg g', (gs, [cur, names]) => {
-      const g = gs.find((g) => {
+      const width = (g) => parseFloat(g.querySelector('rect').getAttribute('width')) || 0;
+      const ok = gs.filter((g) => {
         const m = /\(([^():]+):(\d+)\)$/.exec(g.getAttribute('name') || '');
-        return m && m[2] !== cur && names.filter((n) => n === m[1]).length === 1;
+        return m && m[2] !== cur && names.filter((n) => n === m[1]).length === 1 && width(g) >= 4;
       });
-      return g ? g.getAttribute('name') : null;
+      ok.sort((a, b) => width(b) - width(a));
+      return ok.length ? ok[0].getAttribute('name') : null;
     }, [out.target.line, names]);
     out.clicked_frame = frame;
     if (frame) {
+      const want = frame.replace(/^.*:(\d+)\)$/, '$1');
       await p.click(`#chart svg g[name="${frame.replace(/"/g, '\\"')}"] rect`, { force: true });
       await p.waitForSelector('body[data-rendered="1"]', { timeout: 10000 });
+      // The source view follows the click (give it up to 5 s on a loaded machine).
+      await p.waitForFunction((w) => {
+        const r = document.querySelector('#source tr.target');
+        return r && r.getAttribute('data-line') === w;
+      }, want, { timeout: 5000 }).catch(() => {});
       out.frame_target = await p.$eval('#source tr.target', (r) => r.getAttribute('data-line'));
       out.frame_file = await p.$eval('#source-file', (s) => s.options[s.selectedIndex].textContent);
     }

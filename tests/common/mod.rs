@@ -167,14 +167,18 @@ pub fn tids(stdout: &[u8]) -> std::collections::HashMap<String, u64> {
         .collect()
 }
 
-/// Run `ftprof record --format json` on `python workload args…`.
+/// Run `ftprof record --format json` on `python workload args…`. Every such recording also
+/// writes a capture, and `ftprof report` of it must give the same bytes as the recording's JSON.
 pub fn record_json(workload_name: &str, args: &[&str], extra: &[&str]) -> (Profile, Output) {
     let dir = tempdir();
     let out_path = dir.path().join("p.json");
+    let capture = dir.path().join("p.capture");
     let out = ftprof()
         .arg("record")
         .args(["--format", "json", "-o"])
         .arg(&out_path)
+        .arg("--capture")
+        .arg(&capture)
         .args(extra)
         .arg("--")
         .arg(python())
@@ -183,8 +187,19 @@ pub fn record_json(workload_name: &str, args: &[&str], extra: &[&str]) -> (Profi
         .output()
         .unwrap();
     assert!(out.status.success(), "ftprof failed: {}", String::from_utf8_lossy(&out.stderr));
-    let v: Value = serde_json::from_slice(&std::fs::read(&out_path).unwrap()).unwrap();
+    let recorded = std::fs::read(&out_path).unwrap();
+    assert_rerenders(&capture, &recorded, "json");
+    let v: Value = serde_json::from_slice(&recorded).unwrap();
     (Profile(v), out)
+}
+
+/// `ftprof report CAPTURE --format FORMAT` gives exactly `recorded`.
+pub fn assert_rerenders(capture: &Path, recorded: &[u8], format: &str) {
+    let again = capture.with_extension(format!("again.{format}"));
+    let rep = ftprof().arg("report").arg(capture).args(["--format", format, "-o"]).arg(&again).output().unwrap();
+    assert!(rep.status.success(), "ftprof report failed: {}", String::from_utf8_lossy(&rep.stderr));
+    let rendered = std::fs::read(&again).unwrap();
+    assert!(rendered == recorded, "the capture {} re-renders differently as {format}", capture.display());
 }
 
 #[derive(Debug, Clone)]

@@ -3,7 +3,9 @@ time. Usage: lock_handoff.py [lock|rlock] [ROUNDS (default 10)] [ready]; with `r
 the threads run. Prints the lock's address
 (`lock 0x…`), the waiter's own measured blocked time (seconds) as `blocked SECONDS` and the
 number of its acquisitions that had to wait as `waits N`, of which `short N` took under 1 ms (the
-lock was released while the waiter spun, before it parked)."""
+lock was released while the waiter spun, before it parked), and how many times the waiter gave up
+its CPU inside them (its voluntary context switches: each a park) as `parks N`."""
+import resource
 import sys
 import threading
 import time
@@ -17,6 +19,11 @@ go = [threading.Event() for _ in range(ROUNDS)]
 blocked = 0.0
 waits = 0
 short = 0
+parks = 0
+
+
+def voluntary_switches():
+    return resource.getrusage(resource.RUSAGE_THREAD).ru_nvcsw
 
 
 def holder():
@@ -30,7 +37,7 @@ def holder():
 
 
 def waiter():
-    global blocked, waits, short
+    global blocked, waits, short, parks
     print(f"tid waiter {threading.get_native_id()}\n", end="", flush=True)
     for r in range(ROUNDS):
         go[r].wait()
@@ -39,7 +46,9 @@ def waiter():
         # acquisitions that had to wait.
         if not lock.acquire(blocking=False):
             waits += 1
+            v = voluntary_switches()
             lock.acquire()  # WAIT-LINE
+            parks += voluntary_switches() - v
             if time.perf_counter() - t < 0.001:
                 short += 1  # got it while spinning, before parking: not a blocked wait
         blocked += time.perf_counter() - t
@@ -57,3 +66,4 @@ w.join()
 print(f"blocked {blocked:.6f}\n", end="", flush=True)
 print(f"waits {waits}\n", end="", flush=True)
 print(f"short {short}\n", end="", flush=True)
+print(f"parks {parks}\n", end="", flush=True)

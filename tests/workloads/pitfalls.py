@@ -304,8 +304,15 @@ def shared_container_writes():
 
 
 def stop_the_world_gc():
+    # A program that builds up container objects while its threads run (a cache, a batch): the
+    # heap grows, collections come often and each one scans it all with every thread paused.
+    kept = []
+
     def step():
         keep = [[i, [i]] for i in range(2_000)]  # BAD-LINE
+        kept.append(keep)
+        if len(kept) > 200:
+            kept.clear()
     until_deadline(step)
 
 

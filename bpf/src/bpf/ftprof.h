@@ -65,6 +65,8 @@ enum { BPF_RB_NO_WAKEUP = 1 };
 
 #define SEC(name) __attribute__((section(name), used))
 #define __uint(name, val) int (*name)[val]
+/* Map flag: allocate hash map entries on update (not all at load). */
+#define BPF_F_NO_PREALLOC 1
 #define __type(name, val) typeof(val) *name
 #define __always_inline inline __attribute__((always_inline))
 
@@ -76,5 +78,7 @@ static u64 (*bpf_ktime_get_ns)(void) = (void *)5;
 static u64 (*bpf_get_current_pid_tgid)(void) = (void *)14;
 static long (*bpf_probe_read_user)(void *dst, u32 size, const void *unsafe_ptr) = (void *)112;
 static long (*bpf_ringbuf_output)(void *ringbuf, void *data, u64 size, u64 flags) = (void *)130;
+/* Linux 5.17+: the callback is verified once, not once per iteration. */
+static long (*bpf_loop)(u32 nr_loops, void *callback_fn, void *callback_ctx, u64 flags) = (void *)181;
 static struct task_struct *(*bpf_get_current_task_btf)(void) = (void *)158;
 static struct pt_regs *(*bpf_task_pt_regs)(struct task_struct *task) = (void *)175;

@@ -27,6 +27,8 @@ struct {
 /* Per-thread totals and current state: tid -> struct thread_times. */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
+	/* Entries allocated when used (see loader.rs: preallocating zeroed ~40 MB at load). */
+	__uint(map_flags, BPF_F_NO_PREALLOC);
 	__uint(max_entries, OFFCPU_MAX_THREADS);
 	__type(key, u32);
 	__type(value, struct thread_times);
@@ -35,6 +37,8 @@ struct {
 /* Blocked time per (tid, kind, address). */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
+	/* Entries allocated when used (see loader.rs: preallocating zeroed ~40 MB at load). */
+	__uint(map_flags, BPF_F_NO_PREALLOC);
 	__uint(max_entries, OFFCPU_MAX_WAITS);
 	__type(key, struct wait_key);
 	__type(value, struct wait_val);

@@ -28,6 +28,8 @@ struct {
 /* Per thread: tid -> PyThreadState*, kept current by userspace. */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
+	/* Entries allocated when used (see loader.rs: preallocating zeroed ~40 MB at load). */
+	__uint(map_flags, BPF_F_NO_PREALLOC);
 	__uint(max_entries, 65536);
 	__type(key, u32);
 	__type(value, u64);
@@ -63,51 +65,70 @@ static __always_inline u64 field64(u8 *buf, u32 off)
 	return *(u64 *)(buf + (off & (PY_FRAME_BUF - 1)));
 }
 
-/* Walk `tstate`'s frame chain into r->frames; sets r->depth and the flags. */
+/* The state of one frame walk, shared with its loop body. */
+struct walk_state {
+	struct scratch *s;
+	struct py_offsets *o;
+	u64 frame;
+	u64 base;
+	u32 len;
+	u32 n;
+};
+
+/* One frame: read it, keep its fields, move to the previous one. 1 ends the walk. */
+static long walk_frame(u64 i, struct walk_state *w)
+{
+	struct scratch *s = w->s;
+	struct py_offsets *o = w->o;
+	struct py_sample *r = &s->rec;
+	if (w->frame == 0 || w->frame == w->base)
+		return 1;
+	if (w->n >= o->max_depth) {
+		r->flags |= PY_TRUNCATED;
+		return 1;
+	}
+	u32 len = w->len;
+	if (len > PY_FRAME_BUF) /* bounds do not survive the trip through the loop's context */
+		len = PY_FRAME_BUF;
+	if (bpf_probe_read_user(s->buf, len, (void *)w->frame)) {
+		r->flags |= PY_READ_ERROR;
+		return 1;
+	}
+	struct py_frame *f = &r->frames[w->n & (PY_MAX_FRAMES - 1)];
+	f->executable = field64(s->buf, o->frame_executable);
+	f->instr_ptr = field64(s->buf, o->frame_instr_ptr);
+	f->owner = s->buf[o->frame_owner & (PY_FRAME_BUF - 1)];
+	f->tlbc_index = o->frame_tlbc_index == ~0U
+				? 0
+				: *(s32 *)(s->buf + (o->frame_tlbc_index & (PY_FRAME_BUF - 1)));
+	w->frame = field64(s->buf, o->frame_previous);
+	w->n++;
+	return 0;
+}
+
+/* Walk `tstate`'s frame chain into r->frames; sets r->depth and the flags. The loop is a
+ * bpf_loop (verified once, not once per frame: loading takes milliseconds, not ~100 ms). */
 static __always_inline void walk(struct scratch *s, struct py_offsets *o, u64 *ts)
 {
 	struct py_sample *r = &s->rec;
-	u64 frame = 0, base = 0;
+	struct walk_state w = { .s = s, .o = o };
 	if (!ts) {
 		r->flags |= PY_NO_TSTATE;
 	} else {
 		r->tstate = *ts;
-		if (bpf_probe_read_user(&frame, 8, (void *)(*ts + o->ts_current_frame)))
+		if (bpf_probe_read_user(&w.frame, 8, (void *)(*ts + o->ts_current_frame)))
 			r->flags |= PY_READ_ERROR;
 		if (o->ts_base_frame != ~0ULL &&
-		    bpf_probe_read_user(&base, 8, (void *)(*ts + o->ts_base_frame)))
+		    bpf_probe_read_user(&w.base, 8, (void *)(*ts + o->ts_base_frame)))
 			r->flags |= PY_READ_ERROR;
 	}
-	u32 len = o->frame_read_len;
-	if (len > PY_FRAME_BUF)
-		len = PY_FRAME_BUF;
-	u32 max_depth = o->max_depth;
-	u32 n = 0;
-#pragma clang loop unroll(disable)
-	for (u32 i = 0; i < PY_MAX_FRAMES; i++) {
-		if (frame == 0 || frame == base)
-			break;
-		if (n >= max_depth) {
-			r->flags |= PY_TRUNCATED;
-			break;
-		}
-		if (bpf_probe_read_user(s->buf, len, (void *)frame)) {
-			r->flags |= PY_READ_ERROR;
-			break;
-		}
-		struct py_frame *f = &r->frames[n & (PY_MAX_FRAMES - 1)];
-		f->executable = field64(s->buf, o->frame_executable);
-		f->instr_ptr = field64(s->buf, o->frame_instr_ptr);
-		f->owner = s->buf[o->frame_owner & (PY_FRAME_BUF - 1)];
-		f->tlbc_index = o->frame_tlbc_index == ~0U
-					? 0
-					: *(s32 *)(s->buf + (o->frame_tlbc_index & (PY_FRAME_BUF - 1)));
-		frame = field64(s->buf, o->frame_previous);
-		n++;
-	}
-	if (n == PY_MAX_FRAMES && frame != 0 && frame != base)
+	w.len = o->frame_read_len;
+	if (w.len > PY_FRAME_BUF)
+		w.len = PY_FRAME_BUF;
+	bpf_loop(PY_MAX_FRAMES, walk_frame, &w, 0);
+	if (w.n == PY_MAX_FRAMES && w.frame != 0 && w.frame != w.base)
 		r->flags |= PY_TRUNCATED;
-	r->depth = n;
+	r->depth = w.n;
 }
 
 /* Start a record for the current task; NULL when its process is not walked. */

@@ -16,8 +16,8 @@
 
 use std::collections::HashMap;
 
+use frames::python::PyStack;
 use serde::{Deserialize, Serialize};
-use symbolizer::python::PyStack;
 
 use crate::collect::PyInterner;
 use crate::merge::merge_stacks;
@@ -80,7 +80,7 @@ pub struct BlameCollector {
 }
 
 /// Wake-ups of one waiter on one lock by one thread at one stack (the release site).
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct WakeObservation {
     pub waiter: u32,
     /// The lock's identity address (as in [`BlameObservation::lock`]).
@@ -91,7 +91,7 @@ pub struct WakeObservation {
 }
 
 /// One distinct holder observation, as returned by [`BlameCollector::finish`].
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct BlameObservation {
     /// The waiting thread.
     pub waiter: u32,
@@ -110,7 +110,7 @@ pub struct BlameObservation {
 }
 
 /// Everything the holder sampling collected.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct BlameData {
     pub observations: Vec<BlameObservation>,
     pub wakes: Vec<WakeObservation>,
@@ -416,7 +416,7 @@ mod tests {
     use super::*;
     use crate::fixture::{code, input, off, pystack, runtime_stack};
     use crate::profile::{ProfileBuilder, SampleInput, TargetInfo};
-    use symbolizer::python::ParkedInfo;
+    use frames::python::ParkedInfo;
 
     const APP: &str = "/app/app.py";
 

@@ -17,7 +17,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use symbolizer::python::{ObjectRef, ParkedInfo, PyFrame, PyStack};
+use frames::python::{ObjectRef, ParkedInfo, PyFrame, PyStack};
 
 use crate::concurrency::{Overlap, Touch};
 
@@ -112,6 +112,9 @@ struct WaitAgg {
     count: f64,
     max_ns: u64,
     observed: u64,
+    /// Of `time_ns`, how many whole intervals (switch-out to switch-in, observed at the
+    /// switch-out) it holds: each also holds the thread's wait for a CPU after its wake-up.
+    whole: f64,
 }
 
 /// Exact scheduler totals of one thread over the recording (from the kernel's per-thread
@@ -255,6 +258,9 @@ impl PyInterner {
     }
 }
 
+/// Objects named on one line: address → (samples, immortal).
+type LineObjects = HashMap<u64, (u64, bool)>;
+
 /// See the module documentation. `Clone` lets a live view finish a copy while recording goes
 /// on (`ftprof top`).
 #[derive(Default, Clone)]
@@ -267,6 +273,11 @@ pub struct Collector {
     concurrent: HashMap<u32, u64>,
     overlap: Option<Overlap>,
     decided: Vec<(u32, bool)>,
+    /// Per thread and innermost Python line (tid, code object, line), the objects its CPU
+    /// samples named so far (how often; immortal): a sample there whose instruction names none
+    /// works on the most named one. Per thread: two threads on one line of a parallel loop work
+    /// on their own objects (each its own `i`) unless they name the same one.
+    line_objects: HashMap<(u32, u64, i32), LineObjects>,
     py: PyInterner,
     cpu: HashMap<u32, u64>,
     waits: HashMap<(u32, bool), WaitAgg>,
@@ -382,7 +393,7 @@ impl Collector {
         if self.overlap.is_none() {
             return self.cpu_sample(key);
         }
-        let touch = self.touch(key);
+        let touch = self.touch_settled(key);
         let overlap = self.overlap.as_mut().expect("checked");
         *self.cpu.entry(key).or_default() += 1;
         self.stats.cpu_samples += 1;
@@ -398,20 +409,38 @@ impl Collector {
         }
     }
 
-    /// What the sample of `key` was working on.
-    fn touch(&self, key: u32) -> Touch {
-        let k = self.keys.get(key);
-        let code = k
+    /// What the sample of `key` was working on: the object its instruction names, else the one
+    /// its thread's samples on the same line named most so far.
+    fn touch_settled(&mut self, key: u32) -> Touch {
+        let k = *self.keys.get(key);
+        let (code, line) = k
             .python
             .and_then(|i| {
                 self.py.list[i as usize].frames.iter().find_map(|f| match f {
-                    PyFrame::Code { code_addr, .. } => Some(*code_addr),
+                    PyFrame::Code { code_addr, line, .. } => Some((*code_addr, *line)),
                     PyFrame::Entry => None,
                 })
             })
-            .unwrap_or(0);
+            .unwrap_or((0, None));
+        let named = k.operand.map(|o| {
+            let o = self.operands.get(o);
+            (o.addr, o.immortal)
+        });
+        let at = line.map(|l| (k.tid, code, l));
+        let object = match (named, at) {
+            (Some((addr, immortal)), Some(at)) => {
+                self.line_objects.entry(at).or_default().entry(addr).or_insert((0, immortal)).0 += 1;
+                Some((addr, immortal))
+            }
+            (named, None) => named,
+            (None, Some(at)) => self.line_objects.get(&at).and_then(|m| {
+                m.iter()
+                    .max_by(|a, b| a.1 .0.cmp(&b.1 .0).then_with(|| b.0.cmp(a.0)))
+                    .map(|(&addr, &(_, im))| (addr, im))
+            }),
+        };
         // An immortal object is nobody's contention (its count is never written): unknown.
-        let object = k.operand.map(|o| self.operands.get(o)).filter(|o| !o.immortal).map_or(0, |o| o.addr);
+        let object = object.filter(|&(_, immortal)| !immortal).map_or(0, |(addr, _)| addr);
         Touch { pid: k.pid, tid: k.tid, object, code }
     }
 
@@ -458,6 +487,10 @@ impl Collector {
     /// Apply, in time order, every queued event stamped at or before `upto` (everything up to
     /// there has been drained from every ring).
     pub fn release(&mut self, upto: u64) {
+        if let Some(o) = self.overlap.as_mut() {
+            o.release(upto, &mut self.decided);
+            self.count_decided();
+        }
         if self.pending.is_empty() {
             return;
         }
@@ -604,6 +637,9 @@ impl Collector {
                 t.runqueue_count += 1;
             }
             (Some(o), preempted) => {
+                // Exact observations only (`--exact-waits`): a tick's weight stands for the
+                // time it saw the thread blocked.
+                let whole = if o.exact && w.time_ns == d as f64 { 1.0 } else { 0.0 };
                 if !preempted {
                     t.blocked_ns += d;
                     t.blocked_count += 1;
@@ -612,6 +648,7 @@ impl Collector {
                 }
                 self.stats.observed_intervals += 1;
                 let a = self.waits.entry((o.payload, preempted)).or_default();
+                a.whole += whole;
                 a.time_ns += w.time_ns;
                 a.count += w.count;
                 a.max_ns = a.max_ns.max(d);
@@ -671,13 +708,40 @@ impl Collector {
         self.apply_sched();
         // Off-CPU intervals: the kernel's counts where known, else the switch records'.
         self.stats.intervals = self.threads.values().map(|t| t.blocked_count + t.runqueue_count).sum();
+        // Per thread, the wait for a CPU after each wake-up, on average, when the kernel's
+        // events measured it: a whole interval observed holds one, whatever it waited on, so it
+        // is taken off each (not in proportion: a short lock hand-off waits as long for a CPU
+        // as a long sleep does, and a proportional share would book it as blocked time).
+        let woken_delay: HashMap<u32, f64> = self
+            .threads
+            .iter()
+            .filter_map(|(&tid, t)| {
+                let k = t.sched.filter(|k| k.exact && k.blocked_count > 0)?;
+                Some((tid, k.woken_runqueue_ns.min(k.runqueue_ns) as f64 / k.blocked_count as f64))
+            })
+            .collect();
+        let blocked_part = |id: u32, a: &WaitAgg| match woken_delay.get(&self.keys.get(id).tid) {
+            // Never below a tenth of what was observed: the delay is an average.
+            Some(m) => (a.time_ns - a.whole * m).max(0.1 * a.time_ns),
+            None => a.time_ns,
+        };
+        let mut taken_off: HashMap<u32, f64> = HashMap::new();
+        // Summed in a fixed order (not a hash map's): the same inputs give the same bits.
+        let mut in_order: Vec<(&(u32, bool), &WaitAgg)> = self.waits.iter().collect();
+        in_order.sort_unstable_by_key(|(k, _)| **k);
+        for (&(id, preempted), a) in in_order {
+            if !preempted {
+                *taken_off.entry(self.keys.get(id).tid).or_default() += a.time_ns - blocked_part(id, a);
+            }
+        }
         // Per-thread ratio scaling of observed blocked time to the exact totals.
         let scale: HashMap<u32, (f64, f64)> = self
             .threads
             .iter()
             .filter(|(_, t)| t.observed_ns > 0.0)
             .map(|(&tid, t)| {
-                (tid, (t.blocked_ns as f64 / t.observed_ns, t.blocked_count as f64 / t.observed_count.max(1e-9)))
+                let observed = (t.observed_ns - taken_off.get(&tid).copied().unwrap_or(0.0)).max(1.0);
+                (tid, (t.blocked_ns as f64 / observed, t.blocked_count as f64 / t.observed_count.max(1e-9)))
             })
             .collect();
         let has_sched: std::collections::HashSet<u32> =
@@ -723,6 +787,7 @@ impl Collector {
                 continue; // its runqueue time comes from the kernel's total
             }
             let (ts, cs) = if preempted { (1.0, 1.0) } else { scale.get(&key.tid).copied().unwrap_or((1.0, 1.0)) };
+            let observed = if preempted { a.time_ns } else { blocked_part(id, &a) };
             if !preempted {
                 woke_from.entry(key.tid).or_default().push((key.clone(), py(&key, &self.py.list), a.count * cs));
             }
@@ -733,7 +798,7 @@ impl Collector {
                 samples: 0,
                 concurrent: 0,
                 wait: WaitTotals {
-                    time_us: (a.time_ns * ts / 1000.0).round() as u64,
+                    time_us: (observed * ts / 1000.0).round() as u64,
                     waits: (a.count * cs).round().max(1.0) as u64,
                     max_us: a.max_ns / 1000,
                     observed: a.observed,
@@ -887,6 +952,114 @@ mod tests {
         c.key_id(SampleKey { pid: 1, tid, native: vec![leaf], on_cpu, ..Default::default() })
     }
 
+    /// Concurrency is decided on the object a sample's line works on when its own instruction
+    /// names none (a stall in the refcount machinery under a `CALL`): the object its thread's
+    /// samples on that line named most so far. Two threads, 1 ms apart, on one line:
+    ///
+    /// ```text
+    ///   thread 10   O . . . O . . .      (O: instruction names the shared object; .: none)
+    ///   thread 11   . O . . . O . .
+    ///   line 2 of another function, thread 12: never names anything -> not concurrent
+    /// ```
+    #[test]
+    fn samples_that_name_no_object_work_on_their_lines_object() {
+        use frames::python::{CodeInfo, PyFrame, PyStack};
+        let ms = 1_000_000;
+        let mut c = Collector::new();
+        c.set_overlap_window(ms);
+        let stack = |c: &mut Collector, code_addr: u64, line: i32| {
+            let code = std::sync::Arc::new(CodeInfo::synthetic("f", "w.py", 1));
+            let lasti = line as u32 * 2;
+            c.python_id(PyStack {
+                frames: vec![PyFrame::Code { code, code_addr, lasti, line: Some(line), instr: None }],
+                ..Default::default()
+            })
+        };
+        let shared = ObjectRef { addr: 0x5000, type_name: "function".into(), ..Default::default() };
+        let mut keys = Vec::new();
+        let py = stack(&mut c, 0xc0de, 7);
+        for tid in [10, 11] {
+            let named = c.key_id(SampleKey {
+                pid: 1,
+                tid,
+                native: vec![0x10],
+                on_cpu: true,
+                python: Some(py),
+                operand: Some(shared.clone()),
+                ..Default::default()
+            });
+            let unnamed = c.key_id(SampleKey {
+                pid: 1,
+                tid,
+                native: vec![0x20],
+                on_cpu: true,
+                python: Some(py),
+                ..Default::default()
+            });
+            keys.push((named, unnamed));
+        }
+        let py = stack(&mut c, 0xc1de, 2);
+        let other = c.key_id(SampleKey {
+            pid: 1,
+            tid: 12,
+            native: vec![0x30],
+            on_cpu: true,
+            python: Some(py),
+            ..Default::default()
+        });
+        for i in 0..40u64 {
+            for (t, &(named, unnamed)) in keys.iter().enumerate() {
+                let k = if (i + t as u64) % 4 == 0 { named } else { unnamed };
+                c.cpu_sample_at(k, i * ms + t as u64 * ms / 2);
+            }
+            c.cpu_sample_at(other, i * ms + ms / 4);
+        }
+        c.release(u64::MAX);
+        let col = c.finish(50 * ms);
+        let conc = |leaf: u64, tid: u32| {
+            col.entries.iter().find(|e| e.key.native == [leaf] && e.key.tid == tid).map(|e| (e.concurrent, e.samples))
+        };
+        // The unnamed samples of the first moments (before the line named anything) are not.
+        let (c10, n10) = conc(0x20, 10).unwrap();
+        assert!(n10 == 30 && c10 >= 28, "{c10} of {n10}");
+        assert_eq!(conc(0x10, 10), Some((10, 10)));
+        assert_eq!(conc(0x30, 12), Some((0, 40)));
+
+        // Each thread names its own object on the line (its own `i`): not concurrent.
+        let mut c = Collector::new();
+        c.set_overlap_window(ms);
+        let py = stack(&mut c, 0xc0de, 7);
+        let mut keys = Vec::new();
+        for tid in [10u32, 11] {
+            let own = ObjectRef { addr: 0x6000 + tid as u64, type_name: "int".into(), ..Default::default() };
+            let sample = |c: &mut Collector, leaf: u64, operand: Option<ObjectRef>| {
+                c.key_id(SampleKey {
+                    pid: 1,
+                    tid,
+                    native: vec![leaf],
+                    on_cpu: true,
+                    python: Some(py),
+                    operand,
+                    ..Default::default()
+                })
+            };
+            keys.push((sample(&mut c, 0x10, Some(own)), sample(&mut c, 0x20, None)));
+        }
+        for i in 0..40u64 {
+            for (t, &(named, unnamed)) in keys.iter().enumerate() {
+                let k = if (i + t as u64) % 4 == 0 { named } else { unnamed };
+                c.cpu_sample_at(k, i * ms + t as u64 * ms / 2);
+            }
+        }
+        c.release(u64::MAX);
+        let col = c.finish(50 * ms);
+        assert!(
+            col.entries.iter().all(|e| e.concurrent == 0),
+            "{:?}",
+            col.entries.iter().map(|e| e.concurrent).collect::<Vec<_>>()
+        );
+    }
+
     /// A live view finishes copies while recording goes on: a copy sees everything so far, and
     /// the recording ends as if no copy had been taken.
     #[test]
@@ -1011,6 +1184,53 @@ mod tests {
         assert_eq!(col.unobserved_us, 80);
         assert_eq!(col.stats.intervals, 5);
         assert_eq!(col.stats.observed_intervals, 2);
+    }
+
+    /// `--exact-waits` on a loaded machine: every switch-out observed, so each interval holds its
+    /// wait for a CPU after the wake-up too. The kernel's events say how long those were (4 ms
+    /// each); they are taken off each interval, not shared in proportion:
+    ///
+    /// ```text
+    ///   thread 5   lock  |-1 ms blocked-|-4 ms runqueue-|      (observed at switch-out, 5 ms)
+    ///              sleep |------- 100 ms blocked -------|-4 ms runqueue-|  (104 ms)
+    ///   kernel     blocked 101 ms in 2; woken runqueue 8 ms
+    ///   shown      lock 1 ms, sleep 100 ms (in proportion: 4.7 ms and 96.3 ms)
+    /// ```
+    #[test]
+    fn exact_intervals_lose_the_wait_for_a_cpu_after_their_wake_up() {
+        let mut c = Collector::new();
+        let lock = key(&mut c, 5, 0xa, false);
+        let sleep = key(&mut c, 5, 0xb, false);
+        let ms = 1_000_000;
+        c.switch(1, 5, 0, false, false);
+        c.observe(5, 10 * ms, lock, true, 0);
+        c.switch(1, 5, 10 * ms, true, false);
+        c.switch(1, 5, 15 * ms, false, false);
+        c.observe(5, 20 * ms, sleep, true, 0);
+        c.switch(1, 5, 20 * ms, true, false);
+        c.switch(1, 5, 124 * ms, false, false);
+        c.set_sched(
+            1,
+            5,
+            SchedTotals {
+                blocked_ns: 101 * ms,
+                blocked_count: 2,
+                runqueue_ns: 8 * ms,
+                runqueue_count: 2,
+                woken_runqueue_ns: 8 * ms,
+                exact: true,
+            },
+        );
+        let col = c.finish(130 * ms);
+        let blocked: Vec<(u64, u64)> = col
+            .entries
+            .iter()
+            .filter(|e| e.kind == EntryKind::Blocked)
+            .map(|e| (e.key.native[0], e.wait.time_us))
+            .collect();
+        assert_eq!(blocked, vec![(0xa, 1_000), (0xb, 100_000)]);
+        let runqueue: u64 = col.entries.iter().filter(|e| e.kind == EntryKind::Runqueue).map(|e| e.wait.time_us).sum();
+        assert_eq!(runqueue, 8_000);
     }
 
     /// Records of two CPUs drained ring by ring: thread 1 switched out on CPU 0 at 100 and in on

@@ -73,9 +73,10 @@ fn note(v: &mut Vec<u32>, tid: u32) {
     }
 }
 
-/// How long samples are held for out-of-order arrivals from other CPUs' rings (they are drained
-/// at least every 10 ms).
-const REORDER_NS: u64 = 50_000_000;
+/// How long samples are held for out-of-order arrivals from other CPUs' rings when the source
+/// does not say how far it has drained ([`Overlap::release`]): ftprof drains at least every
+/// 10 ms on an idle machine, but a target that keeps every CPU busy can delay it by hundreds.
+const HOLD_NS: u64 = 2_000_000_000;
 
 /// See the module documentation.
 #[derive(Clone)]
@@ -112,7 +113,20 @@ impl Overlap {
         }
         self.held.push_back(me);
         self.latest = self.latest.max(time);
-        let horizon = self.latest.saturating_sub(self.object_window_ns + REORDER_NS);
+        // Without word from the source (`release`), samples are held for a bounded time: a
+        // source that drains its rings late (ftprof itself kept off the CPUs by a busy
+        // target) then decides too early, never unboundedly late.
+        self.decide_before(self.latest.saturating_sub(self.object_window_ns + HOLD_NS), out);
+    }
+
+    /// Every sample up to `upto` has been pushed (the source drained all its rings up to
+    /// then): decide those that no later sample can still change.
+    pub fn release(&mut self, upto: u64, out: &mut Vec<(u32, bool)>) {
+        self.decide_before(upto.saturating_sub(self.object_window_ns), out);
+    }
+
+    fn decide_before(&mut self, horizon: u64, out: &mut Vec<(u32, bool)>) {
+        // Held in arrival order, roughly in time order: decided from the front.
         while self.held.front().is_some_and(|h| h.time < horizon) {
             let h = self.held.pop_front().expect("checked");
             out.push((h.key, h.concurrent()));
@@ -189,16 +203,42 @@ mod tests {
         assert_eq!(run(&s), vec![(1, true), (2, true), (3, false)]);
     }
 
+    /// Decided once the source has drained past them (by the object window), else after a
+    /// bounded hold.
     #[test]
     fn samples_are_decided_once_past_the_horizon() {
         let mut o = Overlap::new(5 * MS);
         let mut out = Vec::new();
         o.push(0, 1, t(10, 0xa0, 0xc0), &mut out);
-        assert!(out.is_empty());
         o.push(100 * MS, 2, t(10, 0xa0, 0xc0), &mut out);
         assert!(out.is_empty());
-        o.push(101 * MS, 3, t(10, 0xa0, 0xc0), &mut out);
+        o.release(49 * MS, &mut out);
+        assert!(out.is_empty(), "a sample within the object window may still come");
+        o.release(51 * MS, &mut out);
         assert_eq!(out, vec![(1, false)]);
+        // No word from the source: held for the object window and HOLD_NS.
+        o.push(100 * MS + OBJECT_WINDOW_NS + HOLD_NS, 3, t(10, 0xa0, 0xc0), &mut out);
+        assert_eq!(out, vec![(1, false)]);
+        o.push(101 * MS + OBJECT_WINDOW_NS + HOLD_NS, 4, t(10, 0xa0, 0xc0), &mut out);
+        assert_eq!(out, vec![(1, false), (2, false)]);
+    }
+
+    /// ftprof drained its rings late (kept off the CPUs by a busy target): one CPU's ring brings
+    /// 300 ms of thread 10's samples, then the other's brings thread 11's of the same time. Until
+    /// the source says it drained past them, none is decided, so they pair.
+    #[test]
+    fn a_late_drain_of_one_ring_still_pairs_with_the_other() {
+        let mut o = Overlap::new(5 * MS);
+        let mut out = Vec::new();
+        for i in 0..60u64 {
+            o.push(i * 5 * MS, 1, t(10, 0xa0, 0xc0), &mut out);
+        }
+        for i in 0..60u64 {
+            o.push(i * 5 * MS + 2 * MS, 2, t(11, 0xa0, 0xc1), &mut out);
+        }
+        o.release(u64::MAX, &mut out);
+        assert_eq!(out.len(), 120);
+        assert!(out.iter().all(|&(_, c)| c), "{out:?}");
     }
 
     /// Two threads that each spend a few per cent of their samples on one object, both on CPUs

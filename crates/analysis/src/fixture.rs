@@ -5,8 +5,8 @@
 
 use std::sync::Arc;
 
-use symbolizer::native::NativeFrame;
-use symbolizer::python::{CodeInfo, ParkedInfo, PyFrame, PyStack};
+use frames::native::NativeFrame;
+use frames::python::{CodeInfo, ParkedInfo, PyFrame, PyStack};
 
 use crate::profile::{Observation, Profile, ProfileBuilder, SampleInput, TargetInfo};
 use crate::PythonInfo;

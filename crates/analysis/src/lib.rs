@@ -18,11 +18,16 @@
 //! [`blame`] adds the holders' side: each lock's waiting time split between the stacks of the
 //! threads that held it (observations taken while recording), and per lock its top "held by" lines.
 //!
-//! Input: [`SampleInput`] (one per distinct key, with its weight: native inline chains from `symbolizer::native`, a
-//! `symbolizer::python::PyStack`, thread identity). Output: a [`Profile`] (interned [`Frame`]s,
+//! Input: [`SampleInput`] (one per distinct key, with its weight: native inline chains of
+//! `frames::native::NativeFrame`s, a `frames::python::PyStack`, thread identity — the data types
+//! of the `frames` crate, filled by `symbolizer`, on which this crate does not depend). Output: a [`Profile`] (interned [`Frame`]s,
 //! per-thread [`Stack`]s with CPU samples and off-CPU time, each with a [`Category`] saying why
 //! the thread was there, a per-lock table of [`LockStat`]s, [`ThreadInfo`], a [`Summary`] with the
 //! share of thread time per category), serializable as the documented JSON profile.
+//!
+//! [`capture::Capture`] is the whole input of those decisions for one recording (what the engine
+//! symbolized), kept in a versioned file by `record --capture`; `Capture::profile` is the one
+//! path from it to a [`Profile`].
 //!
 //! [`scaling`] turns `ftprof scale`'s runs into speedups, fits and the category whose thread time
 //! per unit of work grew most; [`baseline`] compares two such results (a regression verdict);
@@ -30,6 +35,7 @@
 
 pub mod baseline;
 pub mod blame;
+pub mod capture;
 pub mod collect;
 pub mod concurrency;
 pub mod findings;
@@ -43,11 +49,11 @@ pub mod profile;
 pub mod scaling;
 pub mod wait;
 
+pub use frames::python::ObjectRef;
 pub use merge::{merge_stacks, MergeStatus, EVAL_FRAME_FN};
 pub use profile::{
     CategoryTime, Frame, FrameKind, KernelWaits, LineStat, LockStat, LostRange, Observation, ProcessInfo, Profile,
     ProfileBuilder, PythonInfo, PythonStacks, SampleInput, SchedAccounting, SchedCrossCheck, Stack, Summary,
     TargetInfo, ThreadInfo, SCHEMA_VERSION,
 };
-pub use symbolizer::python::ObjectRef;
 pub use wait::{classify, syscall_name, Category, Evidence, LockIdentity};

@@ -1,7 +1,7 @@
 //! Merging a native stack with the Python frames the interpreter was running.
 
-use symbolizer::native::NativeFrame;
-use symbolizer::python::{PyFrame, PyStack};
+use frames::native::NativeFrame;
+use frames::python::{PyFrame, PyStack};
 
 use crate::profile::{Frame, FrameKind};
 
@@ -119,7 +119,7 @@ pub fn merge_stacks(
 mod tests {
     use std::sync::Arc;
 
-    use symbolizer::python::CodeInfo;
+    use frames::python::CodeInfo;
 
     use super::*;
 

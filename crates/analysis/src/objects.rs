@@ -11,7 +11,7 @@
 
 use std::collections::HashMap;
 
-use symbolizer::python::{ObjectRef, PyFrame};
+use frames::python::{ObjectRef, PyFrame};
 
 use crate::collect::{Entry, EntryKind};
 
@@ -75,7 +75,7 @@ pub fn settle_operands(entries: &mut [Entry]) {
 mod tests {
     use std::sync::Arc;
 
-    use symbolizer::python::{CodeInfo, PyStack};
+    use frames::python::{CodeInfo, PyStack};
 
     use super::*;
     use crate::collect::{SampleKey, WaitTotals};

@@ -2,9 +2,9 @@
 
 use std::collections::HashMap;
 
+use frames::native::NativeFrame;
+use frames::python::{ParkedInfo, PyStack};
 use serde::{Deserialize, Serialize};
-use symbolizer::native::NativeFrame;
-use symbolizer::python::{ParkedInfo, PyStack};
 
 use crate::merge::{merge_stacks, MergeStatus};
 use crate::wait::{classify, Category, Evidence, LockIdentity};
@@ -96,7 +96,7 @@ impl Frame {
 }
 
 /// How a (possibly aggregated) sample was observed, with its weight.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Observation {
     /// `samples` periodic CPU samples of this stack (the thread was running).
     Cpu { samples: u64 },
@@ -128,7 +128,7 @@ pub struct SampleInput<'a> {
     /// The system call a blocked thread was in, when read from `/proc` (no kernel stack).
     pub syscall: Option<u64>,
     /// CPU samples: the object the innermost Python frame's instruction names.
-    pub operand: Option<&'a symbolizer::python::ObjectRef>,
+    pub operand: Option<&'a frames::python::ObjectRef>,
     /// CPU samples: taken while another thread of the process worked on the same object or
     /// function (see `crate::concurrency`); refcount stalls without it are `atomic_refcount`.
     pub concurrent: bool,
@@ -480,7 +480,7 @@ struct LockAgg {
 }
 
 /// One thread's blocked waits at one address, counted in the kernel.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct KernelWaits {
     pub count: u64,
     pub total_ns: u64,
@@ -734,7 +734,6 @@ impl ProfileBuilder {
                 self.process_roots.get(&t.pid).cloned().map(|p| self.intern(Frame::simple(FrameKind::Thread, p)));
             thread_frame.insert(t.tid, (root, id));
         }
-        let mut per_cat: HashMap<Category, f64> = HashMap::new();
         let mut stacks: Vec<Stack> = std::mem::take(&mut self.stacks)
             .into_iter()
             .map(|((thread, ids, category), agg)| {
@@ -743,15 +742,20 @@ impl ProfileBuilder {
                 frames.extend(root);
                 frames.push(thread_id);
                 frames.extend(ids);
-                let st =
-                    Stack { thread, frames, category, samples: agg.samples, wait_us: agg.wait_us, waits: agg.waits };
-                *per_cat.entry(category).or_default() += st.time_us(self.period_us);
-                st
+                Stack { thread, frames, category, samples: agg.samples, wait_us: agg.wait_us, waits: agg.waits }
             })
             .collect();
         stacks.sort_by(|a, b| {
-            b.time_us(self.period_us).total_cmp(&a.time_us(self.period_us)).then(a.frames.cmp(&b.frames))
+            b.time_us(self.period_us)
+                .total_cmp(&a.time_us(self.period_us))
+                .then(a.frames.cmp(&b.frames))
+                .then(a.category.cmp(&b.category))
         });
+        // Summed in the stacks' order (not a hash map's): the same inputs give the same bits.
+        let mut per_cat: std::collections::BTreeMap<Category, f64> = Default::default();
+        for st in &stacks {
+            *per_cat.entry(st.category).or_default() += st.time_us(self.period_us);
+        }
         let mut summary = self.summary;
         summary.period_ns = self.period_ns;
         summary.threads = threads.iter().filter(|t| t.samples > 0 || t.wait_us > 0).count();

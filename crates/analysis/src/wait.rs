@@ -1,10 +1,10 @@
 //! Why a thread was not making progress: classification of samples into categories, and the
 //! identity of the lock or object involved.
 
+use frames::native::NativeFrame;
+use frames::python::describe_instr;
+use frames::python::{ObjectRef, ParkedInfo, PyFrame, PyStack};
 use serde::{Deserialize, Serialize};
-use symbolizer::native::NativeFrame;
-use symbolizer::python::opcodes::describe_instr;
-use symbolizer::python::{ObjectRef, ParkedInfo, PyFrame, PyStack};
 
 /// Where a thread's time went. The first five are on-CPU, the rest off-CPU.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -272,10 +272,14 @@ const LOCK_PATH: [&str; 9] = [
     "_PyRecursiveMutex_Lock",
     "_PyRecursiveMutex_LockTimed",
 ];
-const REFCOUNT_FNS: [&str; 7] = [
+/// Functions that are themselves a shared refcount update. Not `_Py_MergeZeroLocalRefcount`
+/// (its common path deallocates an object only its owner referred to; the shared path is a CAS,
+/// seen as such). `_Py_TryIncrefCompare` is, though its fast path is also the owner's own
+/// increment: the stack cannot tell the two apart, and the header loads of a shared object's
+/// try-incref (a global looked up by every thread) are where that sharing costs.
+const REFCOUNT_FNS: [&str; 6] = [
     "_Py_DecRefShared",
     "_Py_DecRefSharedDebug",
-    "_Py_MergeZeroLocalRefcount",
     "_Py_ExplicitMergeRefcount",
     "_Py_brc_queue_object",
     "_Py_brc_merge_refcounts",
@@ -376,7 +380,7 @@ pub fn classify(e: &Evidence) -> (Category, Option<LockIdentity>) {
 /// their variants, the try-incref family of the free-threaded build, and the shared-refcount
 /// slow paths (3.13–3.15). The `ob_ref_local`/`ob_ref_shared` loads and atomics are inlined
 /// into these, so a sample on any of their instructions has one of these in its chain.
-const REFCOUNT_MACHINERY: [&str; 24] = [
+const REFCOUNT_MACHINERY: [&str; 25] = [
     "Py_INCREF",
     "Py_DECREF",
     "Py_XINCREF",
@@ -400,6 +404,7 @@ const REFCOUNT_MACHINERY: [&str; 24] = [
     "_Py_IncRefShared",
     "_Py_DecRefShared",
     "_Py_DecRefSharedDebug",
+    "_Py_MergeZeroLocalRefcount",
     "_Py_IsOwnedByCurrentThread",
 ];
 
@@ -435,6 +440,11 @@ fn refcount(e: &Evidence) -> Option<(Category, Option<LockIdentity>)> {
         return None;
     }
     let n = &e.native;
+    // Freeing an object whose last reference went away is the program's own work, whatever
+    // inline frames the deallocation sits under.
+    if n.first().is_some_and(|f| is_named(fname(f), "_Py_Dealloc")) {
+        return None;
+    }
     let chain = || e.leaf_prev.iter().chain(leaf_chain(n));
     let in_machinery = chain().any(|f| {
         let x = fname(f);
@@ -659,7 +669,7 @@ mod tests {
 
     use std::sync::Arc;
 
-    use symbolizer::python::{CodeInfo, ObjectRef};
+    use frames::python::{CodeInfo, ObjectRef};
 
     use crate::fixture::{code, nf, EXT, LIBC, RUNTIME};
 
@@ -800,6 +810,10 @@ mod tests {
             Case { name: "an immortal object's refcount is never written", native: &["_Py_atomic_load_uint32_relaxed", "Py_INCREF", EVAL], inlined: 2, python: PY, object: Some(true), expect: (Python, None), ..Default::default() },
             Case { name: "an atomic add under an immortal operand is on another object", native: &["_Py_atomic_add_ssize", "Py_INCREF", EVAL], inlined: 2, python: PY, object: Some(true), uncontended: true, expect: (AtomicRefcount, Some("shared reference count")), ..Default::default() },
             Case { name: "header load with the object unknown is no evidence", native: &["_Py_atomic_load_uint32_relaxed", "Py_INCREF", EVAL], inlined: 2, python: PY, expect: (Python, None), ..Default::default() },
+            Case { name: "the last local reference going away deallocates: no refcount stall", native: &["_Py_Dealloc", "_Py_DecRefSharedDebug", "_Py_MergeZeroLocalRefcount", EVAL], inlined: 2, python: PY, object: Some(false), uncontended: true, expect: (Python, None), ..Default::default() },
+            Case { name: "merging a zero local count with no shared one is no shared update", native: &["_Py_MergeZeroLocalRefcount", "Py_DECREF", EVAL], inlined: 0, python: PY, object: Some(false), uncontended: true, expect: (Python, None), ..Default::default() },
+            Case { name: "merging a zero local count into a shared one is (its CAS)", native: &["_Py_atomic_compare_exchange_ssize", "_Py_MergeZeroLocalRefcount", EVAL], inlined: 1, python: PY, object: Some(false), uncontended: true, expect: (AtomicRefcount, Some(SHARED)), ..Default::default() },
+            Case { name: "a try-incref's header load is the cost of sharing (owner or not cannot be told)", native: &["_Py_TryIncrefFast", "_Py_TryIncrefCompare", "_Py_TryXGetRef", "_Py_dict_lookup_threadsafe", EVAL], inlined: 1, python: PY, object: Some(false), uncontended: true, expect: (AtomicRefcount, Some(SHARED)), ..Default::default() },
             Case { name: "Py_DECREF's caller frame is not the machinery", native: &["list_dealloc", "_Py_Dealloc", EVAL], inlined: 0, python: PY, object: Some(false), expect: (Python, None), ..Default::default() },
             // Spinning: the loads and CAS of the slow path between yields, as well as the yield.
             Case { name: "spinning on the load before the CAS", native: &["_Py_atomic_load_uint8_relaxed", "_PyMutex_LockTimed", "PyMutex_Lock", "list_append", EVAL], inlined: 1, python: PY, expect: (Spin, Some("list_append")), ..Default::default() },

@@ -42,7 +42,7 @@ pub mod procfs;
 mod profile;
 mod recorder;
 
-pub use profile::{preload, profile_of, Symbols, UNOBSERVED_MARKER};
+pub use profile::{capture_of, preload, profile_of, Symbols, UNOBSERVED_MARKER};
 pub use recorder::{cache_dir, record, Recorder, WAIT_CHECK_BUDGET};
 
 /// How off-CPU waits are recorded (`--no-waits`, default, `--exact-waits`).

@@ -4,8 +4,9 @@
 use std::collections::HashSet;
 use std::time::Instant;
 
+use analysis::capture::{Capture, CapturedSample, Interner, RunFacts};
 use analysis::collect::{Collection, EntryKind};
-use analysis::{Observation, Profile, ProfileBuilder, PythonInfo, SampleInput, TargetInfo};
+use analysis::{Observation, Profile, PythonInfo, TargetInfo};
 use profiler::{RecordingOutcome, StopReason};
 use symbolizer::kernel::Kallsyms;
 use symbolizer::native::Native;
@@ -38,13 +39,20 @@ impl Symbols {
 }
 
 /// What symbolization needs, parsed from the interpreter `interp` (canonical path): its ELF and
-/// DWARF indexes and those of the libraries it links, its opcode names, the kernel's symbols.
-pub fn preload(interp: &str) -> Symbols {
+/// DWARF indexes and those of the libraries it links, the kernel's symbols; `opnames`, its
+/// opcode names (`symbolizer::python::opcodes::base_opnames_cached`, asked by the caller:
+/// starting the interpreter is not for an idle-priority thread).
+pub fn preload(interp: &str, opnames: Vec<String>) -> Symbols {
+    let t = Instant::now();
     let mut native = Native::new();
     // Full DWARF (with a separate debug file's, e.g. a distribution's -dbg package) for the
     // interpreter; only names from other modules' debug files.
     native.set_separate_dwarf(false);
+    // What earlier runs symbolized of the same files (the interpreter's start-up and hot
+    // paths): no DWARF decoding for those addresses.
+    native.set_persistent_cache(cache_dir());
     native.preload_with(interp, &[analysis::EVAL_FRAME_FN], true);
+    let t_interp = t.elapsed();
     // The libraries it links (libc above all) appear in almost every stack.
     for lib in
         symbolizer::native::ElfFile::open_shared(std::path::Path::new(interp)).map(|e| e.needed()).unwrap_or_default()
@@ -57,9 +65,14 @@ pub fn preload(interp: &str) -> Symbols {
             native.preload_with(&path.to_string_lossy(), &[], false);
         }
     }
-    let opnames = symbolizer::python::opcodes::base_opnames_cached(std::path::Path::new(interp), &cache_dir())
-        .unwrap_or_default();
+    let t_libs = t.elapsed();
     let kallsyms = Kallsyms::load_cached(&cache_dir());
+    if timing() {
+        eprintln!(
+            "ftprof timing: preload: interpreter {t_interp:?}, its libraries after {t_libs:?}, kernel symbols after {:?}",
+            t.elapsed()
+        );
+    }
     Symbols { native, opnames, kallsyms, mapped: 0 }
 }
 
@@ -110,19 +123,34 @@ impl Run {
 /// mappings here). `outcome`: how the recording ended, `None` while it goes on (`ftprof top`).
 pub fn profile_of(
     rec: &Recorder,
-    mut collection: Collection,
+    collection: Collection,
     symbols: &mut Symbols,
     outcome: Option<&RecordingOutcome>,
 ) -> Profile {
+    capture_of(rec, collection, symbols, outcome).profile()
+}
+
+/// Symbolize `collection` (collected by `rec`) into what the decisions are given: a
+/// [`Capture`], whose [`Capture::profile`] classifies and aggregates. `symbols` gets its
+/// mappings here; `outcome`: how the recording ended, `None` while it goes on.
+pub fn capture_of(
+    rec: &Recorder,
+    mut collection: Collection,
+    symbols: &mut Symbols,
+    outcome: Option<&RecordingOutcome>,
+) -> Capture {
     let t = Instant::now();
     symbols.sync(rec);
     let run = Run::of(rec, outcome);
-    let target_info = target_info(rec, &run);
-    let mut builder = ProfileBuilder::new(profiler::perf::sample_period_ns(rec.cfg.rate_hz));
-    builder.set_core_modules(core_modules(rec, run.pid));
-    builder.set_opnames(symbols.opnames.clone());
+    let mut cap = Capture {
+        period_ns: profiler::perf::sample_period_ns(rec.cfg.rate_hz),
+        core_modules: core_modules(rec, run.pid),
+        opnames: symbols.opnames.clone(),
+        target: target_info(rec, &run),
+        ..Default::default()
+    };
     if let Some(waits) = rec.threads.kernel_waits() {
-        let mut by: std::collections::HashMap<(u32, u64), analysis::KernelWaits> = Default::default();
+        let mut by: std::collections::BTreeMap<(u32, u64), analysis::KernelWaits> = Default::default();
         for w in waits {
             if let bpf::WaitKind::Futex { addr } = w.kind {
                 let e = by.entry((w.tid, addr)).or_default();
@@ -132,13 +160,14 @@ pub fn profile_of(
                 e.runq_ns += w.runq_ns;
             }
         }
-        builder.set_kernel_waits(by);
+        cap.kernel_waits = Some(by.into_iter().map(|((tid, addr), k)| (tid, addr, k)).collect());
     }
-    let (skipped, processes) = name_processes(rec, &mut builder, run.pid);
+    let (skipped, processes) = name_processes(rec, &mut cap, run.pid);
     for (tid, (pid, comm)) in rec.names.iter().filter(|(_, (p, _))| !skipped.contains(p)) {
         // The Python thread name when there is one (3.13 does not pass it to the OS).
-        builder.set_thread(*tid, *pid, rec.py_names.get(tid).unwrap_or(comm));
+        cap.threads.push((*tid, *pid, rec.py_names.get(tid).unwrap_or(comm).clone()));
     }
+    cap.threads.sort();
     if timing() {
         eprintln!(
             "ftprof timing: unwound {} stacks in {:.6} s while recording",
@@ -147,7 +176,6 @@ pub fn profile_of(
         );
     }
     analysis::objects::settle_operands(&mut collection.entries);
-    let blame = rec.holders.clone().finish();
     if timing() {
         eprintln!(
             "ftprof timing: mappings + kallsyms ready after {:?} ({} distinct keys to symbolize)",
@@ -155,30 +183,30 @@ pub fn profile_of(
             collection.entries.len()
         );
     }
-    add_entries(&mut builder, &collection, symbols, &skipped, t);
+    add_entries(&mut cap, collection.entries.drain(..), symbols, &skipped, t);
     let waits = rec.cfg.waits;
-    let sum = &mut builder.summary;
-    sum.duration_s = run.duration_s;
-    sum.rate_hz = rec.cfg.rate_hz;
-    sum.lost_records = run.lost_records;
-    sum.lost = lost_ranges(rec, run.start_ns);
-    sum.target_cpu_s = run.target_cpu_s;
-    sum.switch_outs = collection.stats.intervals;
-    sum.observed_waits = collection.stats.observed_intervals;
-    sum.unobserved_us = collection.unobserved_us;
-    sum.sched_corrected_threads = collection.stats.sched_corrected;
-    sum.wait_mode = waits.name().into();
     let wait_rate = rec.tick.min_rate;
-    sum.wait_rate_hz = (waits == Waits::Sampled && wait_rate.is_finite()).then_some(wait_rate);
-    sum.processes = processes;
-    sum.cpus = Some(profiler::perf::online_cpus().len().max(1));
-    sum.python_stacks = Some(rec.python_stacks());
-    sum.sched_accounting = waits.recorded().then(|| rec.sched_accounting());
-    let mut profile = builder.finish(target_info);
+    cap.run = RunFacts {
+        duration_s: run.duration_s,
+        rate_hz: rec.cfg.rate_hz,
+        lost_records: run.lost_records,
+        lost: lost_ranges(rec, run.start_ns),
+        target_cpu_s: run.target_cpu_s,
+        switch_outs: collection.stats.intervals,
+        observed_waits: collection.stats.observed_intervals,
+        unobserved_us: collection.unobserved_us,
+        sched_corrected_threads: collection.stats.sched_corrected,
+        wait_mode: waits.name().into(),
+        wait_rate_hz: (waits == Waits::Sampled && wait_rate.is_finite()).then_some(wait_rate),
+        processes,
+        cpus: Some(profiler::perf::online_cpus().len().max(1)),
+        python_stacks: Some(rec.python_stacks()),
+        sched_accounting: waits.recorded().then(|| rec.sched_accounting()),
+    };
     if waits == Waits::Sampled {
-        analysis::blame::attach(&mut profile, &blame);
+        cap.blame = Some(rec.holders.clone().finish());
     }
-    profile.with_findings()
+    cap
 }
 
 /// The target: its command, its CPython, how it ended.
@@ -227,11 +255,7 @@ fn core_modules(rec: &Recorder, pid: u32) -> Vec<String> {
 
 /// `--subprocesses`: every process followed, rooted under `process PID (command)`; processes
 /// without a CPython runtime are skipped (returned) and listed.
-fn name_processes(
-    rec: &Recorder,
-    builder: &mut ProfileBuilder,
-    pid: u32,
-) -> (HashSet<u32>, Vec<analysis::ProcessInfo>) {
+fn name_processes(rec: &Recorder, cap: &mut Capture, pid: u32) -> (HashSet<u32>, Vec<analysis::ProcessInfo>) {
     let mut skipped: HashSet<u32> = Default::default();
     let mut processes = Vec::new();
     let mut followed = rec.processes.clone();
@@ -256,7 +280,7 @@ fn name_processes(
         if !python && *p != pid {
             skipped.insert(*p);
         }
-        builder.set_process(*p, &format!("process {p} ({})", short_command(rec_cmd)));
+        cap.processes.push((*p, format!("process {p} ({})", short_command(rec_cmd))));
         processes.push(analysis::ProcessInfo { pid: *p, command: rec_cmd.clone(), python });
     }
     (skipped, processes)
@@ -292,31 +316,43 @@ fn lost_ranges(rec: &Recorder, start_ns: u64) -> Vec<analysis::LostRange> {
         .collect()
 }
 
-/// Symbolize each entry of `collection` (but those of `skipped` processes) and add it.
+/// Symbolize each entry of `entries` (but those of `skipped` processes) into `cap`.
 fn add_entries(
-    builder: &mut ProfileBuilder,
-    collection: &Collection,
+    cap: &mut Capture,
+    entries: impl Iterator<Item = analysis::collect::Entry>,
     symbols: &mut Symbols,
     skipped: &HashSet<u32>,
     t: Instant,
 ) {
     let t_sym = Instant::now();
     let mut symbolized = 0usize;
+    let mut interner = Interner::default();
     let native = &mut symbols.native;
-    for e in collection.entries.iter().filter(|e| !skipped.contains(&e.key.pid)) {
-        let kernel: Vec<String> = e
+    let kallsyms = &symbols.kallsyms;
+    for e in entries.filter(|e| !skipped.contains(&e.key.pid)) {
+        let pid = e.key.pid;
+        let kernel: Vec<u32> = e
             .key
             .kernel
             .iter()
-            .map(|&a| symbols.kallsyms.lookup(a).map(str::to_string).unwrap_or_else(|| format!("{a:#x}")))
+            .map(|&a| {
+                cap.name(&mut interner, kallsyms.lookup(a).map(str::to_string).unwrap_or_else(|| format!("{a:#x}")))
+            })
             .collect();
-        let chains: Vec<_> =
-            e.key.native.iter().enumerate().map(|(i, &a)| native.symbolize(e.key.pid, a, i > 0)).collect();
+        let chains: Vec<u32> = e
+            .key
+            .native
+            .iter()
+            .enumerate()
+            .map(|(i, &a)| cap.chain(&mut interner, pid, a, i > 0, || native.symbolize(pid, a, i > 0)))
+            .collect();
         symbolized += chains.len();
         // The instruction before the sampled one: a stalled atomic shows up there.
         let leaf_prev = match (e.kind, e.key.native.first()) {
-            (EntryKind::Cpu, Some(&ip)) => native.symbolize(e.key.pid, ip, true),
-            _ => Vec::new(),
+            (EntryKind::Cpu, Some(&ip)) => {
+                Some(cap.chain(&mut interner, pid, ip, true, || native.symbolize(pid, ip, true)))
+            }
+            _ => None,
         };
         // CPU samples taken while another thread worked on the same thing, and the others.
         let parts = match e.kind {
@@ -338,26 +374,26 @@ fn add_entries(
             if observation == (Observation::Cpu { samples: 0 }) {
                 continue;
             }
-            builder.add(&SampleInput {
+            cap.samples.push(CapturedSample {
                 tid: e.key.tid,
-                native: &chains,
+                native: chains.clone(),
                 native_complete: e.key.native_complete,
-                python: e.python.as_ref(),
-                kernel: &kernel,
-                leaf_prev: &leaf_prev,
-                parked: e.key.parked.as_ref(),
+                python: e.python.clone(),
+                kernel: kernel.clone(),
+                leaf_prev,
+                parked: e.key.parked.clone(),
                 observation,
                 alone: e.key.alone,
-                marker: (e.kind == EntryKind::Unobserved).then_some(UNOBSERVED_MARKER),
+                marker: (e.kind == EntryKind::Unobserved).then(|| UNOBSERVED_MARKER.to_string()),
                 syscall: e.key.syscall,
-                operand: e.key.operand.as_ref(),
+                operand: e.key.operand.clone(),
                 concurrent,
             });
         }
     }
     if timing() {
         eprintln!(
-            "ftprof timing: symbolized {symbolized} addresses in {:.6} s (with classification); samples processed after {:?}",
+            "ftprof timing: symbolized {symbolized} addresses in {:.6} s; samples processed after {:?}",
             t_sym.elapsed().as_secs_f64(),
             t.elapsed()
         );

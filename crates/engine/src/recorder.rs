@@ -35,6 +35,9 @@ pub const WAIT_CHECK_BUDGET: f64 = 4000.0;
 /// How long before a tick was due a preemption must have begun to count as a sample of where a
 /// thread waits for a CPU (see `sample_blocked`).
 const PREEMPT_GUARD_NS: u64 = 300_000;
+/// How far before a drain's `upto` a kernel stack record that found no sample is dropped (its
+/// sample is stamped in the same overflow handler; the slack covers the two clock reads).
+const DRAINED_RECORD_SLACK_NS: u64 = 50_000_000;
 
 /// A thread's scheduler accounting when first and last read, for exact per-thread totals.
 #[derive(Clone, Copy, Default)]
@@ -143,11 +146,13 @@ pub struct Recorder {
     /// (`profiler::access`), and the refusals to report.
     access: HashMap<u32, bool>,
     refused: Vec<(u32, String)>,
-    /// A launched target whose exec may not have finished, and until when its check waits: until
-    /// the kernel has decided its dumpability (after the exec record is written) it still shows
-    /// ftprof's own non-dumpable state. It is ftprof's own fork running with no_new_privs, so it
-    /// cannot become another user's meanwhile.
-    exec_pending: Option<(u32, Instant)>,
+    /// A launched target whose exec may not have decided its dumpability yet: until then it
+    /// shows ftprof's own non-dumpable state. It is ftprof's own fork running with no_new_privs,
+    /// so it cannot become another user's meanwhile. It is decided once its exec's comm record
+    /// arrives or its name is no longer [`profiler::launch::HELD_NAME`] (the kernel renames it
+    /// after deciding), whichever comes first; never by a clock (a loaded machine can take
+    /// seconds to get there).
+    exec_pending: Option<u32>,
     /// The BPF path for Python stacks (`EngineConfig::bpf_stacks`): the stack each CPU sample's
     /// thread had at the sample instant, read in the kernel. `None` when off or refused.
     pub(crate) instant: Option<bpf::InstantStacks>,
@@ -236,6 +241,14 @@ impl Recorder {
                 // that part is refused.
                 let wakers = if self.cfg.waits.recorded() { WAKER_BUDGET } else { 0 };
                 let t = Instant::now();
+                // Off-CPU accounting from the kernel's events, when the waits are recorded:
+                // loaded on another thread meanwhile.
+                let off_cpu = self.cfg.waits.recorded().then(|| {
+                    std::thread::spawn(move || {
+                        let o = bpf::OffCpu::start();
+                        (o, t.elapsed())
+                    })
+                });
                 match bpf::InstantStacks::new(128, wakers).or_else(|_| bpf::InstantStacks::new(128, 0)) {
                     Ok(i) => self.instant = Some(i),
                     Err(e) => self.bpf_refusal = Some(e.to_string()),
@@ -243,10 +256,9 @@ impl Recorder {
                 if timing() {
                     eprintln!("ftprof timing: BPF stack programs loaded in {:?}", t.elapsed());
                 }
-                let t = Instant::now();
-                // Off-CPU accounting from the kernel's events, when the waits are recorded.
-                if self.bpf_refusal.is_none() && self.cfg.waits.recorded() {
-                    match bpf::OffCpu::start() {
+                let off_cpu = off_cpu.map(|h| h.join().expect("loading the off-CPU programs does not panic"));
+                if let Some((o, took)) = off_cpu.filter(|_| self.bpf_refusal.is_none()) {
+                    match o {
                         Ok(o) => {
                             let inner = std::mem::replace(&mut self.threads, Box::new(crate::ProcThreads::default()));
                             self.threads = Box::new(crate::kernel_sched::KernelSched::new(inner, o));
@@ -254,7 +266,7 @@ impl Recorder {
                         Err(e) => self.sched_refusal = Some(e.to_string()),
                     }
                     if timing() {
-                        eprintln!("ftprof timing: BPF off-CPU programs loaded in {:?}", t.elapsed());
+                        eprintln!("ftprof timing: BPF off-CPU programs loaded in {took:?} (beside the stack programs), both after {:?}", t.elapsed());
                     }
                 }
             }
@@ -385,11 +397,16 @@ impl Recorder {
         }
         pids.sort_unstable();
         pids.dedup();
-        if self.exec_pending.is_some_and(|(_, until)| Instant::now() >= until) {
-            self.exec_pending = None;
+        if let Some(p) = self.exec_pending {
+            let name = self.threads.thread_name(p, p);
+            let held = profiler::launch::HELD_NAME.to_str().unwrap_or_default();
+            if name != held {
+                // Renamed by its exec (dumpability decided), or gone (nothing left to read).
+                self.exec_pending = None;
+            }
         }
         for pid in pids {
-            if self.access.get(&pid) == Some(&false) || self.exec_pending.is_some_and(|(p, _)| p == pid) {
+            if self.access.get(&pid) == Some(&false) || self.exec_pending == Some(pid) {
                 continue;
             }
             // A process that exited meanwhile has nothing left to read.
@@ -721,10 +738,11 @@ impl Recorder {
 impl Recorder {
     /// The BPF path's waker records (who woke a thread blocked on a lock, at its release):
     /// handed to blame, where they stand in for holders the search did not find. Records of
-    /// the stacks at the sample instant that found no sample are dropped after 2 s.
+    /// the stacks at the sample instant that found no sample are dropped once the drain has
+    /// delivered every sample of their time (`Record::Drained`), not by the clock: an ftprof
+    /// behind on a busy machine still pairs its late samples.
     fn take_wakers(&mut self) {
         let Some(instant) = self.instant.as_mut() else { return };
-        instant.expire(profiler::monotonic_ns().saturating_sub(2_000_000_000));
         let wakers = instant.take_wakers();
         if !self.cfg.waits.recorded() {
             return;
@@ -772,6 +790,17 @@ impl profiler::Sink for Recorder {
         }
     }
 
+    fn before_enable(&mut self, pid: i32) {
+        // Attached: locate the runtime now, so that the BPF program knows the process from the
+        // first sample on (it writes no record for a process it does not know; located at the
+        // first drained sample instead, a busy machine left hundreds of milliseconds of samples
+        // with their stacks read late).
+        let pid = pid as u32;
+        if self.admitted(pid) {
+            let _ = self.python_process(pid);
+        }
+    }
+
     fn woke(&mut self, at_ns: u64) {
         self.tick.woke_ns = at_ns;
     }
@@ -785,7 +814,7 @@ impl profiler::Sink for Recorder {
             // it inherits ftprof's non-dumpable state until then, and runs with no_new_privs, so
             // it cannot become another user's). Its exec and every tick check it again.
             self.access.insert(pid, true);
-            self.exec_pending = Some((pid, Instant::now() + std::time::Duration::from_secs(1)));
+            self.exec_pending = Some(pid);
         }
         if !self.admitted(pid) {
             return;
@@ -845,10 +874,12 @@ impl profiler::Sink for Recorder {
             }
             Record::Comm { pid, tid, name, exec } => {
                 // An exec can make a process set-id: check it again, whatever the mode.
-                if exec && self.exec_pending.is_some_and(|(p, _)| p == pid) {
-                    // The launched target's own exec: checked by the tick once it has finished.
-                    self.exec_pending = Some((pid, Instant::now() + std::time::Duration::from_millis(100)));
-                } else if exec && profiler::access::is_elevated() && !self.recheck(pid, profiler::access::check(pid)) {
+                if exec && self.exec_pending == Some(pid) {
+                    // The launched target's own exec: its dumpability is decided before this
+                    // record is written; the check below sees the outcome.
+                    self.exec_pending = None;
+                }
+                if exec && profiler::access::is_elevated() && !self.recheck(pid, profiler::access::check(pid)) {
                     return;
                 }
                 if exec && self.cfg.subprocesses {
@@ -886,7 +917,14 @@ impl profiler::Sink for Recorder {
                 tally.count += count;
                 tally.last = time;
             }
-            Record::Drained { upto } => self.collector.release(upto),
+            Record::Drained { upto } => {
+                self.collector.release(upto);
+                if let Some(instant) = self.instant.as_mut() {
+                    // A record is written in the sample's own overflow handler: once every
+                    // sample up to `upto` is delivered, older records found none (lost).
+                    instant.expire(upto.saturating_sub(DRAINED_RECORD_SLACK_NS));
+                }
+            }
             _ => {}
         }
     }
@@ -910,7 +948,8 @@ impl profiler::Sink for Recorder {
 /// most, per CPU per second (the BPF path; each is a frame walk of up to 128 frames).
 pub const WAKER_BUDGET: u64 = 2000;
 
-/// Record from `source` with `rec`, then build the profile. `interp`: the ELF holding the
+/// Record from `source` with `rec`, then symbolize what it collected into a
+/// [`analysis::capture::Capture`] (its `profile()` is the profile). `interp`: the ELF holding the
 /// CPython runtime of the target (its debug data is parsed on an idle CPU while the target runs).
 /// `stop`: set it (e.g. from a signal handler) to end the recording early.
 pub fn record(
@@ -918,7 +957,7 @@ pub fn record(
     mut rec: Recorder,
     interp: &std::path::Path,
     stop: &AtomicBool,
-) -> Result<(Profile, RecordingOutcome)> {
+) -> Result<(analysis::capture::Capture, RecordingOutcome)> {
     if let Some(why) = rec.bpf_required_but_refused() {
         anyhow::bail!("{why}");
     }
@@ -933,18 +972,21 @@ pub fn record(
     // The preload thread's TID while it runs at idle priority, and whether the recording ended.
     let idle = std::sync::Arc::new(std::sync::Mutex::new((None::<i32>, false)));
     let idle_in = idle.clone();
+    let opnames_preload = opnames_now.clone();
     let preload = std::thread::spawn(move || {
         // SCHED_IDLE: only use a CPU the target leaves idle, never delay the target (a nice-19
         // thread still runs whole slices before a woken target thread gets the CPU, which the
         // target would see as runqueue time). Once the recording ends it runs at normal priority
-        // again (`ftprof` then waits for it).
+        // again (`ftprof` then waits for it). Reset on fork: a process it starts (the
+        // interpreter asked for its opcode names) runs at normal priority, never starved by a
+        // loaded machine while ftprof waits for it.
         if let Ok(mut g) = idle_in.lock() {
             if !g.1 {
-                set_scheduler(0, libc::SCHED_IDLE);
+                set_scheduler(0, libc::SCHED_IDLE | libc::SCHED_RESET_ON_FORK);
                 g.0 = Some(nix::unistd::gettid().as_raw());
             }
         }
-        crate::preload(&interp)
+        crate::preload(&interp, opnames_preload)
     });
     rec.operands = symbolizer::python::OperandReader::new(opnames_now, caches_now);
     let outcome = source.run(&mut rec, stop)?;
@@ -969,7 +1011,8 @@ pub fn record(
     if let Ok(mut g) = idle.lock() {
         g.1 = true;
         if let Some(tid) = g.0 {
-            set_scheduler(tid, libc::SCHED_OTHER);
+            // The flag stays (only a privileged thread may clear it).
+            set_scheduler(tid, libc::SCHED_OTHER | libc::SCHED_RESET_ON_FORK);
         }
     }
     let t_post = Instant::now();
@@ -979,8 +1022,9 @@ pub fn record(
     }
     let end = rec.last_time.max(outcome.start_ns + outcome.duration.as_nanos() as u64);
     let collection = std::mem::take(&mut rec.collector).finish(end);
-    let profile = crate::profile_of(&rec, collection, &mut symbols, Some(&outcome));
-    Ok((profile, outcome))
+    let capture = crate::capture_of(&rec, collection, &mut symbols, Some(&outcome));
+    symbols.native.save_persistent_cache();
+    Ok((capture, outcome))
 }
 
 /// Set the scheduling policy of thread `tid` (0: the calling thread), priority 0.

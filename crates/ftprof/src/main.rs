@@ -102,6 +102,10 @@ enum Cmd {
         /// Title of the flamegraph [default: the command line]
         #[arg(long)]
         title: Option<String>,
+        /// Also keep what the analysis is given (symbolized samples, waits, holder observations)
+        /// in FILE, so that `ftprof report FILE` re-analyses and re-renders it later
+        #[arg(long, value_name = "FILE")]
+        capture: Option<PathBuf>,
         /// Follow child processes and execs of CPython interpreters (multiprocessing, process
         /// pools, launchers): each process's threads under `process PID (command)`
         #[arg(long)]
@@ -121,10 +125,11 @@ enum Cmd {
         )]
         command: Vec<OsString>,
     },
-    /// Render a JSON profile (from `record --format json`) in another format, e.g. the HTML report.
+    /// Render a JSON profile (from `record --format json`) in another format, e.g. the HTML
+    /// report; or re-analyse a capture (from `record --capture`) with this ftprof and render it.
     Report {
-        /// The JSON profile
-        #[arg(value_name = "PROFILE.json")]
+        /// The JSON profile or the capture
+        #[arg(value_name = "PROFILE.json|CAPTURE")]
         input: PathBuf,
         /// Output file [default: the input's name with the format's extension]
         #[arg(short, long)]
@@ -222,6 +227,7 @@ fn main() {
             rate,
             stack_size,
             title,
+            capture,
             subprocesses,
             command,
         } => {
@@ -260,6 +266,7 @@ fn main() {
                     (false, false) => engine::Waits::Sampled,
                 },
                 subprocesses,
+                capture,
             })
         }
         Cmd::Report { input, output, format, mode, idle, title } => {

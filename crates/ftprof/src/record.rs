@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
+use analysis::capture::Capture;
 use analysis::Profile;
 use anyhow::{Context, Result};
 use engine::{EngineConfig, PerfSource, Recorder, Waits};
@@ -35,6 +36,8 @@ pub struct RecordOptions {
     pub title: Option<String>,
     /// Follow child processes and `exec`s (`--subprocesses`).
     pub subprocesses: bool,
+    /// Also write the capture (`--capture FILE`).
+    pub capture: Option<PathBuf>,
 }
 
 impl RecordOptions {
@@ -80,15 +83,25 @@ fn timing() -> bool {
     std::env::var_os("FTPROF_TIMING").is_some()
 }
 
-/// Record `target` with `cfg` and build its profile (no output written). `interp` is the ELF
-/// holding the CPython runtime. Ends early when [`STOP`] is set (signals, once installed).
+/// Record `target` with `cfg` and symbolize what was collected (no output written); the
+/// capture's `profile()` is its profile. `interp` is the ELF holding the CPython runtime. Ends
+/// early when [`STOP`] is set (signals, once installed).
+pub fn record_capture(
+    target: Target,
+    interp: &std::path::Path,
+    cfg: &EngineConfig,
+) -> Result<(Capture, RecordingOutcome)> {
+    let mut source = PerfSource { target, sampling: cfg.sampling() };
+    engine::record(&mut source, Recorder::new(cfg), interp, &STOP)
+}
+
+/// Record `target` with `cfg` and build its profile (see [`record_capture`]).
 pub fn record_profile(
     target: Target,
     interp: &std::path::Path,
     cfg: &EngineConfig,
 ) -> Result<(Profile, RecordingOutcome)> {
-    let mut source = PerfSource { target, sampling: cfg.sampling() };
-    engine::record(&mut source, Recorder::new(cfg), interp, &STOP)
+    record_capture(target, interp, cfg).map(|(c, o)| (c.profile(), o))
 }
 
 /// The ELF holding the CPython runtime of the target: the running process `pid` (checked, and
@@ -117,15 +130,40 @@ pub fn run(opts: &RecordOptions) -> Result<i32> {
         eprintln!("ftprof timing: interpreter check {:?}", t0.elapsed());
     }
     let out = OutputFile::open(&opts.output)?;
+    let capture_out = match &opts.capture {
+        Some(p) if p == &opts.output => {
+            anyhow::bail!("the capture {} would overwrite the output; give --capture another file", p.display())
+        }
+        Some(p) => Some(OutputFile::open(p).map_err(|e| {
+            anyhow::anyhow!(
+                "{}",
+                e.to_string().replace("with -o", "with --capture").replace("the output", "the capture")
+            )
+        })?),
+        None => None,
+    };
     install_signal_handlers();
     let target = match &attach {
         Some(t) => Target::Attach { pid: t.pid as i32, duration: opts.duration },
         None => Target::Launch(opts.command.clone()),
     };
     let t_post = Instant::now();
-    let recorded = record_profile(target, &interp, &opts.engine_config());
+    let recorded = record_capture(target, &interp, &opts.engine_config());
     restore_signal_handlers();
-    let (profile, outcome) = recorded?;
+    let (capture, outcome) = recorded?;
+    let profile = capture.profile();
+    if let Some(out) = capture_out {
+        let path = out.path.clone();
+        let bytes = analysis::capture::encode(&capture, env!("CARGO_PKG_VERSION"));
+        out.write_all(&bytes).with_context(|| format!("writing the capture {}", path.display()))?;
+        eprintln!(
+            "ftprof: wrote the capture {} ({} KiB); `ftprof report {}` renders it again",
+            path.display(),
+            bytes.len() / 1024,
+            path.display()
+        );
+    }
+    drop(capture);
     let bytes = flamegraph::render(&profile, opts.format, opts.title.as_deref(), opts.mode, opts.idle)?;
     if timing() {
         eprintln!("ftprof timing: recording + post-processing {:?}", t_post.elapsed());

@@ -1,5 +1,6 @@
 //! `ftprof report`: render a saved JSON profile (from `ftprof record --format json`) in any
-//! format, e.g. the HTML report.
+//! format, e.g. the HTML report; or re-analyse a capture (`ftprof record --capture`) with this
+//! ftprof's decisions and render it.
 
 use std::path::{Path, PathBuf};
 
@@ -7,9 +8,14 @@ use analysis::Profile;
 use anyhow::{Context, Result};
 use flamegraph::{Format, Mode};
 
-/// Read a JSON profile written by `ftprof record --format json`.
+/// Read a JSON profile written by `ftprof record --format json`, or re-analyse a capture
+/// written by `ftprof record --capture`.
 pub fn load(path: &Path) -> Result<Profile> {
     let text = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+    if analysis::capture::is_capture(&text) {
+        let capture = analysis::capture::decode(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+        return Ok(capture.profile());
+    }
     let p: Profile = serde_json::from_slice(&text).map_err(|e| {
         anyhow::anyhow!(
             "{} is not a JSON profile of ftprof ({e}); write one with ftprof record --format json",

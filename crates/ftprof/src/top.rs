@@ -185,7 +185,9 @@ pub fn run(opts: &TopOptions) -> Result<i32> {
         bpf_stacks: engine::bpf_requested(),
     };
     let interp = interp.canonicalize().unwrap_or(interp).to_string_lossy().into_owned();
-    let symbols = engine::preload(&interp);
+    let opnames = symbolizer::python::opcodes::base_opnames_cached(std::path::Path::new(&interp), &engine::cache_dir())
+        .unwrap_or_default();
+    let symbols = engine::preload(&interp, opnames);
     // The launched program's output would draw over the view: it goes to /dev/null.
     let devnull = std::fs::OpenOptions::new().write(true).open("/dev/null").context("opening /dev/null")?;
     let target = match &attach {

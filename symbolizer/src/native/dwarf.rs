@@ -93,6 +93,23 @@ impl ModuleSymbolizer {
         self.separate_dwarf = on;
     }
 
+    /// What symbolizing this module depends on besides the file itself: whether a separate
+    /// debug file's DWARF is parsed, and which debug files exist now (path, inode, modification
+    /// time; a few `stat`s, nothing parsed). Installing a `-dbg` package changes it.
+    pub fn debug_identity(&self) -> u64 {
+        use std::hash::{Hash, Hasher};
+        use std::os::unix::fs::MetadataExt;
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        self.separate_dwarf.hash(&mut h);
+        if !self.elf.has_dwarf() {
+            for c in debug_candidates(&self.elf, &self.path) {
+                let md = std::fs::metadata(&c).ok();
+                (c, md.as_ref().map(|m| (m.ino(), m.mtime(), m.size()))).hash(&mut h);
+            }
+        }
+        h.finish()
+    }
+
     pub fn elf(&self) -> &Arc<ElfFile> {
         &self.elf
     }
@@ -168,6 +185,16 @@ pub fn demangle(name: &str) -> String {
 /// debug directory of that root is searched first (a container's own debug packages), then ours
 /// (by build id only: a build id names the exact file).
 fn find_debug_file(elf: &ElfFile, path: &Path) -> Option<ElfFile> {
+    let build_id = elf.build_id();
+    debug_candidates(elf, path).into_iter().filter_map(|c| ElfFile::open(&c).ok()).find(|d| {
+        (d.has_dwarf() || d.has_function_symbols())
+            && (build_id.is_none() || d.build_id().is_none() || d.build_id() == build_id)
+    })
+}
+
+/// The files that may hold `elf`'s separate debug data (by build id, then by debug link), in
+/// the order they are tried; only those that exist.
+fn debug_candidates(elf: &ElfFile, path: &Path) -> Vec<PathBuf> {
     let mut candidates = Vec::new();
     let build_id = elf.build_id();
     // `/proc/PID/root` prefix, when the file lives in a target's root.
@@ -189,10 +216,7 @@ fn find_debug_file(elf: &ElfFile, path: &Path) -> Option<ElfFile> {
         let rel = inner_dir.strip_prefix("/").unwrap_or(inner_dir);
         candidates.push(debug_dirs[0].join(rel).join(link));
     }
-    candidates.into_iter().filter(|c| c != path && c.is_file()).filter_map(|c| ElfFile::open(&c).ok()).find(|d| {
-        (d.has_dwarf() || d.has_function_symbols())
-            && (build_id.is_none() || d.build_id().is_none() || d.build_id() == build_id)
-    })
+    candidates.into_iter().filter(|c| c != path && c.is_file()).collect()
 }
 
 /// `/proc/PID/root/usr/bin/x` → (`Some(/proc/PID/root)`, `/usr/bin/x`); other paths unchanged.

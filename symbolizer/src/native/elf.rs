@@ -441,9 +441,17 @@ impl ElfFile {
         self.debuglink.as_deref()
     }
 
-    /// Whether this file carries usable (uncompressed) DWARF debug info.
+    /// Whether this file carries DWARF debug info ftprof can read (uncompressed, or zlib),
+    /// told from the section headers: nothing is decompressed here.
     pub fn has_dwarf(&self) -> bool {
-        self.section_data(".debug_info").is_some_and(|d| !d.is_empty())
+        let Some(s) = self.find_section(".debug_info") else { return false };
+        let start = usize::try_from(s.info.offset).unwrap_or(usize::MAX);
+        let end = start.saturating_add(usize::try_from(s.info.size).unwrap_or(usize::MAX));
+        if s.nobits || s.info.size == 0 || end > self.data.len() {
+            return false;
+        }
+        // Elf64_Chdr.ch_type: 1 = ELFCOMPRESS_ZLIB.
+        !s.compressed || self.data.get(start..start + 4) == Some(&1u32.to_le_bytes()[..])
     }
 
     /// Whether the file has any function symbols.

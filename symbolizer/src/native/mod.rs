@@ -15,7 +15,7 @@ mod tests;
 
 use std::collections::HashMap;
 use std::os::unix::fs::MetadataExt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use framehop::Unwinder as _;
@@ -52,26 +52,9 @@ pub struct Unwound {
     pub complete: bool,
 }
 
-/// One symbolized frame.
-#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
-pub struct NativeFrame {
-    /// Demangled (Rust and C++) function name; `None` when unknown.
-    pub function: Option<String>,
-    /// Source file from DWARF line info, when known.
-    pub file: Option<String>,
-    pub line: Option<u32>,
-    /// Path of the mapped ELF file (`"[unknown]"` when no mapping holds the address).
-    pub module: String,
-    /// Address relative to the module: the file's virtual address (svma) of the looked-up
-    /// address (`addr - 1` for return addresses). When the file could not be opened, the file
-    /// offset instead; with no mapping at all, the absolute address.
-    pub module_offset: u64,
-    /// True for frames that were inlined into their caller.
-    pub inlined: bool,
-}
-
-/// Module name used for addresses outside every known mapping.
-pub const UNKNOWN_MODULE: &str = "[unknown]";
+/// Symbolized frames and the module name of unmapped addresses live in the `frames` crate (no
+/// ELF/DWARF code there, so analysis and the renderers need not depend on this crate).
+pub use frames::native::{NativeFrame, UNKNOWN_MODULE};
 
 /// Symbolization cache entries kept before the cache is reset (bounds memory).
 const SYM_CACHE_LIMIT: usize = 1 << 20;
@@ -93,7 +76,47 @@ struct ModuleEntry {
     name: String,
     /// `None` when the file could not be opened or parsed: its frames stay unresolved.
     sym: Option<ModuleSymbolizer>,
+    /// The file's symbolized addresses kept between runs (see [`Native::set_persistent_cache`]):
+    /// `None` until first needed.
+    disk: Option<DiskCache>,
+    /// Where its disk caches live, less the DWARF choice (known once it is used); `None` when
+    /// it has none (no cache directory, a vDSO, a file that could not be identified).
+    disk_file: Option<(PathBuf, u64, u64)>,
 }
+
+/// Symbolized addresses of one module file (svma → inline chain), as read from its cache file
+/// and added to in this run.
+#[derive(Default)]
+struct DiskCache {
+    frames: HashMap<u64, Vec<NativeFrame>>,
+    added: bool,
+}
+
+/// The disk cache file of a module (`dir`, the module file's identity hash, this build's)
+/// symbolized with the debug data `debug` ([`ModuleSymbolizer::debug_identity`]).
+fn disk_path((dir, module, build): &(PathBuf, u64, u64), debug: u64) -> PathBuf {
+    dir.join(format!("{}{build:016x}-{debug:016x}.json", disk_prefix(*module)))
+}
+
+/// What the names of every disk cache file of one module file start with.
+fn disk_prefix(module: u64) -> String {
+    format!("symcache-v1-{module:016x}-")
+}
+
+impl DiskCache {
+    /// The cache file's entries; none when it is missing or unreadable.
+    fn read(file: &Path) -> DiskCache {
+        let frames = std::fs::read(file)
+            .ok()
+            .and_then(|b| serde_json::from_slice::<Vec<(u64, Vec<NativeFrame>)>>(&b).ok())
+            .map(|v| v.into_iter().collect())
+            .unwrap_or_default();
+        DiskCache { frames, added: false }
+    }
+}
+
+/// Entries a module's disk cache keeps at most (a bound on its file).
+const DISK_CACHE_LIMIT: usize = 100_000;
 
 /// One mapping of a process, resolved to its module.
 struct ProcMap {
@@ -134,6 +157,9 @@ pub struct Native {
     sym_cache: HashMap<(ModuleId, u64), Vec<NativeFrame>>,
     /// Parse DWARF of separate debug files for every module (else only for preloaded ones).
     separate_dwarf: bool,
+    /// The directory of the per-module disk caches, and what identifies this build of the
+    /// symbolizer in their names.
+    persistent: Option<(PathBuf, u64)>,
 }
 
 impl Default for Native {
@@ -158,6 +184,52 @@ impl Native {
             empty_unwinder: ProcessUnwinder::new(),
             sym_cache: HashMap::new(),
             separate_dwarf: true,
+            persistent: None,
+        }
+    }
+
+    /// Keep what is symbolized between runs, one file per module in `dir` (created when
+    /// needed), named after the module file's identity (path, device, inode, modification
+    /// time), whether its separate DWARF is parsed, and this build of ftprof (its own
+    /// executable's size and modification time): a changed file, or another ftprof, never reads
+    /// another's answers. Modules opened from now on use it; [`Native::save_persistent_cache`]
+    /// writes what was added. Symbolizing the same addresses again (the interpreter's start-up
+    /// and its hot paths, run after run) then costs no DWARF decoding.
+    pub fn set_persistent_cache(&mut self, dir: PathBuf) {
+        use std::hash::{Hash, Hasher};
+        use std::os::unix::fs::MetadataExt;
+        let Ok(md) = std::fs::metadata("/proc/self/exe") else { return };
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        (md.size(), md.mtime(), md.mtime_nsec(), md.ino()).hash(&mut h);
+        self.persistent = Some((dir, h.finish()));
+    }
+
+    /// Write the disk caches that gained entries in this run (see
+    /// [`Native::set_persistent_cache`]). Failures are ignored: the cache only saves time.
+    pub fn save_persistent_cache(&mut self) {
+        for entry in &mut self.modules {
+            let (Some(disk), Some(sym)) = (entry.disk.as_mut(), entry.sym.as_ref()) else { continue };
+            let Some(at) = entry.disk_file.as_ref() else { continue };
+            if !disk.added {
+                continue;
+            }
+            let file = disk_path(at, sym.debug_identity());
+            // Another build's or another debug file's answers for this module are stale now.
+            let prefix = disk_prefix(at.1);
+            for old in std::fs::read_dir(&at.0).into_iter().flatten().flatten() {
+                let name = old.file_name();
+                if name.to_string_lossy().starts_with(&prefix) && old.path() != file {
+                    let _ = std::fs::remove_file(old.path());
+                }
+            }
+            disk.added = false;
+            let mut list: Vec<(&u64, &Vec<NativeFrame>)> = disk.frames.iter().collect();
+            list.sort_unstable_by_key(|(svma, _)| **svma);
+            let Ok(text) = serde_json::to_vec(&list) else { continue };
+            let tmp = file.with_extension(format!("tmp{}", std::process::id()));
+            if file.parent().is_some_and(|d| std::fs::create_dir_all(d).is_ok()) && std::fs::write(&tmp, text).is_ok() {
+                let _ = std::fs::rename(&tmp, &file);
+            }
         }
     }
 
@@ -266,6 +338,14 @@ impl Native {
         }
 
         let entry = &mut self.modules[id];
+        if let (Some(file), Some(sym)) = (&entry.disk_file, &entry.sym) {
+            let disk = entry.disk.get_or_insert_with(|| DiskCache::read(&disk_path(file, sym.debug_identity())));
+            if let Some(frames) = disk.frames.get(&svma).filter(|f| !f.is_empty()) {
+                let frames = frames.clone();
+                self.sym_cache.insert((id, svma), frames.clone());
+                return frames;
+            }
+        }
         let raw = entry.sym.as_mut().map(|s| s.symbolize(svma)).unwrap_or_default();
         let n = raw.len();
         let frames: Vec<NativeFrame> = raw
@@ -282,6 +362,10 @@ impl Native {
             .collect();
         if self.sym_cache.len() >= SYM_CACHE_LIMIT {
             self.sym_cache.clear();
+        }
+        if let Some(disk) = entry.disk.as_mut().filter(|d| d.frames.len() < DISK_CACHE_LIMIT) {
+            disk.frames.insert(svma, frames.clone());
+            disk.added = true;
         }
         self.sym_cache.insert((id, svma), frames.clone());
         frames
@@ -333,11 +417,17 @@ impl Native {
         let Some(id) = self.resolve_module(0, &m) else {
             return;
         };
-        let Some(sym) = self.modules[id].sym.as_mut() else {
+        let entry = &mut self.modules[id];
+        let Some(sym) = entry.sym.as_mut() else {
             return;
         };
         if full_debug {
             sym.set_separate_dwarf(true);
+        }
+        if let Some(file) = &entry.disk_file {
+            // What earlier runs symbolized (read here, in the background, rather than at the
+            // first lookup).
+            entry.disk = Some(DiskCache::read(&disk_path(file, sym.debug_identity())));
         }
         sym.warm();
         for name in warm_symbols {
@@ -400,8 +490,17 @@ impl Native {
             s.set_separate_dwarf(separate_dwarf);
             s
         });
+        let disk_file = match &self.persistent {
+            Some((dir, build)) if key.ino != 0 && sym.is_some() => {
+                use std::hash::{Hash, Hasher};
+                let mut h = std::collections::hash_map::DefaultHasher::new();
+                (&key.path, key.dev, key.ino, key.mtime).hash(&mut h);
+                Some((dir.clone(), h.finish(), *build))
+            }
+            _ => None,
+        };
         let id = self.modules.len();
-        self.modules.push(ModuleEntry { name: name.to_owned(), sym });
+        self.modules.push(ModuleEntry { name: name.to_owned(), sym, disk: None, disk_file });
         self.module_ids.insert(key, id);
         id
     }

@@ -275,6 +275,46 @@ fn symbolizes_inlined_helper_in_shared_library() {
     assert_eq!(ret.last().unwrap().module_offset, caller_svma);
 }
 
+/// The persistent cache: a second `Native` answers from the file the first one wrote (shown by
+/// editing the file: the edited name comes back), and a changed module file is another cache.
+#[test]
+fn symbolized_addresses_are_kept_between_runs_per_module_file() {
+    let flags = ["-O2", "-g", "-shared", "-fPIC"];
+    let dir = compile_c("diskcache", INLINE_C, &flags, "libdisk.so");
+    let lib = dir.join("libdisk.so");
+    let caller = dlopen_symbol(&lib, "caller");
+    let cache = dir.join("cache");
+    let pid = own_pid();
+    let run = || {
+        let mut native = Native::new();
+        native.set_persistent_cache(cache.clone());
+        native.load_proc_maps(pid).unwrap();
+        let frames = native.symbolize(pid, caller + 2, false);
+        native.save_persistent_cache();
+        frames
+    };
+    let first = run();
+    assert_eq!(first.last().unwrap().function.as_deref(), Some("caller"));
+    let files: Vec<PathBuf> = std::fs::read_dir(&cache)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| std::fs::read_to_string(p).unwrap().contains("libdisk.so"))
+        .collect();
+    assert_eq!(files.len(), 1, "one cache file for the module: {files:?}");
+    // Answered from the file, not from DWARF.
+    let text = std::fs::read_to_string(&files[0]).unwrap();
+    std::fs::write(&files[0], text.replace("\"caller\"", "\"from_the_cache\"")).unwrap();
+    assert_eq!(run().last().unwrap().function.as_deref(), Some("from_the_cache"));
+    // The same path with another modification time is another file: symbolized afresh.
+    let later = std::fs::metadata(&lib).unwrap().modified().unwrap() + Duration::from_secs(60);
+    std::fs::File::options().write(true).open(&lib).unwrap().set_modified(later).unwrap();
+    let mut native = Native::new();
+    native.set_persistent_cache(cache.clone());
+    native.load_proc_maps(pid).unwrap();
+    let frames = native.symbolize(pid, caller + 2, false);
+    assert_eq!(frames, first);
+}
+
 #[test]
 fn symbol_table_fallback_without_dwarf() {
     let flags = ["-O2", "-shared", "-fPIC"];

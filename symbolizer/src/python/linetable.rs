@@ -1,7 +1,7 @@
 //! Decoder for the 3.11+ code-object location table (`co_linetable`).
 
-/// `(start, end, line)` ranges in code units; `line` is `None` for "no location" entries.
-pub type LineRanges = Vec<(u32, u32, Option<i32>)>;
+/// The decoded table and the line lookup in it live in the `frames` crate, with `CodeInfo`.
+pub use frames::python::linetable::{line_for, LineRanges};
 
 fn varint(it: &mut std::slice::Iter<'_, u8>) -> Option<u32> {
     let mut b = *it.next()?;
@@ -68,12 +68,6 @@ pub fn decode(table: &[u8], firstlineno: i32) -> LineRanges {
         addr = end;
     }
     out
-}
-
-/// Line of the instruction at code unit `lasti`.
-pub fn line_for(ranges: &LineRanges, lasti: u32) -> Option<i32> {
-    let i = ranges.partition_point(|r| r.1 <= lasti);
-    ranges.get(i).filter(|r| r.0 <= lasti).and_then(|r| r.2)
 }
 
 #[cfg(test)]

@@ -19,6 +19,9 @@ use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
 
+/// The frame and stack types live in the `frames` crate (no ELF/DWARF code there, so analysis and
+/// the renderers need not depend on this crate); this reader builds them.
+pub use frames::python::{CodeInfo, ParkedInfo, PyFrame, PyStack};
 pub use layout::Layout;
 pub use mem::{FakeMemory, Mem, ReadMemory};
 pub use offsets::{DebugOffsets, OffsetsError};
@@ -45,86 +48,6 @@ pub enum PyError {
     /// ftprof runs with privileges its caller lacks and the caller may not trace this process.
     #[error(transparent)]
     Denied(#[from] profiler::access::AccessError),
-}
-
-/// Static facts about one code object.
-#[derive(Debug)]
-pub struct CodeInfo {
-    pub qualname: String,
-    pub filename: String,
-    pub firstlineno: i32,
-    lines: linetable::LineRanges,
-    /// (filename, qualname, linetable) pointers, to notice a freed-and-reused address.
-    key: [u64; 3],
-    /// `co_localsplusnames`: names of locals, cells and free variables.
-    pub locals: Vec<String>,
-    /// `co_names`: global, attribute and imported names.
-    pub names: Vec<String>,
-}
-
-impl CodeInfo {
-    /// A code object described directly (for tools and tests that do not read a process).
-    pub fn synthetic(qualname: &str, filename: &str, firstlineno: i32) -> CodeInfo {
-        CodeInfo {
-            qualname: qualname.into(),
-            filename: filename.into(),
-            firstlineno,
-            lines: Vec::new(),
-            key: [0; 3],
-            locals: Vec::new(),
-            names: Vec::new(),
-        }
-    }
-
-    pub fn line_for(&self, lasti: u32) -> Option<i32> {
-        linetable::line_for(&self.lines, lasti)
-    }
-}
-
-/// One entry of an interpreter-frame chain.
-#[derive(Clone, Debug)]
-pub enum PyFrame {
-    /// A Python function frame.
-    Code {
-        code: Arc<CodeInfo>,
-        code_addr: u64,
-        /// Index (in code units) of the instruction being executed.
-        lasti: u32,
-        line: Option<i32>,
-        /// The instruction being executed, `opcode | oparg << 8` (innermost frame only).
-        instr: Option<u16>,
-    },
-    /// The entry frame of one C-level `_PyEval_EvalFrameDefault` activation.
-    Entry,
-}
-
-/// A thread's Python stack, innermost frame first.
-#[derive(Clone, Debug, Default)]
-pub struct PyStack {
-    pub frames: Vec<PyFrame>,
-    /// The walk stopped early (torn read, invalid frame, depth limit).
-    pub truncated: bool,
-    /// `PyThreadState.state`: 0 detached, 1 attached, 2 suspended (3.14: 3 shutting down).
-    pub state: i32,
-}
-
-/// What a thread parked in the parking lot waits on (see [`PyProcess::probe_parked`]).
-#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
-pub struct ParkedInfo {
-    /// The parked-on address (a PyMutex byte, `tstate->state`, a PyEvent…).
-    pub addr: u64,
-    /// If `addr` is an object's `ob_mutex`: the object and its type (critical sections).
-    pub cs_object: Option<(u64, String)>,
-    /// If `addr` is the mutex inside a `_thread.lock`/`_thread.RLock`: the object and its type.
-    pub lock_object: Option<(u64, String)>,
-    /// `addr` is the waiting thread's own `tstate->state`: a stop-the-world pause.
-    pub stw_victim: bool,
-    /// For runtime-internal mutexes: `_PyRuntime+0x…` or `PyInterpreterState+0x…` with a name
-    /// when known.
-    pub symbol: Option<String>,
-    /// `addr` lies in the interpreter's GIL state (`struct _gil_runtime_state`: its condition
-    /// variable or mutex): a wait for the GIL.
-    pub gil: bool,
 }
 
 /// One thread state of the target.
@@ -473,7 +396,7 @@ impl PyProcess {
         let key =
             [field_u64(&hdr, o.code_filename), field_u64(&hdr, o.code_qualname), field_u64(&hdr, o.code_linetable)];
         if let Some(c) = self.codes.get(&addr) {
-            if c.key == key {
+            if c.key() == key {
                 return Ok(Some(c.clone()));
             }
         }
@@ -495,15 +418,8 @@ impl PyProcess {
         let locals = self.str_tuple(field_u64(&hdr, o.code_localsplusnames));
         let co_names = self.mem.u64(addr.wrapping_add(self.layout.code_co_names)).unwrap_or(0);
         let names = self.str_tuple(co_names);
-        let info = Arc::new(CodeInfo {
-            qualname,
-            filename,
-            firstlineno,
-            lines: linetable::decode(&table, firstlineno),
-            key,
-            locals,
-            names,
-        });
+        let lines = linetable::decode(&table, firstlineno);
+        let info = Arc::new(CodeInfo::from_target(qualname, filename, firstlineno, lines, key, locals, names));
         if self.codes.len() > 200_000 {
             self.codes.clear();
         }

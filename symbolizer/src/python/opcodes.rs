@@ -4,6 +4,10 @@
 use std::path::Path;
 use std::process::Command;
 
+/// What an instruction touches, in words (in the `frames` crate: a pure function of the code
+/// object and the names read here).
+pub use frames::python::describe_instr;
+
 const SCRIPT: &str = r#"
 import dis
 try:
@@ -99,34 +103,5 @@ pub fn inline_caches_cached(interpreter: &Path, dir: &Path) -> Option<Vec<u8>> {
     cached(interpreter, dir, "opcaches", CACHES_SCRIPT, |text| {
         let v: Vec<u8> = text.lines().map(|l| l.trim().parse().ok()).collect::<Option<_>>()?;
         (v.len() > 100).then_some(v)
-    })
-}
-
-/// What the instruction `instr` (`opcode | oparg << 8`) of a frame running `code` touches,
-/// in words: "local `obj`", "attribute `.bump`", "global `cache`", …
-pub fn describe_instr(instr: u16, code: &super::CodeInfo, opnames: &[String]) -> Option<String> {
-    let (op, arg) = ((instr & 0xff) as usize, (instr >> 8) as usize);
-    let name = opnames.get(op)?.as_str();
-    let local = |i: usize| code.locals.get(i).map(|n| format!("`{n}`"));
-    let global = |i: usize| code.names.get(i).map(|n| format!("`{n}`"));
-    Some(match name {
-        "LOAD_FAST" | "LOAD_FAST_CHECK" | "LOAD_FAST_AND_CLEAR" | "STORE_FAST" | "DELETE_FAST" => {
-            format!("local {}", local(arg)?)
-        }
-        "LOAD_FAST_LOAD_FAST" | "STORE_FAST_LOAD_FAST" | "STORE_FAST_STORE_FAST" => {
-            format!("locals {} and {}", local(arg >> 4)?, local(arg & 15)?)
-        }
-        "LOAD_DEREF" | "STORE_DEREF" | "LOAD_FROM_DICT_OR_DEREF" => format!("closure variable {}", local(arg)?),
-        "LOAD_ATTR" => format!("attribute {}", global(arg >> 1)?.replacen('`', "`.", 1)),
-        "STORE_ATTR" | "DELETE_ATTR" => format!("attribute {}", global(arg)?.replacen('`', "`.", 1)),
-        "LOAD_SUPER_ATTR" => format!("attribute {}", global(arg >> 2)?.replacen('`', "`.", 1)),
-        "LOAD_GLOBAL" => format!("global {}", global(arg >> 1)?),
-        "LOAD_NAME" | "STORE_NAME" | "STORE_GLOBAL" | "DELETE_NAME" | "DELETE_GLOBAL" => {
-            format!("name {}", global(arg)?)
-        }
-        "LOAD_CONST" | "RETURN_CONST" => "a constant".into(),
-        n if n.starts_with("CALL") => "objects of a call (callable, self, arguments)".into(),
-        n if n.starts_with("BINARY_SUBSCR") || n.starts_with("STORE_SUBSCR") => "a container and its items".into(),
-        n => format!("objects used by {n}"),
     })
 }

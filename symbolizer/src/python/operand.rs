@@ -41,36 +41,8 @@ const GLOBALS_TTL: Duration = Duration::from_millis(100);
 /// Characters of a `str` shown.
 const STR_CHARS: usize = 40;
 
-/// An object an instruction touched, as read from the target.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
-pub struct ObjectRef {
-    pub addr: u64,
-    /// `tp_name` of its type.
-    pub type_name: String,
-    /// A short rendering for values that have one: `'a string'`, `42`, `_DC.__init__` (a
-    /// function's qualified name), `Foo` (a class).
-    pub value: Option<String>,
-    /// How the instruction reached it: ``global `SHARED` ``, ``constant of `worker` ``,
-    /// ``local `x` ``, ``builtin `len` ``, ``closure variable `c` ``.
-    pub reached: String,
-    /// Its reference count is immortal (never written: no refcount stall on it).
-    pub immortal: bool,
-}
-
-impl ObjectRef {
-    /// `str 'a string' (constant of `worker`)`, `list @ 0x7f… (global `SHARED`)`.
-    pub fn describe(&self) -> String {
-        let what = match &self.value {
-            Some(v) => format!("{} {v}", self.type_name),
-            None => format!("{} @ {:#x}", self.type_name, self.addr),
-        };
-        if self.reached.is_empty() {
-            what
-        } else {
-            format!("{what} ({})", self.reached)
-        }
-    }
-}
+/// The object type lives in the `frames` crate (no ELF/DWARF code there); this reader fills it.
+pub use frames::python::ObjectRef;
 
 /// A global's value and whether it came from the builtins.
 type Global = (u64, bool);
@@ -387,25 +359,5 @@ mod tests {
         assert_eq!(quote("it's"), "'it\\'s'");
         assert_eq!(quote("a\nb"), "'a\\nb'");
         assert_eq!(quote(&"x".repeat(50)), format!("'{}…'", "x".repeat(40)));
-    }
-
-    #[test]
-    fn descriptions_name_type_value_and_path() {
-        let s = ObjectRef {
-            addr: 0x10,
-            type_name: "str".into(),
-            value: Some("'a string'".into()),
-            reached: "constant of `worker`".into(),
-            immortal: false,
-        };
-        assert_eq!(s.describe(), "str 'a string' (constant of `worker`)");
-        let l = ObjectRef {
-            addr: 0x7f00,
-            type_name: "list".into(),
-            value: None,
-            reached: "global `SHARED`".into(),
-            immortal: false,
-        };
-        assert_eq!(l.describe(), "list @ 0x7f00 (global `SHARED`)");
     }
 }
