@@ -118,7 +118,10 @@ fn baseline_flags_a_lock_added_to_the_hot_loop_and_not_the_noise_between_equal_r
     assert_eq!(out.status.code(), Some(3), "a regression must exit 3: {all}");
     let line = format!("scale_flag_lock.py:{}", line_of(&workload("scale_flag_lock.py"), "LOCK-LINE"));
     assert!(all.contains("SCALING REGRESSION"), "{all}");
-    let grew = all.lines().find(|l| l.contains("share of thread time grew:")).unwrap_or("");
+    let grew = all
+        .lines()
+        .find(|l| l.contains("share of the program's own time (less waiting for a CPU) grew:"))
+        .unwrap_or("");
     assert!(grew.contains("lock ") && grew.contains(&line), "names lock and {line}: {all}");
     // The message ends with the top finding of the largest thread count: what to change, where.
     let finding = all.lines().find(|l| l.contains("; top finding: ")).unwrap_or_else(|| panic!("no finding: {all}"));

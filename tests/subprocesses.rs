@@ -196,6 +196,7 @@ fn attaching_follows_the_workers_already_running() {
         .collect();
     assert!(workers.len() >= 2 && !workers.contains(&target), "hot in {workers:?}: {stderr}");
     stacks_read_at_the_instant(&p);
+    bg.usr1();
     let (code, _) = bg.finish();
     assert_eq!(code, Some(0));
 }
@@ -217,6 +218,7 @@ fn attaching_with_per_thread_events_says_children_are_not_followed() {
     assert!(out.status.success(), "{stderr}");
     assert!(stderr.contains("--subprocesses: child processes were not followed"), "{stderr}");
     // Let it finish (killing the parent would leave its pool's workers behind).
+    bg.usr1();
     let (code, _) = bg.finish();
     assert_eq!(code, Some(0));
 }

@@ -121,6 +121,12 @@ impl Background {
     }
 
     /// Wait for exit; returns the exit code and the rest of stdout.
+    /// Tell the workload to finish (the workloads that run until told stop on SIGUSR1).
+    pub fn usr1(&self) {
+        // SAFETY: kill(2) on our own child, not yet waited for (a zombie at worst).
+        unsafe { libc::kill(self.pid() as i32, libc::SIGUSR1) };
+    }
+
     pub fn finish(mut self) -> (Option<i32>, String) {
         use std::io::Read;
         let mut rest = String::new();

@@ -10,6 +10,10 @@ import sys
 import threading
 import time
 
+# Each thread that prints its TID releases this once; `ready` waits for all of them (a
+# test reads every TID before it acts on `ready`).
+announced = threading.Semaphore(0)
+
 mode = sys.argv[1] if len(sys.argv) > 1 else "lock"
 seconds = float(sys.argv[2]) if len(sys.argv) > 2 else 2.0
 lock = threading.Lock()
@@ -27,6 +31,7 @@ def slow_section():
 
 def holder():
     print(f"tid Holder {threading.get_native_id()}\n", end="", flush=True)
+    announced.release()
     while time.monotonic() < deadline:
         if mode != "dict":
             with lock:
@@ -38,6 +43,7 @@ def holder():
 
 def waiter(n):
     print(f"tid Waiter-{n} {threading.get_native_id()}\n", end="", flush=True)
+    announced.release()
     i = 0
     while time.monotonic() < deadline:
         if mode != "dict":
@@ -60,6 +66,7 @@ def other_section():
 
 def holder2():
     print(f"tid Holder-2 {threading.get_native_id()}\n", end="", flush=True)
+    announced.release()
     while time.monotonic() < deadline:
         with lock2:
             other_section()  # HOLDER2-LINE
@@ -74,6 +81,8 @@ if mode == "two":
     threads.append(threading.Thread(target=holder2, name="Holder-2"))
 for t in threads:
     t.start()
+for _ in range(len(threads)):
+    announced.acquire()
 print("ready\n", end="", flush=True)
 for t in threads:
     t.join()

@@ -5,6 +5,10 @@ import sys
 import threading
 import time
 
+# Each thread that prints its TID releases this once; `ready` waits for all of them (a
+# test reads every TID before it acts on `ready`).
+announced = threading.Semaphore(0)
+
 kind = threading.RLock if sys.argv[1:] == ["rlock"] else threading.Lock
 lock_a = kind()
 lock_b = kind()
@@ -15,6 +19,7 @@ barrier = threading.Barrier(2)
 
 def first():
     print(f"tid first {threading.get_native_id()}\n", end="", flush=True)
+    announced.release()
     with lock_a:
         barrier.wait()
         with lock_b:  # FIRST-WAIT
@@ -23,6 +28,7 @@ def first():
 
 def second():
     print(f"tid second {threading.get_native_id()}\n", end="", flush=True)
+    announced.release()
     with lock_b:
         barrier.wait()
         with lock_a:  # SECOND-WAIT
@@ -33,5 +39,7 @@ threads = [threading.Thread(target=first, daemon=True), threading.Thread(target=
 for t in threads:
     t.start()
 time.sleep(0.3)
+for _ in range(len(threads)):
+    announced.acquire()
 print("ready\n", end="", flush=True)
 time.sleep(600)

@@ -1,6 +1,9 @@
 """Two threads hammer one shared dict (copying it holds its critical section for a while), then
 one threading.Lock (held for a little work), each for DURATION/2 s of its own CPU time (a busy
-machine stretches the run, not the work). Prints `dict 0x…` and `lock 0x…`."""
+machine stretches the run, not the work). Each worker runs on a CPU of its own where the process
+may use two (on a busy machine two unpinned workers rarely run at the same moment, and contend
+little), and each phase starts on a barrier. Prints `dict 0x…` and `lock 0x…`."""
+import os
 import sys
 import threading
 import time
@@ -14,7 +17,14 @@ print(f"lock {hex(id(lock))}\n", end="", flush=True)
 ready = threading.Barrier(2)
 
 
+def pin(k):
+    cpus = sorted(os.sched_getaffinity(0))
+    if len(cpus) >= 2:
+        os.sched_setaffinity(0, {cpus[k % len(cpus)]})
+
+
 def worker(k):
+    pin(k)
     ready.wait()
     start = time.thread_time()
     half = start + DURATION / 2
@@ -23,6 +33,8 @@ def worker(k):
     while time.thread_time() < half:
         snapshot = shared.copy()  # DICT-LINE: holds the dict's critical section
         shared[k] = len(snapshot)
+    ready.wait()
+    stop = time.thread_time() + DURATION / 2
     while time.thread_time() < stop:
         with lock:  # LOCK-LINE
             n += sum(range(30000))

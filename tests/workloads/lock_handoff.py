@@ -10,6 +10,10 @@ import sys
 import threading
 import time
 
+# Each thread that prints its TID releases this once; `ready` waits for all of them (a
+# test reads every TID before it acts on `ready`).
+announced = threading.Semaphore(0)
+
 lock = threading.RLock() if sys.argv[1:2] == ["rlock"] else threading.Lock()
 ROUNDS = int(sys.argv[2]) if len(sys.argv) > 2 else 10
 print(f"lock {hex(id(lock))}\n", end="", flush=True)
@@ -39,6 +43,7 @@ def holder():
 def waiter():
     global blocked, waits, short, parks
     print(f"tid waiter {threading.get_native_id()}\n", end="", flush=True)
+    announced.release()
     for r in range(ROUNDS):
         go[r].wait()
         t = time.perf_counter()
@@ -60,6 +65,8 @@ w = threading.Thread(target=waiter, name="waiter")
 w.start()
 h.start()
 if sys.argv[3:4] == ["ready"]:
+    for _ in range(1):
+        announced.acquire()
     print("ready\n", end="", flush=True)
 h.join()
 w.join()

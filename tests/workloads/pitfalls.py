@@ -15,6 +15,7 @@ import functools
 import gc
 import io
 import logging
+import os
 import random
 import sys
 import threading
@@ -353,7 +354,18 @@ if ROW == "tracemalloc" and BAD:
     tracemalloc.start()
 work = ROWS[ROW]
 deadline = time.monotonic() + SECONDS
-threads = [threading.Thread(target=work, name=f"worker-{i}") for i in range(THREADS)]
+
+
+def pinned(k):
+    # Each worker on a CPU of its own (modulo the CPUs the process may use): on a busy machine
+    # unpinned workers rarely run at the same moment, and the bad variants then contend little.
+    cpus = sorted(os.sched_getaffinity(0))
+    if len(cpus) >= 2:
+        os.sched_setaffinity(0, {cpus[k % len(cpus)]})
+    work()
+
+
+threads = [threading.Thread(target=pinned, args=(i,), name=f"worker-{i}") for i in range(THREADS)]
 for t in threads:
     t.start()
 for t in threads:

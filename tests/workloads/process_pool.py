@@ -1,8 +1,9 @@
 """A ProcessPoolExecutor with 2 worker processes running a known hot function, the parent
 waiting on the results. argv[1]: the multiprocessing start method (fork, spawn, forkserver);
 `--shell` also runs a busy non-Python child (/bin/sh); `--wait-ready` prints "ready" once the
-workers run and keeps them busy for a few seconds (for attaching); `--rounds=N` sets the number
-of hot tasks (default 4, 12 with --wait-ready)."""
+workers run and keeps them busy until SIGUSR1 (at most 120 s: for attaching, however late the
+attach comes on a loaded machine); `--rounds=N` sets the number of hot tasks (default 4)."""
+import signal
 import subprocess
 import time
 import sys
@@ -36,7 +37,7 @@ def hot_task(n):
 
 def main():
     method = sys.argv[1] if len(sys.argv) > 1 else "spawn"
-    rounds = 12 if "--wait-ready" in sys.argv else 4
+    rounds = 4
     rounds = next((int(a.split("=", 1)[1]) for a in sys.argv if a.startswith("--rounds=")), rounds)
     if "--shell" in sys.argv:
         subprocess.run(["/bin/sh", "-c", "i=0; while [ $i -lt 300000 ]; do i=$((i+1)); done"], check=True)
@@ -46,7 +47,18 @@ def main():
         # finds no idle worker); the hot tasks then go to both.
         list(ex.map(time.sleep, [0.3, 0.3]))
         if "--wait-ready" in sys.argv:
+            stop = []
+            signal.signal(signal.SIGUSR1, lambda *_: stop.append(1))
+            deadline = time.monotonic() + 120
+            # Both workers stay busy, one pair of tasks after another, until told to stop.
+            futures = [ex.submit(hot_task, COUNT) for _ in range(2)]
             print("ready", flush=True)
+            total = 0
+            while not stop and time.monotonic() < deadline:
+                total += sum(f.result() for f in futures)
+                futures = [ex.submit(hot_task, COUNT) for _ in range(2)]
+            print(total + sum(f.result() for f in futures), flush=True)
+            return
         futures = [ex.submit(hot_task, COUNT) for _ in range(rounds)]
         print(sum(f.result() for f in futures), flush=True)
 

@@ -6,6 +6,10 @@ import sys
 import threading
 import time
 
+# Each thread that prints its TID releases this once; `ready` waits for all of them (a
+# test reads every TID before it acts on `ready`).
+announced = threading.Semaphore(0)
+
 SECONDS = float(sys.argv[1]) if len(sys.argv) > 1 else 8.0
 stop = time.monotonic() + SECONDS
 
@@ -20,6 +24,7 @@ signal.signal(signal.SIGUSR1, finish_now)
 
 def hot_loop():
     print(f"tid hot {threading.get_native_id()}\n", end="", flush=True)
+    announced.release()
     x = 0
     while time.monotonic() < stop:
         x += 1  # HOT-LINE
@@ -33,6 +38,8 @@ def napper():
 threads = [threading.Thread(target=hot_loop, name="hot"), threading.Thread(target=napper, name="napper")]
 for t in threads:
     t.start()
+for _ in range(1):
+    announced.acquire()
 print("ready\n", end="", flush=True)
 for t in threads:
     t.join()

@@ -17,9 +17,11 @@
 //! 3. it must also exceed `tolerance` (relative; default 10 %), so that two runs whose repeats
 //!    happened to agree closely are not told apart by a few percent;
 //! 4. and, when both runs were profiled, some category of the program (anything but `runqueue` and
-//!    the idle kinds) must have grown its share of thread time by at least [`GROWN_POINTS`]: a
-//!    drop that only shows as waiting for a CPU is the machine being busier (other processes),
-//!    reported as such but not as a regression of the program.
+//!    the idle kinds) must have grown its share of the program's own time (thread time less
+//!    waiting for a CPU) by at least [`GROWN_POINTS`]: a drop that only shows as waiting for a CPU
+//!    is the machine being busier (other processes), reported as such but not as a regression of
+//!    the program. Shares of the program's own time, not of all thread time: on a busier machine
+//!    waiting for a CPU grows and dilutes every other share, a lock added included.
 
 use std::collections::BTreeMap;
 
@@ -27,7 +29,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::scaling::{blamable, ScalePoint, Site};
 
-/// A category "grew" when its share of thread time at N rose by at least this much (0..1).
+/// A category "grew" when its share of the program's own time at N (thread time less waiting for
+/// a CPU) rose by at least this much (0..1).
 pub const GROWN_POINTS: f64 = 0.03;
 
 /// Default minimum relative drop of speedup for a regression.
@@ -87,10 +90,12 @@ impl From<&ScalePoint> for PointView {
     }
 }
 
-/// A category whose share of thread time at N grew from the baseline to this run.
+/// A category whose share of the program's own time at N (thread time less waiting for a CPU)
+/// grew from the baseline to this run.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct GrownCategory {
     pub category: String,
+    /// Shares of the program's own time (0..1), in this run and in the baseline.
     pub share: f64,
     pub baseline_share: f64,
     /// Its top lock and line in this run's profile, and in the baseline's.
@@ -219,6 +224,15 @@ pub fn compare(
             None => (1.0 - s / bs, range[1] < brange[0]),
         };
         let share = |v: &PointView, c: &str| v.categories.get(c).copied().unwrap_or(0.0);
+        // The share of the program's own time: thread time less waiting for a CPU.
+        let own = |v: &PointView, c: &str| {
+            let rest = 1.0 - share(v, "runqueue");
+            if rest > 0.01 {
+                share(v, c) / rest
+            } else {
+                0.0
+            }
+        };
         let profiled = !p.categories.is_empty() && !b.categories.is_empty();
         let mut names: Vec<&String> = p.categories.keys().chain(b.categories.keys()).collect();
         names.sort();
@@ -226,11 +240,11 @@ pub fn compare(
         let mut grown: Vec<GrownCategory> = names
             .into_iter()
             .filter(|c| blamable(c))
-            .filter(|c| share(p, c) - share(b, c) >= GROWN_POINTS)
+            .filter(|c| own(p, c) - own(b, c) >= GROWN_POINTS)
             .map(|c| GrownCategory {
                 category: c.clone(),
-                share: share(p, c),
-                baseline_share: share(b, c),
+                share: own(p, c),
+                baseline_share: own(b, c),
                 site: p.sites.get(c).cloned().unwrap_or_default(),
                 baseline_site: b.sites.get(c).cloned().unwrap_or_default(),
             })
@@ -331,7 +345,7 @@ fn message(c: &Comparison) -> String {
                     s
                 })
                 .collect();
-            o += &format!("\n    share of thread time grew: {}", g.join(", "));
+            o += &format!("\n    share of the program's own time (less waiting for a CPU) grew: {}", g.join(", "));
         }
     }
     if !c.unmatched_threads.is_empty() {
@@ -433,6 +447,22 @@ mod tests {
         };
         let c = compare(&strip(now).collect::<Vec<_>>(), &strip(base).collect::<Vec<_>>(), false, 0.1, "b");
         assert_eq!(c.verdict, "regression");
+    }
+
+    #[test]
+    fn a_lock_added_on_a_busier_machine_is_still_a_regression() {
+        // The figures of a loaded run: the lock's share of all thread time barely moved (waiting
+        // for a CPU grew far more and diluted it), but of the program's own time it did.
+        let base = run(&[1.0, 1.02, 0.99], &[0.55, 0.56, 0.57], &[("python", 0.85), ("runqueue", 0.15)]);
+        let now = run(&[1.0, 1.02, 0.99], &[1.4, 1.45, 1.5], &[("python", 0.25), ("lock", 0.07), ("runqueue", 0.68)]);
+        let c = compare(&now, &base, false, DEFAULT_TOLERANCE, "b");
+        let p = &c.points[0];
+        assert!(p.regression, "{}", c.message);
+        assert_eq!(p.grown.len(), 1, "{p:?}");
+        assert_eq!(p.grown[0].category, "lock");
+        assert!((p.grown[0].share - 0.07 / 0.32).abs() < 1e-9, "{p:?}");
+        assert!((p.runqueue_growth - 0.53).abs() < 1e-9);
+        assert!(c.message.contains("lock 0 % → 22 %"), "{}", c.message);
     }
 
     #[test]

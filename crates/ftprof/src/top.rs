@@ -154,6 +154,20 @@ impl Sink for TopSink {
         self.rec.record(r);
     }
 
+    // The BPF path needs the sampling events and the runtime before the first sample, and the
+    // tick needs the loop's wake-up times: forwarded as `record` gets them.
+    fn sampling_events(&mut self, events: &[std::os::fd::BorrowedFd<'_>]) {
+        self.rec.sampling_events(events);
+    }
+
+    fn before_enable(&mut self, pid: i32) {
+        self.rec.before_enable(pid);
+    }
+
+    fn woke(&mut self, at_ns: u64) {
+        self.rec.woke(at_ns);
+    }
+
     fn tick(&mut self) -> Duration {
         let sleep = self.rec.tick();
         let now = Instant::now();
