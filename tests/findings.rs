@@ -180,12 +180,7 @@ fn logging_handler_lock() {
     bad_shows_at("logging-handler-lock", &file, i as u64 + 1);
     fixed_lacks("logging-handler-lock");
 }
-pair!(
-    list_arithmetic,
-    "list-arithmetic",
-    "for x in data: acc += x * two",
-    ignore = "the fixed variant is clean now (its own floats' deallocation is no longer refcount evidence: ~1 % left, from 5 %), but the bad variant's stalls are named after the local `acc` (the thread's own accumulator), not the shared list's floats: the operand of the list iteration and of the pair instructions needs the object's owner (ob_tid against the thread's), which is not read yet"
-);
+pair!(list_arithmetic, "list-arithmetic", "for x in data: acc += x * two");
 pair!(shared_mutable, "shared-mutable", "a = SHARED_LIST; b = SHARED_LIST");
 pair!(shared_container_writes, "shared-container-writes", "d[i & 255] = me");
 pair!(stop_the_world_gc, "stop-the-world-gc", "keep = [[i, [i]] for i in range(2_000)]");

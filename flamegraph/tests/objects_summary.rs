@@ -20,6 +20,7 @@ fn profile(contended: u64, uncontended: u64) -> analysis::Profile {
         value: None,
         reached: "global `SHARED`".into(),
         immortal: false,
+        owned: false,
     };
     for (samples, concurrent) in [(contended, true), (uncontended, false)] {
         if samples > 0 {

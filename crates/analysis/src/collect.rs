@@ -258,8 +258,8 @@ impl PyInterner {
     }
 }
 
-/// Objects named on one line: address → (samples, immortal).
-type LineObjects = HashMap<u64, (u64, bool)>;
+/// Objects named on one line: address → (samples, immortal, interned operand).
+type LineObjects = HashMap<u64, (u64, bool, u32)>;
 
 /// See the module documentation. `Clone` lets a live view finish a copy while recording goes
 /// on (`ftprof top`).
@@ -292,6 +292,11 @@ pub struct Collector {
     pending: Vec<(u64, u64, Timed)>,
     seq: u64,
     pub stats: CollectStats,
+}
+
+/// The object named most on a line (ties: the lowest address): (address, immortal, operand).
+fn most_named(m: &LineObjects) -> Option<(u64, bool, u32)> {
+    m.iter().max_by(|a, b| a.1 .0.cmp(&b.1 .0).then_with(|| b.0.cmp(a.0))).map(|(&addr, &(_, im, id))| (addr, im, id))
 }
 
 impl Collector {
@@ -354,8 +359,32 @@ impl Collector {
             syscall: k.syscall,
             on_cpu: k.on_cpu,
             alone: k.alone,
-            operand: k.operand.map(|o| self.operands.get(o).clone()),
+            operand: k.operand.map(|o| self.operand_of(&k, o)),
         }
+    }
+
+    /// The object of key `k`'s instruction (interned `id`); when its thread owns it (its own
+    /// increments are not atomic, so a refcount stall there is on another object), the object
+    /// the thread's samples on the same line named most, if any (`acc += x * two` in a loop over
+    /// a shared list: not the thread's own `acc`, the list's `x`).
+    fn operand_of(&self, k: &CompactKey, id: u32) -> ObjectRef {
+        let o = self.operands.get(id);
+        if !o.owned {
+            return o.clone();
+        }
+        self.line_of(k)
+            .and_then(|at| self.line_objects.get(&at))
+            .and_then(most_named)
+            .map(|(_, _, other)| self.operands.get(other).clone())
+            .unwrap_or_else(|| o.clone())
+    }
+
+    /// (tid, code object, line) of a key's innermost Python frame.
+    fn line_of(&self, k: &CompactKey) -> Option<(u32, u64, i32)> {
+        self.py.list[k.python? as usize].frames.iter().find_map(|f| match f {
+            PyFrame::Code { code_addr, line, .. } => line.map(|l| (k.tid, *code_addr, l)),
+            PyFrame::Entry => None,
+        })
     }
 
     /// What the thread of key `id` was parked on, if anything.
@@ -422,22 +451,21 @@ impl Collector {
                 })
             })
             .unwrap_or((0, None));
-        let named = k.operand.map(|o| {
-            let o = self.operands.get(o);
-            (o.addr, o.immortal)
-        });
+        // An object the thread owns is not what a refcount stall of its was on (see
+        // `operand_of`): as if the instruction named none.
+        let named = k
+            .operand
+            .map(|id| (self.operands.get(id), id))
+            .filter(|(o, _)| !o.owned)
+            .map(|(o, id)| (o.addr, o.immortal, id));
         let at = line.map(|l| (k.tid, code, l));
         let object = match (named, at) {
-            (Some((addr, immortal)), Some(at)) => {
-                self.line_objects.entry(at).or_default().entry(addr).or_insert((0, immortal)).0 += 1;
+            (Some((addr, immortal, id)), Some(at)) => {
+                self.line_objects.entry(at).or_default().entry(addr).or_insert((0, immortal, id)).0 += 1;
                 Some((addr, immortal))
             }
-            (named, None) => named,
-            (None, Some(at)) => self.line_objects.get(&at).and_then(|m| {
-                m.iter()
-                    .max_by(|a, b| a.1 .0.cmp(&b.1 .0).then_with(|| b.0.cmp(a.0)))
-                    .map(|(&addr, &(_, im))| (addr, im))
-            }),
+            (named, None) => named.map(|(addr, immortal, _)| (addr, immortal)),
+            (None, Some(at)) => self.line_objects.get(&at).and_then(most_named).map(|(addr, im, _)| (addr, im)),
         };
         // An immortal object is nobody's contention (its count is never written): unknown.
         let object = object.filter(|&(_, immortal)| !immortal).map_or(0, |(addr, _)| addr);
@@ -961,6 +989,77 @@ mod tests {
     ///   thread 11   . O . . . O . .
     ///   line 2 of another function, thread 12: never names anything -> not concurrent
     /// ```
+    #[test]
+    fn an_object_the_thread_owns_gives_way_to_its_lines_shared_object() {
+        // `for x in shared: acc += x * two`: the samples name the thread's own `acc` (its
+        // updates are not atomic) or the shared list's `x`: those on `acc` are put on `x`, for
+        // the evidence and for the overlap; a line with only owned objects keeps its own.
+        use frames::python::{CodeInfo, PyFrame, PyStack};
+        let ms = 1_000_000;
+        let mut c = Collector::new();
+        c.set_overlap_window(ms);
+        let code = std::sync::Arc::new(CodeInfo::synthetic("step", "w.py", 1));
+        let at = |c: &mut Collector, code_addr: u64, line: i32| {
+            c.python_id(PyStack {
+                frames: vec![PyFrame::Code {
+                    code: code.clone(),
+                    code_addr,
+                    lasti: line as u32 * 2,
+                    line: Some(line),
+                    instr: None,
+                }],
+                ..Default::default()
+            })
+        };
+        let (loop_line, other_line) = (at(&mut c, 0xc0de, 7), at(&mut c, 0xc0de, 9));
+        let obj = |addr: u64, reached: &str, owned: bool| ObjectRef {
+            addr,
+            type_name: "float".into(),
+            reached: reached.into(),
+            owned,
+            ..Default::default()
+        };
+        let key = |c: &mut Collector, tid: u32, leaf: u64, py: u32, o: ObjectRef| {
+            c.key_id(SampleKey {
+                pid: 1,
+                tid,
+                native: vec![leaf],
+                on_cpu: true,
+                python: Some(py),
+                operand: Some(o),
+                ..Default::default()
+            })
+        };
+        let mut keys = Vec::new();
+        for tid in [10u32, 11] {
+            let acc = key(&mut c, tid, 0x10, loop_line, obj(0x7000 + tid as u64, "local `acc`", true));
+            let x = key(&mut c, tid, 0x20, loop_line, obj(0x5000, "local `x`", false));
+            let alone = key(&mut c, tid, 0x30, other_line, obj(0x8000 + tid as u64, "local `y`", true));
+            keys.push((acc, x, alone));
+        }
+        for i in 0..20u64 {
+            for (t, &(acc, x, alone)) in keys.iter().enumerate() {
+                let t0 = i * 4 * ms + t as u64 * ms / 4;
+                c.cpu_sample_at(x, t0);
+                c.cpu_sample_at(acc, t0 + ms / 8);
+                c.cpu_sample_at(alone, t0 + 2 * ms);
+            }
+        }
+        c.release(u64::MAX);
+        let col = c.finish(100 * ms);
+        let entry =
+            |leaf: u64, tid: u32| col.entries.iter().find(|e| e.key.native == [leaf] && e.key.tid == tid).unwrap();
+        for tid in [10, 11] {
+            let acc = entry(0x10, tid);
+            assert_eq!(acc.key.operand.as_ref().map(|o| (o.addr, o.reached.as_str())), Some((0x5000, "local `x`")));
+            // On the shared `x`, with the other thread there at the same time.
+            assert!(acc.concurrent >= 18, "{} of {}", acc.concurrent, acc.samples);
+            let alone = entry(0x30, tid);
+            assert_eq!(alone.key.operand.as_ref().map(|o| o.addr), Some(0x8000 + tid as u64));
+            assert!(alone.key.operand.as_ref().unwrap().owned);
+        }
+    }
+
     #[test]
     fn samples_that_name_no_object_work_on_their_lines_object() {
         use frames::python::{CodeInfo, PyFrame, PyStack};

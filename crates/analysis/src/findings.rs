@@ -32,7 +32,9 @@
 //! | `source` | `gil_reenabled`: only when the profile says the GIL was turned back on |
 //!
 //! A row with `one_finding: true` makes all its evidence one finding (named after the object with
-//! the most time) instead of one per object.
+//! the most time) instead of one per object. Uncontended shared refcount updates count only next
+//! to contended ones on the same object, unless the row says `cost_of_sharing: true` (the atomic
+//! updates are the pitfall, as for arithmetic over a shared list's numbers).
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::OnceLock;
@@ -108,6 +110,12 @@ pub struct Pitfall {
     /// of one per object: for pitfalls spread over several objects (a classmethod, its class).
     #[serde(default)]
     pub one_finding: bool,
+    /// Uncontended shared refcount updates (`atomic_refcount`) are the pitfall itself: the row
+    /// does not ask for another thread on the same object at the same time (arithmetic over a
+    /// shared list's numbers: each number is updated atomically by every thread, rarely at the
+    /// same moment, and the remedy removes the atomics).
+    #[serde(default)]
+    pub cost_of_sharing: bool,
     pub remedy: String,
     #[serde(default)]
     pub fixed_in: Option<FixedIn>,
@@ -577,7 +585,7 @@ pub fn derive_with(p: &Profile, table: &[Pitfall]) -> Vec<Finding> {
             let share = g.time_us / total;
             if share < row.min_share
                 || g.participants() < row.min_threads.unwrap_or(1)
-                || !g.contended()
+                || !(g.contended() || row.cost_of_sharing)
                 || !g.stopped_others(&working)
             {
                 continue;
@@ -669,6 +677,7 @@ fn generic_findings(
             min_share: GENERIC_MIN_SHARE,
             min_threads: None,
             one_finding: false,
+            cost_of_sharing: false,
             remedy: generic_remedy(category, target.free_threaded).into(),
             fixed_in: None,
             citation: String::new(),

@@ -94,6 +94,7 @@ mod tests {
                     value: None,
                     reached: reached.into(),
                     immortal: false,
+                    owned: false,
                 }),
                 ..Default::default()
             },

@@ -455,9 +455,10 @@ fn refcount(e: &Evidence) -> Option<(Category, Option<LockIdentity>)> {
     }
     let atomic = chain().any(|f| is_refcount_atomic(fname(f)))
         || leaf_chain(n).any(|f| REFCOUNT_FNS.iter().any(|b| is_named(fname(f), b)));
-    // An immortal object's count is never written: the instruction's operand is not what the
-    // stall was on (another object of the same instruction, e.g. a method's `self`).
-    let operand = e.operand.filter(|o| !o.immortal);
+    // An immortal object's count is never written, and the owning thread's own updates are not
+    // atomic: the instruction's operand is not what the stall was on (another object of the
+    // same instruction, e.g. a method's `self`).
+    let operand = e.operand.filter(|o| !o.immortal && !o.owned);
     let cat = match operand {
         Some(_) if e.concurrent => Category::Refcount,
         _ if !atomic => return None,
@@ -469,7 +470,8 @@ fn refcount(e: &Evidence) -> Option<(Category, Option<LockIdentity>)> {
             LockIdentity { address: Some(o.addr), type_name: Some(o.type_name.clone()), symbol: Some(o.describe()) };
         return Some((cat, Some(id)));
     }
-    let what = e.python.and_then(|p| {
+    // The instruction's own object, when the thread owns it, is not what the stall was on.
+    let what = e.python.filter(|_| !e.operand.is_some_and(|o| o.owned)).and_then(|p| {
         p.frames.iter().find_map(|f| match f {
             PyFrame::Code { code, instr: Some(i), .. } => describe_instr(*i, code, e.opnames),
             _ => None,
@@ -696,6 +698,8 @@ mod tests {
         inlined: usize,
         /// The operand object `list @ 0xa0 (global `SHARED`)`: Some(immortal).
         object: Option<bool>,
+        /// The operand is owned by the sampled thread.
+        owned: bool,
         /// Expected category and `LockIdentity::describe` of the identity (None: no identity).
         expect: (Category, Option<&'static str>),
     }
@@ -718,6 +722,7 @@ mod tests {
                 uncontended: false,
                 inlined: 0,
                 object: None,
+                owned: false,
                 expect: (Category::Idle, None),
             }
         }
@@ -749,6 +754,7 @@ mod tests {
             value: None,
             reached: "global `SHARED`".into(),
             immortal,
+            owned: c.owned,
         });
         let leaf_prev: Vec<NativeFrame> =
             c.leaf_prev.iter().map(|n| NativeFrame { inlined: true, ..nf(n, RUNTIME) }).collect();
@@ -808,6 +814,8 @@ mod tests {
             Case { name: "uncontended header load is ordinary work", native: &["_Py_atomic_load_uint32_relaxed", "Py_INCREF", EVAL], inlined: 2, python: PY, object: Some(false), uncontended: true, expect: (Python, None), ..Default::default() },
             Case { name: "uncontended atomic add is the cost of sharing", native: &["_Py_atomic_add_ssize", "Py_INCREF", EVAL], inlined: 2, python: PY, object: Some(false), uncontended: true, expect: (AtomicRefcount, Some(SHARED)), ..Default::default() },
             Case { name: "an immortal object's refcount is never written", native: &["_Py_atomic_load_uint32_relaxed", "Py_INCREF", EVAL], inlined: 2, python: PY, object: Some(true), expect: (Python, None), ..Default::default() },
+            Case { name: "an atomic add under an operand the thread owns is on another object (its own updates are plain)", native: &["_Py_atomic_add_ssize", "Py_INCREF", EVAL], inlined: 2, python: PY, object: Some(false), owned: true, uncontended: true, expect: (AtomicRefcount, Some("shared reference count")), ..Default::default() },
+            Case { name: "contention under an operand the thread owns is on another object too", native: &["_Py_atomic_add_ssize", "Py_INCREF", EVAL], inlined: 2, python: PY, object: Some(false), owned: true, expect: (Refcount, Some("shared reference count")), ..Default::default() },
             Case { name: "an atomic add under an immortal operand is on another object", native: &["_Py_atomic_add_ssize", "Py_INCREF", EVAL], inlined: 2, python: PY, object: Some(true), uncontended: true, expect: (AtomicRefcount, Some("shared reference count")), ..Default::default() },
             Case { name: "header load with the object unknown is no evidence", native: &["_Py_atomic_load_uint32_relaxed", "Py_INCREF", EVAL], inlined: 2, python: PY, expect: (Python, None), ..Default::default() },
             Case { name: "the last local reference going away deallocates: no refcount stall", native: &["_Py_Dealloc", "_Py_DecRefSharedDebug", "_Py_MergeZeroLocalRefcount", EVAL], inlined: 2, python: PY, object: Some(false), uncontended: true, expect: (Python, None), ..Default::default() },

@@ -77,6 +77,8 @@ pub struct PyProcess {
     code_type: Option<u64>,
     codes: HashMap<u64, Arc<CodeInfo>>,
     tstates: HashMap<u32, u64>,
+    /// Per thread: its thread state and that state's `thread_id` (see [`PyProcess::thread_ident`]).
+    idents: HashMap<u32, (u64, u64)>,
     type_names: HashMap<u64, String>,
     /// `threading._active` once found.
     threading_active: Option<u64>,
@@ -211,6 +213,7 @@ impl PyProcess {
             code_type: None,
             codes: HashMap::new(),
             tstates: HashMap::new(),
+            idents: HashMap::new(),
             type_names: HashMap::new(),
             threading_active: None,
         }
@@ -662,6 +665,23 @@ impl PyProcess {
         let Some(&ts) = self.tstates.get(&tid) else { return false };
         let c = self.mem.u64(ts.wrapping_add(l.ts_critical_section)).unwrap_or(0) & !3;
         c != 0 && self.mem.u64(c.wrapping_add(l.cs_mutex)).is_ok_and(|m| m == 0)
+    }
+
+    /// The thread state's `thread_id` of `tid` (`pthread_self()` of that thread), read once per
+    /// thread state.
+    pub fn thread_ident(&mut self, tid: u32) -> Option<u64> {
+        let ts = *self.tstates.get(&tid)?;
+        if let Some(&(at, ident)) = self.idents.get(&tid) {
+            if at == ts {
+                return Some(ident);
+            }
+        }
+        let ident = self.mem.u64(ts.wrapping_add(self.offsets.ts_thread_id)).ok().filter(|&v| v != 0)?;
+        if self.idents.len() > 100_000 {
+            self.idents.clear();
+        }
+        self.idents.insert(tid, (ts, ident));
+        Some(ident)
     }
 
     /// The thread state of `tid`, if it has been seen.

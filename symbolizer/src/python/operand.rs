@@ -84,7 +84,8 @@ impl OperandReader {
         };
         let (type_name, value) = self.render(p, obj)?;
         let immortal = is_immortal(p, obj);
-        Some(ObjectRef { addr: obj, type_name, value, reached, immortal })
+        let owned = !immortal && owned_by(p, obj, tid);
+        Some(ObjectRef { addr: obj, type_name, value, reached, immortal, owned })
     }
 
     /// The value an instruction that names its object (`opname` with `arg`) loads or stores.
@@ -293,6 +294,21 @@ pub(crate) fn is_immortal(p: &PyProcess, obj: u64) -> bool {
     let at = obj.wrapping_add(p.offsets.ob_type - OB_REF_LOCAL_BEFORE_OB_TYPE);
     let mut b = [0u8; 4];
     p.mem.read(at, &mut b).is_ok() && u32::from_le_bytes(b) == IMMORTAL_REFCNT_LOCAL
+}
+
+/// `ob_tid` of the free-threaded object header, relative to `ob_type` (see above).
+const OB_TID_BEFORE_OB_TYPE: u64 = 24;
+
+/// Whether free-threaded object `obj` is owned by thread `tid`: its `ob_tid` is the thread's
+/// `_Py_ThreadId()`. On x86-64 that is the thread pointer (`%fs:0`), which glibc and musl also
+/// return from `pthread_self()`, the thread state's `thread_id`; elsewhere the two differ and
+/// ownership is not told (false).
+pub(crate) fn owned_by(p: &mut PyProcess, obj: u64, tid: u32) -> bool {
+    if !cfg!(target_arch = "x86_64") || !p.offsets.free_threaded || p.offsets.ob_type < OB_TID_BEFORE_OB_TYPE {
+        return false;
+    }
+    let Some(ident) = p.thread_ident(tid) else { return false };
+    p.mem.u64(obj.wrapping_add(p.offsets.ob_type - OB_TID_BEFORE_OB_TYPE)).is_ok_and(|t| t != 0 && t == ident)
 }
 
 /// A short, safe rendering of values that have one.

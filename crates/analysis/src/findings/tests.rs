@@ -687,3 +687,39 @@ fn the_fixture_profile_has_its_findings() {
     assert_eq!(f[0].time_us, 35_000);
     assert_eq!(f[2].object, "list_extend");
 }
+
+/// Arithmetic over a shared list: every number's count is updated atomically by each thread,
+/// rarely two at the same moment; the row counts that cost without contention, over all the
+/// numbers as one finding. Other refcount rows still ask for contention.
+#[test]
+fn shared_numbers_cost_without_contention_as_one_finding() {
+    let p = (0..40u32).fold(P::new("3.13.1", true), |p, i| {
+        let obj = format!("float @ {:#x} (local `x`)", 0x7000 + i * 0x20);
+        (1..=2).fold(p, |p, t| {
+            p.add(S {
+                thread: t,
+                cat: Category::AtomicRefcount,
+                py: ("hot", APP, 12),
+                native: &[],
+                object: Some(&obj),
+                ms: 3,
+            })
+        })
+    });
+    let f = only(&p.work(1, 500));
+    assert_eq!(f.id, "list-arithmetic");
+    assert_eq!(f.site.as_deref(), Some("hot (app.py:12)"));
+    // The same cost on a shared constant: not contention, no finding.
+    let obj = "str 'x' (constant of `hot`)";
+    let p = (1..=2).fold(P::new("3.13.1", true), |p, t| {
+        p.add(S {
+            thread: t,
+            cat: Category::AtomicRefcount,
+            py: ("hot", APP, 12),
+            native: &[],
+            object: Some(obj),
+            ms: 120,
+        })
+    });
+    assert!(ids(&p.work(1, 500)).is_empty());
+}

@@ -128,6 +128,11 @@ pub struct ObjectRef {
     pub reached: String,
     /// Its reference count is immortal (never written: no refcount stall on it).
     pub immortal: bool,
+    /// Free-threaded: the object is owned by the thread whose instruction named it (`ob_tid` is
+    /// that thread's id), whose own increments and decrements are plain, not atomic: an atomic
+    /// update under this instruction is on another object.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub owned: bool,
 }
 
 impl ObjectRef {
@@ -189,6 +194,7 @@ mod tests {
             value: Some("'a string'".into()),
             reached: "constant of `worker`".into(),
             immortal: false,
+            owned: false,
         };
         assert_eq!(s.describe(), "str 'a string' (constant of `worker`)");
         let l = ObjectRef {
@@ -197,6 +203,7 @@ mod tests {
             value: None,
             reached: "global `SHARED`".into(),
             immortal: false,
+            owned: false,
         };
         assert_eq!(l.describe(), "list @ 0x7f00 (global `SHARED`)");
     }
