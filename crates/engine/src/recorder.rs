@@ -173,6 +173,14 @@ impl Recorder {
 
     /// A recorder reading threads and memory through the given sources.
     pub fn with_sources(cfg: &EngineConfig, threads: Box<dyn ThreadSource>, memory: Box<dyn MemorySource>) -> Recorder {
+        Recorder::with_sources_only(cfg, threads, memory).with_bpf()
+    }
+
+    fn with_sources_only(
+        cfg: &EngineConfig,
+        threads: Box<dyn ThreadSource>,
+        memory: Box<dyn MemorySource>,
+    ) -> Recorder {
         let rate_hz = cfg.rate_hz.max(1);
         Recorder {
             cfg: EngineConfig { rate_hz, ..cfg.clone() },
@@ -224,51 +232,51 @@ impl Recorder {
             sample_at: None,
             sched_refusal: None,
         }
-        .with_bpf()
     }
 
     /// Load the BPF stack program unless turned off; a refusal is kept as one line (never a
     /// silent fallback: the caller reports it, and with [`crate::Bpf::Required`] fails).
-    fn with_bpf(mut self) -> Recorder {
-        match self.cfg.bpf_stacks {
-            crate::Bpf::Off => self.bpf_refusal = Some("turned off (FTPROF_BPF=0)".into()),
-            _ if profiler::access::is_elevated() => {
-                self.bpf_refusal =
-                    Some("ftprof runs with privileges its caller lacks (it reads only what the caller may)".into())
+    fn with_bpf(self) -> Recorder {
+        let loading = BpfLoading::start(&self.cfg);
+        self.with_bpf_loaded(loading)
+    }
+
+    /// A recorder reading the live target, with the BPF programs `loading` (started earlier,
+    /// with the same configuration, so that their verification overlapped ftprof's other
+    /// start-up work).
+    pub fn with_loading(cfg: &EngineConfig, loading: BpfLoading) -> Recorder {
+        Recorder::with_sources_only(cfg, Box::new(ProcThreads::default()), Box::new(LiveMemory::default()))
+            .with_bpf_loaded(loading)
+    }
+
+    fn with_bpf_loaded(mut self, loading: BpfLoading) -> Recorder {
+        let loaded = match loading {
+            BpfLoading::Refused(why) => {
+                self.bpf_refusal = Some(why);
+                return self;
             }
-            _ => {
-                // With the wakers' stacks when waits are recorded (blame); without, if only
-                // that part is refused.
-                let wakers = if self.cfg.waits.recorded() { WAKER_BUDGET } else { 0 };
-                let t = Instant::now();
-                // Off-CPU accounting from the kernel's events, when the waits are recorded:
-                // loaded on another thread meanwhile.
-                let off_cpu = self.cfg.waits.recorded().then(|| {
-                    std::thread::spawn(move || {
-                        let o = bpf::OffCpu::start();
-                        (o, t.elapsed())
-                    })
-                });
-                match bpf::InstantStacks::new(128, wakers).or_else(|_| bpf::InstantStacks::new(128, 0)) {
-                    Ok(i) => self.instant = Some(i),
-                    Err(e) => self.bpf_refusal = Some(e.to_string()),
+            BpfLoading::Loading(h) => h.join().expect("loading the BPF programs does not panic"),
+        };
+        match loaded.stacks {
+            Ok(i) => self.instant = Some(i),
+            Err(e) => self.bpf_refusal = Some(e),
+        }
+        if timing() {
+            eprintln!("ftprof timing: BPF stack programs loaded in {:?}", loaded.stacks_took);
+        }
+        if let Some((o, took)) = loaded.off_cpu.filter(|_| self.bpf_refusal.is_none()) {
+            match o {
+                Ok(o) => {
+                    let inner = std::mem::replace(&mut self.threads, Box::new(crate::ProcThreads::default()));
+                    self.threads = Box::new(crate::kernel_sched::KernelSched::new(inner, o));
                 }
-                if timing() {
-                    eprintln!("ftprof timing: BPF stack programs loaded in {:?}", t.elapsed());
-                }
-                let off_cpu = off_cpu.map(|h| h.join().expect("loading the off-CPU programs does not panic"));
-                if let Some((o, took)) = off_cpu.filter(|_| self.bpf_refusal.is_none()) {
-                    match o {
-                        Ok(o) => {
-                            let inner = std::mem::replace(&mut self.threads, Box::new(crate::ProcThreads::default()));
-                            self.threads = Box::new(crate::kernel_sched::KernelSched::new(inner, o));
-                        }
-                        Err(e) => self.sched_refusal = Some(e.to_string()),
-                    }
-                    if timing() {
-                        eprintln!("ftprof timing: BPF off-CPU programs loaded in {took:?} (beside the stack programs), both after {:?}", t.elapsed());
-                    }
-                }
+                Err(e) => self.sched_refusal = Some(e),
+            }
+            if timing() {
+                eprintln!(
+                    "ftprof timing: BPF off-CPU programs loaded in {took:?} (beside the stack programs), both after {:?}",
+                    loaded.took
+                );
             }
         }
         self
@@ -1084,4 +1092,57 @@ pub fn cache_dir() -> PathBuf {
 
 pub(crate) fn timing() -> bool {
     std::env::var_os("FTPROF_TIMING").is_some()
+}
+
+/// What the BPF programs' loading gave (see [`BpfLoading`]).
+pub struct BpfLoaded {
+    stacks: Result<bpf::InstantStacks, String>,
+    stacks_took: std::time::Duration,
+    /// The off-CPU programs, when waits are recorded, and how long they took.
+    off_cpu: Option<(Result<bpf::OffCpu, String>, std::time::Duration)>,
+    took: std::time::Duration,
+}
+
+/// The BPF programs of a recording, loading (the kernel verifies them: tens of milliseconds) on
+/// a thread of their own from ftprof's first step, beside the interpreter check, or refused at
+/// once (turned off, or ftprof runs with privileges its caller lacks).
+pub enum BpfLoading {
+    Refused(String),
+    Loading(std::thread::JoinHandle<BpfLoaded>),
+}
+
+impl BpfLoading {
+    /// Start loading what `cfg` asks for ([`Recorder::with_loading`] takes it).
+    pub fn start(cfg: &EngineConfig) -> BpfLoading {
+        match cfg.bpf_stacks {
+            crate::Bpf::Off => return BpfLoading::Refused("turned off (FTPROF_BPF=0)".into()),
+            _ if profiler::access::is_elevated() => {
+                return BpfLoading::Refused(
+                    "ftprof runs with privileges its caller lacks (it reads only what the caller may)".into(),
+                )
+            }
+            _ => {}
+        }
+        let waits = cfg.waits.recorded();
+        BpfLoading::Loading(std::thread::spawn(move || {
+            // With the wakers' stacks when waits are recorded (blame); without, if only that
+            // part is refused.
+            let wakers = if waits { WAKER_BUDGET } else { 0 };
+            let t = Instant::now();
+            // Off-CPU accounting from the kernel's events, when the waits are recorded: loaded
+            // on another thread meanwhile.
+            let off_cpu = waits.then(|| {
+                std::thread::spawn(move || {
+                    let o = bpf::OffCpu::start().map_err(|e| e.to_string());
+                    (o, t.elapsed())
+                })
+            });
+            let stacks = bpf::InstantStacks::new(128, wakers)
+                .or_else(|_| bpf::InstantStacks::new(128, 0))
+                .map_err(|e| e.to_string());
+            let stacks_took = t.elapsed();
+            let off_cpu = off_cpu.map(|h| h.join().expect("loading the off-CPU programs does not panic"));
+            BpfLoaded { stacks, stacks_took, off_cpu, took: t.elapsed() }
+        }))
+    }
 }

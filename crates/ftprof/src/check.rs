@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Result};
 use profiler::launch::resolve_command;
 use symbolizer::native::ElfFile;
-use symbolizer::python::{runtime_vaddr, static_version};
+use symbolizer::python::static_version;
 
 /// What the command turned out to be.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -73,7 +73,8 @@ pub fn check_interpreter(argv: &[OsString]) -> Result<Interpreter> {
         Some(first) => format!("{} ({first}, which runs {})", argv[0].to_string_lossy(), path.display()),
         None => path.display().to_string(),
     };
-    let elf = match ElfFile::open_shared(&path) {
+    // Peeked, not indexed: the symbol index is built off the critical path (the preload).
+    let elf = match ElfFile::peek(&path) {
         Ok(e) => e,
         Err(e) if e.chain().any(|c| c.downcast_ref::<std::io::Error>().is_some_and(|io| io.kind() == std::io::ErrorKind::PermissionDenied)) => bail!(
             "cannot read {shown} ({}), so ftprof cannot check that it is CPython; make it readable by you (chmod a+r) or run ftprof as root with sudo",
@@ -103,21 +104,21 @@ pub fn check_interpreter(argv: &[OsString]) -> Result<Interpreter> {
         }
         Ok(())
     };
-    if let Some(v) = static_version(&elf) {
-        let v = (v >> 24, (v >> 16) & 0xff);
+    if let Some(v) = elf.py_version {
+        let v = ((v >> 24) as u64, ((v >> 16) & 0xff) as u64);
         too_old(v)?;
         too_new(v)?;
         return Ok(Interpreter::CPython { path, version: Some(v) });
     }
     let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    if let Some(lib) = elf.needed().into_iter().find(|n| n.starts_with("libpython")) {
+    if let Some(lib) = elf.needed.iter().find(|n| n.starts_with("libpython")) {
         let v = version_from_name(&lib);
         if let Some(v) = v {
             too_old(v)?;
         }
         return Ok(Interpreter::CPython { path, version: v });
     }
-    if runtime_vaddr(&elf).is_some() {
+    if elf.py_runtime {
         return Ok(Interpreter::CPython { path, version: None });
     }
     if let Some(v) = version_from_name(&name) {

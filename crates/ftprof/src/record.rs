@@ -91,8 +91,18 @@ pub fn record_capture(
     interp: &std::path::Path,
     cfg: &EngineConfig,
 ) -> Result<(Capture, RecordingOutcome)> {
+    record_capture_loaded(target, interp, cfg, engine::BpfLoading::start(cfg))
+}
+
+/// [`record_capture`] with the BPF programs already loading (started with the same `cfg`).
+fn record_capture_loaded(
+    target: Target,
+    interp: &std::path::Path,
+    cfg: &EngineConfig,
+    loading: engine::BpfLoading,
+) -> Result<(Capture, RecordingOutcome)> {
     let mut source = PerfSource { target, sampling: cfg.sampling() };
-    engine::record(&mut source, Recorder::new(cfg), interp, &STOP)
+    engine::record(&mut source, Recorder::with_loading(cfg, loading), interp, &STOP)
 }
 
 /// Record `target` with `cfg` and build its profile (see [`record_capture`]).
@@ -125,6 +135,9 @@ pub(crate) fn resolve_interpreter(
 /// Run `ftprof record`. Returns the exit code ftprof should exit with (the target's).
 pub fn run(opts: &RecordOptions) -> Result<i32> {
     let t0 = Instant::now();
+    let cfg = opts.engine_config();
+    // The kernel verifies the BPF programs meanwhile (on a refusal below they are dropped).
+    let loading = engine::BpfLoading::start(&cfg);
     let (interp, attach) = resolve_interpreter(opts.pid, &opts.command)?;
     if timing() {
         eprintln!("ftprof timing: interpreter check {:?}", t0.elapsed());
@@ -148,7 +161,7 @@ pub fn run(opts: &RecordOptions) -> Result<i32> {
         None => Target::Launch(opts.command.clone()),
     };
     let t_post = Instant::now();
-    let recorded = record_capture(target, &interp, &opts.engine_config());
+    let recorded = record_capture_loaded(target, &interp, &cfg, loading);
     restore_signal_handlers();
     let (capture, outcome) = recorded?;
     let profile = capture.profile();

@@ -97,6 +97,16 @@ struct Symbol {
     global: bool,
 }
 
+/// See [`ElfFile::peek`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Peek {
+    pub needed: Vec<String>,
+    /// A `.PyRuntime` section or a `_PyRuntime` symbol.
+    pub py_runtime: bool,
+    /// `Py_Version` (PY_VERSION_HEX), when the file defines it.
+    pub py_version: Option<u32>,
+}
+
 /// A parsed ELF file. See the module docs.
 pub struct ElfFile {
     data: Arc<Backing>,
@@ -148,6 +158,41 @@ impl ElfFile {
         // may fault; that is the accepted risk of every mmap-based symbolizer.
         let map = unsafe { memmap2::Mmap::map(&file) }.with_context(|| format!("mmap {}", path.display()))?;
         Self::from_backing(Backing::Mmap(map)).with_context(|| format!("parse {}", path.display()))
+    }
+
+    /// What a check before launch needs of an executable, without indexing its symbols (which
+    /// [`ElfFile::open`] does, tens of milliseconds for an interpreter with a symbol table):
+    /// its `DT_NEEDED` entries, whether it has a `.PyRuntime` section or a `_PyRuntime`
+    /// symbol, and the 4 bytes of its `Py_Version` symbol.
+    pub fn peek(path: &Path) -> anyhow::Result<Peek> {
+        let file = std::fs::File::open(path).with_context(|| format!("open {}", path.display()))?;
+        // SAFETY: read-only private mapping, as in `open`.
+        let map = unsafe { memmap2::Mmap::map(&file) }.with_context(|| format!("mmap {}", path.display()))?;
+        let bytes: &[u8] = &map;
+        if bytes.len() < 4 || &bytes[..4] != b"\x7fELF" {
+            bail!("not an ELF file");
+        }
+        let elf = Elf::parse(bytes).context("malformed ELF")?;
+        let find = |name: &str| {
+            let dynamic = elf.dynsyms.iter().find(|s| elf.dynstrtab.get_at(s.st_name) == Some(name));
+            dynamic.or_else(|| elf.syms.iter().find(|s| elf.strtab.get_at(s.st_name) == Some(name) && s.st_value != 0))
+        };
+        let read = |vaddr: u64, len: u64| {
+            let ph = elf.program_headers.iter().find(|ph| {
+                ph.p_type == program_header::PT_LOAD && vaddr >= ph.p_vaddr && vaddr + len <= ph.p_vaddr + ph.p_filesz
+            })?;
+            let start = usize::try_from(ph.p_offset + (vaddr - ph.p_vaddr)).ok()?;
+            bytes.get(start..start + len as usize).map(<[u8]>::to_vec)
+        };
+        let has_section = elf.section_headers.iter().any(|sh| elf.shdr_strtab.get_at(sh.sh_name) == Some(".PyRuntime"));
+        Ok(Peek {
+            needed: elf.libraries.iter().map(|s| s.to_string()).collect(),
+            py_runtime: has_section || find("_PyRuntime").is_some(),
+            py_version: find("Py_Version")
+                .filter(|s| s.st_value != 0)
+                .and_then(|s| read(s.st_value, 4))
+                .and_then(|b| Some(u32::from_le_bytes(b.try_into().ok()?))),
+        })
     }
 
     /// [`ElfFile::open`] through a process-wide cache keyed by path, device, inode and mtime,
@@ -694,5 +739,21 @@ int main(int argc, char **argv) { int a[4] = {argc, 2, 3, 4}; return exported(a,
         let (runtime, _) = elf.symbol("_PyRuntime").expect("_PyRuntime");
         assert_eq!(runtime, rt.addr);
         assert!(elf.has_dwarf());
+        // The check before launch peeks at the same facts without indexing the symbols.
+        let peek = ElfFile::peek(&python).unwrap();
+        let version =
+            u32::from_le_bytes(elf.read_vaddr(elf.symbol("Py_Version").unwrap().0, 4).unwrap().try_into().unwrap());
+        assert_eq!(peek, Peek { needed: elf.needed(), py_runtime: true, py_version: Some(version) });
+        assert_eq!(version >> 16, 0x030d, "{version:#x}");
+        // A C program: no runtime, no version.
+        let gcc = ElfFile::peek(Path::new("/bin/ls")).unwrap();
+        assert!(
+            !gcc.py_runtime && gcc.py_version.is_none() && gcc.needed.iter().any(|n| n.starts_with("libc.so")),
+            "{gcc:?}"
+        );
+        let text = std::env::temp_dir().join(format!("ftprof-peek-{}.txt", std::process::id()));
+        std::fs::write(&text, "#!/bin/sh\necho not an ELF file\n").unwrap();
+        assert!(ElfFile::peek(&text).is_err());
+        let _ = std::fs::remove_file(&text);
     }
 }
