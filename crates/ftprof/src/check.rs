@@ -112,7 +112,7 @@ pub fn check_interpreter(argv: &[OsString]) -> Result<Interpreter> {
     }
     let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
     if let Some(lib) = elf.needed.iter().find(|n| n.starts_with("libpython")) {
-        let v = version_from_name(&lib);
+        let v = version_from_name(lib);
         if let Some(v) = v {
             too_old(v)?;
         }
