@@ -407,6 +407,16 @@ fn matches(p: &Profile, e: &Evidence, v: &View) -> bool {
         && e.held_by.as_ref().is_none_or(|pats| main_holder(p, v, pats).is_some())
 }
 
+/// A finding's category: uncontended refcount updates count as refcount (the finding is
+/// about the object's count either way).
+fn merged(c: Category) -> Category {
+    if c == Category::AtomicRefcount {
+        Category::Refcount
+    } else {
+        c
+    }
+}
+
 /// Time of one group of claimed stacks.
 #[derive(Default)]
 struct Group {
@@ -415,10 +425,12 @@ struct Group {
     per_cat: HashMap<Category, f64>,
     /// Per innermost Python frame: time.
     lines: HashMap<(String, Option<String>, Option<u32>), f64>,
+    /// The same per category (see [`merged`]).
+    category_lines: HashMap<(Category, String, Option<String>, Option<u32>), f64>,
     holder: Option<crate::blame::HeldBy>,
     stacks: Vec<usize>,
-    /// Per object (wait leaf): time.
-    objects: HashMap<String, f64>,
+    /// Per category (see [`merged`]) and object (wait leaf): time.
+    objects: HashMap<(Category, String), f64>,
     /// Per thread: time.
     per_thread: HashMap<u32, f64>,
     /// Stop-the-world: the paused threads' lines (the site when no other line is known), and
@@ -441,6 +453,10 @@ impl Group {
             let victim = v.category == Category::StopTheWorld && v.object.is_some_and(|o| o.contains("paused thread"));
             let lines = if victim { &mut self.victim_lines } else { &mut self.lines };
             *lines.entry((f.label(), f.file.clone(), f.line)).or_default() += v.time_us;
+            if !victim {
+                *self.category_lines.entry((merged(v.category), f.label(), f.file.clone(), f.line)).or_default() +=
+                    v.time_us;
+            }
             if victim {
                 self.paused_us += v.time_us;
                 *self.paused_by.entry(v.thread).or_default() += v.time_us;
@@ -448,7 +464,8 @@ impl Group {
         }
         self.stacks.push(v.index);
         *self.per_thread.entry(v.thread).or_default() += v.time_us;
-        *self.objects.entry(v.object.unwrap_or(v.category.name()).to_string()).or_default() += v.time_us;
+        *self.objects.entry((merged(v.category), v.object.unwrap_or(v.category.name()).to_string())).or_default() +=
+            v.time_us;
     }
 
     /// Threads with at least [`PARTICIPANT_MIN_SHARE`] of the group's time: a thread with a few
@@ -473,29 +490,44 @@ impl Group {
         !self.per_cat.contains_key(&Category::StopTheWorld) || paused >= 0.1 * self.time_us
     }
 
+    /// The object with the most time in the group's category (the finding says "category on
+    /// object": both from the same stacks).
     fn top_object(&self) -> Option<String> {
-        let mut v: Vec<_> = self.objects.iter().collect();
-        v.sort_by(|a, b| b.1.total_cmp(a.1).then(a.0.cmp(b.0)));
-        v.first().map(|(k, _)| (*k).clone())
+        let category = self.category();
+        let mut v: Vec<_> = self.objects.iter().filter(|((c, _), _)| *c == category).collect();
+        v.sort_by(|a, b| b.1.total_cmp(a.1).then(a.0 .1.cmp(&b.0 .1)));
+        v.first().map(|((_, o), _)| o.clone())
     }
 
-    /// Uncontended shared refcounts count only next to contended ones on the same object (two
-    /// threads on it at the same time at least once).
+    /// Uncontended shared refcounts count only next to contention: a group of nothing but
+    /// them (no other thread on the object at the time, ever) is not a finding. A group of
+    /// critical-section waits with a stray uncontended refcount sample is.
     fn contended(&self) -> bool {
-        !self.per_cat.contains_key(&Category::AtomicRefcount) || self.per_cat.contains_key(&Category::Refcount)
+        self.per_cat.keys().any(|c| *c != Category::AtomicRefcount)
     }
 
+    /// The group's category with the most time, uncontended refcount updates counted as
+    /// refcount (the finding is about the object's count either way).
     fn category(&self) -> Category {
-        if self.per_cat.contains_key(&Category::AtomicRefcount) {
-            return Category::Refcount;
+        let mut per: HashMap<Category, f64> = HashMap::new();
+        for (&c, &t) in &self.per_cat {
+            *per.entry(merged(c)).or_default() += t;
         }
-        let mut v: Vec<_> = self.per_cat.iter().collect();
-        v.sort_by(|a, b| b.1.total_cmp(a.1).then(a.0.cmp(b.0)));
-        *v[0].0
+        let mut v: Vec<_> = per.into_iter().collect();
+        v.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+        v[0].0
     }
 
     /// The line with the most time: `(label, file, line)`.
     fn top_line(&self) -> Option<(String, Option<String>, Option<u32>)> {
+        // The line of the finding's category, where the group mixes several (one finding for
+        // a pitfall seen as waits and as refcount stalls): the sentence names its line.
+        let category = self.category();
+        let mut v: Vec<_> = self.category_lines.iter().filter(|((c, ..), _)| *c == category).collect();
+        v.sort_by(|a, b| b.1.total_cmp(a.1).then(a.0.cmp(b.0)));
+        if let Some(((_, label, file, line), _)) = v.first() {
+            return Some((label.clone(), file.clone(), *line));
+        }
         let lines = if self.lines.is_empty() { &self.victim_lines } else { &self.lines };
         let mut v: Vec<_> = lines.iter().collect();
         v.sort_by(|a, b| b.1.total_cmp(a.1).then(a.0.cmp(b.0)));

@@ -723,3 +723,23 @@ fn shared_numbers_cost_without_contention_as_one_finding() {
     });
     assert!(ids(&p.work(1, 500)).is_empty());
 }
+
+/// A stray uncontended refcount sample in a group of critical-section waits (the same line of
+/// `LogRecord.__init__`) does not turn the group into "uncontended refcounts": the finding stays,
+/// as a critical section.
+#[test]
+fn a_stray_uncontended_refcount_sample_does_not_hide_contention() {
+    let py = ("LogRecord.__init__", LOGGING, 363);
+    let p = waits(P::new("3.13.1", true), Category::CriticalSection, "dict @ 0x7f10", py, &["dict_get"], 2, 60);
+    let p = p.add(S {
+        thread: 1,
+        cat: Category::AtomicRefcount,
+        py,
+        native: &[],
+        object: Some("shared refcount of global `hasattr`"),
+        ms: 1,
+    });
+    let f = only(&p.work(1, 500));
+    assert_eq!(f.id, "logging-record");
+    assert_eq!(f.category, Category::CriticalSection);
+}
