@@ -9,7 +9,9 @@ FTPROF_PYTHON=$(scripts/provision-python.sh)
 FTPROF_PYTHON_GIL=$(scripts/provision-python.sh gil)
 FTPROF_PYTHON_314_ROOT=$(scripts/provision-python.sh 3.14)
 FTPROF_PYTHON_315_ROOT=$(scripts/provision-python.sh 3.15)
-export FTPROF_PYTHON FTPROF_PYTHON_GIL FTPROF_PYTHON_314_ROOT FTPROF_PYTHON_315_ROOT
+# tests/findings.rs: NumPy 2.1 for the free-threaded python (its cp313t wheel from PyPI, cached).
+FTPROF_NUMPY_PATH=$(scripts/provision-numpy.sh "$FTPROF_PYTHON")
+export FTPROF_PYTHON FTPROF_PYTHON_GIL FTPROF_PYTHON_314_ROOT FTPROF_PYTHON_315_ROOT FTPROF_NUMPY_PATH
 # tests/report.rs: chromium and golang-go (apt), node packages (~/.cache/ftprof/node).
 scripts/report-deps.sh >/dev/null
 # tests/top.rs drives `ftprof top` in tmux; tests/install.rs builds the wheel with maturin, which

@@ -26,6 +26,11 @@ const ATTEMPTS: usize = 6;
 /// for their contention to show (at nice 0 beside the rest of the suite and a build, two of
 /// three recordings of a bad variant showed none).
 fn record(row: &str, variant: &str, threads: u32, seconds: &str) -> (Value, String) {
+    record_workload("pitfalls.py", &[row, variant, &threads.to_string(), seconds], &[])
+}
+
+/// [`record`] of workload `name` with `args`, and `env` for the target.
+fn record_workload(name: &str, args: &[&str], env: &[(&str, &std::ffi::OsStr)]) -> (Value, String) {
     use std::os::unix::process::CommandExt;
     let dir = tempdir();
     let out_path = dir.path().join("p.json");
@@ -34,8 +39,9 @@ fn record(row: &str, variant: &str, threads: u32, seconds: &str) -> (Value, Stri
         .arg(&out_path)
         .arg("--")
         .arg(python())
-        .arg(workload("pitfalls.py"))
-        .args([row, variant, &threads.to_string(), seconds]);
+        .arg(workload(name))
+        .args(args)
+        .envs(env.iter().copied());
     // SAFETY: setpriority(2) is async-signal-safe; its failure (not permitted) is ignored.
     unsafe {
         cmd.pre_exec(|| {
@@ -294,6 +300,37 @@ fn one_thread_under_machine_load_has_no_finding() {
         let (p, _) = record(id, "bad", 1, "1.0");
         assert!(findings(&p).is_empty(), "{id} single-threaded under load: {:#}", p["findings"]);
     }
+}
+
+/// NumPy 2.1 (before 2.2's reader-writer lock) from PyPI, provisioned by `scripts/test.sh`
+/// (`scripts/provision-numpy.sh`): two threads calling a ufunc on 4-element arrays wait in its
+/// dispatch (the ufunc's critical section), at the calling line; the same ufunc on 200 000-element
+/// arrays (the remedy) has no finding.
+#[test]
+fn numpy_ufunc_dispatch() {
+    let path = std::env::var_os("FTPROF_NUMPY_PATH").unwrap_or_else(|| {
+        panic!("FTPROF_NUMPY_PATH (NumPy for the free-threaded python) is unset: run scripts/test.sh, or set it from scripts/provision-numpy.sh")
+    });
+    let env = [("PYTHONPATH", path.as_os_str())];
+    let file = workload("numpy_ufunc.py");
+    let line = line_of(&file, "# BAD-LINE");
+    let remedy = row("numpy-ufunc-dispatch")["remedy"].as_str().unwrap().to_string();
+    let mut seen = Vec::new();
+    let f = (0..ATTEMPTS)
+        .find_map(|_| {
+            let (p, _) = record_workload("numpy_ufunc.py", &["bad", "2", "2"], &env);
+            let f = findings(&p).iter().find(|f| f["id"] == "numpy-ufunc-dispatch").cloned();
+            seen.push(ids(&p));
+            f
+        })
+        .unwrap_or_else(|| panic!("no numpy-ufunc-dispatch finding in {ATTEMPTS} recordings: {seen:?}"));
+    assert_eq!(f["line"].as_u64(), Some(line), "{f:#}");
+    assert_eq!(std::path::Path::new(f["file"].as_str().unwrap()), file, "{f:#}");
+    assert!(f["remedy"].as_str().unwrap().starts_with(&remedy), "{f:#}");
+    assert!(f["citation"].as_str().unwrap().contains("numpy/numpy#"), "{f:#}");
+    let (p, summary) = record_workload("numpy_ufunc.py", &["fixed", "2", "1"], &env);
+    assert!(findings(&p).is_empty(), "numpy fixed: {:#}", p["findings"]);
+    assert!(summary.contains("what to do: nothing to change for scaling"), "{summary}");
 }
 
 struct KillOnDrop(Vec<std::process::Child>);
