@@ -35,7 +35,7 @@ fn hot_lines() -> BTreeSet<u64> {
 fn check_pool(p: &Profile, stderr: &str) {
     let target = p.0["target"]["pid"].as_u64().unwrap();
     let lines = hot_lines();
-    let result_line = line_of(&workload(WL), "f.result() for f in futures");
+    let result_line = line_of(&workload(WL), "# RESULTS-LINE");
     let mut hot_samples: BTreeMap<u64, u64> = BTreeMap::new();
     let mut parent_wait_us = 0;
     for (_, frames, samples, wait_us) in stacks(p) {
