@@ -363,7 +363,11 @@ pub fn staged(root: &Path) -> PathBuf {
             std::fs::rename(&tmp, &to).unwrap();
         };
         put(Path::new(env!("CARGO_BIN_EXE_ftprof")), dir.join("ftprof"));
+        // Files only (a `__pycache__` left by running a workload is not copied).
         for e in std::fs::read_dir(root_dir().join("tests/workloads")).unwrap().flatten() {
+            if !e.file_type().is_ok_and(|t| t.is_file()) {
+                continue;
+            }
             put(&e.path(), dir.join("workloads").join(e.file_name()));
         }
     }
