@@ -56,6 +56,17 @@ fn record_reads_python_stacks_in_the_kernel_by_default_and_says_so() {
         assert!(at_instant > 0 && at_instant <= samples, "{ps}, {samples} samples");
         // Most samples are of the two Python threads: nearly all read at the instant.
         assert!(at_instant as f64 >= 0.9 * summary["with_python"].as_u64().unwrap() as f64, "{ps}; {summary}");
+        // Launched, the target starts while the kernel verifies the programs (by default; with
+        // FTPROF_BPF=1 they are waited for): the samples before are counted and named.
+        let before = ps["before_ready"].as_u64().unwrap_or(0);
+        if env.is_some() {
+            assert_eq!(before, 0, "{ps}");
+        }
+        assert_eq!(
+            before > 0,
+            line.contains(&format!("and {before} (taken while the kernel verified the BPF programs)")),
+            "{line} vs {ps}"
+        );
         // The few samples read after the fact (a thread's first, before its thread state was
         // registered) may disagree; the acceptance is ≤ 1 %.
         assert!(summary["mismatched"].as_u64().unwrap() * 100 <= samples, "{summary}");

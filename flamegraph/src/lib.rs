@@ -324,6 +324,10 @@ fn ms(us: u64) -> String {
 /// The summary's line on how the CPU samples' Python stacks were read.
 fn python_stacks_line(ps: &analysis::PythonStacks) -> String {
     match (ps.path.as_str(), &ps.reason) {
+        ("bpf", _) if ps.before_ready > 0 => format!(
+            "  Python stacks: read in the kernel at the sample instant (BPF) for {} samples, after the sample for {} (no kernel record) and {} (taken while the kernel verified the BPF programs)\n",
+            ps.at_instant, ps.after_sample, ps.before_ready
+        ),
         ("bpf", _) => format!(
             "  Python stacks: read in the kernel at the sample instant (BPF) for {} samples, after the sample for {} (no kernel record)\n",
             ps.at_instant, ps.after_sample

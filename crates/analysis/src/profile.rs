@@ -370,6 +370,14 @@ pub struct PythonStacks {
     /// Samples of the BPF path with no kernel record (a thread not registered yet, a full
     /// ring), read after the sample.
     pub after_sample: u64,
+    /// Launched targets start while the kernel still verifies the programs: samples taken
+    /// before they were ready, read after the sample.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub before_ready: u64,
+}
+
+fn is_zero(v: &u64) -> bool {
+    *v == 0
 }
 
 impl Summary {

@@ -156,6 +156,13 @@ pub struct Recorder {
     /// The BPF path for Python stacks (`EngineConfig::bpf_stacks`): the stack each CPU sample's
     /// thread had at the sample instant, read in the kernel. `None` when off or refused.
     pub(crate) instant: Option<bpf::InstantStacks>,
+    /// Launched: the BPF programs still loading (the target started without waiting for the
+    /// kernel to verify them); taken up at the first tick after they are ready.
+    bpf_pending: Option<std::thread::JoinHandle<BpfLoaded>>,
+    /// The sampling events, kept (duplicated) until the pending programs attach to them.
+    sampling_fds: Vec<std::os::fd::OwnedFd>,
+    /// Samples whose Python stack was read after the sample while the programs were loading.
+    before_bpf_ready: u64,
     /// Why the BPF path is not used, when it was asked for (one line).
     pub bpf_refusal: Option<String>,
     /// The CPU sample being keyed: (time, user ip, user sp), for the BPF record join.
@@ -228,6 +235,9 @@ impl Recorder {
             refused: Vec::new(),
             exec_pending: None,
             instant: None,
+            bpf_pending: None,
+            sampling_fds: Vec::new(),
+            before_bpf_ready: 0,
             bpf_refusal: None,
             sample_at: None,
             sched_refusal: None,
@@ -244,19 +254,61 @@ impl Recorder {
     /// A recorder reading the live target, with the BPF programs `loading` (started earlier,
     /// with the same configuration, so that their verification overlapped ftprof's other
     /// start-up work).
+    ///
+    /// A launched target does not wait for them either: it starts at once, its first samples'
+    /// stacks are read after the sample, and the programs attach at the first tick after the
+    /// kernel has verified them (tens of milliseconds; the off-CPU accounting takes over from
+    /// `/proc` then, as when attaching). Attached, and with [`crate::Bpf::Required`], they are
+    /// waited for here.
     pub fn with_loading(cfg: &EngineConfig, loading: BpfLoading) -> Recorder {
-        Recorder::with_sources_only(cfg, Box::new(ProcThreads::default()), Box::new(LiveMemory::default()))
-            .with_bpf_loaded(loading)
+        let r = Recorder::with_sources_only(cfg, Box::new(ProcThreads::default()), Box::new(LiveMemory::default()));
+        match loading {
+            BpfLoading::Loading(h) if !cfg.attached && cfg.bpf_stacks != crate::Bpf::Required => {
+                Recorder { bpf_pending: Some(h), ..r }
+            }
+            other => r.with_bpf_loaded(other),
+        }
     }
 
     fn with_bpf_loaded(mut self, loading: BpfLoading) -> Recorder {
-        let loaded = match loading {
-            BpfLoading::Refused(why) => {
-                self.bpf_refusal = Some(why);
-                return self;
+        match loading {
+            BpfLoading::Refused(why) => self.bpf_refusal = Some(why),
+            BpfLoading::Loading(h) => self.apply_bpf(h.join().expect("loading the BPF programs does not panic")),
+        }
+        self
+    }
+
+    /// Take up the pending BPF programs when they are ready (or now, with `wait`): attach them
+    /// to the sampling events and register the runtimes located so far.
+    fn poll_bpf(&mut self, wait: bool) {
+        let Some(h) = self.bpf_pending.take_if(|h| wait || h.is_finished()) else { return };
+        self.apply_bpf(h.join().expect("loading the BPF programs does not panic"));
+        let fds = std::mem::take(&mut self.sampling_fds);
+        let Some(i) = &self.instant else { return };
+        let borrowed: Vec<std::os::fd::BorrowedFd<'_>> = fds.iter().map(std::os::fd::AsFd::as_fd).collect();
+        let mut result = i.attach(&borrowed);
+        for state in self.py.values() {
+            if let (PyState::Located(p), Ok(())) = (state, &result) {
+                result = i.add_process(p);
             }
-            BpfLoading::Loading(h) => h.join().expect("loading the BPF programs does not panic"),
-        };
+        }
+        if let Err(e) = result {
+            self.bpf_refusal = Some(e.to_string());
+            self.instant = None;
+        }
+    }
+
+    /// The recording ended with the programs still loading: they are not waited for.
+    fn abandon_bpf(&mut self) {
+        if self.bpf_pending.take().is_some() {
+            self.bpf_refusal = Some(
+                "the target ended before the kernel had verified the BPF programs (a run this short needs none)".into(),
+            );
+            self.sampling_fds.clear();
+        }
+    }
+
+    fn apply_bpf(&mut self, loaded: BpfLoaded) {
         match loaded.stacks {
             Ok(i) => self.instant = Some(i),
             Err(e) => self.bpf_refusal = Some(e),
@@ -279,7 +331,6 @@ impl Recorder {
                 );
             }
         }
-        self
     }
 
     /// Where the threads' blocked/runqueue split came from (the JSON's `summary.sched_accounting`).
@@ -320,6 +371,7 @@ impl Recorder {
                     reason: None,
                     at_instant: c.joined,
                     after_sample: c.missing,
+                    before_ready: self.before_bpf_ready,
                 }
             }
             _ => {
@@ -330,6 +382,7 @@ impl Recorder {
                     reason: self.bpf_refusal.clone(),
                     at_instant,
                     after_sample,
+                    before_ready: self.before_bpf_ready,
                 }
             }
         }
@@ -537,12 +590,15 @@ impl Recorder {
         let _ = self.python_process(pid);
         let mut instant = self.instant.take();
         let sample_at = self.sample_at.take();
+        let pending = self.bpf_pending.is_some();
+        let mut before_ready = false;
         if let (Some(r), Some(p)) = (regs, self.python_process(pid)) {
             // The stack at the sample instant (BPF), else read now.
             let at_instant = match (&mut instant, sample_at) {
                 (Some(i), Some((time, ip, sp))) => i.stack_for_sample(p, tid, time, ip, sp),
                 _ => None,
             };
+            before_ready = instant.is_none() && pending;
             match at_instant {
                 Some(st) => python = Some(st),
                 None => match p.stack_for_tid(tid) {
@@ -565,6 +621,7 @@ impl Recorder {
             }
         }
         self.operands = operands;
+        self.before_bpf_ready += u64::from(before_ready);
         if self.instant.is_none() {
             self.instant = instant;
         }
@@ -790,6 +847,10 @@ impl Recorder {
 
 impl profiler::Sink for Recorder {
     fn sampling_events(&mut self, events: &[std::os::fd::BorrowedFd<'_>]) {
+        if self.bpf_pending.is_some() {
+            self.sampling_fds = events.iter().filter_map(|fd| fd.try_clone_to_owned().ok()).collect();
+            return;
+        }
         if let Some(i) = &self.instant {
             if let Err(e) = i.attach(events) {
                 self.bpf_refusal = Some(e.to_string());
@@ -926,6 +987,11 @@ impl profiler::Sink for Recorder {
                 tally.last = time;
             }
             Record::Drained { upto } => {
+                if upto == u64::MAX {
+                    // Ready just now (or refused: the reason is kept), else not waited for.
+                    self.poll_bpf(false);
+                    self.abandon_bpf();
+                }
                 self.collector.release(upto);
                 if let Some(instant) = self.instant.as_mut() {
                     // A record is written in the sample's own overflow handler: once every
@@ -938,6 +1004,7 @@ impl profiler::Sink for Recorder {
     }
 
     fn tick(&mut self) -> std::time::Duration {
+        self.poll_bpf(false);
         // Before anything of the target is read at this tick, whatever the wait mode.
         self.recheck_live();
         self.watch_gil();
@@ -1032,6 +1099,12 @@ pub fn record(
     let collection = std::mem::take(&mut rec.collector).finish(end);
     let capture = crate::capture_of(&rec, collection, &mut symbols, Some(&outcome));
     symbols.native.save_persistent_cache();
+    if timing() {
+        eprintln!("ftprof timing: capture built and symbol cache saved after {:?}", t_post.elapsed());
+    }
+    // Detaching the kernel programs and closing the rings takes milliseconds (the kernel patches
+    // its tracepoints back): on another thread, off the way to the output.
+    std::thread::spawn(move || drop(rec));
     Ok((capture, outcome))
 }
 

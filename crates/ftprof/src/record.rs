@@ -164,7 +164,17 @@ pub fn run(opts: &RecordOptions) -> Result<i32> {
     let recorded = record_capture_loaded(target, &interp, &cfg, loading);
     restore_signal_handlers();
     let (capture, outcome) = recorded?;
+    if timing() {
+        eprintln!(
+            "ftprof timing: recorded after {:?} since ftprof's start (the target ran {:?})",
+            t0.elapsed(),
+            outcome.duration
+        );
+    }
     let profile = capture.profile();
+    if timing() {
+        eprintln!("ftprof timing: profile built after {:?}", t0.elapsed());
+    }
     if let Some(out) = capture_out {
         let path = out.path.clone();
         let bytes = analysis::capture::encode(&capture, env!("CARGO_PKG_VERSION"));
@@ -183,6 +193,9 @@ pub fn run(opts: &RecordOptions) -> Result<i32> {
     }
     let path = out.path.clone();
     out.write_all(&bytes).with_context(|| format!("writing {}", path.display()))?;
+    if timing() {
+        eprintln!("ftprof timing: rendered and written after {:?}", t0.elapsed());
+    }
     eprint!("{}", flamegraph::summary_text(&profile));
     eprintln!("ftprof: wrote {}", path.display());
     crate::report::how_to_open(opts.format);
