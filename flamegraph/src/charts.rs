@@ -6,6 +6,7 @@
 
 use analysis::scaling::ScaleResult;
 use analysis::Category;
+use plotters::coord::types::RangedCoordf64;
 use plotters::prelude::*;
 use plotters::style::text_anchor::{HPos, Pos, VPos};
 
@@ -306,48 +307,61 @@ pub fn scaling_svg(r: &ScaleResult, title: &str) -> anyhow::Result<String> {
                 ))
                 .map_err(err)?;
         }
-        if !without.is_empty() {
-            let orange = RGBColor(230, 140, 0);
-            chart
-                .draw_series(LineSeries::new(
-                    without.iter().map(|(n, g)| (fx(*n as f64), g.factor)),
-                    orange.stroke_width(1),
-                ))
-                .map_err(err)?;
-            chart
-                .draw_series(without.iter().map(|(n, g)| {
-                    ErrorBar::new_vertical(fx(*n as f64), g.low, g.factor, g.high.min(y_top), orange.filled(), 6)
-                }))
-                .map_err(err)?;
-        }
-        let measured: Vec<_> = r.points.iter().filter(|p| p.speedup.is_some()).collect();
-        chart
-            .draw_series(measured.iter().map(|p| {
-                let n = fx(p.threads as f64);
-                let s = p.speedup.unwrap_or(0.0);
-                ErrorBar::new_vertical(n, p.speedup_min.unwrap_or(s), s, p.speedup_max.unwrap_or(s), RED.filled(), 8)
-            }))
-            .map_err(err)?;
-        chart
-            .draw_series(
-                measured
-                    .iter()
-                    .filter(|p| !p.oversubscribed)
-                    .map(|p| Circle::new((fx(p.threads as f64), p.speedup.unwrap_or(0.0)), 5, RED.filled())),
-            )
-            .map_err(err)?;
-        chart
-            .draw_series(
-                measured
-                    .iter()
-                    .filter(|p| p.oversubscribed)
-                    .map(|p| Circle::new((fx(p.threads as f64), p.speedup.unwrap_or(0.0)), 6, RED.stroke_width(2))),
-            )
-            .map_err(err)?;
+        draw_measured(&mut chart, r, &without, &fx, y_top)?;
         draw_legend(&side, &legend)?;
         root.present().map_err(err)?;
     }
     Ok(with_tooltip(out, title))
+}
+
+/// The scaling chart's data on its axes: the prediction without the top contention (orange,
+/// with its interval) and the measured points (red; hollow where oversubscribed).
+fn draw_measured(
+    chart: &mut ChartContext<'_, SVGBackend<'_>, Cartesian2d<RangedCoordf64, RangedCoordf64>>,
+    r: &ScaleResult,
+    without: &[(u32, analysis::gain::Gain)],
+    fx: &dyn Fn(f64) -> f64,
+    y_top: f64,
+) -> anyhow::Result<()> {
+    if !without.is_empty() {
+        let orange = RGBColor(230, 140, 0);
+        chart
+            .draw_series(LineSeries::new(
+                without.iter().map(|(n, g)| (fx(*n as f64), g.factor)),
+                orange.stroke_width(1),
+            ))
+            .map_err(err)?;
+        chart
+            .draw_series(without.iter().map(|(n, g)| {
+                ErrorBar::new_vertical(fx(*n as f64), g.low, g.factor, g.high.min(y_top), orange.filled(), 6)
+            }))
+            .map_err(err)?;
+    }
+    let measured: Vec<_> = r.points.iter().filter(|p| p.speedup.is_some()).collect();
+    chart
+        .draw_series(measured.iter().map(|p| {
+            let n = fx(p.threads as f64);
+            let s = p.speedup.unwrap_or(0.0);
+            ErrorBar::new_vertical(n, p.speedup_min.unwrap_or(s), s, p.speedup_max.unwrap_or(s), RED.filled(), 8)
+        }))
+        .map_err(err)?;
+    chart
+        .draw_series(
+            measured
+                .iter()
+                .filter(|p| !p.oversubscribed)
+                .map(|p| Circle::new((fx(p.threads as f64), p.speedup.unwrap_or(0.0)), 5, RED.filled())),
+        )
+        .map_err(err)?;
+    chart
+        .draw_series(
+            measured
+                .iter()
+                .filter(|p| p.oversubscribed)
+                .map(|p| Circle::new((fx(p.threads as f64), p.speedup.unwrap_or(0.0)), 6, RED.stroke_width(2))),
+        )
+        .map_err(err)?;
+    Ok(())
 }
 
 /// Stacked bars: share of thread time per category at each thread count.

@@ -719,6 +719,64 @@ impl Collector {
 
     /// Close open intervals at `end` and return everything aggregated.
     pub fn finish(mut self, end: u64) -> Collection {
+        self.settle(end);
+        let woken_delay = self.woken_delay();
+        let scale = self.blocked_scaling(&woken_delay);
+        let has_sched: std::collections::HashSet<u32> =
+            self.threads.iter().filter(|(_, t)| t.sched.is_some()).map(|(&tid, _)| tid).collect();
+        let mut entries = Vec::new();
+        // Per thread, the stacks its runqueue time is split between: blocked entries (weighted
+        // by their number of waits) for the time after wake-ups; for the time after
+        // preemptions, the stacks the ticks saw it preempted at (by time), else its CPU
+        // samples' stacks.
+        let mut woke_from: Split = HashMap::new();
+        let mut preempted_at: Split = HashMap::new();
+        self.cpu_entries(&mut entries, &mut preempted_at);
+        let mut waits: Vec<((u32, bool), WaitAgg)> = std::mem::take(&mut self.waits).into_iter().collect();
+        waits.sort_unstable_by_key(|(k, _)| *k);
+        for ((id, preempted), a) in waits {
+            let key = self.key(id);
+            if preempted && has_sched.contains(&key.tid) {
+                continue; // its runqueue time comes from the kernel's total
+            }
+            let (ts, cs) = if preempted { (1.0, 1.0) } else { scale.get(&key.tid).copied().unwrap_or((1.0, 1.0)) };
+            let observed = if preempted { a.time_ns } else { self.blocked_part(&woken_delay, id, &a) };
+            let python = self.py_of(&key);
+            if !preempted {
+                woke_from.entry(key.tid).or_default().push((key.clone(), python.clone(), a.count * cs));
+            }
+            entries.push(Entry {
+                kind: if preempted { EntryKind::Preempted } else { EntryKind::Blocked },
+                python,
+                key,
+                samples: 0,
+                concurrent: 0,
+                wait: WaitTotals {
+                    time_us: (observed * ts / 1000.0).round() as u64,
+                    waits: (a.count * cs).round().max(1.0) as u64,
+                    max_us: a.max_ns / 1000,
+                    observed: a.observed,
+                },
+            });
+        }
+        let mut threads: Vec<(u32, ThreadTimes)> = std::mem::take(&mut self.threads).into_iter().collect();
+        threads.sort_unstable_by_key(|(tid, _)| *tid);
+        let unobserved_us = thread_entries(&threads, &woke_from, &preempted_at, &mut entries);
+        let blocked_us = threads.iter().map(|(_, t)| t.blocked_ns / 1000).sum();
+        let runqueue_us = threads.iter().map(|(_, t)| t.runqueue_ns / 1000).sum();
+        Collection {
+            entries,
+            stats: std::mem::take(&mut self.stats),
+            distinct_keys: self.keys.list.len(),
+            blocked_us,
+            runqueue_us,
+            unobserved_us,
+        }
+    }
+
+    /// Everything still queued or open, applied: the overlap's last decisions, the pending
+    /// events, the tracker's open intervals, the episodes' longest waits, the kernel's totals.
+    fn settle(&mut self, end: u64) {
         if let Some(mut o) = self.overlap.take() {
             o.flush(&mut self.decided);
             self.count_decided();
@@ -736,132 +794,116 @@ impl Collector {
         self.apply_sched();
         // Off-CPU intervals: the kernel's counts where known, else the switch records'.
         self.stats.intervals = self.threads.values().map(|t| t.blocked_count + t.runqueue_count).sum();
-        // Per thread, the wait for a CPU after each wake-up, on average, when the kernel's
-        // events measured it: a whole interval observed holds one, whatever it waited on, so it
-        // is taken off each (not in proportion: a short lock hand-off waits as long for a CPU
-        // as a long sleep does, and a proportional share would book it as blocked time).
-        let woken_delay: HashMap<u32, f64> = self
-            .threads
+    }
+
+    /// Per thread, the wait for a CPU after each wake-up, on average, when the kernel's events
+    /// measured it: a whole interval observed holds one, whatever it waited on, so it is taken
+    /// off each (not in proportion: a short lock hand-off waits as long for a CPU as a long
+    /// sleep does, and a proportional share would book it as blocked time).
+    fn woken_delay(&self) -> HashMap<u32, f64> {
+        self.threads
             .iter()
             .filter_map(|(&tid, t)| {
                 let k = t.sched.filter(|k| k.exact && k.blocked_count > 0)?;
                 Some((tid, k.woken_runqueue_ns.min(k.runqueue_ns) as f64 / k.blocked_count as f64))
             })
-            .collect();
-        let blocked_part = |id: u32, a: &WaitAgg| match woken_delay.get(&self.keys.get(id).tid) {
+            .collect()
+    }
+
+    /// The blocked part of a wait entry's observed time (see [`Collector::woken_delay`]).
+    fn blocked_part(&self, woken_delay: &HashMap<u32, f64>, id: u32, a: &WaitAgg) -> f64 {
+        match woken_delay.get(&self.keys.get(id).tid) {
             // Never below a tenth of what was observed: the delay is an average.
             Some(m) => (a.time_ns - a.whole * m).max(0.1 * a.time_ns),
             None => a.time_ns,
-        };
+        }
+    }
+
+    /// Per thread, the ratios scaling its observed blocked time (less its waits' time for a
+    /// CPU after their wake-ups) and its observed waits to the exact totals.
+    fn blocked_scaling(&self, woken_delay: &HashMap<u32, f64>) -> HashMap<u32, (f64, f64)> {
         let mut taken_off: HashMap<u32, f64> = HashMap::new();
         // Summed in a fixed order (not a hash map's): the same inputs give the same bits.
         let mut in_order: Vec<(&(u32, bool), &WaitAgg)> = self.waits.iter().collect();
         in_order.sort_unstable_by_key(|(k, _)| **k);
         for (&(id, preempted), a) in in_order {
             if !preempted {
-                *taken_off.entry(self.keys.get(id).tid).or_default() += a.time_ns - blocked_part(id, a);
+                *taken_off.entry(self.keys.get(id).tid).or_default() +=
+                    a.time_ns - self.blocked_part(woken_delay, id, a);
             }
         }
-        // Per-thread ratio scaling of observed blocked time to the exact totals.
-        let scale: HashMap<u32, (f64, f64)> = self
-            .threads
+        self.threads
             .iter()
             .filter(|(_, t)| t.observed_ns > 0.0)
             .map(|(&tid, t)| {
                 let observed = (t.observed_ns - taken_off.get(&tid).copied().unwrap_or(0.0)).max(1.0);
                 (tid, (t.blocked_ns as f64 / observed, t.blocked_count as f64 / t.observed_count.max(1e-9)))
             })
-            .collect();
-        let has_sched: std::collections::HashSet<u32> =
-            self.threads.iter().filter(|(_, t)| t.sched.is_some()).map(|(&tid, _)| tid).collect();
-        let py = |k: &SampleKey, list: &[PyStack]| k.python.map(|i| list[i as usize].clone());
-        let mut entries = Vec::new();
+            .collect()
+    }
+
+    fn py_of(&self, k: &SampleKey) -> Option<PyStack> {
+        k.python.map(|i| self.py.list[i as usize].clone())
+    }
+
+    /// The CPU samples' entries; the stacks the ticks saw threads preempted at (else their CPU
+    /// samples') for their runqueue time after preemptions.
+    fn cpu_entries(&mut self, entries: &mut Vec<Entry>, preempted_at: &mut Split) {
         let mut cpu: Vec<(u32, u64)> = std::mem::take(&mut self.cpu).into_iter().collect();
         cpu.sort_unstable();
-        // Per thread, the stacks its runqueue time is split between: blocked entries (weighted
-        // by their number of waits) for the time after wake-ups; for the time after
-        // preemptions, the stacks the ticks saw it preempted at (by time), else its CPU
-        // samples' stacks.
-        type Split = HashMap<u32, Vec<(SampleKey, Option<PyStack>, f64)>>;
-        let mut woke_from: Split = HashMap::new();
-        let mut preempted_at: Split = HashMap::new();
         let mut seen_preempted: Vec<(u32, f64)> = std::mem::take(&mut self.preempted).into_iter().collect();
         seen_preempted.sort_unstable_by_key(|&(id, _)| id);
         for (id, ns) in seen_preempted {
             let key = self.key(id);
-            let python = py(&key, &self.py.list);
+            let python = self.py_of(&key);
             preempted_at.entry(key.tid).or_default().push((key, python, ns));
         }
         let observed_preempted: std::collections::HashSet<u32> = preempted_at.keys().copied().collect();
         for (id, n) in cpu {
             let key = self.key(id);
+            let python = self.py_of(&key);
             if !observed_preempted.contains(&key.tid) {
-                preempted_at.entry(key.tid).or_default().push((key.clone(), py(&key, &self.py.list), n as f64));
+                preempted_at.entry(key.tid).or_default().push((key.clone(), python.clone(), n as f64));
             }
             entries.push(Entry {
                 kind: EntryKind::Cpu,
-                python: py(&key, &self.py.list),
+                python,
                 key,
                 samples: n,
                 concurrent: self.concurrent.get(&id).copied().unwrap_or(0).min(n),
                 wait: WaitTotals::default(),
             });
         }
-        let mut waits: Vec<((u32, bool), WaitAgg)> = std::mem::take(&mut self.waits).into_iter().collect();
-        waits.sort_unstable_by_key(|(k, _)| *k);
-        for ((id, preempted), a) in waits {
-            let key = self.key(id);
-            if preempted && has_sched.contains(&key.tid) {
-                continue; // its runqueue time comes from the kernel's total
-            }
-            let (ts, cs) = if preempted { (1.0, 1.0) } else { scale.get(&key.tid).copied().unwrap_or((1.0, 1.0)) };
-            let observed = if preempted { a.time_ns } else { blocked_part(id, &a) };
-            if !preempted {
-                woke_from.entry(key.tid).or_default().push((key.clone(), py(&key, &self.py.list), a.count * cs));
-            }
+    }
+}
+
+/// Per thread, stacks with weights (see [`Collector::finish`]).
+type Split = HashMap<u32, Vec<(SampleKey, Option<PyStack>, f64)>>;
+
+/// Each thread's runqueue entries and its blocked time no sample saw; returns the latter (µs).
+fn thread_entries(
+    threads: &[(u32, ThreadTimes)],
+    woke_from: &Split,
+    preempted_at: &Split,
+    entries: &mut Vec<Entry>,
+) -> u64 {
+    let mut unobserved_us = 0;
+    for (tid, t) in threads {
+        let base = SampleKey { pid: t.pid, tid: *tid, ..Default::default() };
+        runqueue_entries(*tid, t, woke_from.get(tid), preempted_at.get(tid), entries);
+        if t.observed_ns == 0.0 && t.blocked_ns > 0 {
+            unobserved_us += t.blocked_ns / 1000;
             entries.push(Entry {
-                kind: if preempted { EntryKind::Preempted } else { EntryKind::Blocked },
-                python: py(&key, &self.py.list),
-                key,
+                kind: EntryKind::Unobserved,
+                key: base,
+                python: None,
                 samples: 0,
                 concurrent: 0,
-                wait: WaitTotals {
-                    time_us: (observed * ts / 1000.0).round() as u64,
-                    waits: (a.count * cs).round().max(1.0) as u64,
-                    max_us: a.max_ns / 1000,
-                    observed: a.observed,
-                },
+                wait: WaitTotals { time_us: t.blocked_ns / 1000, waits: t.blocked_count, max_us: 0, observed: 0 },
             });
         }
-        let mut threads: Vec<(u32, ThreadTimes)> = self.threads.into_iter().collect();
-        threads.sort_unstable_by_key(|(tid, _)| *tid);
-        let mut unobserved_us = 0;
-        for (tid, t) in &threads {
-            let base = SampleKey { pid: t.pid, tid: *tid, ..Default::default() };
-            runqueue_entries(*tid, t, woke_from.get(tid), preempted_at.get(tid), &mut entries);
-            if t.observed_ns == 0.0 && t.blocked_ns > 0 {
-                unobserved_us += t.blocked_ns / 1000;
-                entries.push(Entry {
-                    kind: EntryKind::Unobserved,
-                    key: base,
-                    python: None,
-                    samples: 0,
-                    concurrent: 0,
-                    wait: WaitTotals { time_us: t.blocked_ns / 1000, waits: t.blocked_count, max_us: 0, observed: 0 },
-                });
-            }
-        }
-        let blocked_us = threads.iter().map(|(_, t)| t.blocked_ns / 1000).sum();
-        let runqueue_us = threads.iter().map(|(_, t)| t.runqueue_ns / 1000).sum();
-        Collection {
-            entries,
-            stats: self.stats,
-            distinct_keys: self.keys.list.len(),
-            blocked_us,
-            runqueue_us,
-            unobserved_us,
-        }
     }
+    unobserved_us
 }
 
 /// Where thread `tid`'s runqueue time goes (see [`Collector::finish`]): `woke_from`, its blocked

@@ -105,9 +105,7 @@ pub fn profile() -> Profile {
     b.set_thread(102, 100, "worker-1");
     b.set_thread(103, 100, "worker-2");
 
-    let eval = "_PyEval_EvalFrameDefault";
-    let app = "/opt/app/app.py";
-    let threading = "/opt/python/lib/python3.13t/threading.py";
+    let (app, threading) = (APP, THREADING);
     let main_py = pystack(vec![code("main", app, 30), code("<module>", app, 40)]);
     let work_py = pystack(vec![code("work", app, 12), code("main", app, 31), code("<module>", app, 40)]);
     let w1_py = pystack(vec![code("worker", app, 20), code("Thread.run", threading, 1012)]);
@@ -118,95 +116,9 @@ pub fn profile() -> Profile {
         code("consume", app, 27),
     ]);
 
-    // MainThread: Python, native, kernel, an unresolved frame, a mismatch, sleep, I/O.
-    let n = runtime_stack(&[eval, "pymain_run_python", "main"]);
-    b.add(&SampleInput { python: Some(&work_py), ..input(101, &n, cpu(40)) });
-    let n = vec![vec![nf("compress_block", EXT)], vec![nf(eval, RUNTIME)], vec![nf("main", RUNTIME)]];
-    b.add(&SampleInput { python: Some(&work_py), ..input(101, &n, cpu(10)) });
-    let kernel = ["clear_page_erms".to_string(), "asm_exc_page_fault".to_string()];
-    let n = vec![vec![nf("__memset_avx2", LIBC)], vec![nf(eval, RUNTIME)], vec![nf("main", RUNTIME)]];
-    b.add(&SampleInput { python: Some(&work_py), kernel: &kernel, ..input(101, &n, cpu(3)) });
-    let n = vec![vec![unknown(RUNTIME, 0x1a2b3c)], vec![nf(eval, RUNTIME)], vec![nf("main", RUNTIME)]];
-    b.add(&SampleInput { python: Some(&main_py), ..input(101, &n, cpu(2)) });
-    let two = PyStack {
-        frames: vec![code("cb", app, 50), PyFrame::Entry, code("main", app, 30), PyFrame::Entry],
-        truncated: false,
-        state: 1,
-    };
-    let n = runtime_stack(&[eval, "main"]);
-    b.add(&SampleInput { python: Some(&two), ..input(101, &n, cpu(1)) });
-    let n = vec![vec![nf("clock_nanosleep", LIBC)], vec![nf(eval, RUNTIME)], vec![nf("main", RUNTIME)]];
-    b.add(&SampleInput { python: Some(&main_py), syscall: Some(230), ..input(101, &n, off(100_000, 4, 25_000)) });
-    let n = vec![vec![nf("read", LIBC)], vec![nf(eval, RUNTIME)], vec![nf("main", RUNTIME)]];
-    b.add(&SampleInput { python: Some(&main_py), syscall: Some(0), ..input(101, &n, off(8_000, 2, 6_000)) });
-
-    // worker-1: a `threading.Lock`, spinning before parking on it at the same line, runqueue.
-    let lock = ParkedInfo {
-        addr: 0x7f10_0000_1018,
-        lock_object: Some((0x7f10_0000_1000, "_thread.lock".into())),
-        ..Default::default()
-    };
-    let n = runtime_stack(&[
-        "__futex_abstimed_wait_common",
-        "_PySemaphore_Wait",
-        "_PyParkingLot_Park",
-        "_PyMutex_LockTimed",
-        "lock_PyThread_acquire_lock",
-        eval,
-        "thread_run",
-    ]);
-    b.add(&SampleInput { python: Some(&w1_py), parked: Some(&lock), ..input(102, &n, off(30_000, 12, 5_000)) });
-    let n = vec![
-        vec![nf("sched_yield", LIBC)],
-        vec![inlined("_Py_yield"), nf("_PyMutex_LockTimed", RUNTIME)],
-        vec![nf("lock_PyThread_acquire_lock", RUNTIME)],
-        vec![nf(eval, RUNTIME)],
-        vec![nf("thread_run", RUNTIME)],
-    ];
-    b.add(&SampleInput { python: Some(&w1_py), ..input(102, &n, cpu(5)) });
-    let n = runtime_stack(&[eval, "thread_run"]);
-    b.add(&SampleInput {
-        python: Some(&w1_py),
-        ..input(102, &n, Observation::OffCpu { wait_us: 2_500, waits: 3, max_us: 1_200, preempted: true })
-    });
-
-    // worker-2: a critical section on a list, spinning for it elsewhere, shared refcounts,
-    // a stop-the-world pause it collected for, an `Event.wait`, unobserved blocked time.
-    let cs =
-        ParkedInfo { addr: 0x7f20_0000_2008, cs_object: Some((0x7f20_0000_2000, "list".into())), ..Default::default() };
-    let n = runtime_stack(&[
-        "__futex_abstimed_wait_common",
-        "_PyParkingLot_Park",
-        "_PyMutex_LockTimed",
-        "_PyCriticalSection_BeginSlow",
-        "list_append",
-        eval,
-        "thread_run",
-    ]);
-    b.add(&SampleInput { python: Some(&w2_py), parked: Some(&cs), ..input(103, &n, off(20_000, 8, 4_000)) });
-    let spin_py = pystack(vec![code("append_all", app, 26), code("Thread.run", threading, 1012)]);
-    let n = vec![
-        vec![nf("sched_yield", LIBC)],
-        vec![nf("_PyMutex_LockSlow", RUNTIME)],
-        vec![nf("list_extend", RUNTIME)],
-        vec![nf(eval, RUNTIME)],
-        vec![nf("thread_run", RUNTIME)],
-    ];
-    b.add(&SampleInput { python: Some(&spin_py), ..input(103, &n, cpu(4)) });
-    let prev = [inlined("_Py_atomic_add_ssize"), inlined("Py_INCREF"), nf(eval, RUNTIME)];
-    let n = vec![vec![inlined("_Py_atomic_add_ssize"), inlined("Py_INCREF"), nf(eval, RUNTIME)]];
-    b.add(&SampleInput { python: Some(&w2_py), leaf_prev: &prev, ..input(103, &n, cpu(7)) });
-    let n = runtime_stack(&["gc_visit_heaps", "gc_collect_main", "_PyGC_Collect", eval, "thread_run"]);
-    b.add(&SampleInput { python: Some(&w2_py), ..input(103, &n, cpu(3)) });
-    let event = ParkedInfo {
-        addr: 0x7f30_0000_3018,
-        lock_object: Some((0x7f30_0000_3000, "_thread.lock".into())),
-        ..Default::default()
-    };
-    let n = runtime_stack(&["_PyParkingLot_Park", "lock_PyThread_acquire_lock", eval, "thread_run"]);
-    b.add(&SampleInput { python: Some(&w2_wait), parked: Some(&event), ..input(103, &n, off(50_000, 1, 50_000)) });
-    b.add(&SampleInput { marker: Some("[off-CPU, not observed]"), ..input(103, &[], off(6_000, 0, 0)) });
-
+    main_thread(&mut b, &main_py, &work_py);
+    worker_1(&mut b, &w1_py);
+    worker_2(&mut b, &w2_py, &w2_wait);
     b.summary.duration_s = 0.25;
     b.summary.rate_hz = RATE_HZ;
     b.summary.switch_outs = 30;
@@ -232,6 +144,117 @@ pub fn profile() -> Profile {
         attached: false,
         partial: false,
     });
+    blame(&mut p, &work_py, &main_py);
+    p.with_findings()
+}
+
+const EVAL: &str = "_PyEval_EvalFrameDefault";
+const APP: &str = "/opt/app/app.py";
+const THREADING: &str = "/opt/python/lib/python3.13t/threading.py";
+
+/// MainThread's samples and waits (see [`profile`]).
+fn main_thread(b: &mut ProfileBuilder, main_py: &PyStack, work_py: &PyStack) {
+    let (eval, app) = (EVAL, APP);
+    // MainThread: Python, native, kernel, an unresolved frame, a mismatch, sleep, I/O.
+    let n = runtime_stack(&[eval, "pymain_run_python", "main"]);
+    b.add(&SampleInput { python: Some(work_py), ..input(101, &n, cpu(40)) });
+    let n = vec![vec![nf("compress_block", EXT)], vec![nf(eval, RUNTIME)], vec![nf("main", RUNTIME)]];
+    b.add(&SampleInput { python: Some(work_py), ..input(101, &n, cpu(10)) });
+    let kernel = ["clear_page_erms".to_string(), "asm_exc_page_fault".to_string()];
+    let n = vec![vec![nf("__memset_avx2", LIBC)], vec![nf(eval, RUNTIME)], vec![nf("main", RUNTIME)]];
+    b.add(&SampleInput { python: Some(work_py), kernel: &kernel, ..input(101, &n, cpu(3)) });
+    let n = vec![vec![unknown(RUNTIME, 0x1a2b3c)], vec![nf(eval, RUNTIME)], vec![nf("main", RUNTIME)]];
+    b.add(&SampleInput { python: Some(main_py), ..input(101, &n, cpu(2)) });
+    let two = PyStack {
+        frames: vec![code("cb", app, 50), PyFrame::Entry, code("main", app, 30), PyFrame::Entry],
+        truncated: false,
+        state: 1,
+    };
+    let n = runtime_stack(&[eval, "main"]);
+    b.add(&SampleInput { python: Some(&two), ..input(101, &n, cpu(1)) });
+    let n = vec![vec![nf("clock_nanosleep", LIBC)], vec![nf(eval, RUNTIME)], vec![nf("main", RUNTIME)]];
+    b.add(&SampleInput { python: Some(main_py), syscall: Some(230), ..input(101, &n, off(100_000, 4, 25_000)) });
+    let n = vec![vec![nf("read", LIBC)], vec![nf(eval, RUNTIME)], vec![nf("main", RUNTIME)]];
+    b.add(&SampleInput { python: Some(main_py), syscall: Some(0), ..input(101, &n, off(8_000, 2, 6_000)) });
+}
+
+/// worker-1's samples and waits (see [`profile`]).
+fn worker_1(b: &mut ProfileBuilder, w1_py: &PyStack) {
+    let eval = EVAL;
+    // worker-1: a `threading.Lock`, spinning before parking on it at the same line, runqueue.
+    let lock = ParkedInfo {
+        addr: 0x7f10_0000_1018,
+        lock_object: Some((0x7f10_0000_1000, "_thread.lock".into())),
+        ..Default::default()
+    };
+    let n = runtime_stack(&[
+        "__futex_abstimed_wait_common",
+        "_PySemaphore_Wait",
+        "_PyParkingLot_Park",
+        "_PyMutex_LockTimed",
+        "lock_PyThread_acquire_lock",
+        eval,
+        "thread_run",
+    ]);
+    b.add(&SampleInput { python: Some(w1_py), parked: Some(&lock), ..input(102, &n, off(30_000, 12, 5_000)) });
+    let n = vec![
+        vec![nf("sched_yield", LIBC)],
+        vec![inlined("_Py_yield"), nf("_PyMutex_LockTimed", RUNTIME)],
+        vec![nf("lock_PyThread_acquire_lock", RUNTIME)],
+        vec![nf(eval, RUNTIME)],
+        vec![nf("thread_run", RUNTIME)],
+    ];
+    b.add(&SampleInput { python: Some(w1_py), ..input(102, &n, cpu(5)) });
+    let n = runtime_stack(&[eval, "thread_run"]);
+    b.add(&SampleInput {
+        python: Some(w1_py),
+        ..input(102, &n, Observation::OffCpu { wait_us: 2_500, waits: 3, max_us: 1_200, preempted: true })
+    });
+}
+
+/// worker-2's samples and waits (see [`profile`]).
+fn worker_2(b: &mut ProfileBuilder, w2_py: &PyStack, w2_wait: &PyStack) {
+    let (eval, app, threading) = (EVAL, APP, THREADING);
+    // worker-2: a critical section on a list, spinning for it elsewhere, shared refcounts,
+    // a stop-the-world pause it collected for, an `Event.wait`, unobserved blocked time.
+    let cs =
+        ParkedInfo { addr: 0x7f20_0000_2008, cs_object: Some((0x7f20_0000_2000, "list".into())), ..Default::default() };
+    let n = runtime_stack(&[
+        "__futex_abstimed_wait_common",
+        "_PyParkingLot_Park",
+        "_PyMutex_LockTimed",
+        "_PyCriticalSection_BeginSlow",
+        "list_append",
+        eval,
+        "thread_run",
+    ]);
+    b.add(&SampleInput { python: Some(w2_py), parked: Some(&cs), ..input(103, &n, off(20_000, 8, 4_000)) });
+    let spin_py = pystack(vec![code("append_all", app, 26), code("Thread.run", threading, 1012)]);
+    let n = vec![
+        vec![nf("sched_yield", LIBC)],
+        vec![nf("_PyMutex_LockSlow", RUNTIME)],
+        vec![nf("list_extend", RUNTIME)],
+        vec![nf(eval, RUNTIME)],
+        vec![nf("thread_run", RUNTIME)],
+    ];
+    b.add(&SampleInput { python: Some(&spin_py), ..input(103, &n, cpu(4)) });
+    let prev = [inlined("_Py_atomic_add_ssize"), inlined("Py_INCREF"), nf(eval, RUNTIME)];
+    let n = vec![vec![inlined("_Py_atomic_add_ssize"), inlined("Py_INCREF"), nf(eval, RUNTIME)]];
+    b.add(&SampleInput { python: Some(w2_py), leaf_prev: &prev, ..input(103, &n, cpu(7)) });
+    let n = runtime_stack(&["gc_visit_heaps", "gc_collect_main", "_PyGC_Collect", eval, "thread_run"]);
+    b.add(&SampleInput { python: Some(w2_py), ..input(103, &n, cpu(3)) });
+    let event = ParkedInfo {
+        addr: 0x7f30_0000_3018,
+        lock_object: Some((0x7f30_0000_3000, "_thread.lock".into())),
+        ..Default::default()
+    };
+    let n = runtime_stack(&["_PyParkingLot_Park", "lock_PyThread_acquire_lock", eval, "thread_run"]);
+    b.add(&SampleInput { python: Some(w2_wait), parked: Some(&event), ..input(103, &n, off(50_000, 1, 50_000)) });
+    b.add(&SampleInput { marker: Some("[off-CPU, not observed]"), ..input(103, &[], off(6_000, 0, 0)) });
+}
+
+/// The holder observations of blame (see [`profile`]).
+fn blame(p: &mut Profile, work_py: &PyStack, main_py: &PyStack) {
     // Blame: MainThread held worker-1's lock in `work` (3 ticks) and at `main` (1 tick, once
     // handed the lock and not run yet); the list's holder was found once of two ticks.
     let mut blame = crate::blame::BlameCollector::new();
@@ -243,6 +266,5 @@ pub fn profile() -> Profile {
     blame.observe(103, 0x7f20_0000_2000, None, false, 4_000_000);
     blame.stats.threads_scanned = 9;
     blame.stats.search_ms = 0.25;
-    crate::blame::attach(&mut p, &blame.finish());
-    p.with_findings()
+    crate::blame::attach(p, &blame.finish());
 }
