@@ -3,7 +3,10 @@
 //! frame walker, object readers and lock probes.
 
 use std::collections::BTreeMap;
-use std::io;
+use std::io::{self, IoSliceMut};
+
+use nix::sys::uio::{process_vm_readv, RemoteIoVec};
+use nix::unistd::Pid;
 
 /// Read access to a target's address space. Only [`ReadMemory::read`] is required.
 pub trait ReadMemory: Send + Sync {
@@ -165,15 +168,11 @@ impl ReadMemory for Mem {
             use std::os::unix::fs::FileExt;
             return f.read_exact_at(buf, addr);
         }
-        let local = libc::iovec { iov_base: buf.as_mut_ptr() as *mut libc::c_void, iov_len: buf.len() };
-        let remote = libc::iovec { iov_base: addr as *mut libc::c_void, iov_len: buf.len() };
-        // SAFETY: both iovecs describe `buf` (local, writable for its length) and a remote range
-        // of the same length; the kernel checks the remote side.
-        let n = unsafe { libc::process_vm_readv(self.pid as libc::pid_t, &local, 1, &remote, 1, 0) };
-        if n < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        if n as usize != buf.len() {
+        let len = buf.len();
+        let remote = [RemoteIoVec { base: addr as usize, len }];
+        let n = process_vm_readv(Pid::from_raw(self.pid as i32), &mut [IoSliceMut::new(buf)], &remote)
+            .map_err(io::Error::from)?;
+        if n != len {
             return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "short read"));
         }
         Ok(())
@@ -184,33 +183,20 @@ impl ReadMemory for Mem {
             return addrs.iter().map(|&a| self.u64(a).ok()).collect();
         }
         let mut out = vec![None; addrs.len()];
-        let mut words = vec![0u64; addrs.len()];
+        let mut bytes = vec![0u8; 8 * addrs.len().min(512)];
+        let pid = Pid::from_raw(self.pid as i32);
         let mut i = 0;
         while i < addrs.len() {
             let end = (i + 512).min(addrs.len());
-            let local: Vec<libc::iovec> = words[i..end]
-                .iter_mut()
-                .map(|w| libc::iovec { iov_base: w as *mut u64 as *mut libc::c_void, iov_len: 8 })
-                .collect();
-            let remote: Vec<libc::iovec> =
-                addrs[i..end].iter().map(|&a| libc::iovec { iov_base: a as *mut libc::c_void, iov_len: 8 }).collect();
-            // SAFETY: each local iovec is one distinct `u64` of `words`, writable for 8 bytes;
-            // the remote side is checked by the kernel.
-            let n = unsafe {
-                libc::process_vm_readv(
-                    self.pid as libc::pid_t,
-                    local.as_ptr(),
-                    local.len() as libc::c_ulong,
-                    remote.as_ptr(),
-                    remote.len() as libc::c_ulong,
-                    0,
-                )
-            };
+            let mut local: Vec<IoSliceMut<'_>> = bytes[..8 * (end - i)].chunks_mut(8).map(IoSliceMut::new).collect();
+            let remote: Vec<RemoteIoVec> =
+                addrs[i..end].iter().map(|&a| RemoteIoVec { base: a as usize, len: 8 }).collect();
             // The kernel stops at the first unreadable range: the ones before it are complete,
             // that one is unreadable (or partly read: unusable), the rest are tried again.
-            let done = if n < 0 { 0 } else { n as usize / 8 };
-            for k in i..i + done {
-                out[k] = Some(words[k]);
+            let done = process_vm_readv(pid, &mut local, &remote).map_or(0, |n| n / 8);
+            drop(local);
+            for (k, word) in bytes.chunks(8).take(done).enumerate() {
+                out[i + k] = word.try_into().ok().map(u64::from_le_bytes);
             }
             i += done + 1;
         }

@@ -37,7 +37,7 @@ fn parse_opnames(text: &str) -> Option<Vec<String>> {
 fn run_script(interpreter: &Path, script: &str) -> Option<String> {
     use std::os::unix::fs::MetadataExt;
     let md = std::fs::metadata(interpreter).ok()?;
-    let euid = unsafe { libc::geteuid() };
+    let euid = nix::unistd::geteuid().as_raw();
     let name = interpreter.file_name()?.to_string_lossy();
     if !(md.uid() == 0 || md.uid() == euid) || md.mode() & 0o022 != 0 || name.starts_with("lib") {
         return None;
