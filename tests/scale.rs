@@ -121,11 +121,16 @@ fn workload_serialised_on_one_lock_gate_agrees_and_charts_are_written() {
         "{scaling}"
     );
     let breakdown = svg_text(&dir.path().join("out/breakdown.svg"));
-    assert!(
-        breakdown.contains("share of thread time")
-            && breakdown.contains("scale_serialized.py")
-            && breakdown.contains("lock")
-    );
+    assert!(breakdown.contains("share of thread time") && breakdown.contains("scale_serialized.py"), "{breakdown}");
+    // Every category some point measured is in the legend (lock, unless the two threads never
+    // ran at the same moment: see above).
+    for p in r["points"].as_array().unwrap() {
+        for (c, v) in p["categories"].as_object().unwrap() {
+            if v.as_f64().unwrap_or(0.0) > 0.0 {
+                assert!(breakdown.contains(c.as_str()), "{c} not in the legend: {breakdown}");
+            }
+        }
+    }
     let diff = svg_text(&dir.path().join("out/diff.svg"));
     assert!(diff.contains("N = 1 to N = 2") && diff.contains("scale_serialized.py"), "{diff}");
     for n in [1, 2] {

