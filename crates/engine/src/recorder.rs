@@ -298,14 +298,23 @@ impl Recorder {
         }
     }
 
-    /// The recording ended with the programs still loading: they are not waited for.
+    /// The recording ended with the programs still pending: not waited for, and not taken up
+    /// (they would have measured nothing); a refusal's reason is kept.
     fn abandon_bpf(&mut self) {
-        if self.bpf_pending.take().is_some() {
-            self.bpf_refusal = Some(
-                "the target ended before the kernel had verified the BPF programs (a run this short needs none)".into(),
-            );
-            self.sampling_fds.clear();
-        }
+        let Some(h) = self.bpf_pending.take() else { return };
+        self.sampling_fds.clear();
+        let loaded = if h.is_finished() { h.join().ok() } else { None };
+        self.bpf_refusal = Some(match loaded {
+            Some(BpfLoaded { stacks: Err(why), .. }) => why,
+            Some(loaded) => {
+                // Detaching what loaded takes milliseconds: not on the way to the output.
+                std::thread::spawn(move || drop(loaded));
+                "the target ended before the BPF programs were attached (a run this short needs none)".into()
+            }
+            None => {
+                "the target ended before the kernel had verified the BPF programs (a run this short needs none)".into()
+            }
+        });
     }
 
     fn apply_bpf(&mut self, loaded: BpfLoaded) {
@@ -988,8 +997,6 @@ impl profiler::Sink for Recorder {
             }
             Record::Drained { upto } => {
                 if upto == u64::MAX {
-                    // Ready just now (or refused: the reason is kept), else not waited for.
-                    self.poll_bpf(false);
                     self.abandon_bpf();
                 }
                 self.collector.release(upto);
