@@ -255,15 +255,18 @@ impl Recorder {
     /// with the same configuration, so that their verification overlapped ftprof's other
     /// start-up work).
     ///
-    /// A launched target does not wait for them either: it starts at once, its first samples'
-    /// stacks are read after the sample, and the programs attach at the first tick after the
-    /// kernel has verified them (tens of milliseconds; the off-CPU accounting takes over from
-    /// `/proc` then, as when attaching). Attached, and with [`crate::Bpf::Required`], they are
-    /// waited for here.
+    /// A launched target without wait recording (`--no-waits`) does not wait for them either: it
+    /// starts at once, its first samples' stacks are read after the sample, and the programs
+    /// attach at the first tick after the kernel has verified them. With waits recorded (the
+    /// default: the kernel's per-lock wait counts must include the first wait), attached, and
+    /// with [`crate::Bpf::Required`], they are waited for here.
     pub fn with_loading(cfg: &EngineConfig, loading: BpfLoading) -> Recorder {
         let r = Recorder::with_sources_only(cfg, Box::new(ProcThreads::default()), Box::new(LiveMemory::default()));
         match loading {
-            BpfLoading::Loading(h) if !cfg.attached && cfg.bpf_stacks != crate::Bpf::Required => {
+            // Waits recorded: the kernel's per-lock wait counts must see the first wait too.
+            BpfLoading::Loading(h)
+                if !cfg.attached && !cfg.waits.recorded() && cfg.bpf_stacks != crate::Bpf::Required =>
+            {
                 Recorder { bpf_pending: Some(h), ..r }
             }
             other => r.with_bpf_loaded(other),
