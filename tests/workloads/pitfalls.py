@@ -197,35 +197,27 @@ def stream_logger(name):
 SHARED_LOG = stream_logger("shared")
 
 
+def log_items(log):
+    """200 records: the bad variants pass an argument; the fixed ones apply the logging-record
+    remedy as well (one argument makes each record check isinstance(arg, collections.abc.Mapping),
+    whose ABC cache set all threads share), so that their only difference is the row's own."""
+    if BAD:
+        for i in range(200):
+            log.info("item %d", i)  # BAD-LINE
+    else:
+        for i in range(200):
+            log.info(f"item {i}")
+
+
 def logging_record():
     # Every thread has its own logger and handler: only the records' creation is shared.
     log = stream_logger(f"own-{threading.get_native_id()}")
-
-    def step():
-        if BAD:
-            for i in range(200):
-                log.info("item %d", i)  # BAD-LINE
-        else:
-            # One argument makes each record check isinstance(arg, collections.abc.Mapping),
-            # whose ABC cache set all threads share: the message formatted here instead.
-            for i in range(200):
-                log.info(f"item {i}")
-    until_deadline(step)
+    until_deadline(lambda: log_items(log))
 
 
 def logging_handler_lock():
     log = SHARED_LOG if BAD else stream_logger(f"own-{threading.get_native_id()}")  # fixed: own handler
-
-    def step():
-        if BAD:
-            for i in range(200):
-                log.info("item %d", i)  # BAD-LINE
-        else:
-            # One argument makes each record check isinstance(arg, collections.abc.Mapping),
-            # whose ABC cache set all threads share: the message formatted here instead.
-            for i in range(200):
-                log.info(f"item {i}")
-    until_deadline(step)
+    until_deadline(lambda: log_items(log))
 
 
 app_lock = threading.Lock()
