@@ -4,6 +4,7 @@
 Usage: pitfalls.py ROW bad|fixed [threads] [seconds]
 ROW: shared-constant threading-local class-static-method generated-init type-lookup-lock
      closure-cell shared-random lru-cache logging-record logging-handler-lock logging-under-lock
+     logging-disabled-call
      lock-held-across-work list-arithmetic shared-mutable shared-container-writes
      stop-the-world-gc tracemalloc
 Each bad variant's hot line is marked `# BAD-LINE`; lock-held-across-work's waiting line
@@ -198,15 +199,18 @@ SHARED_LOG = stream_logger("shared")
 
 
 def log_items(log):
-    """200 records: the bad variants pass an argument; the fixed ones apply the logging-record
-    remedy as well (one argument makes each record check isinstance(arg, collections.abc.Mapping),
-    whose ABC cache set all threads share), so that their only difference is the row's own."""
+    """200 items logged. The bad variants create a record per item, with an argument; the fixed
+    ones apply the logging-record remedy as well, so that each pair differs only by its own row:
+    fewer records on the hot path (one per 20 items: every record still reads shared module state,
+    such as the float `logging._startTime`, whose refcount all threads share), and messages
+    formatted here (one argument makes each record check isinstance(arg, collections.abc.Mapping),
+    whose ABC cache set all threads share)."""
     if BAD:
         for i in range(200):
             log.info("item %d", i)  # BAD-LINE
     else:
-        for i in range(200):
-            log.info(f"item {i}")
+        for i in range(0, 200, 20):
+            log.info(f"items {i}..{i + 19}")
 
 
 def logging_record():
@@ -218,6 +222,27 @@ def logging_record():
 def logging_handler_lock():
     log = SHARED_LOG if BAD else stream_logger(f"own-{threading.get_native_id()}")  # fixed: own handler
     until_deadline(lambda: log_items(log))
+
+
+QUIET_LOG = logging.getLogger("quiet")
+QUIET_LOG.setLevel(logging.WARNING)
+
+
+def logging_disabled_call():
+    # A disabled debug call on one shared Logger (CPython gh-155106): each call refcounts the
+    # Logger and the class-wide `Logger._tls` (a threading.local) in `_is_disabled`.
+    log = QUIET_LOG
+
+    def step():
+        if BAD:
+            for i in range(2_000):
+                log.debug("item %d", i)  # BAD-LINE
+        else:
+            debug = log.isEnabledFor(logging.DEBUG)
+            for i in range(2_000):
+                if debug:
+                    log.debug("item %d", i)
+    until_deadline(step)
 
 
 app_lock = threading.Lock()
@@ -339,6 +364,7 @@ ROWS = {
     "logging-record": logging_record,
     "logging-handler-lock": logging_handler_lock,
     "logging-under-lock": logging_under_lock,
+    "logging-disabled-call": logging_disabled_call,
     "lock-held-across-work": lock_held_across_work,
     "list-arithmetic": list_arithmetic,
     "shared-mutable": shared_mutable,

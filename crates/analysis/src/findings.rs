@@ -31,6 +31,10 @@
 //! | `held_by` | the lock's holder stacks with a Python frame containing one of these (`""`: any holder code) have at least [`HOLDER_MIN_SHARE`] of its blamed waiting |
 //! | `source` | `gil_reenabled`: only when the profile says the GIL was turned back on |
 //!
+//! A row with `site_outside` (file substrings) names as its line the program's call into that
+//! library: the innermost Python frame whose file contains none of them (a disabled
+//! `log.debug()` is fixed at the call, not inside `logging`).
+//!
 //! A row with `one_finding: true` makes all its evidence one finding (named after the object with
 //! the most time) instead of one per object. Uncontended shared refcount updates count only next
 //! to contended ones on the same object, unless the row says `cost_of_sharing: true` (the atomic
@@ -116,6 +120,10 @@ pub struct Pitfall {
     /// same moment, and the remedy removes the atomics).
     #[serde(default)]
     pub cost_of_sharing: bool,
+    /// The finding's line is the program's call into a library: the innermost Python frame
+    /// whose file contains none of these (when a stack has one), not the library's own line.
+    #[serde(default)]
+    pub site_outside: Vec<String>,
     pub remedy: String,
     #[serde(default)]
     pub fixed_in: Option<FixedIn>,
@@ -314,6 +322,23 @@ impl<'a> View<'a> {
         }
     }
 
+    /// [`Self::site_frame`], or with `outside` given, the innermost Python frame whose file
+    /// contains none of `outside` (the program's line calling into a library), when there is one.
+    fn site_frame_outside(&self, outside: &[String]) -> Option<&'a Frame> {
+        if outside.is_empty() {
+            return self.site_frame();
+        }
+        self.frames
+            .iter()
+            .rev()
+            .find(|f| {
+                f.kind == FrameKind::Python
+                    && f.file.as_deref().is_some_and(|file| !file.starts_with('<') && !any_in(outside, file))
+            })
+            .copied()
+            .or_else(|| self.site_frame())
+    }
+
     fn object_type(&self) -> Option<&'a str> {
         self.object.and_then(|o| o.split_whitespace().next())
     }
@@ -439,6 +464,8 @@ struct Group {
     paused_us: f64,
     /// Paused time per thread.
     paused_by: HashMap<u32, f64>,
+    /// The row's `site_outside`: lines are the program's calls into these files.
+    site_outside: Vec<String>,
 }
 
 impl Group {
@@ -448,7 +475,7 @@ impl Group {
             self.threads.insert(v.thread);
         }
         *self.per_cat.entry(v.category).or_default() += v.time_us;
-        if let Some(f) = v.site_frame() {
+        if let Some(f) = v.site_frame_outside(&self.site_outside) {
             // A paused thread is a victim: the line is where the collections were asked for.
             let victim = v.category == Category::StopTheWorld && v.object.is_some_and(|o| o.contains("paused thread"));
             let lines = if victim { &mut self.victim_lines } else { &mut self.lines };
@@ -604,7 +631,7 @@ pub fn derive_with(p: &Profile, table: &[Pitfall]) -> Vec<Finding> {
             let g = match groups.iter().position(|(k, _)| *k == key) {
                 Some(i) => &mut groups[i].1,
                 None => {
-                    groups.push((key, Group::default()));
+                    groups.push((key, Group { site_outside: row.site_outside.clone(), ..Group::default() }));
                     &mut groups.last_mut().unwrap().1
                 }
             };
@@ -710,6 +737,7 @@ fn generic_findings(
             min_threads: None,
             one_finding: false,
             cost_of_sharing: false,
+            site_outside: Vec::new(),
             remedy: generic_remedy(category, target.free_threaded).into(),
             fixed_in: None,
             citation: String::new(),

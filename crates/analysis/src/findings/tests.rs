@@ -56,7 +56,12 @@ impl P {
         }
     }
 
-    fn add(mut self, s: S) -> P {
+    fn add(self, s: S) -> P {
+        self.add_called(None, s)
+    }
+
+    /// [`P::add`] with a calling Python frame `(qualname, file, line)` above the innermost one.
+    fn add_called(mut self, caller: Option<(&str, &str, u32)>, s: S) -> P {
         let mut ids = vec![self.frame(Frame {
             kind: FrameKind::Thread,
             name: format!("worker ({})", s.thread),
@@ -67,6 +72,18 @@ impl P {
             offset: None,
             inlined: false,
         })];
+        if let Some((name, file, line)) = caller {
+            ids.push(self.frame(Frame {
+                kind: FrameKind::Python,
+                name: name.into(),
+                file: Some(file.into()),
+                line: Some(line),
+                start_line: None,
+                module: None,
+                offset: None,
+                inlined: false,
+            }));
+        }
         let (name, file, line) = s.py;
         ids.push(self.frame(Frame {
             kind: FrameKind::Python,
@@ -742,4 +759,42 @@ fn a_stray_uncontended_refcount_sample_does_not_hide_contention() {
     let f = only(&p.work(1, 500));
     assert_eq!(f.id, "logging-record");
     assert_eq!(f.category, Category::CriticalSection);
+}
+
+/// A disabled `log.debug()` on two threads: the stalls are inside `logging` (the class-wide
+/// `Logger._tls` in `Logger._is_disabled`, the level cache in `Logger.isEnabledFor`) and on the
+/// Logger at the program's call; the finding is one, at the program's line that calls the logger
+/// (the row's `site_outside`), whichever object had the most time.
+#[test]
+fn a_disabled_log_call_is_found_at_the_programs_call() {
+    let call = ("step", APP, 40);
+    let mut p = P::new("3.13.1", true);
+    for t in 1..=2 {
+        for (py, object, ms) in [
+            (("Logger._is_disabled", LOGGING, 1829), "_thread._local @ 0x7f20 (attribute `._tls` of local `self`)", 30),
+            (("Logger.isEnabledFor", LOGGING, 1780), "dict @ 0x7f21 (attribute `._cache` of local `self`)", 20),
+        ] {
+            p = p.add_called(
+                Some(call),
+                S { thread: t, cat: Category::Refcount, py, native: &[], object: Some(object), ms },
+            );
+        }
+        p = p.add(S {
+            thread: t,
+            cat: Category::Refcount,
+            py: call,
+            native: &[],
+            object: Some("Logger @ 0x7f22 (global `log`)"),
+            ms: 10,
+        });
+    }
+    let f = only(&p.work(1, 500));
+    assert_eq!(f.id, "logging-disabled-call");
+    assert_eq!(f.site.as_deref(), Some("step (app.py:40)"));
+    assert_eq!((f.file.as_deref(), f.line), (Some(APP), Some(40)));
+    assert_eq!(f.time_us, 120_000, "the three objects' stalls are one finding");
+    assert!(f.object.starts_with("_thread._local @ 0x7f20"), "{}", f.object);
+    // The same `threading.local` read by the program itself is the threading-local row's.
+    let p = refcount(P::new("3.13.1", true), "_thread._local @ 0x7f01 (global `tls`)", 2, 50);
+    assert_eq!(only(&p.work(1, 500)).id, "threading-local");
 }
