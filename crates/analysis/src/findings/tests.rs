@@ -72,7 +72,7 @@ impl P {
             offset: None,
             inlined: false,
         })];
-        if let Some((name, file, line)) = caller {
+        for (name, file, line) in caller.into_iter().chain([s.py]) {
             ids.push(self.frame(Frame {
                 kind: FrameKind::Python,
                 name: name.into(),
@@ -84,17 +84,6 @@ impl P {
                 inlined: false,
             }));
         }
-        let (name, file, line) = s.py;
-        ids.push(self.frame(Frame {
-            kind: FrameKind::Python,
-            name: name.into(),
-            file: Some(file.into()),
-            line: Some(line),
-            start_line: None,
-            module: None,
-            offset: None,
-            inlined: false,
-        }));
         for n in s.native {
             ids.push(self.frame(Frame {
                 kind: FrameKind::Native,
