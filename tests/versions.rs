@@ -95,7 +95,25 @@ fn frames_lines_and_merged_stacks(interp: Interp, mode: Mode) {
         100.0 * share("mismatched"),
         100.0 * share("unresolved_core")
     );
-    assert!(share("with_python") >= 0.99, "{label}: Python frames in {:.1} % of samples", 100.0 * share("with_python"));
+    if share("with_python") < 0.99 {
+        // What the samples without a Python frame were (a loaded CI run once had 20 % of them).
+        let mut without: Vec<(u64, u64, String)> = p
+            .stacks()
+            .into_iter()
+            .filter(|(_, frames, n)| *n > 0 && frames.iter().all(|f| f.kind != "python"))
+            .map(|(tid, frames, n)| {
+                let names: Vec<&str> = frames.iter().rev().take(6).map(|f| f.name.as_str()).collect();
+                (n, tid, names.join(" < "))
+            })
+            .collect();
+        without.sort_by(|a, b| b.cmp(a));
+        without.truncate(8);
+        panic!(
+            "{label}: Python frames in {:.1} % of samples; top stacks without (samples, thread, leaf first): {without:#?}\n{}",
+            100.0 * share("with_python"),
+            p.0["summary"]
+        );
+    }
     // As root the stacks are read in the kernel at the sample instant, on every version; ftprof
     // run inside a root filesystem without /sys (3.14 and 3.15 launched) cannot load BPF
     // programs (no kernel BTF there) and says so.
