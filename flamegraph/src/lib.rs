@@ -323,13 +323,25 @@ fn ms(us: u64) -> String {
 /// A one-screen summary of a recording.
 /// The summary's line on how the CPU samples' Python stacks were read.
 fn python_stacks_line(ps: &analysis::PythonStacks) -> String {
+    // Why samples had no kernel record, when known.
+    let mut why = Vec::new();
+    if ps.new_thread > 0 {
+        why.push(format!("{} of a thread not registered yet", ps.new_thread));
+    }
+    if ps.ring_lost > 0 {
+        why.push(format!("{} records lost in a full ring", ps.ring_lost));
+    }
+    if ps.unmatched > 0 {
+        why.push(format!("{} records that found no sample", ps.unmatched));
+    }
+    let why = if why.is_empty() { String::new() } else { format!(": {}", why.join(", ")) };
     match (ps.path.as_str(), &ps.reason) {
         ("bpf", _) if ps.before_ready > 0 => format!(
-            "  Python stacks: read in the kernel at the sample instant (BPF) for {} samples, after the sample for {} (no kernel record) and {} (taken while the kernel verified the BPF programs)\n",
+            "  Python stacks: read in the kernel at the sample instant (BPF) for {} samples, after the sample for {} (no kernel record{why}) and {} (taken while the kernel verified the BPF programs)\n",
             ps.at_instant, ps.after_sample, ps.before_ready
         ),
         ("bpf", _) => format!(
-            "  Python stacks: read in the kernel at the sample instant (BPF) for {} samples, after the sample for {} (no kernel record)\n",
+            "  Python stacks: read in the kernel at the sample instant (BPF) for {} samples, after the sample for {} (no kernel record{why})\n",
             ps.at_instant, ps.after_sample
         ),
         (_, Some(why)) => format!("  Python stacks: read after the sample (BPF not used: {why})\n"),

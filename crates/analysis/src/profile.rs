@@ -374,6 +374,16 @@ pub struct PythonStacks {
     /// before they were ready, read after the sample.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub before_ready: u64,
+    /// Of `after_sample`: samples whose kernel record said the thread was not registered yet
+    /// (a new thread's first samples, until ftprof re-reads the thread states).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub new_thread: u64,
+    /// Kernel records lost because their ring was full (ftprof drained it too late).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub ring_lost: u64,
+    /// Kernel records that found no sample (dropped once the samples of their time were all in).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub unmatched: u64,
 }
 
 fn is_zero(v: &u64) -> bool {

@@ -384,6 +384,9 @@ impl Recorder {
                     at_instant: c.joined,
                     after_sample: c.missing,
                     before_ready: self.before_bpf_ready,
+                    new_thread: c.no_tstate,
+                    ring_lost: c.ring_lost,
+                    unmatched: i.unmatched(),
                 }
             }
             _ => {
@@ -395,6 +398,7 @@ impl Recorder {
                     at_instant,
                     after_sample,
                     before_ready: self.before_bpf_ready,
+                    ..Default::default()
                 }
             }
         }
