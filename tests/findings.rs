@@ -49,20 +49,15 @@ fn record_workload_sched(name: &str, args: &[&str], env: &[(&str, &std::ffi::OsS
         .arg(workload(name))
         .args(args)
         .envs(env.iter().copied());
-    if rt {
-        cmd.env("WORKERS_SCHED_RR", "1");
-    }
-    // SAFETY: setpriority(2) and sched_setscheduler(2) are async-signal-safe; their failure (not
-    // permitted) is ignored.
+    // SAFETY: setpriority(2) is async-signal-safe; its failure (not permitted) is ignored.
     unsafe {
-        cmd.pre_exec(move || {
+        cmd.pre_exec(|| {
             libc::setpriority(libc::PRIO_PROCESS, 0, -10);
-            if rt {
-                let param = libc::sched_param { sched_priority: 2 };
-                libc::sched_setscheduler(0, libc::SCHED_RR, &param);
-            }
             Ok(())
         });
+    }
+    if rt {
+        realtime_workers(&mut cmd);
     }
     let out = cmd.output().unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr).to_string();

@@ -127,9 +127,14 @@ fn html_report_opens_offline_and_shows_the_lock_in_the_waiting_view() {
     assert_eq!(row[0], "lock");
     assert!(row[6].contains("lock_handoff.py"), "top lines: {row:?}");
     assert_eq!(v["clicked_leaf"], leaf.as_str(), "the largest lock after sorting by total");
-    let hl = &v["highlight"];
-    assert!(hl["lock_frames"].as_u64().unwrap() >= 1 && hl["greyed"].as_u64().unwrap() >= 1, "{hl}");
-    assert!(strings(&hl["lock_fill"]).iter().all(|f| f != "#e6e6e6"), "the lock's own stacks stay coloured: {hl}");
+    // The lock's own stacks stay coloured; in the thread-time view, where the holder's running
+    // stacks are too, the rest greys out. (The waiting view can hold nothing but the lock's
+    // stacks: at real-time priority nothing else waited.)
+    for hl in [&v["highlight"], &v["highlight_wall"]] {
+        assert!(hl["lock_frames"].as_u64().unwrap() >= 1, "{hl}");
+        assert!(strings(&hl["lock_fill"]).iter().all(|f| f != "#e6e6e6"), "the lock's own stacks stay coloured: {hl}");
+    }
+    assert!(v["highlight_wall"]["greyed"].as_u64().unwrap() >= 1, "{v:#}");
     assert!(v["verdict"].as_str().unwrap().contains("threading lock"), "{v:#}");
     assert!(strings(&v["lines"]).iter().any(|l| l.contains("lock_handoff.py")));
     assert!(strings(&v["threads"]).iter().any(|t| t.starts_with("waiter (")));

@@ -79,6 +79,18 @@ async function html(file, shot) {
       const lockG = gs.filter((g) => g.getAttribute('name') === leaf);
       return { lock_frames: lockG.length, lock_fill: lockG.map(fill), greyed: gs.filter((g) => fill(g) === '#e6e6e6').length, total: gs.length };
     }, leaf);
+    // The same mark in the thread-time view, where the lock's stacks sit beside running ones (the
+    // waiting view may hold nothing but the lock's stacks: then nothing there is greyed).
+    const highlight = (gs, leaf) => {
+      const fill = (g) => g.querySelector('rect').getAttribute('fill');
+      const lockG = gs.filter((g) => g.getAttribute('name') === leaf);
+      return { lock_frames: lockG.length, lock_fill: lockG.map(fill), greyed: gs.filter((g) => fill(g) === '#e6e6e6').length, total: gs.length };
+    };
+    await p.check('#mode-wall');
+    await p.waitForSelector('body[data-rendered="1"]', { timeout: 10000 });
+    out.highlight_wall = await p.$$eval('#chart svg g', highlight, leaf);
+    await p.check('#mode-wait');
+    await p.waitForSelector('body[data-rendered="1"]', { timeout: 10000 });
     // Per-thread filter: the waiter thread alone.
     out.threads = await p.$$eval('#thread option', (os) => os.map((o) => o.textContent));
     await p.screenshot({ path: shot, fullPage: false });

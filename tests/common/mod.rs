@@ -178,6 +178,15 @@ pub fn realtime(cmd: &mut Command, priority: i32) -> &mut Command {
     }
 }
 
+/// [`realtime`] at priority 2 for ftprof, and `WORKERS_SCHED_RR=1` for the target: workloads
+/// that honour it (`numpy_ufunc.py`, `dict_and_lock.py`) move their worker threads to priority 1,
+/// below ftprof's (two real-time workers busy on both CPUs at ftprof's own priority kept its
+/// reader from draining the rings: records were lost).
+#[allow(dead_code)]
+pub fn realtime_workers(cmd: &mut Command) -> &mut Command {
+    realtime(cmd, 2).env("WORKERS_SCHED_RR", "1")
+}
+
 pub fn tempdir() -> tempfile::TempDir {
     tempfile::tempdir().unwrap()
 }
@@ -197,10 +206,15 @@ pub fn tids(stdout: &[u8]) -> std::collections::HashMap<String, u64> {
 /// Run `ftprof record --format json` on `python workload args…`. Every such recording also
 /// writes a capture, and `ftprof report` of it must give the same bytes as the recording's JSON.
 pub fn record_json(workload_name: &str, args: &[&str], extra: &[&str]) -> (Profile, Output) {
+    record_json_with(ftprof(), workload_name, args, extra)
+}
+
+/// [`record_json`] with `cmd` as the ftprof command (its scheduling, its environment).
+pub fn record_json_with(mut cmd: Command, workload_name: &str, args: &[&str], extra: &[&str]) -> (Profile, Output) {
     let dir = tempdir();
     let out_path = dir.path().join("p.json");
     let capture = dir.path().join("p.capture");
-    let out = ftprof()
+    let out = cmd
         .arg("record")
         .args(["--format", "json", "-o"])
         .arg(&out_path)

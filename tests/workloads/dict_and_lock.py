@@ -21,6 +21,12 @@ def pin(k):
     cpus = sorted(os.sched_getaffinity(0))
     if len(cpus) >= 2:
         os.sched_setaffinity(0, {cpus[k % len(cpus)]})
+    if os.environ.get("WORKERS_SCHED_RR"):
+        # Real-time round robin at priority 1 where permitted (tests/common::realtime_workers).
+        try:
+            os.sched_setscheduler(0, os.SCHED_RR, os.sched_param(1))
+        except PermissionError:
+            pass
 
 
 def worker(k):
