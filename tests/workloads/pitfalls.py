@@ -201,16 +201,20 @@ SHARED_LOG = stream_logger("shared")
 def log_items(log):
     """200 items logged. The bad variants create a record per item, with an argument; the fixed
     ones apply the logging-record remedy as well, so that each pair differs only by its own row:
-    fewer records on the hot path (one per 20 items: every record still reads shared module state,
-    such as the float `logging._startTime`, whose refcount all threads share), and messages
-    formatted here (one argument makes each record check isinstance(arg, collections.abc.Mapping),
-    whose ABC cache set all threads share)."""
+    fewer records on the hot path (one per 20 items of the program's own work: every record still
+    reads shared module state, such as `logging._startTime`, whose refcount all threads share, so
+    records must be a small part of the work), and messages formatted here (one argument makes
+    each record check isinstance(arg, collections.abc.Mapping), whose ABC cache set all threads
+    share)."""
     if BAD:
         for i in range(200):
             log.info("item %d", i)  # BAD-LINE
     else:
         for i in range(0, 200, 20):
-            log.info(f"items {i}..{i + 19}")
+            total = 0
+            for j in range(20):
+                total += sum(range(300))  # the program's own work on item i + j
+            log.info(f"items {i}..{i + 19}: {total}")
 
 
 def logging_record():
@@ -392,6 +396,12 @@ def pinned(k):
     cpus = sorted(os.sched_getaffinity(0))
     if len(cpus) >= 2:
         os.sched_setaffinity(0, {cpus[k % len(cpus)]})
+    if os.environ.get("WORKERS_SCHED_RR"):
+        # Real-time round robin at priority 1 where permitted (tests/common::realtime_workers).
+        try:
+            os.sched_setscheduler(0, os.SCHED_RR, os.sched_param(1))
+        except PermissionError:
+            pass
     work()
 
 
