@@ -6,8 +6,9 @@
 //! loaded).
 //!
 //! Sampling on a loaded 2-core machine sees few samples of two threads at once: a bad variant is
-//! recorded (at nice -10 where permitted) up to six times and passes on the first recording that
-//! shows its finding; the fixed variants must be clean every time.
+//! recorded (at nice -10, its workers at a real-time priority, where permitted: see [`record`])
+//! up to six times and passes on the first recording that shows its finding; the fixed variants
+//! must be clean every time.
 
 mod common;
 
