@@ -74,18 +74,14 @@ async function html(file, shot) {
     await p.waitForSelector('#locks tbody tr.selected', { timeout: 5000 });
     await p.waitForSelector('body[data-rendered="1"]', { timeout: 10000 });
     out.clicked_leaf = leaf;
-    out.highlight = await p.$$eval('#chart svg g', (gs, leaf) => {
-      const fill = (g) => g.querySelector('rect').getAttribute('fill');
-      const lockG = gs.filter((g) => g.getAttribute('name') === leaf);
-      return { lock_frames: lockG.length, lock_fill: lockG.map(fill), greyed: gs.filter((g) => fill(g) === '#e6e6e6').length, total: gs.length };
-    }, leaf);
-    // The same mark in the thread-time view, where the lock's stacks sit beside running ones (the
-    // waiting view may hold nothing but the lock's stacks: then nothing there is greyed).
     const highlight = (gs, leaf) => {
       const fill = (g) => g.querySelector('rect').getAttribute('fill');
       const lockG = gs.filter((g) => g.getAttribute('name') === leaf);
       return { lock_frames: lockG.length, lock_fill: lockG.map(fill), greyed: gs.filter((g) => fill(g) === '#e6e6e6').length, total: gs.length };
     };
+    out.highlight = await p.$$eval('#chart svg g', highlight, leaf);
+    // The same mark in the thread-time view, where the lock's stacks sit beside running ones (the
+    // waiting view may hold nothing but the lock's stacks: then nothing there is greyed).
     await p.check('#mode-wall');
     await p.waitForSelector('body[data-rendered="1"]', { timeout: 10000 });
     out.highlight_wall = await p.$$eval('#chart svg g', highlight, leaf);

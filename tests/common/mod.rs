@@ -179,7 +179,7 @@ pub fn realtime(cmd: &mut Command, priority: i32) -> &mut Command {
 }
 
 /// [`realtime`] at priority 2 for ftprof, and `WORKERS_SCHED_RR=1` for the target: workloads
-/// that honour it (`numpy_ufunc.py`, `dict_and_lock.py`) move their worker threads to priority 1,
+/// that honour it (`numpy_ufunc.py`, `dict_and_lock.py`, `pitfalls.py`) move their workers to priority 1,
 /// below ftprof's (two real-time workers busy on both CPUs at ftprof's own priority kept its
 /// reader from draining the rings: records were lost).
 #[allow(dead_code)]
