@@ -160,6 +160,8 @@ pub struct Native {
     /// The directory of the per-module disk caches, and what identifies this build of the
     /// symbolizer in their names.
     persistent: Option<(PathBuf, u64)>,
+    /// Addresses looked up in the debug data (not found in a cache) since this was created.
+    pub decoded: usize,
 }
 
 impl Default for Native {
@@ -185,6 +187,7 @@ impl Native {
             sym_cache: HashMap::new(),
             separate_dwarf: true,
             persistent: None,
+            decoded: 0,
         }
     }
 
@@ -346,6 +349,7 @@ impl Native {
                 return frames;
             }
         }
+        self.decoded += 1;
         let raw = entry.sym.as_mut().map(|s| s.symbolize(svma)).unwrap_or_default();
         let n = raw.len();
         let frames: Vec<NativeFrame> = raw
