@@ -211,8 +211,17 @@ pub fn record(
         let mut status = 0;
         // SAFETY: `rusage` is plain data, all zeroes is a valid value.
         let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
-        // SAFETY: both pointers are to live locals; nix has no `wait4` (the child's rusage).
-        let r = unsafe { libc::wait4(pid, &mut status, libc::WNOHANG, &mut ru) };
+        let r = if child_exited(pid) {
+            // Reaping runs the kernel's clean-up of the target's /proc entries, which waits for
+            // the target's exiting threads: at a real-time priority above theirs, on their CPU
+            // (pinned), it waited for them forever (a livelock seen with ftprof at SCHED_RR 2 and
+            // the workers at 1). Nothing needs real time once the target has exited.
+            leave_realtime();
+            // SAFETY: both pointers are to live locals; nix has no `wait4` (the child's rusage).
+            unsafe { libc::wait4(pid, &mut status, libc::WNOHANG, &mut ru) }
+        } else {
+            0
+        };
         if r == pid {
             exit = Some(if libc::WIFSIGNALED(status) {
                 ExitStatus::Signal(libc::WTERMSIG(status))
@@ -405,6 +414,26 @@ fn open_rings(pid: i32, cfg: &SamplingConfig, launch: bool) -> Result<(Vec<Ring>
     }
 }
 
+/// Whether our child `pid` has exited (or is no longer our child), without reaping it.
+fn child_exited(pid: i32) -> bool {
+    use nix::sys::wait::{waitid, Id, WaitPidFlag, WaitStatus};
+    let flags = WaitPidFlag::WEXITED | WaitPidFlag::WNOHANG | WaitPidFlag::WNOWAIT;
+    !matches!(waitid(Id::Pid(Pid::from_raw(pid)), flags), Ok(WaitStatus::StillAlive) | Err(nix::errno::Errno::EINTR))
+}
+
+/// Run the calling thread at normal priority from now on if it runs at a real-time one.
+fn leave_realtime() {
+    // SAFETY: sched_getscheduler/sched_setscheduler on the calling thread (0), with a valid
+    // parameter block; a failure leaves its policy as it was.
+    unsafe {
+        let policy = libc::sched_getscheduler(0);
+        if policy == libc::SCHED_FIFO || policy == libc::SCHED_RR {
+            let param = libc::sched_param { sched_priority: 0 };
+            libc::sched_setscheduler(0, libc::SCHED_OTHER, &param);
+        }
+    }
+}
+
 fn drain_all(rings: &mut [Ring], lost: &mut LostCounts, mut filter: Option<&mut PidFilter>, sink: &mut dyn Sink) {
     // Drain until a pass finds nothing, so one busy CPU cannot starve the others, but give the
     // caller back control after 50 ms so that stop requests and deadlines are seen under load.
@@ -432,5 +461,45 @@ fn drain_all(rings: &mut [Ring], lost: &mut LostCounts, mut filter: Option<&mut 
         if n == 0 || start.elapsed() >= Duration::from_millis(50) {
             break;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_exited_child_is_seen_without_being_reaped() {
+        let child = std::process::Command::new("sleep").arg("0.2").spawn().unwrap();
+        let pid = child.id() as i32;
+        assert!(!child_exited(pid), "still running");
+        let start = Instant::now();
+        while !child_exited(pid) {
+            assert!(start.elapsed() < Duration::from_secs(30), "sleep 0.2 never exited");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        // Still there to reap, with its status: seeing it did not reap it.
+        let status = nix::sys::wait::waitpid(Pid::from_raw(pid), None).unwrap();
+        assert_eq!(status, nix::sys::wait::WaitStatus::Exited(Pid::from_raw(pid), 0));
+        assert!(child_exited(pid), "no longer our child counts as exited");
+    }
+
+    #[test]
+    fn a_realtime_thread_is_back_at_normal_priority() {
+        std::thread::spawn(|| {
+            let param = libc::sched_param { sched_priority: 1 };
+            // SAFETY: the calling thread, a valid parameter block.
+            let set = unsafe { libc::sched_setscheduler(0, libc::SCHED_RR, &param) };
+            assert_eq!(set, 0, "SCHED_RR needs root or CAP_SYS_NICE: {}", std::io::Error::last_os_error());
+            leave_realtime();
+            // SAFETY: the calling thread.
+            assert_eq!(unsafe { libc::sched_getscheduler(0) }, libc::SCHED_OTHER);
+            // Not real time: nothing to change.
+            leave_realtime();
+            // SAFETY: the calling thread.
+            assert_eq!(unsafe { libc::sched_getscheduler(0) }, libc::SCHED_OTHER);
+        })
+        .join()
+        .unwrap();
     }
 }
