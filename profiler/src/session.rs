@@ -470,7 +470,7 @@ mod tests {
 
     #[test]
     fn an_exited_child_is_seen_without_being_reaped() {
-        let child = std::process::Command::new("sleep").arg("0.2").spawn().unwrap();
+        let mut child = std::process::Command::new("sleep").arg("0.2").spawn().unwrap();
         let pid = child.id() as i32;
         assert!(!child_exited(pid), "still running");
         let start = Instant::now();
@@ -479,8 +479,7 @@ mod tests {
             std::thread::sleep(Duration::from_millis(5));
         }
         // Still there to reap, with its status: seeing it did not reap it.
-        let status = nix::sys::wait::waitpid(Pid::from_raw(pid), None).unwrap();
-        assert_eq!(status, nix::sys::wait::WaitStatus::Exited(Pid::from_raw(pid), 0));
+        assert!(child.wait().unwrap().success());
         assert!(child_exited(pid), "no longer our child counts as exited");
     }
 
