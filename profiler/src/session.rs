@@ -215,8 +215,9 @@ pub fn record(
             // Reaping runs the kernel's clean-up of the target's /proc entries, which waits for
             // the target's exiting threads: at a real-time priority above theirs, on their CPU
             // (pinned), it waited for them forever (a livelock seen with ftprof at SCHED_RR 2 and
-            // the workers at 1). Nothing needs real time once the target has exited.
-            leave_realtime();
+            // the workers at 1). So it reaps at normal priority; the priority is back after it
+            // (`scale` launches its next run from this thread, which the launch inherits).
+            let _normal = NormalPriority::enter();
             // SAFETY: both pointers are to live locals; nix has no `wait4` (the child's rusage).
             unsafe { libc::wait4(pid, &mut status, libc::WNOHANG, &mut ru) }
         } else {
@@ -421,15 +422,34 @@ fn child_exited(pid: i32) -> bool {
     !matches!(waitid(Id::Pid(Pid::from_raw(pid)), flags), Ok(WaitStatus::StillAlive) | Err(nix::errno::Errno::EINTR))
 }
 
-/// Run the calling thread at normal priority from now on if it runs at a real-time one.
-fn leave_realtime() {
-    // SAFETY: sched_getscheduler/sched_setscheduler on the calling thread (0), with a valid
-    // parameter block; a failure leaves its policy as it was.
-    unsafe {
-        let policy = libc::sched_getscheduler(0);
-        if policy == libc::SCHED_FIFO || policy == libc::SCHED_RR {
-            let param = libc::sched_param { sched_priority: 0 };
-            libc::sched_setscheduler(0, libc::SCHED_OTHER, &param);
+/// The calling thread at normal priority while this lives, when it ran at a real-time one (its
+/// policy and priority are restored on drop).
+struct NormalPriority(Option<(libc::c_int, libc::sched_param)>);
+
+impl NormalPriority {
+    fn enter() -> NormalPriority {
+        let mut param = libc::sched_param { sched_priority: 0 };
+        // SAFETY: sched_getscheduler/sched_getparam/sched_setscheduler on the calling thread (0),
+        // with valid parameter blocks; a failure leaves its policy as it was.
+        unsafe {
+            let policy = libc::sched_getscheduler(0);
+            let base = policy & !libc::SCHED_RESET_ON_FORK;
+            if (base == libc::SCHED_FIFO || base == libc::SCHED_RR) && libc::sched_getparam(0, &mut param) == 0 {
+                let normal = libc::sched_param { sched_priority: 0 };
+                if libc::sched_setscheduler(0, libc::SCHED_OTHER | (policy & libc::SCHED_RESET_ON_FORK), &normal) == 0 {
+                    return NormalPriority(Some((policy, param)));
+                }
+            }
+        }
+        NormalPriority(None)
+    }
+}
+
+impl Drop for NormalPriority {
+    fn drop(&mut self) {
+        if let Some((policy, param)) = self.0.take() {
+            // SAFETY: as in `enter`: the calling thread (the guard never leaves it), valid block.
+            unsafe { libc::sched_setscheduler(0, policy, &param) };
         }
     }
 }
@@ -484,19 +504,31 @@ mod tests {
     }
 
     #[test]
-    fn a_realtime_thread_is_back_at_normal_priority() {
+    fn a_realtime_thread_reaps_at_normal_priority_and_gets_its_priority_back() {
         std::thread::spawn(|| {
-            let param = libc::sched_param { sched_priority: 1 };
-            // SAFETY: the calling thread, a valid parameter block.
+            // SAFETY (all blocks below): the calling thread, valid parameter blocks.
+            let policy = || unsafe { libc::sched_getscheduler(0) };
+            let priority = || {
+                let mut p = libc::sched_param { sched_priority: -1 };
+                unsafe { libc::sched_getparam(0, &mut p) };
+                p.sched_priority
+            };
+            let param = libc::sched_param { sched_priority: 3 };
             let set = unsafe { libc::sched_setscheduler(0, libc::SCHED_RR, &param) };
             assert_eq!(set, 0, "SCHED_RR needs root or CAP_SYS_NICE: {}", std::io::Error::last_os_error());
-            leave_realtime();
-            // SAFETY: the calling thread.
-            assert_eq!(unsafe { libc::sched_getscheduler(0) }, libc::SCHED_OTHER);
-            // Not real time: nothing to change.
-            leave_realtime();
-            // SAFETY: the calling thread.
-            assert_eq!(unsafe { libc::sched_getscheduler(0) }, libc::SCHED_OTHER);
+            {
+                let _normal = NormalPriority::enter();
+                assert_eq!((policy(), priority()), (libc::SCHED_OTHER, 0));
+            }
+            assert_eq!((policy(), priority()), (libc::SCHED_RR, 3));
+            // Not real time: nothing changes.
+            let normal = libc::sched_param { sched_priority: 0 };
+            assert_eq!(unsafe { libc::sched_setscheduler(0, libc::SCHED_OTHER, &normal) }, 0);
+            {
+                let _normal = NormalPriority::enter();
+                assert_eq!(policy(), libc::SCHED_OTHER);
+            }
+            assert_eq!(policy(), libc::SCHED_OTHER);
         })
         .join()
         .unwrap();
