@@ -328,7 +328,7 @@ fn add_entries(
     let mut symbolized = 0usize;
     let mut interner = Interner::default();
     let native = &mut symbols.native;
-    let decoded_before = native.decoded;
+    let decoded_before = native.decoded();
     let kallsyms = &symbols.kallsyms;
     for e in entries.filter(|e| !skipped.contains(&e.key.pid)) {
         let pid = e.key.pid;
@@ -395,7 +395,7 @@ fn add_entries(
     if timing() {
         eprintln!(
             "ftprof timing: symbolized {symbolized} addresses ({} decoded from debug data) in {:.6} s; samples processed after {:?}",
-            native.decoded - decoded_before,
+            native.decoded() - decoded_before,
             t_sym.elapsed().as_secs_f64(),
             t.elapsed()
         );

@@ -160,8 +160,8 @@ pub struct Native {
     /// The directory of the per-module disk caches, and what identifies this build of the
     /// symbolizer in their names.
     persistent: Option<(PathBuf, u64)>,
-    /// Addresses looked up in the debug data (not found in a cache) since this was created.
-    pub decoded: usize,
+    /// See [`Native::decoded`].
+    decoded: usize,
 }
 
 impl Default for Native {
@@ -400,6 +400,12 @@ impl Native {
             .map(|(name, _)| demangle(name))
             .or_else(|| dwarf::anonymous_function(sym.elf(), std::path::Path::new(&pm.mapping.path), svma));
         frame
+    }
+
+    /// How many addresses were looked up in debug data (found in no cache) since this was
+    /// created: what symbolizing cost beyond cache reads.
+    pub fn decoded(&self) -> usize {
+        self.decoded
     }
 
     /// Forget a process (when it exits). Parsed modules stay cached for other processes.
