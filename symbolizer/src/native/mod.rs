@@ -89,29 +89,74 @@ struct ModuleEntry {
 #[derive(Default)]
 struct DiskCache {
     frames: HashMap<u64, Vec<NativeFrame>>,
-    added: bool,
+    /// The addresses decoded in this run, to be appended to the file.
+    added: Vec<u64>,
 }
 
 /// The disk cache file of a module (`dir`, the module file's identity hash, this build's)
 /// symbolized with the debug data `debug` ([`ModuleSymbolizer::debug_identity`]).
 fn disk_path((dir, module, build): &(PathBuf, u64, u64), debug: u64) -> PathBuf {
-    dir.join(format!("{}{build:016x}-{debug:016x}.json", disk_prefix(*module)))
+    dir.join(format!("{}{build:016x}-{debug:016x}.jsonl", disk_prefix(*module)))
 }
 
 /// What the names of every disk cache file of one module file start with.
 fn disk_prefix(module: u64) -> String {
+    format!("symcache-v2-{module:016x}-")
+}
+
+/// The same for the files of earlier ftprof versions (one JSON array, rewritten whole at each
+/// run): removed when the module's new file is created.
+fn disk_prefix_v1(module: u64) -> String {
     format!("symcache-v1-{module:016x}-")
 }
 
 impl DiskCache {
-    /// The cache file's entries; none when it is missing or unreadable.
+    /// The cache file's entries (one JSON line each: `[address, frames]`); none when it is
+    /// missing or unreadable, and a line that does not parse (one a crash cut short) is skipped.
     fn read(file: &Path) -> DiskCache {
-        let frames = std::fs::read(file)
-            .ok()
-            .and_then(|b| serde_json::from_slice::<Vec<(u64, Vec<NativeFrame>)>>(&b).ok())
-            .map(|v| v.into_iter().collect())
-            .unwrap_or_default();
-        DiskCache { frames, added: false }
+        let text = std::fs::read(file).unwrap_or_default();
+        let frames = text
+            .split(|&b| b == b'\n')
+            .filter_map(|line| serde_json::from_slice::<(u64, Vec<NativeFrame>)>(line).ok())
+            .collect();
+        DiskCache { frames, added: Vec::new() }
+    }
+
+    /// Append this run's entries to `file` in one write (`O_APPEND`: runs that save at the same
+    /// time do not overwrite each other's lines), so that a save costs what the run added, not
+    /// the whole cache. `fresh` runs before the file is created.
+    fn append(&mut self, file: &Path, fresh: impl FnOnce()) -> std::io::Result<()> {
+        use std::io::{Read, Seek, SeekFrom, Write};
+        if self.added.is_empty() {
+            return Ok(());
+        }
+        self.added.sort_unstable();
+        self.added.dedup();
+        let mut text = Vec::new();
+        for svma in self.added.drain(..) {
+            if let Some(frames) = self.frames.get(&svma) {
+                serde_json::to_writer(&mut text, &(svma, frames)).map_err(std::io::Error::other)?;
+                text.push(b'\n');
+            }
+        }
+        if !file.exists() {
+            fresh();
+        }
+        if let Some(d) = file.parent() {
+            std::fs::create_dir_all(d)?;
+        }
+        let mut f = std::fs::File::options().create(true).append(true).read(true).open(file)?;
+        // A file a crash left without its last line's end: start on a line of our own.
+        let len = f.metadata()?.len();
+        if len > 0 {
+            let mut last = [0u8];
+            f.seek(SeekFrom::Start(len - 1))?;
+            f.read_exact(&mut last)?;
+            if last[0] != b'\n' {
+                text.insert(0, b'\n');
+            }
+        }
+        f.write_all(&text)
     }
 }
 
@@ -213,26 +258,19 @@ impl Native {
         for entry in &mut self.modules {
             let (Some(disk), Some(sym)) = (entry.disk.as_mut(), entry.sym.as_ref()) else { continue };
             let Some(at) = entry.disk_file.as_ref() else { continue };
-            if !disk.added {
-                continue;
-            }
             let file = disk_path(at, sym.debug_identity());
             // Another build's or another debug file's answers for this module are stale now.
-            let prefix = disk_prefix(at.1);
-            for old in std::fs::read_dir(&at.0).into_iter().flatten().flatten() {
-                let name = old.file_name();
-                if name.to_string_lossy().starts_with(&prefix) && old.path() != file {
-                    let _ = std::fs::remove_file(old.path());
+            let remove_stale = || {
+                let prefixes = [disk_prefix(at.1), disk_prefix_v1(at.1)];
+                for old in std::fs::read_dir(&at.0).into_iter().flatten().flatten() {
+                    let name = old.file_name();
+                    let name = name.to_string_lossy();
+                    if prefixes.iter().any(|p| name.starts_with(p.as_str())) && old.path() != file {
+                        let _ = std::fs::remove_file(old.path());
+                    }
                 }
-            }
-            disk.added = false;
-            let mut list: Vec<(&u64, &Vec<NativeFrame>)> = disk.frames.iter().collect();
-            list.sort_unstable_by_key(|(svma, _)| **svma);
-            let Ok(text) = serde_json::to_vec(&list) else { continue };
-            let tmp = file.with_extension(format!("tmp{}", std::process::id()));
-            if file.parent().is_some_and(|d| std::fs::create_dir_all(d).is_ok()) && std::fs::write(&tmp, text).is_ok() {
-                let _ = std::fs::rename(&tmp, &file);
-            }
+            };
+            let _ = disk.append(&file, remove_stale);
         }
     }
 
@@ -369,7 +407,7 @@ impl Native {
         }
         if let Some(disk) = entry.disk.as_mut().filter(|d| d.frames.len() < DISK_CACHE_LIMIT) {
             disk.frames.insert(svma, frames.clone());
-            disk.added = true;
+            disk.added.push(svma);
         }
         self.sym_cache.insert((id, svma), frames.clone());
         frames

@@ -596,3 +596,51 @@ fn unwinds_live_python() {
     assert!(complete * 10 >= samples * 9, "{complete}/{samples} complete");
     assert!(through_eval * 10 >= samples * 8, "{through_eval}/{samples} through eval loop");
 }
+
+/// A module's disk cache grows by appending: each save writes only what its run decoded, two
+/// saves keep both runs' entries, and a last line a crash cut short is skipped (the next save
+/// starts on a line of its own).
+#[test]
+fn the_disk_cache_appends_and_skips_a_cut_line() {
+    let dir = std::env::temp_dir().join(format!("ftprof-diskcache-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let file = dir.join("symcache-v2-0000000000000001-2-3.jsonl");
+    let frame = |name: &str, at: u64| NativeFrame {
+        function: Some(name.into()),
+        file: None,
+        line: Some(7),
+        module: "/lib/x.so".into(),
+        module_offset: at,
+        inlined: false,
+    };
+    let save = |entries: &[(u64, &str)]| {
+        let mut d = DiskCache::read(&file);
+        for &(at, name) in entries {
+            d.frames.insert(at, vec![frame(name, at)]);
+            d.added.push(at);
+        }
+        d.append(&file, || {}).unwrap();
+    };
+    save(&[(0x20, "b"), (0x10, "a")]);
+    let one = std::fs::read_to_string(&file).unwrap();
+    assert_eq!(one.lines().count(), 2, "{one}");
+    assert!(one.lines().next().unwrap().starts_with("[16,"), "sorted by address: {one}");
+    save(&[(0x30, "c")]);
+    assert_eq!(std::fs::read_to_string(&file).unwrap().lines().count(), 3, "the first run's lines kept");
+    // A crash in the middle of a line.
+    let mut cut = std::fs::read_to_string(&file).unwrap();
+    cut.push_str("[64,[{\"function\":\"d\"");
+    std::fs::write(&file, cut).unwrap();
+    save(&[(0x50, "e")]);
+    let d = DiskCache::read(&file);
+    let mut names: Vec<(u64, String)> = d.frames.iter().map(|(at, f)| (*at, f[0].function.clone().unwrap())).collect();
+    names.sort();
+    let want: Vec<(u64, String)> =
+        [(0x10, "a"), (0x20, "b"), (0x30, "c"), (0x50, "e")].iter().map(|(a, n)| (*a, n.to_string())).collect();
+    assert_eq!(names, want);
+    // Nothing decoded: nothing written.
+    let before = std::fs::read(&file).unwrap();
+    save(&[]);
+    assert_eq!(std::fs::read(&file).unwrap(), before);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
