@@ -72,8 +72,14 @@ fn embarrassingly_parallel_workload_scales() {
         cpu(&p2),
         cpu(&p1)
     );
-    let eff = p2["efficiency"].as_f64().unwrap();
-    assert!(eff > 0.0 && eff <= 1.2, "efficiency {eff}");
+    // The efficiency itself is wall clock over wall clock: on a loaded machine an unlucky N = 1
+    // run makes it anything (1.70 once, with two busy loops beside the suite), so only its
+    // consistency is asserted: speedup / N, within the speedups of the fastest and slowest runs.
+    let f = |p: &Value, k: &str| p[k].as_f64().unwrap_or_else(|| panic!("{k} missing: {p}"));
+    let eff = f(&p2, "efficiency");
+    assert!(eff.is_finite() && eff > 0.0, "efficiency {eff}");
+    assert!((eff - f(&p2, "speedup") / 2.0).abs() < 1e-9, "{p2}");
+    assert!((f(&p2, "speedup_min")..=f(&p2, "speedup_max")).contains(&f(&p2, "speedup")), "{p2}");
     let table = String::from_utf8_lossy(&out.stdout);
     assert!(table.contains("speedup") && table.contains("efficiency"), "{table}");
 }
