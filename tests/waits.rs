@@ -255,28 +255,43 @@ fn shared_object_refcount_contention_stands_out() {
     let (private, _) = record_json("shared_object.py", &["private", "12000000"], &["--rate", "999"]);
     let q = share_at_line(&private, &["refcount", "atomic_refcount", "spin"], &line);
     let want = (4.0 * q).max(0.02);
-    let mut tries = Vec::new();
-    let (shared, out) = loop {
-        let (p, out) = record_json("shared_object.py", &["shared", "6000000"], &["--rate", "999"]);
-        let s = share_at_line(&p, &["refcount", "atomic_refcount", "spin"], &line);
-        tries.push(s);
-        if s >= want || tries.len() == 4 {
-            break (p, out);
-        }
-    };
-    let s = *tries.last().unwrap();
-    assert!(
-        s >= want,
-        "shared variant: refcount (contended or not)+spin at {line} only {:?} %, private {:.1} %",
-        tries.iter().map(|t| t * 100.0).collect::<Vec<_>>(),
-        q * 100.0
-    );
     // Contended (`refcount`) or not (`atomic_refcount`: the two threads did not run at the same
     // moment, which depends on the machine's load), the stalls are on the shared `Counter`, read
-    // from the target through the local `obj`, and the summary names it.
-    let summary = String::from_utf8_lossy(&out.stderr);
-    let _ = shared;
-    assert!(summary.contains("Counter @ 0x") && summary.contains("(local `obj`)"), "{summary}");
+    // from the target through the local `obj`: a refcount leaf names it. (Which description
+    // leads the summary's line depends on where the few samples of a loaded machine land: at
+    // the `CALL` the stall's object is one of the call's, not read: in one CI run with two busy
+    // loops beside it, the summary named no `Counter`.)
+    let names_counter = |p: &Profile| {
+        let frames = p.0["frames"].as_array().unwrap();
+        p.0["stacks"].as_array().unwrap().iter().any(|s| {
+            let leaf = s["frames"].as_array().unwrap().last().and_then(|i| i.as_u64()).map(|i| &frames[i as usize]);
+            ["refcount", "atomic_refcount"].contains(&s["category"].as_str().unwrap())
+                && leaf
+                    .and_then(|f| f["name"].as_str())
+                    .is_some_and(|n| n.contains("Counter @ 0x") && n.ends_with("(local `obj`)"))
+        })
+    };
+    let mut tries = Vec::new();
+    loop {
+        let (p, out) = record_json("shared_object.py", &["shared", "6000000"], &["--rate", "999"]);
+        let s = share_at_line(&p, &["refcount", "atomic_refcount", "spin"], &line);
+        tries.push((s, names_counter(&p)));
+        if (s >= want && names_counter(&p)) || tries.len() == 4 {
+            let summary = String::from_utf8_lossy(&out.stderr);
+            assert!(
+                s >= want,
+                "shared variant: refcount (contended or not)+spin at {line} only {:?} %, private {:.1} %",
+                tries.iter().map(|t| t.0 * 100.0).collect::<Vec<_>>(),
+                q * 100.0
+            );
+            assert!(
+                names_counter(&p),
+                "no refcount leaf names `Counter @ 0x… (local `obj`)` in {} tries\n{summary}",
+                tries.len()
+            );
+            break;
+        }
+    }
 }
 
 #[test]
