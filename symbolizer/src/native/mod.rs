@@ -96,18 +96,14 @@ struct DiskCache {
 /// The disk cache file of a module (`dir`, the module file's identity hash, this build's)
 /// symbolized with the debug data `debug` ([`ModuleSymbolizer::debug_identity`]).
 fn disk_path((dir, module, build): &(PathBuf, u64, u64), debug: u64) -> PathBuf {
-    dir.join(format!("{}{build:016x}-{debug:016x}.jsonl", disk_prefix(*module)))
+    dir.join(format!("{}{build:016x}-{debug:016x}.jsonl", disk_prefix(2, *module)))
 }
 
-/// What the names of every disk cache file of one module file start with.
-fn disk_prefix(module: u64) -> String {
-    format!("symcache-v2-{module:016x}-")
-}
-
-/// The same for the files of earlier ftprof versions (one JSON array, rewritten whole at each
-/// run): removed when the module's new file is created.
-fn disk_prefix_v1(module: u64) -> String {
-    format!("symcache-v1-{module:016x}-")
+/// What the names of every disk cache file of one module file start with, in the cache
+/// format `version` (1: one JSON array, rewritten whole at each run, removed when the module's
+/// version-2 file is created; 2: one JSON line per address, appended to).
+fn disk_prefix(version: u32, module: u64) -> String {
+    format!("symcache-v{version}-{module:016x}-")
 }
 
 impl DiskCache {
@@ -261,7 +257,7 @@ impl Native {
             let file = disk_path(at, sym.debug_identity());
             // Another build's or another debug file's answers for this module are stale now.
             let remove_stale = || {
-                let prefixes = [disk_prefix(at.1), disk_prefix_v1(at.1)];
+                let prefixes = [disk_prefix(2, at.1), disk_prefix(1, at.1)];
                 for old in std::fs::read_dir(&at.0).into_iter().flatten().flatten() {
                     let name = old.file_name();
                     let name = name.to_string_lossy();
