@@ -113,10 +113,19 @@ fn many_threads_attached_lose_nothing_and_keep_every_thread() {
 
 /// The default (sampled) off-CPU view and the exact reference (a stack at every switch-out)
 /// of an 8-thread lock hand-off agree on the waiting line, and each one's time blocked on the
-/// lock matches the kernel's own timing of the waits at the lock's address (BPF, as root) in
-/// the same run. (The two modes' lock shares are not compared: a stack at every switch-out
-/// slows the hand-offs down some 30 times here — 1.4 M switch-outs in 3 s sampled, 48 k exact —
-/// so the two runs are different programs.)
+/// lock is the kernel's own timing of the waits at the lock's address (BPF, as root) in the
+/// same run: the blocked samples at a timed address take its exact time
+/// (`analysis::reconcile`), whatever the machine's load. (Before they did, the split of each
+/// hand-off between blocked and waiting for a CPU after the wake-up was estimated from the
+/// thread's average, and with two busy loops on 2 cores the lock's blocked time came out at
+/// 0.47 of the kernel's once.) What stays inexact: a thread whose waits at the lock no tick saw
+/// keeps them in its other blocked time (less than a few sampling periods each: one period per
+/// thread is allowed), and a thread whose blocked total (its accounting) falls short of its
+/// timed waits has them scaled down to that total (the two are counted by different hooks; up
+/// to 6 % of the lock's time with two busy loops and a test suite beside it: 10 % is allowed).
+/// (The two modes' lock shares are not compared: a stack at every switch-out slows the
+/// hand-offs down some 30 times here — 1.4 M switch-outs in 3 s sampled, 48 k exact — so the
+/// two runs are different programs.)
 #[test]
 fn sampled_waits_agree_with_the_exact_reference() {
     let (sampled, _) = record_contention(&[], "handoff", 8, "3");
@@ -133,26 +142,13 @@ fn sampled_waits_agree_with_the_exact_reference() {
         // The lock's time less its spinning (CPU samples) is its blocked time.
         let blocked = lock["total_us"].as_f64().unwrap() - lock["spin_us"].as_f64().unwrap();
         let kernel = lock["kernel_wait_us"].as_f64().unwrap();
-        // ±5 % once the waits span at least 40 sampling periods (an idle machine: ~70); on a
-        // loaded one the hand-offs mostly wait for a CPU instead (runqueue, not blocked), the
-        // blocked time shrinks to a few periods and the sampled split is only as good as its
-        // sample count: then ±3 standard deviations of a Poisson count of periods.
         let period_us = 1e6 / p.0["summary"]["rate_hz"].as_f64().unwrap();
-        let mut tolerance = if kernel >= 40.0 * period_us { 0.05 * kernel } else { 3.0 * (kernel * period_us).sqrt() };
-        let runqueue = category_share(p, "runqueue");
-        if runqueue > 0.5 {
-            // A loaded machine (the threads waited for a CPU more than half the time): which
-            // part of each hand-off was blocked and which was waiting for a CPU after the
-            // wake-up is what is estimated (from the ticks, or from each thread's average wait
-            // after a wake-up with --exact-waits), and the lock's own wake-ups wait longer or
-            // shorter than the thread's others: seen up to 40 % off with two busy loops on 2
-            // cores. The lock and its line must still be found (below).
-            tolerance = tolerance.max(0.5 * kernel);
-        }
+        // The hand-off's 8 threads, one sampling period each.
+        let tolerance = 0.1 * kernel + 8.0 * period_us;
         assert!(
             kernel > 0.0 && (blocked - kernel).abs() <= tolerance,
             "{mode}: {blocked} µs blocked vs the kernel's {kernel} µs (±{tolerance:.0} µs, runqueue {:.0} %): {lock}",
-            runqueue * 100.0
+            category_share(p, "runqueue") * 100.0
         );
     }
     // The lock's own waiting line (the run's top line of all categories can be another kind of

@@ -171,7 +171,14 @@ impl Capture {
             b.set_thread(*tid, *pid, name);
         }
         let empty = Vec::new();
-        for s in &self.samples {
+        let exact = self.kernel_waits.as_ref().map(|k| crate::reconcile::exact_blocked_times(&self.samples, k));
+        for (i, s) in self.samples.iter().enumerate() {
+            let mut observation = s.observation;
+            if let (Observation::OffCpu { wait_us, .. }, Some(Some(t))) =
+                (&mut observation, exact.as_ref().map(|e| e.times[i]))
+            {
+                *wait_us = t;
+            }
             let native: Vec<Vec<NativeFrame>> = s.native.iter().map(|&i| self.chains[i as usize].clone()).collect();
             let kernel: Vec<String> = s.kernel.iter().map(|&i| self.names[i as usize].clone()).collect();
             let leaf_prev = s.leaf_prev.map_or(&empty, |i| &self.chains[i as usize]);
@@ -183,7 +190,7 @@ impl Capture {
                 kernel: &kernel,
                 leaf_prev,
                 parked: s.parked.as_ref(),
-                observation: s.observation,
+                observation,
                 alone: s.alone,
                 marker: s.marker.as_deref(),
                 syscall: s.syscall,
@@ -191,7 +198,26 @@ impl Capture {
                 concurrent: s.concurrent,
             });
         }
+        let unobserved = exact.map(|e| e.unobserved).unwrap_or_default();
+        for &(tid, us) in &unobserved {
+            b.add(&SampleInput {
+                tid,
+                native: &[],
+                native_complete: false,
+                python: None,
+                kernel: &[],
+                leaf_prev: &empty,
+                parked: None,
+                observation: Observation::OffCpu { wait_us: us, waits: 0, max_us: 0, preempted: false },
+                alone: false,
+                marker: Some(crate::reconcile::UNOBSERVED_MARKER),
+                syscall: None,
+                operand: None,
+                concurrent: false,
+            });
+        }
         self.run.apply(&mut b.summary);
+        b.summary.unobserved_us += unobserved.iter().map(|u| u.1).sum::<u64>();
         let mut profile = b.finish(self.target.clone());
         if let Some(blame) = &self.blame {
             crate::blame::attach(&mut profile, blame);

@@ -966,23 +966,29 @@ fn split(time_us: u64, count: u64, at: &[(usize, f64)]) -> Vec<(usize, (u64, u64
     if total <= 0.0 {
         return Vec::new();
     }
-    let share = |amount: u64| -> Vec<u64> {
-        let exact: Vec<f64> = at.iter().map(|&(_, w)| amount as f64 * w / total).collect();
-        let mut out: Vec<u64> = exact.iter().map(|x| x.floor() as u64).collect();
-        let mut rest = amount - out.iter().sum::<u64>().min(amount);
-        let mut order: Vec<usize> = (0..at.len()).collect();
-        order.sort_by(|&a, &b| (exact[b] - exact[b].floor()).total_cmp(&(exact[a] - exact[a].floor())).then(a.cmp(&b)));
-        for i in order {
-            if rest == 0 {
-                break;
-            }
-            out[i] += 1;
-            rest -= 1;
-        }
-        out
-    };
+    let weights: Vec<f64> = at.iter().map(|&(_, w)| w).collect();
+    let share = |amount: u64| apportion(amount, &weights);
     let (times, counts) = (share(time_us), share(count));
     at.iter().zip(times.into_iter().zip(counts)).filter(|(_, (t, _))| *t > 0).map(|(&(i, _), tc)| (i, tc)).collect()
+}
+
+/// `amount` split in proportion to `weights` (positive total) by largest remainders: the parts
+/// add up to `amount` exactly; ties go to the earlier weight.
+pub(crate) fn apportion(amount: u64, weights: &[f64]) -> Vec<u64> {
+    let total: f64 = weights.iter().sum();
+    let exact: Vec<f64> = weights.iter().map(|&w| amount as f64 * w / total).collect();
+    let mut out: Vec<u64> = exact.iter().map(|x| x.floor() as u64).collect();
+    let mut rest = amount - out.iter().sum::<u64>().min(amount);
+    let mut order: Vec<usize> = (0..weights.len()).collect();
+    order.sort_by(|&a, &b| (exact[b] - exact[b].floor()).total_cmp(&(exact[a] - exact[a].floor())).then(a.cmp(&b)));
+    for i in order {
+        if rest == 0 {
+            break;
+        }
+        out[i] += 1;
+        rest -= 1;
+    }
+    out
 }
 
 /// The result of a recording, before symbolization.

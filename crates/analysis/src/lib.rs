@@ -27,7 +27,8 @@
 //!
 //! [`capture::Capture`] is the whole input of those decisions for one recording (what the engine
 //! symbolized), kept in a versioned file by `record --capture`; `Capture::profile` is the one
-//! path from it to a [`Profile`].
+//! path from it to a [`Profile`]; [`reconcile`] first gives the blocked samples at addresses the
+//! kernel timed (BPF) those exact times.
 //!
 //! [`scaling`] turns `ftprof scale`'s runs into speedups, fits and the category whose thread time
 //! per unit of work grew most; [`baseline`] compares two such results (a regression verdict);
@@ -46,6 +47,7 @@ pub mod merge;
 pub mod objects;
 pub mod offcpu;
 pub mod profile;
+pub mod reconcile;
 pub mod scaling;
 pub mod wait;
 

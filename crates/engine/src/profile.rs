@@ -15,7 +15,7 @@ use crate::recorder::{cache_dir, timing, LostTally, PyState, Recorder};
 use crate::Waits;
 
 /// Marker above the leaf of blocked time that no observation explains.
-pub const UNOBSERVED_MARKER: &str = "[off-CPU, not observed]";
+pub use analysis::reconcile::UNOBSERVED_MARKER;
 
 /// What symbolization needs: ELF/DWARF indexes (the target's mappings are added as the
 /// recorder saw them), the interpreter's opcode names, the kernel's symbols.
