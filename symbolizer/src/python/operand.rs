@@ -37,6 +37,10 @@ const TP_DICT_AFTER_TP_NAME: u64 = 240;
 const TP_MRO_AFTER_TP_NAME: u64 = 320;
 /// `Py_TPFLAGS_TYPE_SUBCLASS` (`Include/object.h`): the object is a class.
 const PY_TPFLAGS_TYPE_SUBCLASS: u64 = 1 << 31;
+/// `Py_TPFLAGS_METHOD_DESCRIPTOR` (`Include/object.h`): a method call through an instance binds
+/// the instance as `self` (`_PyObject_GetMethod`: Python functions, `method_descriptor`s such as
+/// `list.append`, …).
+const PY_TPFLAGS_METHOD_DESCRIPTOR: u64 = 1 << 17;
 /// A global's value is looked up again after this long (globals are rarely rebound).
 const GLOBALS_TTL: Duration = Duration::from_millis(100);
 /// Characters of a `str` shown.
@@ -118,29 +122,40 @@ impl OperandReader {
     /// `CALL nargs`: the call's `self` when it has one (a method of an instance's class: the
     /// callee's frame holds the instance as its first argument and drops it when it returns,
     /// while the caller's frame, current again, still shows the `CALL`), then its callable,
-    /// each named as the instruction that pushed it names it (so a stall here and one on the
-    /// load land on the same object). None when the arguments are not simple loads.
+    /// then its arguments, each named as the instruction that pushed it names it (so a stall
+    /// here and one on the load land on the same object). None when the arguments are not
+    /// simple loads.
     fn call(&mut self, p: &mut PyProcess, site: &Site, lasti: u32, nargs: u32) -> Option<Vec<(u64, String)>> {
         let before = self.preceding(p, site.code_addr, lasti)?;
-        let ops: Vec<(&str, u32)> = before
+        let names: Vec<(String, u32)> = before
             .iter()
-            .map(|&(_, op, arg)| (self.opnames.get(op as usize).map_or("", String::as_str), arg))
+            .map(|&(_, op, arg)| (self.opnames.get(op as usize).cloned().unwrap_or_default(), arg))
             .collect();
-        match call_source(&ops, nargs)? {
+        let ops: Vec<(&str, u32)> = names.iter().map(|(n, a)| (n.as_str(), *a)).collect();
+        let source = call_source(&ops, nargs)?;
+        let (mut objects, args_end) = match source {
             CallSource::Method(i) => {
                 let (at, _, attr_arg) = before[i];
                 let (owner_name, owner_arg) = *ops.get(i + 1)?;
-                let owner_name = owner_name.to_string();
-                let (owner, owner_reached) = self.value_of(p, site, &owner_name, owner_arg)?;
+                let (owner, owner_reached) = self.value_of(p, site, owner_name, owner_arg)?;
                 let (callable, bound) = self.attribute(p, site, at, attr_arg)?;
-                Some(if bound { vec![(owner, owner_reached), callable] } else { vec![callable] })
+                (if bound { vec![(owner, owner_reached), callable] } else { vec![callable] }, i)
             }
-            CallSource::Global(i) | CallSource::AfterNull(i) => {
+            CallSource::Global(i) => {
                 let (name, arg) = ops[i];
-                let name = name.to_string();
-                Some(vec![self.value_of(p, site, &name, arg)?])
+                (vec![self.value_of(p, site, name, arg)?], i)
             }
+            CallSource::AfterNull(i) => {
+                let (name, arg) = ops[i];
+                (vec![self.value_of(p, site, name, arg)?], i - 1)
+            }
+        };
+        // Then the arguments (the callee's frame drops them too): `len(shared)` has an immortal
+        // callable and a shared argument.
+        for &(name, arg) in &ops[..args_end] {
+            objects.extend(self.value_of(p, site, name, arg));
         }
+        Some(objects)
     }
 
     /// The value an instruction that names its object (`opname` with `arg`) loads or stores.
@@ -203,8 +218,8 @@ impl OperandReader {
     /// way [`OperandReader::value_of`] can read (the owner is then on top of the value stack,
     /// which 3.13 does not keep in the frame). Looked up like Python does for plain cases: a
     /// module's dict; a class's dict and then its MRO; an instance's inline values, then its
-    /// class's MRO (methods). Also whether a method call binds the owner as `self`: a function
-    /// found on an instance's class.
+    /// class's MRO (methods). Also whether a method call binds the owner as `self`: a method
+    /// descriptor (a function, `list.append`) found on an instance's class.
     fn attribute(&mut self, p: &mut PyProcess, site: &Site, lasti: u32, arg: u32) -> Option<((u64, String), bool)> {
         let name = site.code.names.get((arg >> 1) as usize)?.clone();
         let &(_, prev_op, prev_arg) = self.preceding(p, site.code_addr, lasti)?.first()?;
@@ -228,7 +243,11 @@ impl OperandReader {
             return Some(((v, format!("attribute `.{name}` of {owner_reached}")), false));
         }
         let (v, cls) = self.class_attribute(p, owner_type, &name)?;
-        let bound = p.object_with_type(v).is_some_and(|(_, t)| t == "function");
+        let bound = p
+            .mem
+            .u64(v.wrapping_add(o.ob_type))
+            .and_then(|t| p.mem.u64(t.wrapping_add(o.tp_name + TP_FLAGS_AFTER_TP_NAME)))
+            .is_ok_and(|f| f & PY_TPFLAGS_METHOD_DESCRIPTOR != 0);
         Some(((v, format!("in `{cls}.__dict__`, attribute `.{name}` of {owner_reached}")), bound))
     }
 
