@@ -385,7 +385,10 @@ fn main_holder(p: &Profile, v: &View, patterns: &[String]) -> Option<crate::blam
     let lock = p.locks.iter().position(|l| l.kind == v.category && l.description == object)?;
     let stacks = || p.blame.iter().filter(|b| b.lock == lock);
     let total: u64 = stacks().map(|b| b.time_us).sum();
-    let mut sites: Vec<((String, String), u64)> = Vec::new();
+    // Per holder line, the time per holder thread: the line to change is the same whichever
+    // thread held the lock there (on a loaded machine one thread's release line can outweigh
+    // each thread's share of the work line, never their sum).
+    let mut sites: Vec<(String, Vec<(String, u64)>)> = Vec::new();
     for b in stacks().filter(|b| b.holder.is_some()) {
         let frames: Vec<&Frame> = b.frames.iter().map(|&f| &p.frames[f as usize]).collect();
         if frames.last().is_none_or(|f| f.kind != FrameKind::Python) {
@@ -401,17 +404,31 @@ fn main_holder(p: &Profile, v: &View, patterns: &[String]) -> Option<crate::blam
             continue;
         };
         let thread = frames.first().map(|f| f.name.clone()).unwrap_or_default();
-        match sites.iter_mut().find(|(k, _)| k.0 == site && k.1 == thread) {
+        let i = match sites.iter().position(|(l, _)| *l == site) {
+            Some(i) => i,
+            None => {
+                sites.push((site, Vec::new()));
+                sites.len() - 1
+            }
+        };
+        match sites[i].1.iter_mut().find(|(t, _)| *t == thread) {
             Some((_, t)) => *t += b.time_us,
-            None => sites.push(((site, thread), b.time_us)),
+            None => sites[i].1.push((thread, b.time_us)),
         }
     }
-    let matched: u64 = sites.iter().map(|s| s.1).sum();
+    let line_total = |threads: &[(String, u64)]| threads.iter().map(|t| t.1).sum::<u64>();
+    let matched: u64 = sites.iter().map(|s| line_total(&s.1)).sum();
     if total == 0 || (matched as f64) < HOLDER_MIN_SHARE * total as f64 {
         return None;
     }
-    sites.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
-    let ((line, thread), time_us) = sites.swap_remove(0);
+    sites.sort_by(|a, b| line_total(&b.1).cmp(&line_total(&a.1)).then(a.0.cmp(&b.0)));
+    let (line, mut threads) = sites.swap_remove(0);
+    let time_us = line_total(&threads);
+    threads.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+    let thread = match threads.len() {
+        1 => threads[0].0.clone(),
+        n => format!("{} and {} other thread{}", threads[0].0, n - 1, if n == 2 { "" } else { "s" }),
+    };
     Some(crate::blame::HeldBy { line, thread, time_us, share: time_us as f64 / total as f64 })
 }
 

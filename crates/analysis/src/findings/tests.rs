@@ -146,9 +146,14 @@ impl P {
 
     /// Blame of the last lock: its holder `Holder (9)` at the Python frames `lines` (outermost
     /// first; `marker`: a marker after them) for `us` of others' waiting.
-    fn blame(mut self, lines: &[&str], marker: Option<&str>, us: u64) -> P {
+    fn blame(self, lines: &[&str], marker: Option<&str>, us: u64) -> P {
+        self.blame_by("Holder (9)", lines, marker, us)
+    }
+
+    /// [`P::blame`] with the holder thread `thread`.
+    fn blame_by(mut self, thread: &str, lines: &[&str], marker: Option<&str>, us: u64) -> P {
         let lock = self.p.locks.len() - 1;
-        let mut frames = vec![self.frame(Frame::thread("Holder (9)".into()))];
+        let mut frames = vec![self.frame(Frame::thread(thread.into()))];
         for l in lines {
             let f = self.python_frame(l);
             frames.push(f);
@@ -622,6 +627,30 @@ fn silent_without_the_evidence() {
     assert_eq!(ids(&p), ["generic-lock"]);
     // An empty profile.
     assert!(derive(&P::new("3.13.1", true).p).is_empty());
+}
+
+/// The holder line of a lock held across work is the line with the most holding summed over
+/// the holder threads: on a loaded machine one thread's release line (`with`, preempted while
+/// waking a waiter) outweighed each thread's share of the work line, never their sum.
+#[test]
+fn a_held_lock_is_found_at_the_line_its_holders_held_it_most_in_all() {
+    const WORK: &str = "slow (app.py:24)";
+    const RELEASE: &str = "step (app.py:30)";
+    let p = waits(P::new("3.13.1", true), Category::Lock, "_thread.lock @ 0x7f0b", ("step", APP, 30), &[], 2, 50)
+        .lock(Category::Lock, "_thread.lock @ 0x7f0b", None)
+        .blame_by("worker-0 (8)", &["step (app.py:30)", WORK], None, 250)
+        .blame_by("worker-1 (9)", &["step (app.py:30)", WORK], None, 240)
+        .blame_by("worker-1 (9)", &[RELEASE], None, 300)
+        .work(1, 500);
+    let f = derive(&p.p);
+    let held = f.iter().find(|f| f.id == "lock-held-across-work").unwrap_or_else(|| panic!("{f:#?}"));
+    assert_eq!(held.site.as_deref(), Some(WORK), "{held:#?}");
+    assert_eq!(held.line, Some(24));
+    assert!(
+        held.evidence.contains("held by worker-0 (8) and 1 other thread at slow (app.py:24) (62.0 % of the waiting)"),
+        "{}",
+        held.evidence
+    );
 }
 
 #[test]
