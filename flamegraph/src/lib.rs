@@ -463,7 +463,7 @@ fn summary_header(p: &Profile) -> String {
     }
     if s.unobserved_us > 0 {
         o += &format!(
-            "  {:.1} ms of blocked time in threads no sample caught blocked: shown as [off-CPU, not observed]\n",
+            "  {:.1} ms of blocked time that no sample explains: shown as [off-CPU, not observed]\n",
             s.unobserved_us as f64 / 1000.0
         );
     }

@@ -287,7 +287,7 @@ pub(crate) fn data(p: &Profile, title: &str, mode: Mode, idle: bool) -> ReportDa
     }
     if s.unobserved_us > 0 {
         notes.push(format!(
-            "{:.1} ms of blocked time in threads no sample caught blocked: shown as [off-CPU, not observed]",
+            "{:.1} ms of blocked time that no sample explains: shown as [off-CPU, not observed]",
             s.unobserved_us as f64 / 1000.0
         ));
     }
