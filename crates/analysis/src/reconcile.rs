@@ -10,9 +10,11 @@
 //!
 //! [`exact_blocked_times`] is a pure function of the samples and the kernel's per-(thread,
 //! address) totals. Per thread, the blocked samples parked at an address the kernel timed get
-//! that address's exact total, split between them in proportion to their estimates; the
-//! thread's other blocked samples share what is left of its blocked total, in proportion to
-//! theirs. The thread's blocked total is unchanged (it was exact already), and so is every
+//! that address's exact total, split between them in proportion to their estimates, plus the
+//! thread's timed waits at addresses no sample saw (a `Condition` waits on a new lock each
+//! time: a sample at one waiter lock stands for the others), in proportion to the timed
+//! samples' estimates; the thread's other blocked samples share what is left of its blocked
+//! total, in proportion to theirs. The thread's blocked total is unchanged (it was exact already), and so is every
 //! sample that no kernel timing concerns: a thread whose timed waits add up to more than its
 //! total (the two are counted by different hooks) has them scaled down to fit it, and when it
 //! has no other blocked sample to take the rest, the rest is blocked time no sample explains
@@ -57,14 +59,27 @@ pub fn exact_blocked_times(samples: &[CapturedSample], kernel: &[(u32, u64, Kern
             continue;
         }
         let total: u64 = groups.values().flatten().map(|&(_, w)| w).sum();
-        let kernel_total: u64 = groups.keys().flatten().map(|a| timed[&(tid, *a)]).sum();
-        let fit = kernel_total.min(total);
-        let others: Vec<(usize, u64)> = groups.get(&None).cloned().unwrap_or_default();
         let addrs: Vec<(u64, u64)> = groups.keys().flatten().map(|&a| (a, timed[&(tid, a)])).collect();
-        let per_addr = split(fit, &addrs.iter().map(|&(_, k)| k).collect::<Vec<_>>());
-        for ((addr, _), amount) in addrs.iter().zip(per_addr) {
-            assign(&groups[&Some(*addr)], amount, &mut out);
+        let sampled: u64 = addrs.iter().map(|a| a.1).sum();
+        // The thread's timed waits at addresses no sample saw: a `Condition` waits on a new lock
+        // each time, so a sample at one waiter lock stands for the waits at the others.
+        let unsampled: u64 = kernel
+            .iter()
+            .filter(|&&(t, a, _)| t == tid && !groups.contains_key(&Some(a)))
+            .map(|(_, _, k)| k.total_ns / 1000)
+            .sum();
+        // The timed time as it fits the thread's total: each sampled address its own, the rest
+        // to the sampled addresses in proportion to their estimates; the thread's other blocked
+        // samples share what is left.
+        let fit = (sampled + unsampled).min(total);
+        let parts = split(fit, &[sampled, unsampled]);
+        let per_addr = split(parts[0], &addrs.iter().map(|&(_, k)| k).collect::<Vec<_>>());
+        let estimates: Vec<u64> = addrs.iter().map(|(a, _)| groups[&Some(*a)].iter().map(|x| x.1).sum()).collect();
+        let extra = split(parts[1], &estimates);
+        for (((addr, _), own), more) in addrs.iter().zip(per_addr).zip(extra) {
+            assign(&groups[&Some(*addr)], own + more, &mut out);
         }
+        let others: Vec<(usize, u64)> = groups.get(&None).cloned().unwrap_or_default();
         if others.is_empty() && total > fit {
             unobserved.push((tid, total - fit));
         }
@@ -176,6 +191,15 @@ mod tests {
                 vec![blocked(2, Some(LOCK), 100), cpu, runq, blocked(1, None, 10)],
                 vec![kernel(1, LOCK, 999)],
                 vec![None, None, None, None],
+                vec![],
+            ),
+            (
+                // A `Condition` waits on a new lock each time: the sample at one waiter lock
+                // stands for the waits at the others, which the kernel timed too.
+                "waits at addresses no sample saw stay with the sampled timed waits",
+                vec![blocked(1, Some(LOCK), 600), blocked(1, None, 400)],
+                vec![kernel(1, LOCK, 100), kernel(1, 0xc0, 300), kernel(1, 0xd0, 200)],
+                vec![Some(600), Some(400)],
                 vec![],
             ),
             (
