@@ -75,6 +75,8 @@ pub fn exact_blocked_times(samples: &[CapturedSample], kernel: &[(u32, u64, Kern
         let parts = split(fit, &[sampled, unsampled]);
         let per_addr = split(parts[0], &addrs.iter().map(|&(_, k)| k).collect::<Vec<_>>());
         let estimates: Vec<u64> = addrs.iter().map(|(a, _)| groups[&Some(*a)].iter().map(|x| x.1).sum()).collect();
+        // (Evenly when every estimate rounded to nothing: the parts still add up.)
+        let estimates = if estimates.iter().all(|&e| e == 0) { vec![1; estimates.len()] } else { estimates };
         let extra = split(parts[1], &estimates);
         for (((addr, _), own), more) in addrs.iter().zip(per_addr).zip(extra) {
             assign(&groups[&Some(*addr)], own + more, &mut out);
@@ -200,6 +202,13 @@ mod tests {
                 vec![blocked(1, Some(LOCK), 600), blocked(1, None, 400)],
                 vec![kernel(1, LOCK, 100), kernel(1, 0xc0, 300), kernel(1, 0xd0, 200)],
                 vec![Some(600), Some(400)],
+                vec![],
+            ),
+            (
+                "estimates that rounded to nothing still take the unsampled addresses' time",
+                vec![blocked(1, Some(LOCK), 0), blocked(1, Some(JOIN), 0), blocked(1, None, 100)],
+                vec![kernel(1, LOCK, 10), kernel(1, JOIN, 10), kernel(1, 0xc0, 40)],
+                vec![Some(30), Some(30), Some(40)],
                 vec![],
             ),
             (
