@@ -63,6 +63,14 @@ struct Site<'a> {
     code_addr: u64,
 }
 
+/// What a `LOAD_ATTR` loads: the attribute's value, whether a method call binds its owner as
+/// `self`, and the owner (read on the way).
+struct Attribute {
+    value: (u64, String),
+    bound: bool,
+    owner: (u64, String),
+}
+
 /// How many instructions before the current one are kept for the walks back.
 const PRECEDING: usize = 8;
 
@@ -99,7 +107,7 @@ impl OperandReader {
         let opname = self.opnames.get(op)?.clone();
         let site = Site { tid, code: &code, code_addr };
         let candidates = match opname.as_str() {
-            "LOAD_ATTR" => vec![self.attribute(p, &site, lasti, arg)?.0],
+            "LOAD_ATTR" => vec![self.attribute(p, &site, lasti, arg)?.value],
             "CALL" => self.call(p, &site, lasti, arg)?,
             _ => vec![self.value_of(p, &site, &opname, arg)?],
         };
@@ -136,10 +144,8 @@ impl OperandReader {
         let (mut objects, args_end) = match source {
             CallSource::Method(i) => {
                 let (at, _, attr_arg) = before[i];
-                let (owner_name, owner_arg) = *ops.get(i + 1)?;
-                let (owner, owner_reached) = self.value_of(p, site, owner_name, owner_arg)?;
-                let (callable, bound) = self.attribute(p, site, at, attr_arg)?;
-                (if bound { vec![(owner, owner_reached), callable] } else { vec![callable] }, i)
+                let Attribute { value, bound, owner } = self.attribute(p, site, at, attr_arg)?;
+                (if bound { vec![owner, value] } else { vec![value] }, i)
             }
             CallSource::Global(i) => {
                 let (name, arg) = ops[i];
@@ -220,11 +226,13 @@ impl OperandReader {
     /// module's dict; a class's dict and then its MRO; an instance's inline values, then its
     /// class's MRO (methods). Also whether a method call binds the owner as `self`: a method
     /// descriptor (a function, `list.append`) found on an instance's class.
-    fn attribute(&mut self, p: &mut PyProcess, site: &Site, lasti: u32, arg: u32) -> Option<((u64, String), bool)> {
+    fn attribute(&mut self, p: &mut PyProcess, site: &Site, lasti: u32, arg: u32) -> Option<Attribute> {
         let name = site.code.names.get((arg >> 1) as usize)?.clone();
         let &(_, prev_op, prev_arg) = self.preceding(p, site.code_addr, lasti)?.first()?;
         let prev_name = self.opnames.get(prev_op as usize)?.clone();
         let (owner, owner_reached) = self.value_of(p, site, &prev_name, prev_arg)?;
+        let attr =
+            |value: (u64, String), bound: bool| Attribute { value, bound, owner: (owner, owner_reached.clone()) };
         let o = p.offsets.clone();
         let owner_type = p.mem.u64(owner.wrapping_add(o.ob_type)).ok()?;
         let owner_type_name = p.type_name(owner_type).ok()?;
@@ -232,15 +240,15 @@ impl OperandReader {
         if owner_type_name == "module" {
             let dict = p.mem.u64(owner.wrapping_add(o.pyobject_size)).ok()?;
             let v = p.dict_get_str(dict, &name)?;
-            return Some(((v, format!("attribute `.{name}` of module {owner_reached}")), false));
+            return Some(attr((v, format!("attribute `.{name}` of module {owner_reached}")), false));
         }
         if flags & PY_TPFLAGS_TYPE_SUBCLASS != 0 {
             // The owner is a class.
             let (v, cls) = self.class_attribute(p, owner, &name)?;
-            return Some(((v, format!("in `{cls}.__dict__`, attribute `.{name}` of {owner_reached}")), false));
+            return Some(attr((v, format!("in `{cls}.__dict__`, attribute `.{name}` of {owner_reached}")), false));
         }
         if let Some(v) = p.inline_attr(owner, &name) {
-            return Some(((v, format!("attribute `.{name}` of {owner_reached}")), false));
+            return Some(attr((v, format!("attribute `.{name}` of {owner_reached}")), false));
         }
         let (v, cls) = self.class_attribute(p, owner_type, &name)?;
         let bound = p
@@ -248,7 +256,7 @@ impl OperandReader {
             .u64(v.wrapping_add(o.ob_type))
             .and_then(|t| p.mem.u64(t.wrapping_add(o.tp_name + TP_FLAGS_AFTER_TP_NAME)))
             .is_ok_and(|f| f & PY_TPFLAGS_METHOD_DESCRIPTOR != 0);
-        Some(((v, format!("in `{cls}.__dict__`, attribute `.{name}` of {owner_reached}")), bound))
+        Some(attr((v, format!("in `{cls}.__dict__`, attribute `.{name}` of {owner_reached}")), bound))
     }
 
     /// `name` in the dicts of class `cls` and its MRO: the value and the class that has it.
