@@ -9,7 +9,11 @@ use std::path::Path;
 use std::sync::Arc;
 
 use anyhow::{bail, Context as _};
-use goblin::elf::{header, note, program_header, section_header, sym, Elf};
+use goblin::container::Ctx;
+use goblin::elf::dynamic::{Dynamic, DT_NEEDED};
+use goblin::elf::program_header::ProgramHeader;
+use goblin::elf::section_header::SectionHeader;
+use goblin::elf::{header, note, program_header, section_header, sym, Elf, Symtab};
 
 /// The bytes behind an [`ElfFile`]: a read-only file mapping or an owned copy (e.g. the vDSO).
 pub(crate) enum Backing {
@@ -89,12 +93,33 @@ struct Section {
     compressed: bool,
 }
 
+/// One defined symbol; its name is read from the file's string table where it lies.
 struct Symbol {
-    name: Box<str>,
+    /// File offset and length of the name (valid UTF-8, checked when collected).
+    name_at: usize,
+    name_len: u32,
     value: u64,
     size: u64,
     func: bool,
     global: bool,
+}
+
+/// Where a symbol table (`.symtab` or `.dynsym`) and its string table lie in the file.
+#[derive(Clone, Copy, Debug)]
+struct Table {
+    offset: usize,
+    count: usize,
+    /// File offset and size of the linked string table.
+    strings: (usize, usize),
+}
+
+/// The symbols of a file, indexed on first use (the unwinder, which opens every mapped file,
+/// never needs them).
+struct SymbolIndex {
+    /// All defined, named symbols of `.symtab` and `.dynsym`, sorted by name (then value).
+    symbols: Vec<Symbol>,
+    /// Indices into `symbols` of function symbols, sorted by address, one per address.
+    funcs_by_addr: Vec<u32>,
 }
 
 /// See [`ElfFile::peek`].
@@ -113,10 +138,11 @@ pub struct ElfFile {
     is_exec: bool,
     sections: Vec<Section>,
     loads: Vec<LoadSegment>,
-    /// All defined, named symbols of `.symtab` and `.dynsym`, sorted by name (then value).
-    symbols: Vec<Symbol>,
-    /// Indices into `symbols` of function symbols, sorted by address, one per address.
-    funcs_by_addr: Vec<u32>,
+    /// `.symtab` and `.dynsym`, and how to read their entries.
+    tables: [Option<Table>; 2],
+    ctx: Ctx,
+    /// The symbols, indexed on first use.
+    index: std::sync::OnceLock<SymbolIndex>,
     needed: Vec<String>,
     build_id: Option<Vec<u8>>,
     debuglink: Option<String>,
@@ -145,7 +171,7 @@ impl fmt::Debug for ElfFile {
         f.debug_struct("ElfFile")
             .field("len", &self.data.len())
             .field("sections", &self.sections.len())
-            .field("symbols", &self.symbols.len())
+            .field("tables", &self.tables)
             .finish_non_exhaustive()
     }
 }
@@ -169,24 +195,23 @@ impl ElfFile {
         // SAFETY: read-only private mapping, as in `open`.
         let map = unsafe { memmap2::Mmap::map(&file) }.with_context(|| format!("mmap {}", path.display()))?;
         let bytes: &[u8] = &map;
-        if bytes.len() < 4 || &bytes[..4] != b"\x7fELF" {
-            bail!("not an ELF file");
-        }
-        let elf = Elf::parse(bytes).context("malformed ELF")?;
+        let layout = Layout::parse(bytes)?;
         let find = |name: &str| {
-            let dynamic = elf.dynsyms.iter().find(|s| elf.dynstrtab.get_at(s.st_name) == Some(name));
-            dynamic.or_else(|| elf.syms.iter().find(|s| elf.strtab.get_at(s.st_name) == Some(name) && s.st_value != 0))
+            let [symtab, dynsym] = layout.tables();
+            let named = |t: &Table, s: &goblin::elf::Sym| cstr(bytes, t.strings, s.st_name) == Some(name);
+            let dynamic = dynsym.and_then(|t| layout.symtab(t)?.iter().find(|s| named(&t, s)));
+            dynamic.or_else(|| symtab.and_then(|t| layout.symtab(t)?.iter().find(|s| named(&t, s) && s.st_value != 0)))
         };
         let read = |vaddr: u64, len: u64| {
-            let ph = elf.program_headers.iter().find(|ph| {
+            let ph = layout.phdrs.iter().find(|ph| {
                 ph.p_type == program_header::PT_LOAD && vaddr >= ph.p_vaddr && vaddr + len <= ph.p_vaddr + ph.p_filesz
             })?;
             let start = usize::try_from(ph.p_offset + (vaddr - ph.p_vaddr)).ok()?;
             bytes.get(start..start + len as usize).map(<[u8]>::to_vec)
         };
-        let has_section = elf.section_headers.iter().any(|sh| elf.shdr_strtab.get_at(sh.sh_name) == Some(".PyRuntime"));
+        let has_section = layout.shdrs.iter().any(|sh| layout.section_name(sh) == ".PyRuntime");
         Ok(Peek {
-            needed: elf.libraries.iter().map(|s| s.to_string()).collect(),
+            needed: layout.needed(),
             py_runtime: has_section || find("_PyRuntime").is_some(),
             py_version: find("Py_Version")
                 .filter(|s| s.st_value != 0)
@@ -221,27 +246,21 @@ impl ElfFile {
     fn from_backing(backing: Backing) -> anyhow::Result<ElfFile> {
         let data = Arc::new(backing);
         let bytes: &[u8] = &data;
-        if bytes.len() < 4 || &bytes[..4] != b"\x7fELF" {
-            bail!("not an ELF file");
-        }
-        let elf = Elf::parse(bytes).context("malformed ELF")?;
-        if !elf.little_endian {
-            bail!("big-endian ELF is not supported");
-        }
+        let layout = Layout::parse(bytes)?;
 
-        let sections = elf
-            .section_headers
+        let sections = layout
+            .shdrs
             .iter()
             .map(|sh| Section {
-                name: elf.shdr_strtab.get_at(sh.sh_name).unwrap_or("").to_owned(),
+                name: layout.section_name(sh).to_owned(),
                 info: SectionInfo { addr: sh.sh_addr, offset: sh.sh_offset, size: sh.sh_size },
                 nobits: sh.sh_type == section_header::SHT_NOBITS,
                 compressed: sh.sh_flags & u64::from(section_header::SHF_COMPRESSED) != 0,
             })
             .collect();
 
-        let loads = elf
-            .program_headers
+        let loads = layout
+            .phdrs
             .iter()
             .filter(|ph| ph.p_type == program_header::PT_LOAD)
             .map(|ph| LoadSegment {
@@ -253,28 +272,21 @@ impl ElfFile {
             })
             .collect();
 
-        let (symbols, funcs_by_addr) = collect_symbols(&elf);
-
-        let build_id = elf
-            .iter_note_headers(bytes)
-            .into_iter()
-            .flatten()
-            .chain(elf.iter_note_sections(bytes, None).into_iter().flatten())
-            .flatten()
-            .find(|n| n.n_type == note::NT_GNU_BUILD_ID && n.name == "GNU")
-            .map(|n| n.desc.to_vec());
-
+        let tables = layout.tables();
+        let has_symtab =
+            tables[0].and_then(|t| layout.symtab(t)).is_some_and(|t| t.iter().any(|s| s.st_type() == sym::STT_FUNC));
         let mut file = ElfFile {
-            is_exec: elf.header.e_type == header::ET_EXEC,
-            needed: elf.libraries.iter().map(|s| s.to_string()).collect(),
+            is_exec: layout.header.e_type == header::ET_EXEC,
+            needed: layout.needed(),
+            build_id: layout.build_id(),
             data: data.clone(),
             sections,
             loads,
-            symbols,
-            funcs_by_addr,
-            build_id,
+            tables,
+            ctx: layout.ctx,
+            index: std::sync::OnceLock::new(),
             debuglink: None,
-            has_symtab: elf.syms.iter().any(|s| s.st_type() == sym::STT_FUNC),
+            has_symtab,
             split_parts: std::sync::OnceLock::new(),
             fdes: std::sync::OnceLock::new(),
         };
@@ -293,8 +305,9 @@ impl ElfFile {
     /// `(st_value, st_size)` of the symbol `name` from `.symtab` or `.dynsym`; a global definition
     /// is preferred over local ones of the same name.
     pub fn symbol(&self, name: &str) -> Option<(u64, u64)> {
-        let lo = self.symbols.partition_point(|s| &*s.name < name);
-        let same = self.symbols[lo..].iter().take_while(|s| &*s.name == name);
+        let symbols = &self.index().symbols;
+        let lo = symbols.partition_point(|s| self.name_bytes(s) < name.as_bytes());
+        let same = symbols[lo..].iter().take_while(|s| self.name_bytes(s) == name.as_bytes());
         let mut best = None;
         for s in same {
             if s.global {
@@ -352,11 +365,12 @@ impl ElfFile {
     /// part of an exported function (see [`ElfFile::split_parts`]) is named after that function,
     /// with the part's start as `start`.
     pub fn function_at(&self, svma: u64) -> Option<(&str, u64)> {
-        let covering = self.funcs_by_addr.partition_point(|&i| self.symbols[i as usize].value <= svma);
-        if let Some(&i) = covering.checked_sub(1).and_then(|c| self.funcs_by_addr.get(c)) {
-            let s = &self.symbols[i as usize];
+        let SymbolIndex { symbols, funcs_by_addr } = self.index();
+        let covering = funcs_by_addr.partition_point(|&i| symbols[i as usize].value <= svma);
+        if let Some(&i) = covering.checked_sub(1).and_then(|c| funcs_by_addr.get(c)) {
+            let s = &symbols[i as usize];
             if s.size == 0 || svma < s.value.saturating_add(s.size) {
-                return Some((&s.name, s.value));
+                return Some((self.name(s), s.value));
             }
         }
         if self.has_symtab {
@@ -365,7 +379,7 @@ impl ElfFile {
         let parts = self.split_parts();
         let i = parts.partition_point(|p| p.start <= svma);
         let p = parts.get(i.checked_sub(1)?).filter(|p| svma < p.end)?;
-        Some((&self.symbols[p.parent as usize].name, p.start))
+        Some((self.name(&symbols[p.parent as usize]), p.start))
     }
 
     /// Split-off parts of exported functions, sorted by start. A part is an `.eh_frame` FDE
@@ -376,13 +390,14 @@ impl ElfFile {
     /// exported symbol covers only its entry and exception paths; GCC's `.cold` parts are others.
     fn split_parts(&self) -> &[SplitPart] {
         self.split_parts.get_or_init(|| {
+            let SymbolIndex { symbols, funcs_by_addr } = self.index();
             let unnamed: Vec<(u64, u64)> = self
                 .fde_ranges()
                 .iter()
                 .copied()
                 .filter(|&(start, end)| {
-                    let i = self.funcs_by_addr.partition_point(|&i| self.symbols[i as usize].value < start);
-                    self.funcs_by_addr.get(i).is_none_or(|&f| self.symbols[f as usize].value >= end)
+                    let i = funcs_by_addr.partition_point(|&i| symbols[i as usize].value < start);
+                    funcs_by_addr.get(i).is_none_or(|&f| symbols[f as usize].value >= end)
                 })
                 .collect();
             let fde_of = |target: u64| {
@@ -390,8 +405,8 @@ impl ElfFile {
                 k.checked_sub(1).filter(|&k| target < unnamed[k].1)
             };
             let mut owner: std::collections::HashMap<usize, u32> = std::collections::HashMap::new();
-            for &fi in &self.funcs_by_addr {
-                let f = &self.symbols[fi as usize];
+            for &fi in funcs_by_addr {
+                let f = &symbols[fi as usize];
                 if f.size == 0 || f.size > 1 << 20 {
                     continue;
                 }
@@ -501,7 +516,21 @@ impl ElfFile {
 
     /// Whether the file has any function symbols.
     pub fn has_function_symbols(&self) -> bool {
-        !self.funcs_by_addr.is_empty()
+        !self.index().funcs_by_addr.is_empty()
+    }
+
+    /// The symbol index, collected on first use.
+    fn index(&self) -> &SymbolIndex {
+        self.index.get_or_init(|| collect_symbols(&self.data, self.ctx, &self.tables))
+    }
+
+    fn name_bytes(&self, s: &Symbol) -> &[u8] {
+        &self.data[s.name_at..s.name_at + s.name_len as usize]
+    }
+
+    /// A symbol's name (checked to be UTF-8 when collected).
+    fn name(&self, s: &Symbol) -> &str {
+        std::str::from_utf8(self.name_bytes(s)).unwrap_or("")
     }
 
     fn find_section(&self, name: &str) -> Option<&Section> {
@@ -568,22 +597,118 @@ fn branch_targets(code: &[u8], addr: u64) -> impl Iterator<Item = (usize, u64)> 
     })
 }
 
+/// The first parse of an ELF file: its header, program and section headers, read without
+/// indexing its symbols or its string tables (goblin's `Elf::parse` splits every string table
+/// into a vector: milliseconds for an interpreter's `.strtab`).
+struct Layout<'a> {
+    bytes: &'a [u8],
+    header: goblin::elf::Header,
+    ctx: Ctx,
+    phdrs: Vec<ProgramHeader>,
+    shdrs: Vec<SectionHeader>,
+    /// File offset and size of the section names (`.shstrtab`).
+    shstr: (usize, usize),
+}
+
+impl<'a> Layout<'a> {
+    fn parse(bytes: &'a [u8]) -> anyhow::Result<Layout<'a>> {
+        if bytes.len() < 4 || &bytes[..4] != b"\x7fELF" {
+            bail!("not an ELF file");
+        }
+        let header = Elf::parse_header(bytes).context("malformed ELF header")?;
+        if header.e_ident[header::EI_DATA] != header::ELFDATA2LSB {
+            bail!("big-endian ELF is not supported");
+        }
+        let ctx = Ctx::new(header.container().context("malformed ELF")?, header.endianness().context("malformed ELF")?);
+        let phdrs = ProgramHeader::parse(bytes, header.e_phoff as usize, header.e_phnum as usize, ctx)
+            .context("malformed ELF program headers")?;
+        // A file without section headers (or with unreadable ones) still has its segments.
+        let shdrs = if header.e_shoff == 0 {
+            Vec::new()
+        } else {
+            SectionHeader::parse(bytes, header.e_shoff as usize, header.e_shnum as usize, ctx).unwrap_or_default()
+        };
+        let shstr =
+            shdrs.get(header.e_shstrndx as usize).map_or((0, 0), |sh| (sh.sh_offset as usize, sh.sh_size as usize));
+        Ok(Layout { bytes, header, ctx, phdrs, shdrs, shstr })
+    }
+
+    fn section_name(&self, sh: &SectionHeader) -> &'a str {
+        cstr(self.bytes, self.shstr, sh.sh_name).unwrap_or("")
+    }
+
+    /// `.symtab` (the last one, as readers do) and `.dynsym`, from the section headers.
+    fn tables(&self) -> [Option<Table>; 2] {
+        let table = |kind: u32| {
+            let sh = self.shdrs.iter().rfind(|sh| sh.sh_type == kind)?;
+            let strings = self.shdrs.get(sh.sh_link as usize)?;
+            Some(Table {
+                offset: usize::try_from(sh.sh_offset).ok()?,
+                count: usize::try_from(sh.sh_size.checked_div(sh.sh_entsize)?).ok()?,
+                strings: (usize::try_from(strings.sh_offset).ok()?, usize::try_from(strings.sh_size).ok()?),
+            })
+        };
+        [table(section_header::SHT_SYMTAB), table(section_header::SHT_DYNSYM)]
+    }
+
+    fn symtab(&self, t: Table) -> Option<Symtab<'a>> {
+        Symtab::parse(self.bytes, t.offset, t.count, self.ctx).ok()
+    }
+
+    /// `DT_NEEDED` entries.
+    fn needed(&self) -> Vec<String> {
+        let Ok(Some(dynamic)) = Dynamic::parse(self.bytes, &self.phdrs, self.ctx) else { return Vec::new() };
+        let strings = (dynamic.info.strtab, dynamic.info.strsz);
+        dynamic
+            .dyns
+            .iter()
+            .filter(|d| d.d_tag == DT_NEEDED)
+            .filter_map(|d| cstr(self.bytes, strings, usize::try_from(d.d_val).ok()?))
+            .map(str::to_owned)
+            .collect()
+    }
+
+    /// The GNU build id, from a `PT_NOTE` segment or an `SHT_NOTE` section.
+    fn build_id(&self) -> Option<Vec<u8>> {
+        let mut elf = Elf::lazy_parse(self.header).ok()?;
+        elf.program_headers = self.phdrs.clone();
+        elf.section_headers = self.shdrs.clone();
+        elf.iter_note_headers(self.bytes)
+            .into_iter()
+            .flatten()
+            .chain(elf.iter_note_sections(self.bytes, None).into_iter().flatten())
+            .flatten()
+            .find(|n| n.n_type == note::NT_GNU_BUILD_ID && n.name == "GNU")
+            .map(|n| n.desc.to_vec())
+    }
+}
+
+/// The NUL-terminated UTF-8 string at index `at` of the string table at `(offset, size)`.
+fn cstr(bytes: &[u8], (offset, size): (usize, usize), at: usize) -> Option<&str> {
+    let table = bytes.get(offset..offset.checked_add(size)?)?;
+    let rest = table.get(at..)?;
+    let len = rest.iter().position(|&b| b == 0)?;
+    std::str::from_utf8(&rest[..len]).ok()
+}
+
 /// Collects defined symbols from `.symtab` and `.dynsym`, sorted by name, and the by-address
-/// index of function symbols.
-fn collect_symbols(elf: &Elf<'_>) -> (Vec<Symbol>, Vec<u32>) {
-    let mut symbols = Vec::new();
-    for (table, strtab) in [(&elf.syms, &elf.strtab), (&elf.dynsyms, &elf.dynstrtab)] {
+/// index of function symbols. Names stay in the file: a symbol holds its name's offset.
+fn collect_symbols(bytes: &[u8], ctx: Ctx, tables: &[Option<Table>; 2]) -> SymbolIndex {
+    let mut symbols = Vec::with_capacity(tables.iter().flatten().map(|t| t.count).sum());
+    for t in tables.iter().flatten() {
+        let Ok(table) = Symtab::parse(bytes, t.offset, t.count, ctx) else { continue };
         for s in table.iter() {
             let kind = s.st_type();
             if s.st_shndx == section_header::SHN_UNDEF as usize || matches!(kind, sym::STT_SECTION | sym::STT_FILE) {
                 continue;
             }
-            let Some(name) = strtab.get_at(s.st_name).filter(|n| !n.is_empty()) else {
+            let Some(name) = cstr(bytes, t.strings, s.st_name).filter(|n| !n.is_empty()) else {
                 continue;
             };
             let bind = s.st_bind();
             symbols.push(Symbol {
-                name: name.into(),
+                name_at: name.as_ptr() as usize - bytes.as_ptr() as usize,
+                name_len: u32::try_from(name.len()).unwrap_or(0),
                 value: s.st_value,
                 size: s.st_size,
                 func: matches!(kind, sym::STT_FUNC | sym::STT_GNU_IFUNC),
@@ -591,10 +716,11 @@ fn collect_symbols(elf: &Elf<'_>) -> (Vec<Symbol>, Vec<u32>) {
             });
         }
     }
+    let name = |s: &Symbol| &bytes[s.name_at..s.name_at + s.name_len as usize];
     // Sort by name and value; merge duplicates (the same symbol in both tables).
-    symbols.sort_by(|a, b| (&a.name, a.value).cmp(&(&b.name, b.value)));
+    symbols.sort_unstable_by(|a, b| (name(a), a.value).cmp(&(name(b), b.value)));
     symbols.dedup_by(|later, kept| {
-        let same = later.name == kept.name && later.value == kept.value;
+        let same = name(later) == name(kept) && later.value == kept.value;
         if same {
             kept.size = kept.size.max(later.size);
             kept.global |= later.global;
@@ -610,7 +736,7 @@ fn collect_symbols(elf: &Elf<'_>) -> (Vec<Symbol>, Vec<u32>) {
         (s.value, s.size == 0, !s.global)
     });
     funcs.dedup_by_key(|i| symbols[*i as usize].value);
-    (symbols, funcs)
+    SymbolIndex { symbols, funcs_by_addr: funcs }
 }
 
 #[cfg(test)]
