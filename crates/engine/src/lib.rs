@@ -43,7 +43,7 @@ mod profile;
 mod recorder;
 
 pub use profile::{capture_of, preload, profile_of, Symbols, UNOBSERVED_MARKER};
-pub use recorder::{cache_dir, record, BpfLoading, Recorder, WAIT_CHECK_BUDGET};
+pub use recorder::{cache_dir, record, BpfLoading, Preloading, Recorder, WAIT_CHECK_BUDGET};
 
 /// How off-CPU waits are recorded (`--no-waits`, default, `--exact-waits`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]

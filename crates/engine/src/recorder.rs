@@ -1037,47 +1037,77 @@ impl profiler::Sink for Recorder {
 /// most, per CPU per second (the BPF path; each is a frame walk of up to 128 frames).
 pub const WAKER_BUDGET: u64 = 2000;
 
+/// The target's interpreter parsed on a thread of its own (its ELF symbol tables, its DWARF
+/// unit index, the symbol cache of earlier runs, its libraries, the kernel's symbols), started
+/// at ftprof's first step so that it overlaps the kernel's verifying of the BPF programs and the
+/// target's run; and the interpreter's opcode names, which name the objects that refcount stalls
+/// work on while the target runs.
+///
+/// The thread runs at `SCHED_IDLE`: it only uses a CPU the target and the BPF loading leave idle,
+/// never delaying them (a nice-19 thread still runs whole slices before a woken target thread
+/// gets the CPU, which the target would see as runqueue time). Once the recording ends it runs
+/// at normal priority again (`ftprof` then waits for it).
+pub struct Preloading {
+    handle: std::thread::JoinHandle<crate::Symbols>,
+    /// The thread's TID while it runs at idle priority, and whether the recording ended.
+    idle: std::sync::Arc<std::sync::Mutex<(Option<i32>, bool)>>,
+    opnames: Vec<String>,
+    caches: Vec<u8>,
+}
+
+impl Preloading {
+    /// Start parsing `interp`, the ELF holding the CPython runtime of the target.
+    pub fn start(interp: &std::path::Path) -> Preloading {
+        let interp = interp.canonicalize().unwrap_or(interp.to_path_buf()).to_string_lossy().into_owned();
+        // Opcode names: a cache file, or one run of the interpreter.
+        let opnames = symbolizer::python::opcodes::base_opnames_cached(std::path::Path::new(&interp), &cache_dir())
+            .unwrap_or_default();
+        let caches = symbolizer::python::opcodes::inline_caches_cached(std::path::Path::new(&interp), &cache_dir())
+            .unwrap_or_default();
+        let idle = std::sync::Arc::new(std::sync::Mutex::new((None::<i32>, false)));
+        let idle_in = idle.clone();
+        let opnames_preload = opnames.clone();
+        let handle = std::thread::spawn(move || {
+            // Reset on fork: a process it starts (the interpreter asked for its opcode names)
+            // runs at normal priority, never starved by a loaded machine while ftprof waits.
+            if let Ok(mut g) = idle_in.lock() {
+                if !g.1 {
+                    set_scheduler(0, libc::SCHED_IDLE | libc::SCHED_RESET_ON_FORK);
+                    g.0 = Some(nix::unistd::gettid().as_raw());
+                }
+            }
+            crate::preload(&interp, opnames_preload)
+        });
+        Preloading { handle, idle, opnames, caches }
+    }
+
+    /// The recording ended: back to normal priority, and wait for the thread.
+    fn finish(self) -> crate::Symbols {
+        if let Ok(mut g) = self.idle.lock() {
+            g.1 = true;
+            if let Some(tid) = g.0 {
+                // The flag stays (only a privileged thread may clear it).
+                set_scheduler(tid, libc::SCHED_OTHER | libc::SCHED_RESET_ON_FORK);
+            }
+        }
+        self.handle.join().unwrap_or_default()
+    }
+}
+
 /// Record from `source` with `rec`, then symbolize what it collected into a
-/// [`analysis::capture::Capture`] (its `profile()` is the profile). `interp`: the ELF holding the
-/// CPython runtime of the target (its debug data is parsed on an idle CPU while the target runs).
-/// `stop`: set it (e.g. from a signal handler) to end the recording early.
+/// [`analysis::capture::Capture`] (its `profile()` is the profile). `preload`: the target's
+/// interpreter, parsed meanwhile (see [`Preloading`]). `stop`: set it (e.g. from a signal
+/// handler) to end the recording early.
 pub fn record(
     source: &mut dyn EventSource,
     mut rec: Recorder,
-    interp: &std::path::Path,
+    preload: Preloading,
     stop: &AtomicBool,
 ) -> Result<(analysis::capture::Capture, RecordingOutcome)> {
     if let Some(why) = rec.bpf_required_but_refused() {
         anyhow::bail!("{why}");
     }
-    // Parse the interpreter's ELF and DWARF on the other core while the target runs.
-    let interp = interp.canonicalize().unwrap_or(interp.to_path_buf()).to_string_lossy().into_owned();
-    // Opcode names (a cache file, or one run of the interpreter) name the objects that refcount
-    // stalls work on while the target runs.
-    let opnames_now = symbolizer::python::opcodes::base_opnames_cached(std::path::Path::new(&interp), &cache_dir())
-        .unwrap_or_default();
-    let caches_now = symbolizer::python::opcodes::inline_caches_cached(std::path::Path::new(&interp), &cache_dir())
-        .unwrap_or_default();
-    // The preload thread's TID while it runs at idle priority, and whether the recording ended.
-    let idle = std::sync::Arc::new(std::sync::Mutex::new((None::<i32>, false)));
-    let idle_in = idle.clone();
-    let opnames_preload = opnames_now.clone();
-    let preload = std::thread::spawn(move || {
-        // SCHED_IDLE: only use a CPU the target leaves idle, never delay the target (a nice-19
-        // thread still runs whole slices before a woken target thread gets the CPU, which the
-        // target would see as runqueue time). Once the recording ends it runs at normal priority
-        // again (`ftprof` then waits for it). Reset on fork: a process it starts (the
-        // interpreter asked for its opcode names) runs at normal priority, never starved by a
-        // loaded machine while ftprof waits for it.
-        if let Ok(mut g) = idle_in.lock() {
-            if !g.1 {
-                set_scheduler(0, libc::SCHED_IDLE | libc::SCHED_RESET_ON_FORK);
-                g.0 = Some(nix::unistd::gettid().as_raw());
-            }
-        }
-        crate::preload(&interp, opnames_preload)
-    });
-    rec.operands = symbolizer::python::OperandReader::new(opnames_now, caches_now);
+    rec.operands = symbolizer::python::OperandReader::new(preload.opnames.clone(), preload.caches.clone());
     let outcome = source.run(&mut rec, stop)?;
     for (_, why) in rec.refused() {
         eprintln!("ftprof: warning: not observed: {why}");
@@ -1097,15 +1127,8 @@ pub fn record(
             rec.py_errors
         );
     }
-    if let Ok(mut g) = idle.lock() {
-        g.1 = true;
-        if let Some(tid) = g.0 {
-            // The flag stays (only a privileged thread may clear it).
-            set_scheduler(tid, libc::SCHED_OTHER | libc::SCHED_RESET_ON_FORK);
-        }
-    }
     let t_post = Instant::now();
-    let mut symbols = preload.join().unwrap_or_default();
+    let mut symbols = preload.finish();
     if timing() {
         eprintln!("ftprof timing: preload joined after {:?}", t_post.elapsed());
     }

@@ -102,7 +102,9 @@ fn record_capture_loaded(
     loading: engine::BpfLoading,
 ) -> Result<(Capture, RecordingOutcome)> {
     let mut source = PerfSource { target, sampling: cfg.sampling() };
-    engine::record(&mut source, Recorder::with_loading(cfg, loading), interp, &STOP)
+    // Started before the recorder waits for the BPF programs: the parse overlaps their loading.
+    let preload = engine::Preloading::start(interp);
+    engine::record(&mut source, Recorder::with_loading(cfg, loading), preload, &STOP)
 }
 
 /// Record `target` with `cfg` and build its profile (see [`record_capture`]).
