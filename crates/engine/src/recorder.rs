@@ -135,6 +135,9 @@ pub struct Recorder {
     pub(crate) gil_watch: crate::gil_watch::GilWatch,
     /// Names the object a CPU sample's instruction works on (refcount stalls).
     pub(crate) operands: symbolizer::python::OperandReader,
+    /// The native addresses of new stacks, passed to the preload thread, which symbolizes
+    /// them while the target runs (see [`Preloading`]); and those passed so far.
+    warm: Option<(std::sync::mpsc::Sender<(String, u64)>, std::collections::HashSet<(u32, u64)>)>,
     /// The process launched or attached to (known once started).
     pub(crate) target: Option<u32>,
     /// With `--subprocesses`: each followed process's command line (read when first seen, again
@@ -228,6 +231,7 @@ impl Recorder {
             unwind_time: std::time::Duration::ZERO,
             gil_watch: Default::default(),
             operands: Default::default(),
+            warm: None,
             target: None,
             processes: Vec::new(),
             execed: Default::default(),
@@ -656,6 +660,7 @@ impl Recorder {
                 let uw = self.unwinder.unwind(pid, r, stack);
                 self.unwind_time += t.elapsed();
                 self.unwound += 1;
+                self.warm(pid, &uw.addrs);
                 (uw.addrs, uw.complete)
             }
             None => (Vec::new(), false),
@@ -675,6 +680,19 @@ impl Recorder {
             alone,
             operand,
         })
+    }
+
+    /// Pass the addresses of a native stack not seen before to the preload thread.
+    fn warm(&mut self, pid: u32, addrs: &[u64]) {
+        let Some((tx, sent)) = self.warm.as_mut() else { return };
+        for (i, &a) in addrs.iter().enumerate() {
+            // Return addresses are looked up one byte back (in the call).
+            if sent.len() < WARM_LIMIT && sent.insert((pid, if i > 0 { a.saturating_sub(1) } else { a })) {
+                if let Some(at) = self.unwinder.module_address(pid, a, i > 0) {
+                    let _ = tx.send(at);
+                }
+            }
+        }
     }
 
     fn on_sample(&mut self, s: profiler::Sample) {
@@ -1037,6 +1055,10 @@ impl profiler::Sink for Recorder {
 /// most, per CPU per second (the BPF path; each is a frame walk of up to 128 frames).
 pub const WAKER_BUDGET: u64 = 2000;
 
+/// At most this many distinct addresses are passed to the preload thread to symbolize ahead
+/// (the rest are symbolized after the recording, as they would be anyway).
+const WARM_LIMIT: usize = 200_000;
+
 /// The target's interpreter parsed on a thread of its own (its ELF symbol tables, its DWARF
 /// unit index, the symbol cache of earlier runs, its libraries, the kernel's symbols), started
 /// at ftprof's first step so that it overlaps the kernel's verifying of the BPF programs and the
@@ -1049,6 +1071,9 @@ pub const WAKER_BUDGET: u64 = 2000;
 /// at normal priority again (`ftprof` then waits for it).
 pub struct Preloading {
     handle: std::thread::JoinHandle<crate::Symbols>,
+    /// Addresses to symbolize ahead (new native stacks' addresses), and the flag that ends it.
+    warm: std::sync::mpsc::Sender<(String, u64)>,
+    ended: std::sync::Arc<std::sync::atomic::AtomicBool>,
     /// The thread's TID while it runs at idle priority, and whether the recording ended.
     idle: std::sync::Arc<std::sync::Mutex<(Option<i32>, bool)>>,
     opnames: Vec<String>,
@@ -1067,6 +1092,9 @@ impl Preloading {
         let idle = std::sync::Arc::new(std::sync::Mutex::new((None::<i32>, false)));
         let idle_in = idle.clone();
         let opnames_preload = opnames.clone();
+        let (warm, addresses) = std::sync::mpsc::channel::<(String, u64)>();
+        let ended = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let ended_in = ended.clone();
         let handle = std::thread::spawn(move || {
             // Reset on fork: a process it starts (the interpreter asked for its opcode names)
             // runs at normal priority, never starved by a loaded machine while ftprof waits.
@@ -1076,13 +1104,25 @@ impl Preloading {
                     g.0 = Some(nix::unistd::gettid().as_raw());
                 }
             }
-            crate::preload(&interp, opnames_preload)
+            let mut symbols = crate::preload(&interp, opnames_preload);
+            // Then the addresses of the stacks seen so far and from now on, until the recording
+            // ends (what is left then is symbolized after it, as without this).
+            while let Ok((path, svma)) = addresses.recv() {
+                if ended_in.load(std::sync::atomic::Ordering::Relaxed) {
+                    break;
+                }
+                symbols.native.warm_address(&path, svma);
+            }
+            symbols
         });
-        Preloading { handle, idle, opnames, caches }
+        Preloading { handle, warm, ended, idle, opnames, caches }
     }
 
     /// The recording ended: back to normal priority, and wait for the thread.
     fn finish(self) -> crate::Symbols {
+        self.ended.store(true, std::sync::atomic::Ordering::Relaxed);
+        // Wakes the thread if it waits for addresses (it then sees the flag).
+        let _ = self.warm.send((String::new(), 0));
         if let Ok(mut g) = self.idle.lock() {
             g.1 = true;
             if let Some(tid) = g.0 {
@@ -1108,6 +1148,7 @@ pub fn record(
         anyhow::bail!("{why}");
     }
     rec.operands = symbolizer::python::OperandReader::new(preload.opnames.clone(), preload.caches.clone());
+    rec.warm = Some((preload.warm.clone(), Default::default()));
     let outcome = source.run(&mut rec, stop)?;
     for (_, why) in rec.refused() {
         eprintln!("ftprof: warning: not observed: {why}");

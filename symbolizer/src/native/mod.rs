@@ -370,6 +370,31 @@ impl Native {
             return vec![unresolved(&pm.mapping.path, offset)];
         };
         let svma = lookup.wrapping_sub(pm.bias);
+        self.frames_of(id, svma)
+    }
+
+    /// Where address `addr` of process `pid` lies: the path of its file as mapped and its svma
+    /// there (what [`Native::warm_address`] takes). `None` outside a file with symbols.
+    pub fn module_address(&self, pid: u32, addr: u64, is_return_address: bool) -> Option<(String, u64)> {
+        let lookup = if is_return_address { addr.saturating_sub(1) } else { addr };
+        let pm = self.processes.get(&pid)?.find(lookup)?;
+        pm.module.filter(|&id| self.modules[id].sym.is_some())?;
+        Some((pm.mapping.path.clone(), lookup.wrapping_sub(pm.bias)))
+    }
+
+    /// Symbolize `svma` of the file opened earlier under `path` (by [`Native::preload_with`])
+    /// ahead of its lookup: [`Native::symbolize`] then finds it in the cache. A file not opened
+    /// yet is left alone (nothing is opened here).
+    pub fn warm_address(&mut self, path: &str, svma: u64) {
+        let Some(id) = self.module_ids.iter().find(|(k, _)| k.path == path).map(|(_, &id)| id) else { return };
+        if self.modules[id].sym.is_some() {
+            self.frames_of(id, svma);
+        }
+    }
+
+    /// The inline chain of `svma` in module `id`: from this run's cache, the module's disk
+    /// cache, or its debug data (then cached in both).
+    fn frames_of(&mut self, id: ModuleId, svma: u64) -> Vec<NativeFrame> {
         if let Some(frames) = self.sym_cache.get(&(id, svma)) {
             return frames.clone();
         }
