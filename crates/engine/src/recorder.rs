@@ -137,7 +137,7 @@ pub struct Recorder {
     pub(crate) operands: symbolizer::python::OperandReader,
     /// The native addresses of new stacks, passed to the preload thread, which symbolizes
     /// them while the target runs (see [`Preloading`]); and those passed so far.
-    warm: Option<(std::sync::mpsc::Sender<(String, u64)>, std::collections::HashSet<(u32, u64)>)>,
+    warm: Option<(WarmSender, std::collections::HashSet<(u32, u64)>)>,
     /// The process launched or attached to (known once started).
     pub(crate) target: Option<u32>,
     /// With `--subprocesses`: each followed process's command line (read when first seen, again
@@ -1055,6 +1055,9 @@ impl profiler::Sink for Recorder {
 /// most, per CPU per second (the BPF path; each is a frame walk of up to 128 frames).
 pub const WAKER_BUDGET: u64 = 2000;
 
+/// Where the recorder passes addresses to symbolize ahead: (file path as mapped, svma).
+type WarmSender = std::sync::mpsc::Sender<(String, u64)>;
+
 /// At most this many distinct addresses are passed to the preload thread to symbolize ahead
 /// (the rest are symbolized after the recording, as they would be anyway).
 const WARM_LIMIT: usize = 200_000;
@@ -1072,7 +1075,7 @@ const WARM_LIMIT: usize = 200_000;
 pub struct Preloading {
     handle: std::thread::JoinHandle<crate::Symbols>,
     /// Addresses to symbolize ahead (new native stacks' addresses), and the flag that ends it.
-    warm: std::sync::mpsc::Sender<(String, u64)>,
+    warm: WarmSender,
     ended: std::sync::Arc<std::sync::atomic::AtomicBool>,
     /// The thread's TID while it runs at idle priority, and whether the recording ended.
     idle: std::sync::Arc<std::sync::Mutex<(Option<i32>, bool)>>,
