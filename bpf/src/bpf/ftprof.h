@@ -3,7 +3,7 @@
  * The few kernel types, map macros and helper declarations ftprof's BPF programs use, written
  * here so that the build needs only clang (no bpftool, no generated vmlinux.h, no libbpf-dev).
  *
- * Kernel structs carry preserve_access_index: clang emits CO-RE relocations for each field
+ * Kernel structs (but pt_regs, below) carry preserve_access_index: clang emits CO-RE relocations for each field
  * access and the loader (libbpf) resolves them against the running kernel's BTF, so only the
  * fields named here must exist, at whatever offset this kernel has them.
  */
@@ -31,15 +31,17 @@ struct task_struct {
 	int tgid;
 } __attribute__((preserve_access_index));
 
-/* x86-64 user registers saved at kernel entry (arch/x86/include/asm/ptrace.h). */
+/*
+ * x86-64 user registers saved at kernel entry (arch/x86/include/asm/ptrace.h), whole and without
+ * preserve_access_index: the layout is the kernel's ABI with user space (ptrace's
+ * user_regs_struct, perf's sample registers), so the fields need no CO-RE relocation, and libbpf
+ * need not search the kernel's BTF for this type at every load (milliseconds). The verifier
+ * still checks each access against the kernel's own `struct pt_regs`.
+ */
 struct pt_regs {
-	unsigned long bp;
-	unsigned long di;
-	unsigned long si;
-	unsigned long orig_ax;
-	unsigned long ip;
-	unsigned long sp;
-} __attribute__((preserve_access_index));
+	unsigned long r15, r14, r13, r12, bp, bx, r11, r10, r9, r8, ax, cx, dx, si, di, orig_ax, ip,
+		cs, flags, sp, ss;
+};
 
 /* include/uapi/linux/bpf_perf_event.h: what a BPF_PROG_TYPE_PERF_EVENT program sees. */
 struct bpf_user_pt_regs_t {
