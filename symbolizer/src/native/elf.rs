@@ -1,7 +1,8 @@
 //! ELF parsing: sections, load segments, symbol tables and raw data reads.
 //!
-//! An [`ElfFile`] is parsed once (the file is memory-mapped) and all derived tables are owned,
-//! so it can be shared (`Arc<ElfFile>`) by the unwinder and the symbolizer.
+//! An [`ElfFile`] is parsed once (the file is memory-mapped; symbol names are read where they lie
+//! in it, and the symbol index is built on first use), so it can be shared (`Arc<ElfFile>`) by
+//! the unwinder and the symbolizer.
 
 use std::fmt;
 use std::ops::Deref;
@@ -187,7 +188,8 @@ impl ElfFile {
     }
 
     /// What a check before launch needs of an executable, without indexing its symbols (which
-    /// [`ElfFile::open`] does, tens of milliseconds for an interpreter with a symbol table):
+    /// the first symbol lookup of an [`ElfFile`] does, milliseconds for an interpreter with a
+    /// symbol table):
     /// its `DT_NEEDED` entries, whether it has a `.PyRuntime` section or a `_PyRuntime`
     /// symbol, and the 4 bytes of its `Py_Version` symbol.
     pub fn peek(path: &Path) -> anyhow::Result<Peek> {
@@ -519,9 +521,15 @@ impl ElfFile {
         !self.index().funcs_by_addr.is_empty()
     }
 
-    /// The symbol index, collected on first use.
+    /// The symbol index, collected on first use. Never waits for another thread collecting it
+    /// (the preload thread runs at idle priority; the recorder's thread must not wait for it):
+    /// both collect, the first to finish is kept.
     fn index(&self) -> &SymbolIndex {
-        self.index.get_or_init(|| collect_symbols(&self.data, self.ctx, &self.tables))
+        if let Some(index) = self.index.get() {
+            return index;
+        }
+        let _ = self.index.set(collect_symbols(&self.data, self.ctx, &self.tables));
+        self.index.get().expect("set above or by another thread")
     }
 
     fn name_bytes(&self, s: &Symbol) -> &[u8] {
