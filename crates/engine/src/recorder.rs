@@ -162,6 +162,9 @@ pub struct Recorder {
     /// Launched: the BPF programs still loading (the target started without waiting for the
     /// kernel to verify them); taken up at the first tick after they are ready.
     bpf_pending: Option<std::thread::JoinHandle<BpfLoaded>>,
+    /// Launched with waits recorded: the pending programs are waited for just before the
+    /// target's `exec` (see [`Recorder::with_loading`]).
+    bpf_before_exec: bool,
     /// The sampling events, kept (duplicated) until the pending programs attach to them.
     sampling_fds: Vec<std::os::fd::OwnedFd>,
     /// Samples whose Python stack was read after the sample while the programs were loading.
@@ -240,6 +243,7 @@ impl Recorder {
             exec_pending: None,
             instant: None,
             bpf_pending: None,
+            bpf_before_exec: false,
             sampling_fds: Vec::new(),
             before_bpf_ready: 0,
             bpf_refusal: None,
@@ -262,16 +266,16 @@ impl Recorder {
     /// A launched target without wait recording (`--no-waits`) does not wait for them either: it
     /// starts at once, its first samples' stacks are read after the sample, and the programs
     /// attach at the first tick after the kernel has verified them. With waits recorded (the
-    /// default: the kernel's per-lock wait counts must include the first wait), attached, and
-    /// with [`crate::Bpf::Required`], they are waited for here.
+    /// default: the kernel's per-lock wait counts must include the first wait), a launched target
+    /// waits for them before its `exec` (in [`profiler::Sink::sampling_events`]: the target is
+    /// forked and its perf events opened meanwhile). Attached, and with
+    /// [`crate::Bpf::Required`], they are waited for here.
     pub fn with_loading(cfg: &EngineConfig, loading: BpfLoading) -> Recorder {
         let r = Recorder::with_sources_only(cfg, Box::new(ProcThreads::default()), Box::new(LiveMemory::default()));
         match loading {
-            // Waits recorded: the kernel's per-lock wait counts must see the first wait too.
-            BpfLoading::Loading(h)
-                if !cfg.attached && !cfg.waits.recorded() && cfg.bpf_stacks != crate::Bpf::Required =>
-            {
-                Recorder { bpf_pending: Some(h), ..r }
+            BpfLoading::Loading(h) if !cfg.attached && cfg.bpf_stacks != crate::Bpf::Required => {
+                // Waits recorded: the kernel's per-lock wait counts must see the first wait too.
+                Recorder { bpf_pending: Some(h), bpf_before_exec: cfg.waits.recorded(), ..r }
             }
             other => r.with_bpf_loaded(other),
         }
@@ -881,6 +885,11 @@ impl Recorder {
 
 impl profiler::Sink for Recorder {
     fn sampling_events(&mut self, events: &[std::os::fd::BorrowedFd<'_>]) {
+        // Launched with waits recorded: the programs are waited for now, the target forked and
+        // its events open but not enabled (they are on its exec, or just before its release).
+        if std::mem::take(&mut self.bpf_before_exec) {
+            self.poll_bpf(true);
+        }
         if self.bpf_pending.is_some() {
             self.sampling_fds = events.iter().filter_map(|fd| fd.try_clone_to_owned().ok()).collect();
             return;
