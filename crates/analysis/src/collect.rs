@@ -342,6 +342,17 @@ impl Collector {
         self.keys.id(compact)
     }
 
+    /// How many distinct keys are interned (ids are `0..key_count()`, in order of interning).
+    pub fn key_count(&self) -> usize {
+        self.keys.list.len()
+    }
+
+    /// The native stack of key `id`, leaf first.
+    pub fn native_of(&self, id: u32) -> impl Iterator<Item = u64> + '_ {
+        let k = self.keys.get(id);
+        k.leaf.into_iter().chain(self.addrs.get(k.callers).iter().copied())
+    }
+
     /// The full key of an id.
     fn key(&self, id: u32) -> SampleKey {
         let k = *self.keys.get(id);

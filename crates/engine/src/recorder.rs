@@ -664,14 +664,14 @@ impl Recorder {
                 let uw = self.unwinder.unwind(pid, r, stack);
                 self.unwind_time += t.elapsed();
                 self.unwound += 1;
-                self.warm(pid, &uw.addrs);
                 (uw.addrs, uw.complete)
             }
             None => (Vec::new(), false),
         };
         let python = python.map(|p| self.collector.python_id(p));
         let alone = self.collector.live_threads_of(pid) <= 1;
-        self.collector.key_id(SampleKey {
+        let known = self.collector.key_count();
+        let id = self.collector.key_id(SampleKey {
             pid,
             tid,
             native,
@@ -683,13 +683,18 @@ impl Recorder {
             on_cpu,
             alone,
             operand,
-        })
+        });
+        // Only a new key can hold addresses not passed on yet: a known one costs nothing here.
+        if self.collector.key_count() > known {
+            self.warm(pid, id);
+        }
+        id
     }
 
-    /// Pass the addresses of a native stack not seen before to the preload thread.
-    fn warm(&mut self, pid: u32, addrs: &[u64]) {
+    /// Pass the addresses of key `id`'s native stack not seen before to the preload thread.
+    fn warm(&mut self, pid: u32, id: u32) {
         let Some((tx, sent)) = self.warm.as_mut() else { return };
-        for (i, &a) in addrs.iter().enumerate() {
+        for (i, a) in self.collector.native_of(id).enumerate() {
             // Return addresses are looked up one byte back (in the call).
             if sent.len() < WARM_LIMIT && sent.insert((pid, if i > 0 { a.saturating_sub(1) } else { a })) {
                 if let Some(at) = self.unwinder.module_address(pid, a, i > 0) {
