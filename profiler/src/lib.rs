@@ -18,6 +18,7 @@
 //! This crate knows nothing about Python, symbols or rendering.
 
 pub mod access;
+pub mod hold;
 pub mod launch;
 pub mod perf;
 #[cfg(test)]

@@ -11,6 +11,7 @@ use nix::sys::time::TimeSpec;
 use nix::time::{clock_gettime, ClockId};
 use nix::unistd::Pid;
 
+use crate::hold::Hold;
 use crate::launch::{LaunchError, Launched};
 use crate::perf::{self, PerfError, Ring, SamplingConfig};
 use crate::records::Record;
@@ -80,6 +81,9 @@ pub struct RecordingOutcome {
     /// With [`SamplingConfig::follow_children`]: whether child processes were followed (not when
     /// attaching with per-thread events, which only cover the target's own threads).
     pub followed_children: bool,
+    /// Launched: how long the target was held stopped after its `exec` (at
+    /// [`Sink::hold_at`]) while ftprof got ready.
+    pub held: Duration,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -117,6 +121,17 @@ pub trait Sink {
     /// The loop just woke up (from its wait for the rings), at `at_ns` (CLOCK_MONOTONIC): a
     /// target thread switched out about now may have made room for ftprof itself.
     fn woke(&mut self, _at_ns: u64) {}
+    /// Launch only, after [`Sink::sampling_events`]: where to hold the target (its start-up runs,
+    /// none of the program's own code) until [`Sink::holding`] turns false; `None` releases it
+    /// at once.
+    fn hold_at(&mut self) -> Option<crate::hold::HoldAt> {
+        None
+    }
+    /// Whether a held target must stay held (polled after every drain pass). With `wait`, block
+    /// until it need not: the hold could not be made, and the target waits before its `exec`.
+    fn holding(&mut self, _wait: bool) -> bool {
+        false
+    }
     /// Called after every drain pass; returns how long the loop may sleep before the next call.
     fn tick(&mut self) -> Duration {
         Duration::from_millis(POLL_MS)
@@ -189,10 +204,30 @@ pub fn record(
             r.enable().map_err(PerfError::Other)?;
         }
     }
+    // Held at an instruction after its exec (see `hold`), else before its exec.
+    let hold_at = sink.hold_at();
+    let mut hold = hold_at.as_ref().and_then(|_| Hold::seize(pid));
+    if hold_at.is_some() && hold.is_none() {
+        sink.holding(true);
+    }
     sink.started(pid);
     let start_ns = monotonic_ns();
     let started = Instant::now();
     child.release()?;
+    if let (Some(h), Some(at)) = (&mut hold, &hold_at) {
+        h.after_exec(at);
+    }
+    if let (Some(at), true) = (&hold_at, std::env::var_os("FTPROF_TIMING").is_some()) {
+        let how = match &hold {
+            None => "not seized: held before its exec".to_string(),
+            Some(h) => h.fallback.clone().map_or_else(
+                || format!("at {}+{:#x}", at.file.display(), at.offset),
+                |why| format!("at its exec ({why})"),
+            ),
+        };
+        eprintln!("ftprof timing: target held {how}");
+    }
+    let mut held = Duration::ZERO;
 
     let mut lost = LostCounts::default();
     let mut exit = None;
@@ -203,10 +238,20 @@ pub fn record(
 
     let mut wait = Duration::from_millis(POLL_MS);
     loop {
-        poll_rings(&rings, wait);
+        // Held: look again soon (the hold ends when the sink is ready, not at a ring's wake-up).
+        poll_rings(&rings, if hold.is_some() { wait.min(Duration::from_millis(1)) } else { wait });
         sink.woke(monotonic_ns());
         drain_all(&mut rings, &mut lost, filter.as_mut(), sink);
         wait = sink.tick();
+        if let Some(h) = &mut hold {
+            h.service();
+            if !sink.holding(false) || stop.load(Ordering::Relaxed) {
+                held = hold.take().map(Hold::release).unwrap_or_default();
+                if std::env::var_os("FTPROF_TIMING").is_some() {
+                    eprintln!("ftprof timing: target released after {:?}, stopped {held:?} of it", started.elapsed());
+                }
+            }
+        }
 
         let mut status = 0;
         // SAFETY: `rusage` is plain data, all zeroes is a valid value.
@@ -269,6 +314,7 @@ pub fn record(
         lost_switches: lost.switches,
         target_cpu_seconds: cpu,
         followed_children: cfg.follow_children,
+        held,
     })
 }
 
@@ -354,6 +400,7 @@ fn attach(
         lost_switches: lost.switches,
         target_cpu_seconds: None,
         followed_children: cfg.follow_children && filter.is_some(),
+        held: Duration::ZERO,
     })
 }
 

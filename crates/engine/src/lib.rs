@@ -42,7 +42,7 @@ pub mod procfs;
 mod profile;
 mod recorder;
 
-pub use profile::{capture_of, preload, profile_of, Symbols, UNOBSERVED_MARKER};
+pub use profile::{capture_of, index_debug_data, preload, profile_of, Symbols, UNOBSERVED_MARKER};
 pub use recorder::{cache_dir, record, BpfLoading, Preloading, Recorder, WAIT_CHECK_BUDGET};
 
 /// How off-CPU waits are recorded (`--no-waits`, default, `--exact-waits`).
@@ -94,6 +94,10 @@ pub struct EngineConfig {
     /// Read CPU samples' Python stacks in the kernel at the sample instant (the `bpf` crate);
     /// when refused, [`Recorder::python_stacks`] says why and stacks are read after the sample.
     pub bpf_stacks: Bpf,
+    /// Launched: where the target may be held after its `exec` while the BPF programs load
+    /// (`Py_RunMain` of the interpreter: its start-up overlaps their loading, and none of the
+    /// program's code runs before them); `None`: it waits before its `exec`.
+    pub hold_at: Option<profiler::hold::HoldAt>,
 }
 
 /// Whether to read the CPU samples' Python stacks in the kernel at the sample instant.
@@ -118,6 +122,7 @@ impl Default for EngineConfig {
             attached: false,
             command: Vec::new(),
             bpf_stacks: Bpf::Off,
+            hold_at: None,
         }
     }
 }

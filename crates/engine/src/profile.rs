@@ -76,6 +76,20 @@ pub fn preload(interp: &str, opnames: Vec<String>) -> Symbols {
     Symbols { native, opnames, kallsyms, mapped: 0 }
 }
 
+/// Index the interpreter's DWARF into the cache directory for later runs (see
+/// [`Native::build_line_index`]): once per interpreter and ftprof build, it takes about a
+/// second; then a run parses none of its debug data. `None` when there was nothing to do, and
+/// always when ftprof runs with privileges its caller lacks (the index would hold what the
+/// caller may not be able to read).
+pub fn index_debug_data(interp: &str) -> Option<(usize, std::time::Duration)> {
+    if profiler::access::privilege().elevated().is_some() {
+        return None;
+    }
+    let mut native = Native::new();
+    native.set_persistent_cache(cache_dir());
+    native.build_line_index(interp)
+}
+
 /// How the recording went, as far as the profile is concerned: from the source's outcome at the
 /// end, or from the recorder's own state while it still runs.
 struct Run {

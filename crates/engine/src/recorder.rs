@@ -165,6 +165,8 @@ pub struct Recorder {
     /// Launched with waits recorded: the pending programs are waited for just before the
     /// target's `exec` (see [`Recorder::with_loading`]).
     bpf_before_exec: bool,
+    /// The launched target is held after its exec until the BPF programs are attached.
+    bpf_hold: bool,
     /// The sampling events, kept (duplicated) until the pending programs attach to them.
     sampling_fds: Vec<std::os::fd::OwnedFd>,
     /// Samples whose Python stack was read after the sample while the programs were loading.
@@ -244,6 +246,7 @@ impl Recorder {
             instant: None,
             bpf_pending: None,
             bpf_before_exec: false,
+            bpf_hold: false,
             sampling_fds: Vec::new(),
             before_bpf_ready: 0,
             bpf_refusal: None,
@@ -892,8 +895,14 @@ impl profiler::Sink for Recorder {
     fn sampling_events(&mut self, events: &[std::os::fd::BorrowedFd<'_>]) {
         // Launched with waits recorded: the programs are waited for now, the target forked and
         // its events open but not enabled (they are on its exec, or just before its release).
+        // Or, when it can be held after its exec (`EngineConfig::hold_at`), they load while it
+        // starts up, and it is held until they are attached (see `hold_at` below).
         if std::mem::take(&mut self.bpf_before_exec) {
-            self.poll_bpf(true);
+            if self.cfg.hold_at.is_some() {
+                self.bpf_hold = true;
+            } else {
+                self.poll_bpf(true);
+            }
         }
         if self.bpf_pending.is_some() {
             self.sampling_fds = events.iter().filter_map(|fd| fd.try_clone_to_owned().ok()).collect();
@@ -905,6 +914,15 @@ impl profiler::Sink for Recorder {
                 self.instant = None;
             }
         }
+    }
+
+    fn hold_at(&mut self) -> Option<profiler::hold::HoldAt> {
+        self.cfg.hold_at.clone().filter(|_| self.bpf_hold && self.bpf_pending.is_some())
+    }
+
+    fn holding(&mut self, wait: bool) -> bool {
+        self.poll_bpf(wait);
+        self.bpf_pending.is_some()
     }
 
     fn before_enable(&mut self, pid: i32) {

@@ -85,6 +85,7 @@ fn outcome(pid: i32) -> RecordingOutcome {
         lost_switches: 0,
         target_cpu_seconds: Some(0.25),
         followed_children: false,
+        held: Duration::ZERO,
     }
 }
 

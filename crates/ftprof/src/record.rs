@@ -51,6 +51,7 @@ impl RecordOptions {
             attached: self.pid.is_some(),
             command: self.command.iter().map(|a| a.to_string_lossy().into_owned()).collect(),
             bpf_stacks: engine::bpf_requested(),
+            hold_at: None,
         }
     }
 }
@@ -117,19 +118,24 @@ pub fn record_profile(
 }
 
 /// The ELF holding the CPython runtime of the target: the running process `pid` (checked, and
-/// returned as the attach target) or else the interpreter `command` launches.
+/// returned as the attach target) or else the interpreter `command` launches, with where that
+/// launch may be held while ftprof gets ready (see [`EngineConfig::hold_at`]).
 pub(crate) fn resolve_interpreter(
     pid: Option<u32>,
     command: &[OsString],
-) -> Result<(PathBuf, Option<crate::check::AttachTarget>)> {
+) -> Result<(PathBuf, Option<crate::check::AttachTarget>, Option<profiler::hold::HoldAt>)> {
     Ok(match pid {
         Some(pid) => {
             let t = crate::check::check_process(pid)?;
-            (PathBuf::from(&t.runtime_module), Some(t))
+            (PathBuf::from(&t.runtime_module), Some(t), None)
         }
         None => {
-            let Interpreter::CPython { path, .. } = check_interpreter(command)?;
-            (path, None)
+            let Interpreter::CPython { path, run_main, .. } = check_interpreter(command)?;
+            // FTPROF_HOLD=0: wait before the exec instead (for comparisons).
+            let hold = run_main
+                .filter(|_| std::env::var_os("FTPROF_HOLD").is_none_or(|v| v != "0"))
+                .map(|offset| profiler::hold::HoldAt { file: path.clone(), offset });
+            (path, None, hold)
         }
     })
 }
@@ -137,10 +143,11 @@ pub(crate) fn resolve_interpreter(
 /// Run `ftprof record`. Returns the exit code ftprof should exit with (the target's).
 pub fn run(opts: &RecordOptions) -> Result<i32> {
     let t0 = Instant::now();
-    let cfg = opts.engine_config();
+    let mut cfg = opts.engine_config();
     // The kernel verifies the BPF programs meanwhile (on a refusal below they are dropped).
     let loading = engine::BpfLoading::start(&cfg);
-    let (interp, attach) = resolve_interpreter(opts.pid, &opts.command)?;
+    let (interp, attach, hold_at) = resolve_interpreter(opts.pid, &opts.command)?;
+    cfg.hold_at = hold_at;
     if timing() {
         eprintln!("ftprof timing: interpreter check {:?}", t0.elapsed());
     }
@@ -201,6 +208,14 @@ pub fn run(opts: &RecordOptions) -> Result<i32> {
     eprint!("{}", flamegraph::summary_text(&profile));
     eprintln!("ftprof: wrote {}", path.display());
     crate::report::how_to_open(opts.format);
+    // After the output: the first run with an interpreter built with DWARF pays for the rest.
+    if let Some((rows, took)) = engine::index_debug_data(&interp.to_string_lossy()) {
+        eprintln!(
+            "ftprof: indexed the debug data of {} for later runs ({rows} address ranges in {:.1} s; once per interpreter and ftprof build)",
+            interp.display(),
+            took.as_secs_f64()
+        );
+    }
     if opts.subprocesses && !outcome.followed_children {
         eprintln!(
             "ftprof: warning: --subprocesses: child processes were not followed (attaching without CPU-wide events; run as root or grant CAP_PERFMON)"

@@ -141,6 +141,7 @@ fn one_run(opts: &ScaleOptions, interp: &std::path::Path, n: u32, r: u32, re: Op
             attached: false,
             command: spec.argv.iter().map(|a| a.to_string_lossy().into_owned()).collect(),
             bpf_stacks: engine::bpf_requested(),
+            hold_at: None,
         };
         let (profile, outcome) = record_profile(Target::LaunchSpec(spec), interp, &cfg)?;
         let exit = match outcome.exit {
@@ -279,7 +280,7 @@ fn interpreter(opts: &ScaleOptions) -> Result<PathBuf> {
         check_interpreter(&first)?
     } else {
         match profiler::launch::resolve_command(&first[0]) {
-            Some(p) => Interpreter::CPython { path: p, version: None },
+            Some(p) => Interpreter::CPython { path: p, version: None, run_main: None },
             None => {
                 bail!("command not found: {} (check the spelling, or give a full path)", first[0].to_string_lossy())
             }

@@ -188,7 +188,7 @@ pub fn run(opts: &TopOptions) -> Result<i32> {
     if !std::io::stdout().is_terminal() {
         bail!("ftprof top needs a terminal; to write a profile to a file use ftprof record");
     }
-    let (interp, attach) = record::resolve_interpreter(opts.pid, &opts.command)?;
+    let (interp, attach, hold_at) = record::resolve_interpreter(opts.pid, &opts.command)?;
     let cfg = engine::EngineConfig {
         rate_hz: opts.rate_hz,
         stack_bytes: 16384,
@@ -197,6 +197,7 @@ pub fn run(opts: &TopOptions) -> Result<i32> {
         attached: opts.pid.is_some(),
         command: opts.command.iter().map(|a| a.to_string_lossy().into_owned()).collect(),
         bpf_stacks: engine::bpf_requested(),
+        hold_at,
     };
     let interp = interp.canonicalize().unwrap_or(interp).to_string_lossy().into_owned();
     let opnames = symbolizer::python::opcodes::base_opnames_cached(std::path::Path::new(&interp), &engine::cache_dir())

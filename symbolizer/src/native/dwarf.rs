@@ -56,6 +56,50 @@ impl DwarfContext {
         out
     }
 
+    /// Every line-table row as `[start, end)`, sorted by start. Rows of the same location are
+    /// not merged: where one ends, an inlined instance may begin or end.
+    fn rows(&self) -> Vec<(u64, u64)> {
+        let mut rows: Vec<(u64, u64)> = match self.ctx.find_location_range(0, u64::MAX) {
+            Ok(iter) => iter.map(|(start, len, _)| (start, start.saturating_add(len))).collect(),
+            Err(_) => Vec::new(),
+        };
+        rows.sort_unstable();
+        rows
+    }
+
+    /// Where a function or an inlined instance of one begins or ends (the inline chain can
+    /// change only there, or where a line-table row does), sorted.
+    fn inline_boundaries(elf: &ElfFile) -> Vec<u64> {
+        let mut out = Vec::new();
+        let empty = Reader::new(Bytes::default(), gimli::LittleEndian);
+        let Ok(dwarf) = gimli::Dwarf::load(|id| -> Result<Reader, gimli::Error> {
+            Ok(elf
+                .section_data(id.name())
+                .map(|b| Reader::new(b, gimli::LittleEndian))
+                .unwrap_or_else(|| empty.clone()))
+        }) else {
+            return out;
+        };
+        let mut units = dwarf.units();
+        while let Ok(Some(header)) = units.next() {
+            let Ok(unit) = dwarf.unit(header) else { continue };
+            let mut entries = unit.entries();
+            while let Ok(Some(entry)) = entries.next_dfs() {
+                if !matches!(entry.tag(), gimli::DW_TAG_inlined_subroutine | gimli::DW_TAG_subprogram) {
+                    continue;
+                }
+                if let Ok(mut ranges) = dwarf.die_ranges(&unit, entry) {
+                    while let Ok(Some(r)) = ranges.next() {
+                        out.extend([r.begin, r.end]);
+                    }
+                }
+            }
+        }
+        out.sort_unstable();
+        out.dedup();
+        out
+    }
+
     fn location(&self, svma: u64) -> (Option<String>, Option<u32>) {
         match self.ctx.find_location(svma) {
             Ok(Some(l)) => (l.file.map(str::to_owned), l.line),
@@ -134,6 +178,29 @@ impl ModuleSymbolizer {
             };
             DebugData { dwarf, debug_file }
         })
+    }
+
+    /// The line-table rows of the module's own DWARF (see [`DwarfContext::rows`]); `None`
+    /// when it has none (a separate debug file's is not indexed).
+    pub fn line_rows(&mut self) -> Option<Vec<(u64, u64)>> {
+        let debug = self.debug_data();
+        if debug.debug_file.is_some() {
+            return None;
+        }
+        let rows = debug.dwarf.as_ref().map(DwarfContext::rows)?;
+        // Split where an inlined instance (or a function) begins or ends inside a row.
+        let bounds = DwarfContext::inline_boundaries(&self.elf);
+        let mut out = Vec::with_capacity(rows.len());
+        for (start, end) in rows {
+            let mut from = start;
+            let first = bounds.partition_point(|&b| b <= start);
+            for &b in bounds[first..].iter().take_while(|&&b| b < end) {
+                out.push((from, b));
+                from = b;
+            }
+            out.push((from, end));
+        }
+        Some(out)
     }
 
     /// Inline chain for `svma`, innermost first; never empty (one unnamed frame when unknown).

@@ -131,6 +131,9 @@ pub struct Peek {
     pub py_runtime: bool,
     /// `Py_Version` (PY_VERSION_HEX), when the file defines it.
     pub py_version: Option<u32>,
+    /// The file offset of the function `Py_RunMain`, when the file defines it (an interpreter
+    /// whose runtime is linked in: a launch can be held there, its start-up done).
+    pub run_main: Option<u64>,
 }
 
 /// A parsed ELF file. See the module docs.
@@ -204,11 +207,14 @@ impl ElfFile {
             let dynamic = dynsym.and_then(|t| layout.symtab(t)?.iter().find(|s| named(&t, s)));
             dynamic.or_else(|| symtab.and_then(|t| layout.symtab(t)?.iter().find(|s| named(&t, s) && s.st_value != 0)))
         };
-        let read = |vaddr: u64, len: u64| {
+        let offset = |vaddr: u64, len: u64| {
             let ph = layout.phdrs.iter().find(|ph| {
                 ph.p_type == program_header::PT_LOAD && vaddr >= ph.p_vaddr && vaddr + len <= ph.p_vaddr + ph.p_filesz
             })?;
-            let start = usize::try_from(ph.p_offset + (vaddr - ph.p_vaddr)).ok()?;
+            usize::try_from(ph.p_offset + (vaddr - ph.p_vaddr)).ok()
+        };
+        let read = |vaddr: u64, len: u64| {
+            let start = offset(vaddr, len)?;
             bytes.get(start..start + len as usize).map(<[u8]>::to_vec)
         };
         let has_section = layout.shdrs.iter().any(|sh| layout.section_name(sh) == ".PyRuntime");
@@ -219,6 +225,10 @@ impl ElfFile {
                 .filter(|s| s.st_value != 0)
                 .and_then(|s| read(s.st_value, 4))
                 .and_then(|b| Some(u32::from_le_bytes(b.try_into().ok()?))),
+            run_main: find("Py_RunMain")
+                .filter(|s| s.st_value != 0 && s.st_type() == goblin::elf::sym::STT_FUNC)
+                .and_then(|s| offset(s.st_value, 1))
+                .map(|o| o as u64),
         })
     }
 
@@ -877,7 +887,10 @@ int main(int argc, char **argv) { int a[4] = {argc, 2, 3, 4}; return exported(a,
         let peek = ElfFile::peek(&python).unwrap();
         let version =
             u32::from_le_bytes(elf.read_vaddr(elf.symbol("Py_Version").unwrap().0, 4).unwrap().try_into().unwrap());
-        assert_eq!(peek, Peek { needed: elf.needed(), py_runtime: true, py_version: Some(version) });
+        let (run_main, _) = elf.symbol("Py_RunMain").expect("Py_RunMain");
+        let seg = elf.load_segments().iter().find(|s| (s.vaddr..s.vaddr + s.filesz).contains(&run_main)).unwrap();
+        let run_main = Some(seg.offset + (run_main - seg.vaddr));
+        assert_eq!(peek, Peek { needed: elf.needed(), py_runtime: true, py_version: Some(version), run_main });
         assert_eq!(version >> 16, 0x030d, "{version:#x}");
         // A C program: no runtime, no version.
         let gcc = ElfFile::peek(Path::new("/bin/ls")).unwrap();

@@ -7,6 +7,7 @@
 
 mod dwarf;
 mod elf;
+mod lineindex;
 mod maps;
 mod unwind;
 
@@ -82,6 +83,10 @@ struct ModuleEntry {
     /// Where its disk caches live, less the DWARF choice (known once it is used); `None` when
     /// it has none (no cache directory, a vDSO, a file that could not be identified).
     disk_file: Option<(PathBuf, u64, u64)>,
+    /// Its line index (see [`Native::build_line_index`]): where it lives (the cache directory,
+    /// the file's identity less its path, this build's), and once looked for, what was found.
+    index_at: Option<(PathBuf, u64, u64)>,
+    index: Option<Option<lineindex::LineIndex>>,
 }
 
 /// Symbolized addresses of one module file (svma → inline chain), as read from its cache file
@@ -158,6 +163,36 @@ impl DiskCache {
 
 /// Entries a module's disk cache keeps at most (a bound on its file).
 const DISK_CACHE_LIMIT: usize = 100_000;
+
+/// The line index file of a module (see [`ModuleEntry::index_at`]). Only a file's own DWARF
+/// is indexed, so no debug file's identity is part of the name.
+fn index_path((dir, module, build): &(PathBuf, u64, u64)) -> PathBuf {
+    dir.join(format!("{}{build:016x}.bin", index_prefix(*module)))
+}
+
+/// What the names of every line index file of one module file start with.
+fn index_prefix(module: u64) -> String {
+    format!("lineidx-v1-{module:016x}-")
+}
+
+impl ModuleEntry {
+    /// The inline chain of `svma` from the module's line index, when it has one that covers it
+    /// (the index is mapped at the first call).
+    fn indexed(&mut self, svma: u64) -> Option<Vec<dwarf::SymFrame>> {
+        self.line_index()?.lookup(svma)
+    }
+
+    /// The module's line index, mapped at the first call; `None` when it has none.
+    fn line_index(&mut self) -> Option<&lineindex::LineIndex> {
+        let (at, sym) = (&self.index_at, &self.sym);
+        self.index
+            .get_or_insert_with(|| {
+                sym.as_ref().filter(|s| s.elf().has_dwarf())?;
+                lineindex::LineIndex::open(&index_path(at.as_ref()?))
+            })
+            .as_ref()
+    }
+}
 
 /// One mapping of a process, resolved to its module.
 struct ProcMap {
@@ -268,6 +303,36 @@ impl Native {
             };
             let _ = disk.append(&file, remove_stale);
         }
+    }
+
+    /// Index the DWARF of the file `path` (opened here if need be) into the cache directory
+    /// (see [`Native::set_persistent_cache`]), unless done before: later runs answer its
+    /// addresses without parsing debug data. Returns the rows indexed and the time it took;
+    /// `None` when there was nothing to do (indexed already, no DWARF of its own, no cache).
+    /// Indexes of the same file by other builds or debug data are removed.
+    pub fn build_line_index(&mut self, path: &str) -> Option<(usize, std::time::Duration)> {
+        let t = std::time::Instant::now();
+        let m = Mapping { start: 0, end: 1, pgoff: 0, path: path.to_string() };
+        let id = self.resolve_module(0, &m)?;
+        let entry = &mut self.modules[id];
+        if entry.line_index().is_some() {
+            return None;
+        }
+        let at = entry.index_at.clone()?;
+        let sym = entry.sym.as_mut()?;
+        if !sym.elf().has_dwarf() {
+            return None;
+        }
+        let file = index_path(&at);
+        let rows = lineindex::build(sym, &file)?;
+        let prefix = index_prefix(at.1);
+        for old in std::fs::read_dir(&at.0).into_iter().flatten().flatten() {
+            if old.file_name().to_string_lossy().starts_with(&prefix) && old.path() != file {
+                let _ = std::fs::remove_file(old.path());
+            }
+        }
+        entry.index = None;
+        Some((rows, t.elapsed()))
     }
 
     /// With `false`, modules opened from now on take only names (the symbol table) from a
@@ -393,7 +458,7 @@ impl Native {
     }
 
     /// The inline chain of `svma` in module `id`: from this run's cache, the module's disk
-    /// cache, or its debug data (then cached in both).
+    /// cache, its line index, or its debug data (then cached in both caches).
     fn frames_of(&mut self, id: ModuleId, svma: u64) -> Vec<NativeFrame> {
         if let Some(frames) = self.sym_cache.get(&(id, svma)) {
             return frames.clone();
@@ -408,8 +473,15 @@ impl Native {
                 return frames;
             }
         }
-        self.decoded += 1;
-        let raw = entry.sym.as_mut().map(|s| s.symbolize(svma)).unwrap_or_default();
+        let indexed = entry.indexed(svma);
+        let from_index = indexed.is_some();
+        let raw = match indexed {
+            Some(raw) => raw,
+            None => {
+                self.decoded += 1;
+                entry.sym.as_mut().map(|s| s.symbolize(svma)).unwrap_or_default()
+            }
+        };
         let n = raw.len();
         let frames: Vec<NativeFrame> = raw
             .into_iter()
@@ -426,7 +498,8 @@ impl Native {
         if self.sym_cache.len() >= SYM_CACHE_LIMIT {
             self.sym_cache.clear();
         }
-        if let Some(disk) = entry.disk.as_mut().filter(|d| d.frames.len() < DISK_CACHE_LIMIT) {
+        // The index answers again next time: only what the debug data decoded is kept.
+        if let Some(disk) = entry.disk.as_mut().filter(|d| !from_index && d.frames.len() < DISK_CACHE_LIMIT) {
             disk.frames.insert(svma, frames.clone());
             disk.added.push(svma);
         }
@@ -498,6 +571,11 @@ impl Native {
             // first lookup).
             entry.disk = Some(DiskCache::read(&disk_path(file, sym.debug_identity())));
         }
+        // Indexed: no debug data to parse (an address the index does not cover parses it then).
+        if entry.line_index().is_some() {
+            return;
+        }
+        let Some(sym) = entry.sym.as_mut() else { return };
         sym.warm();
         for name in warm_symbols {
             if let Some((addr, _)) = sym.elf().symbol(name) {
@@ -568,8 +646,14 @@ impl Native {
             }
             _ => None,
         };
+        let index_at = disk_file.as_ref().map(|(dir, _, build)| {
+            use std::hash::{Hash, Hasher};
+            let mut h = std::collections::hash_map::DefaultHasher::new();
+            (key.dev, key.ino, key.mtime).hash(&mut h);
+            (dir.clone(), h.finish(), *build)
+        });
         let id = self.modules.len();
-        self.modules.push(ModuleEntry { name: name.to_owned(), sym, disk: None, disk_file });
+        self.modules.push(ModuleEntry { name: name.to_owned(), sym, disk: None, disk_file, index_at, index: None });
         self.module_ids.insert(key, id);
         id
     }

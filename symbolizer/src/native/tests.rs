@@ -644,3 +644,63 @@ fn the_disk_cache_appends_and_skips_a_cut_line() {
     assert_eq!(std::fs::read(&file).unwrap(), before);
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// The line index of the free-threaded interpreter answers like its DWARF does: at every
+/// 97th byte of the interpreter's code (and the eval loop's every byte), an indexed answer
+/// equals [`ModuleSymbolizer::symbolize`]'s.
+#[test]
+fn line_index_answers_like_dwarf() {
+    let python = python_binary();
+    let elf = ElfFile::open_shared(&python).unwrap();
+    let dir = compile_c("lineindex", "int main(void) { return 0; }", &[], "unused");
+    let file = dir.join("python.idx");
+    let mut sym = ModuleSymbolizer::new(elf.clone(), python.clone());
+    let t = std::time::Instant::now();
+    let rows = super::lineindex::build(&mut sym, &file).expect("the interpreter has DWARF");
+    eprintln!("indexed {rows} rows in {:?}, {} bytes", t.elapsed(), std::fs::metadata(&file).unwrap().len());
+    let index = super::lineindex::LineIndex::open(&file).expect("the index reads back");
+    let text = elf.section(".text").unwrap();
+    let (eval, eval_size) = elf.symbol("_PyEval_EvalFrameDefault").unwrap();
+    let mut fresh = ModuleSymbolizer::new(elf.clone(), python.clone());
+    let (mut answered, mut asked) = (0, 0);
+    let sample = (text.addr..text.addr + text.size).step_by(97).chain(eval..eval + eval_size);
+    for svma in sample {
+        asked += 1;
+        if let Some(indexed) = index.lookup(svma) {
+            answered += 1;
+            assert_eq!(indexed, fresh.symbolize(svma), "at {svma:#x}");
+        }
+    }
+    eprintln!("{answered} of {asked} addresses answered by the index");
+    assert!(answered * 10 > asked * 9, "only {answered} of {asked} addresses indexed");
+    // Not an index: refused.
+    std::fs::write(&file, b"FTPLIDX1 truncated").unwrap();
+    assert!(super::lineindex::LineIndex::open(&file).is_none());
+}
+
+/// A line index built by one `Native` answers another's lookups (same cache directory) with
+/// no debug data decoded, as the debug data answers; it is built once.
+#[test]
+fn native_symbolizes_from_the_line_index() {
+    let python = python_binary();
+    let path = python.to_str().unwrap();
+    let dir = compile_c("nativeindex", "int main(void) { return 0; }", &[], "unused");
+    let cache = dir.join("cache");
+    let mut first = Native::new();
+    first.set_persistent_cache(cache.clone());
+    assert!(first.build_line_index(path).is_some(), "the interpreter has DWARF");
+    assert!(first.build_line_index(path).is_none(), "built once");
+    let elf = ElfFile::open(&python).unwrap();
+    let (eval, size) = elf.symbol("_PyEval_EvalFrameDefault").unwrap();
+    let m = Mapping { start: 0, end: 1, pgoff: 0, path: path.to_string() };
+    let mut indexed = Native::new();
+    indexed.set_persistent_cache(cache);
+    let id = indexed.resolve_module(0, &m).unwrap();
+    let mut plain = Native::new();
+    let plain_id = plain.resolve_module(0, &m).unwrap();
+    for svma in (eval..eval + size).step_by(61) {
+        assert_eq!(indexed.frames_of(id, svma), plain.frames_of(plain_id, svma), "at {svma:#x}");
+    }
+    assert_eq!(indexed.decoded(), 0, "every address answered by the index");
+    assert!(plain.decoded() > 0);
+}
