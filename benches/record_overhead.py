@@ -85,6 +85,10 @@ def main():
     }
     if shutil.which("perf"):
         fixed["perf record -g"] = ["perf", "record", "-q", "-g", "-o", os.path.join(tmp, "fixed.data"), "--"]
+    # The first run with an interpreter built with DWARF indexes it for later runs (once per
+    # interpreter and ftprof build): timed apart, as what a first run costs.
+    first = timed(fixed["ftprof"] + trivial, 1)[0]
+    print(f"first run (indexes the interpreter's DWARF when it has some, once): {first * 1000:.1f} ms\n")
     # Interleaved, so that drifting machine load hits every variant alike.
     samples = {k: [] for k in fixed}
     for _ in range(fixed_runs):

@@ -85,3 +85,45 @@ fn turned_off_the_fallback_is_named() {
     assert_eq!(line, "Python stacks: read after the sample (BPF not used: turned off (FTPROF_BPF=0))");
     assert!(v["summary"]["with_python"].as_u64().unwrap() > 0, "stacks are still read: {}", v["summary"]);
 }
+
+/// A launched interpreter starts up while the kernel verifies the BPF programs, held at
+/// `Py_RunMain` until they are attached: the kernel's accounting still sees the program's very
+/// first wait (one wait of ~300 ms on the lock, with the kernel's timing), even when the programs
+/// are ready only 400 ms after ftprof's start (`FTPROF_TEST_BPF_DELAY_MS`: the interpreter's
+/// start-up is long done by then). With `FTPROF_HOLD=0` (waiting before its exec) the same.
+#[test]
+fn the_first_wait_of_a_launched_program_is_counted_by_the_kernel() {
+    for hold in [None, Some("0")] {
+        let dir = tempdir();
+        let out_path = dir.path().join("p.json");
+        let mut c = ftprof();
+        c.env_remove("FTPROF_BPF").env("FTPROF_TEST_BPF_DELAY_MS", "400");
+        match hold {
+            Some(v) => c.env("FTPROF_HOLD", v),
+            None => c.env_remove("FTPROF_HOLD"),
+        };
+        let out = c
+            .args(["record", "--format", "json", "-o"])
+            .arg(&out_path)
+            .arg("--")
+            .arg(python())
+            .arg(workload("first_wait.py"))
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(out.status.success(), "FTPROF_HOLD={hold:?}: ftprof failed: {stderr}");
+        let v: Value = serde_json::from_slice(&std::fs::read(&out_path).unwrap()).unwrap();
+        assert_eq!(v["summary"]["sched_accounting"]["source"], "bpf", "{}", v["summary"]);
+        let lock = v["locks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|l| l["top_lines"][0]["line"].as_str().is_some_and(|t| t.starts_with("first_waiter (first_wait.py:")))
+            .unwrap_or_else(|| panic!("FTPROF_HOLD={hold:?}: no lock waited for by first_waiter: {}", v["locks"]))
+            .clone();
+        assert_eq!(lock["waits"], 1, "FTPROF_HOLD={hold:?}: {lock}");
+        let kernel_us = lock["kernel_wait_us"].as_u64().unwrap_or_else(|| panic!("no kernel timing: {lock}"));
+        // The waiter may start late on a loaded machine: the bounds are loose.
+        assert!((50_000..5_000_000).contains(&kernel_us), "FTPROF_HOLD={hold:?}: {kernel_us} µs: {lock}");
+    }
+}

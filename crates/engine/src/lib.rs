@@ -95,8 +95,9 @@ pub struct EngineConfig {
     /// when refused, [`Recorder::python_stacks`] says why and stacks are read after the sample.
     pub bpf_stacks: Bpf,
     /// Launched: where the target may be held after its `exec` while the BPF programs load
-    /// (`Py_RunMain` of the interpreter: its start-up overlaps their loading, and none of the
-    /// program's code runs before them); `None`: it waits before its `exec`.
+    /// (`_PyInterpreterState_SetRunningMain`, called just before the program's own code: the
+    /// interpreter's start-up overlaps their loading, and none of the program's code runs
+    /// before them); `None`: it waits before its `exec`.
     pub hold_at: Option<profiler::hold::HoldAt>,
 }
 

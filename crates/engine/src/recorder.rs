@@ -1328,6 +1328,11 @@ impl BpfLoading {
                 .map_err(|e| e.to_string());
             let stacks_took = t.elapsed();
             let off_cpu = off_cpu.map(|h| h.join().expect("loading the off-CPU programs does not panic"));
+            // For tests: the programs ready this much later (a loaded machine's slow verifier),
+            // so that a target running before they are attached would show.
+            if let Some(ms) = std::env::var("FTPROF_TEST_BPF_DELAY_MS").ok().and_then(|v| v.parse().ok()) {
+                std::thread::sleep(std::time::Duration::from_millis(ms));
+            }
             BpfLoaded { stacks, stacks_took, off_cpu, took: t.elapsed() }
         }))
     }

@@ -15,8 +15,8 @@ use symbolizer::python::static_version;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Interpreter {
     /// CPython with this PY_VERSION_HEX (when it could be read from the file).
-    /// `run_main`: the file offset of `Py_RunMain` in `path`, when defined there.
-    CPython { path: PathBuf, version: Option<(u64, u64)>, run_main: Option<u64> },
+    /// `main_start`: where a launch of `path` may be held (see `symbolizer`'s `Peek::main_start`).
+    CPython { path: PathBuf, version: Option<(u64, u64)>, main_start: Option<u64> },
 }
 
 fn version_from_name(name: &str) -> Option<(u64, u64)> {
@@ -109,7 +109,7 @@ pub fn check_interpreter(argv: &[OsString]) -> Result<Interpreter> {
         let v = ((v >> 24) as u64, ((v >> 16) & 0xff) as u64);
         too_old(v)?;
         too_new(v)?;
-        return Ok(Interpreter::CPython { path, version: Some(v), run_main: elf.run_main });
+        return Ok(Interpreter::CPython { path, version: Some(v), main_start: elf.main_start });
     }
     let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
     if let Some(lib) = elf.needed.iter().find(|n| n.starts_with("libpython")) {
@@ -117,10 +117,10 @@ pub fn check_interpreter(argv: &[OsString]) -> Result<Interpreter> {
         if let Some(v) = v {
             too_old(v)?;
         }
-        return Ok(Interpreter::CPython { path, version: v, run_main: elf.run_main });
+        return Ok(Interpreter::CPython { path, version: v, main_start: elf.main_start });
     }
     if elf.py_runtime {
-        return Ok(Interpreter::CPython { path, version: None, run_main: elf.run_main });
+        return Ok(Interpreter::CPython { path, version: None, main_start: elf.main_start });
     }
     if let Some(v) = version_from_name(&name) {
         too_old(v)?;

@@ -130,9 +130,9 @@ pub(crate) fn resolve_interpreter(
             (PathBuf::from(&t.runtime_module), Some(t), None)
         }
         None => {
-            let Interpreter::CPython { path, run_main, .. } = check_interpreter(command)?;
+            let Interpreter::CPython { path, main_start, .. } = check_interpreter(command)?;
             // FTPROF_HOLD=0: wait before the exec instead (for comparisons).
-            let hold = run_main
+            let hold = main_start
                 .filter(|_| std::env::var_os("FTPROF_HOLD").is_none_or(|v| v != "0"))
                 .map(|offset| profiler::hold::HoldAt { file: path.clone(), offset });
             (path, None, hold)
@@ -206,6 +206,12 @@ pub fn run(opts: &RecordOptions) -> Result<i32> {
         eprintln!("ftprof timing: rendered and written after {:?}", t0.elapsed());
     }
     eprint!("{}", flamegraph::summary_text(&profile));
+    if outcome.held >= std::time::Duration::from_millis(1) {
+        eprintln!(
+            "ftprof: the target was held {} ms after its start-up, before its own code, while the kernel verified the BPF programs (shown as its main thread's idle time)",
+            outcome.held.as_millis()
+        );
+    }
     eprintln!("ftprof: wrote {}", path.display());
     crate::report::how_to_open(opts.format);
     // After the output: the first run with an interpreter built with DWARF pays for the rest.

@@ -280,7 +280,7 @@ fn interpreter(opts: &ScaleOptions) -> Result<PathBuf> {
         check_interpreter(&first)?
     } else {
         match profiler::launch::resolve_command(&first[0]) {
-            Some(p) => Interpreter::CPython { path: p, version: None, run_main: None },
+            Some(p) => Interpreter::CPython { path: p, version: None, main_start: None },
             None => {
                 bail!("command not found: {} (check the spelling, or give a full path)", first[0].to_string_lossy())
             }

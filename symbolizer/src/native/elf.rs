@@ -131,9 +131,12 @@ pub struct Peek {
     pub py_runtime: bool,
     /// `Py_Version` (PY_VERSION_HEX), when the file defines it.
     pub py_version: Option<u32>,
-    /// The file offset of the function `Py_RunMain`, when the file defines it (an interpreter
-    /// whose runtime is linked in: a launch can be held there, its start-up done).
-    pub run_main: Option<u64>,
+    /// The file offset of `_PyInterpreterState_SetRunningMain`, when the file defines it (an
+    /// interpreter whose runtime is linked in): its `pymain_run_python` calls it once, after the
+    /// start-up and just before the program's own code (the command, module or file); a launch
+    /// can be held there. (`Py_RunMain` itself is inlined into `Py_BytesMain` by the usual
+    /// optimized builds: never executed.)
+    pub main_start: Option<u64>,
 }
 
 /// A parsed ELF file. See the module docs.
@@ -225,7 +228,7 @@ impl ElfFile {
                 .filter(|s| s.st_value != 0)
                 .and_then(|s| read(s.st_value, 4))
                 .and_then(|b| Some(u32::from_le_bytes(b.try_into().ok()?))),
-            run_main: find("Py_RunMain")
+            main_start: find("_PyInterpreterState_SetRunningMain")
                 .filter(|s| s.st_value != 0 && s.st_type() == goblin::elf::sym::STT_FUNC)
                 .and_then(|s| offset(s.st_value, 1))
                 .map(|o| o as u64),
@@ -887,10 +890,10 @@ int main(int argc, char **argv) { int a[4] = {argc, 2, 3, 4}; return exported(a,
         let peek = ElfFile::peek(&python).unwrap();
         let version =
             u32::from_le_bytes(elf.read_vaddr(elf.symbol("Py_Version").unwrap().0, 4).unwrap().try_into().unwrap());
-        let (run_main, _) = elf.symbol("Py_RunMain").expect("Py_RunMain");
-        let seg = elf.load_segments().iter().find(|s| (s.vaddr..s.vaddr + s.filesz).contains(&run_main)).unwrap();
-        let run_main = Some(seg.offset + (run_main - seg.vaddr));
-        assert_eq!(peek, Peek { needed: elf.needed(), py_runtime: true, py_version: Some(version), run_main });
+        let (start, _) = elf.symbol("_PyInterpreterState_SetRunningMain").expect("_PyInterpreterState_SetRunningMain");
+        let seg = elf.load_segments().iter().find(|s| (s.vaddr..s.vaddr + s.filesz).contains(&start)).unwrap();
+        let main_start = Some(seg.offset + (start - seg.vaddr));
+        assert_eq!(peek, Peek { needed: elf.needed(), py_runtime: true, py_version: Some(version), main_start });
         assert_eq!(version >> 16, 0x030d, "{version:#x}");
         // A C program: no runtime, no version.
         let gcc = ElfFile::peek(Path::new("/bin/ls")).unwrap();

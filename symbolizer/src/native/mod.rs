@@ -164,6 +164,9 @@ impl DiskCache {
 /// Entries a module's disk cache keeps at most (a bound on its file).
 const DISK_CACHE_LIMIT: usize = 100_000;
 
+/// Line indexes kept per module file, this build's included (each ~13 MB for an interpreter).
+const INDEXES_KEPT: usize = 3;
+
 /// The line index file of a module (see [`ModuleEntry::index_at`]). Only a file's own DWARF
 /// is indexed, so no debug file's identity is part of the name.
 fn index_path((dir, module, build): &(PathBuf, u64, u64)) -> PathBuf {
@@ -309,7 +312,7 @@ impl Native {
     /// (see [`Native::set_persistent_cache`]), unless done before: later runs answer its
     /// addresses without parsing debug data. Returns the rows indexed and the time it took;
     /// `None` when there was nothing to do (indexed already, no DWARF of its own, no cache).
-    /// Indexes of the same file by other builds or debug data are removed.
+    /// Of the same file's indexes by other ftprof builds, the newest two are kept.
     pub fn build_line_index(&mut self, path: &str) -> Option<(usize, std::time::Duration)> {
         let t = std::time::Instant::now();
         let m = Mapping { start: 0, end: 1, pgoff: 0, path: path.to_string() };
@@ -325,11 +328,19 @@ impl Native {
         }
         let file = index_path(&at);
         let rows = lineindex::build(sym, &file)?;
+        // Other builds' indexes of the same file are kept (two ftprof builds used in turn must
+        // not rebuild each other's), the newest few only.
         let prefix = index_prefix(at.1);
-        for old in std::fs::read_dir(&at.0).into_iter().flatten().flatten() {
-            if old.file_name().to_string_lossy().starts_with(&prefix) && old.path() != file {
-                let _ = std::fs::remove_file(old.path());
-            }
+        let mut others: Vec<(std::time::SystemTime, PathBuf)> = std::fs::read_dir(&at.0)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter(|e| e.file_name().to_string_lossy().starts_with(&prefix) && e.path() != file)
+            .map(|e| (e.metadata().and_then(|m| m.modified()).unwrap_or(std::time::UNIX_EPOCH), e.path()))
+            .collect();
+        others.sort_unstable_by(|a, b| b.cmp(a));
+        for (_, old) in others.into_iter().skip(INDEXES_KEPT - 1) {
+            let _ = std::fs::remove_file(old);
         }
         entry.index = None;
         Some((rows, t.elapsed()))
