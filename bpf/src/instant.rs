@@ -20,6 +20,10 @@ pub struct InstantCounts {
     pub no_tstate: u64,
     /// Records lost in the ring (full).
     pub ring_lost: u64,
+    /// Of `no_tstate`: re-reads of the thread list that failed, or that did not list the
+    /// sampled thread (its later samples stay unregistered); see [`InstantStacks::sync_trouble`].
+    pub sync_failed: u64,
+    pub sync_unlisted: u64,
 }
 
 /// Python stacks read at the sample instant, for one recording.
@@ -28,6 +32,11 @@ pub struct InstantStacks {
     joiner: Joiner,
     max_depth: u32,
     counts: InstantCounts,
+    /// The first failed re-read of a thread list; per sampled thread, the re-reads that did
+    /// not list it (a thread being created or torn down, a thread that runs no Python: once or
+    /// always; a Python thread many times: a fault).
+    sync_error: Option<String>,
+    unlisted: std::collections::HashMap<u32, u64>,
 }
 
 impl InstantStacks {
@@ -38,7 +47,14 @@ impl InstantStacks {
         if waker_budget > 0 {
             stacks.record_wakers(waker_budget)?;
         }
-        Ok(InstantStacks { stacks, joiner: Joiner::default(), max_depth, counts: InstantCounts::default() })
+        Ok(InstantStacks {
+            stacks,
+            joiner: Joiner::default(),
+            max_depth,
+            counts: InstantCounts::default(),
+            sync_error: None,
+            unlisted: std::collections::HashMap::new(),
+        })
     }
 
     /// Attach to the sampling events (from `profiler::Sink::sampling_events`).
@@ -84,7 +100,17 @@ impl InstantStacks {
             Some(rec) if rec.no_tstate => {
                 self.counts.no_tstate += 1;
                 self.counts.missing += 1;
-                let _ = self.stacks.sync_threads(py);
+                match self.stacks.sync_threads(py) {
+                    Ok(tids) if !tids.contains(&tid) => {
+                        self.counts.sync_unlisted += 1;
+                        *self.unlisted.entry(tid).or_default() += 1;
+                    }
+                    Ok(_) => {}
+                    Err(e) => {
+                        self.counts.sync_failed += 1;
+                        self.sync_error.get_or_insert_with(|| e.to_string());
+                    }
+                }
                 None
             }
             Some(rec) => {
@@ -96,6 +122,25 @@ impl InstantStacks {
                 None
             }
         }
+    }
+
+    /// What kept sampled threads unregistered, in one line, when it looks like a fault: re-reads
+    /// of a thread list that failed 10 times or more (with the first reason), or threads that
+    /// `is_python` says run Python and that 10 re-reads or more did not list.
+    pub fn sync_trouble(&self, is_python: impl Fn(u32) -> bool) -> Option<String> {
+        const MANY: u64 = 10;
+        let mut why = Vec::new();
+        if self.counts.sync_failed >= MANY {
+            let first = self.sync_error.as_deref().unwrap_or("");
+            why.push(format!("{} re-reads of the thread list failed (first: {first})", self.counts.sync_failed));
+        }
+        let mut unlisted: Vec<(u32, u64)> =
+            self.unlisted.iter().filter(|&(&t, &n)| n >= MANY && is_python(t)).map(|(&t, &n)| (t, n)).collect();
+        unlisted.sort_unstable();
+        for (tid, n) in unlisted {
+            why.push(format!("Python thread {tid} missing from its thread list at {n} re-reads"));
+        }
+        (!why.is_empty()).then(|| why.join("; "))
     }
 
     /// Waker records so far (the release sites of futex hand-offs), taken out.

@@ -387,13 +387,14 @@ impl PyStacks {
         Ok(())
     }
 
-    /// Register every thread state of `proc` (its thread list, read by the symbolizer).
-    pub fn sync_threads(&self, proc: &PyProcess) -> Result<usize, Refusal> {
+    /// Register every thread state of `proc` (its thread list, read by the symbolizer); returns
+    /// the threads registered.
+    pub fn sync_threads(&self, proc: &PyProcess) -> Result<Vec<u32>, Refusal> {
         let threads = proc.threads().map_err(|e| Refusal::Map { map: "py_threads".into(), reason: e.to_string() })?;
         for t in &threads {
             self.set_thread(t.native_tid, t.tstate)?;
         }
-        Ok(threads.len())
+        Ok(threads.iter().map(|t| t.native_tid).collect())
     }
 
     /// Every record the ring holds now, oldest first.

@@ -1188,6 +1188,12 @@ pub fn record(
     for (_, why) in rec.refused() {
         eprintln!("ftprof: warning: not observed: {why}");
     }
+    // Threads whose samples stayed unregistered in the kernel's map (their stacks were read
+    // after the sample, as counted in the summary): why, for a report.
+    let is_python = |tid: u32| rec.py_names.contains_key(&tid);
+    if let Some(why) = rec.instant.as_ref().and_then(|i| i.sync_trouble(is_python)) {
+        eprintln!("ftprof: warning: threads left unregistered for the kernel's stack reads: {why}");
+    }
     if timing() {
         use nix::sys::resource::{getrusage, UsageWho};
         let ru = getrusage(UsageWho::RUSAGE_SELF).expect("getrusage(RUSAGE_SELF) cannot fail");
