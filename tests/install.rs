@@ -124,7 +124,7 @@ fn pip_installed_wheel_puts_a_working_ftprof_on_path() {
     let titles: Vec<&str> = doc.descendants().filter(|n| n.has_tag_name("title")).filter_map(|n| n.text()).collect();
     assert!(
         titles.iter().any(|t| t.contains("wheel_hot_function")),
-        "no frame of wheel_hot_function in the flamegraph ({} frames)",
+        "no frame of wheel_hot_function in the flamegraph ({} frames); ftprof said:\n{stderr}",
         titles.len()
     );
 }
