@@ -157,14 +157,24 @@ impl Hold {
                 let _ = ptrace::detach(self.pid, None);
             }
             State::Running { addr, word } => {
-                // Stopped by the interrupt (an event stop), at the breakpoint (a race), or by
-                // a signal (passed on at the detach); gone (nothing to undo).
-                let stopped = ptrace::interrupt(self.pid).ok().and_then(|()| self.next_stop(true));
-                if let Some(Stop::Stopped { signal, event }) = stopped {
-                    let trapped = event == 0 && signal == libc::SIGTRAP && self.at(addr);
-                    self.restore(addr, word, trapped);
-                    let pass = (event == 0 && !trapped).then(|| Signal::try_from(signal).ok()).flatten();
+                // Stopped by the interrupt (an event stop), at the breakpoint, or by a signal
+                // (passed on at the detach); gone (nothing to undo). The interrupt's stop comes
+                // before a signal already pending: when the breakpoint's `int3` has just run, its
+                // SIGTRAP is still to come (detached now, it would kill the target), so the
+                // target goes on to that stop first.
+                let mut stopped = ptrace::interrupt(self.pid).ok().and_then(|()| self.next_stop(true));
+                for attempt in 0..8 {
+                    let Some(Stop::Stopped { signal, event }) = stopped else { break };
+                    let ran = self.at(addr);
+                    if ran && !(event == 0 && signal == libc::SIGTRAP) && attempt < 7 {
+                        let pass = (event == 0).then(|| Signal::try_from(signal).ok()).flatten();
+                        stopped = ptrace::cont(self.pid, pass).ok().and_then(|()| self.next_stop(true));
+                        continue;
+                    }
+                    self.restore(addr, word, ran);
+                    let pass = (event == 0 && !ran).then(|| Signal::try_from(signal).ok()).flatten();
                     let _ = ptrace::detach(self.pid, pass);
+                    break;
                 }
             }
         }
