@@ -145,6 +145,11 @@ impl Hold {
     /// Let the child go: the original instruction back, detached. Returns how long it was held
     /// stopped (zero when it had not reached the breakpoint yet).
     pub fn release(mut self) -> Duration {
+        self.finish()
+    }
+
+    /// [`Hold::release`], for `Drop` too.
+    fn finish(&mut self) -> Duration {
         let held = self.held_for().unwrap_or_default();
         self.service();
         match self.state {
@@ -241,9 +246,7 @@ impl Hold {
 impl Drop for Hold {
     fn drop(&mut self) {
         if self.state != State::Done {
-            let h = Hold { pid: self.pid, state: self.state, held_since: None, fallback: None };
-            self.state = State::Done;
-            h.release();
+            self.finish();
         }
     }
 }
