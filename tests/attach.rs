@@ -311,6 +311,7 @@ fn permission_denied_for_another_users_process() {
             cmd.args(&sub).arg(bg.pid().to_string());
         }
         // Run ftprof as `nobody`: the kernel refuses it access to root's process.
+        // SAFETY: setgroups/setgid/setuid are async-signal-safe; no memory is shared.
         unsafe {
             cmd.pre_exec(|| {
                 if libc::setgroups(0, std::ptr::null()) != 0 || libc::setgid(65534) != 0 || libc::setuid(65534) != 0 {
@@ -350,6 +351,7 @@ fn ctrl_c_while_attached_writes_the_output_and_leaves_the_target_running() {
         .spawn()
         .unwrap();
     std::thread::sleep(std::time::Duration::from_millis(1500));
+    // SAFETY: kill(2) on our own child, which has not been waited for (its pid is still ours).
     unsafe { libc::kill(rec.id() as i32, libc::SIGINT) };
     let out = rec.wait_with_output().unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));

@@ -186,6 +186,7 @@ fn ctrl_c_stops_the_target_and_still_writes_output() {
     BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
     assert_eq!(line.trim(), "ready");
     std::thread::sleep(std::time::Duration::from_millis(1000));
+    // SAFETY: kill(2) on our own child, which has not been waited for (its pid is still ours).
     unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
     let out = child.wait_with_output().unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);

@@ -97,6 +97,7 @@ fn perf_event_open_refused() {
     cmd.args(["record", "-o"]).arg(dir.path().join("p.svg")).arg("--").arg(python()).args(["-c", "pass"]);
     let prog = SockFprog { len: filter.len() as u16, filter: filter.as_ptr() };
     let prog_addr = &prog as *const SockFprog as usize;
+    // SAFETY: prctl(2) is async-signal-safe; `prog` outlives the spawn that runs the hook.
     unsafe {
         cmd.pre_exec(move || {
             if libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0

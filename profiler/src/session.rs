@@ -84,6 +84,9 @@ pub struct RecordingOutcome {
     /// Launched: how long the target was held stopped after its `exec` (at
     /// [`Sink::hold_at`]) while ftprof got ready.
     pub held: Duration,
+    /// Whether it was held at the `exec` itself (the breakpoint could not be set), before the
+    /// program's own start-up, rather than at [`Sink::hold_at`].
+    pub held_at_exec: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -217,24 +220,16 @@ pub fn record(
     if let (Some(h), Some(at)) = (&mut hold, &hold_at) {
         h.after_exec(at);
     }
-    if let (Some(at), true) = (&hold_at, std::env::var_os("FTPROF_TIMING").is_some()) {
-        let how = match &hold {
-            None => "not seized: held before its exec".to_string(),
-            Some(h) => h.fallback.clone().map_or_else(
-                || format!("at {}+{:#x}", at.file.display(), at.offset),
-                |why| format!("at its exec ({why})"),
-            ),
-        };
-        eprintln!("ftprof timing: target held {how}");
+    let held_at_exec = hold.as_ref().is_some_and(|h| h.fallback.is_some());
+    if let Some(at) = &hold_at {
+        timing_held_where(at, hold.as_ref());
     }
     let mut held = Duration::ZERO;
 
     let mut lost = LostCounts::default();
-    let mut exit = None;
-    let mut cpu = None;
+    let (mut exit, mut cpu) = (None, None);
     let mut stop_reason = StopReason::TargetExited;
-    let mut stop_seen: Option<Instant> = None;
-    let mut escalation = 0;
+    let mut escalation = Escalation::default();
 
     let mut wait = Duration::from_millis(POLL_MS);
     loop {
@@ -252,51 +247,17 @@ pub fn record(
                 }
             }
         }
-
-        let mut status = 0;
-        // SAFETY: `rusage` is plain data, all zeroes is a valid value.
-        let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
-        let r = if child_exited(pid) {
-            // Reaping runs the kernel's clean-up of the target's /proc entries, which waits for
-            // the target's exiting threads: at a real-time priority above theirs, on their CPU
-            // (pinned), it waited for them forever (a livelock seen with ftprof at SCHED_RR 2 and
-            // the workers at 1). So it reaps at normal priority; the priority is back after it
-            // (`scale` launches its next run from this thread, which the launch inherits).
-            let _normal = NormalPriority::enter();
-            // SAFETY: both pointers are to live locals; nix has no `wait4` (the child's rusage).
-            unsafe { libc::wait4(pid, &mut status, libc::WNOHANG, &mut ru) }
-        } else {
-            0
-        };
-        if r == pid {
-            exit = Some(if libc::WIFSIGNALED(status) {
-                ExitStatus::Signal(libc::WTERMSIG(status))
-            } else {
-                ExitStatus::Code(libc::WEXITSTATUS(status))
-            });
-            let tv = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
-            cpu = Some(tv(ru.ru_utime) + tv(ru.ru_stime));
-            break;
-        }
-        if r < 0 {
-            break; // not our child any more
+        match reap(pid) {
+            Reaped::Running => {}
+            Reaped::Exited(status, seconds) => {
+                (exit, cpu) = (Some(status), Some(seconds));
+                break;
+            }
+            Reaped::NotOurs => break,
         }
         if stop.load(Ordering::Relaxed) {
             stop_reason = StopReason::Interrupted;
-            // A Ctrl-C in a terminal already reached the target (same process group): give it a
-            // second to finish, then SIGINT, SIGTERM and SIGKILL, 3 s apart.
-            let since = *stop_seen.get_or_insert_with(Instant::now);
-            let due = [1, 4, 7].get(escalation).map(|&s| Duration::from_secs(s));
-            if due.is_some_and(|d| since.elapsed() >= d) {
-                let sig = [Signal::SIGINT, Signal::SIGTERM, Signal::SIGKILL][escalation];
-                // Its children too (a process pool's workers), as a Ctrl-C in the terminal
-                // would: the descendants first, then the target.
-                for child in crate::threads::descendants(pid as u32) {
-                    let _ = kill(Pid::from_raw(child as i32), sig);
-                }
-                let _ = kill(Pid::from_raw(pid), sig);
-                escalation += 1;
-            }
+            escalation.step(pid);
         }
     }
     for r in &rings {
@@ -315,7 +276,91 @@ pub fn record(
         target_cpu_seconds: cpu,
         followed_children: cfg.follow_children,
         held,
+        held_at_exec,
     })
+}
+
+/// With `FTPROF_TIMING`: where the launched target is held (`hold`: seized, else not).
+fn timing_held_where(at: &crate::hold::HoldAt, hold: Option<&Hold>) {
+    if std::env::var_os("FTPROF_TIMING").is_none() {
+        return;
+    }
+    let how = match hold {
+        None => "not seized: held before its exec".to_string(),
+        Some(h) => h
+            .fallback
+            .clone()
+            .map_or_else(|| format!("at {}+{:#x}", at.file.display(), at.offset), |why| format!("at its exec ({why})")),
+    };
+    eprintln!("ftprof timing: target held {how}");
+}
+
+/// The launched child, looked at without waiting.
+enum Reaped {
+    Running,
+    /// It exited (reaped): how, and its user + system CPU seconds.
+    Exited(ExitStatus, f64),
+    /// Not our child any more.
+    NotOurs,
+}
+
+fn reap(pid: i32) -> Reaped {
+    if !child_exited(pid) {
+        return Reaped::Running;
+    }
+    let mut status = 0;
+    // SAFETY: `rusage` is plain data, all zeroes is a valid value.
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    // Reaping runs the kernel's clean-up of the target's /proc entries, which waits for the
+    // target's exiting threads: at a real-time priority above theirs, on their CPU (pinned), it
+    // waited for them forever (a livelock seen with ftprof at SCHED_RR 2 and the workers at 1).
+    // So it reaps at normal priority; the priority is back after it (`scale` launches its next
+    // run from this thread, which the launch inherits).
+    let r = {
+        let _normal = NormalPriority::enter();
+        // SAFETY: both pointers are to live locals; nix has no `wait4` (the child's rusage).
+        unsafe { libc::wait4(pid, &mut status, libc::WNOHANG, &mut ru) }
+    };
+    if r < 0 {
+        return Reaped::NotOurs;
+    }
+    if r != pid {
+        return Reaped::Running;
+    }
+    let exit = if libc::WIFSIGNALED(status) {
+        ExitStatus::Signal(libc::WTERMSIG(status))
+    } else {
+        ExitStatus::Code(libc::WEXITSTATUS(status))
+    };
+    let tv = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    Reaped::Exited(exit, tv(ru.ru_utime) + tv(ru.ru_stime))
+}
+
+/// Stopping a launched target on Ctrl-C: a Ctrl-C in a terminal already reached it (same
+/// process group), so it gets a second to finish, then SIGINT, SIGTERM and SIGKILL, 3 s apart.
+#[derive(Default)]
+struct Escalation {
+    since: Option<Instant>,
+    sent: usize,
+}
+
+impl Escalation {
+    /// Called while the stop is pending: sends the signal that is due, if any.
+    fn step(&mut self, pid: i32) {
+        let since = *self.since.get_or_insert_with(Instant::now);
+        let due = [1, 4, 7].get(self.sent).map(|&s| Duration::from_secs(s));
+        if due.is_none_or(|d| since.elapsed() < d) {
+            return;
+        }
+        let sig = [Signal::SIGINT, Signal::SIGTERM, Signal::SIGKILL][self.sent];
+        // Its children too (a process pool's workers), as a Ctrl-C in the terminal would: the
+        // descendants first, then the target.
+        for child in crate::threads::descendants(pid as u32) {
+            let _ = kill(Pid::from_raw(child as i32), sig);
+        }
+        let _ = kill(Pid::from_raw(pid), sig);
+        self.sent += 1;
+    }
 }
 
 /// Is `pid` still a live process (not gone, not a zombie)?
@@ -401,6 +446,7 @@ fn attach(
         target_cpu_seconds: None,
         followed_children: cfg.follow_children && filter.is_some(),
         held: Duration::ZERO,
+        held_at_exec: false,
     })
 }
 

@@ -241,28 +241,37 @@ mod tests {
             let got = exact.times;
             assert_eq!(got, want, "{name}");
             assert_eq!(exact.unobserved, unobserved, "{name}");
-            // The thread totals stay as they were.
-            for tid in [1, 2] {
-                let before: u64 = samples
-                    .iter()
-                    .filter(|s| s.tid == tid)
-                    .filter_map(|s| match s.observation {
-                        Observation::OffCpu { wait_us, preempted: false, .. } => Some(wait_us),
-                        _ => None,
-                    })
-                    .sum();
-                let after: u64 = samples
-                    .iter()
-                    .zip(&got)
-                    .filter(|(s, _)| s.tid == tid)
-                    .filter_map(|(s, g)| match s.observation {
-                        Observation::OffCpu { wait_us, preempted: false, .. } => Some(g.unwrap_or(wait_us)),
-                        _ => None,
-                    })
-                    .sum::<u64>()
-                    + exact.unobserved.iter().filter(|u| u.0 == tid).map(|u| u.1).sum::<u64>();
-                assert_eq!(before, after, "{name}: thread {tid}'s blocked total");
-            }
+            assert_thread_totals_kept(name, &samples, &got, &exact.unobserved);
+        }
+    }
+
+    /// Each thread's blocked total is what it was: its samples' new times plus its unobserved time.
+    fn assert_thread_totals_kept(
+        name: &str,
+        samples: &[CapturedSample],
+        got: &[Option<u64>],
+        unobserved: &[(u32, u64)],
+    ) {
+        for tid in [1, 2] {
+            let before: u64 = samples
+                .iter()
+                .filter(|s| s.tid == tid)
+                .filter_map(|s| match s.observation {
+                    Observation::OffCpu { wait_us, preempted: false, .. } => Some(wait_us),
+                    _ => None,
+                })
+                .sum();
+            let after: u64 = samples
+                .iter()
+                .zip(got)
+                .filter(|(s, _)| s.tid == tid)
+                .filter_map(|(s, g)| match s.observation {
+                    Observation::OffCpu { wait_us, preempted: false, .. } => Some(g.unwrap_or(wait_us)),
+                    _ => None,
+                })
+                .sum::<u64>()
+                + unobserved.iter().filter(|u| u.0 == tid).map(|u| u.1).sum::<u64>();
+            assert_eq!(before, after, "{name}: thread {tid}'s blocked total");
         }
     }
 }

@@ -86,6 +86,7 @@ fn outcome(pid: i32) -> RecordingOutcome {
         target_cpu_seconds: Some(0.25),
         followed_children: false,
         held: Duration::ZERO,
+        held_at_exec: false,
     }
 }
 

@@ -207,8 +207,13 @@ pub fn run(opts: &RecordOptions) -> Result<i32> {
     }
     eprint!("{}", flamegraph::summary_text(&profile));
     if outcome.held >= std::time::Duration::from_millis(1) {
+        let at = if outcome.held_at_exec {
+            "at its exec, before its start-up"
+        } else {
+            "after its start-up, before its own code"
+        };
         eprintln!(
-            "ftprof: the target was held {} ms after its start-up, before its own code, while the kernel verified the BPF programs (shown as its main thread's idle time)",
+            "ftprof: the target was held {} ms {at}, while the kernel verified the BPF programs (shown as its main thread's idle time)",
             outcome.held.as_millis()
         );
     }

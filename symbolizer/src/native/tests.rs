@@ -379,6 +379,7 @@ fn deleted_library_does_not_break_symbolization() {
     eprintln!("deleted library: {frames:?}");
     assert!(frames.last().unwrap().module.ends_with("libdeleted.so (deleted)"));
     // Root can still read the file through /proc/PID/map_files.
+    // SAFETY: geteuid(2) cannot fail and touches no memory.
     if unsafe { libc::geteuid() } == 0 {
         assert_eq!(frames.last().unwrap().function.as_deref(), Some("caller"));
     }

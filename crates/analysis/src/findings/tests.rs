@@ -264,10 +264,13 @@ fn versions_compare_on_the_components_given() {
 }
 
 /// One row per pitfall: the profile that shows it, the finding's id and site.
-#[test]
-fn each_pitfall_is_found_on_its_evidence() {
+/// A pitfall's id, the profile that shows it, the site and the waited-at line it names.
+type PitfallRow = (&'static str, P, &'static str, Option<&'static str>);
+
+/// Rows whose evidence is a shared object or a contended lock at the waiting line.
+fn object_rows() -> Vec<PitfallRow> {
     let cs = Category::CriticalSection;
-    let rows: Vec<(&str, P, &str, Option<&str>)> = vec![
+    vec![
         (
             "shared-constant",
             refcount(P::new("3.13.1", true), "str 'a string' (constant of `hot`)", 2, 50),
@@ -368,6 +371,12 @@ fn each_pitfall_is_found_on_its_evidence() {
             "hot (app.py:12)",
             None,
         ),
+    ]
+}
+
+/// Rows whose site is where the lock's holder was (the waiting line is named apart).
+fn holder_rows() -> Vec<PitfallRow> {
+    vec![
         (
             "logging-under-lock",
             waits(P::new("3.13.1", true), Category::Lock, "_thread.lock @ 0x7f0a", ("add_task", APP, 66), &[], 2, 50)
@@ -411,6 +420,13 @@ fn each_pitfall_is_found_on_its_evidence() {
             "slow_section (app.py:24)",
             Some("waiter (app.py:48)"),
         ),
+    ]
+}
+
+/// Rows of shared objects, stop-the-world pauses, the GIL and native hot spots.
+fn runtime_rows() -> Vec<PitfallRow> {
+    let cs = Category::CriticalSection;
+    vec![
         ("list-arithmetic", refcount(P::new("3.13.1", true), "float 1.5 (local `x`)", 2, 50), "hot (app.py:12)", None),
         (
             "shared-mutable",
@@ -475,7 +491,12 @@ fn each_pitfall_is_found_on_its_evidence() {
             "np_hot (app.py:80)",
             None,
         ),
-    ];
+    ]
+}
+
+#[test]
+fn each_pitfall_is_found_on_its_evidence() {
+    let rows: Vec<PitfallRow> = [object_rows(), holder_rows(), runtime_rows()].into_iter().flatten().collect();
     let table_ids: BTreeSet<&str> = pitfalls().iter().map(|p| p.id.as_str()).collect();
     let tested: BTreeSet<&str> = rows.iter().map(|r| r.0).collect();
     assert_eq!(table_ids, tested, "every row of the table has its case here");
