@@ -24,6 +24,9 @@ pub struct InstantCounts {
     /// sampled thread (its later samples stay unregistered); see [`InstantStacks::sync_trouble`].
     pub sync_failed: u64,
     pub sync_unlisted: u64,
+    /// Of `no_tstate`: records taken after an earlier re-read had registered their thread (the
+    /// kernel did not find what it was given: a fault).
+    pub after_registered: u64,
 }
 
 /// Python stacks read at the sample instant, for one recording.
@@ -37,6 +40,8 @@ pub struct InstantStacks {
     /// always; a Python thread many times: a fault).
     sync_error: Option<String>,
     unlisted: std::collections::HashMap<u32, u64>,
+    /// Per thread: when (CLOCK_MONOTONIC ns) a re-read first registered it.
+    registered_at: std::collections::HashMap<u32, u64>,
 }
 
 impl InstantStacks {
@@ -54,6 +59,7 @@ impl InstantStacks {
             counts: InstantCounts::default(),
             sync_error: None,
             unlisted: std::collections::HashMap::new(),
+            registered_at: std::collections::HashMap::new(),
         })
     }
 
@@ -100,12 +106,20 @@ impl InstantStacks {
             Some(rec) if rec.no_tstate => {
                 self.counts.no_tstate += 1;
                 self.counts.missing += 1;
+                // Registered well before this record was taken, and still not found by the kernel.
+                const SLACK_NS: u64 = 1_000_000;
+                if self.registered_at.get(&tid).is_some_and(|&at| rec.time_ns > at + SLACK_NS) {
+                    self.counts.after_registered += 1;
+                }
+                let now = crate::loader::now_ns();
                 match self.stacks.sync_threads(py) {
                     Ok(tids) if !tids.contains(&tid) => {
                         self.counts.sync_unlisted += 1;
                         *self.unlisted.entry(tid).or_default() += 1;
                     }
-                    Ok(_) => {}
+                    Ok(_) => {
+                        self.registered_at.entry(tid).or_insert(now);
+                    }
                     Err(e) => {
                         self.counts.sync_failed += 1;
                         self.sync_error.get_or_insert_with(|| e.to_string());
@@ -125,8 +139,9 @@ impl InstantStacks {
     }
 
     /// What kept sampled threads unregistered, in one line, when it looks like a fault: re-reads
-    /// of a thread list that failed 10 times or more (with the first reason), or threads that
-    /// `is_python` says run Python and that 10 re-reads or more did not list.
+    /// of a thread list that failed 10 times or more (with the first reason), threads that
+    /// `is_python` says run Python and that 10 re-reads or more did not list, or 10 records or
+    /// more taken after their thread was registered that still found no registration.
     pub fn sync_trouble(&self, is_python: impl Fn(u32) -> bool) -> Option<String> {
         const MANY: u64 = 10;
         let mut why = Vec::new();
@@ -139,6 +154,12 @@ impl InstantStacks {
         unlisted.sort_unstable();
         for (tid, n) in unlisted {
             why.push(format!("Python thread {tid} missing from its thread list at {n} re-reads"));
+        }
+        if self.counts.after_registered >= MANY {
+            why.push(format!(
+                "{} kernel records taken after their thread was registered did not find it",
+                self.counts.after_registered
+            ));
         }
         (!why.is_empty()).then(|| why.join("; "))
     }
