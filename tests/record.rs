@@ -197,3 +197,61 @@ fn ctrl_c_stops_the_target_and_still_writes_output() {
     let names: Vec<&str> = v["frames"].as_array().unwrap().iter().filter_map(|f| f["name"].as_str()).collect();
     assert!(names.contains(&"burn"));
 }
+
+/// Without the BPF path, Python stacks are read after the sample. When ftprof falls behind
+/// (stopped here) until the threads have finished, those samples lose their Python frames: the
+/// run counts them and says so, rather than showing native-only stacks unexplained.
+#[test]
+fn python_stacks_read_after_their_threads_finished_are_counted_and_said() {
+    use std::io::{BufRead, BufReader, Write};
+    use std::time::Duration;
+    let dir = tempdir();
+    let path = dir.path().join("p.json");
+    let mut child = ftprof()
+        .env("FTPROF_BPF", "0")
+        .args(["record", "-f", "json", "-o"])
+        .arg(&path)
+        .arg("--")
+        .arg(python())
+        .arg(workload("finish_on_stdin.py"))
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdout = BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    stdout.read_line(&mut line).unwrap();
+    assert_eq!(line.trim(), "ready");
+    // ftprof reads the threads' stacks while they run, then stops reading (SIGSTOP) for 0.5 s
+    // of their work and until they have finished.
+    std::thread::sleep(Duration::from_millis(1000));
+    let ftprof_pid = nix::unistd::Pid::from_raw(child.id() as i32);
+    nix::sys::signal::kill(ftprof_pid, nix::sys::signal::Signal::SIGSTOP).unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    writeln!(child.stdin.take().unwrap(), "stop").unwrap();
+    line.clear();
+    stdout.read_line(&mut line).unwrap();
+    assert_eq!(line.trim(), "done");
+    std::thread::sleep(Duration::from_millis(100));
+    nix::sys::signal::kill(ftprof_pid, nix::sys::signal::Signal::SIGCONT).unwrap();
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let v: serde_json::Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+    let ps = &v["summary"]["python_stacks"];
+    assert_eq!(ps["path"], "after-sample", "{ps}");
+    let too_late = ps["too_late"].as_u64().unwrap_or(0);
+    assert!(too_late > 0, "no sample counted as read too late: {ps}\n{stderr}");
+    // The threads ran 0.5 s while ftprof was stopped: the earliest of those samples was read
+    // that long after it was taken, less the moments before its thread was next sampled.
+    assert!(ps["too_late_ms"].as_u64().unwrap() >= 200, "{ps}");
+    assert!(stderr.contains(&format!("Python stacks lost: {too_late} samples have no Python frames")), "{stderr}");
+    // They are all the samples without Python frames but a few (the interpreter's start-up).
+    let samples = v["summary"]["samples"].as_u64().unwrap();
+    let with_python = v["summary"]["with_python"].as_u64().unwrap();
+    assert!(
+        with_python + too_late + 10 + samples / 20 >= samples,
+        "{samples} samples, {with_python} with Python frames, {too_late} too late"
+    );
+}

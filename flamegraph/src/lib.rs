@@ -335,6 +335,17 @@ fn python_stacks_line(ps: &analysis::PythonStacks) -> String {
         why.push(format!("{} records that found no sample", ps.unmatched));
     }
     let why = if why.is_empty() { String::new() } else { format!(": {}", why.join(", ")) };
+    let line = python_stacks_path(ps, &why);
+    if ps.too_late == 0 {
+        return line;
+    }
+    format!(
+        "{line}  Python stacks lost: {} samples have no Python frames: ftprof fell behind (up to {} ms) and read them after their thread had finished\n",
+        ps.too_late, ps.too_late_ms
+    )
+}
+
+fn python_stacks_path(ps: &analysis::PythonStacks, why: &str) -> String {
     match (ps.path.as_str(), &ps.reason) {
         ("bpf", _) if ps.before_ready > 0 => format!(
             "  Python stacks: read in the kernel at the sample instant (BPF) for {} samples, after the sample for {} (no kernel record{why}) and {} (taken while the kernel verified the BPF programs)\n",

@@ -384,6 +384,14 @@ pub struct PythonStacks {
     /// Kernel records that found no sample (dropped once the samples of their time were all in).
     #[serde(default, skip_serializing_if = "is_zero")]
     pub unmatched: u64,
+    /// Samples whose Python stack was read after the sample, too late: ftprof had fallen behind
+    /// (20 ms or more) and their thread, seen in Python before, had no Python frame left by then
+    /// (it had finished or exited). They have no Python frames.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub too_late: u64,
+    /// How far behind ftprof read the latest of those, in ms.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub too_late_ms: u64,
 }
 
 fn is_zero(v: &u64) -> bool {

@@ -39,6 +39,10 @@ const PREEMPT_GUARD_NS: u64 = 300_000;
 /// sample is stamped in the same overflow handler; the slack covers the two clock reads).
 const DRAINED_RECORD_SLACK_NS: u64 = 50_000_000;
 
+/// A Python stack read this long after its CPU sample, with no thread state left, was read too
+/// late (ftprof drains every 10 ms or sooner when it keeps up).
+const TOO_LATE_NS: u64 = 20_000_000;
+
 /// A thread's scheduler accounting when first and last read, for exact per-thread totals.
 #[derive(Clone, Copy, Default)]
 pub(crate) struct SchedTrack {
@@ -171,6 +175,10 @@ pub struct Recorder {
     sampling_fds: Vec<std::os::fd::OwnedFd>,
     /// Samples whose Python stack was read after the sample while the programs were loading.
     before_bpf_ready: u64,
+    /// CPU samples read after the sample too late (see `analysis::PythonStacks::too_late`), and
+    /// how late the latest was (ns); the threads whose Python stack was read at least once.
+    too_late: (u64, u64),
+    had_python: std::collections::HashSet<u32>,
     /// Why the BPF path is not used, when it was asked for (one line).
     pub bpf_refusal: Option<String>,
     /// The CPU sample being keyed: (time, user ip, user sp), for the BPF record join.
@@ -249,6 +257,8 @@ impl Recorder {
             bpf_hold: false,
             sampling_fds: Vec::new(),
             before_bpf_ready: 0,
+            too_late: (0, 0),
+            had_python: std::collections::HashSet::new(),
             bpf_refusal: None,
             sample_at: None,
             sched_refusal: None,
@@ -398,6 +408,8 @@ impl Recorder {
                     new_thread: c.no_tstate,
                     ring_lost: c.ring_lost,
                     unmatched: i.unmatched(),
+                    too_late: self.too_late.0,
+                    too_late_ms: self.too_late.1 / 1_000_000,
                 }
             }
             _ => {
@@ -409,6 +421,8 @@ impl Recorder {
                     at_instant,
                     after_sample,
                     before_ready: self.before_bpf_ready,
+                    too_late: self.too_late.0,
+                    too_late_ms: self.too_late.1 / 1_000_000,
                     ..Default::default()
                 }
             }
@@ -619,12 +633,14 @@ impl Recorder {
         let sample_at = self.sample_at.take();
         let pending = self.bpf_pending.is_some();
         let mut before_ready = false;
+        let mut read_now = false;
         if let (Some(r), Some(p)) = (regs, self.python_process(pid)) {
             // The stack at the sample instant (BPF), else read now.
             let at_instant = match (&mut instant, sample_at) {
                 (Some(i), Some((time, ip, sp))) => i.stack_for_sample(p, tid, time, ip, sp),
                 _ => None,
             };
+            read_now = at_instant.is_none();
             before_ready = instant.is_none() && pending;
             match at_instant {
                 Some(st) => python = Some(st),
@@ -649,6 +665,11 @@ impl Recorder {
         }
         self.operands = operands;
         self.before_bpf_ready += u64::from(before_ready);
+        if read_now {
+            let found = python.as_ref().is_some_and(|st| !st.frames.is_empty());
+            // A read that failed because the thread was gone is not a read error.
+            failed &= !self.note_read_after_sample(tid, found, sample_at.map(|s| s.0));
+        }
         if self.instant.is_none() {
             self.instant = instant;
         }
@@ -705,6 +726,24 @@ impl Recorder {
                 }
             }
         }
+    }
+
+    /// A Python stack read after the sample (`found`: with frames) of a CPU sample taken at
+    /// `time`: a thread seen in Python before that has no frames, or no state (the read
+    /// failed), when ftprof reads its sample well after it was taken lost them to ftprof
+    /// falling behind (counted, and said). Returns whether the sample was read too late.
+    fn note_read_after_sample(&mut self, tid: u32, found: bool, time: Option<u64>) -> bool {
+        if found {
+            self.had_python.insert(tid);
+            return false;
+        }
+        let Some(time) = time.filter(|_| self.had_python.contains(&tid)) else { return false };
+        let late = profiler::monotonic_ns().saturating_sub(time);
+        if late < TOO_LATE_NS {
+            return false;
+        }
+        self.too_late = (self.too_late.0 + 1, self.too_late.1.max(late));
+        true
     }
 
     fn on_sample(&mut self, s: profiler::Sample) {
