@@ -42,6 +42,9 @@ pub struct InstantStacks {
     unlisted: std::collections::HashMap<u32, u64>,
     /// Per thread: when (CLOCK_MONOTONIC ns) a re-read first registered it.
     registered_at: std::collections::HashMap<u32, u64>,
+    /// Per thread: its records that said "not registered", the re-reads that listed it, and
+    /// how long after the latest such record was taken ftprof read it (ns).
+    unregistered: std::collections::HashMap<u32, (u64, u64, u64)>,
 }
 
 impl InstantStacks {
@@ -60,6 +63,7 @@ impl InstantStacks {
             sync_error: None,
             unlisted: std::collections::HashMap::new(),
             registered_at: std::collections::HashMap::new(),
+            unregistered: std::collections::HashMap::new(),
         })
     }
 
@@ -112,6 +116,9 @@ impl InstantStacks {
                     self.counts.after_registered += 1;
                 }
                 let now = crate::loader::now_ns();
+                let u = self.unregistered.entry(tid).or_default();
+                u.0 += 1;
+                u.2 = now.saturating_sub(rec.time_ns);
                 match self.stacks.sync_threads(py) {
                     Ok(tids) if !tids.contains(&tid) => {
                         self.counts.sync_unlisted += 1;
@@ -119,6 +126,7 @@ impl InstantStacks {
                     }
                     Ok(_) => {
                         self.registered_at.entry(tid).or_insert(now);
+                        self.unregistered.entry(tid).or_default().1 += 1;
                     }
                     Err(e) => {
                         self.counts.sync_failed += 1;
@@ -140,8 +148,9 @@ impl InstantStacks {
 
     /// What kept sampled threads unregistered, in one line, when it looks like a fault: re-reads
     /// of a thread list that failed 10 times or more (with the first reason), threads that
-    /// `is_python` says run Python and that 10 re-reads or more did not list, or 10 records or
-    /// more taken after their thread was registered that still found no registration.
+    /// `is_python` says run Python and that 10 re-reads or more did not list, 10 records or
+    /// more taken after their thread was registered that still found no registration, or a
+    /// thread with 100 records or more before it was registered.
     pub fn sync_trouble(&self, is_python: impl Fn(u32) -> bool) -> Option<String> {
         const MANY: u64 = 10;
         let mut why = Vec::new();
@@ -159,6 +168,18 @@ impl InstantStacks {
             why.push(format!(
                 "{} kernel records taken after their thread was registered did not find it",
                 self.counts.after_registered
+            ));
+        }
+        // Whatever the cause, a Python thread unregistered for many samples is named, with what
+        // was seen of it: how many re-reads listed it, and how late its last such record was read.
+        // (Not a thread that runs no Python: a native pool's thread is never listed.)
+        let mut long: Vec<(&u32, &(u64, u64, u64))> =
+            self.unregistered.iter().filter(|(&t, u)| u.0 >= 10 * MANY && (u.1 > 0 || is_python(t))).collect();
+        long.sort_unstable();
+        for (tid, (n, listed, late)) in long {
+            why.push(format!(
+                "thread {tid}: {n} records before it was registered ({listed} re-reads listed it; the last read {} ms after it was taken)",
+                late / 1_000_000
             ));
         }
         (!why.is_empty()).then(|| why.join("; "))
