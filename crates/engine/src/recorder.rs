@@ -1229,7 +1229,8 @@ pub fn record(
     }
     // Threads whose samples stayed unregistered in the kernel's map (their stacks were read
     // after the sample, as counted in the summary): why, for a report.
-    let is_python = |tid: u32| rec.py_names.contains_key(&tid);
+    // (Named by `threading`, or seen with Python frames when its stack was read after a sample.)
+    let is_python = |tid: u32| rec.py_names.contains_key(&tid) || rec.had_python.contains(&tid);
     if let Some(why) = rec.instant.as_ref().and_then(|i| i.sync_trouble(is_python)) {
         eprintln!("ftprof: warning: threads left unregistered for the kernel's stack reads: {why}");
     }
