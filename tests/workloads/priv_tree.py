@@ -2,7 +2,9 @@
 
 `priv_tree.py SECONDS [INTERPRETER…]` starts one child per interpreter given (each runs this
 script with `--child`), prints `child PID EUID` for each once the child reports its effective
-uid, then `ready`, then burns CPU in `parent_loop` for SECONDS (the children in `child_loop`).
+uid, then burns CPU in `parent_loop` for SECONDS (the children in `child_loop`), which prints
+`ready` first: a stack read once `ready` is seen is in `parent_loop` (printed before it, a loaded
+machine once left the process at the print, in `<module>`, when the test read it).
 """
 import os
 import subprocess
@@ -11,6 +13,7 @@ import time
 
 
 def parent_loop(seconds):
+    print("ready", flush=True)
     end = time.monotonic() + seconds
     x = 0
     while time.monotonic() < end:
@@ -36,7 +39,6 @@ for interpreter in sys.argv[2:]:
     euid = p.stdout.readline().split()[1]
     print(f"child {p.pid} {euid}", flush=True)
     kids.append(p)
-print("ready", flush=True)
 parent_loop(seconds)
 for p in kids:
     p.wait()
