@@ -35,16 +35,25 @@ pub struct InstantStacks {
     joiner: Joiner,
     max_depth: u32,
     counts: InstantCounts,
-    /// The first failed re-read of a thread list; per sampled thread, the re-reads that did
-    /// not list it (a thread being created or torn down, a thread that runs no Python: once or
-    /// always; a Python thread many times: a fault).
+    /// The first failed re-read of a thread list; per sampled thread that was not registered,
+    /// what the re-reads saw of it (not listed: a thread being created or torn down, a thread
+    /// that runs no Python: once or always; a Python thread many times: a fault).
     sync_error: Option<String>,
-    unlisted: std::collections::HashMap<u32, u64>,
-    /// Per thread: when (CLOCK_MONOTONIC ns) a re-read first registered it.
-    registered_at: std::collections::HashMap<u32, u64>,
-    /// Per thread: its records that said "not registered", the re-reads that listed it, and
-    /// how long after the latest such record was taken ftprof read it (ns).
-    unregistered: std::collections::HashMap<u32, (u64, u64, u64)>,
+    unregistered: std::collections::HashMap<u32, Unregistered>,
+}
+
+/// What the re-reads saw of one thread whose records said "not registered".
+#[derive(Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord)]
+struct Unregistered {
+    /// Its records that said so.
+    records: u64,
+    /// Re-reads that listed it, and that did not.
+    listed: u64,
+    unlisted: u64,
+    /// When (CLOCK_MONOTONIC ns) a re-read first registered it.
+    registered_at: Option<u64>,
+    /// How long after the latest such record was taken ftprof read it (ns).
+    last_late_ns: u64,
 }
 
 impl InstantStacks {
@@ -61,8 +70,6 @@ impl InstantStacks {
             max_depth,
             counts: InstantCounts::default(),
             sync_error: None,
-            unlisted: std::collections::HashMap::new(),
-            registered_at: std::collections::HashMap::new(),
             unregistered: std::collections::HashMap::new(),
         })
     }
@@ -112,21 +119,21 @@ impl InstantStacks {
                 self.counts.missing += 1;
                 // Registered well before this record was taken, and still not found by the kernel.
                 const SLACK_NS: u64 = 1_000_000;
-                if self.registered_at.get(&tid).is_some_and(|&at| rec.time_ns > at + SLACK_NS) {
-                    self.counts.after_registered += 1;
-                }
                 let now = crate::loader::now_ns();
                 let u = self.unregistered.entry(tid).or_default();
-                u.0 += 1;
-                u.2 = now.saturating_sub(rec.time_ns);
+                if u.registered_at.is_some_and(|at| rec.time_ns > at + SLACK_NS) {
+                    self.counts.after_registered += 1;
+                }
+                u.records += 1;
+                u.last_late_ns = now.saturating_sub(rec.time_ns);
                 match self.stacks.sync_threads(py) {
                     Ok(tids) if !tids.contains(&tid) => {
                         self.counts.sync_unlisted += 1;
-                        *self.unlisted.entry(tid).or_default() += 1;
+                        u.unlisted += 1;
                     }
                     Ok(_) => {
-                        self.registered_at.entry(tid).or_insert(now);
-                        self.unregistered.entry(tid).or_default().1 += 1;
+                        u.registered_at.get_or_insert(now);
+                        u.listed += 1;
                     }
                     Err(e) => {
                         self.counts.sync_failed += 1;
@@ -158,8 +165,12 @@ impl InstantStacks {
             let first = self.sync_error.as_deref().unwrap_or("");
             why.push(format!("{} re-reads of the thread list failed (first: {first})", self.counts.sync_failed));
         }
-        let mut unlisted: Vec<(u32, u64)> =
-            self.unlisted.iter().filter(|&(&t, &n)| n >= MANY && is_python(t)).map(|(&t, &n)| (t, n)).collect();
+        let mut unlisted: Vec<(u32, u64)> = self
+            .unregistered
+            .iter()
+            .filter(|&(&t, u)| u.unlisted >= MANY && is_python(t))
+            .map(|(&t, u)| (t, u.unlisted))
+            .collect();
         unlisted.sort_unstable();
         for (tid, n) in unlisted {
             why.push(format!("Python thread {tid} missing from its thread list at {n} re-reads"));
@@ -173,13 +184,18 @@ impl InstantStacks {
         // Whatever the cause, a Python thread unregistered for many samples is named, with what
         // was seen of it: how many re-reads listed it, and how late its last such record was read.
         // (Not a thread that runs no Python: a native pool's thread is never listed.)
-        let mut long: Vec<(&u32, &(u64, u64, u64))> =
-            self.unregistered.iter().filter(|(&t, u)| u.0 >= 10 * MANY && (u.1 > 0 || is_python(t))).collect();
+        let mut long: Vec<(&u32, &Unregistered)> = self
+            .unregistered
+            .iter()
+            .filter(|(&t, u)| u.records >= 10 * MANY && (u.listed > 0 || is_python(t)))
+            .collect();
         long.sort_unstable();
-        for (tid, (n, listed, late)) in long {
+        for (tid, u) in long {
             why.push(format!(
-                "thread {tid}: {n} records before it was registered ({listed} re-reads listed it; the last read {} ms after it was taken)",
-                late / 1_000_000
+                "thread {tid}: {} records before it was registered ({} re-reads listed it; the last read {} ms after it was taken)",
+                u.records,
+                u.listed,
+                u.last_late_ns / 1_000_000
             ));
         }
         (!why.is_empty()).then(|| why.join("; "))

@@ -177,7 +177,8 @@ pub struct Recorder {
     before_bpf_ready: u64,
     /// CPU samples read after the sample too late (see `analysis::PythonStacks::too_late`), and
     /// how late the latest was (ns); the threads whose Python stack was read at least once.
-    too_late: (u64, u64),
+    too_late: u64,
+    too_late_max_ns: u64,
     had_python: std::collections::HashSet<u32>,
     /// Why the BPF path is not used, when it was asked for (one line).
     pub bpf_refusal: Option<String>,
@@ -257,7 +258,8 @@ impl Recorder {
             bpf_hold: false,
             sampling_fds: Vec::new(),
             before_bpf_ready: 0,
-            too_late: (0, 0),
+            too_late: 0,
+            too_late_max_ns: 0,
             had_python: std::collections::HashSet::new(),
             bpf_refusal: None,
             sample_at: None,
@@ -408,8 +410,8 @@ impl Recorder {
                     new_thread: c.no_tstate,
                     ring_lost: c.ring_lost,
                     unmatched: i.unmatched(),
-                    too_late: self.too_late.0,
-                    too_late_ms: self.too_late.1 / 1_000_000,
+                    too_late: self.too_late,
+                    too_late_ms: self.too_late_max_ns / 1_000_000,
                 }
             }
             _ => {
@@ -421,8 +423,8 @@ impl Recorder {
                     at_instant,
                     after_sample,
                     before_ready: self.before_bpf_ready,
-                    too_late: self.too_late.0,
-                    too_late_ms: self.too_late.1 / 1_000_000,
+                    too_late: self.too_late,
+                    too_late_ms: self.too_late_max_ns / 1_000_000,
                     ..Default::default()
                 }
             }
@@ -742,7 +744,8 @@ impl Recorder {
         if late < TOO_LATE_NS {
             return false;
         }
-        self.too_late = (self.too_late.0 + 1, self.too_late.1.max(late));
+        self.too_late += 1;
+        self.too_late_max_ns = self.too_late_max_ns.max(late);
         true
     }
 
