@@ -43,7 +43,7 @@ pub struct InstantStacks {
 }
 
 /// What the re-reads saw of one thread whose records said "not registered".
-#[derive(Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Default)]
 struct Unregistered {
     /// Its records that said so.
     records: u64,
@@ -115,7 +115,6 @@ impl InstantStacks {
         self.joiner.feed(self.stacks.drain());
         match self.joiner.take(tid, time_ns, ip, sp) {
             Some(rec) if rec.no_tstate => {
-                self.counts.no_tstate += 1;
                 self.counts.missing += 1;
                 // Registered well before this record was taken, and still not found by the kernel.
                 const SLACK_NS: u64 = 1_000_000;
@@ -128,7 +127,6 @@ impl InstantStacks {
                 u.last_late_ns = now.saturating_sub(rec.time_ns);
                 match self.stacks.sync_threads(py) {
                     Ok(tids) if !tids.contains(&tid) => {
-                        self.counts.sync_unlisted += 1;
                         u.unlisted += 1;
                     }
                     Ok(_) => {
@@ -189,7 +187,7 @@ impl InstantStacks {
             .iter()
             .filter(|(&t, u)| u.records >= 10 * MANY && (u.listed > 0 || is_python(t)))
             .collect();
-        long.sort_unstable();
+        long.sort_unstable_by_key(|&(&t, _)| t);
         for (tid, u) in long {
             why.push(format!(
                 "thread {tid}: {} records before it was registered ({} re-reads listed it; the last read {} ms after it was taken)",
@@ -212,8 +210,15 @@ impl InstantStacks {
         self.joiner.expire(before_ns);
     }
 
+    /// The counts so far; `no_tstate` and `sync_unlisted` are the per-thread tallies summed.
     pub fn counts(&self) -> InstantCounts {
-        InstantCounts { ring_lost: self.stacks.lost(), ..self.counts }
+        let u = self.unregistered.values();
+        InstantCounts {
+            ring_lost: self.stacks.lost(),
+            no_tstate: u.clone().map(|u| u.records).sum(),
+            sync_unlisted: u.map(|u| u.unlisted).sum(),
+            ..self.counts
+        }
     }
 
     /// The records of `tid` still waiting for their samples (diagnostics).
